@@ -1,0 +1,46 @@
+"""Datasets as ``FORMAT:PATH`` specs -> lists of ``ImageRecord``.
+
+Formats: ``busbra:DIR``, ``breast:DIR``, ``coco:FILE.json``, ``labelstudio:FILE.json``,
+``records:FILE.json`` (what ``birads import`` writes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from model.datasets.annotation_files import load_coco, load_labelstudio
+from model.datasets.breast_ultrasound import load_breast, load_busbra
+from model.io import DataError
+from model.records import ImageRecord, load_records
+
+FORMATS: dict[str, Callable[..., list[ImageRecord]]] = {
+    "busbra": load_busbra,
+    "breast": load_breast,
+    "coco": load_coco,
+    "labelstudio": load_labelstudio,
+    "records": load_records,
+}
+
+
+def load(spec: str, image_root: Path | None = None) -> list[ImageRecord]:
+    """Load ``FORMAT:PATH``. ``image_root`` resolves Label Studio ``/data/...`` image URLs."""
+    fmt, sep, path = spec.partition(":")
+    if not sep or fmt not in FORMATS or not path:
+        raise DataError(f"--data {spec!r}: expected FORMAT:PATH with FORMAT one of {', '.join(FORMATS)}")
+    if not Path(path).exists():
+        raise DataError(f"{path}: not found")
+    if fmt == "labelstudio":
+        return load_labelstudio(Path(path), image_root)
+    try:
+        return FORMATS[fmt](Path(path))
+    except (KeyError, TypeError) as exc:  # records files written by hand
+        raise DataError(f"{path}: malformed {fmt} file ({exc!r})") from None
+
+
+def select(records: Iterable[ImageRecord], splits: Iterable[str] | None = None,
+           exclude: Iterable[str] | None = None) -> list[ImageRecord]:
+    """Records whose split is in ``splits`` (all when None) and not in ``exclude``."""
+    keep = set(splits) if splits else None
+    drop = set(exclude or ())
+    return [r for r in records if (keep is None or r.split in keep) and r.split not in drop]

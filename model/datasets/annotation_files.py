@@ -1,0 +1,149 @@
+"""Importers for annotation files written by tools: COCO JSON and Label Studio JSON exports."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from urllib.parse import parse_qs, unquote, urlparse
+
+from model import taxonomy
+from model.io import DataError, image_size
+from model.records import Box, ImageRecord
+
+log = logging.getLogger(__name__)
+
+
+def _read_json(path: Path) -> object:
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise DataError(f"{path}: not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: malformed JSON ({exc})") from None
+
+
+def _category(name: object, where: str) -> str:
+    try:
+        return taxonomy.normalize(name)
+    except taxonomy.UnknownCategory as exc:
+        raise DataError(f"{where}: {exc}") from None
+
+
+def _existing(path: Path, where: str) -> Path:
+    if not path.is_file():
+        raise DataError(f"{where}: image {path} not found")
+    return path
+
+
+def load_coco(path: Path) -> list[ImageRecord]:
+    """COCO detection JSON; ``file_name`` relative to the JSON's folder (or absolute).
+
+    Category names are BI-RADS values ("4A", "BI-RADS 3", ...). Optional per-image keys
+    ``patient``, ``split``, ``birads`` and ``pathology`` are kept (our exporter writes them).
+    """
+    path = Path(path)
+    data = _read_json(path)
+    try:
+        categories = {c["id"]: c["name"] for c in data["categories"]}
+        images = data["images"]
+        annotations = data["annotations"]
+    except (KeyError, TypeError) as exc:
+        raise DataError(f"{path}: not a COCO detection file (missing {exc})") from None
+    boxes: dict[int, list[Box]] = {}
+    for index, ann in enumerate(annotations):
+        where = f"{path} annotations[{index}]"
+        try:
+            x, y, w, h = (float(v) for v in ann["bbox"])
+            cat_name = categories[ann["category_id"]]
+            image_id = ann["image_id"]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DataError(f"{where}: malformed annotation ({exc!r})") from None
+        boxes.setdefault(image_id, []).append(Box(x, y, x + w, y + h, _category(cat_name, where)))
+    records = []
+    for index, image in enumerate(images):
+        where = f"{path} images[{index}]"
+        try:
+            image_path = _existing(path.parent / image["file_name"], where)
+            image_id = image["id"]
+        except (KeyError, TypeError) as exc:
+            raise DataError(f"{where}: malformed image entry ({exc!r})") from None
+        width, height = image_size(image_path)
+        image_boxes = boxes.get(image_id, [])
+        birads = image.get("birads")
+        records.append(ImageRecord(
+            image_id=str(image.get("name", image_id)), path=str(image_path.resolve()),
+            width=width, height=height, boxes=image_boxes, patient=image.get("patient"),
+            split=image.get("split"),
+            birads=_category(birads, where) if birads else
+            taxonomy.image_category(b.category for b in image_boxes),
+            pathology=image.get("pathology")))
+    return records
+
+
+def resolve_task_image(url: str, base: Path, image_root: Path | None) -> Path:
+    """Local file behind a Label Studio task image reference.
+
+    ``/data/local-files/?d=REL`` -> IMAGE_ROOT/REL (Label Studio's local-files document root);
+    ``/data/upload/P/F`` -> IMAGE_ROOT/upload/P/F (Label Studio's media folder);
+    a plain path -> relative to the export file.
+    """
+    parsed = urlparse(url)
+    if parsed.path.startswith("/data/local-files"):
+        relative = unquote(parse_qs(parsed.query).get("d", [""])[0])
+        return (image_root or base) / relative
+    if parsed.path.startswith("/data/"):
+        return (image_root or base) / parsed.path[len("/data/"):]
+    if parsed.scheme in ("http", "https", "s3", "gs"):
+        raise DataError(f"{url}: remote images are not imported; download them and use paths")
+    return base / unquote(parsed.path)
+
+
+def _pick_annotation(annotations: list[dict]) -> dict | None:
+    """Ground truth if marked, else the latest one not cancelled."""
+    usable = [a for a in annotations if not a.get("was_cancelled")]
+    truth = [a for a in usable if a.get("ground_truth")]
+    return (truth or usable or [None])[-1]
+
+
+def load_labelstudio(path: Path, image_root: Path | None = None) -> list[ImageRecord]:
+    """A Label Studio JSON export: RectangleLabels regions over an Image, percent coordinates.
+
+    Percentages are of the image as the browser shows it, i.e. after EXIF orientation, which is
+    also how ``model.io`` reads images, so boxes land on the same pixels.
+    """
+    path = Path(path)
+    tasks = _read_json(path)
+    if not isinstance(tasks, list):
+        raise DataError(f"{path}: a Label Studio export is a JSON list of tasks")
+    records = []
+    for index, task in enumerate(tasks):
+        where = f"{path} task[{index}]"
+        if not isinstance(task, dict) or not isinstance(task.get("data"), dict):
+            raise DataError(f"{where}: malformed task (no 'data' object)")
+        annotation = _pick_annotation(task.get("annotations") or [])
+        if annotation is None:  # not labelled yet: neither a lesion nor "no lesion"
+            continue
+        regions = [r for r in annotation.get("result", []) if r.get("type") == "rectanglelabels"]
+        url = next((v for v in task["data"].values() if isinstance(v, str)), None)
+        if url is None:
+            raise DataError(f"{where}: task data has no image reference")
+        image_path = _existing(resolve_task_image(url, path.parent, image_root), where)
+        width, height = image_size(image_path)
+        boxes = []
+        for number, region in enumerate(regions):
+            region_where = f"{where} result[{number}]"
+            try:
+                value = region["value"]
+                x, y = float(value["x"]), float(value["y"])
+                w, h = float(value["width"]), float(value["height"])
+                label = value["rectanglelabels"][0]
+            except (KeyError, TypeError, ValueError, IndexError) as exc:
+                raise DataError(f"{region_where}: malformed region ({exc!r})") from None
+            boxes.append(Box(x * width / 100, y * height / 100, (x + w) * width / 100,
+                             (y + h) * height / 100, _category(label, region_where)))
+        records.append(ImageRecord(
+            image_id=str(task.get("id", index)), path=str(image_path.resolve()), width=width,
+            height=height, boxes=boxes,
+            birads=taxonomy.image_category(b.category for b in boxes)))
+    return records

@@ -1,0 +1,86 @@
+"""Plain data that crosses the seam between model/ and its callers: no detectron2, no Label Studio.
+
+Boxes are in pixels of the image as displayed (EXIF orientation applied), XYXY, absolute.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Box:
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+    category: str
+    score: float | None = None  # None for an expert's box
+
+    @property
+    def width(self) -> float:
+        return self.x1 - self.x0
+
+    @property
+    def height(self) -> float:
+        return self.y1 - self.y0
+
+    @property
+    def area(self) -> float:
+        return max(0.0, self.width) * max(0.0, self.height)
+
+    def iou(self, other: Box) -> float:
+        ix = max(0.0, min(self.x1, other.x1) - max(self.x0, other.x0))
+        iy = max(0.0, min(self.y1, other.y1) - max(self.y0, other.y0))
+        inter = ix * iy
+        union = self.area + other.area - inter
+        return inter / union if union > 0 else 0.0
+
+
+@dataclass
+class ImageRecord:
+    """One image and its expert boxes (a training or evaluation record)."""
+
+    image_id: str
+    path: str
+    width: int
+    height: int
+    boxes: list[Box] = field(default_factory=list)
+    patient: str | None = None          # to keep splits patient-disjoint
+    split: str | None = None            # e.g. "fold1" (BUS-BRA) or "test"
+    birads: str | None = None           # the experts' image-level category
+    pathology: str | None = None        # "benign" / "malignant" where biopsy-proven; else None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ImageRecord:
+        data = dict(data)
+        data["boxes"] = [Box(**b) for b in data.get("boxes", [])]
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class Detection:
+    """What the predictor returns for one image."""
+
+    boxes: tuple[Box, ...]
+    width: int
+    height: int
+    class_scores: tuple[dict[str, float], ...] = ()  # per box: softmax over all classes
+
+    def top(self) -> Box | None:
+        return max(self.boxes, key=lambda b: b.score or 0.0, default=None)
+
+
+def save_records(records: list[ImageRecord], path: Path) -> None:
+    from model.io import write_atomic
+
+    write_atomic(path, json.dumps([r.to_dict() for r in records], indent=1))
+
+
+def load_records(path: Path) -> list[ImageRecord]:
+    return [ImageRecord.from_dict(d) for d in json.loads(Path(path).read_text())]
