@@ -73,12 +73,26 @@ class StagedDirectory:
 
     ``with StagedDirectory(out) as tmp: ...write into tmp...`` -- on an exception ``out`` is left
     exactly as it was (absent, or the previous content), so nothing is ever half-written.
+
+    A destination that exists must be empty or an earlier StagedDirectory (it carries a marker
+    file), so a mistyped ``--out`` can never wipe an unrelated folder.
     """
+
+    MARKER = ".birads-output"
 
     def __init__(self, destination: str | Path) -> None:
         self.destination = Path(destination)
 
+    def check(self) -> None:
+        """Fail now (before long work) if the destination may not be replaced."""
+        existing = self.destination
+        if existing.exists() and (not existing.is_dir() or (
+                any(existing.iterdir()) and not (existing / self.MARKER).exists())):
+            raise DataError(f"{existing} exists and is not an earlier output of ours: "
+                            "choose a new or empty directory")
+
     def __enter__(self) -> Path:
+        self.check()
         self.destination.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = Path(tempfile.mkdtemp(dir=self.destination.parent,
                                          prefix=f".{self.destination.name}."))
@@ -88,6 +102,7 @@ class StagedDirectory:
         if exc_type is not None:
             shutil.rmtree(self.tmp, ignore_errors=True)
             return
+        (self.tmp / self.MARKER).touch()
         if self.destination.exists():
             old = self.destination.with_name(f".{self.destination.name}.old")
             shutil.rmtree(old, ignore_errors=True)

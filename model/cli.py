@@ -1,0 +1,161 @@
+"""``birads``: import data, train, predict, evaluate. Thin: each command calls one module."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+from model.io import DataError
+
+log = logging.getLogger("birads")
+
+
+def _add_data(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", required=True, metavar="FORMAT:PATH",
+                        help="busbra:DIR, breast:DIR, coco:FILE, labelstudio:FILE or records:FILE")
+    parser.add_argument("--image-root", type=Path,
+                        help="where Label Studio /data/local-files and /data/upload URLs point")
+    parser.add_argument("--splits", nargs="*", help="use only these splits (e.g. fold1 fold2)")
+    parser.add_argument("--exclude-splits", nargs="*", help="leave these splits out")
+
+
+def _records(args: argparse.Namespace):
+    from model import datasets
+
+    records = datasets.select(datasets.load(args.data, args.image_root), args.splits,
+                              args.exclude_splits)
+    if not records:
+        raise DataError(f"{args.data}: no images left after choosing splits")
+    return records
+
+
+def cmd_import(args: argparse.Namespace) -> None:
+    from model.datasets.export import write_dataset
+
+    facts = write_dataset(_records(args), args.out, args.as_predictions, args.document_root)
+    print(json.dumps(facts, indent=1))
+
+
+def _settings(args: argparse.Namespace):
+    from model.config import TrainSettings
+
+    values = {f.name: getattr(args, f.name) for f in fields(TrainSettings)
+              if getattr(args, f.name, None) is not None}
+    return TrainSettings(**values)
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from model.train import train
+
+    out = train(_records(args), args.out, _settings(args), resume=args.resume)
+    print(out)
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    from model.predict import Predictor
+
+    predictor = Predictor(args.model, device=args.device, bf16=args.bf16,
+                          score_threshold=args.score_threshold, max_boxes=args.max_boxes)
+    for path, detection in zip(args.images, predictor(args.images, args.batch_size)):
+        print(json.dumps({"image": str(path), "width": detection.width, "height": detection.height,
+                          "boxes": [{"xyxy": [round(v, 1) for v in (b.x0, b.y0, b.x1, b.y1)],
+                                     "category": b.category, "score": round(b.score, 4)}
+                                    for b in detection.boxes]}))
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from model.evaluation.evaluate import LOW_SCORE, evaluate
+    from model.evaluation.report import write_report
+    from model.predict import Predictor
+
+    records = _records(args)
+    predictor = Predictor(args.model, device=args.device, bf16=args.bf16, score_threshold=LOW_SCORE,
+                          max_boxes=args.max_boxes)
+    detections = predictor([r.path for r in records], args.batch_size)
+    evaluation = evaluate(records, detections, predictor.classes, args.score_threshold,
+                          args.biopsy_threshold)
+    write_report(evaluation, args.out, str(args.model), args.data)
+    m = evaluation.metrics
+    print(json.dumps({k: m.get(k) for k in ("n_images", "ap", "ap50", "ap50_lesion",
+                                             "acceptance_rate", "category_accuracy",
+                                             "screening_paper", "screening")}, indent=1))
+    print(f"report: {Path(args.out) / 'report.md'}")
+
+
+def _inference_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, type=Path, help="a trained model directory")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
+                        help="bfloat16 + channels_last (default: on where the hardware has bf16)")
+    parser.add_argument("--score-threshold", type=float, default=0.5)
+    parser.add_argument("--max-boxes", type=int, default=10)
+    parser.add_argument("--batch-size", type=int, default=4)
+
+
+def _train_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--weights", help="none (from scratch), a checkpoint, a URL, "
+                        "zoo:<config> or a model directory to fine-tune")
+    parser.add_argument("--base-config", help="detectron2 model-zoo config (default R101-FPN)")
+    for name, kind in (("image_size", int), ("epochs", float), ("max_iter", int),
+                       ("batch_size", int), ("base_lr", float), ("augment_factor", int),
+                       ("rotation_degrees", float), ("roi_per_image", int), ("seed", int),
+                       ("checkpoint_period", int), ("num_workers", int)):
+        parser.add_argument("--" + name.replace("_", "-"), type=kind)
+    parser.add_argument("--class-balanced", action="store_true", default=None)
+    parser.add_argument("--bf16", action="store_true", default=None,
+                        help="train under bfloat16 autocast + channels_last")
+    parser.add_argument("--device", help="auto, cpu or cuda")
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    parser.add_argument("--extra", nargs="*", help="detectron2 overrides: KEY VALUE ...")
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="birads", description=__doc__)
+    commands = root.add_subparsers(dest="command", required=True)
+
+    p = commands.add_parser("import", help="convert a dataset to Label Studio and COCO JSON")
+    _add_data(p)
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--as-predictions", action="store_true",
+                   help="write expert boxes as Label Studio predictions, not annotations")
+    p.add_argument("--document-root", type=Path,
+                   help="reference images as /data/local-files/?d=... relative to this root")
+    p.set_defaults(run=cmd_import)
+
+    p = commands.add_parser("train", help="train a detector; writes a model directory")
+    _add_data(p)
+    p.add_argument("--out", required=True, type=Path)
+    _train_options(p)
+    p.set_defaults(run=cmd_train)
+
+    p = commands.add_parser("predict", help="detect lesions in images (JSON lines)")
+    _inference_options(p)
+    p.add_argument("images", nargs="+")
+    p.set_defaults(run=cmd_predict)
+
+    p = commands.add_parser("evaluate", help="metrics, report and pictures for a model on data")
+    _add_data(p)
+    _inference_options(p)
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--biopsy-threshold", default="4")
+    p.set_defaults(run=cmd_evaluate)
+    return root
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = parser().parse_args(argv)
+    try:
+        args.run(args)
+    except (DataError, FileNotFoundError) as exc:
+        print(f"birads {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

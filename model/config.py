@@ -1,0 +1,117 @@
+"""Training settings and the detectron2 config they produce (R101-FPN Faster R-CNN by default).
+
+``TrainSettings`` is the one typed place for every training knob; ``build_config`` turns it into
+a detectron2 ``CfgNode``: the model-zoo base config, then ``model/configs/birads.yaml`` (our
+product defaults, the paper's 800 px), then the settings.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import model.compat  # noqa: F401  (before detectron2)
+import torch
+from detectron2 import model_zoo
+from detectron2.config import CfgNode, get_cfg
+
+PRODUCT_CONFIG = Path(__file__).parent / "configs" / "birads.yaml"
+SCRATCH_CONFIG = Path(__file__).parent / "configs" / "from_scratch.yaml"
+ZOO_PREFIX = "zoo:"
+
+
+@dataclass
+class TrainSettings:
+    base_config: str = "COCO-Detection/faster_rcnn_R_101_FPN_3x.yaml"
+    # "" (from scratch), a local .pth/.pkl, a URL, "zoo:<config>" (that config's COCO weights) or
+    # a model directory (fine-tune a previous version).
+    weights: str = ""
+    image_size: int = 800          # the paper's 800x800: short side 800, long side at most 800
+    epochs: float = 12.0           # passes over the augmented data; sets max_iter unless given
+    max_iter: int | None = None
+    batch_size: int = 2
+    base_lr: float = 0.02
+    lr_drop_at: float = 0.8        # LR divided by 10 at this fraction of the schedule
+    warmup_iters: int = 100
+    augment_factor: int = 10       # the paper's tenfold augmentation, drawn on the fly
+    rotation_degrees: float = 10.0
+    brightness: tuple[float, float] = (0.8, 1.2)
+    roi_per_image: int = 128       # one lesion per image: 512 sampled ROIs is mostly background
+    class_balanced: bool = False   # repeat images of rare categories (RepeatFactorTrainingSampler)
+    seed: int = 42
+    checkpoint_period: int = 500
+    log_period: int = 20
+    bf16: bool = False             # torch.autocast bfloat16 + channels_last (faster on AVX-512 CPUs)
+    device: str = "auto"           # "auto", "cpu" or "cuda"
+    num_workers: int = 2
+    extra: list[str] = field(default_factory=list)  # detectron2 KEY VALUE overrides
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def iterations(settings: TrainSettings, n_images: int) -> int:
+    if settings.max_iter is not None:
+        return settings.max_iter
+    samples = settings.epochs * n_images * settings.augment_factor
+    return max(1, math.ceil(samples / settings.batch_size))
+
+
+def resolve_weights(weights: str) -> str:
+    """A checkpoint path or URL detectron2's checkpointer can load; "" for none."""
+    if weights.startswith(ZOO_PREFIX):
+        return model_zoo.get_checkpoint_url(weights[len(ZOO_PREFIX):])
+    if weights and Path(weights).is_dir():
+        return str(Path(weights) / "model_final.pth")
+    if weights and "://" not in weights and not Path(weights).is_file():
+        raise FileNotFoundError(f"initial weights {weights}: no such file or model directory")
+    return weights
+
+
+def build_config(settings: TrainSettings, classes: list[str], n_images: int,
+                 output_dir: str | Path) -> CfgNode:
+    """The full detectron2 config for a training run on ``n_images`` images of ``classes``."""
+    previous = Path(settings.weights) if settings.weights else None
+    cfg = get_cfg()
+    if previous is not None and previous.is_dir():
+        # Fine-tuning a previous version: its architecture (e.g. GN from scratch) must match.
+        cfg.merge_from_file(str(previous / "config.yaml"))
+    else:
+        cfg.merge_from_file(model_zoo.get_config_file(settings.base_config))
+        cfg.merge_from_file(str(PRODUCT_CONFIG))
+        if not settings.weights:
+            # Frozen BN with random weights makes activations explode and yields no proposals.
+            cfg.merge_from_file(str(SCRATCH_CONFIG))
+    iters = iterations(settings, n_images)
+    cfg.MODEL.WEIGHTS = resolve_weights(settings.weights)
+    cfg.MODEL.DEVICE = resolve_device(settings.device)
+    cfg.MODEL.ROI_HEADS.NUM_CLASSES = len(classes)
+    cfg.MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE = settings.roi_per_image
+    cfg.INPUT.MIN_SIZE_TRAIN = (settings.image_size,)
+    cfg.INPUT.MAX_SIZE_TRAIN = settings.image_size
+    cfg.INPUT.MIN_SIZE_TEST = settings.image_size
+    cfg.INPUT.MAX_SIZE_TEST = settings.image_size
+    cfg.SOLVER.IMS_PER_BATCH = settings.batch_size
+    cfg.SOLVER.BASE_LR = settings.base_lr
+    cfg.SOLVER.MAX_ITER = iters
+    cfg.SOLVER.STEPS = (max(1, int(iters * settings.lr_drop_at)),)
+    cfg.SOLVER.WARMUP_ITERS = min(settings.warmup_iters, max(1, iters // 4))
+    cfg.SOLVER.CHECKPOINT_PERIOD = settings.checkpoint_period
+    cfg.DATALOADER.NUM_WORKERS = settings.num_workers
+    cfg.DATALOADER.SAMPLER_TRAIN = ("RepeatFactorTrainingSampler" if settings.class_balanced
+                                    else "TrainingSampler")
+    cfg.DATASETS.TRAIN = ()
+    cfg.DATASETS.TEST = ()
+    cfg.TEST.EVAL_PERIOD = 0
+    cfg.SEED = settings.seed
+    cfg.OUTPUT_DIR = str(output_dir)
+    cfg.merge_from_list(list(settings.extra))
+    cfg.freeze()
+    return cfg

@@ -1,0 +1,140 @@
+"""Evaluate a model directory on records: every figure of the paper, plus box AP and acceptance.
+
+Image-level decisions use the boxes the predictor would show (score >= ``score_threshold``);
+the image's category is its most suspicious box, BI-RADS 1 when there is none
+(``model.taxonomy.image_category``). Box AP uses all detections down to a low score.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from model import taxonomy
+from model.evaluation import metrics
+from model.records import Box, Detection, ImageRecord
+
+LOW_SCORE = 0.05  # detections kept for AP and for ranking (AUC)
+
+
+@dataclass
+class Evaluation:
+    metrics: dict
+    labels: list[str]                 # confusion-matrix axes (the model's label set)
+    records: list[ImageRecord]
+    detections: list[Detection]
+
+
+def _shown(detection: Detection, threshold: float) -> list[Box]:
+    return [b for b in detection.boxes if (b.score or 0.0) >= threshold]
+
+
+def malignancy_score(detection: Detection, threshold: str = taxonomy.BIOPSY_THRESHOLD) -> float:
+    """How strongly the model suggests biopsy: the highest probability mass on categories at or
+    above ``threshold`` over the image's boxes (0 with no box)."""
+    best = 0.0
+    for number, box in enumerate(detection.boxes):
+        if detection.class_scores:
+            mass = sum(p for c, p in detection.class_scores[number].items()
+                       if taxonomy.is_malignant(c, threshold))
+        else:
+            mass = (box.score or 0.0) if taxonomy.is_malignant(box.category, threshold) else 0.0
+        best = max(best, mass)
+    return best
+
+
+def _common_classes(records: list[ImageRecord], classes: Sequence[str]) -> list[str]:
+    """The model's classes, or the coarse ones when the data has plain 4 and the model 4A/4B/4C."""
+    try:
+        for record in records:
+            for box in record.boxes:
+                taxonomy.roll_up(box.category, classes)
+        return list(classes)
+    except taxonomy.UnknownCategory:
+        return taxonomy.detector_classes(taxonomy.COARSE)
+
+
+def _with_category(box: Box, classes: Sequence[str]) -> Box:
+    return Box(box.x0, box.y0, box.x1, box.y1, taxonomy.roll_up(box.category, classes), box.score)
+
+
+def _rolled(category: str, classes: Sequence[str]) -> str:
+    return taxonomy.roll_up(category, classes) if category != taxonomy.NO_LESION else category
+
+
+def _screening(records, predicted_categories, scores, threshold) -> dict:
+    """Against pathology (biopsy or follow-up); None when the data has none."""
+    rows = [(r, p, s) for r, p, s in zip(records, predicted_categories, scores) if r.pathology]
+    if not rows:
+        return {}
+    truth = [r.pathology == "malignant" for r, _, _ in rows]
+    model = metrics.binary_from_labels(truth, [taxonomy.is_malignant(p, threshold) for _, p, _ in rows])
+    model["auc"] = metrics.auc(truth, [s for _, _, s in rows])
+    experts = metrics.binary_from_labels(
+        truth, [taxonomy.is_malignant(r.birads, threshold) for r, _, _ in rows])
+    return {"screening": model, "screening_experts": experts}
+
+
+def _screening_paper(records, predicted_categories, threshold) -> dict:
+    """The paper's Table II: experts' BI-RADS 5 positive, 1-3 negative, BI-RADS 4 left out."""
+    rows = [(r.birads, p) for r, p in zip(records, predicted_categories)
+            if r.birads and int(taxonomy.rank(r.birads)) != 4]
+    return metrics.binary_from_labels([t == "5" for t, _ in rows],
+                                      [taxonomy.is_malignant(p, threshold) for _, p in rows])
+
+
+def _subcategories(records, predicted_categories) -> dict | None:
+    """The paper's Table III on images the experts put in 4A/4B/4C (positive: 4B or above)."""
+    rows = [(r.birads, p) for r, p in zip(records, predicted_categories)
+            if r.birads in taxonomy.SUBCATEGORIES_OF_4]
+    if not rows or not any(p in taxonomy.SUBCATEGORIES_OF_4 for _, p in rows):
+        return None
+    labels = list(taxonomy.SUBCATEGORIES_OF_4)
+    in_four = [(t, p) for t, p in rows if p in labels]
+    return {
+        "4A_vs_4B": metrics.binary_from_labels(
+            [taxonomy.rank(t) >= taxonomy.rank("4B") for t, _ in rows],
+            [taxonomy.rank(p) >= taxonomy.rank("4B") for _, p in rows]),
+        "labels": labels,
+        "confusion_matrix": metrics.confusion_matrix([t for t, _ in in_four], [p for _, p in in_four], labels),
+        "predicted_outside_4": len(rows) - len(in_four),
+    }
+
+
+def evaluate(records: list[ImageRecord], detections: list[Detection], classes: Sequence[str],
+             score_threshold: float = 0.5, biopsy_threshold: str = taxonomy.BIOPSY_THRESHOLD) -> Evaluation:
+    """All metrics for ``detections`` (one per record, from a model with ``classes``)."""
+    classes = _common_classes(records, classes)
+    labels = [taxonomy.NO_LESION, *classes]
+    expert_boxes = [[_with_category(b, classes) for b in r.boxes] for r in records]
+    detections = [Detection(tuple(_with_category(b, classes) for b in d.boxes), d.width, d.height,
+                            d.class_scores) for d in detections]
+    shown = [_shown(d, score_threshold) for d in detections]
+    predicted = [taxonomy.image_category(b.category for b in boxes) for boxes in shown]
+    truth = [_rolled(r.birads or taxonomy.image_category(b.category for b in r.boxes), classes)
+             for r in records]
+    matrix = metrics.confusion_matrix(truth, predicted, labels)
+    scores = [malignancy_score(d, biopsy_threshold) for d in detections]
+    result = {
+        "n_images": len(records),
+        "classes": list(classes),
+        "score_threshold": score_threshold,
+        "biopsy_threshold": biopsy_threshold,
+        "per_category": metrics.one_vs_rest(matrix, labels),
+        "confusion_matrix": {"labels": labels, "matrix": matrix},
+        "category_accuracy": sum(t == p for t, p in zip(truth, predicted)) / max(1, len(records)),
+        "screening_paper": _screening_paper(records, predicted, biopsy_threshold),
+        **_screening(records, predicted, scores, biopsy_threshold),
+        **metrics.box_ap(expert_boxes, [[b for b in d.boxes if (b.score or 0) >= LOW_SCORE]
+                                        for d in detections], classes),
+        "ap50_lesion": metrics.box_ap(
+            [[Box(b.x0, b.y0, b.x1, b.y1, "lesion") for b in boxes] for boxes in expert_boxes],
+            [[Box(b.x0, b.y0, b.x1, b.y1, "lesion", b.score) for b in d.boxes] for d in detections],
+            ["lesion"])["ap50"],
+        "acceptance_rate": sum(metrics.accepted(e, s) for e, s in zip(expert_boxes, shown))
+        / max(1, len(records)),
+    }
+    subcategories = _subcategories(records, predicted)
+    if subcategories:
+        result["subcategories"] = subcategories
+    return Evaluation(metrics=result, labels=labels, records=records, detections=detections)

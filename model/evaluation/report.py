@@ -1,0 +1,130 @@
+"""Write an evaluation: metrics.json, report.md, a confusion-matrix PNG and example images."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display on servers
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from model.evaluation.evaluate import Evaluation  # noqa: E402
+from model.io import StagedDirectory, read_image  # noqa: E402
+
+PAPER = {  # Wang et al., Tables II and III
+    "screening_paper": {"accuracy": 0.9810, "sensitivity": 0.9778, "specificity": 0.9813},
+    "4A_vs_4B": {"accuracy": 0.9237, "sensitivity": 0.9834, "specificity": 0.8246},
+}
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.2f} %"
+
+
+def plot_confusion(matrix: list[list[int]], labels: list[str], path: Path, title: str) -> None:
+    data = np.asarray(matrix)
+    figure, axes = plt.subplots(figsize=(1.0 + 0.8 * len(labels), 0.8 + 0.8 * len(labels)))
+    axes.imshow(data, cmap="Blues")
+    for (row, col), count in np.ndenumerate(data):
+        axes.text(col, row, str(count), ha="center", va="center",
+                  color="white" if count > data.max() / 2 else "black")
+    axes.set_xticks(range(len(labels)), [f"BI-RADS {x}" for x in labels], rotation=45, ha="right")
+    axes.set_yticks(range(len(labels)), [f"BI-RADS {x}" for x in labels])
+    axes.set_xlabel("model")
+    axes.set_ylabel("experts")
+    axes.set_title(title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def plot_examples(evaluation: Evaluation, path: Path, score_threshold: float, count: int = 8) -> None:
+    """Expert boxes (green) and the model's shown boxes (red, with category and score)."""
+    pairs = list(zip(evaluation.records, evaluation.detections))[:count]
+    columns = min(4, len(pairs))
+    rows = -(-len(pairs) // columns)
+    figure, axes_grid = plt.subplots(rows, columns, figsize=(4 * columns, 4 * rows), squeeze=False)
+    for axes in axes_grid.flat:
+        axes.axis("off")
+    for axes, (record, detection) in zip(axes_grid.flat, pairs):
+        axes.imshow(read_image(record.path))
+        for box in record.boxes:
+            axes.add_patch(plt.Rectangle((box.x0, box.y0), box.width, box.height, fill=False,
+                                         edgecolor="lime", linewidth=2))
+        for box in detection.boxes:
+            if (box.score or 0) < score_threshold:
+                continue
+            axes.add_patch(plt.Rectangle((box.x0, box.y0), box.width, box.height, fill=False,
+                                         edgecolor="red", linewidth=1.5))
+            axes.text(box.x0, box.y0, f"{box.category} {box.score:.2f}", color="red", fontsize=8,
+                      va="bottom", backgroundcolor=(1, 1, 1, 0.6))
+        axes.set_title(f"{record.image_id} (experts: {record.birads})", fontsize=9)
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+
+
+def _binary_row(name: str, stats: dict | None, paper: dict | None = None) -> str:
+    if not stats:
+        return f"| {name} | n/a | n/a | n/a | | |"
+    row = (f"| {name} | {_pct(stats['accuracy'])} | {_pct(stats['sensitivity'])} | "
+           f"{_pct(stats['specificity'])} | {stats['tp']}/{stats['fn']}/{stats['fp']}/{stats['tn']} |")
+    if paper:
+        row += f" {_pct(paper['accuracy'])} / {_pct(paper['sensitivity'])} / {_pct(paper['specificity'])} |"
+    else:
+        row += " |"
+    return row
+
+
+def markdown(m: dict, model_dir: str, data: str) -> str:
+    lines = [f"# Evaluation of `{model_dir}` on `{data}`", "",
+             f"{m['n_images']} images; model classes {', '.join(m['classes'])}; a box is shown at "
+             f"score >= {m['score_threshold']}; biopsy recommended at BI-RADS >= {m['biopsy_threshold']}.",
+             "", "## Detection", "",
+             f"- COCO box AP {m['ap']:.3f}, AP50 {m['ap50']:.3f} (per category); "
+             f"lesion AP50 (any category) {m['ap50_lesion']:.3f}",
+             f"- Acceptance rate (pre-annotation accepted unchanged): {_pct(m['acceptance_rate'])}",
+             f"- Image-level category accuracy: {_pct(m['category_accuracy'])}", "",
+             "## Per category, one vs rest (paper Table I)", "",
+             "| BI-RADS | accuracy | sensitivity | specificity | support |", "|---|---|---|---|---|"]
+    for category, s in m["per_category"].items():
+        lines.append(f"| {category} | {_pct(s['accuracy'])} | {_pct(s['sensitivity'])} | "
+                     f"{_pct(s['specificity'])} | {s['support']} |")
+    lines += ["", "![confusion matrix](confusion_matrix.png)", "",
+              "## Screening", "",
+              "| | accuracy | sensitivity | specificity | TP/FN/FP/TN | paper (ACC / SEN / SPE) |",
+              "|---|---|---|---|---|---|",
+              _binary_row("BI-RADS 5 vs 1-3, experts' labels (paper Table II)",
+                          m["screening_paper"], PAPER["screening_paper"]),
+              _binary_row("malignant vs benign, pathology: model", m.get("screening")),
+              _binary_row("malignant vs benign, pathology: experts' BI-RADS", m.get("screening_experts"))]
+    if m.get("screening"):
+        auc = m["screening"]["auc"]
+        lines += ["", f"Screening AUC (model, against pathology): {'n/a' if auc is None else f'{auc:.3f}'}"]
+    if "subcategories" in m:
+        sub = m["subcategories"]
+        lines += ["", "## BI-RADS 4A vs 4B (paper Table III)", "",
+                  "| | accuracy | sensitivity | specificity | TP/FN/FP/TN | paper |", "|---|---|---|---|---|---|",
+                  _binary_row("4B or above vs 4A", sub["4A_vs_4B"], PAPER["4A_vs_4B"]), "",
+                  "![4A/4B/4C confusion](confusion_matrix_4abc.png)"]
+    lines += ["", "## Examples (green: experts, red: model)", "", "![examples](examples.png)", ""]
+    return "\n".join(lines)
+
+
+def write_report(evaluation: Evaluation, out: str | Path, model_dir: str, data: str) -> Path:
+    """Write the report directory ``out`` (replaced as a whole, never half-written)."""
+    m = evaluation.metrics
+    with StagedDirectory(out) as staging:
+        (staging / "metrics.json").write_text(json.dumps(m, indent=1))
+        plot_confusion(m["confusion_matrix"]["matrix"], m["confusion_matrix"]["labels"],
+                       staging / "confusion_matrix.png", "Image-level BI-RADS")
+        if "subcategories" in m:
+            sub = m["subcategories"]
+            plot_confusion(sub["confusion_matrix"], sub["labels"],
+                           staging / "confusion_matrix_4abc.png", "BI-RADS 4 subcategories")
+        plot_examples(evaluation, staging / "examples.png", m["score_threshold"])
+        (staging / "report.md").write_text(markdown(m, model_dir, data))
+    return Path(out)

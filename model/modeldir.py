@@ -1,0 +1,55 @@
+"""A trained model is a self-contained directory; the predictor needs nothing else.
+
+    model_final.pth   weights only (no optimizer state)
+    config.yaml       the exact detectron2 config it was trained with
+    model.json        class names, parent version, training data summary, settings, metrics
+    metrics.json      detectron2's per-iteration training log (losses, lr, time)
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from model.io import DataError, write_atomic
+
+WEIGHTS = "model_final.pth"
+CONFIG = "config.yaml"
+META = "model.json"
+TRAIN_LOG = "metrics.json"
+FORMAT = 1
+
+
+@dataclass
+class ModelInfo:
+    classes: list[str]
+    created_at: str
+    parent: str | None = None
+    data: dict = field(default_factory=dict)
+    settings: dict = field(default_factory=dict)
+    training: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+    format: int = FORMAT
+
+    def to_json(self) -> str:
+        return json.dumps(self.__dict__, indent=1)
+
+
+def read_info(model_dir: str | Path) -> ModelInfo:
+    model_dir = Path(model_dir)
+    missing = [n for n in (WEIGHTS, CONFIG, META) if not (model_dir / n).is_file()]
+    if missing:
+        raise DataError(f"{model_dir}: not a model directory (missing {', '.join(missing)})")
+    try:
+        data = json.loads((model_dir / META).read_text())
+        return ModelInfo(**data)
+    except (json.JSONDecodeError, TypeError) as exc:
+        raise DataError(f"{model_dir / META}: malformed ({exc})") from None
+
+
+def update_metrics(model_dir: str | Path, metrics: dict) -> None:
+    """Record evaluation results in the model's own metadata."""
+    info = read_info(model_dir)
+    info.metrics.update(metrics)
+    write_atomic(Path(model_dir) / META, info.to_json())

@@ -1,0 +1,138 @@
+"""Inference: load a model directory once, then detect lesions in batches of images."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from contextlib import nullcontext
+from pathlib import Path
+
+import model.compat  # noqa: F401  (before detectron2)
+import numpy as np
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import get_cfg
+from detectron2.data import transforms as T
+from detectron2.modeling import build_model
+
+from model import modeldir
+from model.config import resolve_device
+from model.io import read_image
+from model.records import Box, Detection
+
+log = logging.getLogger(__name__)
+ImageInput = str | Path | np.ndarray
+
+
+def cpu_supports_bf16() -> bool:
+    """True where bfloat16 matmuls run natively (AVX-512 BF16 or AMX); elsewhere bf16 is slower."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+def bf16_supported(device: str) -> bool:
+    if device.startswith("cuda"):
+        return torch.cuda.is_bf16_supported()
+    return cpu_supports_bf16()
+
+
+def keep_class_scores(box_predictor: torch.nn.Module) -> None:
+    """Make the box head attach each detection's full softmax (``class_scores``, K+1 columns).
+
+    detectron2 keeps only the winning class per box; the whole distribution is what ranks tasks by
+    uncertainty and splits BI-RADS 4. ``fast_rcnn_inference`` already returns the kept proposals'
+    indices, so we look their probabilities up instead of re-implementing the inference.
+    """
+    original = box_predictor.inference
+
+    def inference(predictions, proposals):
+        results, kept = original(predictions, proposals)
+        probabilities = box_predictor.predict_probs(predictions, proposals)
+        for instances, indices, probs in zip(results, kept, probabilities):
+            instances.class_scores = probs[indices].float()
+        return results, kept
+
+    box_predictor.inference = inference
+
+
+def as_rgb(image: ImageInput) -> np.ndarray:
+    """RGB uint8 HxWx3 from a path or an array (grayscale HxW, HxWx1, RGB or RGBA)."""
+    if not isinstance(image, np.ndarray):
+        return read_image(image)
+    if image.ndim == 2:
+        image = image[:, :, None]
+    if image.ndim != 3 or image.shape[2] not in (1, 3, 4):
+        raise ValueError(f"expected an HxW, HxWx1, HxWx3 or HxWx4 image, got shape {image.shape}")
+    if image.dtype != np.uint8:
+        low, high = float(image.min()), float(image.max())
+        image = ((image - low) * (255.0 / max(high - low, 1e-6))).astype(np.uint8)
+    if image.shape[2] == 1:
+        return np.repeat(image, 3, axis=2)
+    return image[:, :, :3]
+
+
+class Predictor:
+    """Detects lesions and names their BI-RADS category.
+
+    ``bf16=None`` turns bfloat16 autocast + channels_last on where the hardware runs bf16
+    natively (2-3x faster on AVX-512 BF16/AMX CPUs, same detections within a point of AP50).
+    """
+
+    def __init__(self, model_dir: str | Path, device: str = "auto", bf16: bool | None = None,
+                 score_threshold: float = 0.5, max_boxes: int = 10) -> None:
+        self.model_dir = Path(model_dir)
+        self.info = modeldir.read_info(self.model_dir)
+        self.classes = list(self.info.classes)
+        cfg = get_cfg()
+        cfg.merge_from_file(str(self.model_dir / modeldir.CONFIG))
+        cfg.MODEL.DEVICE = resolve_device(device)
+        cfg.MODEL.WEIGHTS = ""
+        self.cfg = cfg
+        self.device = cfg.MODEL.DEVICE
+        self.bf16 = bf16_supported(self.device) if bf16 is None else bf16
+        self.score_threshold = score_threshold
+        self.max_boxes = max_boxes
+        self.model = build_model(cfg).eval()
+        DetectionCheckpointer(self.model).load(str(self.model_dir / modeldir.WEIGHTS))
+        keep_class_scores(self.model.roi_heads.box_predictor)
+        if self.bf16:
+            self.model.to(memory_format=torch.channels_last)
+        self.resize = T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)
+        log.info("loaded %s on %s (bf16 %s), classes %s", self.model_dir, self.device,
+                 self.bf16, self.classes)
+
+    def _input(self, image: ImageInput) -> dict:
+        rgb = as_rgb(image)
+        height, width = rgb.shape[:2]
+        pixels = rgb[:, :, ::-1] if self.cfg.INPUT.FORMAT == "BGR" else rgb
+        pixels = self.resize.get_transform(pixels).apply_image(np.ascontiguousarray(pixels))
+        tensor = torch.as_tensor(np.ascontiguousarray(pixels.transpose(2, 0, 1)), dtype=torch.float32)
+        return {"image": tensor, "height": height, "width": width}
+
+    def _detection(self, output: dict, height: int, width: int) -> Detection:
+        instances = output["instances"].to("cpu")
+        keep = instances.scores >= self.score_threshold
+        instances = instances[keep][: self.max_boxes]  # already sorted by score
+        boxes = tuple(
+            Box(*(float(v) for v in xyxy), category=self.classes[int(label)], score=float(score))
+            for xyxy, label, score in zip(instances.pred_boxes.tensor.tolist(),
+                                          instances.pred_classes, instances.scores))
+        class_scores = tuple(dict(zip(self.classes, row[:-1])) for row in
+                             instances.class_scores.tolist())  # last column: background
+        return Detection(boxes=boxes, width=width, height=height, class_scores=class_scores)
+
+    @torch.no_grad()
+    def __call__(self, images: Sequence[ImageInput], batch_size: int = 4) -> list[Detection]:
+        """Detections for each image, in order; boxes in pixels of the input image."""
+        detections: list[Detection] = []
+        autocast = (torch.autocast("cuda" if self.device.startswith("cuda") else "cpu",
+                                   dtype=torch.bfloat16) if self.bf16 else nullcontext())
+        for start in range(0, len(images), batch_size):
+            inputs = [self._input(image) for image in images[start:start + batch_size]]
+            with autocast:
+                outputs = self.model(inputs)
+            detections += [self._detection(o, i["height"], i["width"]) for o, i in zip(outputs, inputs)]
+        return detections

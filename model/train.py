@@ -1,0 +1,181 @@
+"""Training: a DefaultTrainer subclass (detectron2's way: override the builders) and ``train()``.
+
+``train(records, out, settings)`` writes a self-contained model directory (``model.modeldir``).
+Checkpoints go to ``<out>.work/`` so an interrupted run resumes; ``out`` appears only when the run
+completes, so a failed or killed run never leaves a half-written model.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+
+import model.compat  # noqa: F401  (before detectron2)
+import torch
+from detectron2.data import DatasetMapper, build_detection_train_loader
+from detectron2.data.samplers import RepeatFactorTrainingSampler, TrainingSampler
+from detectron2.engine import DefaultTrainer, HookBase, SimpleTrainer
+from detectron2.engine.hooks import EvalHook
+from detectron2.structures import BoxMode
+from detectron2.utils.events import CommonMetricPrinter, JSONWriter
+from detectron2.utils.logger import setup_logger
+from detectron2.utils.env import seed_all_rng
+
+from model import modeldir, taxonomy
+from model.augment import training_augmentations
+from model.config import TrainSettings, build_config
+from model.datasets.export import summary
+from model.io import DataError, StagedDirectory
+from model.records import ImageRecord
+
+log = logging.getLogger(__name__)
+Progress = Callable[[dict], None]
+
+
+def to_detectron2(records: list[ImageRecord], classes: list[str]) -> list[dict]:
+    """detectron2 dataset dicts; categories rolled up onto ``classes`` (4A -> 4 if needed)."""
+    index = {name: number for number, name in enumerate(classes)}
+    dicts = []
+    for number, record in enumerate(records):
+        annotations = [{"bbox": [b.x0, b.y0, b.x1, b.y1], "bbox_mode": BoxMode.XYXY_ABS,
+                        "category_id": index[taxonomy.roll_up(b.category, classes)]}
+                       for b in record.boxes]
+        dicts.append({"file_name": record.path, "image_id": number, "width": record.width,
+                      "height": record.height, "annotations": annotations})
+    return dicts
+
+
+class Bf16Trainer(SimpleTrainer):
+    """SimpleTrainer whose forward pass runs under bfloat16 autocast (CPU or GPU).
+
+    detectron2's AMPTrainer is CUDA fp16 only (it asserts CUDA and needs a GradScaler); bf16 has
+    fp32's range, so no loss scaling is needed.
+    """
+
+    def run_step(self) -> None:
+        start = time.perf_counter()
+        data = next(self._data_loader_iter)
+        data_time = time.perf_counter() - start
+        device = "cuda" if next(self.model.parameters()).is_cuda else "cpu"
+        with torch.autocast(device, dtype=torch.bfloat16):
+            loss_dict = self.model(data)
+        losses = sum(loss.float() for loss in loss_dict.values())
+        self.optimizer.zero_grad()
+        losses.backward()
+        self._write_metrics(loss_dict, data_time)
+        self.optimizer.step()
+
+
+class ProgressHook(HookBase):
+    """Reports iteration, loss and ETA to a callback (console, RQ job meta) every few steps."""
+
+    def __init__(self, callback: Progress, period: int) -> None:
+        self.callback = callback
+        self.period = period
+
+    def before_train(self) -> None:
+        self.start = time.perf_counter()
+        self.start_iter = self.trainer.iter
+
+    def after_step(self) -> None:
+        done = self.trainer.iter + 1
+        if done % self.period and done != self.trainer.max_iter:
+            return
+        elapsed = time.perf_counter() - self.start
+        per_iter = elapsed / max(1, done - self.start_iter)
+        storage = self.trainer.storage
+        loss = storage.history("total_loss").median(self.period) if "total_loss" in storage.histories() else None
+        self.callback({"stage": "training", "iteration": done, "max_iter": self.trainer.max_iter,
+                       "seconds_per_iter": round(per_iter, 3),
+                       "eta_seconds": round(per_iter * (self.trainer.max_iter - done)),
+                       "loss": None if loss is None else round(float(loss), 4)})
+
+
+class BiradsTrainer(DefaultTrainer):
+    """DefaultTrainer fed from our records, with the paper's augmentation and optional bf16."""
+
+    def __init__(self, cfg, dataset: list[dict], settings: TrainSettings,
+                 progress: Progress | None = None) -> None:
+        self.dataset = dataset
+        self.settings = settings
+        self.progress = progress
+        super().__init__(cfg)
+        if settings.bf16:
+            self.model.to(memory_format=torch.channels_last)
+            self._trainer = Bf16Trainer(self.model, self.data_loader, self.optimizer)
+
+    def build_train_loader(self, cfg):
+        mapper = DatasetMapper(cfg, is_train=True,
+                               augmentations=training_augmentations(self.settings))
+        if self.settings.class_balanced:
+            factors = RepeatFactorTrainingSampler.repeat_factors_from_category_frequency(
+                self.dataset, cfg.DATALOADER.REPEAT_THRESHOLD)
+            sampler = RepeatFactorTrainingSampler(factors, seed=cfg.SEED)
+        else:
+            sampler = TrainingSampler(len(self.dataset), seed=cfg.SEED)
+        return build_detection_train_loader(
+            dataset=self.dataset, mapper=mapper, sampler=sampler,
+            total_batch_size=cfg.SOLVER.IMS_PER_BATCH, num_workers=cfg.DATALOADER.NUM_WORKERS)
+
+    def build_writers(self):
+        # No TensorBoard writer: tensorboard is not a dependency; metrics.json has the same data.
+        return [CommonMetricPrinter(self.max_iter),
+                JSONWriter(str(Path(self.cfg.OUTPUT_DIR) / modeldir.TRAIN_LOG))]
+
+    def build_hooks(self):
+        # Evaluation is ours (model.evaluate), run on the finished model, not inside training.
+        hooks = [h for h in super().build_hooks() if not isinstance(h, EvalHook)]
+        if self.progress is not None:
+            hooks.append(ProgressHook(self.progress, self.settings.log_period))
+        return hooks
+
+
+def _log_progress(info: dict) -> None:
+    log.info("iter %d/%d  loss %s  %.2f s/iter  ETA %ds", info["iteration"], info["max_iter"],
+             info["loss"], info["seconds_per_iter"], info["eta_seconds"])
+
+
+def train(records: list[ImageRecord], out: str | Path, settings: TrainSettings | None = None,
+          resume: bool = False, progress: Progress | None = None) -> Path:
+    """Train on ``records`` and write the model directory ``out``. Returns ``out``."""
+    settings = settings or TrainSettings()
+    if not records:
+        raise DataError("no training images")
+    out = Path(out)
+    StagedDirectory(out).check()
+    work = out.with_name(f".{out.name}.work")
+    if work.exists() and not resume:
+        shutil.rmtree(work)
+    work.mkdir(parents=True, exist_ok=True)
+    setup_logger(str(work), name="detectron2")
+    categories = [b.category for r in records for b in r.boxes]
+    if not categories:
+        raise DataError("no lesion boxes in the training images: nothing to learn")
+    classes = taxonomy.detector_classes(taxonomy.label_set_for(categories))
+    cfg = build_config(settings, classes, len(records), work)
+    seed_all_rng(settings.seed)
+    log.info("training %d images (%s), classes %s, %d iterations, weights %r", len(records),
+             cfg.MODEL.DEVICE, classes, cfg.SOLVER.MAX_ITER, cfg.MODEL.WEIGHTS or "none")
+    trainer = BiradsTrainer(cfg, to_detectron2(records, classes), settings,
+                            progress or _log_progress)
+    trainer.resume_or_load(resume=resume)
+    started = time.perf_counter()
+    trainer.train()
+    wall = time.perf_counter() - started
+    info = modeldir.ModelInfo(
+        classes=classes, created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        parent=settings.weights or None, data=summary(records), settings=settings.to_dict(),
+        training={"iterations": cfg.SOLVER.MAX_ITER, "wall_seconds": round(wall, 1),
+                  "device": cfg.MODEL.DEVICE, "torch": torch.__version__})
+    with StagedDirectory(out) as staging:
+        torch.save({"model": trainer.model.state_dict()}, staging / modeldir.WEIGHTS)
+        (staging / modeldir.CONFIG).write_text(cfg.dump())
+        (staging / modeldir.META).write_text(info.to_json())
+        shutil.copy(work / modeldir.TRAIN_LOG, staging / modeldir.TRAIN_LOG)
+    shutil.rmtree(work, ignore_errors=True)
+    log.info("model written to %s (%.0f s)", out, wall)
+    return out

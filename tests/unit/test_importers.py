@@ -1,0 +1,199 @@
+"""Importers on real sample images (tests/data), boxes checked against the masks; bad input."""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from model import datasets
+from model.cli import main as birads
+from model.datasets.export import write_dataset
+from model.io import DataError, image_size, read_image
+
+
+def _mask_box(path: Path) -> tuple[int, int, int, int]:
+    ys, xs = np.nonzero(np.asarray(Image.open(path).convert("L")) > 127)
+    return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+
+
+def test_busbra_boxes_match_masks_and_keep_folds(busbra_dir):
+    records = datasets.load(f"busbra:{busbra_dir}")
+    assert len(records) == 8
+    for record in records:
+        mask = busbra_dir / "Masks" / f"{record.image_id.replace('bus_', 'mask_')}.png"
+        assert len(record.boxes) == 1
+        box = record.boxes[0]
+        assert (box.x0, box.y0, box.x1, box.y1) == _mask_box(mask)
+        assert box.category == record.birads
+        assert record.split in {"fold1", "fold2", "fold3", "fold4"}
+        assert (record.width, record.height) == Image.open(record.path).size
+    by_id = {r.image_id: r for r in records}
+    assert by_id["bus_0084-r"].birads == "5" and by_id["bus_0084-r"].pathology == "malignant"
+    assert by_id["bus_0224-r"].split == "fold1" and by_id["bus_0859-l"].split == "fold3"
+    assert sorted({r.birads for r in records}) == ["2", "3", "4", "5"]
+
+
+def test_breast_tumor_masks_only_subcategories_and_normal_images(breast_dir):
+    records = {r.image_id: r for r in datasets.load(f"breast:{breast_dir}")}
+    assert set(records) == {"breast-case008", "breast-case045", "breast-case092", "breast-case151"}
+    normal = records["breast-case045"]
+    assert normal.boxes == [] and normal.birads == "1" and normal.pathology == "normal"
+    with_other = records["breast-case092"]  # has an "other" finding mask, not used as a box
+    assert with_other.birads == "4B"
+    assert [(b.x0, b.y0, b.x1, b.y1) for b in with_other.boxes] == \
+        [_mask_box(breast_dir / "images_and_masks" / "case092_tumor.png")]
+    assert records["breast-case151"].boxes[0].category == "4A"
+    assert all(r.split == "test" for r in records.values())
+    assert read_image(with_other.path).shape == (with_other.height, with_other.width, 3)  # RGBA in
+
+
+def test_subset_of_images_imports_just_those(tmp_path, busbra_dir):
+    subset = tmp_path / "busbra"
+    shutil.copytree(busbra_dir, subset)
+    (subset / "Images" / "bus_0084-r.png").unlink()
+    records = datasets.load(f"busbra:{subset}")
+    assert len(records) == 7 and "bus_0084-r" not in {r.image_id for r in records}
+
+
+def test_export_round_trips_through_coco_and_labelstudio(tmp_path, busbra_dir, breast_dir):
+    records = datasets.load(f"busbra:{busbra_dir}") + datasets.load(f"breast:{breast_dir}")
+    facts = write_dataset(records, tmp_path / "out")
+    assert facts["images"] == 12 and facts["boxes"] == 11
+    coco = datasets.load(f"coco:{tmp_path / 'out' / 'coco.json'}")
+    studio = datasets.load(f"labelstudio:{tmp_path / 'out' / 'labelstudio.json'}")
+    ours = datasets.load(f"records:{tmp_path / 'out' / 'records.json'}")
+    coco_json = json.loads((tmp_path / "out" / "coco.json").read_text())
+    # Mixed plain 4 (BUS-BRA) and 4A/4B (BrEaST): COCO categories use the coarse set.
+    assert [c["name"] for c in coco_json["categories"]] == ["2", "3", "4", "5"]
+    for original, c, s, o in zip(records, coco, studio, ours):
+        assert o == original
+        assert c.path == s.path == original.path
+        for mine, theirs in ((c.boxes, original.boxes), (s.boxes, original.boxes)):
+            assert len(mine) == len(theirs)
+            for a, b in zip(mine, theirs):
+                assert a.iou(b) > 0.999
+        assert c.patient == original.patient and c.split == original.split
+
+
+def test_labelstudio_tasks_as_predictions_with_local_files_urls(tmp_path, busbra_dir):
+    records = datasets.load(f"busbra:{busbra_dir}")
+    write_dataset(records, tmp_path / "out", as_predictions=True, document_root=busbra_dir.parent)
+    tasks = json.loads((tmp_path / "out" / "labelstudio.json").read_text())
+    assert tasks[0]["data"]["image"] == "/data/local-files/?d=busbra/Images/bus_0859-l.png"
+    assert "annotations" not in tasks[0] and tasks[0]["predictions"][0]["result"]
+    region = tasks[0]["predictions"][0]["result"][0]
+    assert region["value"]["rectanglelabels"] == ["BI-RADS 2"] and region["type"] == "rectanglelabels"
+    assert region["original_width"] == records[0].width
+
+
+def test_labelstudio_export_respects_exif_orientation(tmp_path):
+    # A 200x100 sensor image stored with EXIF "rotate 90 CW": displayed as 100 wide, 200 high.
+    pixels = np.zeros((100, 200, 3), np.uint8)
+    image = Image.fromarray(pixels)
+    exif = image.getexif()
+    exif[0x0112] = 6
+    image.save(tmp_path / "scan.jpg", exif=exif)
+    assert image_size(tmp_path / "scan.jpg") == (100, 200)
+    assert read_image(tmp_path / "scan.jpg").shape == (200, 100, 3)
+    export = [{"id": 7, "data": {"image": "/data/local-files/?d=scan.jpg"}, "annotations": [
+        {"was_cancelled": False, "result": [{"type": "rectanglelabels", "value": {
+            "x": 10, "y": 25, "width": 50, "height": 50, "rectanglelabels": ["BI-RADS 4A"]}}]}]}]
+    (tmp_path / "export.json").write_text(json.dumps(export))
+    [record] = datasets.load(f"labelstudio:{tmp_path / 'export.json'}", image_root=tmp_path)
+    box = record.boxes[0]
+    assert (record.width, record.height) == (100, 200)
+    assert (box.x0, box.y0, box.x1, box.y1, box.category) == (10, 50, 60, 150, "4A")
+
+
+def test_labelstudio_skips_cancelled_and_unlabelled_tasks(tmp_path, busbra_dir):
+    image = str(busbra_dir / "Images" / "bus_0859-l.png")
+    export = [{"data": {"image": image}, "annotations": [{"was_cancelled": True, "result": []}]},
+              {"data": {"image": image}, "annotations": []},
+              {"data": {"image": image}, "annotations": [{"result": []}]}]
+    (tmp_path / "export.json").write_text(json.dumps(export))
+    records = datasets.load(f"labelstudio:{tmp_path / 'export.json'}")
+    assert len(records) == 1 and records[0].boxes == [] and records[0].birads == "1"
+
+
+# --- bad input: a clear message naming the file (and row); nothing written ---------------------
+
+def _import_fails(tmp_path, spec: str, *expected: str, capsys) -> None:
+    out = tmp_path / "imported"
+    assert birads(["import", "--data", spec, "--out", str(out)]) == 2
+    message = capsys.readouterr().err
+    for fragment in expected:
+        assert fragment in message
+    assert not out.exists()
+
+
+def test_missing_image_in_coco_names_the_file(tmp_path, capsys):
+    coco = {"images": [{"id": 1, "file_name": "gone.png"}], "annotations": [],
+            "categories": [{"id": 1, "name": "3"}]}
+    (tmp_path / "c.json").write_text(json.dumps(coco))
+    _import_fails(tmp_path, f"coco:{tmp_path / 'c.json'}", "c.json images[0]", "gone.png", "not found",
+                  capsys=capsys)
+
+
+def test_unreadable_image_names_the_file(tmp_path, capsys):
+    (tmp_path / "broken.png").write_text("not a png")
+    coco = {"images": [{"id": 1, "file_name": "broken.png"}], "annotations": [],
+            "categories": [{"id": 1, "name": "3"}]}
+    (tmp_path / "c.json").write_text(json.dumps(coco))
+    _import_fails(tmp_path, f"coco:{tmp_path / 'c.json'}", "broken.png", "not a readable image",
+                  capsys=capsys)
+
+
+def test_mask_of_another_size_names_mask_and_row(tmp_path, busbra_dir, capsys):
+    data = tmp_path / "busbra"
+    shutil.copytree(busbra_dir, data)
+    mask = data / "Masks" / "mask_1051-r.png"
+    Image.open(mask).resize((50, 40)).save(mask)
+    _import_fails(tmp_path, f"busbra:{data}", "mask_1051-r.png", "50x40", capsys=capsys)
+
+
+def test_unknown_birads_value_names_csv_row(tmp_path, busbra_dir, capsys):
+    data = tmp_path / "busbra"
+    shutil.copytree(busbra_dir, data)
+    csv_path = data / "bus_data.csv"
+    lines = csv_path.read_text().splitlines()
+    lines[3] = lines[3].replace(",benign,3,", ",benign,7,")
+    csv_path.write_text("\n".join(lines) + "\n")
+    _import_fails(tmp_path, f"busbra:{data}", "bus_data.csv row 4", "unknown BI-RADS category '7'",
+                  capsys=capsys)
+
+
+@pytest.mark.parametrize("content, fragment", [
+    ("{not json", "malformed JSON"),
+    ('{"tasks": []}', "JSON list of tasks"),
+    ('[{"no_data": 1}]', "task[0]: malformed task"),
+    ('[{"data": {"image": "%s"}, "annotations": [{"result": [{"type": "rectanglelabels", '
+     '"value": {"x": 1}}]}]}]', "task[0] result[0]: malformed region"),
+    ('[{"data": {"image": "%s"}, "annotations": [{"result": [{"type": "rectanglelabels", "value": '
+     '{"x": 1, "y": 1, "width": 5, "height": 5, "rectanglelabels": ["Cyst"]}}]}]}]',
+     "unknown BI-RADS category 'Cyst'"),
+])
+def test_malformed_labelstudio_export(tmp_path, busbra_dir, capsys, content, fragment):
+    image = busbra_dir / "Images" / "bus_0859-l.png"
+    path = tmp_path / "export.json"
+    path.write_text(content.replace("%s", str(image)) if "%s" in content else content)
+    _import_fails(tmp_path, f"labelstudio:{path}", str(path), fragment, capsys=capsys)
+
+
+def test_bad_data_spec(tmp_path, capsys):
+    _import_fails(tmp_path, "pascal:/nowhere", "expected FORMAT:PATH", capsys=capsys)
+    _import_fails(tmp_path, f"busbra:{tmp_path / 'nowhere'}", "nowhere: not found", capsys=capsys)
+
+
+def test_existing_unrelated_output_folder_is_never_replaced(tmp_path):
+    from model.io import StagedDirectory
+
+    keep = tmp_path / "precious"
+    keep.mkdir()
+    (keep / "notes.txt").write_text("mine")
+    with pytest.raises(DataError, match="not an earlier output"):
+        with StagedDirectory(keep):
+            pass
+    assert (keep / "notes.txt").read_text() == "mine"

@@ -1,0 +1,44 @@
+import pytest
+
+from model import taxonomy
+
+
+@pytest.mark.parametrize("raw, canonical", [
+    ("4a", "4A"), ("BI-RADS 4B", "4B"), ("birads 5", "5"), (3, "3"), ("4.0", "4"), (" 2 ", "2")])
+def test_normalize(raw, canonical):
+    assert taxonomy.normalize(raw) == canonical
+
+
+@pytest.mark.parametrize("raw", ["6", "4D", "", "benign", None])
+def test_normalize_rejects_unknown(raw):
+    with pytest.raises(taxonomy.UnknownCategory):
+        taxonomy.normalize(raw)
+
+
+def test_roll_up_subcategories_to_4_only_when_needed():
+    assert taxonomy.roll_up("4B", taxonomy.COARSE) == "4"
+    assert taxonomy.roll_up("4B", taxonomy.FULL) == "4B"
+    assert taxonomy.roll_up("5", taxonomy.COARSE) == "5"
+    with pytest.raises(taxonomy.UnknownCategory):
+        taxonomy.roll_up("4", taxonomy.FULL)  # plain 4 cannot be split
+
+
+def test_malignancy_threshold_counts_subcategories_as_4():
+    assert [taxonomy.is_malignant(c) for c in taxonomy.FULL] == [False, False, False, True, True, True, True]
+    assert taxonomy.is_malignant("4", "4B") is False
+    assert taxonomy.is_malignant("4C", "4B") is True
+    assert taxonomy.is_malignant("3", "3") is True
+
+
+def test_image_category_is_most_suspicious_box_and_1_without_boxes():
+    assert taxonomy.image_category([]) == "1"
+    assert taxonomy.image_category(["2", "4A", "3"]) == "4A"
+    assert taxonomy.image_category(["4C", "5"]) == "5"
+
+
+def test_label_sets_and_detector_classes():
+    assert taxonomy.label_set_for(["2", "4", "5"]) == taxonomy.COARSE
+    assert taxonomy.label_set_for(["2", "4A", "5"]) == taxonomy.FULL
+    assert taxonomy.label_set_for(["4", "4A"]) == taxonomy.COARSE
+    assert taxonomy.detector_classes(taxonomy.FULL) == ["2", "3", "4A", "4B", "4C", "5"]
+    assert all(c in taxonomy.MEANING for c in taxonomy.FULL + taxonomy.COARSE)
