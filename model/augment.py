@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import model.compat  # noqa: F401  (before detectron2)
 from detectron2.data import transforms as T
 
+import model.compat  # noqa: F401  (before detectron2)
 from model.config import TrainSettings
 
 

@@ -7,7 +7,6 @@ from collections.abc import Sequence
 from contextlib import nullcontext
 from pathlib import Path
 
-import model.compat  # noqa: F401  (before detectron2)
 import numpy as np
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
@@ -15,6 +14,7 @@ from detectron2.config import get_cfg
 from detectron2.data import transforms as T
 from detectron2.modeling import build_model
 
+import model.compat  # noqa: F401  (before detectron2)
 from model import modeldir
 from model.config import resolve_device
 from model.io import read_image
@@ -82,7 +82,8 @@ class Predictor:
     """
 
     def __init__(self, model_dir: str | Path, device: str = "auto", bf16: bool | None = None,
-                 score_threshold: float = 0.5, max_boxes: int = 10) -> None:
+                 score_threshold: float = 0.5, max_boxes: int = 10,
+                 image_size: int | None = None) -> None:
         self.model_dir = Path(model_dir)
         self.info = modeldir.read_info(self.model_dir)
         self.classes = list(self.info.classes)
@@ -90,6 +91,8 @@ class Predictor:
         cfg.merge_from_file(str(self.model_dir / modeldir.CONFIG))
         cfg.MODEL.DEVICE = resolve_device(device)
         cfg.MODEL.WEIGHTS = ""
+        if image_size:  # infer at another size than the model was trained at
+            cfg.INPUT.MIN_SIZE_TEST = cfg.INPUT.MAX_SIZE_TEST = image_size
         self.cfg = cfg
         self.device = cfg.MODEL.DEVICE
         self.bf16 = bf16_supported(self.device) if bf16 is None else bf16

@@ -11,20 +11,20 @@ import logging
 import shutil
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
-import model.compat  # noqa: F401  (before detectron2)
 import torch
 from detectron2.data import DatasetMapper, build_detection_train_loader
 from detectron2.data.samplers import RepeatFactorTrainingSampler, TrainingSampler
 from detectron2.engine import DefaultTrainer, HookBase, SimpleTrainer
 from detectron2.engine.hooks import EvalHook
 from detectron2.structures import BoxMode
+from detectron2.utils.env import seed_all_rng
 from detectron2.utils.events import CommonMetricPrinter, JSONWriter
 from detectron2.utils.logger import setup_logger
-from detectron2.utils.env import seed_all_rng
 
+import model.compat  # noqa: F401  (before detectron2)
 from model import modeldir, taxonomy
 from model.augment import training_augmentations
 from model.config import TrainSettings, build_config
@@ -167,7 +167,7 @@ def train(records: list[ImageRecord], out: str | Path, settings: TrainSettings |
     trainer.train()
     wall = time.perf_counter() - started
     info = modeldir.ModelInfo(
-        classes=classes, created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        classes=classes, created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         parent=settings.weights or None, data=summary(records), settings=settings.to_dict(),
         training={"iterations": cfg.SOLVER.MAX_ITER, "wall_seconds": round(wall, 1),
                   "device": cfg.MODEL.DEVICE, "torch": torch.__version__})

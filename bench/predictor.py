@@ -1,0 +1,92 @@
+"""Our predictor (fp32, bf16 + channels_last) vs detectron2's DefaultPredictor, side by side.
+
+Same model directory, same real images, same input sizes; each configuration runs in its own
+process so its peak memory (max RSS) is its own. Prints a table and the time ratios.
+
+    .venv/bin/python bench/predictor.py --model models/v1 \
+        --data busbra:../shared/data/BUS-BRA --images 16 --sizes 512 800
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def run_one(mode: str, model_dir: str, size: int, paths: list[str]) -> dict:
+    """Time one configuration in this process (called in a child process)."""
+    import numpy as np
+
+    from model.io import read_image
+
+    images = [read_image(p) for p in paths]
+    if mode == "detectron2":
+        from detectron2.config import get_cfg
+        from detectron2.engine import DefaultPredictor
+
+        import model.compat  # noqa: F401
+
+        cfg = get_cfg()
+        cfg.merge_from_file(str(Path(model_dir) / "config.yaml"))
+        cfg.MODEL.WEIGHTS = str(Path(model_dir) / "model_final.pth")
+        cfg.MODEL.DEVICE = "cpu"
+        cfg.INPUT.MIN_SIZE_TEST = cfg.INPUT.MAX_SIZE_TEST = size
+        predictor = DefaultPredictor(cfg)
+        infer = lambda: [predictor(np.ascontiguousarray(im[:, :, ::-1])) for im in images]  # noqa: E731
+    else:
+        from model.predict import Predictor
+
+        predictor = Predictor(model_dir, device="cpu", bf16=(mode == "ours-bf16"), image_size=size)
+        infer = lambda: predictor(images, batch_size=1)  # noqa: E731
+    infer_first = time.perf_counter()
+    predictor_out = infer()  # warm-up (allocator, oneDNN kernels)
+    warm = time.perf_counter() - infer_first
+    start = time.perf_counter()
+    infer()
+    seconds = (time.perf_counter() - start) / len(images)
+    del predictor_out
+    return {"mode": mode, "size": size, "s_per_image": round(seconds, 3), "warmup_s": round(warm, 1),
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--data", default=f"busbra:{REPO / 'tests/data/busbra'}")
+    parser.add_argument("--images", type=int, default=8)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[512, 800])
+    parser.add_argument("--child", nargs=2, metavar=("MODE", "SIZE"), help=argparse.SUPPRESS)
+    parser.add_argument("paths", nargs="*", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(run_one(args.child[0], args.model, int(args.child[1]), args.paths)))
+        return
+    from model import datasets
+
+    paths = [r.path for r in datasets.load(args.data)[: args.images]]
+    rows = []
+    for size in args.sizes:
+        for mode in ("detectron2", "ours-fp32", "ours-bf16"):
+            done = subprocess.run([sys.executable, __file__, "--model", args.model, "--child", mode,
+                                   str(size), *paths], capture_output=True, text=True, check=True)
+            rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+            print(rows[-1], flush=True)
+    print(f"\n{len(paths)} images, {args.model}\n")
+    print("| size | predictor | s/image | peak RSS MB | vs DefaultPredictor |\n|---|---|---|---|---|")
+    for size in args.sizes:
+        base = next(r for r in rows if r["size"] == size and r["mode"] == "detectron2")
+        for row in (r for r in rows if r["size"] == size):
+            print(f"| {size} | {row['mode']} | {row['s_per_image']} | {row['peak_rss_mb']} | "
+                  f"{row['s_per_image'] / base['s_per_image']:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,152 @@
+"""Train on real images, evaluate, fine-tune, reload in a fresh process (slow: minutes).
+
+The overfit run proves that labels, boxes and classes line up end to end: trained on eight real
+BUS-BRA images, the detector must find those lesions again (AP50 far above chance) with the right
+BI-RADS category for most of them. R50-FPN at 160 px keeps it to a few CPU minutes; the product
+default (R101-FPN, 800 px) runs through the same code in ``test_cli_trains_product_default``.
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from model import datasets, modeldir
+from model.config import TrainSettings
+from model.evaluation.evaluate import LOW_SCORE, evaluate
+from model.evaluation.report import write_report
+from model.predict import Predictor
+from model.train import train
+
+pytestmark = pytest.mark.slow
+
+TINY = dict(base_config="COCO-Detection/faster_rcnn_R_50_FPN_1x.yaml", image_size=160, batch_size=2,
+            base_lr=0.02, warmup_iters=20, rotation_degrees=0, brightness=(1.0, 1.0), roi_per_image=64,
+            num_workers=0, log_period=50, bf16=True)
+
+
+@pytest.fixture(scope="module")
+def records(busbra_dir):
+    return datasets.load(f"busbra:{busbra_dir}")
+
+
+@pytest.fixture(scope="module")
+def overfit_model(tmp_path_factory, records) -> Path:
+    out = tmp_path_factory.mktemp("models") / "v1"
+    progress = []
+    train(records, out, TrainSettings(max_iter=250, **TINY), progress=progress.append)
+    assert progress[-1]["iteration"] == 250 and progress[-1]["eta_seconds"] == 0
+    return out
+
+
+def test_model_directory_is_self_contained(overfit_model, records):
+    info = modeldir.read_info(overfit_model)
+    assert info.classes == ["2", "3", "4", "5"]
+    assert info.data["images"] == len(records) and info.training["iterations"] == 250
+    assert info.parent is None
+    assert "GN" in (overfit_model / "config.yaml").read_text()  # from scratch: GroupNorm
+    lines = (overfit_model / "metrics.json").read_text().splitlines()
+    assert json.loads(lines[-1])["iteration"] == 249 and "total_loss" in json.loads(lines[-1])
+    assert not list(overfit_model.parent.glob(".v1.work"))  # checkpoints cleaned up
+
+
+def test_overfit_finds_the_lesions_it_was_trained_on(overfit_model, records, tmp_path):
+    predictor = Predictor(overfit_model, score_threshold=LOW_SCORE, bf16=False)
+    evaluation = evaluate(records, predictor([r.path for r in records]), predictor.classes,
+                          score_threshold=0.3)
+    m = evaluation.metrics
+    assert m["ap50_lesion"] >= 0.8, m           # every lesion found (chance is ~0)
+    assert m["ap50"] >= 0.4, m                  # and mostly with the right BI-RADS class
+    assert m["category_accuracy"] >= 0.5, m     # majority class would give 0.25
+    assert m["screening"]["n"] == 8 and m["screening_experts"]["sensitivity"] == 1.0
+    report = write_report(evaluation, tmp_path / "report", str(overfit_model), "busbra")
+    assert {"metrics.json", "report.md", "confusion_matrix.png", "examples.png"} <= \
+        {p.name for p in report.iterdir()}
+    assert "paper Table II" in (report / "report.md").read_text()
+
+
+def test_bf16_matches_fp32_on_the_same_model(overfit_model, records):
+    """Accuracy parity: AP50 and category agreement within one point of fp32."""
+    paths = [r.path for r in records]
+    fp32 = Predictor(overfit_model, score_threshold=LOW_SCORE, bf16=False)(paths)
+    bf16 = Predictor(overfit_model, score_threshold=LOW_SCORE, bf16=True)(paths)
+    classes = ["2", "3", "4", "5"]
+    a = evaluate(records, fp32, classes, 0.3).metrics
+    b = evaluate(records, bf16, classes, 0.3).metrics
+    assert abs(a["ap50"] - b["ap50"]) <= 0.01 + 1e-9 or abs(a["ap50_lesion"] - b["ap50_lesion"]) <= 0.01
+    tops = [(d.top().category if d.top() else None) for d in fp32]
+    tops16 = [(d.top().category if d.top() else None) for d in bf16]
+    agreement = sum(x == y for x, y in zip(tops, tops16)) / len(tops)
+    assert agreement >= 0.99 - 1e-9 or len(tops) * (1 - agreement) <= 0.01 * len(tops) + 1e-9
+
+
+def test_fine_tune_from_previous_version(overfit_model, records, tmp_path):
+    out = tmp_path / "v2"
+    train(records[:4], out, TrainSettings(weights=str(overfit_model), max_iter=4, **TINY))
+    info = modeldir.read_info(out)
+    assert info.parent == str(overfit_model)
+    assert info.data["images"] == 4
+    assert (out / "config.yaml").read_text().count("GN") >= 1  # architecture kept from v1
+    detections = Predictor(out, score_threshold=LOW_SCORE)([records[0].path])
+    assert detections[0].boxes  # the fine-tuned model still finds lesions
+
+
+def test_predictor_round_trip_in_a_fresh_process(overfit_model, records):
+    """A model directory is all a new process needs; same boxes as in this process."""
+    code = ("import json, sys; from model.predict import Predictor; "
+            "p = Predictor(sys.argv[1], score_threshold=0.3, bf16=False); "
+            "print(json.dumps([[(b.x0, b.y0, b.x1, b.y1, b.category) for b in d.boxes] "
+            "for d in p(sys.argv[2:])]))")
+    paths = [records[0].path, records[5].path]
+    done = subprocess.run([sys.executable, "-c", code, str(overfit_model), *paths],
+                          capture_output=True, text=True, timeout=300, cwd=Path(__file__).parents[2])
+    assert done.returncode == 0, done.stderr
+    theirs = json.loads(done.stdout.strip().splitlines()[-1])
+    ours = Predictor(overfit_model, score_threshold=0.3, bf16=False)(paths)
+    assert len(theirs) == 2 and any(theirs)
+    for boxes, detection in zip(theirs, ours):
+        assert [b[4] for b in boxes] == [b.category for b in detection.boxes]
+        for b, d in zip(boxes, detection.boxes):
+            assert b[:4] == pytest.approx([d.x0, d.y0, d.x1, d.y1], abs=1e-3)
+
+
+def test_predictor_accepts_arrays_grayscale_and_any_size(overfit_model, records):
+    from model.io import read_image
+
+    predictor = Predictor(overfit_model, score_threshold=0.3, max_boxes=1, bf16=False)
+    rgb = read_image(records[0].path)
+    gray = rgb[:, :, 0]
+    big = rgb.repeat(2, axis=0).repeat(2, axis=1)
+    from_path, from_rgb, from_gray, from_big = predictor([records[0].path, rgb, gray, big])
+    assert from_rgb.boxes == from_path.boxes == from_gray.boxes
+    assert len(from_path.boxes) <= 1
+    assert (from_big.width, from_big.height) == (2 * rgb.shape[1], 2 * rgb.shape[0])
+    if from_big.boxes and from_path.boxes:  # boxes come back in the input's pixels
+        assert from_big.boxes[0].x1 == pytest.approx(2 * from_path.boxes[0].x1, rel=0.1)
+
+
+def test_cli_trains_product_default_and_evaluates(tmp_path, busbra_dir, breast_dir):
+    """`birads train` with the default R101-FPN (tiny schedule), then `birads evaluate` on BrEaST."""
+    repo = Path(__file__).parents[2]
+    birads = [sys.executable, "-m", "model.cli"]
+    model = tmp_path / "r101"
+    done = subprocess.run(birads + ["train", "--data", f"busbra:{busbra_dir}", "--out", str(model),
+                                    "--max-iter", "2", "--image-size", "128", "--num-workers", "0"],
+                          capture_output=True, text=True, timeout=600, cwd=repo)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "build_resnet_fpn_backbone" in (model / "config.yaml").read_text()
+    assert "DEPTH: 101" in (model / "config.yaml").read_text()
+    assert "ETA" in done.stderr
+    report = tmp_path / "report"
+    done = subprocess.run(birads + ["evaluate", "--data", f"breast:{breast_dir}", "--model", str(model),
+                                    "--out", str(report)], capture_output=True, text=True, timeout=600,
+                          cwd=repo)
+    assert done.returncode == 0, done.stderr[-3000:]
+    m = json.loads((report / "metrics.json").read_text())
+    assert m["n_images"] == 4
+    assert set(m["per_category"]) == {"1", "2", "3", "4", "5"}  # BrEaST 4A/4B rolled up to 4
+    for key in ("screening_paper", "screening", "screening_experts", "ap", "ap50", "acceptance_rate"):
+        assert key in m
+    assert m["screening_experts"]["tp"] == 1  # the one malignant case is BI-RADS 5
