@@ -19,6 +19,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+import model  # noqa: E402,F401  (applies the detectron2 fixes before any detectron2 import)
 
 
 def run_one(mode: str, model_dir: str, size: int, paths: list[str]) -> dict:
@@ -32,7 +33,7 @@ def run_one(mode: str, model_dir: str, size: int, paths: list[str]) -> dict:
         from detectron2.config import get_cfg
         from detectron2.engine import DefaultPredictor
 
-        import model.compat  # noqa: F401
+
 
         cfg = get_cfg()
         cfg.merge_from_file(str(Path(model_dir) / "config.yaml"))

@@ -21,6 +21,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+import model  # noqa: E402,F401  (applies the detectron2 fixes before any detectron2 import)
 
 
 def run_one(mode: str, data: str, n_images: int, size: int, iters: int) -> dict:
@@ -28,7 +29,6 @@ def run_one(mode: str, data: str, n_images: int, size: int, iters: int) -> dict:
     from detectron2.engine import DefaultTrainer, HookBase
     from detectron2.utils.events import CommonMetricPrinter
 
-    import model.compat  # noqa: F401
     from model import datasets, taxonomy
     from model.config import TrainSettings, build_config
     from model.train import BiradsTrainer, to_detectron2

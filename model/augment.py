@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from detectron2.data import transforms as T
 
-import model.compat  # noqa: F401  (before detectron2)
 from model.config import TrainSettings
 
 

@@ -15,8 +15,6 @@ import torch
 from detectron2 import model_zoo
 from detectron2.config import CfgNode, get_cfg
 
-import model.compat  # noqa: F401  (before detectron2)
-
 PRODUCT_CONFIG = Path(__file__).parent / "configs" / "birads.yaml"
 SCRATCH_CONFIG = Path(__file__).parent / "configs" / "from_scratch.yaml"
 ZOO_PREFIX = "zoo:"

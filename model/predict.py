@@ -14,7 +14,6 @@ from detectron2.config import get_cfg
 from detectron2.data import transforms as T
 from detectron2.modeling import build_model
 
-import model.compat  # noqa: F401  (before detectron2)
 from model import modeldir
 from model.config import resolve_device
 from model.io import read_image

@@ -24,7 +24,6 @@ from detectron2.utils.env import seed_all_rng
 from detectron2.utils.events import CommonMetricPrinter, JSONWriter
 from detectron2.utils.logger import setup_logger
 
-import model.compat  # noqa: F401  (before detectron2)
 from model import modeldir, taxonomy
 from model.augment import training_augmentations
 from model.config import TrainSettings, build_config

@@ -67,3 +67,11 @@ def test_apply_is_idempotent():
     importlib.reload(model.compat)
     model.compat.apply()
     assert np.float is float
+
+
+def test_any_model_module_applies_the_fixes_first():
+    """Import sorters may put detectron2 imports above ours; the package itself applies them."""
+    code = "import sys; import model.config; print('pkg_resources' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "True"

