@@ -1,0 +1,192 @@
+"""The WSGI app Label Studio talks to (gunicorn: ``backend.app:create_app()``).
+
+Endpoints: GET /health, POST /setup, POST /predict, POST /webhook, GET /versions, and ours:
+GET /jobs/<id> and GET /jobs?project=<id> for training progress. Every bad input gets an HTTP
+status with ``{"error": message}`` and one log line; nothing trains inside a request.
+
+label-studio-ml 1.0.9's own Flask app is not used: its manager keeps models per process in ways
+that break with several gunicorn workers and its training bookkeeping is unsound (see jobs.py).
+We keep its LabelStudioMLBase contract (backend.detector) and write the routes ourselves.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from pathlib import Path
+
+from flask import Flask, jsonify, request
+from redis import Redis
+from redis.exceptions import RedisError
+
+from backend.detector import TRAIN_EVENTS, BiradsDetector, ModelCache, RequestError
+from backend.jobs import TrainingQueue, job_status
+from backend.labels import LabelConfigError
+from backend.services import Services
+from backend.settings import Settings
+from model.io import write_atomic
+
+log = logging.getLogger("backend")
+
+
+def project_id(value: object) -> int:
+    """Label Studio sends "<id>.<created timestamp>" in /setup and /predict, an object in webhooks."""
+    if isinstance(value, dict):
+        value = value.get("id")
+    try:
+        return int(str(value).split(".")[0])
+    except (TypeError, ValueError):
+        raise RequestError(f"missing or invalid project {value!r}") from None
+
+
+class Backend:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.services = Services(settings)
+        self.models = ModelCache(self.services)
+        self._redis: Redis | None = None
+
+    @property
+    def redis(self) -> Redis:
+        if self._redis is None:
+            if not self.settings.redis_url:
+                raise RedisError("REDIS_URL is not set (start with `make run` for the embedded Redis)")
+            self._redis = Redis.from_url(self.settings.redis_url, socket_connect_timeout=0.5, socket_timeout=0.5)
+        return self._redis
+
+    def training_queue(self) -> TrainingQueue:
+        return TrainingQueue(self.redis, self.settings)
+
+    def label_config(self, project: int, given: str | None) -> str:
+        """The config sent with the request, else the one remembered from /setup."""
+        path = self.services.project_dir(project) / "label_config.xml"
+        if given:
+            if not path.is_file() or path.read_text() != given:
+                write_atomic(path, given)
+            return given
+        if path.is_file():
+            return path.read_text()
+        raise RequestError(f"project {project}: no label config (call /setup first)")
+
+    def detector(self, project: int, label_config: str | None, training: bool = False) -> BiradsDetector:
+        config = self.label_config(project, label_config)
+        return BiradsDetector(project, config, self.services, self.models,
+                              training_queue=self.training_queue() if training else None)
+
+
+def _json_body() -> dict:
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise RequestError("request body must be a JSON object")
+    return body
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    settings = settings or Settings.from_env()
+    backend = Backend(settings)
+    app = Flask(__name__)
+    app.config["backend"] = backend
+
+    def requires_auth(view):
+        @functools.wraps(view)
+        def wrapped(*args, **kwargs):
+            if settings.basic_auth_user and not _authorized(settings):
+                log.warning("%s %s: refused, wrong or missing basic auth", request.method, request.path)
+                return jsonify({"error": "authentication required"}), 401, {"WWW-Authenticate": "Basic"}
+            return view(*args, **kwargs)
+        return wrapped
+
+    @app.errorhandler(RequestError)
+    @app.errorhandler(LabelConfigError)
+    def bad_request(error):
+        status = getattr(error, "status", 400)
+        log.warning("%s %s -> %d: %s", request.method, request.path, status, error)
+        return jsonify({"error": str(error)}), status
+
+    @app.errorhandler(RedisError)
+    def queue_down(error):
+        log.error("%s %s -> 503: training queue unavailable: %s", request.method, request.path, error)
+        return jsonify({"error": f"training queue unavailable: {error}"}), 503
+
+    @app.errorhandler(Exception)
+    def unexpected(error):
+        if hasattr(error, "code") and hasattr(error, "description"):  # werkzeug HTTP errors
+            return jsonify({"error": error.description}), error.code
+        log.exception("%s %s -> 500", request.method, request.path)
+        return jsonify({"error": f"internal error: {error.__class__.__name__}: {error}"}), 500
+
+    @app.route("/", methods=["GET"])
+    @app.route("/health", methods=["GET"])
+    def health():
+        return jsonify({"status": "UP", "model_class": BiradsDetector.__name__,
+                        "model_dir": str(Path(settings.model_dir).resolve())})
+
+    @app.route("/setup", methods=["POST"])
+    @requires_auth
+    def setup():
+        body = _json_body()
+        project = project_id(body.get("project"))
+        detector = backend.detector(project, body.get("schema"))
+        return jsonify({"model_version": detector.model_version})
+
+    @app.route("/predict", methods=["POST"])
+    @requires_auth
+    def predict():
+        body = _json_body()
+        tasks = body.get("tasks")
+        if not isinstance(tasks, list) or not tasks:
+            raise RequestError("'tasks' must be a non-empty list")
+        project = project_id(body.get("project") or tasks[0].get("project"))
+        detector = backend.detector(project, body.get("label_config"))
+        started = time.perf_counter()
+        results = detector.predict(tasks)
+        log.info("project %s: predicted %d tasks with %s in %.2f s", project, len(tasks),
+                 detector.model_version, time.perf_counter() - started)
+        return jsonify({"results": results, "model_version": results[0]["model_version"]})
+
+    @app.route("/webhook", methods=["POST"])
+    def webhook():
+        body = _json_body()
+        action = body.get("action")
+        if action not in TRAIN_EVENTS:
+            return jsonify({"status": "ignored", "action": action}), 200
+        if action == "START_TRAINING" and settings.basic_auth_user and not _authorized(settings):
+            return jsonify({"error": "authentication required"}), 401, {"WWW-Authenticate": "Basic"}
+        project = project_id(body.get("project"))
+        detector = backend.detector(project, (body.get("project") or {}).get("label_config"), training=True)
+        answer = detector.fit(action, body)
+        return jsonify(answer), 201 if answer["status"] == "queued" else 200
+
+    @app.route("/versions", methods=["GET"])
+    @requires_auth
+    def versions():
+        found = []
+        for project in backend.services.projects():
+            registry = backend.services.registry(project)
+            found += [dict(registry.info(v), project=project, current=v == registry.current())
+                      for v in registry.versions()]
+        return jsonify({"versions": [v["version"] for v in found], "details": found})
+
+    @app.route("/jobs/<job_id>", methods=["GET"])
+    @requires_auth
+    def job(job_id: str):
+        answer = job_status(backend.redis, job_id)
+        if answer is None:
+            raise RequestError(f"no job {job_id}", 404)
+        return jsonify(answer)
+
+    @app.route("/jobs", methods=["GET"])
+    @requires_auth
+    def jobs():
+        project = project_id(request.args.get("project"))
+        ids = backend.training_queue().recent_jobs(project)
+        return jsonify({"project": project, "current_version": backend.models.version(project),
+                        "jobs": [job_status(backend.redis, i) for i in ids]})
+
+    return app
+
+
+def _authorized(settings: Settings) -> bool:
+    auth = request.authorization
+    return bool(auth and auth.username == settings.basic_auth_user and auth.password == settings.basic_auth_pass)

@@ -1,0 +1,112 @@
+"""Training requests through RQ: coalesced per project, answered at once, run on a worker.
+
+Why not label-studio-ml 1.0.9's RQJobManager: it drops a job while another is queued, stores
+results as a JSON string it then cannot read, and needs LABEL_STUDIO_ML_BACKEND_V2 for its
+status. We keep RQ and write the small amount of bookkeeping ourselves:
+
+* ``birads:<queue>:project:<id>:queued`` holds the id of the project's queued (not yet started) job.
+  A request finding one folds into it (its ``events`` count grows): at most one queued job per
+  project, and no event is lost, because the job clears the key under the same lock as its very
+  first step, before it reads any annotation. A request arriving after that queues a new job.
+* ``birads:<queue>:project:<id>:changes`` counts annotation events since the served version; annotation
+  events start training only once it reaches RETRAIN_AFTER. START_TRAINING always trains.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from redis import Redis
+from rq import Queue
+from rq.exceptions import NoSuchJobError
+from rq.job import Job, JobStatus
+
+from backend.settings import Settings
+
+log = logging.getLogger(__name__)
+TRAIN_FUNCTION = "backend.training.train_project"
+KEEP_RESULTS = 7 * 24 * 3600
+RECENT_JOBS = 50
+
+
+@dataclass
+class TrainingQueue:
+    redis: Redis
+    settings: Settings
+
+    def _key(self, project: int, name: str) -> str:
+        return f"birads:{self.settings.queue_name}:project:{project}:{name}"
+
+    @property
+    def queue(self) -> Queue:
+        return Queue(self.settings.queue_name, connection=self.redis)
+
+    def _lock(self, project: int):
+        return self.redis.lock(self._key(project, "lock"), timeout=10, blocking_timeout=2)
+
+    def request(self, project: int, label_config: str, reason: str, force: bool) -> dict:
+        """Enqueue a training job for ``project``, or fold this request into the queued one."""
+        with self._lock(project):
+            changes = int(self.redis.incr(self._key(project, "changes"))) if not force else None
+            if changes is not None and changes < self.settings.retrain_after:
+                return {"status": "waiting", "changes": changes, "retrain_after": self.settings.retrain_after}
+            queued = self._queued_job(project)
+            if queued is not None:
+                queued.meta["events"] = queued.meta.get("events", 1) + 1
+                queued.meta.setdefault("reasons", []).append(reason)
+                queued.save_meta()
+                return {"status": "coalesced", "job_id": queued.id, "events": queued.meta["events"]}
+            job = self.queue.enqueue(
+                TRAIN_FUNCTION, project, label_config, job_timeout=self.settings.job_timeout,
+                result_ttl=KEEP_RESULTS, failure_ttl=KEEP_RESULTS,
+                meta={"project": project, "events": 1, "reasons": [reason], "stage": "queued"},
+                description=f"train BI-RADS detector for project {project}")
+            self.redis.set(self._key(project, "queued"), job.id)
+            self.redis.lpush(self._key(project, "jobs"), job.id)
+            self.redis.ltrim(self._key(project, "jobs"), 0, RECENT_JOBS - 1)
+            log.info("project %s: training job %s queued (%s)", project, job.id, reason)
+            return {"status": "queued", "job_id": job.id}
+
+    def _queued_job(self, project: int) -> Job | None:
+        job_id = self.redis.get(self._key(project, "queued"))
+        if not job_id:
+            return None
+        try:
+            job = Job.fetch(job_id.decode(), connection=self.redis)
+        except NoSuchJobError:
+            return None
+        return job if job.get_status() in (JobStatus.QUEUED, JobStatus.DEFERRED, JobStatus.SCHEDULED) else None
+
+    def started(self, project: int, job_id: str) -> int:
+        """Called first thing by the job: stop folding events into it; take the change count."""
+        with self._lock(project):
+            queued = self.redis.get(self._key(project, "queued"))
+            if queued and queued.decode() == job_id:
+                self.redis.delete(self._key(project, "queued"))
+            return int(self.redis.getset(self._key(project, "changes"), 0) or 0)
+
+    def give_back_changes(self, project: int, count: int) -> None:
+        """A failed job served nothing: its changes still count towards the next retrain."""
+        if count:
+            self.redis.incrby(self._key(project, "changes"), count)
+
+    def recent_jobs(self, project: int) -> list[str]:
+        return [j.decode() for j in self.redis.lrange(self._key(project, "jobs"), 0, RECENT_JOBS - 1)]
+
+
+def job_status(redis: Redis, job_id: str) -> dict | None:
+    try:
+        job = Job.fetch(job_id, connection=redis)
+    except NoSuchJobError:
+        return None
+    status = job.get_status()
+    answer = {"job_id": job.id, "status": str(status.value if hasattr(status, "value") else status),
+              "progress": job.get_meta(), "enqueued_at": job.enqueued_at, "started_at": job.started_at,
+              "ended_at": job.ended_at}
+    if status == JobStatus.FINISHED:
+        answer["result"] = job.return_value()
+    elif status == JobStatus.FAILED:
+        error = job.exc_info or ""
+        answer["error"] = error.strip().splitlines()[-1] if error.strip() else "failed (worker lost?)"
+    return answer

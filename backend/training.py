@@ -1,0 +1,143 @@
+"""The training job (runs on an RQ worker): Label Studio annotations -> a new served model version.
+
+1. read ALL annotated tasks of the project through the API (a webhook only says "something
+   changed"); 2. consensus of the experts per task; 3. download the images; 4. hold out a share of
+   the tasks; 5. fine-tune from the served version (or the configured initial weights); 6. evaluate
+   on the held-out tasks; 7. register the version and switch "current" to it. Until step 7 nothing
+   served changes; a failure or a killed worker leaves the served version as it was.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+
+from PIL import Image
+from rq import get_current_job
+
+from backend.annotations import convert
+from backend.images import ImageError
+from backend.jobs import TrainingQueue
+from backend.labels import parse_label_config
+from backend.services import Services
+from backend.settings import Settings
+from model.config import TrainSettings
+from model.records import Box, ImageRecord
+
+log = logging.getLogger(__name__)
+
+
+class NotEnoughAnnotations(RuntimeError):
+    pass
+
+
+def _report(stage: str, **facts: object) -> None:
+    job = get_current_job()
+    log.info("training: %s %s", stage, facts or "")
+    if job is not None:
+        job.meta.update({"stage": stage, **facts, "updated_at": time.time()})
+        job.save_meta()
+
+
+def held_out(task_id: int, fraction: float) -> bool:
+    """Stable split: a task stays on its side of the split across retrainings."""
+    digest = hashlib.sha1(str(task_id).encode()).digest()
+    return digest[0] / 256 < fraction
+
+
+def build_records(services: Services, project: int, label_config: str) -> tuple[list[ImageRecord], dict]:
+    labels = parse_label_config(label_config)
+    tasks = services.api.annotated_tasks(project)
+    conversion = convert(tasks, labels, services.settings.min_agreement)
+    usable = {t.task_id: t for t in conversion.usable}
+    by_id = {t["id"]: t for t in tasks if t["id"] in usable}
+    _report("downloading images", tasks=len(tasks), usable=len(usable))
+    references = [by_id[i]["data"].get(labels.data_key) for i in usable]
+    images = services.fetcher.fetch_all(references)
+    folder = services.project_dir(project) / "images"
+    folder.mkdir(parents=True, exist_ok=True)
+    records, failed = [], {}
+    for (task_id, labelled), image in zip(usable.items(), images):
+        if isinstance(image, ImageError):
+            failed[task_id] = str(image)
+            continue
+        height, width = image.shape[:2]
+        path = folder / f"task-{task_id}.png"
+        Image.fromarray(image).save(path)  # decoded, EXIF applied: detectron2 reads it as we saw it
+        boxes = [Box(b.x0 * width / 100, b.y0 * height / 100, b.x1 * width / 100, b.y1 * height / 100,
+                     b.category) for b in labelled.boxes]
+        records.append(ImageRecord(image_id=str(task_id), path=str(path), width=width, height=height,
+                                   boxes=boxes, split="holdout" if held_out(task_id, services.settings.holdout_fraction)
+                                   else "train"))
+    facts = {"annotated_tasks": len(tasks), "used_tasks": len(records),
+             "for_review": conversion.for_review, "unknown_labels": dict(conversion.unknown_labels),
+             "image_errors": failed}
+    if conversion.unknown_labels:
+        log.warning("project %s: labels not in the BI-RADS mapping were skipped: %s", project,
+                    dict(conversion.unknown_labels))
+    return records, facts
+
+
+def train_settings(settings: Settings, weights: str) -> TrainSettings:
+    return TrainSettings(base_config=settings.train_base_config, weights=weights,
+                         image_size=settings.train_image_size, epochs=settings.train_epochs,
+                         max_iter=settings.train_max_iter or None, batch_size=settings.train_batch_size,
+                         bf16=settings.train_bf16, device=settings.device, num_workers=1)
+
+
+def train_project(project: int, label_config: str) -> dict:
+    """The RQ job. Returns a JSON-able summary (stored by RQ as the job's result)."""
+    from model.evaluation.evaluate import LOW_SCORE, evaluate
+    from model.modeldir import update_metrics
+    from model.predict import Predictor
+    from model.train import train
+
+    settings = Settings.from_env()
+    services = Services(settings)
+    job = get_current_job()
+    queue = TrainingQueue(job.connection, settings) if job else None
+    changes = queue.started(project, job.id) if queue else 0
+    try:
+        _report("reading annotations", project=project)
+        records, facts = build_records(services, project, label_config)
+        train_records = [r for r in records if r.split == "train"]
+        holdout = [r for r in records if r.split == "holdout"]
+        if len(train_records) + len(holdout) < max(1, settings.min_annotations):
+            raise NotEnoughAnnotations(f"{len(records)} usable annotated tasks, MIN_ANNOTATIONS is "
+                                       f"{settings.min_annotations}")
+        if not train_records or not any(r.boxes for r in train_records):  # too few to hold any out
+            train_records, holdout = records, []
+        registry = services.registry(project)
+        parent = registry.current()
+        weights = str(registry.path(parent)) if parent else settings.initial_weights
+        version = registry.new_version_name()
+        out = registry.path(version)
+
+        def progress(info: dict) -> None:
+            _report("training", **info)
+
+        _report("training", iteration=0, images=len(train_records))
+        train(train_records, out, train_settings(settings, weights), progress=progress)
+        metrics = {}
+        if holdout:
+            _report("evaluating", images=len(holdout))
+            predictor = Predictor(out, device=settings.device, score_threshold=LOW_SCORE)
+            evaluation = evaluate(holdout, predictor([r.path for r in holdout]), predictor.classes,
+                                  settings.score_threshold)
+            metrics = {k: evaluation.metrics.get(k) for k in ("n_images", "ap", "ap50", "ap50_lesion",
+                                                               "acceptance_rate", "category_accuracy")}
+            update_metrics(out, {"holdout": metrics})
+        registry.describe(version, parent=parent, project=project, job_id=job.id if job else None,
+                          train_images=len(train_records), holdout_images=len(holdout), metrics=metrics,
+                          **facts)
+        registry.promote(version)
+        _report("done", version=version)
+        log.info("project %s: version %s now served (parent %s)", project, version, parent)
+        return {"version": version, "parent": parent, "train_images": len(train_records),
+                "holdout_images": len(holdout), "metrics": metrics, **facts}
+    except BaseException:
+        if queue:
+            queue.give_back_changes(project, changes)
+        raise
+

@@ -1,0 +1,25 @@
+"""An RQ worker for training jobs (`birads worker`). Run as many as you have machines or GPUs:
+each needs REDIS_URL, MODEL_DIR on shared storage, and Label Studio's URL and key."""
+
+from __future__ import annotations
+
+import logging
+
+from redis import Redis
+from rq import Queue, Worker
+
+from backend.settings import Settings
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = Settings.from_env()
+    if not settings.redis_url:
+        raise SystemExit("REDIS_URL is not set: a worker needs the server's Redis")
+    connection = Redis.from_url(settings.redis_url)
+    queue = Queue(settings.queue_name, connection=connection)
+    Worker([queue], connection=connection).work(with_scheduler=False)
+
+
+if __name__ == "__main__":
+    main()

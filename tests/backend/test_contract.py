@@ -1,0 +1,188 @@
+"""Replay what real Label Studio 1.23.2 sent (shared/label-studio-1.23.2/requests) against the app.
+
+Real Redis underneath; no worker runs here, so queued jobs stay queued (coalescing is visible).
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+from dataclasses import replace
+
+import pytest
+from rq import Queue
+
+from backend.app import create_app
+from tests.backend.conftest import install_model, recorded
+
+CONFIG = recorded("setup")["body"]["schema"]
+
+
+def replay(client, name: str, body: dict | None = None, headers: dict | None = None):
+    request = recorded(name)
+    body = request.get("body") if body is None else body
+    if request["method"] == "GET":
+        return client.get(request["path"], headers=headers)
+    return client.post(request["path"], json=body, headers=headers)
+
+
+def test_health(client):
+    response = replay(client, "health")
+    assert response.status_code == 200 and response.get_json()["status"] == "UP"
+
+
+def test_setup_answers_untrained_version_and_remembers_config(client, settings):
+    response = replay(client, "setup")
+    assert response.status_code == 200
+    assert response.get_json() == {"model_version": "untrained"}
+    assert (settings.model_dir / "project-1" / "label_config.xml").read_text() == CONFIG
+
+
+def test_setup_answers_the_served_version(client, settings, tiny_model):
+    install_model(settings, 1, tiny_model, "v20261125-120000")
+    assert replay(client, "setup").get_json() == {"model_version": "v20261125-120000"}
+
+
+@pytest.mark.parametrize("name", ["predict_single", "predict_batch"])
+def test_predict_before_training_gives_no_boxes_with_explicit_version(client, name):
+    request = recorded(name)
+    response = replay(client, name)
+    assert response.status_code == 200
+    results = response.get_json()["results"]
+    assert len(results) == len(request["body"]["tasks"])
+    assert all(r == {"result": [], "score": 0.0, "model_version": "untrained"} for r in results)
+
+
+def _local_tasks(busbra_dir, names: list[str]) -> list[dict]:
+    return [{"id": 100 + i, "data": {"image": str(busbra_dir / "Images" / n)}} for i, n in enumerate(names)]
+
+
+def test_predict_with_a_model_returns_label_studio_regions_in_order(client, settings, tiny_model, busbra_dir):
+    install_model(settings, 2, tiny_model)
+    body = copy.deepcopy(recorded("predict_batch")["body"])
+    names = ["bus_0859-l.png", "bus_0084-r.png", "bus_1042-r.png"]
+    body["tasks"] = _local_tasks(busbra_dir, names)
+    app = create_app(replace(settings, score_threshold=0.0, max_boxes=3)).test_client()
+    response = app.post("/predict", json=body)
+    assert response.status_code == 200, response.get_json()
+    answer = response.get_json()
+    assert answer["model_version"] == "v-test" and len(answer["results"]) == 3
+    labels = {"BI-RADS 2", "BI-RADS 3", "BI-RADS 4A", "BI-RADS 5"} & set(CONFIG.split('"'))
+    for prediction, name in zip(answer["results"], names):
+        assert prediction["model_version"] == "v-test"
+        assert 0.0 <= prediction["score"] <= 1.0
+        assert len(prediction["result"]) <= 3
+        from PIL import Image
+
+        width, height = Image.open(busbra_dir / "Images" / name).size
+        for region in prediction["result"]:
+            assert region["from_name"] == "label" and region["to_name"] == "image"
+            assert region["type"] == "rectanglelabels"
+            assert (region["original_width"], region["original_height"]) == (width, height)
+            value = region["value"]
+            assert value["rectanglelabels"][0] in labels  # only labels of the config
+            assert 0 <= value["x"] <= 100 and 0 <= value["y"] <= 100
+            assert value["x"] + value["width"] <= 100.01 and value["y"] + value["height"] <= 100.01
+            assert 0 <= region["score"] <= 1
+
+
+def test_webhook_annotation_events_wait_for_enough_changes(client, settings, redis_conn):
+    queue = Queue(settings.queue_name, connection=redis_conn)
+    answers = [replay(client, "webhook_ANNOTATION_CREATED") for _ in range(2)]
+    assert [a.get_json()["status"] for a in answers] == ["waiting", "waiting"]
+    assert len(queue) == 0
+    third = replay(client, "webhook_ANNOTATION_UPDATED")  # RETRAIN_AFTER=3 in these tests
+    assert third.status_code == 201 and third.get_json()["status"] == "queued"
+    assert len(queue) == 1
+
+
+def test_start_training_bursts_coalesce_into_one_queued_job(client, settings, redis_conn):
+    queue = Queue(settings.queue_name, connection=redis_conn)
+    answers = [replay(client, "webhook_START_TRAINING").get_json() for _ in range(12)]
+    assert answers[0]["status"] == "queued"
+    assert all(a["status"] == "coalesced" and a["job_id"] == answers[0]["job_id"] for a in answers[1:])
+    assert len(queue) == 1
+    job = queue.jobs[0]
+    assert job.meta["events"] == 12 and job.args[0] == 2
+    status = client.get(f"/jobs/{job.id}").get_json()
+    assert status["status"] == "queued" and status["progress"]["events"] == 12
+
+
+@pytest.mark.parametrize("name", ["webhook_TASKS_CREATED", "webhook_TASKS_DELETED", "webhook_PROJECT_UPDATED"])
+def test_other_webhooks_are_acknowledged_and_ignored(client, settings, redis_conn, name):
+    response = replay(client, name)
+    assert response.status_code == 200 and response.get_json()["status"] == "ignored"
+    assert len(Queue(settings.queue_name, connection=redis_conn)) == 0
+
+
+def test_versions_lists_registered_versions(client, settings, tiny_model):
+    assert replay(client, "versions").get_json()["versions"] == []
+    install_model(settings, 2, tiny_model, "v1")
+    answer = replay(client, "versions").get_json()
+    assert answer["versions"] == ["v1"] and answer["details"][0]["current"] is True
+
+
+# --- bad input: a clear HTTP error, never a crash ------------------------------------------------
+
+def test_malformed_json(client):
+    response = client.post("/predict", data="{not json", content_type="application/json")
+    assert response.status_code == 400 and "JSON object" in response.get_json()["error"]
+
+
+def test_no_tasks(client):
+    body = dict(recorded("predict_single")["body"], tasks=[])
+    response = client.post("/predict", json=body)
+    assert response.status_code == 400 and "non-empty list" in response.get_json()["error"]
+
+
+def test_task_without_the_image_field(client):
+    body = copy.deepcopy(recorded("predict_single")["body"])
+    body["tasks"][0]["data"] = {"text": "no image"}
+    response = client.post("/predict", json=body)
+    assert response.status_code == 400
+    assert "task 1: no 'image' image field" in response.get_json()["error"]
+
+
+def test_label_config_without_rectangle_labels(client):
+    body = dict(recorded("setup")["body"], schema='<View><Image name="image" value="$image"/>'
+                '<Choices name="c" toName="image"><Choice value="BI-RADS 2"/></Choices></View>')
+    response = client.post("/setup", json=body)
+    assert response.status_code == 400
+    assert "no RectangleLabels bound to an Image" in response.get_json()["error"]
+
+
+def test_unreadable_and_refused_images(client, settings, tiny_model, busbra_dir):
+    install_model(settings, 2, tiny_model)
+    body = copy.deepcopy(recorded("predict_single")["body"])
+    cases = {
+        str(busbra_dir / "LICENSE.txt"): (422, "not an image"),
+        str(busbra_dir / "Images" / "missing.png"): (422, "no such file"),
+        "/etc/passwd": (403, "outside LOCAL_FILES_ROOT"),
+        "http://example.org/scan.png": (403, "neither Label Studio's nor in ALLOWED_IMAGE_HOSTS"),
+    }
+    for reference, (status, fragment) in cases.items():
+        body["tasks"][0]["data"]["image"] = reference
+        response = client.post("/predict", json=body)
+        assert response.status_code == status, (reference, response.get_json())
+        assert fragment in response.get_json()["error"] and "task 1" in response.get_json()["error"]
+
+
+def test_redis_down_predict_works_training_answers_503(settings, tiny_model, busbra_dir):
+    down = create_app(replace(settings, redis_url="redis://127.0.0.1:1/0")).test_client()
+    response = down.post("/webhook", json=recorded("webhook_START_TRAINING")["body"])
+    assert response.status_code == 503 and "training queue unavailable" in response.get_json()["error"]
+    body = copy.deepcopy(recorded("predict_single")["body"])
+    body["tasks"] = _local_tasks(busbra_dir, ["bus_0090-r.png"])
+    assert down.post("/predict", json=body).status_code == 200
+
+
+def test_basic_auth_guards_label_studio_calls_but_not_annotation_webhooks(settings):
+    guarded = create_app(replace(settings, basic_auth_user="ls", basic_auth_pass="secret")).test_client()
+    good = {"Authorization": "Basic " + base64.b64encode(b"ls:secret").decode()}
+    bad = {"Authorization": "Basic " + base64.b64encode(b"ls:wrong").decode()}
+    assert replay(guarded, "setup").status_code == 401
+    assert replay(guarded, "setup", headers=bad).status_code == 401
+    assert replay(guarded, "setup", headers=good).status_code == 200
+    assert replay(guarded, "predict_single", headers=good).status_code == 200
+    assert replay(guarded, "webhook_START_TRAINING").status_code == 401
+    assert replay(guarded, "webhook_ANNOTATION_CREATED").status_code == 200  # LS sends no auth here
