@@ -34,7 +34,7 @@ def image_reference(path: str, document_root: Path | None) -> str:
     return f"/data/local-files/?d={quote(str(relative))}"
 
 
-def _regions(record: ImageRecord, from_name: str, to_name: str) -> list[dict]:
+def labelstudio_regions(record: ImageRecord, from_name: str, to_name: str) -> list[dict]:
     regions = []
     for number, box in enumerate(record.boxes):
         value = {"x": 100 * box.x0 / record.width, "y": 100 * box.y0 / record.height,
@@ -55,7 +55,7 @@ def to_labelstudio(records: list[ImageRecord], as_predictions: bool = False,
         data = {to_name: image_reference(record.path, document_root), "image_id": record.image_id,
                 "patient": record.patient, "split": record.split, "birads": record.birads,
                 "pathology": record.pathology}
-        result = _regions(record, from_name, to_name)
+        result = labelstudio_regions(record, from_name, to_name)
         if as_predictions:
             task = {"data": data, "predictions": [{"model_version": "expert-import", "result": result}]}
         else:

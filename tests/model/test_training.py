@@ -1,8 +1,8 @@
 """Train on real images, evaluate, fine-tune, reload in a fresh process (slow: minutes).
 
-The overfit run proves that labels, boxes and classes line up end to end: trained on eight real
-BUS-BRA images, the detector must find those lesions again (AP50 far above chance) with the right
-BI-RADS category for most of them. R50-FPN at 160 px keeps it to a few CPU minutes; the product
+The overfit run proves that labels, boxes and classes line up end to end: trained on four real
+BUS-BRA images (BI-RADS 2, 3, 4, 5), the detector must find those lesions again (AP50 far above
+chance) with the right BI-RADS category. R50-FPN at 160 px keeps it to ~5 CPU minutes; the product
 default (R101-FPN, 800 px) runs through the same code in ``test_cli_trains_product_default``.
 """
 
@@ -22,33 +22,36 @@ from model.train import train
 
 pytestmark = pytest.mark.slow
 
-TINY = dict(base_config="COCO-Detection/faster_rcnn_R_50_FPN_1x.yaml", image_size=160, batch_size=2,
+TINY = dict(base_config="COCO-Detection/faster_rcnn_R_50_FPN_1x.yaml", image_size=160, batch_size=4,
             base_lr=0.02, warmup_iters=20, rotation_degrees=0, brightness=(1.0, 1.0), roi_per_image=64,
             num_workers=0, log_period=50, bf16=True)
 
 
 @pytest.fixture(scope="module")
 def records(busbra_dir):
-    return datasets.load(f"busbra:{busbra_dir}")
+    """One image per BI-RADS category, four patients."""
+    wanted = ["bus_0090-r", "bus_0224-r", "bus_0165-r", "bus_0084-r"]
+    by_id = {r.image_id: r for r in datasets.load(f"busbra:{busbra_dir}")}
+    return [by_id[i] for i in wanted]
 
 
 @pytest.fixture(scope="module")
 def overfit_model(tmp_path_factory, records) -> Path:
     out = tmp_path_factory.mktemp("models") / "v1"
     progress = []
-    train(records, out, TrainSettings(max_iter=250, **TINY), progress=progress.append)
-    assert progress[-1]["iteration"] == 250 and progress[-1]["eta_seconds"] == 0
+    train(records, out, TrainSettings(max_iter=180, **TINY), progress=progress.append)
+    assert progress[-1]["iteration"] == 180 and progress[-1]["eta_seconds"] == 0
     return out
 
 
 def test_model_directory_is_self_contained(overfit_model, records):
     info = modeldir.read_info(overfit_model)
     assert info.classes == ["2", "3", "4", "5"]
-    assert info.data["images"] == len(records) and info.training["iterations"] == 250
+    assert info.data["images"] == len(records) and info.training["iterations"] == 180
     assert info.parent is None
     assert "GN" in (overfit_model / "config.yaml").read_text()  # from scratch: GroupNorm
     lines = (overfit_model / "metrics.json").read_text().splitlines()
-    assert json.loads(lines[-1])["iteration"] == 249 and "total_loss" in json.loads(lines[-1])
+    assert json.loads(lines[-1])["iteration"] == 179 and "total_loss" in json.loads(lines[-1])
     assert not list(overfit_model.parent.glob(".v1.work"))  # checkpoints cleaned up
 
 
@@ -57,10 +60,10 @@ def test_overfit_finds_the_lesions_it_was_trained_on(overfit_model, records, tmp
     evaluation = evaluate(records, predictor([r.path for r in records]), predictor.classes,
                           score_threshold=0.3)
     m = evaluation.metrics
-    assert m["ap50_lesion"] >= 0.8, m           # every lesion found (chance is ~0)
-    assert m["ap50"] >= 0.4, m                  # and mostly with the right BI-RADS class
-    assert m["category_accuracy"] >= 0.5, m     # majority class would give 0.25
-    assert m["screening"]["n"] == 8 and m["screening_experts"]["sensitivity"] == 1.0
+    assert m["ap50_lesion"] >= 0.9, m           # every lesion found (chance is ~0)
+    assert m["ap50"] >= 0.7, m                  # with the right BI-RADS class
+    assert m["category_accuracy"] >= 0.75, m    # guessing one class gives 0.25
+    assert m["screening"]["n"] == 4 and m["screening_experts"]["sensitivity"] == 1.0
     report = write_report(evaluation, tmp_path / "report", str(overfit_model), "busbra")
     assert {"metrics.json", "report.md", "confusion_matrix.png", "examples.png"} <= \
         {p.name for p in report.iterdir()}
@@ -75,19 +78,19 @@ def test_bf16_matches_fp32_on_the_same_model(overfit_model, records):
     classes = ["2", "3", "4", "5"]
     a = evaluate(records, fp32, classes, 0.3).metrics
     b = evaluate(records, bf16, classes, 0.3).metrics
-    assert abs(a["ap50"] - b["ap50"]) <= 0.01 + 1e-9 or abs(a["ap50_lesion"] - b["ap50_lesion"]) <= 0.01
-    tops = [(d.top().category if d.top() else None) for d in fp32]
-    tops16 = [(d.top().category if d.top() else None) for d in bf16]
-    agreement = sum(x == y for x, y in zip(tops, tops16)) / len(tops)
-    assert agreement >= 0.99 - 1e-9 or len(tops) * (1 - agreement) <= 0.01 * len(tops) + 1e-9
+    assert abs(a["ap50"] - b["ap50"]) <= 0.01 and abs(a["ap50_lesion"] - b["ap50_lesion"]) <= 0.01
+    agreement = sum(x.top().category == y.top().category for x, y in zip(fp32, bf16)) / len(paths)
+    assert agreement >= 0.99
+    for x, y in zip(fp32, bf16):
+        assert x.top().iou(y.top()) > 0.9
 
 
 def test_fine_tune_from_previous_version(overfit_model, records, tmp_path):
     out = tmp_path / "v2"
-    train(records[:4], out, TrainSettings(weights=str(overfit_model), max_iter=4, **TINY))
+    train(records[:2], out, TrainSettings(weights=str(overfit_model), max_iter=4, **TINY))
     info = modeldir.read_info(out)
     assert info.parent == str(overfit_model)
-    assert info.data["images"] == 4
+    assert info.data["images"] == 2
     assert (out / "config.yaml").read_text().count("GN") >= 1  # architecture kept from v1
     detections = Predictor(out, score_threshold=LOW_SCORE)([records[0].path])
     assert detections[0].boxes  # the fine-tuned model still finds lesions
@@ -99,7 +102,7 @@ def test_predictor_round_trip_in_a_fresh_process(overfit_model, records):
             "p = Predictor(sys.argv[1], score_threshold=0.3, bf16=False); "
             "print(json.dumps([[(b.x0, b.y0, b.x1, b.y1, b.category) for b in d.boxes] "
             "for d in p(sys.argv[2:])]))")
-    paths = [records[0].path, records[5].path]
+    paths = [records[0].path, records[3].path]
     done = subprocess.run([sys.executable, "-c", code, str(overfit_model), *paths],
                           capture_output=True, text=True, timeout=300, cwd=Path(__file__).parents[2])
     assert done.returncode == 0, done.stderr

@@ -1,0 +1,79 @@
+"""End to end with real Label Studio 1.23.2: pre-annotate, annotate, "Start training", re-predict.
+
+Everything real: Label Studio (headless), our gunicorn server, RQ worker and embedded Redis as
+`make run` starts them, real ultrasound images, a real (tiny) training run.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from model.predict import Predictor
+from tests.e2e.conftest import CONFIG, annotate, create_project, image_name
+
+pytestmark = pytest.mark.slow
+
+
+def _predictions(client, project: int) -> dict[int, list[dict]]:
+    tasks = client.tasks.list(project=project, fields="all")
+    return {t.id: [p.model_dump() if hasattr(p, "model_dump") else dict(p) for p in (t.predictions or [])]
+            for t in tasks}
+
+
+def _retrieve_predictions(client, project: int) -> None:
+    """The Data Manager action "Retrieve predictions"."""
+    client.actions.create(id="retrieve_tasks_predictions", project=project,
+                          selected_items={"all": True, "excluded": []})
+
+
+def _wait_for_job(backend: dict, project: int, seconds: float = 600) -> dict:
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        jobs = requests.get(f"{backend['url']}/jobs", params={"project": project}, timeout=5).json()["jobs"]
+        if jobs and jobs[0]["status"] in ("finished", "failed"):
+            return jobs[0]
+        time.sleep(2)
+    raise TimeoutError(f"training job not done:\n{Path(backend['log']).read_text()[-4000:]}")
+
+
+def test_predict_train_predict_round_trip(label_studio, backend_server, busbra_dir):
+    images = busbra_dir / "Images"
+    client, project, tasks = create_project(label_studio, images, "BI-RADS e2e")
+    assert len(tasks) == 4
+    ml = client.ml.create(project=project, url=backend_server["url"], title="BI-RADS detector",
+                          is_interactive=False)
+
+    # Before training: predictions are stored, empty, with the explicit "untrained" version.
+    _retrieve_predictions(client, project)
+    stored = _predictions(client, project)
+    assert all(p and p[-1]["model_version"] == "untrained" and p[-1]["result"] == [] for p in stored.values())
+
+    # Experts annotate every task, then press "Start training".
+    annotate(client, project, tasks, images)
+    client.ml.train(id=ml.id)
+    job = _wait_for_job(backend_server, project)
+    assert job["status"] == "finished", job
+    version = job["result"]["version"]
+    assert job["result"]["train_images"] == 4 and job["result"]["parent"] is None
+
+    # /setup now answers the new version, and Label Studio fetches predictions of that version.
+    setup = requests.post(f"{backend_server['url']}/setup", json={"project": f"{project}.0", "schema": CONFIG},
+                          timeout=30).json()
+    assert setup["model_version"] == version
+    _retrieve_predictions(client, project)
+    stored = _predictions(client, project)
+    model_dir = backend_server["model_dir"] / f"project-{project}" / "versions" / version
+    local = Predictor(model_dir, score_threshold=0.05, max_boxes=5, bf16=False)
+    for task_id, predictions in stored.items():
+        latest = [p for p in predictions if p["model_version"] == version]
+        assert latest, predictions
+        regions = latest[-1]["result"]
+        [detection] = local([images / image_name(tasks[task_id])])
+        assert len(regions) == len(detection.boxes)  # the boxes come from the trained model
+        for region, box in zip(regions, detection.boxes):
+            assert region["value"]["x"] == pytest.approx(100 * box.x0 / detection.width, abs=0.01)
+            assert region["value"]["rectanglelabels"] == [f"BI-RADS {box.category}"]

@@ -1,0 +1,116 @@
+"""Training jobs on a real RQ worker with the real Redis on 127.0.0.1:6379, reading a real Label
+Studio project: coalescing while queued, a new job for events during training, versions that
+chain, and a worker killed mid-training that changes nothing served."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import replace
+
+import pytest
+from redis import Redis
+from rq import Queue
+from rq.job import Job
+from rq.registry import StartedJobRegistry
+
+from backend.jobs import TrainingQueue, job_status
+from backend.settings import Settings
+from model.registry import Registry
+from tests.backend.conftest import install_model
+from tests.e2e.conftest import CONFIG, REPO, annotate, create_project
+
+pytestmark = pytest.mark.slow
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/14")
+
+
+@pytest.fixture()
+def worker_settings(tmp_path, label_studio) -> Settings:
+    return Settings(model_dir=tmp_path / "models", redis_url=REDIS_URL, queue_name=f"e2e-{uuid.uuid4().hex[:8]}",
+                    label_studio_url=label_studio["url"], label_studio_api_key=label_studio["token"],
+                    train_base_config="COCO-Detection/faster_rcnn_R_50_FPN_1x.yaml", train_image_size=160,
+                    train_max_iter=6, holdout_fraction=0.0, bf16="false")
+
+
+def start_worker(settings: Settings, log) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=str(REPO), REDIS_URL=settings.redis_url, RQ_QUEUE=settings.queue_name,
+               MODEL_DIR=str(settings.model_dir), LABEL_STUDIO_URL=settings.label_studio_url,
+               LABEL_STUDIO_API_KEY=settings.label_studio_api_key, TRAIN_BASE_CONFIG=settings.train_base_config,
+               TRAIN_IMAGE_SIZE=str(settings.train_image_size), TRAIN_MAX_ITER=str(settings.train_max_iter),
+               HOLDOUT_FRACTION="0", BF16="false")
+    return subprocess.Popen([sys.executable, "-m", "backend.worker"], env=env, cwd=REPO, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def wait(condition, seconds: float, what: str):
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(1)
+    raise TimeoutError(what)
+
+
+@pytest.fixture()
+def annotated_project(label_studio, busbra_dir):
+    client, project, tasks = create_project(label_studio, busbra_dir / "Images", f"worker {uuid.uuid4().hex[:6]}")
+    annotate(client, project, tasks, busbra_dir / "Images")
+    return project
+
+
+def test_jobs_coalesce_while_queued_and_chain_versions(worker_settings, annotated_project, tmp_path):
+    redis = Redis.from_url(REDIS_URL)
+    training = TrainingQueue(redis, worker_settings)
+    answers = [training.request(annotated_project, CONFIG, "START_TRAINING", force=True) for _ in range(5)]
+    assert [a["status"] for a in answers] == ["queued"] + ["coalesced"] * 4
+    first = answers[0]["job_id"]
+    with open(tmp_path / "worker.log", "w") as log:
+        worker = start_worker(worker_settings, log)
+        try:
+            wait(lambda: Job.fetch(first, connection=redis).get_meta().get("stage") in ("training", "done"), 240,
+                 "first job did not start training")
+            during = training.request(annotated_project, CONFIG, "START_TRAINING", force=True)
+            assert during["status"] == "queued" and during["job_id"] != first  # not folded into a running job
+            done = wait(lambda: all(job_status(redis, j)["status"] in ("finished", "failed") for j in
+                                    (first, during["job_id"])), 480, "jobs did not finish")
+            assert done
+        finally:
+            worker.terminate()
+            worker.wait(timeout=30)
+    one, two = job_status(redis, first), job_status(redis, during["job_id"])
+    assert one["status"] == "finished", (tmp_path / "worker.log").read_text()[-3000:]
+    assert two["status"] == "finished", (tmp_path / "worker.log").read_text()[-3000:]
+    assert one["progress"]["events"] == 5
+    registry = Registry(worker_settings.model_dir / f"project-{annotated_project}")
+    assert registry.current() == two["result"]["version"]
+    assert registry.info(two["result"]["version"])["parent"] == one["result"]["version"]  # fine-tuned from v1
+    assert one["result"]["train_images"] == 4 and one["result"]["for_review"] == []
+
+
+def test_worker_killed_mid_training_leaves_served_version(worker_settings, annotated_project, tiny_model, tmp_path):
+    settings = replace(worker_settings, train_max_iter=2000)  # long enough to be killed in the middle
+    install_model(settings, annotated_project, tiny_model, "v-served")
+    redis = Redis.from_url(REDIS_URL)
+    job_id = TrainingQueue(redis, settings).request(annotated_project, CONFIG, "START_TRAINING", force=True)["job_id"]
+    with open(tmp_path / "worker.log", "w") as log:
+        worker = start_worker(settings, log)
+        try:
+            wait(lambda: Job.fetch(job_id, connection=redis).get_meta().get("stage") == "training", 240,
+                 "job did not start training")
+            time.sleep(5)
+        finally:
+            os.killpg(worker.pid, signal.SIGKILL)  # the worker and its work horse, mid-training
+            worker.wait(timeout=30)
+    registry = Registry(settings.model_dir / f"project-{annotated_project}")
+    assert registry.current() == "v-served"
+    assert registry.versions() == ["v-served"]  # no half-written version became visible
+    # RQ's own maintenance finds abandoned jobs once their heartbeat expires; fast-forward its clock.
+    StartedJobRegistry(queue=Queue(settings.queue_name, connection=redis)).cleanup(timestamp=time.time() + 3600)
+    status = job_status(redis, job_id)
+    assert status["status"] == "failed", status
+    assert Registry(settings.model_dir / f"project-{annotated_project}").current() == "v-served"

@@ -1,0 +1,121 @@
+"""Task image fetching: what is allowed, limits, formats (a real local HTTP server)."""
+
+import http.server
+import io
+import threading
+
+import numpy as np
+import pydicom
+import pytest
+from PIL import Image
+from pydicom.dataset import FileDataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+from backend.images import ImageError, ImageFetcher, decode
+
+
+def _png(size=(40, 30), mode="L", noise=False) -> bytes:
+    buffer = io.BytesIO()
+    if noise:  # incompressible: its file is really large
+        Image.fromarray(np.random.default_rng(0).integers(0, 255, size[::-1], dtype=np.uint8)).save(buffer, "PNG")
+    else:
+        Image.new(mode, size, 128).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def server():
+    """Serves /ok.png, /big.png, /text; records request headers."""
+    seen = []
+    files = {"/ok.png": _png(), "/big.png": _png((200, 100), noise=True), "/text": b"<html>hello</html>"}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            seen.append(dict(self.headers))
+            body = files.get("/" + self.path.split("?")[0].rsplit("/", 1)[-1])
+            self.send_response(200 if body else 404)
+            self.end_headers()
+            self.wfile.write(body or b"")
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"127.0.0.1:{httpd.server_address[1]}", seen
+    httpd.shutdown()
+
+
+def test_label_studio_urls_carry_the_key_other_hosts_do_not(server):
+    host, seen = server
+    fetcher = ImageFetcher(f"http://{host}", lambda: {"Authorization": "Token secret"},
+                           allowed_hosts=["localhost"])
+    assert fetcher.fetch("/data/upload/1/ok.png").shape == (30, 40, 3)
+    assert seen[-1]["Authorization"] == "Token secret"
+    other = ImageFetcher("http://label-studio.invalid", lambda: {"Authorization": "Token secret"},
+                         allowed_hosts=[host.split(":")[0]])
+    assert other.fetch(f"http://{host}/ok.png").shape == (30, 40, 3)
+    assert "Authorization" not in seen[-1]
+
+
+def test_refusals_and_failures(server, tmp_path):
+    host, _ = server
+    fetcher = ImageFetcher(f"http://{host}", dict, local_root=tmp_path, max_bytes=5000)
+    cases = {
+        "http://example.org/a.png": (403, "ALLOWED_IMAGE_HOSTS"),
+        "/data/upload/1/missing.png": (422, "HTTP 404"),
+        "/data/upload/1/text": (422, "not an image"),
+        "/data/upload/1/big.png": (413, "MAX_IMAGE_BYTES"),
+        "/etc/hostname": (403, "outside LOCAL_FILES_ROOT"),
+        "ftp://x/y.png": (400, "unsupported URL scheme"),
+    }
+    for reference, (status, fragment) in cases.items():
+        with pytest.raises(ImageError, match=fragment) as caught:
+            fetcher.fetch(reference)
+        assert caught.value.status == status
+
+
+def test_fetch_all_keeps_order_and_reports_failures_in_place(server):
+    host, _ = server
+    fetcher = ImageFetcher(f"http://{host}", dict)
+    results = fetcher.fetch_all(["/data/upload/ok.png", "/data/upload/nope.png", "/data/upload/ok.png"])
+    assert isinstance(results[0], np.ndarray) and isinstance(results[1], ImageError)
+    assert isinstance(results[2], np.ndarray)
+
+
+def test_local_files_under_the_root(tmp_path):
+    (tmp_path / "scan.png").write_bytes(_png((8, 6), "RGB"))
+    fetcher = ImageFetcher("http://ls", dict, local_root=tmp_path)
+    assert fetcher.fetch(str(tmp_path / "scan.png")).shape == (6, 8, 3)
+    assert fetcher.fetch(f"file://{tmp_path / 'scan.png'}").shape == (6, 8, 3)
+
+
+def test_decompression_bomb_is_refused(monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    with pytest.raises(ImageError, match="too many pixels"):
+        decode(_png((200, 200)), "bomb.png")
+
+
+def test_exif_orientation_is_applied():
+    image = Image.new("L", (20, 10))
+    exif = image.getexif()
+    exif[0x0112] = 6
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", exif=exif)
+    assert decode(buffer.getvalue(), "x.jpg").shape == (20, 10, 3)
+
+
+def test_dicom_ultrasound_frame(tmp_path):
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.6.1"  # ultrasound image storage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(str(tmp_path / "us.dcm"), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.Rows, ds.Columns, ds.SamplesPerPixel, ds.PhotometricInterpretation = 12, 16, 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.PixelData = (np.arange(12 * 16, dtype=np.uint16) * 10).tobytes()
+    ds.save_as(tmp_path / "us.dcm", enforce_file_format=True)
+    pixels = decode((tmp_path / "us.dcm").read_bytes(), "us.dcm")
+    assert pixels.shape == (12, 16, 3) and pixels.dtype == np.uint8
+    assert pixels[0, 0, 0] == 0 and pixels[-1, -1, 0] == 255
+    assert pydicom.dcmread(tmp_path / "us.dcm").Rows == 12

@@ -1,0 +1,83 @@
+"""Label config mapping and the experts' consensus (backend, no services)."""
+
+import pytest
+
+from backend.annotations import consensus, convert
+from backend.labels import LabelConfigError, parse_label_config
+from model.records import Box
+
+IMAGE = '<Image name="img" value="$scan"/>'
+
+
+def _config(labels: str) -> str:
+    return f'<View>{IMAGE}<RectangleLabels name="lesion" toName="img">{labels}</RectangleLabels></View>'
+
+
+def test_maps_labels_by_text_case_and_prefix():
+    labels = parse_label_config(_config('<Label value="BI-RADS 2"/><Label value="birads 4a"/><Label value="5"/>'))
+    assert (labels.from_name, labels.to_name, labels.data_key) == ("lesion", "img", "scan")
+    assert labels.label_for("2") == "BI-RADS 2" and labels.label_for("4A") == "birads 4a"
+    assert labels.label_for("5") == "5"
+    assert labels.label_for("3") is None and labels.label_for("4B") is None  # never invent a label
+
+
+def test_predicted_values_and_roll_up_to_plain_4():
+    labels = parse_label_config(_config('<Label value="Suspicious" predicted_values="4"/>'
+                                        '<Label value="Benign" predicted_values="2,3"/>'))
+    assert labels.label_for("4C") == "Suspicious" and labels.label_for("4") == "Suspicious"
+    assert labels.label_for("3") == "Benign" and labels.category_of("Benign") == "2"
+
+
+@pytest.mark.parametrize("config, message", [
+    (f"<View>{IMAGE}</View>", "no RectangleLabels bound to an Image"),
+    ('<View><Text name="t" value="$t"/><RectangleLabels name="l" toName="t"><Label value="2"/>'
+     "</RectangleLabels></View>", "no RectangleLabels bound to an Image"),
+    (_config('<Label value="Cyst"/>'), "has no BI-RADS labels"),
+    ("<View><Image", "not valid XML"),
+    ("", "empty label config"),
+])
+def test_unusable_configs(config, message):
+    with pytest.raises(LabelConfigError, match=message):
+        parse_label_config(config)
+
+
+def _annotation(*boxes, cancelled=False, truth=False):
+    return {"was_cancelled": cancelled, "ground_truth": truth, "result": [
+        {"type": "rectanglelabels", "from_name": "lesion", "value": {
+            "x": x, "y": y, "width": w, "height": h, "rectanglelabels": [label]}} for x, y, w, h, label in boxes]}
+
+
+LABELS = parse_label_config(_config('<Label value="BI-RADS 3"/><Label value="BI-RADS 4"/><Label value="Cyst"/>'
+                                    ' <Label value="BI-RADS 5"/>'))
+
+
+def test_consensus_needs_min_agreement_same_category_and_overlap():
+    a = [Box(10, 10, 30, 30, "3")]
+    b = [Box(11, 10, 31, 31, "3"), Box(60, 60, 70, 70, "5")]
+    c = [Box(12, 12, 32, 30, "4")]
+    agreed = consensus([a, b, c], min_agreement=2)
+    assert len(agreed) == 1 and agreed[0].category == "3"
+    assert agreed[0].x0 == pytest.approx(10.5)
+    assert consensus([a, c], min_agreement=2) == []
+
+
+def test_convert_tasks_single_truth_cancelled_and_disagreement():
+    tasks = [
+        {"id": 1, "annotations": [_annotation((10, 10, 20, 20, "BI-RADS 3"))]},
+        {"id": 2, "annotations": [_annotation((10, 10, 20, 20, "BI-RADS 3")),
+                                  _annotation((50, 50, 20, 20, "BI-RADS 5"), truth=True)]},
+        {"id": 3, "annotations": [_annotation((10, 10, 20, 20, "BI-RADS 3")),
+                                  _annotation((60, 60, 20, 20, "BI-RADS 4"))]},
+        {"id": 4, "annotations": [_annotation((10, 10, 20, 20, "BI-RADS 3"), cancelled=True), _annotation()]},
+        {"id": 5, "annotations": [_annotation((10, 10, 20, 20, "Cyst"), (30, 30, 10, 10, "BI-RADS 4"))]},
+    ]
+    result = convert(tasks, LABELS, min_agreement=2)
+    by_id = {t.task_id: t for t in result.tasks}
+    assert by_id[1].status == "ok" and by_id[1].boxes == [Box(10, 10, 30, 30, "3")]
+    assert by_id[2].boxes == [Box(50, 50, 70, 70, "5")]             # ground truth wins
+    assert by_id[3].status == "no_agreement"
+    assert by_id[4].status == "no_annotation"                       # cancelled and empty skipped
+    assert by_id[5].boxes == [Box(30, 30, 40, 40, "4")]
+    assert result.unknown_labels == {"Cyst": 1}
+    assert result.for_review == [3]
+    assert [t.task_id for t in result.usable] == [1, 2, 5]
