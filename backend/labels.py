@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import lru_cache
 
 from label_studio_sdk.label_interface import LabelInterface
 
@@ -53,6 +54,7 @@ def _categories_of_label(value: str, attrs: dict) -> list[str]:
     return categories
 
 
+@lru_cache(maxsize=64)  # every /predict carries the config; parse each distinct one once
 def parse_label_config(config: str) -> LabelMap:
     """Find the RectangleLabels control bound to an Image and map its labels."""
     if not config or not config.strip():
