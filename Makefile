@@ -20,7 +20,7 @@ run: env
 	$(PY) -m backend.serve
 
 bench: env
-	$(PY) bench/predictor.py
+	bench/run.sh
 
 clean:
 	rm -rf .venv .pytest_cache

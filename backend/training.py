@@ -115,7 +115,7 @@ def train_project(project: int, label_config: str) -> dict:
         out = registry.path(version)
 
         def progress(info: dict) -> None:
-            _report("training", **info)
+            _report(**info)  # stage "training", iteration, max_iter, ETA, loss
 
         _report("training", iteration=0, images=len(train_records))
         train(train_records, out, train_settings(settings, weights), progress=progress)

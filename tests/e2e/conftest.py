@@ -114,7 +114,7 @@ def create_project(label_studio: dict, images_dir: Path, title: str) -> tuple[ob
 
     client = LabelStudio(base_url=label_studio["url"], api_key=label_studio["token"])
     project = client.projects.create(title=title, label_config=CONFIG).id
-    files = [("file", (name, open(images_dir / name, "rb"), "image/png")) for name in IMAGES]
+    files = [(f"file{i}", (name, open(images_dir / name, "rb"), "image/png")) for i, name in enumerate(IMAGES)]
     upload = requests.post(f"{label_studio['url']}/api/projects/{project}/import", files=files, timeout=60,
                            headers={"Authorization": f"Token {label_studio['token']}"})
     assert upload.status_code == 201, upload.text

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# All benchmarks in one run. MODEL=<model dir> to use a trained model; otherwise a product-default
+# R101-FPN (800 px) model directory is made with one training iteration: speed does not depend on
+# the weights (accuracy parity of bf16 is proven in tests/model/test_training.py).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+data=${DATA:-busbra:../shared/data/BUS-BRA}
+model=${MODEL:-}
+if [ -z "$model" ]; then
+  model=$(mktemp -d)/r101
+  ./birads train --data "busbra:tests/data/busbra" --out "$model" --max-iter 1 --num-workers 0 >/dev/null 2>&1
+fi
+echo "## predictor ($(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2))"
+.venv/bin/python bench/predictor.py --model "$model" --data "$data" --images 8 --sizes 512 800
+echo "## trainer"
+.venv/bin/python bench/trainer.py --data "$data" --images 16 --size 512 --iters 8
+echo "## backend"
+.venv/bin/python bench/backend.py --model "$model" --data "$data" --predictions 500
