@@ -77,3 +77,25 @@ def test_predict_train_predict_round_trip(label_studio, backend_server, busbra_d
         for region, box in zip(regions, detection.boxes):
             assert region["value"]["x"] == pytest.approx(100 * box.x0 / detection.width, abs=0.01)
             assert region["value"]["rectanglelabels"] == [f"BI-RADS {box.category}"]
+
+
+def test_personal_access_token_is_refreshed_for_images_and_api(label_studio, busbra_dir):
+    """LABEL_STUDIO_API_KEY may be a personal access token: the SDK trades it for access tokens."""
+    from backend.images import ImageFetcher
+    from backend.labelstudio import LabelStudioAPI
+
+    legacy = {"Authorization": f"Token {label_studio['token']}"}
+    settings = requests.post(f"{label_studio['url']}/api/jwt/settings", headers=legacy, timeout=30,
+                             json={"api_tokens_enabled": True, "legacy_api_tokens_enabled": True})
+    assert settings.ok, settings.text
+    created = requests.post(f"{label_studio['url']}/api/token/", headers=legacy, timeout=30)
+    assert created.ok, created.text
+    pat = created.json()["token"]
+    client, project, tasks = create_project(label_studio, busbra_dir / "Images", "PAT")
+    api = LabelStudioAPI(label_studio["url"], pat)
+    assert api.auth_headers()["Authorization"].startswith("Bearer ")
+    fetcher = ImageFetcher(label_studio["url"], api.auth_headers)
+    task = next(iter(tasks.values()))
+    assert fetcher.fetch(task.data["image"]).ndim == 3
+    annotate(client, project, tasks, busbra_dir / "Images")
+    assert len(api.annotated_tasks(project)) == 4

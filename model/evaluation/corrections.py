@@ -1,0 +1,51 @@
+"""What an expert must change to turn a pre-annotation into the truth (the simulated expert).
+
+Each box added, deleted, moved (the nearest predicted box overlaps the true one at IoU < 0.5) or
+relabelled counts as one correction; a box both moved and relabelled is one correction (one drag,
+one click on the same region). Zero corrections means the pre-annotation is accepted unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from model.records import Box
+
+MATCH_IOU = 0.5
+
+
+@dataclass(frozen=True)
+class Corrections:
+    added: int = 0
+    deleted: int = 0
+    moved: int = 0
+    relabelled: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.added + self.deleted + self.moved + self.relabelled
+
+
+def _pairs(truth: list[Box], predicted: list[Box], accept) -> list[tuple[Box, Box]]:
+    """Greedy one-to-one pairs by IoU, best first, among those ``accept`` allows."""
+    candidates = sorted(((t.iou(p), i, j) for i, t in enumerate(truth) for j, p in enumerate(predicted)
+                         if accept(t.iou(p))), reverse=True)
+    used_t, used_p, pairs = set(), set(), []
+    for _, i, j in candidates:
+        if i not in used_t and j not in used_p:
+            used_t.add(i)
+            used_p.add(j)
+            pairs.append((truth[i], predicted[j]))
+    return pairs
+
+
+def count(truth: Sequence[Box], predicted: Sequence[Box]) -> Corrections:
+    truth, predicted = list(truth), list(predicted)
+    matched = _pairs(truth, predicted, lambda iou: iou >= MATCH_IOU)
+    relabelled = sum(t.category != p.category for t, p in matched)
+    rest_t = [t for t in truth if all(t is not m for m, _ in matched)]
+    rest_p = [p for p in predicted if all(p is not m for _, m in matched)]
+    moved = _pairs(rest_t, rest_p, lambda iou: iou > 0)
+    return Corrections(added=len(rest_t) - len(moved), deleted=len(rest_p) - len(moved), moved=len(moved),
+                       relabelled=relabelled)

@@ -1,0 +1,47 @@
+"""BI-RADS 4 -> 4A / 4B / 4C with a model trained without BI-RADS 4 (the paper's second model).
+
+A model that never saw BI-RADS 4 has learned only the two ends: benign-looking (2, 3) and
+malignant-looking (5). For a lesion the experts (or the first model) call BI-RADS 4, its class
+distribution says where between the ends the lesion lies:
+
+    likeness = P(5) / (P(2) + P(3) + P(5))          (background probability left out)
+
+and two cut points split that into 4A (low suspicion) < 4B (moderate) < 4C (high). The default
+cuts follow the BI-RADS malignancy ranges (4A up to 10 %, 4B up to 50 %); ``fit_cuts`` chooses
+them on data that has subcategories (BrEaST) when the scores are not calibrated probabilities.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from model import taxonomy
+
+DEFAULT_CUTS = (0.10, 0.50)
+
+
+def malignancy_likeness(class_scores: dict[str, float]) -> float:
+    """P(malignant-looking) among the lesion classes; 0.5 when the model gives them nothing."""
+    benign = sum(p for c, p in class_scores.items() if taxonomy.rank(c) < 4)
+    malignant = sum(p for c, p in class_scores.items() if taxonomy.rank(c) >= 5)
+    total = benign + malignant
+    return malignant / total if total > 0 else 0.5
+
+
+def subcategory(likeness: float, cuts: tuple[float, float] = DEFAULT_CUTS) -> str:
+    low, high = cuts
+    if likeness < low:
+        return "4A"
+    return "4B" if likeness < high else "4C"
+
+
+def fit_cuts(likeness: Sequence[float], truth: Sequence[str]) -> tuple[float, float]:
+    """Cut points that classify the most lesions right (the lowest such cuts on ties)."""
+    candidates = sorted({0.0, 1.0000001, *likeness})
+    best, best_cuts = -1, DEFAULT_CUTS
+    for i, low in enumerate(candidates):
+        for high in candidates[i:]:
+            right = sum(subcategory(x, (low, high)) == t for x, t in zip(likeness, truth))
+            if right > best:
+                best, best_cuts = right, (low, high)
+    return best_cuts

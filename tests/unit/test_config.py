@@ -1,0 +1,34 @@
+"""TrainSettings -> detectron2 config: from scratch vs pretrained, sizes, schedule, weights."""
+
+import pytest
+
+from model.config import TrainSettings, build_config, iterations, resolve_weights
+
+
+def test_product_defaults_are_the_papers():
+    cfg = build_config(TrainSettings(), ["2", "3", "4", "5"], n_images=100, output_dir="/tmp/x")
+    assert cfg.MODEL.RESNETS.DEPTH == 101 and cfg.MODEL.META_ARCHITECTURE == "GeneralizedRCNN"
+    assert cfg.INPUT.MIN_SIZE_TRAIN == (800,) and cfg.INPUT.MAX_SIZE_TRAIN == 800
+    assert cfg.MODEL.ROI_HEADS.NUM_CLASSES == 4
+    # from scratch: no frozen batch-norm, no frozen stages
+    assert cfg.MODEL.RESNETS.NORM == "GN" and cfg.MODEL.FPN.NORM == "GN" and cfg.MODEL.BACKBONE.FREEZE_AT == 0
+    assert cfg.SOLVER.MAX_ITER == iterations(TrainSettings(), 100) == 100 * 10 * 12 // 2
+    assert cfg.SOLVER.STEPS == (int(cfg.SOLVER.MAX_ITER * 0.8),)
+
+
+def test_pretrained_zoo_weights_keep_frozen_bn():
+    cfg = build_config(TrainSettings(weights="zoo:COCO-Detection/faster_rcnn_R_101_FPN_3x.yaml"), ["2", "3"],
+                       n_images=10, output_dir="/tmp/x")
+    assert cfg.MODEL.WEIGHTS.startswith("https://") and cfg.MODEL.WEIGHTS.endswith(".pkl")
+    assert cfg.MODEL.RESNETS.NORM == "FrozenBN" and cfg.MODEL.BACKBONE.FREEZE_AT == 2
+
+
+def test_weights_from_local_file_directory_or_missing(tmp_path):
+    checkpoint = tmp_path / "r101.pth"
+    checkpoint.write_bytes(b"x")
+    assert resolve_weights(str(checkpoint)) == str(checkpoint)
+    assert resolve_weights(str(tmp_path)) == str(tmp_path / "model_final.pth")
+    assert resolve_weights("https://example.org/w.pkl") == "https://example.org/w.pkl"
+    assert resolve_weights("") == ""
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        resolve_weights(str(tmp_path / "missing.pth"))

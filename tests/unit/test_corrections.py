@@ -1,0 +1,31 @@
+"""The simulated expert's corrections on hand-made cases, and agreement with the acceptance rule."""
+
+import pytest
+
+from model.evaluation import metrics
+from model.evaluation.corrections import Corrections, count
+from model.records import Box
+
+LESION = Box(10, 10, 50, 50, "3")
+
+
+@pytest.mark.parametrize("predicted, expected", [
+    ([Box(11, 10, 51, 49, "3", 0.9)], Corrections()),                               # accepted as is
+    ([Box(11, 10, 51, 49, "4", 0.9)], Corrections(relabelled=1)),                   # relabel
+    ([Box(30, 30, 70, 70, "3", 0.9)], Corrections(moved=1)),                        # IoU < 0.5: move
+    ([Box(30, 30, 70, 70, "5", 0.9)], Corrections(moved=1)),                        # move + relabel: one
+    ([], Corrections(added=1)),                                                     # missed lesion
+    ([Box(200, 200, 220, 220, "2", 0.8)], Corrections(added=1, deleted=1)),         # far away: delete + draw
+    ([Box(11, 10, 51, 49, "3", 0.9), Box(60, 60, 80, 80, "2", 0.6)], Corrections(deleted=1)),
+])
+def test_single_lesion_cases(predicted, expected):
+    found = count([LESION], predicted)
+    assert found == expected
+    assert (found.total == 0) == metrics.accepted([LESION], predicted)
+
+
+def test_no_lesion_image_and_two_lesions():
+    assert count([], []) == Corrections() and count([], [LESION]).deleted == 1
+    second = Box(100, 100, 140, 130, "5")
+    found = count([LESION, second], [Box(101, 99, 141, 131, "5", 0.9), Box(12, 12, 48, 52, "2", 0.7)])
+    assert found == Corrections(relabelled=1) and found.total == 1

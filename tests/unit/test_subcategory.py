@@ -1,0 +1,31 @@
+"""4A/4B/4C from a model trained without BI-RADS 4, on constructed score vectors."""
+
+import pytest
+
+from model.subcategory import DEFAULT_CUTS, fit_cuts, malignancy_likeness, subcategory
+
+
+@pytest.mark.parametrize("scores, likeness, expected", [
+    ({"2": 0.60, "3": 0.35, "5": 0.05}, 0.05, "4A"),       # benign-looking
+    ({"2": 0.20, "3": 0.50, "5": 0.30}, 0.30, "4B"),
+    ({"2": 0.05, "3": 0.15, "5": 0.80}, 0.80, "4C"),       # malignant-looking
+    ({"2": 0.10, "3": 0.10, "5": 0.20}, 0.50, "4C"),       # background mass is left out
+    ({"2": 0.0, "3": 0.0, "5": 0.0}, 0.5, "4C"),           # nothing to go on: undecided
+])
+def test_likeness_and_default_cuts(scores, likeness, expected):
+    assert malignancy_likeness(scores) == pytest.approx(likeness)
+    assert subcategory(malignancy_likeness(scores)) == expected
+
+
+def test_cuts_are_the_bi_rads_ranges_by_default():
+    assert DEFAULT_CUTS == (0.10, 0.50)
+    assert [subcategory(x) for x in (0.0, 0.0999, 0.10, 0.4999, 0.5, 1.0)] == ["4A", "4A", "4B", "4B", "4C", "4C"]
+
+
+def test_fit_cuts_separates_uncalibrated_scores():
+    # A model whose scores are squeezed into 0.3-0.6: the default cuts call everything 4B/4C.
+    likeness = [0.30, 0.32, 0.35, 0.45, 0.47, 0.58, 0.60]
+    truth = ["4A", "4A", "4A", "4B", "4B", "4C", "4C"]
+    cuts = fit_cuts(likeness, truth)
+    assert [subcategory(x, cuts) for x in likeness] == truth
+    assert sum(subcategory(x) == t for x, t in zip(likeness, truth)) < len(truth)
