@@ -9,9 +9,7 @@ import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-
-def _env(name: str, default: str) -> str:
-    return os.environ.get(name, default)
+_BF16 = {"auto": None, "true": True, "1": True, "false": False, "0": False}
 
 
 def _list(value: str) -> tuple[str, ...]:
@@ -89,9 +87,15 @@ class Settings:
             values[f.name] = _convert(raw, kind, f.metadata["env"])
         return cls(**values)
 
+    def __post_init__(self) -> None:
+        if self.bf16.lower() not in _BF16:
+            raise ValueError(f"environment variable BF16={self.bf16!r} must be auto, true or false")
+        if not 0 <= self.holdout_fraction < 1:
+            raise ValueError(f"HOLDOUT_FRACTION={self.holdout_fraction} must be in [0, 1)")
+
     @property
     def bf16_choice(self) -> bool | None:
-        return {"auto": None, "true": True, "1": True, "false": False, "0": False}[self.bf16.lower()]
+        return _BF16[self.bf16.lower()]
 
 
 def _convert(raw: str, kind: str, env: str) -> object:

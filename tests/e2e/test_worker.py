@@ -11,6 +11,7 @@ import sys
 import time
 import uuid
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from redis import Redis
@@ -44,6 +45,24 @@ def start_worker(settings: Settings, log) -> subprocess.Popen:
                HOLDOUT_FRACTION="0", BF16="false")
     return subprocess.Popen([sys.executable, "-m", "backend.worker"], env=env, cwd=REPO, stdout=log,
                             stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def kill_tree(pid: int) -> list[int]:
+    """SIGKILL a process and all its descendants (RQ's work horse runs in its own process group)."""
+    os.kill(pid, signal.SIGSTOP)  # no new children while we walk the tree
+    children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    killed = [pid]
+    for child in children:
+        killed += kill_tree(int(child))
+    os.kill(pid, signal.SIGKILL)
+    return killed
+
+
+def _running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"  # zombies are dead
+    except FileNotFoundError:
+        return False
 
 
 def wait(condition, seconds: float, what: str):
@@ -104,8 +123,11 @@ def test_worker_killed_mid_training_leaves_served_version(worker_settings, annot
                  "job did not start training")
             time.sleep(5)
         finally:
-            os.killpg(worker.pid, signal.SIGKILL)  # the worker and its work horse, mid-training
+            killed = kill_tree(worker.pid)  # the worker, its work horse and data loader, mid-training
             worker.wait(timeout=30)
+    assert len(killed) >= 2  # the work horse was really among them
+    time.sleep(3)
+    assert [p for p in killed if _running(p)] == []
     registry = Registry(settings.model_dir / f"project-{annotated_project}")
     assert registry.current() == "v-served"
     assert registry.versions() == ["v-served"]  # no half-written version became visible

@@ -57,8 +57,15 @@ def test_model_directory_is_self_contained(overfit_model, records):
 
 def test_overfit_finds_the_lesions_it_was_trained_on(overfit_model, records, tmp_path):
     predictor = Predictor(overfit_model, score_threshold=LOW_SCORE, bf16=False)
-    evaluation = evaluate(records, predictor([r.path for r in records]), predictor.classes,
-                          score_threshold=0.3)
+    detections = predictor([r.path for r in records])
+    for detection in detections:  # one box per lesion: no two categories on the same region
+        boxes = detection.boxes
+        assert all(a.iou(b) < 0.5 for i, a in enumerate(boxes) for b in boxes[i + 1:])
+        assert len(detection.class_scores) == len(boxes)
+        for box, scores in zip(boxes, detection.class_scores):  # the softmax behind each box
+            assert scores[box.category] == pytest.approx(box.score, abs=1e-4)
+            assert 0 < sum(scores.values()) <= 1 + 1e-4  # the rest is background
+    evaluation = evaluate(records, detections, predictor.classes, score_threshold=0.3)
     m = evaluation.metrics
     assert m["ap50_lesion"] >= 0.9, m           # every lesion found (chance is ~0)
     assert m["ap50"] >= 0.7, m                  # with the right BI-RADS class

@@ -1,0 +1,46 @@
+"""Settings from environment variables: types, defaults, clear errors."""
+
+from pathlib import Path
+
+import pytest
+
+from backend.settings import Settings, settings_table
+
+
+def test_defaults_without_environment(monkeypatch):
+    for name in ("PORT", "REDIS_URL", "MODEL_DIR", "BF16"):
+        monkeypatch.delenv(name, raising=False)
+    s = Settings.from_env()
+    assert s.port == 9090 and s.redis_url == "" and s.model_dir == Path("models")
+    assert s.train_image_size == 800 and s.bf16_choice is None
+
+
+def test_typed_values(monkeypatch):
+    monkeypatch.setenv("PORT", "9191")
+    monkeypatch.setenv("SCORE_THRESHOLD", "0.25")
+    monkeypatch.setenv("TRAIN_BF16", "true")
+    monkeypatch.setenv("ALLOWED_IMAGE_HOSTS", "pacs.local, images.example.org")
+    monkeypatch.setenv("LOCAL_FILES_ROOT", "/data/scans")
+    monkeypatch.setenv("BF16", "false")
+    s = Settings.from_env()
+    assert (s.port, s.score_threshold, s.train_bf16) == (9191, 0.25, True)
+    assert s.allowed_hosts == ("pacs.local", "images.example.org")
+    assert s.local_files_root == Path("/data/scans") and s.bf16_choice is False
+
+
+@pytest.mark.parametrize("name, value, message", [
+    ("PORT", "ninety", "PORT='ninety' is not a valid int"),
+    ("TRAIN_BF16", "maybe", "TRAIN_BF16='maybe' is not a valid bool"),
+    ("BF16", "sometimes", "must be auto, true or false"),
+    ("HOLDOUT_FRACTION", "1.5", "must be in"),
+])
+def test_bad_values_name_the_variable(monkeypatch, name, value, message):
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValueError, match=message):
+        Settings.from_env()
+
+
+def test_every_setting_is_documented_in_the_readme():
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    for row in settings_table().splitlines()[2:]:
+        assert row.split("|")[1].strip() in readme
