@@ -111,6 +111,9 @@ class ImageFetcher:
         try:
             with self.session.get(url, headers=headers, stream=True, timeout=self.timeout,
                                   allow_redirects=False) as response:
+                if response.status_code in (401, 403) and own:
+                    raise ImageError(f"{url}: Label Studio refused the download (HTTP {response.status_code}): "
+                                     "set LABEL_STUDIO_API_KEY to a valid token", 422)
                 if response.status_code != 200:
                     raise ImageError(f"{url}: HTTP {response.status_code} from {host}", 422)
                 content = bytearray()

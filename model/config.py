@@ -100,7 +100,8 @@ def build_config(settings: TrainSettings, classes: list[str], n_images: int,
     cfg.SOLVER.IMS_PER_BATCH = settings.batch_size
     cfg.SOLVER.BASE_LR = settings.base_lr
     cfg.SOLVER.MAX_ITER = iters
-    cfg.SOLVER.STEPS = (max(1, int(iters * settings.lr_drop_at)),)
+    drop = int(iters * settings.lr_drop_at)
+    cfg.SOLVER.STEPS = (drop,) if 0 < drop < iters else ()  # too short a run for a drop
     cfg.SOLVER.WARMUP_ITERS = min(settings.warmup_iters, max(1, iters // 4))
     cfg.SOLVER.CHECKPOINT_PERIOD = settings.checkpoint_period
     cfg.DATALOADER.NUM_WORKERS = settings.num_workers

@@ -32,3 +32,9 @@ def test_weights_from_local_file_directory_or_missing(tmp_path):
     assert resolve_weights("") == ""
     with pytest.raises(FileNotFoundError, match="no such file"):
         resolve_weights(str(tmp_path / "missing.pth"))
+
+
+@pytest.mark.parametrize("iters, steps", [(1, ()), (2, (1,)), (10, (8,))])
+def test_short_schedules_are_valid(iters, steps):
+    cfg = build_config(TrainSettings(max_iter=iters), ["2", "3"], n_images=4, output_dir="/tmp/x")
+    assert cfg.SOLVER.MAX_ITER == iters and cfg.SOLVER.STEPS == steps

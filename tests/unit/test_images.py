@@ -32,8 +32,9 @@ def server():
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):  # noqa: N802
             seen.append(dict(self.headers))
-            body = files.get("/" + self.path.split("?")[0].rsplit("/", 1)[-1])
-            self.send_response(200 if body else 404)
+            name = "/" + self.path.split("?")[0].rsplit("/", 1)[-1]
+            body = files.get(name)
+            self.send_response(401 if name == "/denied.png" else 200 if body else 404)
             self.end_headers()
             self.wfile.write(body or b"")
 
@@ -64,6 +65,7 @@ def test_refusals_and_failures(server, tmp_path):
     cases = {
         "http://example.org/a.png": (403, "ALLOWED_IMAGE_HOSTS"),
         "/data/upload/1/missing.png": (422, "HTTP 404"),
+        "/data/upload/1/denied.png": (422, "set LABEL_STUDIO_API_KEY"),
         "/data/upload/1/text": (422, "not an image"),
         "/data/upload/1/big.png": (413, "MAX_IMAGE_BYTES"),
         "/etc/hostname": (403, "outside LOCAL_FILES_ROOT"),
