@@ -8,7 +8,9 @@ data=${DATA:-busbra:../shared/data/BUS-BRA}
 model=${MODEL:-}
 if [ -z "$model" ]; then
   model=$(mktemp -d)/r101
-  ./birads train --data "busbra:tests/data/busbra" --out "$model" --max-iter 1 --num-workers 0 >/dev/null 2>&1
+  log=$(mktemp)
+  ./birads train --data "busbra:tests/data/busbra" --out "$model" --max-iter 1 --num-workers 0 >"$log" 2>&1 \
+    || { tail -20 "$log"; echo "could not make the benchmark model" >&2; exit 1; }
 fi
 echo "## predictor ($(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2))"
 .venv/bin/python bench/predictor.py --model "$model" --data "$data" --images 8 --sizes 512 800
