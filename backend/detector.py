@@ -3,10 +3,9 @@
 predict: task images -> the served model version -> boxes as Label Studio regions, labelled only
 with labels of the project's config. fit: enqueue a (coalesced) training job; never trains here.
 
-Task score (``score`` of each prediction) is the model's confidence in the whole pre-annotation:
-the lowest score of the boxes shown, or, with no box shown, 1 minus the highest score among the
-boxes below the threshold (how sure it is that there is no lesion). Sorting Label Studio's Data
-Manager by prediction score, ascending, puts the tasks the model is least sure of first.
+Task score (``score`` of each prediction) is ``Detection.confidence``: the model's confidence in
+the whole pre-annotation. Sorting Label Studio's Data Manager by prediction score, ascending,
+puts the tasks the model is least sure of first.
 """
 
 from __future__ import annotations
@@ -64,14 +63,6 @@ class ModelCache:
                 self._loaded[project] = cached
                 log.info("project %s: serving model version %s", project, version)
             return cached
-
-
-def task_score(detection: Detection, threshold: float) -> float:
-    shown = [b.score for b in detection.boxes if b.score >= threshold]
-    if shown:
-        return round(min(shown), 4)
-    hidden = [b.score for b in detection.boxes]
-    return round(1.0 - max(hidden, default=0.0), 4)
 
 
 def regions(detection: Detection, labels: LabelMap, threshold: float, max_boxes: int) -> list[dict]:
@@ -133,7 +124,7 @@ class BiradsDetector(LabelStudioMLBase):
         with lock:
             detections = predictor(images, batch_size=s.predict_batch)
         return [{"result": regions(d, self.labels, s.score_threshold, s.max_boxes),
-                 "score": task_score(d, s.score_threshold), "model_version": version} for d in detections]
+                 "score": round(d.confidence(s.score_threshold), 4), "model_version": version} for d in detections]
 
     def fit(self, event: str, data: dict | None = None, **kwargs) -> dict:
         """Queue training for this project (coalesced); START_TRAINING always trains."""

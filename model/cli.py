@@ -86,6 +86,21 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     print(f"report: {Path(args.out) / 'report.md'}")
 
 
+def cmd_simulate(args: argparse.Namespace) -> None:
+    from model import datasets
+    from model.simulation import SimulationSettings, simulate
+
+    everything = datasets.load(args.data, args.image_root)
+    pool = datasets.select(everything, args.splits, args.exclude_splits)
+    holdout = datasets.select(everything, args.holdout_splits)
+    pool = [r for r in pool if r not in holdout]
+    settings = SimulationSettings(initial=args.initial, round_size=args.round_size, rounds=args.rounds,
+                                  order=args.order, score_threshold=args.score_threshold, seed=args.sim_seed,
+                                  train=_settings(args))
+    result = simulate(pool, holdout, args.out, settings)
+    print(json.dumps(result["rounds"], indent=1))
+
+
 def _inference_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, type=Path, help="a trained model directory")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
@@ -143,6 +158,19 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--biopsy-threshold", default="4")
     p.set_defaults(run=cmd_evaluate)
+
+    p = commands.add_parser("simulate", help="the labelling loop, simulated round by round")
+    _add_data(p)
+    p.add_argument("--holdout-splits", nargs="+", required=True, help="fixed evaluation splits (e.g. fold4)")
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--initial", type=int, default=20, help="expert-labelled images to start from")
+    p.add_argument("--round-size", type=int, default=20)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--order", choices=("random", "uncertain"), default="random")
+    p.add_argument("--score-threshold", type=float, default=0.5)
+    p.add_argument("--sim-seed", type=int, default=0, help="order of the unlabelled pool")
+    _train_options(p)
+    p.set_defaults(run=cmd_simulate)
     return root
 
 

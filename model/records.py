@@ -75,6 +75,15 @@ class Detection:
     def top(self) -> Box | None:
         return max(self.boxes, key=lambda b: b.score or 0.0, default=None)
 
+    def confidence(self, threshold: float) -> float:
+        """Confidence in the pre-annotation shown at ``threshold``: the lowest score among the boxes
+        shown, or with none shown, 1 minus the highest score below it (how sure "no lesion" is).
+        Low values mark the images most worth an expert's look first."""
+        shown = [b.score or 0.0 for b in self.boxes if (b.score or 0.0) >= threshold]
+        if shown:
+            return min(shown)
+        return 1.0 - max((b.score or 0.0 for b in self.boxes), default=0.0)
+
 
 def save_records(records: list[ImageRecord], path: Path) -> None:
     from model.io import write_atomic

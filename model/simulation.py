@@ -1,0 +1,167 @@
+"""The paper's labelling loop, simulated on expert-labelled data (`birads simulate`).
+
+Start from ``initial`` labelled images; each round the current model pre-annotates the next
+``round_size`` unlabelled images, a simulated expert corrects them from the ground truth (each box
+added, deleted, moved or relabelled is one correction: ``model.evaluation.corrections``), the
+corrected batch joins the training set, the model is fine-tuned from the current version, and it
+is evaluated on a fixed held-out set. The baseline without pre-annotation draws every lesion by
+hand (one correction per expert box). The same ``model.train.train`` and
+``model.predict.Predictor`` serve the Label Studio backend.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from model import taxonomy  # noqa: E402
+from model.config import TrainSettings  # noqa: E402
+from model.evaluation import corrections  # noqa: E402
+from model.evaluation.evaluate import LOW_SCORE, evaluate  # noqa: E402
+from model.io import DataError, StagedDirectory  # noqa: E402
+from model.predict import Predictor  # noqa: E402
+from model.records import Box, Detection, ImageRecord  # noqa: E402
+from model.train import train  # noqa: E402
+
+log = logging.getLogger(__name__)
+ORDERS = ("random", "uncertain")
+
+
+@dataclass
+class SimulationSettings:
+    initial: int = 20
+    round_size: int = 20
+    rounds: int = 3
+    order: str = "random"            # or "uncertain": least confident pre-annotations first
+    score_threshold: float = 0.5     # boxes shown to the expert
+    seed: int = 0
+    train: TrainSettings = field(default_factory=TrainSettings)
+
+
+def pick_next(unlabelled: list[ImageRecord], count: int, order: str,
+              detections: Sequence[Detection] | None = None, threshold: float = 0.5) -> list[int]:
+    """Indices into ``unlabelled`` of the next batch: in order, or least confident first."""
+    if order == "random":
+        return list(range(min(count, len(unlabelled))))
+    if order != "uncertain" or detections is None:
+        raise ValueError(f"order must be one of {ORDERS} (uncertain needs detections)")
+    ranked = sorted(range(len(unlabelled)), key=lambda i: detections[i].confidence(threshold))
+    return ranked[:count]
+
+
+def _rolled(boxes: Sequence[Box], classes: Sequence[str]) -> list[Box]:
+    return [replace(b, category=taxonomy.roll_up(b.category, classes)) for b in boxes]
+
+
+def simulate(pool: list[ImageRecord], holdout: list[ImageRecord], out: str | Path,
+             settings: SimulationSettings) -> dict:
+    """Run the loop; write ``out`` (rounds' models, simulation.json, .md and PNG plots)."""
+    if settings.order not in ORDERS:
+        raise DataError(f"--order must be one of {', '.join(ORDERS)}")
+    if len(pool) < settings.initial + settings.round_size:
+        raise DataError(f"{len(pool)} images cannot fill {settings.initial} initial + one round of "
+                        f"{settings.round_size}")
+    if not holdout:
+        raise DataError("no held-out images to evaluate on")
+    out = Path(out)
+    StagedDirectory(out).check()
+    work = out.with_name(f".{out.name}.rounds")
+    work.mkdir(parents=True, exist_ok=True)
+    order = list(pool)
+    random.Random(settings.seed).shuffle(order)
+    labelled, unlabelled = order[: settings.initial], order[settings.initial:]
+    started = time.perf_counter()
+    current = train(labelled, work / "round-0", settings.train)
+    rows = [_evaluate_round(0, current, labelled, holdout, settings, [], started)]
+    for number in range(1, settings.rounds + 1):
+        if not unlabelled:
+            break
+        predictor = Predictor(current, score_threshold=LOW_SCORE)
+        classes = predictor.classes
+        seen = predictor([r.path for r in unlabelled]) if settings.order == "uncertain" else None
+        chosen = pick_next(unlabelled, settings.round_size, settings.order, seen, settings.score_threshold)
+        batch = [unlabelled[i] for i in chosen]
+        unlabelled = [r for i, r in enumerate(unlabelled) if i not in set(chosen)]
+        detections = [seen[i] for i in chosen] if seen else predictor([r.path for r in batch])
+        edits = [corrections.count(_rolled(r.boxes, classes),
+                                   [b for b in d.boxes if b.score >= settings.score_threshold])
+                 for r, d in zip(batch, detections)]
+        labelled = labelled + batch  # the expert's corrected boxes are the ground truth
+        current = train(labelled, work / f"round-{number}",
+                        replace(settings.train, weights=str(current)))
+        rows.append(_evaluate_round(number, current, labelled, holdout, settings,
+                                    [(e, len(r.boxes)) for e, r in zip(edits, batch)], started))
+        log.info("round %d: %s", number, rows[-1])
+    result = {"settings": {**asdict(settings), "train": settings.train.to_dict()}, "rounds": rows}
+    with StagedDirectory(out) as staging:
+        (staging / "simulation.json").write_text(json.dumps(result, indent=1))
+        _plot(rows, staging)
+        (staging / "simulation.md").write_text(_markdown(rows, settings))
+        (work).rename(staging / "models")
+    return result
+
+
+def _evaluate_round(number, model_dir, labelled, holdout, settings, edits, started) -> dict:
+    predictor = Predictor(model_dir, score_threshold=LOW_SCORE)
+    m = evaluate(holdout, predictor([r.path for r in holdout]), predictor.classes,
+                 settings.score_threshold).metrics
+    screening = m.get("screening") or {}
+    images = len(edits)
+    return {"round": number, "model": Path(model_dir).name, "train_images": len(labelled),
+            "batch_images": images,
+            "corrections_per_image": sum(e.total for e, _ in edits) / images if images else None,
+            "baseline_corrections_per_image": sum(n for _, n in edits) / images if images else None,
+            "acceptance_rate": sum(e.total == 0 for e, _ in edits) / images if images else None,
+            "ap50": m["ap50"], "ap50_lesion": m["ap50_lesion"],
+            "sensitivity": screening.get("sensitivity"), "specificity": screening.get("specificity"),
+            "elapsed_seconds": round(time.perf_counter() - started, 1)}
+
+
+def _plot(rows: list[dict], folder: Path) -> None:
+    done = [r for r in rows if r["corrections_per_image"] is not None]
+    figure, axes = plt.subplots(figsize=(5, 3.5))
+    axes.plot([r["round"] for r in done], [r["corrections_per_image"] for r in done], "o-",
+              label="with pre-annotation")
+    axes.plot([r["round"] for r in done], [r["baseline_corrections_per_image"] for r in done], "s--",
+              label="drawn by hand")
+    axes.set_xticks([r["round"] for r in done])
+    axes.set_xlabel("round")
+    axes.set_ylabel("expert corrections per image")
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(folder / "corrections.png", dpi=110)
+    plt.close(figure)
+    figure, axes = plt.subplots(figsize=(5, 3.5))
+    axes.plot([r["train_images"] for r in rows], [r["ap50"] for r in rows], "o-", label="AP50 (BI-RADS)")
+    axes.plot([r["train_images"] for r in rows], [r["ap50_lesion"] for r in rows], "s--", label="AP50 (lesion)")
+    axes.set_xlabel("training images")
+    axes.set_ylabel("held-out AP50")
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(folder / "ap50.png", dpi=110)
+    plt.close(figure)
+
+
+def _fmt(value) -> str:
+    return "n/a" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def _markdown(rows: list[dict], settings: SimulationSettings) -> str:
+    keys = ["round", "train_images", "batch_images", "corrections_per_image", "baseline_corrections_per_image",
+            "acceptance_rate", "ap50", "ap50_lesion", "sensitivity", "specificity", "elapsed_seconds"]
+    lines = [f"# Labelling loop simulation ({settings.order} order)", "",
+             f"{settings.initial} initial images, {settings.round_size} per round, {settings.rounds} rounds.", "",
+             "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    lines += ["| " + " | ".join(_fmt(r[k]) for k in keys) + " |" for r in rows]
+    lines += ["", "![corrections](corrections.png) ![AP50](ap50.png)", ""]
+    return "\n".join(lines)
