@@ -68,6 +68,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
+    from model import taxonomy
     from model.evaluation.evaluate import LOW_SCORE, evaluate
     from model.evaluation.report import write_report
     from model.predict import Predictor
@@ -75,9 +76,13 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     records = _records(args)
     predictor = Predictor(args.model, device=args.device, bf16=args.bf16, score_threshold=LOW_SCORE,
                           max_boxes=args.max_boxes)
-    detections = predictor([r.path for r in records], args.batch_size)
-    evaluation = evaluate(records, detections, predictor.classes, args.score_threshold,
-                          args.biopsy_threshold)
+    predict, classes = predictor, predictor.classes
+    if args.split_4_with:  # the paper's second model splits BI-RADS 4 into 4A/4B/4C
+        predict = predictor.with_subcategories(Predictor(args.split_4_with, device=args.device, bf16=args.bf16,
+                                                         score_threshold=LOW_SCORE, max_boxes=args.max_boxes))
+        classes = taxonomy.detector_classes(taxonomy.FULL)
+    detections = predict([r.path for r in records], args.batch_size)
+    evaluation = evaluate(records, detections, classes, args.score_threshold, args.biopsy_threshold)
     write_report(evaluation, args.out, str(args.model), args.data)
     m = evaluation.metrics
     print(json.dumps({k: m.get(k) for k in ("n_images", "ap", "ap50", "ap50_lesion",
@@ -144,6 +149,8 @@ def parser() -> argparse.ArgumentParser:
     p = commands.add_parser("train", help="train a detector; writes a model directory")
     _add_data(p)
     p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--without-birads-4", action="store_true", default=None,
+                   help="leave out images with BI-RADS 4 lesions (a model to split 4 into 4A/4B/4C)")
     _train_options(p)
     p.set_defaults(run=cmd_train)
 
@@ -157,6 +164,8 @@ def parser() -> argparse.ArgumentParser:
     _inference_options(p)
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--biopsy-threshold", default="4")
+    p.add_argument("--split-4-with", type=Path, metavar="MODEL",
+                   help="a model trained --without-birads-4: splits BI-RADS 4 boxes into 4A/4B/4C")
     p.set_defaults(run=cmd_evaluate)
 
     p = commands.add_parser("simulate", help="the labelling loop, simulated round by round")

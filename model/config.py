@@ -38,6 +38,7 @@ class TrainSettings:
     brightness: tuple[float, float] = (0.8, 1.2)
     roi_per_image: int = 128       # one lesion per image: 512 sampled ROIs is mostly background
     class_balanced: bool = False   # repeat images of rare categories (RepeatFactorTrainingSampler)
+    without_birads_4: bool = False  # the paper's second model: no BI-RADS 4, later splits 4 into 4A/4B/4C
     seed: int = 42
     checkpoint_period: int = 500
     log_period: int = 20

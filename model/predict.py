@@ -15,7 +15,7 @@ from detectron2.data import transforms as T
 from detectron2.modeling import build_model
 from torchvision.ops import batched_nms
 
-from model import modeldir
+from model import modeldir, taxonomy
 from model.config import resolve_device
 from model.io import read_image
 from model.records import Box, Detection
@@ -134,6 +134,21 @@ class Predictor:
         class_scores = tuple(dict(zip(self.classes, row[:-1])) for row in
                              instances.class_scores.tolist())  # last column: background
         return Detection(boxes=boxes, width=width, height=height, class_scores=class_scores)
+
+    def with_subcategories(self, second: Predictor, cuts: tuple[float, float] | None = None):
+        """Split this model's BI-RADS 4 boxes into 4A/4B/4C with ``second``, a model trained
+        without BI-RADS 4 (the paper's two-model scheme); returns a callable like this one."""
+        from model.subcategory import DEFAULT_CUTS, SubcategorySplitter
+
+        splitter = SubcategorySplitter(cuts or DEFAULT_CUTS)
+        if any(int(taxonomy.rank(c)) == 4 for c in second.classes):
+            raise ValueError(f"{second.model_dir} was trained with BI-RADS 4: it cannot split it")
+
+        def predict(images: Sequence[ImageInput], batch_size: int = 4) -> list[Detection]:
+            arrays = [as_rgb(i) for i in images]
+            return [splitter.split(d, s) for d, s in zip(self(arrays, batch_size), second(arrays, batch_size))]
+
+        return predict
 
     @torch.no_grad()
     def __call__(self, images: Sequence[ImageInput], batch_size: int = 4) -> list[Detection]:

@@ -45,3 +45,30 @@ def fit_cuts(likeness: Sequence[float], truth: Sequence[str]) -> tuple[float, fl
             if right > best:
                 best, best_cuts = right, (low, high)
     return best_cuts
+
+
+class SubcategorySplitter:
+    """Second opinion for BI-RADS 4 boxes from a model trained without BI-RADS 4.
+
+    ``split(detection, second)``: every box the first model calls 4 (or 4A/4B/4C) is matched to
+    the second model's best-overlapping box on the same image (IoU >= ``min_iou``); that box's
+    class distribution gives the likeness and so 4A/4B/4C. Without a match the box stays as it was.
+    """
+
+    def __init__(self, cuts: tuple[float, float] = DEFAULT_CUTS, min_iou: float = 0.3) -> None:
+        self.cuts = cuts
+        self.min_iou = min_iou
+
+    def split(self, detection, second) -> object:
+        from dataclasses import replace
+
+        boxes = list(detection.boxes)
+        for number, box in enumerate(boxes):
+            if int(taxonomy.rank(box.category)) != 4 or not second.boxes:
+                continue
+            match = max(range(len(second.boxes)), key=lambda i: second.boxes[i].iou(box))
+            if second.boxes[match].iou(box) < self.min_iou or not second.class_scores:
+                continue
+            likeness = malignancy_likeness(second.class_scores[match])
+            boxes[number] = replace(box, category=subcategory(likeness, self.cuts))
+        return replace(detection, boxes=tuple(boxes))

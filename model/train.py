@@ -133,6 +133,10 @@ class BiradsTrainer(DefaultTrainer):
         return hooks
 
 
+def _is_four(category: str) -> bool:
+    return int(taxonomy.rank(category)) == 4
+
+
 def _log_progress(info: dict) -> None:
     log.info("iter %d/%d  loss %s  %.2f s/iter  ETA %ds", info["iteration"], info["max_iter"],
              info["loss"], info["seconds_per_iter"], info["eta_seconds"])
@@ -142,6 +146,8 @@ def train(records: list[ImageRecord], out: str | Path, settings: TrainSettings |
           resume: bool = False, progress: Progress | None = None) -> Path:
     """Train on ``records`` and write the model directory ``out``. Returns ``out``."""
     settings = settings or TrainSettings()
+    if settings.without_birads_4:
+        records = [r for r in records if not any(_is_four(b.category) for b in r.boxes)]
     if not records:
         raise DataError("no training images")
     out = Path(out)
@@ -155,6 +161,8 @@ def train(records: list[ImageRecord], out: str | Path, settings: TrainSettings |
     if not categories:
         raise DataError("no lesion boxes in the training images: nothing to learn")
     classes = taxonomy.detector_classes(taxonomy.label_set_for(categories))
+    if settings.without_birads_4:
+        classes = [c for c in classes if not _is_four(c)]
     cfg = build_config(settings, classes, len(records), work)
     seed_all_rng(settings.seed)
     log.info("training %d images (%s), classes %s, %d iterations, weights %r", len(records),

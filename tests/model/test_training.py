@@ -160,3 +160,27 @@ def test_cli_trains_product_default_and_evaluates(tmp_path, busbra_dir, breast_d
     for key in ("screening_paper", "screening", "screening_experts", "ap", "ap50", "acceptance_rate"):
         assert key in m
     assert m["screening_experts"]["tp"] == 1  # the one malignant case is BI-RADS 5
+
+
+def test_second_model_without_birads_4_splits_4_into_subcategories(overfit_model, records, tmp_path):
+    """The paper's two-model scheme: a model that never saw BI-RADS 4 sorts 4 into 4A/4B/4C."""
+    second_dir = tmp_path / "no4"
+    train(records, second_dir, TrainSettings(weights=str(overfit_model), without_birads_4=True, max_iter=10,
+                                             **TINY))
+    info = modeldir.read_info(second_dir)
+    assert info.classes == ["2", "3", "5"] and info.data["images"] == 3  # the BI-RADS 4 image left out
+    first = Predictor(overfit_model, score_threshold=0.3, bf16=False)
+    second = Predictor(second_dir, score_threshold=LOW_SCORE, bf16=False)
+    with pytest.raises(ValueError, match="trained with BI-RADS 4"):
+        first.with_subcategories(first)
+    paths = [r.path for r in records]
+    plain, split, theirs = first(paths), first.with_subcategories(second)(paths), second(paths)
+    for a, b, other in zip(plain, split, theirs):
+        assert [(x.x0, x.score) for x in a.boxes] == [(y.x0, y.score) for y in b.boxes]  # same boxes
+        for x, y in zip(a.boxes, b.boxes):
+            if x.category != "4":
+                assert y.category == x.category
+            elif any(o.iou(x) >= 0.3 for o in other.boxes):
+                assert y.category in ("4A", "4B", "4C")
+    fours = [b for d in plain for b in d.boxes if b.category == "4"]
+    assert fours  # the overfit model does call bus_0165-r BI-RADS 4

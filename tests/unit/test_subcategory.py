@@ -29,3 +29,16 @@ def test_fit_cuts_separates_uncalibrated_scores():
     cuts = fit_cuts(likeness, truth)
     assert [subcategory(x, cuts) for x in likeness] == truth
     assert sum(subcategory(x) == t for x, t in zip(likeness, truth)) < len(truth)
+
+
+def test_splitter_relabels_only_bi_rads_4_boxes_by_the_second_model():
+    from model.records import Box, Detection
+    from model.subcategory import SubcategorySplitter
+
+    first = Detection((Box(10, 10, 50, 50, "4", 0.9), Box(60, 60, 90, 90, "3", 0.8),
+                       Box(100, 100, 120, 120, "4", 0.7)), 200, 200)
+    second = Detection((Box(12, 11, 51, 49, "5", 0.6), Box(61, 60, 90, 91, "2", 0.9)), 200, 200,
+                       class_scores=({"2": 0.1, "3": 0.2, "5": 0.6}, {"2": 0.9, "3": 0.05, "5": 0.01}))
+    split = SubcategorySplitter().split(first, second)
+    assert [b.category for b in split.boxes] == ["4C", "3", "4"]  # 0.6/0.9 = 0.67 -> 4C; no match -> 4
+    assert split.boxes[0].score == 0.9 and (split.width, split.height) == (200, 200)
