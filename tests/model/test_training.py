@@ -184,3 +184,21 @@ def test_second_model_without_birads_4_splits_4_into_subcategories(overfit_model
                 assert y.category in ("4A", "4B", "4C")
     fours = [b for d in plain for b in d.boxes if b.category == "4"]
     assert fours  # the overfit model does call bus_0165-r BI-RADS 4
+
+
+def test_interrupted_training_resumes_from_its_checkpoint(records, tmp_path):
+    out = tmp_path / "resumed"
+    settings = TrainSettings(max_iter=6, checkpoint_period=3, **{**TINY, "log_period": 1})
+
+    def stop_after_checkpoint(info):
+        if info["iteration"] == 4:
+            raise KeyboardInterrupt("power cut")
+
+    with pytest.raises(KeyboardInterrupt):
+        train(records, out, settings, progress=stop_after_checkpoint)
+    work = tmp_path / ".resumed.work"
+    assert not out.exists() and (work / "model_0000002.pth").exists()  # nothing half-written
+    seen = []
+    train(records, out, settings, resume=True, progress=seen.append)
+    assert [s["iteration"] for s in seen] == [4, 5, 6]  # continued after the checkpoint at iteration 3
+    assert modeldir.read_info(out).training["iterations"] == 6
