@@ -77,15 +77,18 @@ class ProgressHook(HookBase):
         self.period = period
 
     def before_train(self) -> None:
-        self.start = time.perf_counter()
-        self.start_iter = self.trainer.iter
+        self.last_time = time.perf_counter()
+        self.last_iter = self.trainer.iter
 
     def after_step(self) -> None:
         done = self.trainer.iter + 1
         if done % self.period and done != self.trainer.max_iter:
             return
-        elapsed = time.perf_counter() - self.start
-        per_iter = elapsed / max(1, done - self.start_iter)
+        # Rate over the last period, not since the start: a machine that was busy for a while
+        # (another job, a test run) would otherwise skew the ETA for the rest of the run.
+        now = time.perf_counter()
+        per_iter = (now - self.last_time) / max(1, done - self.last_iter)
+        self.last_time, self.last_iter = now, done
         storage = self.trainer.storage
         loss = storage.history("total_loss").median(self.period) if "total_loss" in storage.histories() else None
         self.callback({"stage": "training", "iteration": done, "max_iter": self.trainer.max_iter,
