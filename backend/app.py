@@ -22,7 +22,7 @@ from redis.exceptions import RedisError
 
 from backend.detector import TRAIN_EVENTS, BiradsDetector, ModelCache, RequestError
 from backend.jobs import TrainingQueue, job_status
-from backend.labels import LabelConfigError
+from backend.labels import LabelConfigError, parse_label_config
 from backend.services import Services
 from backend.settings import Settings
 from model.io import write_atomic
@@ -62,6 +62,7 @@ class Backend:
         """The config sent with the request, else the one remembered from /setup."""
         path = self.services.project_dir(project) / "label_config.xml"
         if given:
+            parse_label_config(given)  # never remember a config we cannot use
             if not path.is_file() or path.read_text() != given:
                 write_atomic(path, given)
             return given
@@ -137,7 +138,8 @@ def create_app(settings: Settings | None = None) -> Flask:
         tasks = body.get("tasks")
         if not isinstance(tasks, list) or not tasks:
             raise RequestError("'tasks' must be a non-empty list")
-        project = project_id(body.get("project") or tasks[0].get("project"))
+        first = tasks[0] if isinstance(tasks[0], dict) else {}
+        project = project_id(body.get("project") or first.get("project"))
         detector = backend.detector(project, body.get("label_config"))
         started = time.perf_counter()
         results = detector.predict(tasks)

@@ -129,6 +129,12 @@ def test_malformed_json(client):
     assert response.status_code == 400 and "JSON object" in response.get_json()["error"]
 
 
+def test_tasks_that_are_not_objects(client):
+    body = dict(recorded("predict_single")["body"], tasks=["not a task"])
+    response = client.post("/predict", json=body)
+    assert response.status_code == 400 and "task 0" in response.get_json()["error"]
+
+
 def test_no_tasks(client):
     body = dict(recorded("predict_single")["body"], tasks=[])
     response = client.post("/predict", json=body)
@@ -143,12 +149,13 @@ def test_task_without_the_image_field(client):
     assert "task 1: no 'image' image field" in response.get_json()["error"]
 
 
-def test_label_config_without_rectangle_labels(client):
+def test_label_config_without_rectangle_labels(client, settings):
     body = dict(recorded("setup")["body"], schema='<View><Image name="image" value="$image"/>'
                 '<Choices name="c" toName="image"><Choice value="BI-RADS 2"/></Choices></View>')
     response = client.post("/setup", json=body)
     assert response.status_code == 400
     assert "no RectangleLabels bound to an Image" in response.get_json()["error"]
+    assert not (settings.model_dir / "project-1" / "label_config.xml").exists()  # not remembered
 
 
 def test_unreadable_and_refused_images(client, settings, tiny_model, busbra_dir):
