@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import time
 
 from PIL import Image
@@ -64,7 +65,9 @@ def build_records(services: Services, project: int, label_config: str) -> tuple[
             continue
         height, width = image.shape[:2]
         path = folder / f"task-{task_id}.png"
-        Image.fromarray(image).save(path)  # decoded, EXIF applied: detectron2 reads it as we saw it
+        partial = folder / f".task-{task_id}.{os.getpid()}.png"
+        Image.fromarray(image).save(partial)  # decoded, EXIF applied: detectron2 reads it as we saw it
+        os.replace(partial, path)  # a job running beside this one never reads half a file
         boxes = [Box(b.x0 * width / 100, b.y0 * height / 100, b.x1 * width / 100, b.y1 * height / 100,
                      b.category) for b in labelled.boxes]
         records.append(ImageRecord(image_id=str(task_id), path=str(path), width=width, height=height,
