@@ -19,10 +19,9 @@ import numpy as np
 import requests
 from PIL import Image, UnidentifiedImageError
 
-from model.io import to_rgb_array
+from model.io import to_rgb_array  # importing model.io also sets the decompression-bomb limit
 
 log = logging.getLogger(__name__)
-Image.MAX_IMAGE_PIXELS = 60_000_000  # an ultrasound frame is < 2 MP; bigger is a bomb
 
 
 class ImageError(ValueError):
