@@ -38,6 +38,9 @@ class TrainSettings:
     brightness: tuple[float, float] = (0.8, 1.2)
     roi_per_image: int = 128       # one lesion per image: 512 sampled ROIs is mostly background
     class_balanced: bool = False   # repeat images of rare categories (RepeatFactorTrainingSampler)
+    # A category on fewer than this fraction of images has its images repeated sqrt(t / f) times
+    # (detectron2's default 0.0 would repeat nothing).
+    repeat_threshold: float = 0.3
     without_birads_4: bool = False  # the paper's second model: no BI-RADS 4, later splits 4 into 4A/4B/4C
     seed: int = 42
     checkpoint_period: int = 500
@@ -108,6 +111,7 @@ def build_config(settings: TrainSettings, classes: list[str], n_images: int,
     cfg.DATALOADER.NUM_WORKERS = settings.num_workers
     cfg.DATALOADER.SAMPLER_TRAIN = ("RepeatFactorTrainingSampler" if settings.class_balanced
                                     else "TrainingSampler")
+    cfg.DATALOADER.REPEAT_THRESHOLD = settings.repeat_threshold
     cfg.DATASETS.TRAIN = ()
     cfg.DATASETS.TEST = ()
     cfg.TEST.EVAL_PERIOD = 0

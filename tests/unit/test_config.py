@@ -38,3 +38,16 @@ def test_weights_from_local_file_directory_or_missing(tmp_path):
 def test_short_schedules_are_valid(iters, steps):
     cfg = build_config(TrainSettings(max_iter=iters), ["2", "3"], n_images=4, output_dir="/tmp/x")
     assert cfg.SOLVER.MAX_ITER == iters and cfg.SOLVER.STEPS == steps
+
+
+def test_class_balanced_sampling_repeats_rare_categories():
+    from detectron2.data.samplers import RepeatFactorTrainingSampler
+
+    settings = TrainSettings(class_balanced=True, repeat_threshold=0.5)
+    cfg = build_config(settings, ["2", "5"], n_images=10, output_dir="/tmp/x")
+    assert cfg.DATALOADER.SAMPLER_TRAIN == "RepeatFactorTrainingSampler"
+    # nine images of category 0, one of category 1: the rare one is repeated sqrt(0.5 / 0.1) times
+    dataset = [{"annotations": [{"category_id": 0}]}] * 9 + [{"annotations": [{"category_id": 1}]}]
+    factors = RepeatFactorTrainingSampler.repeat_factors_from_category_frequency(
+        dataset, cfg.DATALOADER.REPEAT_THRESHOLD)
+    assert factors[0].item() == pytest.approx(1.0) and factors[-1].item() == pytest.approx(5 ** 0.5)
