@@ -21,6 +21,8 @@ def _add_data(parser: argparse.ArgumentParser) -> None:
                         help="where Label Studio /data/local-files and /data/upload URLs point")
     parser.add_argument("--splits", nargs="*", help="use only these splits (e.g. fold1 fold2)")
     parser.add_argument("--exclude-splits", nargs="*", help="leave these splits out")
+    parser.add_argument("--coarse", action="store_true",
+                        help="read BI-RADS 4A/4B/4C as plain 4 (a model of categories 2, 3, 4, 5)")
 
 
 def _records(args: argparse.Namespace):
@@ -28,6 +30,8 @@ def _records(args: argparse.Namespace):
 
     records = datasets.select(datasets.load(args.data, args.image_root), args.splits,
                               args.exclude_splits)
+    if args.coarse:
+        records = datasets.coarse(records)
     if not records:
         raise DataError(f"{args.data}: no images left after choosing splits")
     return records
@@ -82,7 +86,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
                                                          score_threshold=LOW_SCORE, max_boxes=args.max_boxes))
         classes = taxonomy.detector_classes(taxonomy.FULL)
     detections = predict([r.path for r in records], args.batch_size)
-    evaluation = evaluate(records, detections, classes, args.score_threshold, args.biopsy_threshold)
+    evaluation = evaluate(records, detections, classes, args.score_threshold, args.biopsy_threshold,
+                          args.image_decision)
     write_report(evaluation, args.out, str(args.model), args.data)
     m = evaluation.metrics
     print(json.dumps({k: m.get(k) for k in ("n_images", "ap", "ap50", "ap50_lesion",
@@ -91,11 +96,26 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     print(f"report: {Path(args.out) / 'report.md'}")
 
 
+def cmd_fit_cuts(args: argparse.Namespace) -> None:
+    from model.predict import Predictor
+    from model.subcategory import fit_on_records, save_cuts
+
+    records = _records(args)
+    second = Predictor(args.model, device=args.device, bf16=args.bf16, score_threshold=0.05,
+                       max_boxes=args.max_boxes)
+    fitted = {**fit_on_records(records, second([r.path for r in records], args.batch_size)),
+              "data": args.data, "splits": args.splits}
+    print(json.dumps(fitted))
+    print(f"cuts written to {save_cuts(args.model, fitted)}")
+
+
 def cmd_simulate(args: argparse.Namespace) -> None:
     from model import datasets
     from model.simulation import SimulationSettings, simulate
 
     everything = datasets.load(args.data, args.image_root)
+    if args.coarse:
+        everything = datasets.coarse(everything)
     pool = datasets.select(everything, args.splits, args.exclude_splits)
     holdout = datasets.select(everything, args.holdout_splits)
     pool = [r for r in pool if r not in holdout]
@@ -122,8 +142,8 @@ def _train_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--base-config", help="detectron2 model-zoo config (default R101-FPN)")
     for name, kind in (("image_size", int), ("epochs", float), ("max_iter", int),
                        ("batch_size", int), ("base_lr", float), ("augment_factor", int),
-                       ("rotation_degrees", float), ("roi_per_image", int), ("seed", int),
-                       ("checkpoint_period", int), ("num_workers", int)):
+                       ("rotation_degrees", float), ("roi_per_image", int), ("repeat_threshold", float),
+                       ("seed", int), ("checkpoint_period", int), ("num_workers", int)):
         parser.add_argument("--" + name.replace("_", "-"), type=kind)
     parser.add_argument("--class-balanced", action="store_true", default=None)
     parser.add_argument("--bf16", action="store_true", default=None,
@@ -164,9 +184,17 @@ def parser() -> argparse.ArgumentParser:
     _inference_options(p)
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--biopsy-threshold", default="4")
+    p.add_argument("--image-decision", choices=("shown", "top"), default="shown",
+                   help="image category: most suspicious shown box, or most confident box at any score")
     p.add_argument("--split-4-with", type=Path, metavar="MODEL",
                    help="a model trained --without-birads-4: splits BI-RADS 4 boxes into 4A/4B/4C")
     p.set_defaults(run=cmd_evaluate)
+
+    p = commands.add_parser("fit-cuts", help="fit a --without-birads-4 model's 4A/4B/4C cuts on "
+                            "data with subcategories; stored in the model directory")
+    _add_data(p)
+    _inference_options(p)
+    p.set_defaults(run=cmd_fit_cuts)
 
     p = commands.add_parser("simulate", help="the labelling loop, simulated round by round")
     _add_data(p)

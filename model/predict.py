@@ -137,10 +137,11 @@ class Predictor:
 
     def with_subcategories(self, second: Predictor, cuts: tuple[float, float] | None = None):
         """Split this model's BI-RADS 4 boxes into 4A/4B/4C with ``second``, a model trained
-        without BI-RADS 4 (the paper's two-model scheme); returns a callable like this one."""
-        from model.subcategory import DEFAULT_CUTS, SubcategorySplitter
+        without BI-RADS 4 (the paper's two-model scheme); returns a callable like this one. The
+        cuts: ``cuts``, else those fitted for ``second`` (``birads fit-cuts``), else the defaults."""
+        from model.subcategory import SubcategorySplitter, load_cuts
 
-        splitter = SubcategorySplitter(cuts or DEFAULT_CUTS)
+        splitter = SubcategorySplitter(cuts or load_cuts(second.model_dir))
         if any(int(taxonomy.rank(c)) == 4 for c in second.classes):
             raise ValueError(f"{second.model_dir} was trained with BI-RADS 4: it cannot split it")
 

@@ -8,16 +8,25 @@ distribution says where between the ends the lesion lies:
 
 and two cut points split that into 4A (low suspicion) < 4B (moderate) < 4C (high). The default
 cuts follow the BI-RADS malignancy ranges (4A up to 10 %, 4B up to 50 %); ``fit_cuts`` chooses
-them on data that has subcategories (BrEaST) when the scores are not calibrated probabilities.
+them on data that has subcategories (BrEaST) when the scores are not calibrated probabilities;
+``fit_on_records`` does so from expert boxes and stores the cuts in the second model's directory
+(``CUTS_FILE``), where ``load_cuts`` (and so the predictor) finds them.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
 
 from model import taxonomy
+from model.io import write_atomic
+from model.records import Box, Detection, ImageRecord
 
 DEFAULT_CUTS = (0.10, 0.50)
+CUTS_FILE = "subcategory_cuts.json"
+MIN_IOU = 0.3
 
 
 def malignancy_likeness(class_scores: dict[str, float]) -> float:
@@ -47,6 +56,48 @@ def fit_cuts(likeness: Sequence[float], truth: Sequence[str]) -> tuple[float, fl
     return best_cuts
 
 
+def matched_likeness(box: Box, second: Detection, min_iou: float = MIN_IOU) -> float | None:
+    """Likeness from the second model's box that best overlaps ``box``; None without one."""
+    if not second.boxes or not second.class_scores:
+        return None
+    match = max(range(len(second.boxes)), key=lambda i: second.boxes[i].iou(box))
+    if second.boxes[match].iou(box) < min_iou:
+        return None
+    return malignancy_likeness(second.class_scores[match])
+
+
+def fit_on_records(records: Sequence[ImageRecord], second: Sequence[Detection]) -> dict:
+    """Cuts fitted on the experts' 4A/4B/4C boxes of ``records`` (``second``: the second model's
+    detections on them), with how many lesions they rest on and how many they classify right."""
+    likeness, truth = [], []
+    for record, detection in zip(records, second):
+        for box in record.boxes:
+            value = matched_likeness(box, detection)
+            if box.category in taxonomy.SUBCATEGORIES_OF_4 and value is not None:
+                likeness.append(value)
+                truth.append(box.category)
+    if not truth:
+        raise ValueError("no 4A/4B/4C lesion found by the second model: nothing to fit cuts on")
+    cuts = fit_cuts(likeness, truth)
+    right = sum(subcategory(x, cuts) == t for x, t in zip(likeness, truth))
+    return {"cuts": list(cuts), "lesions": len(truth), "right": right}
+
+
+def save_cuts(model_dir: str | Path, fitted: dict) -> Path:
+    path = Path(model_dir) / CUTS_FILE
+    write_atomic(path, json.dumps(fitted, indent=1))
+    return path
+
+
+def load_cuts(model_dir: str | Path) -> tuple[float, float]:
+    """The cuts fitted for this second model, or the BI-RADS defaults."""
+    path = Path(model_dir) / CUTS_FILE
+    if not path.is_file():
+        return DEFAULT_CUTS
+    low, high = json.loads(path.read_text())["cuts"]
+    return float(low), float(high)
+
+
 class SubcategorySplitter:
     """Second opinion for BI-RADS 4 boxes from a model trained without BI-RADS 4.
 
@@ -55,20 +106,16 @@ class SubcategorySplitter:
     class distribution gives the likeness and so 4A/4B/4C. Without a match the box stays as it was.
     """
 
-    def __init__(self, cuts: tuple[float, float] = DEFAULT_CUTS, min_iou: float = 0.3) -> None:
+    def __init__(self, cuts: tuple[float, float] = DEFAULT_CUTS, min_iou: float = MIN_IOU) -> None:
         self.cuts = cuts
         self.min_iou = min_iou
 
-    def split(self, detection, second) -> object:
-        from dataclasses import replace
-
+    def split(self, detection: Detection, second: Detection) -> Detection:
         boxes = list(detection.boxes)
         for number, box in enumerate(boxes):
-            if int(taxonomy.rank(box.category)) != 4 or not second.boxes:
+            if int(taxonomy.rank(box.category)) != 4:
                 continue
-            match = max(range(len(second.boxes)), key=lambda i: second.boxes[i].iou(box))
-            if second.boxes[match].iou(box) < self.min_iou or not second.class_scores:
-                continue
-            likeness = malignancy_likeness(second.class_scores[match])
-            boxes[number] = replace(box, category=subcategory(likeness, self.cuts))
+            likeness = matched_likeness(box, second, self.min_iou)
+            if likeness is not None:
+                boxes[number] = replace(box, category=subcategory(likeness, self.cuts))
         return replace(detection, boxes=tuple(boxes))

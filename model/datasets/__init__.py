@@ -7,8 +7,10 @@ Formats: ``busbra:DIR``, ``breast:DIR``, ``coco:FILE.json``, ``labelstudio:FILE.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from pathlib import Path
 
+from model import taxonomy
 from model.datasets.annotation_files import load_coco, load_labelstudio
 from model.datasets.breast_ultrasound import load_breast, load_busbra
 from model.io import DataError
@@ -44,3 +46,14 @@ def select(records: Iterable[ImageRecord], splits: Iterable[str] | None = None,
     keep = set(splits) if splits else None
     drop = set(exclude or ())
     return [r for r in records if (keep is None or r.split in keep) and r.split not in drop]
+
+
+def coarse(records: Iterable[ImageRecord]) -> list[ImageRecord]:
+    """The records with BI-RADS 4A/4B/4C read as plain 4 (boxes and image-level category)."""
+    classes = taxonomy.COARSE
+
+    def up(category: str | None) -> str | None:
+        return taxonomy.roll_up(category, classes) if category else category
+
+    return [replace(r, boxes=[replace(b, category=up(b.category)) for b in r.boxes], birads=up(r.birads))
+            for r in records]

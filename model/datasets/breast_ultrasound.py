@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 from model import taxonomy
@@ -94,7 +95,8 @@ def load_breast(root: Path) -> list[ImageRecord]:
     secondary findings (cysts, scars) whose BI-RADS is not recorded; inventing a category for them
     would teach the model false labels, so they are not used. BI-RADS 1 rows have no mask: the
     image has no lesion. Pathology is the Classification column (biopsy or follow-up verified);
-    "normal" images count as not malignant.
+    "normal" images count as not malignant. Splits "part1" / "part2": two halves stratified by
+    BI-RADS (``_halves``), so that one can fine-tune or fit and the other test.
     """
     root = Path(root)
     folder = root / "images_and_masks"
@@ -120,8 +122,25 @@ def load_breast(root: Path) -> list[ImageRecord]:
             records.append(ImageRecord(
                 image_id=f"breast-{Path(name).stem}", path=str(image_path.resolve()),
                 width=size[0], height=size[1], boxes=boxes, patient=f"breast-{row['CaseID']}",
-                split="test", birads=category,
+                split=None, birads=category,
                 pathology=(row.get("Classification") or "").strip().lower() or None))
     log.info("BrEaST %s: %d images (%d CSV rows without an image here skipped)",
              root, len(records), skipped)
-    return records
+    return _halves(records)
+
+
+def _halves(records: list[ImageRecord]) -> list[ImageRecord]:
+    """Patients of each BI-RADS category, in CaseID order, go alternately to part1 and part2."""
+    patients: dict[str, list[str]] = {}
+    for record in records:
+        members = patients.setdefault(record.birads or "", [])
+        if record.patient not in members:
+            members.append(record.patient)
+    part = {patient: f"part{1 + rank % 2}" for members in patients.values()
+            for rank, patient in enumerate(sorted(members, key=_case_number))}
+    return [replace(r, split=part[r.patient]) for r in records]
+
+
+def _case_number(patient: str) -> tuple[int, str]:
+    number = patient.rsplit("-", 1)[-1]
+    return (int(number), "") if number.isdigit() else (0, number)

@@ -1,8 +1,10 @@
 """Evaluate a model directory on records: every figure of the paper, plus box AP and acceptance.
 
-Image-level decisions use the boxes the predictor would show (score >= ``score_threshold``);
-the image's category is its most suspicious box, BI-RADS 1 when there is none
-(``model.taxonomy.image_category``). Box AP uses all detections down to a low score.
+Image-level decisions ("decision"): "shown" takes the boxes the predictor would show (score >=
+``score_threshold``) and the image's category is its most suspicious box, BI-RADS 1 when there is
+none (``model.taxonomy.image_category``): what the annotator sees. "top" takes the category of the
+most confident box at any score: the paper's per-lesion classification, for data where every image
+holds a lesion. Box AP uses all detections down to a low score.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from model.evaluation import metrics
 from model.records import Box, Detection, ImageRecord
 
 LOW_SCORE = 0.05  # detections kept for AP and for ranking (AUC)
+DECISIONS = ("shown", "top")
 
 
 @dataclass
@@ -27,6 +30,16 @@ class Evaluation:
 
 def _shown(detection: Detection, threshold: float) -> list[Box]:
     return [b for b in detection.boxes if (b.score or 0.0) >= threshold]
+
+
+def image_decision(detection: Detection, threshold: float, decision: str = "shown") -> str:
+    """The image's category under ``decision`` (see the module docstring)."""
+    if decision == "shown":
+        return taxonomy.image_category(b.category for b in _shown(detection, threshold))
+    if decision == "top":
+        top = detection.top()
+        return top.category if top is not None and (top.score or 0.0) >= LOW_SCORE else taxonomy.NO_LESION
+    raise ValueError(f"decision must be one of {DECISIONS}, not {decision!r}")
 
 
 def malignancy_score(detection: Detection, threshold: str = taxonomy.BIOPSY_THRESHOLD) -> float:
@@ -84,17 +97,23 @@ def _screening_paper(records, predicted_categories, threshold) -> dict:
 
 
 def _subcategories(records, predicted_categories) -> dict | None:
-    """The paper's Table III on images the experts put in 4A/4B/4C (positive: 4B or above)."""
-    rows = [(r.birads, p) for r, p in zip(records, predicted_categories)
-            if r.birads in taxonomy.SUBCATEGORIES_OF_4]
+    """The paper's Table III on images the experts put in 4A/4B/4C (positive: 4B or above),
+    against the experts' subcategory and, where known, against pathology."""
+    rows = [(r, p) for r, p in zip(records, predicted_categories) if r.birads in taxonomy.SUBCATEGORIES_OF_4]
     if not rows or not any(p in taxonomy.SUBCATEGORIES_OF_4 for _, p in rows):
         return None
     labels = list(taxonomy.SUBCATEGORIES_OF_4)
-    in_four = [(t, p) for t, p in rows if p in labels]
+    in_four = [(r.birads, p) for r, p in rows if p in labels]
+    suspicious = taxonomy.rank("4B")
+    proven = [(r, p) for r, p in rows if r.pathology]
+    malignant = [r.pathology == "malignant" for r, _ in proven]
     return {
-        "4A_vs_4B": metrics.binary_from_labels(
-            [taxonomy.rank(t) >= taxonomy.rank("4B") for t, _ in rows],
-            [taxonomy.rank(p) >= taxonomy.rank("4B") for _, p in rows]),
+        "4A_vs_4B": metrics.binary_from_labels([taxonomy.rank(r.birads) >= suspicious for r, _ in rows],
+                                               [taxonomy.rank(p) >= suspicious for _, p in rows]),
+        "4A_vs_4B_pathology": metrics.binary_from_labels(malignant, [taxonomy.rank(p) >= suspicious
+                                                                     for _, p in proven]),
+        "experts_4A_vs_4B_pathology": metrics.binary_from_labels(
+            malignant, [taxonomy.rank(r.birads) >= suspicious for r, _ in proven]),
         "labels": labels,
         "confusion_matrix": metrics.confusion_matrix([t for t, _ in in_four], [p for _, p in in_four], labels),
         "predicted_outside_4": len(rows) - len(in_four),
@@ -102,7 +121,8 @@ def _subcategories(records, predicted_categories) -> dict | None:
 
 
 def evaluate(records: list[ImageRecord], detections: list[Detection], classes: Sequence[str],
-             score_threshold: float = 0.5, biopsy_threshold: str = taxonomy.BIOPSY_THRESHOLD) -> Evaluation:
+             score_threshold: float = 0.5, biopsy_threshold: str = taxonomy.BIOPSY_THRESHOLD,
+             decision: str = "shown") -> Evaluation:
     """All metrics for ``detections`` (one per record, from a model with ``classes``)."""
     classes = _common_classes(records, classes)
     labels = [taxonomy.NO_LESION, *classes]
@@ -110,7 +130,7 @@ def evaluate(records: list[ImageRecord], detections: list[Detection], classes: S
     detections = [Detection(tuple(_with_category(b, classes) for b in d.boxes), d.width, d.height,
                             d.class_scores) for d in detections]
     shown = [_shown(d, score_threshold) for d in detections]
-    predicted = [taxonomy.image_category(b.category for b in boxes) for boxes in shown]
+    predicted = [image_decision(d, score_threshold, decision) for d in detections]
     truth = [_rolled(r.birads or taxonomy.image_category(b.category for b in r.boxes), classes)
              for r in records]
     matrix = metrics.confusion_matrix(truth, predicted, labels)
@@ -119,6 +139,7 @@ def evaluate(records: list[ImageRecord], detections: list[Detection], classes: S
         "n_images": len(records),
         "classes": list(classes),
         "score_threshold": score_threshold,
+        "decision": decision,
         "biopsy_threshold": biopsy_threshold,
         "per_category": metrics.one_vs_rest(matrix, labels),
         "confusion_matrix": {"labels": labels, "matrix": matrix},

@@ -41,8 +41,10 @@ def plot_confusion(matrix: list[list[int]], labels: list[str], path: Path, title
     plt.close(figure)
 
 
-def plot_examples(evaluation: Evaluation, path: Path, score_threshold: float, count: int = 8) -> None:
-    """Expert boxes (green) and the model's shown boxes (red, with category and score)."""
+def plot_examples(evaluation: Evaluation, path: Path, score_threshold: float, count: int = 8,
+                  decision: str = "shown") -> None:
+    """Expert boxes (green) and the model's shown boxes (red, with category and score); under the
+    "top" decision also the most confident box, whatever its score."""
     pairs = list(zip(evaluation.records, evaluation.detections))[:count]
     columns = min(4, len(pairs))
     rows = -(-len(pairs) // columns)
@@ -54,8 +56,9 @@ def plot_examples(evaluation: Evaluation, path: Path, score_threshold: float, co
         for box in record.boxes:
             axes.add_patch(plt.Rectangle((box.x0, box.y0), box.width, box.height, fill=False,
                                          edgecolor="lime", linewidth=2))
+        top = detection.top()
         for box in detection.boxes:
-            if (box.score or 0) < score_threshold:
+            if (box.score or 0) < score_threshold and not (decision == "top" and box is top):
                 continue
             axes.add_patch(plt.Rectangle((box.x0, box.y0), box.width, box.height, fill=False,
                                          edgecolor="red", linewidth=1.5))
@@ -65,6 +68,13 @@ def plot_examples(evaluation: Evaluation, path: Path, score_threshold: float, co
     figure.tight_layout()
     figure.savefig(path, dpi=90)
     plt.close(figure)
+
+
+DECISION_TEXT = {
+    "shown": "Image-level category: the most suspicious box shown to the annotator; BI-RADS 1 when none.",
+    "top": "Image-level category: the most confident box at any score (the paper's per-lesion "
+           "classification; every image is assumed to hold a lesion).",
+}
 
 
 def _binary_row(name: str, stats: dict | None, paper: dict | None = None) -> str:
@@ -83,6 +93,7 @@ def markdown(m: dict, model_dir: str, data: str) -> str:
     lines = [f"# Evaluation of `{model_dir}` on `{data}`", "",
              f"{m['n_images']} images; model classes {', '.join(m['classes'])}; a box is shown at "
              f"score >= {m['score_threshold']}; biopsy recommended at BI-RADS >= {m['biopsy_threshold']}.",
+             "", DECISION_TEXT[m.get("decision", "shown")],
              "", "## Detection", "",
              f"- COCO box AP {m['ap']:.3f}, AP50 {m['ap50']:.3f} (per category); "
              f"lesion AP50 (any category) {m['ap50_lesion']:.3f}",
@@ -108,7 +119,12 @@ def markdown(m: dict, model_dir: str, data: str) -> str:
         sub = m["subcategories"]
         lines += ["", "## BI-RADS 4A vs 4B (paper Table III)", "",
                   "| | accuracy | sensitivity | specificity | TP/FN/FP/TN | paper |", "|---|---|---|---|---|---|",
-                  _binary_row("4B or above vs 4A", sub["4A_vs_4B"], PAPER["4A_vs_4B"]), "",
+                  _binary_row("model: 4B or above vs 4A, experts' subcategory", sub["4A_vs_4B"],
+                              PAPER["4A_vs_4B"]),
+                  _binary_row("model: 4B or above vs 4A, pathology", sub.get("4A_vs_4B_pathology")),
+                  _binary_row("experts' 4B or above vs 4A, pathology", sub.get("experts_4A_vs_4B_pathology")),
+                  "", f"{sub['predicted_outside_4']} of these images were called outside BI-RADS 4 "
+                  "(counted by rank: 1-3, and a 4 left unsplit, as below 4B; 5 as 4B or above).", "",
                   "![4A/4B/4C confusion](confusion_matrix_4abc.png)"]
     lines += ["", "## Examples (green: experts, red: model)", "", "![examples](examples.png)", ""]
     return "\n".join(lines)
@@ -125,6 +141,7 @@ def write_report(evaluation: Evaluation, out: str | Path, model_dir: str, data: 
             sub = m["subcategories"]
             plot_confusion(sub["confusion_matrix"], sub["labels"],
                            staging / "confusion_matrix_4abc.png", "BI-RADS 4 subcategories")
-        plot_examples(evaluation, staging / "examples.png", m["score_threshold"])
+        plot_examples(evaluation, staging / "examples.png", m["score_threshold"],
+                      decision=m.get("decision", "shown"))
         (staging / "report.md").write_text(markdown(m, model_dir, data))
     return Path(out)

@@ -185,6 +185,27 @@ def test_second_model_without_birads_4_splits_4_into_subcategories(overfit_model
     fours = [b for d in plain for b in d.boxes if b.category == "4"]
     assert fours  # the overfit model does call bus_0165-r BI-RADS 4
 
+    # `birads fit-cuts` on data with subcategories stores cuts that the split then uses
+    from dataclasses import replace
+
+    from model.cli import main
+    from model.records import save_records
+    from model.subcategory import CUTS_FILE, load_cuts
+
+    relabelled = [replace(r, birads=c, boxes=[replace(b, category=c) for b in r.boxes])
+                  for r, c in zip(records, ["4A", "4A", "4B", "4C"])]
+    save_records(relabelled, tmp_path / "sub.json")
+    assert main(["fit-cuts", "--data", f"records:{tmp_path / 'sub.json'}", "--model", str(second_dir),
+                 "--no-bf16"]) == 0
+    fitted = json.loads((second_dir / CUTS_FILE).read_text())
+    assert fitted["lesions"] >= 1 and load_cuts(second_dir) == tuple(fitted["cuts"])
+    report = tmp_path / "report"
+    assert main(["evaluate", "--data", f"records:{tmp_path / 'sub.json'}", "--model", str(overfit_model),
+                 "--split-4-with", str(second_dir), "--image-decision", "top", "--out", str(report),
+                 "--no-bf16"]) == 0
+    m = json.loads((report / "metrics.json").read_text())
+    assert m["decision"] == "top" and m["classes"] == ["2", "3", "4A", "4B", "4C", "5"]
+
 
 def test_interrupted_training_resumes_from_its_checkpoint(records, tmp_path):
     out = tmp_path / "resumed"

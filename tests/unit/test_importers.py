@@ -46,7 +46,7 @@ def test_breast_tumor_masks_only_subcategories_and_normal_images(breast_dir):
     assert [(b.x0, b.y0, b.x1, b.y1) for b in with_other.boxes] == \
         [_mask_box(breast_dir / "images_and_masks" / "case092_tumor.png")]
     assert records["breast-case151"].boxes[0].category == "4A"
-    assert all(r.split == "test" for r in records.values())
+    assert all(r.split == "part1" for r in records.values())  # each the first of its category
     assert read_image(with_other.path).shape == (with_other.height, with_other.width, 3)  # RGBA in
 
 
@@ -197,3 +197,15 @@ def test_existing_unrelated_output_folder_is_never_replaced(tmp_path):
         with StagedDirectory(keep):
             pass
     assert (keep / "notes.txt").read_text() == "mine"
+
+
+def test_breast_halves_alternate_patients_within_each_category():
+    from model.datasets.breast_ultrasound import _halves
+    from model.records import ImageRecord
+
+    rows = [("10", "4A"), ("2", "4A"), ("3", "4A"), ("3", "4A"), ("7", "2"), ("5", "4B")]
+    records = [ImageRecord(f"i{n}", "p", 1, 1, patient=f"breast-{case}", birads=c)
+               for n, (case, c) in enumerate(rows)]
+    split = [r.split for r in _halves(records)]
+    # 4A patients by case number 2, 3, 10 -> part1, part2, part1; a patient's images stay together
+    assert split == ["part1", "part1", "part2", "part2", "part1", "part1"]

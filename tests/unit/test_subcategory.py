@@ -42,3 +42,26 @@ def test_splitter_relabels_only_bi_rads_4_boxes_by_the_second_model():
     split = SubcategorySplitter().split(first, second)
     assert [b.category for b in split.boxes] == ["4C", "3", "4"]  # 0.6/0.9 = 0.67 -> 4C; no match -> 4
     assert split.boxes[0].score == 0.9 and (split.width, split.height) == (200, 200)
+
+
+def test_cuts_fitted_on_expert_boxes_travel_with_the_second_model(tmp_path):
+    from model.records import Box, Detection, ImageRecord
+    from model.subcategory import fit_on_records, load_cuts, save_cuts
+
+    def lesion(category: str, likeness: float | None):
+        record = ImageRecord(category, "p", 100, 100, [Box(10, 10, 50, 50, category)], birads=category)
+        if likeness is None:  # the second model found nothing there
+            return record, Detection((Box(60, 60, 90, 90, "2", 0.9),), 100, 100, ({"2": 1.0, "3": 0, "5": 0},))
+        scores = {"2": 1 - likeness, "3": 0.0, "5": likeness}
+        return record, Detection((Box(11, 10, 50, 51, "5", 0.8),), 100, 100, (scores,))
+
+    pairs = [lesion("4A", 0.30), lesion("4A", 0.32), lesion("4B", 0.45), lesion("4C", 0.60),
+             lesion("4C", None), lesion("2", 0.05)]  # unmatched and non-4 lesions are not fitted on
+    fitted = fit_on_records([r for r, _ in pairs], [d for _, d in pairs])
+    assert fitted["lesions"] == 4 and fitted["right"] == 4
+    assert [subcategory(x, tuple(fitted["cuts"])) for x in (0.30, 0.32, 0.45, 0.60)] == ["4A", "4A", "4B", "4C"]
+    assert load_cuts(tmp_path) == DEFAULT_CUTS  # nothing fitted yet
+    save_cuts(tmp_path, fitted)
+    assert load_cuts(tmp_path) == tuple(fitted["cuts"])
+    with pytest.raises(ValueError, match="nothing to fit"):
+        fit_on_records([pairs[-1][0]], [pairs[-1][1]])

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The labelling loop on real data (docs/results.md): the reference model (scripts/reference_model.sh,
+# BUS-BRA) arrives at another hospital (BrEaST). Experts label 16 images of part1, then each round
+# the model pre-annotates 16 more, the simulated expert corrects them, the model is fine-tuned;
+# evaluated on part2 each round. Once in random order, once least confident first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ref=${REF:-runs/reference/model}
+out=${OUT:-runs/simulation}
+for order in random uncertain; do
+  ./birads simulate --data "breast:${DATA:-../shared/data}/BrEaST" --coarse --splits part1 \
+    --holdout-splits part2 --initial 16 --round-size 16 --rounds 3 --order "$order" \
+    --score-threshold "${SCORE_THRESHOLD:-0.5}" --weights "$ref" --image-size 512 \
+    --max-iter "${ITERS:-60}" --batch-size 2 --base-lr 0.005 --bf16 --num-workers 1 --out "$out/$order"
+done

@@ -1,0 +1,61 @@
+"""Image-level decisions and the metrics built on them, on constructed detections (no model)."""
+
+import pytest
+
+from model.evaluation.evaluate import evaluate, image_decision
+from model.records import Box, Detection, ImageRecord
+
+LESION = (10, 10, 50, 50)
+
+
+def _record(name: str, birads: str, pathology: str) -> ImageRecord:
+    return ImageRecord(name, f"/nonexistent/{name}.png", 100, 100, [Box(*LESION, birads)],
+                       birads=birads, pathology=pathology)
+
+
+def _detection(*boxes: tuple[str, float]) -> Detection:
+    return Detection(tuple(Box(*LESION, c, s) for c, s in boxes), 100, 100)
+
+
+def test_shown_takes_most_suspicious_shown_box_top_takes_most_confident_at_any_score():
+    detection = _detection(("3", 0.45), ("5", 0.2))
+    assert image_decision(detection, 0.5, "shown") == "1"       # nothing shown: no lesion
+    assert image_decision(detection, 0.1, "shown") == "5"       # most suspicious of those shown
+    assert image_decision(detection, 0.5, "top") == "3"         # most confident, whatever its score
+    assert image_decision(_detection(("4", 0.01)), 0.5, "top") == "1"   # below any score kept
+    with pytest.raises(ValueError, match="decision"):
+        image_decision(detection, 0.5, "vote")
+
+
+def test_low_scores_give_no_screening_shown_but_do_under_top():
+    records = [_record("a", "5", "malignant"), _record("b", "2", "benign"), _record("c", "4", "malignant")]
+    detections = [_detection(("5", 0.4)), _detection(("2", 0.3)), _detection(("4", 0.2))]
+    shown = evaluate(records, detections, ["2", "3", "4", "5"]).metrics
+    top = evaluate(records, detections, ["2", "3", "4", "5"], decision="top").metrics
+    assert shown["screening"]["tp"] == 0 and shown["category_accuracy"] == 0
+    assert (top["screening"]["tp"], top["screening"]["fn"], top["screening"]["tn"]) == (2, 0, 1)
+    assert top["category_accuracy"] == 1 and top["decision"] == "top"
+    assert top["screening_paper"]["tp"] == 1 and top["screening_paper"]["tn"] == 1
+    assert top["ap50_lesion"] == pytest.approx(1.0) and top["acceptance_rate"] == 0  # none shown at 0.5
+
+
+def test_table_iii_against_subcategory_and_pathology():
+    records = [_record("a", "4A", "benign"), _record("b", "4B", "malignant"), _record("c", "4C", "malignant"),
+               _record("d", "4A", "malignant"), _record("e", "2", "benign")]
+    detections = [_detection(("4A", 0.9)), _detection(("4C", 0.8)), _detection(("3", 0.7)),
+                  _detection(("4B", 0.9)), _detection(("2", 0.9))]
+    sub = evaluate(records, detections, ["2", "3", "4A", "4B", "4C", "5"]).metrics["subcategories"]
+    experts = sub["4A_vs_4B"]  # positive: the experts' 4B or 4C; the 3 counts as below 4B
+    assert (experts["tp"], experts["fn"], experts["fp"], experts["tn"]) == (1, 1, 1, 1)
+    proven = sub["4A_vs_4B_pathology"]
+    assert (proven["tp"], proven["fn"], proven["fp"], proven["tn"]) == (2, 1, 0, 1)
+    own = sub["experts_4A_vs_4B_pathology"]
+    assert (own["tp"], own["fn"], own["fp"], own["tn"]) == (2, 1, 0, 1)
+    assert sub["predicted_outside_4"] == 1 and sub["confusion_matrix"][0] == [1, 1, 0]
+
+
+def test_coarse_reads_subcategories_as_four():
+    from model.datasets import coarse
+
+    records = coarse([_record("a", "4B", "malignant"), _record("b", "3", "benign")])
+    assert [(r.birads, r.boxes[0].category) for r in records] == [("4", "4"), ("3", "3")]
