@@ -19,7 +19,7 @@ import numpy as np
 import requests
 from PIL import Image, UnidentifiedImageError
 
-from model.io import to_rgb_array  # importing model.io also sets the decompression-bomb limit
+from model.io import stretch_to_8bit, to_rgb_array  # importing model.io also sets the decompression-bomb limit
 
 log = logging.getLogger(__name__)
 
@@ -57,9 +57,7 @@ def _decode_dicom(content: bytes, source: str) -> np.ndarray:
         pixels = pixels[0]  # a cine loop: annotate its first frame
     if getattr(dataset, "PhotometricInterpretation", "") == "MONOCHROME1":
         pixels = pixels.max() - pixels
-    pixels = pixels.astype(np.float32)
-    span = max(float(pixels.max() - pixels.min()), 1.0)
-    pixels = ((pixels - pixels.min()) * 255.0 / span).astype(np.uint8)
+    pixels = stretch_to_8bit(pixels)
     if pixels.ndim == 2:
         pixels = np.repeat(pixels[:, :, None], 3, axis=2)
     return pixels[:, :, :3]

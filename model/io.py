@@ -32,12 +32,17 @@ def read_image(path: str | Path) -> np.ndarray:
         raise DataError(f"{path}: not a readable image ({exc})") from None
 
 
+def stretch_to_8bit(pixels: np.ndarray) -> np.ndarray:
+    """Grey values of any depth (16-bit PNG, DICOM) stretched onto 0-255."""
+    data = np.asarray(pixels, dtype=np.float32)
+    span = max(float(data.max() - data.min()), 1.0)
+    return ((data - data.min()) * 255.0 / span).astype(np.uint8)
+
+
 def to_rgb_array(image: Image.Image) -> np.ndarray:
     image = ImageOps.exif_transpose(image)
     if image.mode in ("I;16", "I;16B", "I", "F"):  # 16-bit grey: scale to 8 bit
-        data = np.asarray(image, dtype=np.float32)
-        span = max(float(data.max() - data.min()), 1.0)
-        image = Image.fromarray(((data - data.min()) * 255.0 / span).astype(np.uint8))
+        image = Image.fromarray(stretch_to_8bit(np.asarray(image)))
     return np.asarray(image.convert("RGB"))
 
 
