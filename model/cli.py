@@ -64,26 +64,35 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
     predictor = Predictor(args.model, device=args.device, bf16=args.bf16,
                           score_threshold=args.score_threshold, max_boxes=args.max_boxes)
-    for path, detection in zip(args.images, predictor(args.images, args.batch_size)):
+    predict = predictor
+    if args.split_4_with:
+        predict = predictor.with_subcategories(_all_scores_predictor(args.split_4_with, args))
+    for path, detection in zip(args.images, predict(args.images, args.batch_size)):
         print(json.dumps({"image": str(path), "width": detection.width, "height": detection.height,
                           "boxes": [{"xyxy": [round(v, 1) for v in (b.x0, b.y0, b.x1, b.y1)],
                                      "category": b.category, "score": round(b.score, 4)}
                                     for b in detection.boxes]}))
 
 
-def cmd_evaluate(args: argparse.Namespace) -> None:
-    from model import taxonomy
-    from model.evaluation.evaluate import LOW_SCORE, evaluate
-    from model.evaluation.report import write_report
+def _all_scores_predictor(model_dir: Path, args: argparse.Namespace):
+    """A predictor that keeps every box down to evaluation's low score (for AP, ranking, splits)."""
+    from model.evaluation.evaluate import LOW_SCORE
     from model.predict import Predictor
 
+    return Predictor(model_dir, device=args.device, bf16=args.bf16, score_threshold=LOW_SCORE,
+                     max_boxes=args.max_boxes)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from model import taxonomy
+    from model.evaluation.evaluate import evaluate
+    from model.evaluation.report import write_report
+
     records = _records(args)
-    predictor = Predictor(args.model, device=args.device, bf16=args.bf16, score_threshold=LOW_SCORE,
-                          max_boxes=args.max_boxes)
+    predictor = _all_scores_predictor(args.model, args)
     predict, classes = predictor, predictor.classes
     if args.split_4_with:  # the paper's second model splits BI-RADS 4 into 4A/4B/4C
-        predict = predictor.with_subcategories(Predictor(args.split_4_with, device=args.device, bf16=args.bf16,
-                                                         score_threshold=LOW_SCORE, max_boxes=args.max_boxes))
+        predict = predictor.with_subcategories(_all_scores_predictor(args.split_4_with, args))
         classes = taxonomy.detector_classes(taxonomy.FULL)
     detections = predict([r.path for r in records], args.batch_size)
     evaluation = evaluate(records, detections, classes, args.score_threshold, args.biopsy_threshold,
@@ -97,12 +106,10 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def cmd_fit_cuts(args: argparse.Namespace) -> None:
-    from model.predict import Predictor
     from model.subcategory import fit_on_records, save_cuts
 
     records = _records(args)
-    second = Predictor(args.model, device=args.device, bf16=args.bf16, score_threshold=0.05,
-                       max_boxes=args.max_boxes)
+    second = _all_scores_predictor(args.model, args)
     fitted = {**fit_on_records(records, second([r.path for r in records], args.batch_size)),
               "data": args.data, "splits": args.splits}
     print(json.dumps(fitted))
@@ -176,6 +183,8 @@ def parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("predict", help="detect lesions in images (JSON lines)")
     _inference_options(p)
+    p.add_argument("--split-4-with", type=Path, metavar="MODEL",
+                   help="a model trained --without-birads-4: splits BI-RADS 4 boxes into 4A/4B/4C")
     p.add_argument("images", nargs="+")
     p.set_defaults(run=cmd_predict)
 

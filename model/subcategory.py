@@ -21,7 +21,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from model import taxonomy
-from model.io import write_atomic
+from model.io import DataError, write_atomic
 from model.records import Box, Detection, ImageRecord
 
 DEFAULT_CUTS = (0.10, 0.50)
@@ -77,7 +77,7 @@ def fit_on_records(records: Sequence[ImageRecord], second: Sequence[Detection]) 
                 likeness.append(value)
                 truth.append(box.category)
     if not truth:
-        raise ValueError("no 4A/4B/4C lesion found by the second model: nothing to fit cuts on")
+        raise DataError("no 4A/4B/4C lesion found by the second model: nothing to fit cuts on")
     cuts = fit_cuts(likeness, truth)
     right = sum(subcategory(x, cuts) == t for x, t in zip(likeness, truth))
     return {"cuts": list(cuts), "lesions": len(truth), "right": right}
