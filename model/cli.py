@@ -84,16 +84,16 @@ def _all_scores_predictor(model_dir: Path, args: argparse.Namespace):
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from model import taxonomy
     from model.evaluation.evaluate import evaluate
     from model.evaluation.report import write_report
+    from model.subcategory import SPLIT_CLASSES
 
     records = _records(args)
     predictor = _all_scores_predictor(args.model, args)
     predict, classes = predictor, predictor.classes
     if args.split_4_with:  # the paper's second model splits BI-RADS 4 into 4A/4B/4C
         predict = predictor.with_subcategories(_all_scores_predictor(args.split_4_with, args))
-        classes = taxonomy.detector_classes(taxonomy.FULL)
+        classes = list(SPLIT_CLASSES)
     detections = predict([r.path for r in records], args.batch_size)
     evaluation = evaluate(records, detections, classes, args.score_threshold, args.biopsy_threshold,
                           args.image_decision)
@@ -106,10 +106,11 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def cmd_fit_cuts(args: argparse.Namespace) -> None:
-    from model.subcategory import fit_on_records, save_cuts
+    from model.subcategory import fit_on_records, require_second_model, save_cuts
 
     records = _records(args)
     second = _all_scores_predictor(args.model, args)
+    require_second_model(second.classes, str(args.model))
     fitted = {**fit_on_records(records, second([r.path for r in records], args.batch_size)),
               "data": args.data, "splits": args.splits}
     print(json.dumps(fitted))

@@ -15,7 +15,7 @@ from detectron2.data import transforms as T
 from detectron2.modeling import build_model
 from torchvision.ops import batched_nms
 
-from model import modeldir, taxonomy
+from model import modeldir
 from model.config import resolve_device
 from model.io import read_image
 from model.records import Box, Detection
@@ -139,11 +139,10 @@ class Predictor:
         """Split this model's BI-RADS 4 boxes into 4A/4B/4C with ``second``, a model trained
         without BI-RADS 4 (the paper's two-model scheme); returns a callable like this one. The
         cuts: ``cuts``, else those fitted for ``second`` (``birads fit-cuts``), else the defaults."""
-        from model.subcategory import SubcategorySplitter, load_cuts
+        from model.subcategory import SubcategorySplitter, load_cuts, require_second_model
 
+        require_second_model(second.classes, str(second.model_dir))
         splitter = SubcategorySplitter(cuts or load_cuts(second.model_dir))
-        if any(int(taxonomy.rank(c)) == 4 for c in second.classes):
-            raise ValueError(f"{second.model_dir} was trained with BI-RADS 4: it cannot split it")
 
         def predict(images: Sequence[ImageInput], batch_size: int = 4) -> list[Detection]:
             arrays = [as_rgb(i) for i in images]

@@ -49,7 +49,7 @@ class ImageRecord:
     height: int
     boxes: list[Box] = field(default_factory=list)
     patient: str | None = None          # to keep splits patient-disjoint
-    split: str | None = None            # e.g. "fold1" (BUS-BRA) or "test"
+    split: str | None = None            # e.g. "fold1" (BUS-BRA) or "part1" (BrEaST)
     birads: str | None = None           # the experts' image-level category
     pathology: str | None = None        # "benign" / "malignant" where biopsy-proven; else None
 

@@ -16,6 +16,7 @@ them on data that has subcategories (BrEaST) when the scores are not calibrated 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -25,8 +26,12 @@ from model.io import DataError, write_atomic
 from model.records import Box, Detection, ImageRecord
 
 DEFAULT_CUTS = (0.10, 0.50)
+# What the two-model scheme can answer: a BI-RADS 4 box the second model finds nothing on stays 4.
+SPLIT_CLASSES = ("2", "3", "4", "4A", "4B", "4C", "5")
 CUTS_FILE = "subcategory_cuts.json"
 MIN_IOU = 0.3
+MIN_LESIONS = 10  # fewer, or a subcategory missing, and fitted cuts are mostly noise
+log = logging.getLogger(__name__)
 
 
 def malignancy_likeness(class_scores: dict[str, float]) -> float:
@@ -45,8 +50,10 @@ def subcategory(likeness: float, cuts: tuple[float, float] = DEFAULT_CUTS) -> st
 
 
 def fit_cuts(likeness: Sequence[float], truth: Sequence[str]) -> tuple[float, float]:
-    """Cut points that classify the most lesions right (the lowest such cuts on ties)."""
-    candidates = sorted({0.0, 1.0000001, *likeness})
+    """Cut points that classify the most lesions right; each cut lies halfway between two
+    neighbouring likeness values (the lowest such cuts on ties), not on a lesion itself."""
+    values = sorted(set(likeness))
+    candidates = [0.0, *((a + b) / 2 for a, b in zip(values, values[1:])), 1.0000001]
     best, best_cuts = -1, DEFAULT_CUTS
     for i, low in enumerate(candidates):
         for high in candidates[i:]:
@@ -54,6 +61,13 @@ def fit_cuts(likeness: Sequence[float], truth: Sequence[str]) -> tuple[float, fl
             if right > best:
                 best, best_cuts = right, (low, high)
     return best_cuts
+
+
+def require_second_model(classes: Sequence[str], name: str) -> None:
+    """Only a model that never learned BI-RADS 4 can place a 4 between its ends."""
+    if any(int(taxonomy.rank(c)) == 4 for c in classes):
+        raise DataError(f"{name} was trained with BI-RADS 4: it cannot split it "
+                        "(train the second model with --without-birads-4)")
 
 
 def matched_likeness(box: Box, second: Detection, min_iou: float = MIN_IOU) -> float | None:
@@ -80,7 +94,12 @@ def fit_on_records(records: Sequence[ImageRecord], second: Sequence[Detection]) 
         raise DataError("no 4A/4B/4C lesion found by the second model: nothing to fit cuts on")
     cuts = fit_cuts(likeness, truth)
     right = sum(subcategory(x, cuts) == t for x, t in zip(likeness, truth))
-    return {"cuts": list(cuts), "lesions": len(truth), "right": right}
+    fitted = {"cuts": list(cuts), "lesions": len(truth), "right": right}
+    if len(truth) < MIN_LESIONS or len(set(truth)) < len(taxonomy.SUBCATEGORIES_OF_4):
+        fitted["warning"] = (f"fitted on {len(truth)} lesions of {sorted(set(truth))}: too few to trust; "
+                             f"the defaults {DEFAULT_CUTS} may serve better")
+        log.warning(fitted["warning"])
+    return fitted
 
 
 def save_cuts(model_dir: str | Path, fitted: dict) -> Path:

@@ -9,6 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ref=${REF:-runs/reference/model}
 out=${OUT:-runs/subcategories}
+mkdir -p "$(dirname "$out")" && date +%s > "$out.start"  # wall time for docs/results.md
 breast="breast:${DATA:-../shared/data}/BrEaST"
 tune=(--weights "$ref" --image-size 512 --max-iter "${ITERS:-150}" --batch-size 2 --base-lr 0.005 --bf16
       --num-workers 1)
@@ -20,3 +21,4 @@ tune=(--weights "$ref" --image-size 512 --max-iter "${ITERS:-150}" --batch-size 
   --image-decision top --out "$out/two-models-report"
 ./birads evaluate --data "$breast" --splits part2 --model "$out/direct" --image-decision top \
   --out "$out/direct-report"
+date +%s > "$out.end"

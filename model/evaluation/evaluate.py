@@ -3,8 +3,8 @@
 Image-level decisions ("decision"): "shown" takes the boxes the predictor would show (score >=
 ``score_threshold``) and the image's category is its most suspicious box, BI-RADS 1 when there is
 none (``model.taxonomy.image_category``): what the annotator sees. "top" takes the category of the
-most confident box at any score: the paper's per-lesion classification, for data where every image
-holds a lesion. Box AP uses all detections down to a low score.
+most confident box at any score down to ``LOW_SCORE``: the paper's per-lesion classification, for
+data where every image holds a lesion. Box AP uses all detections down to a low score.
 """
 
 from __future__ import annotations
@@ -57,11 +57,15 @@ def malignancy_score(detection: Detection, threshold: str = taxonomy.BIOPSY_THRE
 
 
 def _common_classes(records: list[ImageRecord], classes: Sequence[str]) -> list[str]:
-    """The model's classes, or the coarse ones when the data has plain 4 and the model 4A/4B/4C."""
+    """The model's classes, or the coarse ones where the two do not meet: data with plain 4 and a
+    model with 4A/4B/4C, or data with 4 and a model without it."""
+    categories = {b.category for r in records for b in r.boxes}
+    model_splits_4 = any(c in taxonomy.SUBCATEGORIES_OF_4 for c in classes)
+    if model_splits_4 and taxonomy.label_set_for(categories) == taxonomy.COARSE:
+        return taxonomy.detector_classes(taxonomy.COARSE)
     try:
-        for record in records:
-            for box in record.boxes:
-                taxonomy.roll_up(box.category, classes)
+        for category in categories:
+            taxonomy.roll_up(category, classes)
         return list(classes)
     except taxonomy.UnknownCategory:
         return taxonomy.detector_classes(taxonomy.COARSE)

@@ -204,7 +204,7 @@ def test_second_model_without_birads_4_splits_4_into_subcategories(overfit_model
                  "--split-4-with", str(second_dir), "--image-decision", "top", "--out", str(report),
                  "--no-bf16"]) == 0
     m = json.loads((report / "metrics.json").read_text())
-    assert m["decision"] == "top" and m["classes"] == ["2", "3", "4A", "4B", "4C", "5"]
+    assert m["decision"] == "top" and m["classes"] == ["2", "3", "4", "4A", "4B", "4C", "5"]
 
 
 def test_interrupted_training_resumes_from_its_checkpoint(records, tmp_path):

@@ -59,3 +59,20 @@ def test_coarse_reads_subcategories_as_four():
 
     records = coarse([_record("a", "4B", "malignant"), _record("b", "3", "benign")])
     assert [(r.birads, r.boxes[0].category) for r in records] == [("4", "4"), ("3", "3")]
+
+
+def test_a_four_left_unsplit_is_scored_below_4b_not_an_error():
+    from model.subcategory import SPLIT_CLASSES
+
+    records = [_record("a", "4B", "malignant"), _record("b", "4A", "benign")]
+    detections = [_detection(("4", 0.9)), _detection(("4A", 0.8))]  # the first: no second-model match
+    m = evaluate(records, detections, SPLIT_CLASSES, decision="top").metrics
+    sub = m["subcategories"]
+    assert (sub["4A_vs_4B"]["fn"], sub["4A_vs_4B"]["tn"], sub["predicted_outside_4"]) == (1, 1, 1)
+    assert m["per_category"]["4"]["support"] == 0 and m["ap50"] >= 0
+
+
+def test_subcategory_model_on_coarse_data_is_scored_coarse():
+    m = evaluate([_record("a", "4", "malignant")], [_detection(("4B", 0.9))],
+                 ["2", "3", "4A", "4B", "4C", "5"], decision="top").metrics
+    assert m["classes"] == ["2", "3", "4", "5"] and m["category_accuracy"] == 1

@@ -59,9 +59,19 @@ def test_cuts_fitted_on_expert_boxes_travel_with_the_second_model(tmp_path):
              lesion("4C", None), lesion("2", 0.05)]  # unmatched and non-4 lesions are not fitted on
     fitted = fit_on_records([r for r, _ in pairs], [d for _, d in pairs])
     assert fitted["lesions"] == 4 and fitted["right"] == 4
-    assert [subcategory(x, tuple(fitted["cuts"])) for x in (0.30, 0.32, 0.45, 0.60)] == ["4A", "4A", "4B", "4C"]
+    assert fitted["cuts"] == pytest.approx([0.385, 0.525])  # halfway between neighbouring lesions
+    assert "too few" in fitted["warning"]
     assert load_cuts(tmp_path) == DEFAULT_CUTS  # nothing fitted yet
     save_cuts(tmp_path, fitted)
     assert load_cuts(tmp_path) == tuple(fitted["cuts"])
     with pytest.raises(ValueError, match="nothing to fit"):
         fit_on_records([pairs[-1][0]], [pairs[-1][1]])
+
+
+def test_only_a_model_without_bi_rads_4_may_split_it():
+    from model.io import DataError
+    from model.subcategory import require_second_model
+
+    require_second_model(["2", "3", "5"], "second")
+    with pytest.raises(DataError, match="trained with BI-RADS 4"):
+        require_second_model(["2", "3", "4", "5"], "first")
