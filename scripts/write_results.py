@@ -10,6 +10,7 @@ discussion (from the heading DISCUSSION on) of an existing docs/results.md is ke
 from __future__ import annotations
 
 import json
+import os
 import platform
 import shutil
 import sys
@@ -22,7 +23,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from model.evaluation.report import PAPER  # noqa: E402
+from model.evaluation.report import DECISION_TEXT, PAPER  # noqa: E402
+from model.simulation import _fmt as cell  # noqa: E402
 
 DOC = REPO / "docs" / "results.md"
 PICTURES = REPO / "docs" / "results"
@@ -63,9 +65,9 @@ def evaluation_section(title: str, report: Path, prefix: str) -> list[str]:
     m = json.loads((report / "metrics.json").read_text())
     lines = [f"## {title}: {m['n_images']} images", "",
              f"COCO box AP {m['ap']:.3f}, AP50 {m['ap50']:.3f} over the BI-RADS classes; lesion AP50 "
-             f"(any category) {m['ap50_lesion']:.3f}; image-level BI-RADS accuracy {pct(m['category_accuracy'])} "
-             f"(most confident box); acceptance rate (pre-annotation at score >= {m['score_threshold']} "
-             f"accepted unchanged) {pct(m['acceptance_rate'])}.", "",
+             f"(any category) {m['ap50_lesion']:.3f}; image-level BI-RADS accuracy {pct(m['category_accuracy'])}; "
+             f"acceptance rate (pre-annotation at score >= {m['score_threshold']} "
+             f"accepted unchanged) {pct(m['acceptance_rate'])}. {DECISION_TEXT[m['decision']]}", "",
              "Per category, one vs rest (the paper's Table I form):", "",
              "| BI-RADS | accuracy | sensitivity | specificity | support |", "|---|---|---|---|---|"]
     lines += [f"| {c} | {pct(s['accuracy'])} | {pct(s['sensitivity'])} | {pct(s['specificity'])} | {s['support']} |"
@@ -92,9 +94,11 @@ def subcategory_section(runs: Path) -> list[str]:
     cuts = json.loads((base / "without4" / "subcategory_cuts.json").read_text())
     subs = {name: json.loads((p / "metrics.json").read_text()).get("subcategories") for name, p in arms.items()}
     n = json.loads((base / "direct-report" / "metrics.json").read_text())["n_images"]
+    tuned = json.loads((base / "direct" / "model.json").read_text())["settings"]
     lines = ["## BI-RADS 4 -> 4A / 4B / 4C on BrEaST (the paper's Table III)", "",
              f"`scripts/subcategory_comparison.sh` ({minutes(runs, 'subcategories')}): every model starts from the "
-             "reference model and is fine-tuned on BrEaST part1 (150 iterations, 512 px); all are tested on "
+             f"reference model and is fine-tuned on BrEaST part1 ({tuned['max_iter']} iterations, "
+             f"{tuned['image_size']} px); all are tested on "
              f"part2 ({n} images). Two models: a first model on part1 with 4A/4B/4C read as 4, and the paper's "
              "second model trained on part1 without BI-RADS 4 images; its likeness P(5) / (P(2) + P(3) + P(5)) "
              f"is cut at {cuts['cuts'][0]:.3f} / {cuts['cuts'][1]:.3f}, fitted on part1's "
@@ -127,10 +131,10 @@ def simulation_plot(results: dict[str, dict]) -> str:
                    "o-", label=f"lesion AP50, {order}")
         right.plot([r["train_images"] for r in result["rounds"]], [r["ap50"] for r in result["rounds"]],
                    "s--", label=f"BI-RADS AP50, {order}")
-    any_result = next(iter(results.values()))
-    done = [r for r in any_result["rounds"] if r["corrections_per_image"] is not None]
+    order, baseline = next(iter(results.items()))
+    done = [r for r in baseline["rounds"] if r["corrections_per_image"] is not None]
     left.plot([r["round"] for r in done], [r["baseline_corrections_per_image"] for r in done], "k:",
-              label="drawn by hand (random order)")
+              label=f"drawn by hand ({order} order)")
     left.set_xlabel("round")
     left.set_ylabel("expert corrections per image")
     left.legend(fontsize=8)
@@ -156,7 +160,8 @@ def simulation_section(runs: Path) -> list[str]:
              f"`scripts/simulation.sh` ({minutes(runs, 'simulation')} for both orders): the reference model "
              "(BUS-BRA) arrives at another hospital (BrEaST, read as BI-RADS 2/3/4/5). Experts label "
              f"{s['initial']} part1 images; the model is fine-tuned on them ({s['train']['max_iter']} iterations, "
-             f"512 px); then each round it pre-annotates {s['round_size']} more (boxes shown at score >= "
+             f"{s['train']['image_size']} px); then each round it pre-annotates {s['round_size']} more "
+             "(boxes shown at score >= "
              f"{s['score_threshold']}), the simulated expert corrects them from the ground truth (each box "
              "added, deleted, moved at IoU < 0.5 or relabelled is one correction), they join the training set "
              "and the model is fine-tuned from its previous version; each round's model is tested on part2. "
@@ -166,11 +171,16 @@ def simulation_section(runs: Path) -> list[str]:
     for order, result in results.items():
         lines += [f"{order} order:", "", "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
         for r in result["rounds"]:
-            cells = ["n/a" if r[k] is None else f"{r[k]:.3f}" if isinstance(r[k], float) else str(r[k])
-                     for k in keys]
-            lines.append("| " + " | ".join(cells) + " |")
+            lines.append("| " + " | ".join(cell(r[k]) for k in keys) + " |")
         lines.append("")
     return lines
+
+
+def cpu_name() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").is_file() else []:
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown CPU"
 
 
 def header(runs: Path) -> list[str]:
@@ -181,16 +191,18 @@ def header(runs: Path) -> list[str]:
             "Every number below comes from `scripts/write_results.py` reading the outputs of three scripts, run "
             "one after another in one sitting: `scripts/reference_model.sh`, "
             "`scripts/subcategory_comparison.sh`, `scripts/simulation.sh` (weights stay in `runs/`, not in git).",
-            "", f"Hardware: {platform.machine()} CPU, 2 cores (Intel Xeon with AMX bf16), no GPU.", "",
+            "", f"Hardware: {cpu_name()}, {os.cpu_count()} cores ({platform.machine()}), CPU only.", "",
             "## Reference model: R101-FPN on BUS-BRA folds 1-3", "", "```", *commands, "```", "",
             f"{info['data']['images']} training images (BUS-BRA folds 1-3), classes "
             f"{', '.join(info['classes'])}; R101-FPN from scratch (GroupNorm, FREEZE_AT=0: no pretrained "
             f"weights can be downloaded here), {info['settings']['image_size']} px, batch "
             f"{info['settings']['batch_size']}, bf16 autocast + channels_last, LR "
-            f"{info['settings']['base_lr']} dropped 10x at 80 %, flips/rotation/brightness on the fly, "
+            f"{info['settings']['base_lr']} dropped 10x at {100 * info['settings']['lr_drop_at']:.0f} %, "
+            "flips/rotation/brightness on the fly, "
             f"{info['settings']['max_iter']} iterations. Wall time: {minutes(runs, 'reference')} for the "
             "script (training and both evaluations). Image-level figures take each image's most confident "
-            "box (`--image-decision top`, the paper's per-lesion classification).", ""]
+            "box (`--image-decision top`, the paper's per-lesion classification; BrEaST's two BI-RADS 1 "
+            "images, which hold no lesion, are scored the same way).", ""]
 
 
 def main() -> None:
