@@ -72,7 +72,7 @@ def plot_examples(evaluation: Evaluation, path: Path, score_threshold: float, co
 
 DECISION_TEXT = {
     "shown": "Image-level category: the most suspicious box shown to the annotator; BI-RADS 1 when none.",
-    "top": "Image-level category: the most confident box at any score (the paper's per-lesion "
+    "top": "Image-level category: the most confident box at any score down to 0.05 (the paper's per-lesion "
            "classification; every image is assumed to hold a lesion).",
 }
 
