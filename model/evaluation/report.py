@@ -41,11 +41,25 @@ def plot_confusion(matrix: list[list[int]], labels: list[str], path: Path, title
     plt.close(figure)
 
 
+def _one_of_each(records, count: int) -> list[int]:
+    """Up to ``count`` indices taking the experts' categories in turn (in data order within each)."""
+    queues: dict[str, list[int]] = {}
+    for index, record in enumerate(records):
+        queues.setdefault(record.birads or "", []).append(index)
+    chosen: list[int] = []
+    while len(chosen) < count and any(queues.values()):
+        for category in sorted(queues):
+            if queues[category] and len(chosen) < count:
+                chosen.append(queues[category].pop(0))
+    return chosen
+
+
 def plot_examples(evaluation: Evaluation, path: Path, score_threshold: float, count: int = 8,
                   decision: str = "shown") -> None:
     """Expert boxes (green) and the model's shown boxes (red, with category and score); under the
-    "top" decision also the most confident box, whatever its score."""
-    pairs = list(zip(evaluation.records, evaluation.detections))[:count]
+    "top" decision also the most confident box, whatever its score. Images of each expert category
+    in turn, so that one picture shows every category the data has."""
+    pairs = [(evaluation.records[i], evaluation.detections[i]) for i in _one_of_each(evaluation.records, count)]
     columns = min(4, len(pairs))
     rows = -(-len(pairs) // columns)
     figure, axes_grid = plt.subplots(rows, columns, figsize=(4 * columns, 4 * rows), squeeze=False)

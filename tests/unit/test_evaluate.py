@@ -76,3 +76,11 @@ def test_subcategory_model_on_coarse_data_is_scored_coarse():
     m = evaluate([_record("a", "4", "malignant")], [_detection(("4B", 0.9))],
                  ["2", "3", "4A", "4B", "4C", "5"], decision="top").metrics
     assert m["classes"] == ["2", "3", "4", "5"] and m["category_accuracy"] == 1
+
+
+def test_example_pictures_take_the_categories_in_turn():
+    from model.evaluation.report import _one_of_each
+
+    records = [_record(str(n), c, "benign") for n, c in enumerate(["4", "4", "4", "2", "5", "2"])]
+    assert _one_of_each(records, 5) == [3, 0, 4, 5, 1]
+    assert _one_of_each(records, 10) == [3, 0, 4, 5, 1, 2]
