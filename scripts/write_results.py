@@ -135,6 +135,7 @@ def simulation_plot(results: dict[str, dict]) -> str:
     done = [r for r in baseline["rounds"] if r["corrections_per_image"] is not None]
     left.plot([r["round"] for r in done], [r["baseline_corrections_per_image"] for r in done], "k:",
               label=f"drawn by hand ({order} order)")
+    left.set_xticks([r["round"] for r in done])
     left.set_xlabel("round")
     left.set_ylabel("expert corrections per image")
     left.legend(fontsize=8)
