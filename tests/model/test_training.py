@@ -22,9 +22,11 @@ from model.train import train
 
 pytestmark = pytest.mark.slow
 
+# fp32 training: on an AMX Xeon, 180 iterations under bf16 autocast overfit only to lesion AP50
+# ~0.6 (>= 0.9 in fp32, and under bf16 on an AVX-512 EPYC); bf16 inference is checked separately.
 TINY = dict(base_config="COCO-Detection/faster_rcnn_R_50_FPN_1x.yaml", image_size=160, batch_size=4,
             base_lr=0.02, warmup_iters=20, rotation_degrees=0, brightness=(1.0, 1.0), roi_per_image=64,
-            num_workers=0, log_period=50, bf16=True)
+            num_workers=0, log_period=50, bf16=False)
 
 
 @pytest.fixture(scope="module")
