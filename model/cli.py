@@ -25,13 +25,18 @@ def _add_data(parser: argparse.ArgumentParser) -> None:
                         help="read BI-RADS 4A/4B/4C as plain 4 (a model of categories 2, 3, 4, 5)")
 
 
+def _everything(args: argparse.Namespace):
+    """All records of ``--data``, 4A/4B/4C read as 4 under ``--coarse``."""
+    from model import datasets
+
+    records = datasets.load(args.data, args.image_root)
+    return datasets.coarse(records) if args.coarse else records
+
+
 def _records(args: argparse.Namespace):
     from model import datasets
 
-    records = datasets.select(datasets.load(args.data, args.image_root), args.splits,
-                              args.exclude_splits)
-    if args.coarse:
-        records = datasets.coarse(records)
+    records = datasets.select(_everything(args), args.splits, args.exclude_splits)
     if not records:
         raise DataError(f"{args.data}: no images left after choosing splits")
     return records
@@ -121,9 +126,7 @@ def cmd_simulate(args: argparse.Namespace) -> None:
     from model import datasets
     from model.simulation import SimulationSettings, simulate
 
-    everything = datasets.load(args.data, args.image_root)
-    if args.coarse:
-        everything = datasets.coarse(everything)
+    everything = _everything(args)
     pool = datasets.select(everything, args.splits, args.exclude_splits)
     holdout = datasets.select(everything, args.holdout_splits)
     pool = [r for r in pool if r not in holdout]

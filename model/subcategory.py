@@ -85,9 +85,9 @@ def fit_on_records(records: Sequence[ImageRecord], second: Sequence[Detection]) 
     detections on them), with how many lesions they rest on and how many they classify right."""
     likeness, truth = [], []
     for record, detection in zip(records, second):
-        for box in record.boxes:
+        for box in (b for b in record.boxes if b.category in taxonomy.SUBCATEGORIES_OF_4):
             value = matched_likeness(box, detection)
-            if box.category in taxonomy.SUBCATEGORIES_OF_4 and value is not None:
+            if value is not None:
                 likeness.append(value)
                 truth.append(box.category)
     if not truth:

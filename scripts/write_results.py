@@ -213,9 +213,8 @@ def header(runs: Path) -> list[str]:
 
 def main() -> None:
     runs = Path(sys.argv[1]) if len(sys.argv) > 1 else REPO / "runs"
-    kept = ""
-    if DOC.is_file() and DISCUSSION in DOC.read_text():
-        kept = DOC.read_text()[DOC.read_text().index(DISCUSSION):]
+    old = DOC.read_text() if DOC.is_file() else ""
+    kept = old[old.index(DISCUSSION):] if DISCUSSION in old else ""
     lines = header(runs)
     lines += evaluation_section("BUS-BRA fold 4 (held-out patients)", runs / "reference" / "fold4", "fold4")
     lines += evaluation_section("BrEaST (another hospital, other scanners)", runs / "reference" / "breast", "breast")
