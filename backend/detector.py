@@ -18,7 +18,7 @@ from label_studio_ml.model import LabelStudioMLBase
 from backend.images import ImageError
 from backend.labels import LabelMap, parse_label_config
 from backend.services import Services
-from model.evaluation.evaluate import LOW_SCORE
+from model.evaluation.evaluate import LOW_SCORE, displayed
 from model.records import Detection
 
 log = logging.getLogger(__name__)
@@ -43,12 +43,11 @@ class ModelCache:
         self._lock = threading.Lock()
 
     def version(self, project: int) -> str:
-        return self.services.registry(project).current() or UNTRAINED
+        return self.services.served(project)[0] or UNTRAINED
 
     def get(self, project: int):
         """(version, predictor or None, lock serialising inference on it)."""
-        registry = self.services.registry(project)
-        version = registry.current()
+        version, path = self.services.served(project)
         if version is None:
             return UNTRAINED, None, None
         with self._lock:
@@ -57,7 +56,7 @@ class ModelCache:
                 from model.predict import Predictor
 
                 s = self.services.settings
-                predictor = Predictor(registry.path(version), device=s.device, bf16=s.bf16_choice,
+                predictor = Predictor(path, device=s.device, bf16=s.bf16_choice,
                                       score_threshold=LOW_SCORE, max_boxes=max(s.max_boxes, 20))
                 cached = (version, predictor, threading.Lock())
                 self._loaded[project] = cached
@@ -65,11 +64,12 @@ class ModelCache:
             return cached
 
 
-def regions(detection: Detection, labels: LabelMap, threshold: float, max_boxes: int) -> list[dict]:
+def regions(detection: Detection, labels: LabelMap, threshold: float, max_boxes: int,
+            show: str = "threshold") -> list[dict]:
     result = []
-    for box in detection.boxes:
-        if box.score < threshold or len(result) >= max_boxes:
-            continue
+    for box in displayed(detection, threshold, show):
+        if len(result) >= max_boxes:
+            break
         label = labels.label_for(box.category)
         if label is None:  # never emit a label the config does not have
             log.warning("no label in the project's config for BI-RADS %s: box dropped", box.category)
@@ -123,7 +123,7 @@ class BiradsDetector(LabelStudioMLBase):
         s = self.services.settings
         with lock:
             detections = predictor(images, batch_size=s.predict_batch)
-        return [{"result": regions(d, self.labels, s.score_threshold, s.max_boxes),
+        return [{"result": regions(d, self.labels, s.score_threshold, s.max_boxes, s.show_boxes),
                  "score": round(d.confidence(s.score_threshold), 4), "model_version": version} for d in detections]
 
     def fit(self, event: str, data: dict | None = None, **kwargs) -> dict:

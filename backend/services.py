@@ -9,7 +9,10 @@ from pathlib import Path
 from backend.images import ImageFetcher
 from backend.labelstudio import LabelStudioAPI
 from backend.settings import Settings
+from model.modeldir import is_model_dir
 from model.registry import Registry
+
+STARTER_PREFIX = "starter-"  # version name of INITIAL_WEIGHTS while a project has none of its own
 
 
 class Services:
@@ -31,6 +34,22 @@ class Services:
 
     def registry(self, project: int) -> Registry:
         return Registry(self.project_dir(project))
+
+    @cached_property
+    def starter(self) -> Path | None:
+        """INITIAL_WEIGHTS when it is a model directory: served until a project trains its own."""
+        weights = self.settings.initial_weights
+        return Path(weights) if weights and is_model_dir(weights) else None
+
+    def served(self, project: int) -> tuple[str | None, Path | None]:
+        """(version, model directory) a project's predictions come from; (None, None) untrained."""
+        registry = self.registry(project)
+        version = registry.current()
+        if version is not None:
+            return version, registry.path(version)
+        if self.starter is not None:
+            return STARTER_PREFIX + self.starter.name, self.starter
+        return None, None
 
     def projects(self) -> list[int]:
         root = Path(self.settings.model_dir)

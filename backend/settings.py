@@ -40,6 +40,10 @@ class Settings:
     # prediction
     score_threshold: float = field(default=0.5, metadata={
         "env": "SCORE_THRESHOLD", "doc": "smallest box score shown to annotators"})
+    show_boxes: str = field(default="threshold", metadata={
+        "env": "SHOW_BOXES",
+        "doc": "threshold: boxes scored >= SCORE_THRESHOLD; top1: also the most confident box whatever its "
+               "score; top1-only: just that box (docs/results.md, expert effort)"})
     max_boxes: int = field(default=5, metadata={"env": "MAX_BOXES", "doc": "most boxes per image"})
     predict_batch: int = field(default=4, metadata={"env": "PREDICT_BATCH", "doc": "images per forward pass"})
     device: str = field(default="auto", metadata={"env": "DEVICE", "doc": "auto, cpu or cuda"})
@@ -57,8 +61,12 @@ class Settings:
     # training
     initial_weights: str = field(default="", metadata={
         "env": "INITIAL_WEIGHTS",
-        "doc": "first training starts from: empty (scratch), a checkpoint path, a URL or zoo:<config>"})
-    train_image_size: int = field(default=800, metadata={"env": "TRAIN_IMAGE_SIZE", "doc": "the paper's 800 px"})
+        "doc": "a starter model directory (`birads train` output: served to projects with no trained "
+               "version yet, and fine-tuned by their first training job); or only a start for the first "
+               "training: empty (scratch), a checkpoint path, a URL or zoo:<config>"})
+    train_image_size: int = field(default=0, metadata={
+        "env": "TRAIN_IMAGE_SIZE",
+        "doc": "short side in px; 0: the parent model's (the paper's 800 px when training from scratch)"})
     train_epochs: float = field(default=12.0, metadata={"env": "TRAIN_EPOCHS", "doc": "epochs per training job"})
     train_max_iter: int = field(default=0, metadata={
         "env": "TRAIN_MAX_ITER", "doc": "iterations per job (0: from TRAIN_EPOCHS)"})
@@ -90,6 +98,11 @@ class Settings:
     def __post_init__(self) -> None:
         if self.bf16.lower() not in _BF16:
             raise ValueError(f"environment variable BF16={self.bf16!r} must be auto, true or false")
+        from model.evaluation.evaluate import DISPLAYS
+
+        if self.show_boxes not in DISPLAYS:
+            raise ValueError(f"environment variable SHOW_BOXES={self.show_boxes!r} must be one of "
+                             f"{', '.join(DISPLAYS)}")
         if not 0 <= self.holdout_fraction < 1:
             raise ValueError(f"HOLDOUT_FRACTION={self.holdout_fraction} must be in [0, 1)")
 

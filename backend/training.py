@@ -113,6 +113,7 @@ def train_project(project: int, label_config: str) -> dict:
             train_records, holdout = records, []
         registry = services.registry(project)
         parent = registry.current()
+        # the starter model (or plain initial weights) seeds a project's first version
         weights = str(registry.path(parent)) if parent else settings.initial_weights
         version = registry.new_version_name()
         out = registry.path(version)

@@ -7,15 +7,15 @@ from detectron2.data import transforms as T
 from model.config import TrainSettings
 
 
-def training_augmentations(settings: TrainSettings) -> list[T.Augmentation]:
-    """Resize to the paper's square input, then the paper's augmentations.
+def training_augmentations(settings: TrainSettings, short: int, longest: int) -> list[T.Augmentation]:
+    """Resize (short side ``short``, long side at most ``longest``), then the paper's augmentations.
 
     Rotation is small (default +-10 degrees): a rotated box is the bounding box of the rotated
     corners, so large angles would teach the model loose boxes; ultrasound frames also always
     have the transducer at the top.
     """
     augs: list[T.Augmentation] = [
-        T.ResizeShortestEdge(settings.image_size, settings.image_size, sample_style="choice"),
+        T.ResizeShortestEdge(short, longest, sample_style="choice"),
         T.RandomFlip(prob=0.5, horizontal=True, vertical=False),
         T.RandomFlip(prob=0.5, horizontal=False, vertical=True),
     ]

@@ -64,6 +64,16 @@ def cmd_train(args: argparse.Namespace) -> None:
     print(out)
 
 
+def cmd_pretrain(args: argparse.Namespace) -> None:
+    from model import datasets
+    from model.pretrain import PretrainSettings, pretrain
+
+    holdout = datasets.select(_everything(args), args.holdout_splits) if args.holdout_splits else None
+    values = {f.name: getattr(args, f.name) for f in fields(PretrainSettings)
+              if getattr(args, f.name, None) is not None}
+    print(pretrain(_records(args), args.out, PretrainSettings(**values), holdout))
+
+
 def cmd_predict(args: argparse.Namespace) -> None:
     from model.predict import Predictor
 
@@ -88,6 +98,22 @@ def _all_scores_predictor(model_dir: Path, args: argparse.Namespace):
                      max_boxes=args.max_boxes)
 
 
+def _costs(args: argparse.Namespace):
+    from model.evaluation.effort import ActionCosts
+
+    return ActionCosts(**{f.name: getattr(args, "cost_" + f.name) for f in fields(ActionCosts)
+                          if getattr(args, "cost_" + f.name, None) is not None})
+
+
+def _cost_options(parser: argparse.ArgumentParser) -> None:
+    from model.evaluation.effort import ActionCosts
+
+    for f in fields(ActionCosts):
+        parser.add_argument(f"--cost-{f.name}", type=float, metavar="SECONDS",
+                            help=f"expert-seconds to {f.name} a box (default {f.default}; "
+                            "sources in model/evaluation/effort.py)")
+
+
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from model.evaluation.evaluate import evaluate
     from model.evaluation.report import write_report
@@ -101,12 +127,12 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         classes = list(SPLIT_CLASSES)
     detections = predict([r.path for r in records], args.batch_size)
     evaluation = evaluate(records, detections, classes, args.score_threshold, args.biopsy_threshold,
-                          args.image_decision)
+                          args.image_decision, _costs(args))
     write_report(evaluation, args.out, str(args.model), args.data)
     m = evaluation.metrics
     print(json.dumps({k: m.get(k) for k in ("n_images", "ap", "ap50", "ap50_lesion",
                                              "acceptance_rate", "category_accuracy",
-                                             "screening_paper", "screening")}, indent=1))
+                                             "screening_paper", "screening", "effort")}, indent=1))
     print(f"report: {Path(args.out) / 'report.md'}")
 
 
@@ -132,7 +158,7 @@ def cmd_simulate(args: argparse.Namespace) -> None:
     pool = [r for r in pool if r not in holdout]
     settings = SimulationSettings(initial=args.initial, round_size=args.round_size, rounds=args.rounds,
                                   order=args.order, score_threshold=args.score_threshold, seed=args.sim_seed,
-                                  train=_settings(args))
+                                  display=args.display, costs=_costs(args), train=_settings(args))
     result = simulate(pool, holdout, args.out, settings)
     print(json.dumps(result["rounds"], indent=1))
 
@@ -151,7 +177,7 @@ def _train_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", help="none (from scratch), a checkpoint, a URL, "
                         "zoo:<config> or a model directory to fine-tune")
     parser.add_argument("--base-config", help="detectron2 model-zoo config (default R101-FPN)")
-    for name, kind in (("image_size", int), ("epochs", float), ("max_iter", int),
+    for name, kind in (("image_size", int), ("max_size", int), ("epochs", float), ("max_iter", int),
                        ("batch_size", int), ("base_lr", float), ("augment_factor", int),
                        ("rotation_degrees", float), ("roi_per_image", int), ("repeat_threshold", float),
                        ("seed", int), ("checkpoint_period", int), ("num_workers", int)):
@@ -165,6 +191,8 @@ def _train_options(parser: argparse.ArgumentParser) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
+    from model.evaluation.evaluate import DISPLAYS
+
     root = argparse.ArgumentParser(prog="birads", description=__doc__)
     commands = root.add_subparsers(dest="command", required=True)
 
@@ -185,6 +213,18 @@ def parser() -> argparse.ArgumentParser:
     _train_options(p)
     p.set_defaults(run=cmd_train)
 
+    p = commands.add_parser("pretrain", help="pretrain the detector's ResNet trunk as a classifier "
+                            "of lesion crops; writes a directory for `train --weights`")
+    _add_data(p)
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--holdout-splits", nargs="*", help="score the crop classifier on these splits")
+    for name, kind in (("crop_size", int), ("epochs", int), ("batch_size", int), ("max_lr", float),
+                       ("background_per_lesion", float), ("seed", int)):
+        p.add_argument("--" + name.replace("_", "-"), type=kind)
+    p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
+                   help="bfloat16 autocast (default on)")
+    p.set_defaults(run=cmd_pretrain)
+
     p = commands.add_parser("predict", help="detect lesions in images (JSON lines)")
     _inference_options(p)
     p.add_argument("--split-4-with", type=Path, metavar="MODEL",
@@ -201,6 +241,7 @@ def parser() -> argparse.ArgumentParser:
                    help="image category: most suspicious shown box, or most confident box at any score")
     p.add_argument("--split-4-with", type=Path, metavar="MODEL",
                    help="a model trained --without-birads-4: splits BI-RADS 4 boxes into 4A/4B/4C")
+    _cost_options(p)
     p.set_defaults(run=cmd_evaluate)
 
     p = commands.add_parser("fit-cuts", help="fit a --without-birads-4 model's 4A/4B/4C cuts on "
@@ -219,6 +260,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--order", choices=("random", "uncertain"), default="random")
     p.add_argument("--score-threshold", type=float, default=0.5)
     p.add_argument("--sim-seed", type=int, default=0, help="order of the unlabelled pool")
+    p.add_argument("--display", choices=DISPLAYS, default="threshold",
+                   help="what the expert is shown: boxes >= --score-threshold, also the most confident "
+                   "box (top1), or only the most confident box (top1-only)")
+    _cost_options(p)
     _train_options(p)
     p.set_defaults(run=cmd_simulate)
     return root

@@ -18,6 +18,7 @@ from detectron2.config import CfgNode, get_cfg
 PRODUCT_CONFIG = Path(__file__).parent / "configs" / "birads.yaml"
 SCRATCH_CONFIG = Path(__file__).parent / "configs" / "from_scratch.yaml"
 ZOO_PREFIX = "zoo:"
+TRUNK_FILE = "trunk.pth"  # what `birads pretrain` writes (model.pretrain.TRUNK)
 
 
 @dataclass
@@ -26,7 +27,9 @@ class TrainSettings:
     # "" (from scratch), a local .pth/.pkl, a URL, "zoo:<config>" (that config's COCO weights) or
     # a model directory (fine-tune a previous version).
     weights: str = ""
-    image_size: int = 800          # the paper's 800x800: short side 800, long side at most 800
+    image_size: int = 800          # the paper's 800x800: short side 800, long side at most 800;
+                                   # 0: the parent model's sizes (fine-tuning), else the product's
+    max_size: int | None = None    # longest side; None: image_size (the paper's square cap)
     epochs: float = 12.0           # passes over the augmented data; sets max_iter unless given
     max_iter: int | None = None
     batch_size: int = 2
@@ -67,10 +70,18 @@ def iterations(settings: TrainSettings, n_images: int) -> int:
     return max(1, math.ceil(samples / settings.batch_size))
 
 
+def _trunk_file(weights: str) -> Path | None:
+    """``birads pretrain``'s output (a directory holding trunk.pth) as a weights file."""
+    trunk = Path(weights) / TRUNK_FILE if weights else None
+    return trunk if trunk is not None and trunk.is_file() else None
+
+
 def resolve_weights(weights: str) -> str:
     """A checkpoint path or URL detectron2's checkpointer can load; "" for none."""
     if weights.startswith(ZOO_PREFIX):
         return model_zoo.get_checkpoint_url(weights[len(ZOO_PREFIX):])
+    if _trunk_file(weights):
+        return str(_trunk_file(weights))
     if weights and Path(weights).is_dir():
         return str(Path(weights) / "model_final.pth")
     if weights and "://" not in weights and not Path(weights).is_file():
@@ -83,7 +94,7 @@ def build_config(settings: TrainSettings, classes: list[str], n_images: int,
     """The full detectron2 config for a training run on ``n_images`` images of ``classes``."""
     previous = Path(settings.weights) if settings.weights else None
     cfg = get_cfg()
-    if previous is not None and previous.is_dir():
+    if previous is not None and previous.is_dir() and not _trunk_file(settings.weights):
         # Fine-tuning a previous version: its architecture (e.g. GN from scratch) must match.
         cfg.merge_from_file(str(previous / "config.yaml"))
     else:
@@ -97,10 +108,11 @@ def build_config(settings: TrainSettings, classes: list[str], n_images: int,
     cfg.MODEL.DEVICE = resolve_device(settings.device)
     cfg.MODEL.ROI_HEADS.NUM_CLASSES = len(classes)
     cfg.MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE = settings.roi_per_image
-    cfg.INPUT.MIN_SIZE_TRAIN = (settings.image_size,)
-    cfg.INPUT.MAX_SIZE_TRAIN = settings.image_size
-    cfg.INPUT.MIN_SIZE_TEST = settings.image_size
-    cfg.INPUT.MAX_SIZE_TEST = settings.image_size
+    if settings.image_size:
+        cfg.INPUT.MIN_SIZE_TRAIN = (settings.image_size,)
+        cfg.INPUT.MAX_SIZE_TRAIN = settings.max_size or settings.image_size
+        cfg.INPUT.MIN_SIZE_TEST = settings.image_size
+        cfg.INPUT.MAX_SIZE_TEST = settings.max_size or settings.image_size
     cfg.SOLVER.IMS_PER_BATCH = settings.batch_size
     cfg.SOLVER.BASE_LR = settings.base_lr
     cfg.SOLVER.MAX_ITER = iters

@@ -36,6 +36,10 @@ class ModelInfo:
         return json.dumps(self.__dict__, indent=1)
 
 
+def is_model_dir(path: str | Path) -> bool:
+    return all((Path(path) / name).is_file() for name in (WEIGHTS, CONFIG, META))
+
+
 def read_info(model_dir: str | Path) -> ModelInfo:
     model_dir = Path(model_dir)
     missing = [n for n in (WEIGHTS, CONFIG, META) if not (model_dir / n).is_file()]

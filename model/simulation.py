@@ -26,8 +26,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from model import taxonomy  # noqa: E402
 from model.config import TrainSettings  # noqa: E402
-from model.evaluation import corrections  # noqa: E402
-from model.evaluation.evaluate import LOW_SCORE, evaluate  # noqa: E402
+from model.evaluation import corrections, effort  # noqa: E402
+from model.evaluation.evaluate import LOW_SCORE, displayed, evaluate  # noqa: E402
 from model.io import DataError, StagedDirectory  # noqa: E402
 from model.predict import Predictor  # noqa: E402
 from model.records import Box, Detection, ImageRecord  # noqa: E402
@@ -44,6 +44,8 @@ class SimulationSettings:
     rounds: int = 3
     order: str = "random"            # or "uncertain": least confident pre-annotations first
     score_threshold: float = 0.5     # boxes shown to the expert
+    display: str = "threshold"       # what the expert is shown (model.evaluation.evaluate.DISPLAYS)
+    costs: effort.ActionCosts = field(default_factory=effort.ActionCosts)
     seed: int = 0
     train: TrainSettings = field(default_factory=TrainSettings)
 
@@ -82,7 +84,8 @@ def simulate(pool: list[ImageRecord], holdout: list[ImageRecord], out: str | Pat
     labelled, unlabelled = order[: settings.initial], order[settings.initial:]
     started = time.perf_counter()
     current = train(labelled, work / "round-0", settings.train)
-    rows = [_evaluate_round(0, current, labelled, holdout, settings, [], started)]
+    no_effort = dict.fromkeys(("seconds_per_image", "by_hand_seconds_per_image", "ratio"))  # round 0
+    rows = [_evaluate_round(0, current, labelled, holdout, settings, [], started) | no_effort]
     for number in range(1, settings.rounds + 1):
         if not unlabelled:
             break
@@ -93,14 +96,15 @@ def simulate(pool: list[ImageRecord], holdout: list[ImageRecord], out: str | Pat
         batch = [unlabelled[i] for i in chosen]
         unlabelled = [r for i, r in enumerate(unlabelled) if i not in set(chosen)]
         detections = [seen[i] for i in chosen] if seen else predictor([r.path for r in batch])
-        edits = [corrections.count(_rolled(r.boxes, classes),
-                                   [b for b in d.boxes if b.score >= settings.score_threshold])
-                 for r, d in zip(batch, detections)]
+        truths = [_rolled(r.boxes, classes) for r in batch]
+        shown = [displayed(d, settings.score_threshold, settings.display) for d in detections]
+        edits = [corrections.count(t, s) for t, s in zip(truths, shown)]
+        seconds = effort.summary(truths, shown, settings.costs)
         labelled = labelled + batch  # the expert's corrected boxes are the ground truth
         current = train(labelled, work / f"round-{number}",
                         replace(settings.train, weights=str(current)))
         rows.append(_evaluate_round(number, current, labelled, holdout, settings,
-                                    [(e, len(r.boxes)) for e, r in zip(edits, batch)], started))
+                                    [(e, len(r.boxes)) for e, r in zip(edits, batch)], started) | seconds)
         log.info("round %d: %s", number, rows[-1])
     result = {"settings": {**asdict(settings), "train": settings.train.to_dict()}, "rounds": rows}
     with StagedDirectory(out) as staging:
@@ -130,15 +134,18 @@ def _evaluate_round(number, model_dir, labelled, holdout, settings, edits, start
 
 def _plot(rows: list[dict], folder: Path) -> None:
     done = [r for r in rows if r["corrections_per_image"] is not None]
-    figure, axes = plt.subplots(figsize=(5, 3.5))
-    axes.plot([r["round"] for r in done], [r["corrections_per_image"] for r in done], "o-",
-              label="with pre-annotation")
-    axes.plot([r["round"] for r in done], [r["baseline_corrections_per_image"] for r in done], "s--",
-              label="drawn by hand")
-    axes.set_xticks([r["round"] for r in done])
-    axes.set_xlabel("round")
-    axes.set_ylabel("expert corrections per image")
-    axes.legend()
+    rounds = [r["round"] for r in done]
+    figure, (seconds, clicks) = plt.subplots(1, 2, figsize=(9, 3.5))
+    seconds.plot(rounds, [r["seconds_per_image"] for r in done], "o-", label="with pre-annotation")
+    seconds.plot(rounds, [r["by_hand_seconds_per_image"] for r in done], "s--", label="drawn by hand")
+    seconds.set_ylabel("expert-seconds per image")
+    clicks.plot(rounds, [r["corrections_per_image"] for r in done], "o-", label="with pre-annotation")
+    clicks.plot(rounds, [r["baseline_corrections_per_image"] for r in done], "s--", label="drawn by hand")
+    clicks.set_ylabel("expert corrections per image")
+    for axes in (seconds, clicks):
+        axes.set_xticks(rounds)
+        axes.set_xlabel("round")
+        axes.legend()
     figure.tight_layout()
     figure.savefig(folder / "corrections.png", dpi=110)
     plt.close(figure)
@@ -158,12 +165,14 @@ def _fmt(value) -> str:
 
 
 def _markdown(rows: list[dict], settings: SimulationSettings) -> str:
-    keys = ["round", "train_images", "batch_images", "corrections_per_image", "baseline_corrections_per_image",
-            "acceptance_rate", "ap50", "ap50_lesion", "sensitivity", "specificity", "elapsed_seconds"]
+    keys = ["round", "train_images", "batch_images", "seconds_per_image", "by_hand_seconds_per_image", "ratio",
+            "corrections_per_image", "baseline_corrections_per_image", "acceptance_rate", "ap50", "ap50_lesion",
+            "sensitivity", "specificity", "elapsed_seconds"]
     lines = [f"# Labelling loop simulation ({settings.order} order)", "",
              f"{settings.initial} initial images, {settings.round_size} per round, {settings.rounds} rounds; "
-             f"the expert sees boxes scored >= {settings.score_threshold}. Held-out screening (malignant vs "
-             "benign, pathology) takes each image's most confident box.", "",
+             f"the expert sees boxes scored >= {settings.score_threshold} (display {settings.display}). "
+             f"Action costs in seconds: {settings.costs.to_dict()} (model/evaluation/effort.py). "
+             "Held-out screening (malignant vs benign, pathology) takes each image's most confident box.", "",
              "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
     lines += ["| " + " | ".join(_fmt(r[k]) for k in keys) + " |" for r in rows]
     lines += ["", "![corrections](corrections.png) ![AP50](ap50.png)", ""]

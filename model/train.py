@@ -112,7 +112,8 @@ class BiradsTrainer(DefaultTrainer):
 
     def build_train_loader(self, cfg):
         mapper = DatasetMapper(cfg, is_train=True,
-                               augmentations=training_augmentations(self.settings))
+                               augmentations=training_augmentations(
+            self.settings, cfg.INPUT.MIN_SIZE_TRAIN[0], cfg.INPUT.MAX_SIZE_TRAIN))
         if self.settings.class_balanced:
             factors = RepeatFactorTrainingSampler.repeat_factors_from_category_frequency(
                 self.dataset, cfg.DATALOADER.REPEAT_THRESHOLD)

@@ -1,4 +1,9 @@
-"""Importers for the two public breast ultrasound datasets, laid out as in ``shared/data``.
+"""Importers for the two public breast ultrasound datasets, as their publishers ship them.
+
+BUS-BRA (Zenodo) ships ``Images/``, ``Masks/``, ``bus_data.csv`` and patient-disjoint fold files
+``5-fold-cv.csv`` and ``10-fold-cv.csv``; some copies add a ``4-fold-cv.csv``. BrEaST (TCIA) ships
+``BrEaST-Lesions_USG-images_and_masks/`` beside ``BrEaST-Lesions-USG-clinical-data-*.xlsx``; a
+converted copy may hold ``images_and_masks/`` and ``clinical_data.csv`` instead. Both layouts read.
 
 Both accept any subset of the dataset's images: a CSV row whose image file is absent from the
 folder is skipped (and counted in the log), so a folder holding a few images of the dataset
@@ -21,12 +26,53 @@ from model.records import Box, ImageRecord
 log = logging.getLogger(__name__)
 
 
+BUSBRA_FOLD_FILES = ("4-fold-cv.csv", "5-fold-cv.csv", "10-fold-cv.csv")  # the first one present
+BREAST_TABLES = ("clinical_data.csv", "*clinical-data*.xlsx", "*clinical_data*.xlsx")
+BREAST_FOLDERS = ("images_and_masks", "*images_and_masks")
+
+
 def _read_csv(path: Path) -> list[dict[str, str]]:
     try:
         with open(path, newline="") as handle:
             return list(csv.DictReader(handle))
     except FileNotFoundError:
         raise DataError(f"{path}: not found") from None
+
+
+def _cell(value: object) -> str:
+    """A spreadsheet cell as the CSV export would write it (2.0 -> "2", empty -> "")."""
+    if value is None:
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _read_xlsx(path: Path) -> list[dict[str, str]]:
+    """The first sheet of a spreadsheet as rows keyed by the header row."""
+    from openpyxl import load_workbook
+
+    try:
+        book = load_workbook(path, read_only=True, data_only=True)
+    except Exception as exc:  # openpyxl raises several kinds for a damaged file
+        raise DataError(f"{path}: not a readable spreadsheet ({exc})") from None
+    rows = book.worksheets[0].iter_rows(values_only=True)
+    header = [_cell(v).strip() for v in next(rows, ())]
+    table = [{h: _cell(v).strip() for h, v in zip(header, row) if h} for row in rows]
+    book.close()
+    return [row for row in table if any(row.values())]
+
+
+def _first(root: Path, patterns: tuple[str, ...], what: str) -> Path:
+    for pattern in patterns:
+        found = sorted(root.glob(pattern))
+        if found:
+            return found[0]
+    raise DataError(f"{root}: no {what} (looked for {', '.join(patterns)})")
+
+
+def _read_table(path: Path) -> list[dict[str, str]]:
+    return _read_xlsx(path) if path.suffix.lower() == ".xlsx" else _read_csv(path)
 
 
 def _require(row: dict[str, str], columns: tuple[str, ...], where: str) -> None:
@@ -50,10 +96,11 @@ def _boxes_from_masks(mask_paths: list[Path], size: tuple[int, int], category: s
 
 
 def load_busbra(root: Path) -> list[ImageRecord]:
-    """BUS-BRA: Images/, Masks/, bus_data.csv, 4-fold-cv.csv. Boxes come from the masks (the BBOX
-    column is off by one pixel and wrong for bus_0845-s); splits are the patient-disjoint folds."""
+    """BUS-BRA: Images/, Masks/, bus_data.csv and a fold file. Boxes come from the masks (the BBOX
+    column is off by one pixel and wrong for bus_0845-s); splits are the patient-disjoint folds of
+    the first of ``BUSBRA_FOLD_FILES`` present (fold1..foldK); with none, images have no split."""
     root = Path(root)
-    folds = {r["ID"]: r["kFold"] for r in _read_csv(root / "4-fold-cv.csv")}
+    folds = _busbra_folds(root)
     records, skipped = [], 0
     for line, row in enumerate(_read_csv(root / "bus_data.csv"), start=2):
         where = f"{root / 'bus_data.csv'} row {line}"
@@ -78,6 +125,18 @@ def load_busbra(root: Path) -> list[ImageRecord]:
     return records
 
 
+def _busbra_folds(root: Path) -> dict[str, str]:
+    for name in BUSBRA_FOLD_FILES:
+        if (root / name).is_file():
+            rows = _read_csv(root / name)
+            if rows:
+                _require(rows[0], ("ID", "kFold"), str(root / name))
+            log.info("BUS-BRA folds from %s", name)
+            return {r["ID"]: r["kFold"] for r in rows}
+    log.warning("BUS-BRA %s: no fold file (%s): images have no split", root, ", ".join(BUSBRA_FOLD_FILES))
+    return {}
+
+
 def _split_names(cell: str) -> list[str]:
     return [name.strip() for name in cell.split("&") if name.strip()]
 
@@ -89,7 +148,8 @@ def _owner(mask_name: str, image_names: list[str]) -> str:
 
 
 def load_breast(root: Path) -> list[ImageRecord]:
-    """BrEaST: images_and_masks/, clinical_data.csv. One patient per row, so splits are per image.
+    """BrEaST: the image-and-mask folder and the clinical table (either layout, see the module).
+    One patient per row, so splits are per image.
 
     Only the tumor masks become boxes, with the row's BI-RADS category. The "other" masks mark
     secondary findings (cysts, scars) whose BI-RADS is not recorded; inventing a category for them
@@ -99,10 +159,11 @@ def load_breast(root: Path) -> list[ImageRecord]:
     BI-RADS (``_halves``), so that one can fine-tune or fit and the other test.
     """
     root = Path(root)
-    folder = root / "images_and_masks"
+    folder = _first(root, BREAST_FOLDERS, "image and mask folder")
+    table = _first(root, BREAST_TABLES, "clinical data table")
     records, skipped = [], 0
-    for line, row in enumerate(_read_csv(root / "clinical_data.csv"), start=2):
-        where = f"{root / 'clinical_data.csv'} row {line}"
+    for line, row in enumerate(_read_table(table), start=2):
+        where = f"{table} row {line}"
         _require(row, ("CaseID", "Image_filename", "Mask_tumor_filename", "BIRADS"), where)
         category = _category(row["BIRADS"], where)
         images = _split_names(row["Image_filename"])

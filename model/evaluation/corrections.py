@@ -21,6 +21,7 @@ class Corrections:
     deleted: int = 0
     moved: int = 0
     relabelled: int = 0
+    moved_relabelled: int = 0   # of ``moved``, those whose category was wrong too
 
     @property
     def total(self) -> int:
@@ -48,4 +49,4 @@ def count(truth: Sequence[Box], predicted: Sequence[Box]) -> Corrections:
     rest_p = [p for p in predicted if all(p is not m for _, m in matched)]
     moved = _pairs(rest_t, rest_p, lambda iou: iou > 0)
     return Corrections(added=len(rest_t) - len(moved), deleted=len(rest_p) - len(moved), moved=len(moved),
-                       relabelled=relabelled)
+                       relabelled=relabelled, moved_relabelled=sum(t.category != p.category for t, p in moved))

@@ -13,11 +13,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from model import taxonomy
-from model.evaluation import metrics
+from model.evaluation import effort, metrics
 from model.records import Box, Detection, ImageRecord
 
 LOW_SCORE = 0.05  # detections kept for AP and for ranking (AUC)
 DECISIONS = ("shown", "top")
+# What the annotator is shown: boxes scored >= the threshold; or also the most confident box
+# whatever its score (most images hold one lesion); or only the most confident box.
+DISPLAYS = ("threshold", "top1", "top1-only")
 
 
 @dataclass
@@ -30,6 +33,27 @@ class Evaluation:
 
 def _shown(detection: Detection, threshold: float) -> list[Box]:
     return [b for b in detection.boxes if (b.score or 0.0) >= threshold]
+
+
+def displayed(detection: Detection, threshold: float, display: str = "threshold") -> list[Box]:
+    """The boxes an annotator sees under ``display`` (see DISPLAYS)."""
+    if display not in DISPLAYS:
+        raise ValueError(f"display must be one of {DISPLAYS}, not {display!r}")
+    shown = _shown(detection, threshold)
+    top = detection.top()
+    if display == "threshold" or top is None or (top.score or 0.0) < LOW_SCORE:
+        return [] if display == "top1-only" else shown
+    if display == "top1-only":
+        return [top]
+    return shown if top in shown else [top, *shown]
+
+
+def _efforts(expert_boxes, detections, threshold: float, costs: effort.ActionCosts) -> dict:
+    """Expert-seconds under each display policy, and the cheapest one."""
+    per_display = {d: effort.summary(expert_boxes, [displayed(x, threshold, d) for x in detections], costs)
+                   for d in DISPLAYS}
+    best = min(DISPLAYS, key=lambda d: per_display[d]["seconds_per_image"])
+    return {"costs": costs.to_dict(), "displays": per_display, "best_display": best}
 
 
 def image_decision(detection: Detection, threshold: float, decision: str = "shown") -> str:
@@ -126,7 +150,7 @@ def _subcategories(records, predicted_categories) -> dict | None:
 
 def evaluate(records: list[ImageRecord], detections: list[Detection], classes: Sequence[str],
              score_threshold: float = 0.5, biopsy_threshold: str = taxonomy.BIOPSY_THRESHOLD,
-             decision: str = "shown") -> Evaluation:
+             decision: str = "shown", costs: effort.ActionCosts | None = None) -> Evaluation:
     """All metrics for ``detections`` (one per record, from a model with ``classes``)."""
     classes = _common_classes(records, classes)
     labels = [taxonomy.NO_LESION, *classes]
@@ -158,6 +182,7 @@ def evaluate(records: list[ImageRecord], detections: list[Detection], classes: S
             ["lesion"])["ap50"],
         "acceptance_rate": sum(metrics.accepted(e, s) for e, s in zip(expert_boxes, shown))
         / max(1, len(records)),
+        "effort": _efforts(expert_boxes, detections, score_threshold, costs or effort.ActionCosts()),
     }
     subcategories = _subcategories(records, predicted)
     if subcategories:

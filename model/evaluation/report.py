@@ -103,6 +103,36 @@ def _binary_row(name: str, stats: dict | None, paper: dict | None = None) -> str
     return row
 
 
+def _table_ii_name(classes: list[str]) -> str:
+    if any(c.startswith("4") for c in classes):
+        return ("BI-RADS 5 vs 1-3, experts' labels; this model's 4 counts as positive (the paper's "
+                "Table II uses its second model, trained without 4)")
+    return "BI-RADS 5 vs 1-3, experts' labels, a model without BI-RADS 4 (paper Table II, its protocol)"
+
+
+def _effort_lines(e: dict | None) -> list[str]:
+    if not e:
+        return []
+    lines = ["", "## Expert effort (seconds per image)", "",
+             f"Action costs (s): {', '.join(f'{k} {v:g}' for k, v in e['costs'].items())} "
+             "(sources in `model/evaluation/effort.py`). By hand: every lesion drawn; with the model: "
+             "every shown box verified, then fixed. Reading the image and the BI-RADS judgement are "
+             "counted on neither side.", "",
+             "| shown to the expert | with model | by hand | ratio | ratio, draw 7 s | ratio, draw 35 s |",
+             "|---|---|---|---|---|---|"]
+    for display, d in e["displays"].items():
+        mark = " (cheapest)" if display == e["best_display"] else ""
+        ratio = {k: "n/a" if d[k] is None else f"{d[k]:.2f}" for k in ("ratio", "ratio_draw_7s", "ratio_draw_35s")}
+        lines.append(f"| {DISPLAY_TEXT[display]}{mark} | {d['seconds_per_image']:.1f} | "
+                     f"{d['by_hand_seconds_per_image']:.1f} | {ratio['ratio']} | {ratio['ratio_draw_7s']} | "
+                     f"{ratio['ratio_draw_35s']} |")
+    return lines
+
+
+DISPLAY_TEXT = {"threshold": "boxes at score >= threshold", "top1": "the most confident box too",
+                "top1-only": "only the most confident box"}
+
+
 def markdown(m: dict, model_dir: str, data: str) -> str:
     lines = [f"# Evaluation of `{model_dir}` on `{data}`", "",
              f"{m['n_images']} images; model classes {', '.join(m['classes'])}; a box is shown at "
@@ -122,8 +152,7 @@ def markdown(m: dict, model_dir: str, data: str) -> str:
               "## Screening", "",
               "| | accuracy | sensitivity | specificity | TP/FN/FP/TN | paper (ACC / SEN / SPE) |",
               "|---|---|---|---|---|---|",
-              _binary_row("BI-RADS 5 vs 1-3, experts' labels (paper Table II)",
-                          m["screening_paper"], PAPER["screening_paper"]),
+              _binary_row(_table_ii_name(m["classes"]), m["screening_paper"], PAPER["screening_paper"]),
               _binary_row("malignant vs benign, pathology: model", m.get("screening")),
               _binary_row("malignant vs benign, pathology: experts' BI-RADS", m.get("screening_experts"))]
     if m.get("screening"):
@@ -140,6 +169,7 @@ def markdown(m: dict, model_dir: str, data: str) -> str:
                   "", f"{sub['predicted_outside_4']} of these images were called outside BI-RADS 4 "
                   "(counted by rank: 1-3, and a 4 left unsplit, as below 4B; 5 as 4B or above).", "",
                   "![4A/4B/4C confusion](confusion_matrix_4abc.png)"]
+    lines += _effort_lines(m.get("effort"))
     lines += ["", "## Examples (green: experts, red: model)", "", "![examples](examples.png)", ""]
     return "\n".join(lines)
 

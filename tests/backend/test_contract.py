@@ -53,6 +53,20 @@ def test_predict_before_training_gives_no_boxes_with_explicit_version(client, na
     assert all(r == {"result": [], "score": 0.0, "model_version": "untrained"} for r in results)
 
 
+def test_a_starter_model_is_served_until_the_project_trains_its_own(settings, tiny_model, busbra_dir):
+    """INITIAL_WEIGHTS naming a model directory pre-annotates a new project from its first task."""
+    client = create_app(replace(settings, initial_weights=str(tiny_model), score_threshold=0.0)).test_client()
+    assert replay(client, "setup").get_json() == {"model_version": "starter-model"}
+    body = copy.deepcopy(recorded("predict_batch")["body"])
+    body["tasks"] = _local_tasks(busbra_dir, ["bus_0859-l.png", "bus_0084-r.png"])
+    answer = client.post("/predict", json=body).get_json()
+    assert [r["model_version"] for r in answer["results"]] == ["starter-model"] * 2
+    install_model(settings, 1, tiny_model, "v20261126-090000")  # the project's own version wins
+    assert replay(client, "setup").get_json() == {"model_version": "v20261126-090000"}
+    checkpoint_only = create_app(replace(settings, initial_weights=str(tiny_model / "model_final.pth")))
+    assert replay(checkpoint_only.test_client(), "setup").get_json() == {"model_version": "untrained"}
+
+
 def _local_tasks(busbra_dir, names: list[str]) -> list[dict]:
     return [{"id": 100 + i, "data": {"image": str(busbra_dir / "Images" / n)}} for i, n in enumerate(names)]
 

@@ -209,3 +209,58 @@ def test_breast_halves_alternate_patients_within_each_category():
     split = [r.split for r in _halves(records)]
     # 4A patients by case number 2, 3, 10 -> part1, part2, part1; a patient's images stay together
     assert split == ["part1", "part1", "part2", "part2", "part1", "part1"]
+
+
+def test_busbra_as_published_reads_the_five_fold_file(tmp_path, busbra_dir):
+    """BUS-BRA's download has 5-fold-cv.csv and 10-fold-cv.csv, no 4-fold-cv.csv."""
+    shipped = tmp_path / "BUSBRA"
+    shutil.copytree(busbra_dir, shipped)
+    rows = (shipped / "4-fold-cv.csv").read_text().splitlines()
+    (shipped / "4-fold-cv.csv").unlink()
+    five = ["ID,Pathology,kFold"] + [f"{r.split(',')[0]},{r.split(',')[1]},{n % 5 + 1}"
+                                     for n, r in enumerate(rows[1:])]
+    (shipped / "5-fold-cv.csv").write_text("\n".join(five) + "\n")
+    (shipped / "10-fold-cv.csv").write_text("ID,Pathology,kFold\n")
+    records = datasets.load(f"busbra:{shipped}")
+    assert len(records) == 8
+    expected = {r.split(",")[0]: f"fold{n % 5 + 1}" for n, r in enumerate(rows[1:])}
+    assert {r.image_id: r.split for r in records} == {i: expected[i] for i in {r.image_id for r in records}}
+    (shipped / "5-fold-cv.csv").unlink()
+    (shipped / "10-fold-cv.csv").unlink()
+    assert {r.split for r in datasets.load(f"busbra:{shipped}")} == {None}  # no fold file: no splits
+
+
+def _as_spreadsheet(csv_path: Path, xlsx_path: Path) -> None:
+    """Write the CSV as TCIA ships it: an .xlsx whose numeric cells are numbers."""
+    import csv
+
+    from openpyxl import Workbook
+
+    book = Workbook()
+    sheet = book.active
+    with open(csv_path, newline="") as handle:
+        for row in csv.reader(handle):
+            sheet.append([int(v) if v.isdigit() else float(v) if v.replace(".", "", 1).isdigit() else v or None
+                          for v in row])
+    book.save(xlsx_path)
+
+
+def test_breast_as_published_reads_the_spreadsheet_and_folder(tmp_path, breast_dir):
+    shipped = tmp_path / "BrEaST"
+    shutil.copytree(breast_dir / "images_and_masks", shipped / "BrEaST-Lesions_USG-images_and_masks")
+    _as_spreadsheet(breast_dir / "clinical_data.csv",
+                    shipped / "BrEaST-Lesions-USG-clinical-data-Dec-15-2023.xlsx")
+    published = datasets.load(f"breast:{shipped}")
+    converted = datasets.load(f"breast:{breast_dir}")
+    assert len(published) == len(converted) == 4
+
+    def key(r):
+        return (r.image_id, r.birads, r.pathology, r.split, r.patient, [(b.x0, b.y0, b.x1, b.y1) for b in r.boxes])
+
+    assert sorted(map(key, published)) == sorted(map(key, converted))
+    (shipped / "BrEaST-Lesions-USG-clinical-data-Dec-15-2023.xlsx").write_bytes(b"not a spreadsheet")
+    with pytest.raises(DataError, match="not a readable spreadsheet"):
+        datasets.load(f"breast:{shipped}")
+    (shipped / "BrEaST-Lesions-USG-clinical-data-Dec-15-2023.xlsx").unlink()
+    with pytest.raises(DataError, match="no clinical data table"):
+        datasets.load(f"breast:{shipped}")

@@ -81,3 +81,20 @@ def test_convert_tasks_single_truth_cancelled_and_disagreement():
     assert result.unknown_labels == {"Cyst": 1}
     assert result.for_review == [3]
     assert [t.task_id for t in result.usable] == [1, 2, 5]
+
+
+def test_regions_show_what_show_boxes_asks_for():
+    from backend.detector import regions
+    from backend.settings import Settings
+    from model.records import Detection
+
+    labels = parse_label_config(_config('<Label value="BI-RADS 3"/><Label value="BI-RADS 4"/>'))
+    detection = Detection((Box(10, 10, 50, 50, "4", 0.3), Box(60, 10, 90, 50, "3", 0.2)), 100, 100)
+    assert regions(detection, labels, 0.5, 5) == []
+    top = regions(detection, labels, 0.5, 5, "top1")
+    assert [(r["value"]["rectanglelabels"], r["score"]) for r in top] == [(["BI-RADS 4"], 0.3)]
+    assert top[0]["value"]["x"] == pytest.approx(10) and top[0]["value"]["width"] == pytest.approx(40)
+    assert len(regions(detection, labels, 0.1, 5, "top1")) == 2
+    assert len(regions(detection, labels, 0.1, 1, "threshold")) == 1  # MAX_BOXES still caps
+    with pytest.raises(ValueError, match="SHOW_BOXES"):
+        Settings(show_boxes="all")

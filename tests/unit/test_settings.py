@@ -12,7 +12,7 @@ def test_defaults_without_environment(monkeypatch):
         monkeypatch.delenv(name, raising=False)
     s = Settings.from_env()
     assert s.port == 9090 and s.redis_url == "" and s.model_dir == Path("models")
-    assert s.train_image_size == 800 and s.bf16_choice is None
+    assert s.train_image_size == 0 and s.bf16_choice is None  # 0: the parent model's size
 
 
 def test_typed_values(monkeypatch):

@@ -1,0 +1,285 @@
+"""In-domain pretraining of the detector's ResNet trunk (`birads pretrain`).
+
+No ImageNet weights can be downloaded on air-gapped machines, and a Faster R-CNN trained from
+random weights on ~1,000 images learns where a lesion is but not what it is. A classifier of
+lesion crops learns categories cheaply: many epochs at a small crop size cost little. So the
+detector's own ResNet (the same detectron2 module, built from the same config) is first trained
+to classify crops of lesion boxes with context (BI-RADS and pathology) and of background, then
+saved as ``backbone.bottom_up.*`` weights that ``birads train --weights`` starts from, with
+frozen batch-norm as for ImageNet weights.
+
+Only the training records are used: scoring data stays unseen.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from detectron2 import model_zoo
+from detectron2.config import CfgNode, get_cfg
+from detectron2.layers import ShapeSpec
+from detectron2.modeling.backbone.resnet import build_resnet_backbone
+from torch import nn
+
+from model import taxonomy
+from model.io import DataError, StagedDirectory, read_image
+from model.records import ImageRecord
+
+log = logging.getLogger(__name__)
+TRUNK = "trunk.pth"          # weights for `birads train --weights`
+REPORT = "pretrain.json"     # settings, per-epoch log and held-out crop metrics
+BACKGROUND = "background"
+TRUNK_PREFIX = "backbone.bottom_up."
+
+
+@dataclass
+class PretrainSettings:
+    base_config: str = "COCO-Detection/faster_rcnn_R_101_FPN_3x.yaml"
+    crop_size: int = 112           # small: many cheap epochs (lesions are ~50-150 px in BUS-BRA)
+    context: float = 1.5           # crop = box scaled by this about its centre
+    jitter: float = 0.15           # random shift/scale of the crop, as a fraction of the box
+    background_per_lesion: float = 0.5  # crops away from lesions: the trunk also learns "no lesion"
+    epochs: int = 30
+    batch_size: int = 64
+    max_lr: float = 0.1            # one-cycle SGD
+    weight_decay: float = 5e-4
+    bf16: bool = True
+    seed: int = 42
+
+
+def trunk_config(base_config: str) -> CfgNode:
+    """The detectron2 config whose ResNet the detector will use (batch-norm while pretraining)."""
+    cfg = get_cfg()
+    cfg.merge_from_file(model_zoo.get_config_file(base_config))
+    cfg.MODEL.RESNETS.NORM = "BN"
+    cfg.MODEL.BACKBONE.FREEZE_AT = 0
+    cfg.MODEL.RESNETS.OUT_FEATURES = ["res5"]
+    return cfg
+
+
+class CropClassifier(nn.Module):
+    """detectron2's ResNet trunk + pooled linear heads for BI-RADS (with background) and pathology."""
+
+    def __init__(self, cfg: CfgNode, n_categories: int) -> None:
+        super().__init__()
+        self.trunk = build_resnet_backbone(cfg, ShapeSpec(channels=3))
+        for name, module in self.trunk.named_modules():
+            if name.endswith("conv3"):  # each residual block starts as identity: deep nets train
+                nn.init.zeros_(module.norm.weight)  # from scratch at a high learning rate
+        width = self.trunk.output_shape()["res5"].channels
+        self.category = nn.Linear(width, n_categories)
+        self.malignant = nn.Linear(width, 1)
+        self.register_buffer("mean", torch.tensor(cfg.MODEL.PIXEL_MEAN).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(cfg.MODEL.PIXEL_STD).view(1, 3, 1, 1))
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.trunk((images - self.mean) / self.std)["res5"].mean(dim=(2, 3))
+        return self.category(features), self.malignant(features).squeeze(1)
+
+
+@dataclass
+class Crop:
+    image: int                      # index into the loaded grey images
+    box: tuple[float, float, float, float]
+    category: int
+    malignant: float                # 1, 0, or -1 when pathology is unknown or background
+
+
+class CropSampler:
+    """Lesion and background crops of in-memory grey images, jittered and augmented on the fly."""
+
+    def __init__(self, records: list[ImageRecord], classes: list[str], settings: PretrainSettings,
+                 train: bool) -> None:
+        self.settings, self.train = settings, train
+        self.images = [_grey(r.path) for r in records]
+        index = {c: i for i, c in enumerate(classes)}
+        self.lesions = [Crop(i, (b.x0, b.y0, b.x1, b.y1), index[taxonomy.roll_up(b.category, classes)],
+                             _malignant(r.pathology)) for i, r in enumerate(records) for b in r.boxes
+                        if taxonomy.roll_up(b.category, classes) in index]
+        self.records = records
+        self.background = index.get(BACKGROUND)
+        self.rng = random.Random(settings.seed + (0 if train else 1))
+
+    def epoch(self) -> list[Crop]:
+        crops = list(self.lesions)
+        if self.background is not None:
+            count = int(len(self.lesions) * self.settings.background_per_lesion)
+            crops += [c for c in (self._background_crop() for _ in range(count)) if c]
+        if self.train:
+            self.rng.shuffle(crops)
+        return crops
+
+    def _background_crop(self) -> Crop | None:
+        """A box of lesion-like size that overlaps no lesion (None if none was found quickly)."""
+        i = self.rng.randrange(len(self.records))
+        record, height, width = self.records[i], *self.images[i].shape
+        for _ in range(10):
+            side = self.rng.uniform(0.1, 0.4) * min(width, height)
+            x0, y0 = self.rng.uniform(0, width - side), self.rng.uniform(0, height - side)
+            box = (x0, y0, x0 + side, y0 + side)
+            if all(_overlap(box, (b.x0, b.y0, b.x1, b.y1)) < 0.1 for b in record.boxes):
+                return Crop(i, box, self.background, -1.0)
+        return None
+
+    def tensor(self, crops: list[Crop]) -> torch.Tensor:
+        return torch.from_numpy(np.stack([self._pixels(c) for c in crops]))
+
+    def _pixels(self, crop: Crop) -> np.ndarray:
+        s = self.settings
+        x0, y0, x1, y1 = crop.box
+        cx, cy, w, h = (x0 + x1) / 2, (y0 + y1) / 2, (x1 - x0) * s.context, (y1 - y0) * s.context
+        if self.train:
+            j = s.jitter
+            cx += self.rng.uniform(-j, j) * (x1 - x0)
+            cy += self.rng.uniform(-j, j) * (y1 - y0)
+            w *= self.rng.uniform(1 - j, 1 + j)
+            h *= self.rng.uniform(1 - j, 1 + j)
+        size = s.crop_size
+        # An affine warp samples the crop and pads outside the image with black, like the frame.
+        matrix = np.array([[size / w, 0, size / 2 - cx * size / w],
+                           [0, size / h, size / 2 - cy * size / h]], dtype=np.float32)
+        pixels = cv2.warpAffine(self.images[crop.image], matrix, (size, size),
+                                flags=cv2.INTER_LINEAR, borderValue=0).astype(np.float32)
+        if self.train:
+            if self.rng.random() < 0.5:
+                pixels = pixels[:, ::-1]
+            if self.rng.random() < 0.5:
+                pixels = pixels[::-1, :]
+            pixels = np.clip(pixels * self.rng.uniform(0.8, 1.2), 0, 255)
+        return np.repeat(pixels[None], 3, axis=0)  # the detector reads grey as three equal channels
+
+
+def _grey(path: str) -> np.ndarray:
+    return cv2.cvtColor(read_image(path), cv2.COLOR_RGB2GRAY)
+
+
+def _malignant(pathology: str | None) -> float:
+    return {"malignant": 1.0, "benign": 0.0}.get(pathology or "", -1.0)
+
+
+def _overlap(a, b) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    return ix * iy / max(1e-6, (a[2] - a[0]) * (a[3] - a[1]))
+
+
+def crop_classes(records: list[ImageRecord]) -> list[str]:
+    """The lesion categories of the training boxes (4A/4B/4C rolled up as the detector does)."""
+    categories = [b.category for r in records for b in r.boxes]
+    if not categories:
+        raise DataError("no lesion boxes to pretrain on")
+    return taxonomy.detector_classes(taxonomy.label_set_for(categories)) + [BACKGROUND]
+
+
+def _losses(model: CropClassifier, batch: torch.Tensor, crops: list[Crop],
+            weights: torch.Tensor) -> torch.Tensor:
+    logits, malignant = model(batch)
+    labels = torch.tensor([c.category for c in crops])
+    loss = nn.functional.cross_entropy(logits.float(), labels, weight=weights)
+    known = torch.tensor([c.malignant >= 0 for c in crops])
+    if known.any():
+        target = torch.tensor([c.malignant for c in crops])[known]
+        loss = loss + nn.functional.binary_cross_entropy_with_logits(malignant.float()[known], target)
+    return loss
+
+
+def pretrain(records: list[ImageRecord], out: str | Path, settings: PretrainSettings | None = None,
+             holdout: list[ImageRecord] | None = None,
+             progress: Callable[[dict], None] | None = None) -> Path:
+    """Train the trunk on crops of ``records``; write ``out/trunk.pth`` and ``out/pretrain.json``."""
+    settings = settings or PretrainSettings()
+    out = Path(out)
+    StagedDirectory(out).check()
+    torch.manual_seed(settings.seed)
+    classes = crop_classes(records)
+    cfg = trunk_config(settings.base_config)
+    model = CropClassifier(cfg, len(classes)).to(memory_format=torch.channels_last)
+    sampler = CropSampler(records, classes, settings, train=True)
+    counts = np.bincount([c.category for c in sampler.lesions], minlength=len(classes)).astype(float)
+    counts[-1] = len(sampler.lesions) * settings.background_per_lesion
+    # Class-weighted: the majority category must not win by default (the detector's failure).
+    weights = torch.tensor(counts.sum() / np.maximum(counts, 1) / len(classes), dtype=torch.float32)
+    steps_per_epoch = math.ceil(len(sampler.lesions) * (1 + settings.background_per_lesion)
+                                / settings.batch_size)
+    optimizer = torch.optim.SGD(model.parameters(), lr=settings.max_lr, momentum=0.9, nesterov=True,
+                                weight_decay=settings.weight_decay)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, settings.max_lr,
+                                                   total_steps=settings.epochs * steps_per_epoch + 1)
+    history, started = [], time.perf_counter()
+    log.info("pretraining on %d lesion crops, classes %s, %d epochs", len(sampler.lesions), classes,
+             settings.epochs)
+    for epoch in range(1, settings.epochs + 1):
+        model.train()
+        total, seen = 0.0, 0
+        crops = sampler.epoch()
+        for start in range(0, len(crops), settings.batch_size):
+            chunk = crops[start:start + settings.batch_size]
+            if len(chunk) < 2:
+                continue  # batch-norm needs more than one sample
+            batch = sampler.tensor(chunk).to(memory_format=torch.channels_last)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=settings.bf16):
+                loss = _losses(model, batch, chunk, weights)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            if schedule.last_epoch + 1 < schedule.total_steps:
+                schedule.step()
+            total, seen = total + loss.item() * len(chunk), seen + len(chunk)
+        row = {"epoch": epoch, "loss": round(total / max(1, seen), 4),
+               "elapsed_seconds": round(time.perf_counter() - started, 1)}
+        history.append(row)
+        (progress or _log)(row | {"epochs": settings.epochs})
+    metrics = evaluate_crops(model, holdout, classes, settings) if holdout else {}
+    report = {"settings": asdict(settings), "classes": classes, "train_crops": len(sampler.lesions),
+              "history": history, "holdout": metrics,
+              "wall_seconds": round(time.perf_counter() - started, 1)}
+    with StagedDirectory(out) as staging:
+        torch.save({"model": trunk_state(model)}, staging / TRUNK)
+        (staging / REPORT).write_text(json.dumps(report, indent=1))
+    log.info("trunk written to %s (%.0f s): %s", out, report["wall_seconds"], metrics)
+    return out
+
+
+def trunk_state(model: CropClassifier) -> dict[str, torch.Tensor]:
+    """The trunk's weights named as in a detectron2 FPN detector (frozen batch-norm buffers kept)."""
+    return {TRUNK_PREFIX + name: value.detach().float().contiguous()
+            for name, value in model.trunk.state_dict().items()
+            if not name.endswith("num_batches_tracked")}
+
+
+@torch.no_grad()
+def evaluate_crops(model: CropClassifier, records: list[ImageRecord], classes: list[str],
+                   settings: PretrainSettings) -> dict:
+    """Held-out lesion crops: BI-RADS accuracy (background excluded) and pathology AUC."""
+    from model.evaluation.metrics import auc
+
+    model.eval()
+    sampler = CropSampler(records, classes, settings, train=False)
+    crops = sampler.lesions
+    predicted, scores = [], []
+    for start in range(0, len(crops), settings.batch_size):
+        chunk = crops[start:start + settings.batch_size]
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=settings.bf16):
+            logits, malignant = model(sampler.tensor(chunk).to(memory_format=torch.channels_last))
+        predicted += logits.float()[:, :-1].argmax(1).tolist()  # a lesion crop is some category
+        scores += torch.sigmoid(malignant.float()).tolist()
+    truth = [c.category for c in crops]
+    known = [(c.malignant, s) for c, s in zip(crops, scores) if c.malignant >= 0]
+    return {"crops": len(crops),
+            "birads_accuracy": round(float(np.mean([p == t for p, t in zip(predicted, truth)])), 4),
+            "pathology_auc": auc([k == 1.0 for k, _ in known], [s for _, s in known]) if known else None}
+
+
+def _log(row: dict) -> None:
+    log.info("pretrain epoch %d/%d  loss %.4f  %.0f s", row["epoch"], row["epochs"], row["loss"],
+             row["elapsed_seconds"])
