@@ -7,6 +7,7 @@ product defaults, the paper's 800 px), then the settings.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -15,10 +16,13 @@ import torch
 from detectron2 import model_zoo
 from detectron2.config import CfgNode, get_cfg
 
+from model.io import DataError
+
 PRODUCT_CONFIG = Path(__file__).parent / "configs" / "birads.yaml"
 SCRATCH_CONFIG = Path(__file__).parent / "configs" / "from_scratch.yaml"
 ZOO_PREFIX = "zoo:"
-TRUNK_FILE = "trunk.pth"  # what `birads pretrain` writes (model.pretrain.TRUNK)
+TRUNK_FILE = "trunk.pth"            # `birads pretrain`'s weights (model.pretrain) ...
+PRETRAIN_REPORT = "pretrain.json"   # ... and its settings and log, beside them
 
 
 @dataclass
@@ -76,6 +80,14 @@ def _trunk_file(weights: str) -> Path | None:
     return trunk if trunk is not None and trunk.is_file() else None
 
 
+def _check_trunk(weights: str, base_config: str) -> None:
+    """A pretrained trunk only fits the architecture it was pretrained as."""
+    report = Path(weights) / PRETRAIN_REPORT
+    trained_as = json.loads(report.read_text())["settings"]["base_config"] if report.is_file() else None
+    if trained_as and trained_as != base_config:
+        raise DataError(f"{weights}: trunk pretrained for {trained_as}, not {base_config}")
+
+
 def resolve_weights(weights: str) -> str:
     """A checkpoint path or URL detectron2's checkpointer can load; "" for none."""
     if weights.startswith(ZOO_PREFIX):
@@ -94,6 +106,8 @@ def build_config(settings: TrainSettings, classes: list[str], n_images: int,
     """The full detectron2 config for a training run on ``n_images`` images of ``classes``."""
     previous = Path(settings.weights) if settings.weights else None
     cfg = get_cfg()
+    if _trunk_file(settings.weights):
+        _check_trunk(settings.weights, settings.base_config)
     if previous is not None and previous.is_dir() and not _trunk_file(settings.weights):
         # Fine-tuning a previous version: its architecture (e.g. GN from scratch) must match.
         cfg.merge_from_file(str(previous / "config.yaml"))

@@ -32,12 +32,11 @@ from detectron2.modeling.backbone.resnet import build_resnet_backbone
 from torch import nn
 
 from model import taxonomy
+from model.config import PRETRAIN_REPORT, TRUNK_FILE
 from model.io import DataError, StagedDirectory, read_image
 from model.records import ImageRecord
 
 log = logging.getLogger(__name__)
-TRUNK = "trunk.pth"          # weights for `birads train --weights`
-REPORT = "pretrain.json"     # settings, per-epoch log and held-out crop metrics
 BACKGROUND = "background"
 TRUNK_PREFIX = "backbone.bottom_up."
 
@@ -196,7 +195,9 @@ def _losses(model: CropClassifier, batch: torch.Tensor, crops: list[Crop],
 def pretrain(records: list[ImageRecord], out: str | Path, settings: PretrainSettings | None = None,
              holdout: list[ImageRecord] | None = None,
              progress: Callable[[dict], None] | None = None) -> Path:
-    """Train the trunk on crops of ``records``; write ``out/trunk.pth`` and ``out/pretrain.json``."""
+    """Train the trunk on crops of ``records``; write ``out/trunk.pth`` and ``out/pretrain.json``
+    (settings, per-epoch loss, and the crop classifier's BI-RADS accuracy and pathology AUC on
+    ``holdout``)."""
     settings = settings or PretrainSettings()
     out = Path(out)
     StagedDirectory(out).check()
@@ -244,8 +245,8 @@ def pretrain(records: list[ImageRecord], out: str | Path, settings: PretrainSett
               "history": history, "holdout": metrics,
               "wall_seconds": round(time.perf_counter() - started, 1)}
     with StagedDirectory(out) as staging:
-        torch.save({"model": trunk_state(model)}, staging / TRUNK)
-        (staging / REPORT).write_text(json.dumps(report, indent=1))
+        torch.save({"model": trunk_state(model)}, staging / TRUNK_FILE)
+        (staging / PRETRAIN_REPORT).write_text(json.dumps(report, indent=1))
     log.info("trunk written to %s (%.0f s): %s", out, report["wall_seconds"], metrics)
     return out
 
