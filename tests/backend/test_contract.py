@@ -63,7 +63,8 @@ def test_a_starter_model_is_served_until_the_project_trains_its_own(settings, ti
     assert [r["model_version"] for r in answer["results"]] == ["starter-model"] * 2
     install_model(settings, 1, tiny_model, "v20261126-090000")  # the project's own version wins
     assert replay(client, "setup").get_json() == {"model_version": "v20261126-090000"}
-    checkpoint_only = create_app(replace(settings, initial_weights=str(tiny_model / "model_final.pth")))
+    checkpoint_only = create_app(replace(settings, model_dir=settings.model_dir.with_name("fresh"),
+                                         initial_weights=str(tiny_model / "model_final.pth")))
     assert replay(checkpoint_only.test_client(), "setup").get_json() == {"model_version": "untrained"}
 
 

@@ -13,7 +13,7 @@ LESION = Box(10, 10, 50, 50, "3")
     ([Box(11, 10, 51, 49, "3", 0.9)], Corrections()),                               # accepted as is
     ([Box(11, 10, 51, 49, "4", 0.9)], Corrections(relabelled=1)),                   # relabel
     ([Box(30, 30, 70, 70, "3", 0.9)], Corrections(moved=1)),                        # IoU < 0.5: move
-    ([Box(30, 30, 70, 70, "5", 0.9)], Corrections(moved=1)),                        # move + relabel: one
+    ([Box(30, 30, 70, 70, "5", 0.9)], Corrections(moved=1, moved_relabelled=1)),    # move + relabel: one
     ([], Corrections(added=1)),                                                     # missed lesion
     ([Box(200, 200, 220, 220, "2", 0.8)], Corrections(added=1, deleted=1)),         # far away: delete + draw
     ([Box(11, 10, 51, 49, "3", 0.9), Box(60, 60, 80, 80, "2", 0.6)], Corrections(deleted=1)),
