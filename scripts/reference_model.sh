@@ -4,7 +4,8 @@
 #   2. Faster R-CNN R101-FPN from that trunk at near-native size (short side 320, long <= 576),
 #      rare categories repeated;
 #   3. the paper's second model (no BI-RADS 4: classes 2, 3, 5), fine-tuned from the first;
-#   4. both evaluated on BUS-BRA fold 4 and BrEaST part2.
+#   4. both evaluated on BUS-BRA fold 4 and BrEaST part2; the second model's 4A/4B/4C cuts fitted on
+#      BrEaST part1, then the first model's BI-RADS 4 on part2 split by it (the paper's Table III).
 # A stage whose output exists is not run again (rerun after an interruption to go on).
 # The result is a starter model for new projects: INITIAL_WEIGHTS=$OUT/model (README).
 set -euo pipefail
@@ -33,4 +34,7 @@ for model in model model-no4; do
   ./birads evaluate --data "$busbra" --splits fold4 --model "$out/$model" --out "$out/$model-fold4" --image-decision top
   ./birads evaluate --data "$breast" --splits part2 --model "$out/$model" --out "$out/$model-breast" --image-decision top
 done
+./birads fit-cuts --data "$breast" --splits part1 --model "$out/model-no4"
+./birads evaluate --data "$breast" --splits part2 --model "$out/model" --split-4-with "$out/model-no4" \
+  --out "$out/split-breast" --image-decision top
 stamp end

@@ -11,7 +11,7 @@ mkdir -p "$(dirname "$out")" && date +%s > "$out.start"  # wall time for docs/re
 for order in random uncertain; do
   ./birads simulate --data "breast:${DATA:-../shared/data}/BrEaST" --coarse --splits part1 \
     --holdout-splits part2 --initial 16 --round-size 16 --rounds 3 --order "$order" \
-    --score-threshold "${SCORE_THRESHOLD:-0.5}" --weights "$ref" --image-size 512 \
+    --score-threshold "${SCORE_THRESHOLD:-0.5}" --display "${SHOW_BOXES:-threshold}" --weights "$ref" --image-size 0 \
     --max-iter "${ITERS:-60}" --batch-size 2 --base-lr 0.005 --bf16 --num-workers 1 --out "$out/$order"
 done
 date +%s > "$out.end"

@@ -110,7 +110,7 @@ def _table_ii_name(classes: list[str]) -> str:
     return "BI-RADS 5 vs 1-3, experts' labels, a model without BI-RADS 4 (paper Table II, its protocol)"
 
 
-def _effort_lines(e: dict | None) -> list[str]:
+def effort_lines(e: dict | None) -> list[str]:
     if not e:
         return []
     lines = ["", "## Expert effort (seconds per image)", "",
@@ -169,7 +169,7 @@ def markdown(m: dict, model_dir: str, data: str) -> str:
                   "", f"{sub['predicted_outside_4']} of these images were called outside BI-RADS 4 "
                   "(counted by rank: 1-3, and a 4 left unsplit, as below 4B; 5 as 4B or above).", "",
                   "![4A/4B/4C confusion](confusion_matrix_4abc.png)"]
-    lines += _effort_lines(m.get("effort"))
+    lines += effort_lines(m.get("effort"))
     lines += ["", "## Examples (green: experts, red: model)", "", "![examples](examples.png)", ""]
     return "\n".join(lines)
 

@@ -11,8 +11,10 @@ import pytest
 
 from model import datasets
 from model.config import TrainSettings
+from model.evaluation.effort import ActionCosts
 from model.evaluation.evaluate import evaluate
 from model.evaluation.report import write_report
+from model.pretrain import PretrainSettings
 from model.records import Detection
 from model.subcategory import SPLIT_CLASSES
 
@@ -35,58 +37,69 @@ def _report(records, out: Path, classes, categories=None) -> None:
     write_report(evaluate(records, detections, classes, decision="top"), out, "m", "data")
 
 
-def _model_json(folder: Path, settings: TrainSettings, images: int) -> None:
+def _model_json(folder: Path, settings: TrainSettings, images: int, classes=("2", "3", "4", "5")) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "model.json").write_text(json.dumps({"classes": ["2", "3", "4", "5"], "data": {"images": images},
+    (folder / "model.json").write_text(json.dumps({"classes": list(classes), "data": {"images": images},
                                                    "settings": asdict(settings)}))
 
 
-def _simulation(folder: Path, corrections: list[float | None]) -> None:
+def _simulation(folder: Path, seconds: list[float | None]) -> None:
     rows = [{"round": n, "train_images": 16 * (n + 1), "batch_images": 16 if n else 0,
-             "corrections_per_image": c, "baseline_corrections_per_image": 1.0 if n else None,
+             "seconds_per_image": s, "by_hand_seconds_per_image": 7.0 if n else None,
+             "ratio": s / 7.0 if s else None,
+             "corrections_per_image": 0.5 if n else None, "baseline_corrections_per_image": 1.0 if n else None,
              "acceptance_rate": 0.5 if n else None, "ap50": 0.4, "ap50_lesion": 0.7, "sensitivity": 0.8,
-             "specificity": 0.6, "elapsed_seconds": 100.0 * n} for n, c in enumerate(corrections)]
+             "specificity": 0.6, "elapsed_seconds": 100.0 * n} for n, s in enumerate(seconds)]
     folder.mkdir(parents=True)
     (folder / "simulation.json").write_text(json.dumps({
-        "settings": {"initial": 16, "round_size": 16, "rounds": 2, "score_threshold": 0.5,
-                     "train": asdict(TrainSettings(max_iter=60, image_size=512))}, "rounds": rows}))
+        "settings": {"initial": 16, "round_size": 16, "rounds": 2, "score_threshold": 0.5, "display": "top1",
+                     "costs": asdict(ActionCosts()), "train": asdict(TrainSettings(max_iter=60, image_size=0))},
+        "rounds": rows}))
+
+
+def _reference(runs: Path, busbra, breast) -> None:
+    ref = runs / "reference"
+    _model_json(ref / "model", TrainSettings(image_size=320, max_size=576, max_iter=1500, batch_size=4), 1127)
+    _model_json(ref / "model-no4", TrainSettings(max_iter=300), 700, ("2", "3", "5"))
+    (ref / "trunk").mkdir(parents=True)
+    (ref / "trunk" / "pretrain.json").write_text(json.dumps({
+        "settings": asdict(PretrainSettings()), "train_crops": 1127,
+        "holdout": {"crops": 365, "birads_accuracy": 0.5, "pathology_auc": 0.875}}))
+    for name, at in (("start", 1000), ("pretrain", 2200), ("model", 5200), ("model-no4", 5800), ("end", 6100)):
+        (ref / f"{name}.stamp").write_text(str(at))
+    _report(busbra, ref / "model-fold4", ["2", "3", "4", "5"])
+    _report(datasets.coarse(breast), ref / "model-breast", ["2", "3", "4", "5"])
+    no4 = [r for r in busbra if r.birads != "4"]
+    _report(no4, ref / "model-no4-fold4", ["2", "3", "5"])
+    with_lesion = [r for r in breast if r.boxes]
+    _report(with_lesion, ref / "split-breast", list(SPLIT_CLASSES),
+            {r.image_id: "4" for r in with_lesion if r.birads == "4B"})  # the 4B lesion left unsplit
 
 
 def test_results_document_from_runs(tmp_path, monkeypatch, writer, busbra_dir, breast_dir):
     runs = tmp_path / "runs"
-    busbra = datasets.load(f"busbra:{busbra_dir}")
-    _model_json(runs / "reference" / "model", TrainSettings(image_size=512, max_iter=1800), 1127)
-    (runs / "reference.start").write_text("1000")
-    (runs / "reference.end").write_text("5200")
-    _report(busbra, runs / "reference" / "fold4", ["2", "3", "4", "5"])
-    _report(datasets.coarse(datasets.load(f"breast:{breast_dir}")), runs / "reference" / "breast",
-            ["2", "3", "4", "5"])
-    breast = [r for r in datasets.load(f"breast:{breast_dir}") if r.boxes]
-    sub = runs / "subcategories"
-    _report(breast, sub / "direct-report", list(SPLIT_CLASSES))
-    _report(breast, sub / "two-models-report", list(SPLIT_CLASSES),
-            {r.image_id: "4" for r in breast if r.birads == "4B"})  # the 4B lesion left unsplit
-    _model_json(sub / "direct", TrainSettings(image_size=512, max_iter=150), 64)
-    (sub / "without4").mkdir()
-    (sub / "without4" / "subcategory_cuts.json").write_text(json.dumps({"cuts": [0.2, 0.6], "lesions": 30,
-                                                                        "right": 20}))
-    _simulation(runs / "simulation" / "random", [None, 0.9, 0.7])
-    _simulation(runs / "simulation" / "uncertain", [None, 0.8, 0.5])
+    busbra, breast = datasets.load(f"busbra:{busbra_dir}"), datasets.load(f"breast:{breast_dir}")
+    _reference(runs, busbra, breast)
+    _simulation(runs / "simulation" / "random", [None, 3.0, 2.5])
+    _simulation(runs / "simulation" / "uncertain", [None, 2.0, 2.5])
 
     monkeypatch.setattr(sys, "argv", ["write_results.py", str(runs)])
     writer.main()
     doc = writer.DOC.read_text()
-    assert "Wall time: 70 min" in doc and "1127 training images" in doc and "1800 iterations" in doc
+    assert "Wall time of the whole script: 85 min" in doc and "(20 min)" in doc and "(50 min)" in doc
+    assert "1127 training images" in doc and "short side 320 px, long side at most 576" in doc
+    assert "BI-RADS accuracy 50.00 %, pathology AUC 0.875" in doc
     assert "lesion AP50 (any category) 1.000" in doc  # detections are the expert boxes
-    assert "| paper, Table II (BI-RADS 5 vs 1-3, its own test set) | 98.10 % | 97.78 % | 98.13 %" in doc
-    assert "cut at 0.200 / 0.600, fitted on part1's 30 BI-RADS 4 lesions (20 sorted right there)" in doc
-    assert "| direct 4A/4B/4C model, against the experts' subcategory | 100.00 % |" in doc
-    assert "| two models (paper), against the experts' subcategory | 50.00 % | 0.00 % | 100.00 % | 0/1/0/1 | 1 |" \
-        in doc  # the 4A right; the 4B left as 4 counts below 4B: the one positive missed
-    assert "| 2 | 48 | 16 | 0.500 | 1.000 | 0.500 |" in doc  # uncertain order, round 2
-    assert "(60 iterations, 512 px)" in doc and "simulation (" not in doc
-    for picture in ("fold4_confusion_matrix.png", "breast_examples.png", "simulation.png",
-                    "direct-report_4abc.png"):
+    assert "| paper, Table II (second model, BI-RADS 5 vs 1-3) | 98.10 % | 97.78 % | 98.13 %" in doc
+    assert "| ours, second model, BUS-BRA fold 4 (BI-RADS 5 vs 2-3) | 100.00 % | 100.00 % | 100.00 %" in doc
+    assert "| lesion AP50 >= 0.85, BUS-BRA fold 4 | 1.000 | met |" in doc
+    assert "| against pathology, AUC >= 0.85 (fold 4) | not measured | |" not in doc
+    assert "(random order) | 3.0 s -> 2.5 s | met |" in doc and "(uncertain order) | 2.0 s -> 2.5 s | missed |" in doc
+    assert "| ours, against the experts' subcategory | 50.00 % | 0.00 % | 100.00 % | 0/1/0/1 | 1 |" in doc
+    assert "| only the most confident box" in doc and "expert-seconds" in doc
+    assert "| 2 | 48 | 16 | 2.500 | 7.000 | 0.357 |" in doc  # uncertain order, round 2
+    assert "display top1" in doc and "draw 7 s" in doc
+    for picture in ("fold4_confusion_matrix.png", "breast_examples.png", "simulation.png", "split_4abc.png"):
         assert (writer.PICTURES / picture).stat().st_size > 1000
     # the hand-written discussion survives a rewrite
     writer.DOC.write_text(doc.replace("To be written.", "Because of reasons."))
