@@ -13,7 +13,7 @@ if [ -z "$model" ]; then
     || { tail -20 "$log"; echo "could not make the benchmark model" >&2; exit 1; }
 fi
 echo "## predictor ($(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2))"
-.venv/bin/python bench/predictor.py --model "$model" --data "$data" --images 8 --sizes 512 800
+.venv/bin/python bench/predictor.py --model "$model" --data "$data" --images 8 --sizes 0 512 800
 echo "## trainer"
 .venv/bin/python bench/trainer.py --data "$data" --images 16 --size 512 --iters 8
 echo "## backend"
