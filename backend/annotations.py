@@ -3,7 +3,10 @@
 The paper had three experts cross-check every image. When a task has several annotations, a box
 counts when at least ``min_agreement`` annotators drew it (IoU >= 0.5, same category); its
 coordinates are the mean of theirs. An annotation marked ground truth wins outright. Cancelled
-(skipped) and empty annotations are left out. A task whose annotators agree on no box is kept
+(skipped) annotations are left out. A submitted annotation without any box (drawn nothing, or every
+pre-annotated box deleted) is the expert's "no lesion": the task trains as a negative image
+(BI-RADS 1), as the importers read an image without boxes; an annotation whose boxes all carry
+labels outside the BI-RADS mapping says nothing. A task whose annotators agree on no box is kept
 out of training and listed for review.
 
 Boxes here are in percent of the image (Label Studio's own unit), so annotators' boxes compare
@@ -43,11 +46,14 @@ class Conversion:
         return [t.task_id for t in self.tasks if t.status == "no_agreement"]
 
 
+def _regions(annotation: dict, labels: LabelMap) -> list[dict]:
+    return [r for r in annotation.get("result") or []
+            if r.get("type") == "rectanglelabels" and r.get("from_name") in (None, labels.from_name)]
+
+
 def _boxes(annotation: dict, labels: LabelMap, unknown: Counter) -> list[Box]:
     boxes = []
-    for region in annotation.get("result") or []:
-        if region.get("type") != "rectanglelabels" or region.get("from_name") not in (None, labels.from_name):
-            continue
+    for region in _regions(annotation, labels):
         value = region.get("value") or {}
         names = value.get("rectanglelabels") or []
         category = labels.category_of(names[0]) if names else None
@@ -83,7 +89,8 @@ def consensus(per_annotator: list[list[Box]], min_agreement: int) -> list[Box]:
 def task_labels(task: dict, labels: LabelMap, min_agreement: int, unknown: Counter) -> TaskLabels:
     annotations = [a for a in task.get("annotations") or [] if not a.get("was_cancelled")]
     drawn = [(a, _boxes(a, labels, unknown)) for a in annotations]
-    drawn = [(a, boxes) for a, boxes in drawn if boxes]  # empty annotations say nothing
+    # boxes, or none at all ("no lesion"); not an annotation whose every label was unknown
+    drawn = [(a, boxes) for a, boxes in drawn if boxes or not _regions(a, labels)]
     result = TaskLabels(task_id=task["id"], annotators=len(drawn))
     truth = [boxes for a, boxes in drawn if a.get("ground_truth")]
     if truth:
@@ -92,7 +99,7 @@ def task_labels(task: dict, labels: LabelMap, min_agreement: int, unknown: Count
         result.boxes = drawn[0][1]
     elif drawn:
         result.boxes = consensus([boxes for _, boxes in drawn], min(min_agreement, len(drawn)))
-        if not result.boxes:
+        if not result.boxes and any(boxes for _, boxes in drawn):  # all saying "no lesion" agree
             result.status = "no_agreement"
     else:
         result.status = "no_annotation"

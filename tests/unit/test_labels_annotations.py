@@ -68,19 +68,27 @@ def test_convert_tasks_single_truth_cancelled_and_disagreement():
                                   _annotation((50, 50, 20, 20, "BI-RADS 5"), truth=True)]},
         {"id": 3, "annotations": [_annotation((10, 10, 20, 20, "BI-RADS 3")),
                                   _annotation((60, 60, 20, 20, "BI-RADS 4"))]},
-        {"id": 4, "annotations": [_annotation((10, 10, 20, 20, "BI-RADS 3"), cancelled=True), _annotation()]},
+        {"id": 4, "annotations": [_annotation((10, 10, 20, 20, "BI-RADS 3"), cancelled=True)]},
         {"id": 5, "annotations": [_annotation((10, 10, 20, 20, "Cyst"), (30, 30, 10, 10, "BI-RADS 4"))]},
+        {"id": 6, "annotations": [_annotation((10, 10, 20, 20, "BI-RADS 3"), cancelled=True), _annotation()]},
+        {"id": 7, "annotations": [_annotation(), _annotation()]},
+        {"id": 8, "annotations": [_annotation((10, 10, 20, 20, "Cyst"))]},
+        {"id": 9, "annotations": [_annotation((10, 10, 20, 20, "BI-RADS 3")), _annotation()]},
     ]
     result = convert(tasks, LABELS, min_agreement=2)
     by_id = {t.task_id: t for t in result.tasks}
     assert by_id[1].status == "ok" and by_id[1].boxes == [Box(10, 10, 30, 30, "3")]
     assert by_id[2].boxes == [Box(50, 50, 70, 70, "5")]             # ground truth wins
     assert by_id[3].status == "no_agreement"
-    assert by_id[4].status == "no_annotation"                       # cancelled and empty skipped
+    assert by_id[4].status == "no_annotation"                       # cancelled: skipped
     assert by_id[5].boxes == [Box(30, 30, 40, 40, "4")]
-    assert result.unknown_labels == {"Cyst": 1}
-    assert result.for_review == [3]
-    assert [t.task_id for t in result.usable] == [1, 2, 5]
+    assert by_id[6].status == "ok" and by_id[6].boxes == []          # submitted empty: "no lesion"
+    assert by_id[7].status == "ok" and by_id[7].boxes == []          # two experts agree: no lesion
+    assert by_id[8].status == "no_annotation"                       # only unknown labels: says nothing
+    assert by_id[9].status == "no_agreement"                        # a lesion against "no lesion"
+    assert result.unknown_labels == {"Cyst": 2}
+    assert result.for_review == [3, 9]
+    assert [t.task_id for t in result.usable] == [1, 2, 5, 6, 7]
 
 
 def test_regions_show_what_show_boxes_asks_for():
