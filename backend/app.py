@@ -30,14 +30,18 @@ from model.io import write_atomic
 log = logging.getLogger("backend")
 
 
+MAX_PROJECT_DIGITS = 12
+
+
 def project_id(value: object) -> int:
     """Label Studio sends "<id>.<created timestamp>" in /setup and /predict, an object in webhooks."""
     if isinstance(value, dict):
         value = value.get("id")
-    try:
-        return int(str(value).split(".")[0])
-    except (TypeError, ValueError):
-        raise RequestError(f"missing or invalid project {value!r}") from None
+    text = str(value).split(".")[0]
+    if not text.isdigit() or len(text) > MAX_PROJECT_DIGITS or int(text) < 1:
+        # the id names a folder: nothing but a positive integer of sane length reaches the disk
+        raise RequestError(f"missing or invalid project {str(value)[:40]!r}")
+    return int(text)
 
 
 class Backend:
@@ -77,7 +81,10 @@ class Backend:
 
 
 def _json_body() -> dict:
-    body = request.get_json(silent=True)
+    try:
+        body = request.get_json(silent=True)
+    except RecursionError:  # deeply nested JSON
+        raise RequestError("request body nests too deeply") from None
     if not isinstance(body, dict):
         raise RequestError("request body must be a JSON object")
     return body

@@ -63,12 +63,18 @@ def _decode_dicom(content: bytes, source: str) -> np.ndarray:
     return pixels[:, :, :3]
 
 
+def _host(parsed) -> str:
+    """"hostname:port" of a parsed URL, lower case, port only when given, userinfo never."""
+    name = (parsed.hostname or "").lower()
+    return f"{name}:{parsed.port}" if parsed.port else name
+
+
 class ImageFetcher:
     def __init__(self, label_studio_url: str, auth_headers: Callable[[], dict[str, str]],
                  allowed_hosts: Sequence[str] = (), local_root: Path | None = None,
                  max_bytes: int = 50_000_000, timeout: float = 15.0) -> None:
         self.label_studio_url = label_studio_url.rstrip("/")
-        self.label_studio_host = urlparse(self.label_studio_url).netloc
+        self.label_studio_host = _host(urlparse(self.label_studio_url))
         self.auth_headers = auth_headers
         self.allowed_hosts = {h.lower() for h in allowed_hosts}
         self.local_root = Path(local_root).resolve() if local_root else None
@@ -79,9 +85,16 @@ class ImageFetcher:
     def fetch(self, reference: str) -> np.ndarray:
         if not isinstance(reference, str) or not reference:
             raise ImageError(f"image reference {reference!r} is empty or not a string", 400)
-        parsed = urlparse(reference)
+        try:
+            parsed = urlparse(reference)
+            parsed.port  # noqa: B018  (raises on a malformed port)
+        except ValueError:
+            raise ImageError(f"{reference}: malformed URL", 400) from None
+        if parsed.username is not None or parsed.password is not None:
+            # http://allowed:x@other-host/ would otherwise be read as "allowed" by a careless check
+            raise ImageError(f"{reference}: URLs with user information are refused", 400)
         if parsed.scheme in ("http", "https"):
-            return decode(self._download(reference, parsed.netloc), reference)
+            return decode(self._download(reference, _host(parsed)), reference)
         if reference.startswith("/data/"):  # Label Studio upload or local-files URL
             return decode(self._download(urljoin(self.label_studio_url + "/", reference.lstrip("/")),
                                          self.label_studio_host), reference)
@@ -101,8 +114,8 @@ class ImageFetcher:
             return list(pool.map(one, references))
 
     def _download(self, url: str, host: str) -> bytes:
-        own = host.lower() == self.label_studio_host.lower()
-        if not own and host.split(":")[0].lower() not in self.allowed_hosts and host.lower() not in self.allowed_hosts:
+        own = host == self.label_studio_host
+        if not own and host.rsplit(":", 1)[0] not in self.allowed_hosts and host not in self.allowed_hosts:
             raise ImageError(f"{url}: host {host} is neither Label Studio's nor in ALLOWED_IMAGE_HOSTS", 403)
         headers = self.auth_headers() if own else {}  # never send Label Studio's key elsewhere
         try:

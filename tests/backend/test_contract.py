@@ -150,6 +150,21 @@ def test_tasks_that_are_not_objects(client):
     assert response.status_code == 400 and "task 0" in response.get_json()["error"]
 
 
+@pytest.mark.parametrize("project", ["-3", "0", "9" * 4000, "../1", "abc"])
+def test_project_ids_that_are_not_sane_positive_integers_are_refused(client, settings, project):
+    body = copy.deepcopy(recorded("setup")["body"])
+    body["project"] = project
+    response = client.post("/setup", json=body)
+    assert response.status_code == 400 and "invalid project" in response.get_json()["error"]
+    assert not list(settings.model_dir.glob("project-*"))  # nothing created on disk
+
+
+def test_deeply_nested_json_is_a_bad_request(client):
+    body = "[" * 100_000 + "]" * 100_000
+    response = client.post("/predict", data=body, content_type="application/json")
+    assert response.status_code == 400
+
+
 def test_no_tasks(client):
     body = dict(recorded("predict_single")["body"], tasks=[])
     response = client.post("/predict", json=body)

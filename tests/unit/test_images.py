@@ -121,3 +121,17 @@ def test_dicom_ultrasound_frame(tmp_path):
     assert pixels.shape == (12, 16, 3) and pixels.dtype == np.uint8
     assert pixels[0, 0, 0] == 0 and pixels[-1, -1, 0] == 255
     assert pydicom.dcmread(tmp_path / "us.dcm").Rows == 12
+
+
+def test_userinfo_cannot_smuggle_another_host(server):
+    host, seen = server
+    fetcher = ImageFetcher("http://label-studio.invalid", dict, allowed_hosts=["allowed.example"])
+    for reference in (f"http://allowed.example:x@{host}/ok.png", f"http://allowed.example@{host}/ok.png"):
+        before = len(seen)
+        with pytest.raises(ImageError, match="user information") as caught:
+            fetcher.fetch(reference)
+        assert caught.value.status == 400 and len(seen) == before  # nothing was requested
+    with pytest.raises(ImageError, match="malformed URL"):
+        fetcher.fetch("http://allowed.example:notaport/ok.png")
+    upper = ImageFetcher("http://label-studio.invalid", dict, allowed_hosts=["127.0.0.1"])
+    assert upper.fetch(f"http://{host.upper()}/ok.png").shape == (30, 40, 3)
