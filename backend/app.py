@@ -1,7 +1,7 @@
 """The WSGI app Label Studio talks to (gunicorn: ``backend.app:create_app()``).
 
 Endpoints: GET /health, POST /setup, POST /predict, POST /webhook, GET /versions, and ours:
-GET /jobs/<id> and GET /jobs?project=<id> for training progress. Every bad input gets an HTTP
+GET /jobs/<id> and GET /jobs?project=<id> for training progress, GET / the status page. Every bad input gets an HTTP
 status with ``{"error": message}`` and one log line; nothing trains inside a request.
 
 label-studio-ml 1.0.9's own Flask app is not used: its manager keeps models per process in ways
@@ -16,7 +16,7 @@ import logging
 import time
 from pathlib import Path
 
-from flask import Flask, jsonify, request
+from flask import Flask, jsonify, render_template, request
 from redis import Redis
 from redis.exceptions import RedisError
 
@@ -31,6 +31,7 @@ log = logging.getLogger("backend")
 
 
 MAX_PROJECT_DIGITS = 12
+STATUS_REFRESH_SECONDS = 5
 
 
 def project_id(value: object) -> int:
@@ -125,6 +126,20 @@ def create_app(settings: Settings | None = None) -> Flask:
         return jsonify({"error": f"internal error: {error.__class__.__name__}: {error}"}), 500
 
     @app.route("/", methods=["GET"])
+    @requires_auth
+    def status_page():
+        from datetime import UTC, datetime
+
+        from backend import status
+
+        try:
+            redis = backend.redis
+        except RedisError:
+            redis = None
+        facts = status.collect(backend.services, redis)
+        return render_template("status.html", refresh=STATUS_REFRESH_SECONDS, chart=status.chart_points,
+                               now=datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"), **facts)
+
     @app.route("/health", methods=["GET"])
     def health():
         return jsonify({"status": "UP", "model_class": BiradsDetector.__name__,

@@ -130,7 +130,8 @@ def train_project(project: int, label_config: str) -> dict:
             evaluation = evaluate(holdout, predictor([r.path for r in holdout]), predictor.classes,
                                   settings.score_threshold)
             metrics = {k: evaluation.metrics.get(k) for k in ("n_images", "ap", "ap50", "ap50_lesion",
-                                                               "acceptance_rate", "category_accuracy")}
+                                                               "acceptance_rate", "category_accuracy",
+                                                               "confusion_matrix")}
             update_metrics(out, {"holdout": metrics})
         registry.describe(version, parent=parent, project=project, job_id=job.id if job else None,
                           train_images=len(train_records), holdout_images=len(holdout), metrics=metrics,

@@ -1,0 +1,110 @@
+"""What the status page at ``/`` shows: per project the served version, the running or queued job,
+the version history with holdout metrics, recent failures; and the health of each part.
+
+Everything comes from what the backend already keeps: the model registries on disk, the job ids
+per project in Redis and RQ's own job records and worker registry. Read-only.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from redis.exceptions import RedisError
+from rq import Worker
+
+from backend.jobs import TrainingQueue, job_status
+from backend.services import Services
+
+log = logging.getLogger(__name__)
+ACTIVE = ("queued", "started", "deferred", "scheduled")
+RECENT_FAILURES = 5
+
+
+@dataclass
+class Part:
+    name: str
+    ok: bool
+    detail: str
+
+
+@dataclass
+class ProjectStatus:
+    project: int
+    served: str | None
+    served_info: dict = field(default_factory=dict)
+    versions: list[dict] = field(default_factory=list)     # oldest first, with holdout metrics
+    active: list[dict] = field(default_factory=list)       # running or queued jobs
+    failures: list[dict] = field(default_factory=list)
+
+    @property
+    def latest_metrics(self) -> dict:
+        for version in reversed(self.versions):
+            if version.get("metrics"):
+                return version["metrics"]
+        return {}
+
+
+def model_store(model_dir: Path) -> Part:
+    """Writable model store: a training job could register a version there."""
+    try:
+        model_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=model_dir, prefix=".health-"):
+            pass
+        return Part("model store", True, str(model_dir.resolve()))
+    except OSError as exc:
+        return Part("model store", False, f"{model_dir}: not writable ({exc.strerror or exc})")
+
+
+def queue_parts(services: Services, redis) -> list[Part]:
+    """Redis reachable, and how many RQ workers listen on our queue."""
+    if redis is None:
+        return [Part("queue", False, "REDIS_URL is not set"), Part("workers", False, "no queue")]
+    try:
+        redis.ping()
+        workers = [w for w in Worker.all(connection=redis) if services.settings.queue_name in w.queue_names()]
+    except RedisError as exc:
+        return [Part("queue", False, f"unreachable ({exc})"), Part("workers", False, "unknown: queue down")]
+    busy = sum(1 for w in workers if w.get_state() == "busy")
+    return [Part("queue", True, f"{services.settings.queue_name}"),
+            Part("workers", bool(workers), f"{len(workers)} listening, {busy} busy" if workers
+                 else "none listening: training jobs wait until a worker starts")]
+
+
+def project_status(services: Services, project: int, redis) -> ProjectStatus:
+    registry = services.registry(project)
+    served, _ = services.served(project)
+    versions = [registry.info(v) for v in registry.versions()]
+    status = ProjectStatus(project, served, registry.info(served) if served in registry.versions() else {},
+                           sorted(versions, key=lambda v: str(v.get("created_at", ""))))
+    if redis is not None:
+        try:
+            jobs = [job_status(redis, i) for i in TrainingQueue(redis, services.settings).recent_jobs(project)]
+        except RedisError as exc:
+            log.warning("status page: jobs of project %s unavailable: %s", project, exc)
+            jobs = []
+        jobs = [j for j in jobs if j]
+        status.active = [j for j in jobs if j["status"] in ACTIVE]
+        status.failures = [j for j in jobs if j["status"] == "failed"][:RECENT_FAILURES]
+    return status
+
+
+def collect(services: Services, redis) -> dict:
+    """Everything the page shows."""
+    parts = [model_store(Path(services.settings.model_dir)), *queue_parts(services, redis)]
+    reachable = redis if parts[1].ok else None
+    return {"parts": parts, "projects": [project_status(services, p, reachable) for p in services.projects()],
+            "host": os.uname().nodename}
+
+
+def chart_points(versions: list[dict], key: str, width: int = 260, height: int = 80) -> str:
+    """SVG polyline points of holdout ``key`` across versions (0..1 on the y axis)."""
+    values = [(i, v["metrics"][key]) for i, v in enumerate(versions)
+              if isinstance((v.get("metrics") or {}).get(key), int | float)]
+    if not values:
+        return ""
+    step = width / max(1, len(versions) - 1)
+    return " ".join(f"{i * step:.1f},{height - value * height:.1f}" for i, value in values)
