@@ -71,6 +71,10 @@ class Settings:
     train_max_iter: int = field(default=0, metadata={
         "env": "TRAIN_MAX_ITER", "doc": "iterations per job (0: from TRAIN_EPOCHS)"})
     train_batch_size: int = field(default=2, metadata={"env": "TRAIN_BATCH_SIZE", "doc": "images per iteration"})
+    train_time_budget: int = field(default=3600, metadata={
+        "env": "TRAIN_TIME_BUDGET",
+        "doc": "seconds a job may train: iterations are capped to fit this machine's measured speed "
+               "(a few probe iterations before the job); 0: no cap (a GPU keeps the full schedule)"})
     train_bf16: bool = field(default=False, metadata={"env": "TRAIN_BF16", "doc": "train under bf16 autocast"})
     train_base_config: str = field(default="COCO-Detection/faster_rcnn_R_101_FPN_3x.yaml", metadata={
         "env": "TRAIN_BASE_CONFIG", "doc": "detectron2 model-zoo config"})

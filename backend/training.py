@@ -13,6 +13,7 @@ import hashlib
 import logging
 import os
 import time
+from dataclasses import replace
 
 from PIL import Image
 from rq import get_current_job
@@ -89,6 +90,29 @@ def train_settings(settings: Settings, weights: str) -> TrainSettings:
                          bf16=settings.train_bf16, device=settings.device, num_workers=1)
 
 
+def plan(settings: Settings, records: list[ImageRecord], weights: str) -> tuple[TrainSettings, dict]:
+    """Training settings sized to this machine, and the estimate recorded in the job status.
+
+    A few probe iterations measure this machine's speed for these settings; the schedule
+    (TRAIN_EPOCHS or TRAIN_MAX_ITER) is capped so that training fits TRAIN_TIME_BUDGET."""
+    from model.config import iterations
+    from model.train import seconds_per_iteration
+
+    chosen = train_settings(settings, weights)
+    wanted = iterations(chosen, len(records))
+    rate = seconds_per_iteration(records, chosen)
+    facts = {"seconds_per_iter_probe": round(rate, 3), "iterations_wanted": wanted}
+    if settings.train_time_budget and rate * wanted > settings.train_time_budget:
+        capped = max(1, int(settings.train_time_budget / rate))
+        chosen = replace(chosen, max_iter=capped)
+        facts["capped_by_time_budget"] = settings.train_time_budget
+        log.info("%d iterations would take %.0f s here: capped at %d (TRAIN_TIME_BUDGET=%d s)", wanted,
+                 rate * wanted, capped, settings.train_time_budget)
+    facts["max_iter"] = iterations(chosen, len(records))
+    facts["estimated_seconds"] = round(rate * facts["max_iter"])
+    return chosen, facts
+
+
 def train_project(project: int, label_config: str) -> dict:
     """The RQ job. Returns a JSON-able summary (stored by RQ as the job's result)."""
     from model.evaluation.evaluate import LOW_SCORE, evaluate
@@ -121,8 +145,12 @@ def train_project(project: int, label_config: str) -> dict:
         def progress(info: dict) -> None:
             _report(**info)  # stage "training", iteration, max_iter, ETA, loss
 
-        _report("training", iteration=0, images=len(train_records))
-        train(train_records, out, train_settings(settings, weights), progress=progress)
+        _report("estimating", images=len(train_records))
+        chosen, estimate = plan(settings, train_records, weights)
+        _report("training", iteration=0, images=len(train_records), **estimate)
+        started = time.perf_counter()
+        train(train_records, out, chosen, progress=progress)
+        estimate["training_seconds"] = round(time.perf_counter() - started)
         metrics = {}
         if holdout:
             _report("evaluating", images=len(holdout))
@@ -135,12 +163,12 @@ def train_project(project: int, label_config: str) -> dict:
             update_metrics(out, {"holdout": metrics})
         registry.describe(version, parent=parent, project=project, job_id=job.id if job else None,
                           train_images=len(train_records), holdout_images=len(holdout), metrics=metrics,
-                          **facts)
+                          timing=estimate, **facts)
         registry.promote(version)
         _report("done", version=version)
         log.info("project %s: version %s now served (parent %s)", project, version, parent)
         return {"version": version, "parent": parent, "train_images": len(train_records),
-                "holdout_images": len(holdout), "metrics": metrics, **facts}
+                "holdout_images": len(holdout), "metrics": metrics, "timing": estimate, **facts}
     except BaseException:
         if queue:
             queue.give_back_changes(project, changes)

@@ -11,6 +11,7 @@ import logging
 import shutil
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -135,6 +136,31 @@ class BiradsTrainer(DefaultTrainer):
         if self.progress is not None:
             hooks.append(ProgressHook(self.progress, self.settings.log_period))
         return hooks
+
+
+class _StepClock(HookBase):
+    def __init__(self) -> None:
+        self.times: list[float] = []
+
+    def after_step(self) -> None:
+        self.times.append(time.perf_counter())
+
+
+def seconds_per_iteration(records: list[ImageRecord], settings: TrainSettings, steps: int = 4) -> float:
+    """This machine's speed for ``settings``: a few real iterations on ``records`` (the first,
+    which warms up the allocator and kernels, not counted). A quick probe before a long run."""
+    import tempfile
+
+    probe = replace(settings, max_iter=max(2, steps), checkpoint_period=10**9, warmup_iters=1)
+    classes = taxonomy.detector_classes(taxonomy.label_set_for([b.category for r in records for b in r.boxes]))
+    with tempfile.TemporaryDirectory(prefix="birads-probe-") as work:
+        cfg = build_config(probe, classes, len(records), work)
+        trainer = BiradsTrainer(cfg, to_detectron2(records, classes), probe, progress=lambda info: None)
+        clock = _StepClock()
+        trainer.register_hooks([clock])
+        trainer.resume_or_load(resume=False)
+        trainer.train()
+    return (clock.times[-1] - clock.times[0]) / (len(clock.times) - 1)
 
 
 def _is_four(category: str) -> bool:

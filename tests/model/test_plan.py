@@ -1,0 +1,26 @@
+"""A training job sized to this machine: probe iterations measure the speed, the schedule is capped
+to TRAIN_TIME_BUDGET, and the estimate is recorded (slow: trains a few real iterations)."""
+
+from dataclasses import replace
+
+import pytest
+
+from backend.settings import Settings
+from backend.training import plan
+from model import datasets
+
+pytestmark = pytest.mark.slow
+
+
+def test_probe_caps_the_schedule_to_the_time_budget(busbra_dir):
+    records = datasets.load(f"busbra:{busbra_dir}")
+    settings = Settings(train_base_config="COCO-Detection/faster_rcnn_R_50_FPN_1x.yaml", train_image_size=128,
+                        train_max_iter=100_000, train_time_budget=60, bf16="false")
+    chosen, facts = plan(settings, records, "")
+    rate = facts["seconds_per_iter_probe"]
+    assert 0 < rate < 60
+    assert facts["iterations_wanted"] == 100_000 and facts["capped_by_time_budget"] == 60
+    assert chosen.max_iter == facts["max_iter"] == int(60 / rate)
+    assert facts["estimated_seconds"] == pytest.approx(60, abs=rate + 1)
+    unlimited, facts = plan(replace(settings, train_time_budget=0, train_max_iter=10), records, "")
+    assert unlimited.max_iter == facts["max_iter"] == 10 and "capped_by_time_budget" not in facts
