@@ -110,6 +110,10 @@ def test_jobs_coalesce_while_queued_and_chain_versions(worker_settings, annotate
     assert registry.current() == two["result"]["version"]
     assert registry.info(two["result"]["version"])["parent"] == one["result"]["version"]  # fine-tuned from v1
     assert one["result"]["train_images"] == 4 and one["result"]["for_review"] == []
+    timing = one["result"]["timing"]  # estimated before training from probe iterations, then measured
+    assert timing["max_iter"] == 6 and timing["seconds_per_iter_probe"] > 0
+    assert timing["estimated_seconds"] >= 0 and timing["training_seconds"] > 0
+    assert registry.info(one["result"]["version"])["timing"] == timing
 
 
 def test_worker_killed_mid_training_leaves_served_version(worker_settings, annotated_project, tiny_model, tmp_path):
