@@ -15,26 +15,33 @@ data=${DATA:-../shared/data}
 busbra="busbra:$data/BUS-BRA"
 breast="breast:$data/BrEaST"
 mkdir -p "$out"
-stamp() { date +%s > "$out/$1.stamp"; }  # stage wall times for docs/results.md
-[ -e "$out/start.stamp" ] || stamp start
+# stage NAME DIR COMMAND...: run COMMAND unless DIR exists; its wall time goes to NAME.start/.end
+stage() {
+  local name=$1 dir=$2; shift 2
+  [ -d "$dir" ] && return 0
+  date +%s > "$out/$name.start"
+  "$@"
+  date +%s > "$out/$name.end"
+}
 
-[ -d "$out/trunk" ] || ./birads pretrain --data "$busbra" --splits fold1 fold2 fold3 --holdout-splits fold4 \
+stage pretrain "$out/trunk" ./birads pretrain --data "$busbra" --splits fold1 fold2 fold3 --holdout-splits fold4 \
   --out "$out/trunk" --epochs "${PRETRAIN_EPOCHS:-30}"
-stamp pretrain
-[ -d "$out/model" ] || ./birads train --data "$busbra" --splits fold1 fold2 fold3 --out "$out/model" \
+stage model "$out/model" ./birads train --data "$busbra" --splits fold1 fold2 fold3 --out "$out/model" \
   --weights "$out/trunk" --image-size 320 --max-size 576 --max-iter "${ITERS:-1500}" --batch-size 4 \
   --base-lr 0.01 --class-balanced --bf16 --num-workers 1
-stamp model
-[ -d "$out/model-no4" ] || ./birads train --data "$busbra" --splits fold1 fold2 fold3 --out "$out/model-no4" \
-  --without-birads-4 --weights "$out/model" --max-iter "${ITERS_NO4:-300}" --batch-size 4 --base-lr 0.005 \
-  --class-balanced --bf16 --num-workers 1
-stamp model-no4
-# The paper classifies every lesion image: the image's category is the most confident box.
-for model in model model-no4; do
-  ./birads evaluate --data "$busbra" --splits fold4 --model "$out/$model" --out "$out/$model-fold4" --image-decision top
-  ./birads evaluate --data "$breast" --splits part2 --model "$out/$model" --out "$out/$model-breast" --image-decision top
-done
-./birads fit-cuts --data "$breast" --splits part1 --model "$out/model-no4"
-./birads evaluate --data "$breast" --splits part2 --model "$out/model" --split-4-with "$out/model-no4" \
-  --out "$out/split-breast" --image-decision top
-stamp end
+stage model-no4 "$out/model-no4" ./birads train --data "$busbra" --splits fold1 fold2 fold3 \
+  --out "$out/model-no4" --without-birads-4 --weights "$out/model" --max-iter "${ITERS_NO4:-300}" \
+  --batch-size 4 --base-lr 0.005 --class-balanced --bf16 --num-workers 1
+evaluations() {
+  # The paper classifies every lesion image: the image's category is the most confident box.
+  for model in model model-no4; do
+    ./birads evaluate --data "$busbra" --splits fold4 --model "$out/$model" --out "$out/$model-fold4" \
+      --image-decision top
+    ./birads evaluate --data "$breast" --splits part2 --model "$out/$model" --out "$out/$model-breast" \
+      --image-decision top
+  done
+  ./birads fit-cuts --data "$breast" --splits part1 --model "$out/model-no4"
+  ./birads evaluate --data "$breast" --splits part2 --model "$out/model" --split-4-with "$out/model-no4" \
+    --out "$out/split-breast" --image-decision top
+}
+stage evaluations "$out/split-breast" evaluations

@@ -194,19 +194,21 @@ def cpu_name() -> str:
 RECIPE = "reference"
 
 
+STAGES = ("pretrain", "model", "model-no4", "evaluations")
+
+
 def stage_minutes(runs: Path) -> dict[str, str]:
-    """Minutes of each stage of scripts/reference_model.sh, from its stamps."""
-    folder = runs / RECIPE
-    stamps = {}
-    for name in ("start", "pretrain", "model", "model-no4", "end"):
+    """Minutes of each stage of scripts/reference_model.sh (its NAME.start/.end stamps), and their sum."""
+    seconds = {}
+    for name in STAGES:
         try:
-            stamps[name] = int((folder / f"{name}.stamp").read_text())
+            start, end = (int((runs / RECIPE / f"{name}.{x}").read_text()) for x in ("start", "end"))
+            seconds[name] = end - start
         except (FileNotFoundError, ValueError):
             pass
-    names = list(stamps)
-    spans = {b: f"{(stamps[b] - stamps[a]) / 60:.0f} min" for a, b in zip(names, names[1:])}
-    if "start" in stamps and "end" in stamps:
-        spans["total"] = f"{(stamps['end'] - stamps['start']) / 60:.0f} min"
+    spans = {name: f"{s / 60:.0f} min" for name, s in seconds.items()}
+    if len(seconds) == len(STAGES):
+        spans["total"] = f"{sum(seconds.values()) / 60:.0f} min"
     return spans
 
 
@@ -218,7 +220,7 @@ def header(runs: Path) -> list[str]:
     p, held = pre["settings"], pre.get("holdout") or {}
     second = json.loads((folder / "model-no4" / "model.json").read_text())
     script = (REPO / "scripts" / "reference_model.sh").read_text()
-    commands = [line for line in script.splitlines() if line.startswith(("[ -d", "./birads", "  ", "for ", "done"))]
+    commands = script[script.index("stage pretrain"):].rstrip().splitlines()
     spans = stage_minutes(runs)
     auc = held.get("pathology_auc")
     return ["# Reference model and the paper's experiments, reproduced on these machines", "",
@@ -244,8 +246,9 @@ def header(runs: Path) -> list[str]:
             f"3. **The paper's second model** ({spans.get('model-no4', 'not recorded')}): fine-tuned from the "
             f"first on the {second['data']['images']} training images without BI-RADS 4 (classes "
             f"{', '.join(second['classes'])}), {second['settings']['max_iter']} iterations.",
-            f"4. Evaluations and the 4A/4B/4C cuts ({spans.get('end', 'not recorded')}).", "",
-            f"Wall time of the whole script: {spans.get('total', 'not recorded')}. Image-level figures take "
+            f"4. Evaluations and the 4A/4B/4C cuts ({spans.get('evaluations', 'not recorded')}).", "",
+            f"Wall time of the whole script (its stages added up): {spans.get('total', 'not recorded')}. "
+            "Image-level figures take "
             "each image's most confident box (`--image-decision top`, the paper's per-lesion classification).",
             ""]
 
