@@ -88,7 +88,7 @@ def test_results_document_from_runs(tmp_path, monkeypatch, writer, busbra_dir, b
     monkeypatch.setattr(sys, "argv", ["write_results.py", str(runs)])
     writer.main()
     doc = writer.DOC.read_text()
-    assert "Wall time of the whole script (its stages added up): 90 min" in doc
+    assert "Wall time of the whole script (its stages added up): 85 min" in doc
     assert "(20 min)" in doc and "(50 min)" in doc
     assert "1127 training images" in doc and "short side 320 px, long side at most 576" in doc
     assert "BI-RADS accuracy 50.00 %, pathology AUC 0.875" in doc
