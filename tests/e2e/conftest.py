@@ -3,6 +3,7 @@ starts it: gunicorn, an RQ worker and the embedded Redis."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -75,8 +76,8 @@ def label_studio(tmp_path_factory):
         _stop(process)
 
 
-@pytest.fixture(scope="session")
-def backend_server(tmp_path_factory, label_studio):
+@contextlib.contextmanager
+def start_backend(tmp_path_factory, label_studio: dict, **overrides: str):
     """`python -m backend.serve` (what `make run` starts) with tiny training settings."""
     work = tmp_path_factory.mktemp("backend")
     port = free_port()
@@ -86,7 +87,7 @@ def backend_server(tmp_path_factory, label_studio):
         "LABEL_STUDIO_API_KEY": label_studio["token"], "PYTHONPATH": str(REPO),
         "TRAIN_BASE_CONFIG": "COCO-Detection/faster_rcnn_R_50_FPN_1x.yaml", "TRAIN_IMAGE_SIZE": "160",
         "TRAIN_MAX_ITER": "6", "TRAIN_BATCH_SIZE": "2", "RETRAIN_AFTER": "1000", "HOLDOUT_FRACTION": "0",
-        "SCORE_THRESHOLD": "0.05", "BF16": "false", "WORKERS": "1", "THREADS": "4"})
+        "SCORE_THRESHOLD": "0.05", "BF16": "false", "WORKERS": "1", "THREADS": "4", **overrides})
     log = work / "backend.log"
     with open(log, "w") as out:
         process = subprocess.Popen([sys.executable, "-m", "backend.serve"], env=env, cwd=REPO,
@@ -97,6 +98,12 @@ def backend_server(tmp_path_factory, label_studio):
         yield {"url": url, "model_dir": work / "models", "log": log}
     finally:
         _stop(process)
+
+
+@pytest.fixture(scope="session")
+def backend_server(tmp_path_factory, label_studio):
+    with start_backend(tmp_path_factory, label_studio) as backend:
+        yield backend
 
 
 CONFIG = """<View>
