@@ -17,6 +17,7 @@ import requests
 
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = "e2e" + uuid.uuid4().hex[:21]
+USERNAME, PASSWORD = "admin@example.com", "e2e-password-123"
 
 
 def free_port() -> int:
@@ -47,16 +48,15 @@ def _stop(process: subprocess.Popen) -> None:
         process.kill()
 
 
-@pytest.fixture(scope="session")
-def label_studio(tmp_path_factory):
-    """URL and token of a fresh Label Studio; serves tests/data as local files."""
+@contextlib.contextmanager
+def start_label_studio(data_dir: Path):
+    """A fresh Label Studio 1.23.2 serving tests/data as local files: its URL, token and log."""
     bin_dir = subprocess.run([str(REPO / "scripts" / "ensure_label_studio.sh")], capture_output=True,
                              text=True, check=True, timeout=900).stdout.strip()
-    data_dir = tmp_path_factory.mktemp("label-studio")
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LABEL_STUDIO", "DJANGO"))}
     env.update({
-        "LABEL_STUDIO_USERNAME": "admin@example.com", "LABEL_STUDIO_PASSWORD": "e2e-password-123",
+        "LABEL_STUDIO_USERNAME": USERNAME, "LABEL_STUDIO_PASSWORD": PASSWORD,
         "LABEL_STUDIO_USER_TOKEN": TOKEN, "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
         "LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK": "true", "ML_BLOCK_LOCAL_IP": "false",
         "SSRF_PROTECTION_ENABLED": "false", "LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED": "true",
@@ -76,10 +76,15 @@ def label_studio(tmp_path_factory):
         _stop(process)
 
 
+@pytest.fixture(scope="session")
+def label_studio(tmp_path_factory):
+    with start_label_studio(tmp_path_factory.mktemp("label-studio")) as running:
+        yield running
+
+
 @contextlib.contextmanager
-def start_backend(tmp_path_factory, label_studio: dict, **overrides: str):
-    """`python -m backend.serve` (what `make run` starts) with tiny training settings."""
-    work = tmp_path_factory.mktemp("backend")
+def start_backend(work: Path, label_studio: dict, **overrides: str):
+    """`python -m backend.serve` (what `make run` starts) in ``work``, with tiny training settings."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}  # embedded Redis
     env.update({
@@ -102,7 +107,7 @@ def start_backend(tmp_path_factory, label_studio: dict, **overrides: str):
 
 @pytest.fixture(scope="session")
 def backend_server(tmp_path_factory, label_studio):
-    with start_backend(tmp_path_factory, label_studio) as backend:
+    with start_backend(tmp_path_factory.mktemp("backend"), label_studio) as backend:
         yield backend
 
 

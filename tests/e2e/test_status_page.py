@@ -39,7 +39,8 @@ def _iteration(page: str, project: int) -> int | None:
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (apt-get install chromium)")
 def test_progress_moves_and_the_new_version_appears(label_studio, busbra_dir, tmp_path_factory):
-    with start_backend(tmp_path_factory, label_studio, TRAIN_MAX_ITER="150", TRAIN_BATCH_SIZE="1") as backend:
+    with start_backend(tmp_path_factory.mktemp("backend"), label_studio, TRAIN_MAX_ITER="150",
+                       TRAIN_BATCH_SIZE="1") as backend:
         images = busbra_dir / "Images"
         client, project, tasks = create_project(label_studio, images, "status page e2e")
         ml = client.ml.create(project=project, url=backend["url"], title="BI-RADS", is_interactive=False)
