@@ -39,14 +39,14 @@ def _iteration(page: str, project: int) -> int | None:
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (apt-get install chromium)")
 def test_progress_moves_and_the_new_version_appears(label_studio, busbra_dir, tmp_path_factory):
-    with start_backend(tmp_path_factory.mktemp("backend"), label_studio, TRAIN_MAX_ITER="150",
+    with start_backend(tmp_path_factory.mktemp("backend"), label_studio, TRAIN_MAX_ITER="40",
                        TRAIN_BATCH_SIZE="1") as backend:
         images = busbra_dir / "Images"
         client, project, tasks = create_project(label_studio, images, "status page e2e")
         ml = client.ml.create(project=project, url=backend["url"], title="BI-RADS", is_interactive=False)
         annotate(client, project, tasks, images)
         client.ml.train(id=ml.id)
-        seen, deadline = [], time.time() + 600
+        seen, deadline = [], time.time() + 900
         while time.time() < deadline:
             page = browse(f"{backend['url']}/")
             if (value := _iteration(page, project)) is not None:
