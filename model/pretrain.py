@@ -183,13 +183,35 @@ def crop_classes(records: list[ImageRecord]) -> list[str]:
 def _losses(model: CropClassifier, batch: torch.Tensor, crops: list[Crop],
             weights: torch.Tensor) -> torch.Tensor:
     logits, malignant = model(batch)
-    labels = torch.tensor([c.category for c in crops])
+    labels = torch.tensor([c.category for c in crops], device=batch.device)
     loss = nn.functional.cross_entropy(logits.float(), labels, weight=weights)
-    known = torch.tensor([c.malignant >= 0 for c in crops])
+    known = torch.tensor([c.malignant >= 0 for c in crops], device=batch.device)
     if known.any():
-        target = torch.tensor([c.malignant for c in crops])[known]
+        target = torch.tensor([c.malignant for c in crops], device=batch.device)[known]
         loss = loss + nn.functional.binary_cross_entropy_with_logits(malignant.float()[known], target)
     return loss
+
+
+def _epoch(model: CropClassifier, sampler: CropSampler, optimizer, schedule, weights: torch.Tensor,
+           settings: PretrainSettings, device: str) -> float:
+    """One pass over freshly drawn crops; the mean loss."""
+    model.train()
+    total, seen = 0.0, 0
+    crops = sampler.epoch()
+    for start in range(0, len(crops), settings.batch_size):
+        chunk = crops[start:start + settings.batch_size]
+        if len(chunk) < 2:
+            continue  # batch-norm needs more than one sample
+        batch = sampler.tensor(chunk).to(device, memory_format=torch.channels_last)
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=settings.bf16):
+            loss = _losses(model, batch, chunk, weights)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if schedule.last_epoch + 1 < schedule.total_steps:
+            schedule.step()
+        total, seen = total + loss.item() * len(chunk), seen + len(chunk)
+    return total / max(1, seen)
 
 
 def pretrain(records: list[ImageRecord], out: str | Path, settings: PretrainSettings | None = None,
@@ -204,12 +226,14 @@ def pretrain(records: list[ImageRecord], out: str | Path, settings: PretrainSett
     torch.manual_seed(settings.seed)
     classes = crop_classes(records)
     cfg = trunk_config(settings.base_config)
-    model = CropClassifier(cfg, len(classes)).to(memory_format=torch.channels_last)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = CropClassifier(cfg, len(classes)).to(device, memory_format=torch.channels_last)
     sampler = CropSampler(records, classes, settings, train=True)
     counts = np.bincount([c.category for c in sampler.lesions], minlength=len(classes)).astype(float)
     counts[-1] = len(sampler.lesions) * settings.background_per_lesion
     # Class-weighted: the majority category must not win by default (the detector's failure).
-    weights = torch.tensor(counts.sum() / np.maximum(counts, 1) / len(classes), dtype=torch.float32)
+    weights = torch.tensor(counts.sum() / np.maximum(counts, 1) / len(classes), dtype=torch.float32,
+                           device=device)
     steps_per_epoch = math.ceil(len(sampler.lesions) * (1 + settings.background_per_lesion)
                                 / settings.batch_size)
     optimizer = torch.optim.SGD(model.parameters(), lr=settings.max_lr, momentum=0.9, nesterov=True,
@@ -217,30 +241,15 @@ def pretrain(records: list[ImageRecord], out: str | Path, settings: PretrainSett
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, settings.max_lr,
                                                    total_steps=settings.epochs * steps_per_epoch + 1)
     history, started = [], time.perf_counter()
-    log.info("pretraining on %d lesion crops, classes %s, %d epochs", len(sampler.lesions), classes,
-             settings.epochs)
+    log.info("pretraining on %d lesion crops (%s), classes %s, %d epochs", len(sampler.lesions), device,
+             classes, settings.epochs)
     for epoch in range(1, settings.epochs + 1):
-        model.train()
-        total, seen = 0.0, 0
-        crops = sampler.epoch()
-        for start in range(0, len(crops), settings.batch_size):
-            chunk = crops[start:start + settings.batch_size]
-            if len(chunk) < 2:
-                continue  # batch-norm needs more than one sample
-            batch = sampler.tensor(chunk).to(memory_format=torch.channels_last)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=settings.bf16):
-                loss = _losses(model, batch, chunk, weights)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            if schedule.last_epoch + 1 < schedule.total_steps:
-                schedule.step()
-            total, seen = total + loss.item() * len(chunk), seen + len(chunk)
-        row = {"epoch": epoch, "loss": round(total / max(1, seen), 4),
+        loss = _epoch(model, sampler, optimizer, schedule, weights, settings, device)
+        row = {"epoch": epoch, "loss": round(loss, 4),
                "elapsed_seconds": round(time.perf_counter() - started, 1)}
         history.append(row)
         (progress or _log)(row | {"epochs": settings.epochs})
-    metrics = evaluate_crops(model, holdout, classes, settings) if holdout else {}
+    metrics = evaluate_crops(model, holdout, classes, settings, device) if holdout else {}
     report = {"settings": asdict(settings), "classes": classes, "train_crops": len(sampler.lesions),
               "history": history, "holdout": metrics,
               "wall_seconds": round(time.perf_counter() - started, 1)}
@@ -253,14 +262,14 @@ def pretrain(records: list[ImageRecord], out: str | Path, settings: PretrainSett
 
 def trunk_state(model: CropClassifier) -> dict[str, torch.Tensor]:
     """The trunk's weights named as in a detectron2 FPN detector (frozen batch-norm buffers kept)."""
-    return {TRUNK_PREFIX + name: value.detach().float().contiguous()
+    return {TRUNK_PREFIX + name: value.detach().float().cpu().contiguous()
             for name, value in model.trunk.state_dict().items()
             if not name.endswith("num_batches_tracked")}
 
 
 @torch.no_grad()
 def evaluate_crops(model: CropClassifier, records: list[ImageRecord], classes: list[str],
-                   settings: PretrainSettings) -> dict:
+                   settings: PretrainSettings, device: str = "cpu") -> dict:
     """Held-out lesion crops: BI-RADS accuracy (background excluded) and pathology AUC."""
     from model.evaluation.metrics import auc
 
@@ -270,10 +279,10 @@ def evaluate_crops(model: CropClassifier, records: list[ImageRecord], classes: l
     predicted, scores = [], []
     for start in range(0, len(crops), settings.batch_size):
         chunk = crops[start:start + settings.batch_size]
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=settings.bf16):
-            logits, malignant = model(sampler.tensor(chunk).to(memory_format=torch.channels_last))
-        predicted += logits.float()[:, :-1].argmax(1).tolist()  # a lesion crop is some category
-        scores += torch.sigmoid(malignant.float()).tolist()
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=settings.bf16):
+            logits, malignant = model(sampler.tensor(chunk).to(device, memory_format=torch.channels_last))
+        predicted += logits.float()[:, :-1].argmax(1).cpu().tolist()  # a lesion crop is some category
+        scores += torch.sigmoid(malignant.float()).cpu().tolist()
     truth = [c.category for c in crops]
     known = [(c.malignant, s) for c, s in zip(crops, scores) if c.malignant >= 0]
     return {"crops": len(crops),
