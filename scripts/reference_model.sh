@@ -30,8 +30,8 @@ stage model "$out/model" ./birads train --data "$busbra" --splits fold1 fold2 fo
   --weights "$out/trunk" --image-size 320 --max-size 576 --max-iter "${ITERS:-1500}" --batch-size 4 \
   --base-lr 0.01 --class-balanced --bf16 --num-workers 1
 stage model-no4 "$out/model-no4" ./birads train --data "$busbra" --splits fold1 fold2 fold3 \
-  --out "$out/model-no4" --without-birads-4 --weights "$out/model" --max-iter "${ITERS_NO4:-300}" \
-  --batch-size 4 --base-lr 0.005 --class-balanced --bf16 --num-workers 1
+  --out "$out/model-no4" --without-birads-4 --weights "$out/model" --image-size 0 \
+  --max-iter "${ITERS_NO4:-300}" --batch-size 4 --base-lr 0.005 --class-balanced --bf16 --num-workers 1
 evaluations() {
   # The paper classifies every lesion image: the image's category is the most confident box.
   for model in model model-no4; do

@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 ref=${REF:-runs/reference/model}
 out=${OUT:-runs/simulation}
 mkdir -p "$(dirname "$out")" && date +%s > "$out.start"  # wall time for docs/results.md
-for order in random uncertain; do
+for order in ${ORDERS:-random uncertain}; do
   ./birads simulate --data "breast:${DATA:-../shared/data}/BrEaST" --coarse --splits part1 \
     --holdout-splits part2 --initial 16 --round-size 16 --rounds 3 --order "$order" \
     --score-threshold "${SCORE_THRESHOLD:-0.5}" --display "${SHOW_BOXES:-threshold}" --weights "$ref" --image-size 0 \
