@@ -40,10 +40,11 @@ class Settings:
     # prediction
     score_threshold: float = field(default=0.5, metadata={
         "env": "SCORE_THRESHOLD", "doc": "smallest box score shown to annotators"})
-    show_boxes: str = field(default="threshold", metadata={
+    show_boxes: str = field(default="top1-only", metadata={
         "env": "SHOW_BOXES",
-        "doc": "threshold: boxes scored >= SCORE_THRESHOLD; top1: also the most confident box whatever its "
-               "score; top1-only: just that box (docs/results.md, expert effort)"})
+        "doc": "top1-only: the most confident box whatever its score (cheapest for the expert in "
+               "docs/results.md); top1: also the others scored >= SCORE_THRESHOLD; threshold: only boxes "
+               "scored >= SCORE_THRESHOLD"})
     max_boxes: int = field(default=5, metadata={"env": "MAX_BOXES", "doc": "most boxes per image"})
     predict_batch: int = field(default=4, metadata={"env": "PREDICT_BATCH", "doc": "images per forward pass"})
     device: str = field(default="auto", metadata={"env": "DEVICE", "doc": "auto, cpu or cuda"})

@@ -92,7 +92,8 @@ def start_backend(work: Path, label_studio: dict, **overrides: str):
         "LABEL_STUDIO_API_KEY": label_studio["token"], "PYTHONPATH": str(REPO),
         "TRAIN_BASE_CONFIG": "COCO-Detection/faster_rcnn_R_50_FPN_1x.yaml", "TRAIN_IMAGE_SIZE": "160",
         "TRAIN_MAX_ITER": "6", "TRAIN_BATCH_SIZE": "2", "RETRAIN_AFTER": "1000", "HOLDOUT_FRACTION": "0",
-        "SCORE_THRESHOLD": "0.05", "BF16": "false", "WORKERS": "1", "THREADS": "4", **overrides})
+        "SCORE_THRESHOLD": "0.05", "SHOW_BOXES": "threshold", "BF16": "false", "WORKERS": "1", "THREADS": "4",
+        **overrides})
     log = work / "backend.log"
     with open(log, "w") as out:
         process = subprocess.Popen([sys.executable, "-m", "backend.serve"], env=env, cwd=REPO,
