@@ -151,7 +151,8 @@ def seconds_per_iteration(records: list[ImageRecord], settings: TrainSettings, s
     which warms up the allocator and kernels, not counted). A quick probe before a long run."""
     import tempfile
 
-    probe = replace(settings, max_iter=max(2, steps), checkpoint_period=10**9, warmup_iters=1)
+    # in-process data loading: a loader worker would outlive the probe (data_time is ~1 % of a step)
+    probe = replace(settings, max_iter=max(2, steps), checkpoint_period=10**9, warmup_iters=1, num_workers=0)
     classes = taxonomy.detector_classes(taxonomy.label_set_for([b.category for r in records for b in r.boxes]))
     with tempfile.TemporaryDirectory(prefix="birads-probe-") as work:
         cfg = build_config(probe, classes, len(records), work)
