@@ -18,3 +18,5 @@ echo "## trainer"
 .venv/bin/python bench/trainer.py --data "$data" --images 16 --size 512 --iters 8
 echo "## backend"
 .venv/bin/python bench/backend.py --model "$model" --data "$data" --predictions 500
+echo "## status page"
+.venv/bin/python bench/status_page.py
