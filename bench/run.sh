@@ -20,3 +20,5 @@ echo "## backend"
 .venv/bin/python bench/backend.py --model "$model" --data "$data" --predictions 500
 echo "## status page"
 .venv/bin/python bench/status_page.py
+echo "## training estimate"
+.venv/bin/python bench/estimate.py --data "$data" --weights "$model" --images 16 --iters 60
