@@ -77,7 +77,7 @@ def queue_parts(services: Services, redis) -> list[Part]:
 def project_status(services: Services, project: int, redis) -> ProjectStatus:
     registry = services.registry(project)
     served, _ = services.served(project)
-    versions = [registry.info(v) for v in registry.versions()]
+    versions = _with_parent_deltas([registry.info(v) for v in registry.versions()])
     status = ProjectStatus(project, served, registry.info(served) if served in registry.versions() else {},
                            sorted(versions, key=lambda v: str(v.get("created_at", ""))))
     if redis is not None:
@@ -90,6 +90,20 @@ def project_status(services: Services, project: int, redis) -> ProjectStatus:
         status.active = [j for j in jobs if j["status"] in ACTIVE]
         status.failures = [j for j in jobs if j["status"] == "failed"][:RECENT_FAILURES]
     return status
+
+
+COMPARED = ("ap50", "ap50_lesion", "category_accuracy")
+
+
+def _with_parent_deltas(versions: list[dict]) -> list[dict]:
+    """Each version's holdout metrics minus its parent's (``delta``), where both were measured."""
+    by_name = {v["version"]: v for v in versions}
+    for version in versions:
+        mine = version.get("metrics") or {}
+        theirs = (by_name.get(version.get("parent")) or {}).get("metrics") or {}
+        version["delta"] = {k: mine[k] - theirs[k] for k in COMPARED
+                            if isinstance(mine.get(k), int | float) and isinstance(theirs.get(k), int | float)}
+    return versions
 
 
 def collect(services: Services, redis) -> dict:

@@ -43,6 +43,7 @@ def test_page_shows_versions_job_progress_failures_and_health(settings, redis_co
     assert response.status_code == 200 and response.mimetype == "text/html"
     assert f'<b class="served">{names[-1]}</b>' in page and "on 29 tasks (3 held out)" in page
     assert page.count('<tr class="version">') == 20 and "0.950" in page
+    assert '0.950 <span class="muted">(+0.050 vs parent)</span>' in page  # holdout AP50 against the parent
     assert '<progress value="40" max="100">' in page and '<td class="stage">training</td>' in page
     assert "0.8123" in page and "4.0 min" in page and "1.5 min" in page
     assert re.search(r"<td>queue</td><td class=\"ok\">OK</td>", page)
