@@ -11,7 +11,7 @@ ref=${REF:-runs/reference/model}
 out=${OUT:-runs/subcategories}
 mkdir -p "$(dirname "$out")" && date +%s > "$out.start"  # wall time for docs/results.md
 breast="breast:${DATA:-../shared/data}/BrEaST"
-tune=(--weights "$ref" --image-size 512 --max-iter "${ITERS:-150}" --batch-size 2 --base-lr 0.005 --bf16
+tune=(--weights "$ref" --image-size 0 --max-iter "${ITERS:-150}" --batch-size 2 --base-lr 0.005 --bf16
       --num-workers 1)
 ./birads train --data "$breast" --splits part1 --coarse --out "$out/first" "${tune[@]}"
 ./birads train --data "$breast" --splits part1 --without-birads-4 --out "$out/without4" "${tune[@]}"
