@@ -78,7 +78,7 @@ def project_status(services: Services, project: int, redis) -> ProjectStatus:
     registry = services.registry(project)
     served, _ = services.served(project)
     versions = _with_parent_deltas([registry.info(v) for v in registry.versions()])
-    status = ProjectStatus(project, served, registry.info(served) if served in registry.versions() else {},
+    status = ProjectStatus(project, served, next((v for v in versions if v["version"] == served), {}),
                            sorted(versions, key=lambda v: str(v.get("created_at", ""))))
     if redis is not None:
         try:

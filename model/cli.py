@@ -49,12 +49,16 @@ def cmd_import(args: argparse.Namespace) -> None:
     print(json.dumps(facts, indent=1))
 
 
+def _from_args(kind, args: argparse.Namespace, prefix: str = ""):
+    """A settings dataclass from the options given (``--<prefix><field>``); defaults for the rest."""
+    return kind(**{f.name: getattr(args, prefix + f.name) for f in fields(kind)
+                   if getattr(args, prefix + f.name, None) is not None})
+
+
 def _settings(args: argparse.Namespace):
     from model.config import TrainSettings
 
-    values = {f.name: getattr(args, f.name) for f in fields(TrainSettings)
-              if getattr(args, f.name, None) is not None}
-    return TrainSettings(**values)
+    return _from_args(TrainSettings, args)
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -69,9 +73,7 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
     from model.pretrain import PretrainSettings, pretrain
 
     holdout = datasets.select(_everything(args), args.holdout_splits) if args.holdout_splits else None
-    values = {f.name: getattr(args, f.name) for f in fields(PretrainSettings)
-              if getattr(args, f.name, None) is not None}
-    print(pretrain(_records(args), args.out, PretrainSettings(**values), holdout))
+    print(pretrain(_records(args), args.out, _from_args(PretrainSettings, args), holdout))
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
@@ -101,8 +103,7 @@ def _all_scores_predictor(model_dir: Path, args: argparse.Namespace):
 def _costs(args: argparse.Namespace):
     from model.evaluation.effort import ActionCosts
 
-    return ActionCosts(**{f.name: getattr(args, "cost_" + f.name) for f in fields(ActionCosts)
-                          if getattr(args, "cost_" + f.name, None) is not None})
+    return _from_args(ActionCosts, args, "cost_")
 
 
 def _cost_options(parser: argparse.ArgumentParser) -> None:

@@ -92,8 +92,9 @@ def resolve_weights(weights: str) -> str:
     """A checkpoint path or URL detectron2's checkpointer can load; "" for none."""
     if weights.startswith(ZOO_PREFIX):
         return model_zoo.get_checkpoint_url(weights[len(ZOO_PREFIX):])
-    if _trunk_file(weights):
-        return str(_trunk_file(weights))
+    trunk = _trunk_file(weights)
+    if trunk:
+        return str(trunk)
     if weights and Path(weights).is_dir():
         return str(Path(weights) / "model_final.pth")
     if weights and "://" not in weights and not Path(weights).is_file():
@@ -106,9 +107,10 @@ def build_config(settings: TrainSettings, classes: list[str], n_images: int,
     """The full detectron2 config for a training run on ``n_images`` images of ``classes``."""
     previous = Path(settings.weights) if settings.weights else None
     cfg = get_cfg()
-    if _trunk_file(settings.weights):
+    trunk = _trunk_file(settings.weights)
+    if trunk:
         _check_trunk(settings.weights, settings.base_config)
-    if previous is not None and previous.is_dir() and not _trunk_file(settings.weights):
+    if previous is not None and previous.is_dir() and not trunk:
         # Fine-tuning a previous version: its architecture (e.g. GN from scratch) must match.
         cfg.merge_from_file(str(previous / "config.yaml"))
     else:

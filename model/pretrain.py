@@ -33,7 +33,7 @@ from torch import nn
 
 from model import taxonomy
 from model.config import PRETRAIN_REPORT, TRUNK_FILE
-from model.io import DataError, StagedDirectory, read_image
+from model.io import StagedDirectory, read_image
 from model.records import ImageRecord
 
 log = logging.getLogger(__name__)
@@ -103,8 +103,7 @@ class CropSampler:
         self.images = [_grey(r.path) for r in records]
         index = {c: i for i, c in enumerate(classes)}
         self.lesions = [Crop(i, (b.x0, b.y0, b.x1, b.y1), index[taxonomy.roll_up(b.category, classes)],
-                             _malignant(r.pathology)) for i, r in enumerate(records) for b in r.boxes
-                        if taxonomy.roll_up(b.category, classes) in index]
+                             _malignant(r.pathology)) for i, r in enumerate(records) for b in r.boxes]
         self.records = records
         self.background = index.get(BACKGROUND)
         self.rng = random.Random(settings.seed + (0 if train else 1))
@@ -174,10 +173,9 @@ def _overlap(a, b) -> float:
 
 def crop_classes(records: list[ImageRecord]) -> list[str]:
     """The lesion categories of the training boxes (4A/4B/4C rolled up as the detector does)."""
-    categories = [b.category for r in records for b in r.boxes]
-    if not categories:
-        raise DataError("no lesion boxes to pretrain on")
-    return taxonomy.detector_classes(taxonomy.label_set_for(categories)) + [BACKGROUND]
+    from model.train import training_classes
+
+    return training_classes(records) + [BACKGROUND]
 
 
 def _losses(model: CropClassifier, batch: torch.Tensor, crops: list[Crop],

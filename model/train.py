@@ -153,7 +153,7 @@ def seconds_per_iteration(records: list[ImageRecord], settings: TrainSettings, s
 
     # in-process data loading: a loader worker would outlive the probe (data_time is ~1 % of a step)
     probe = replace(settings, max_iter=max(2, steps), checkpoint_period=10**9, warmup_iters=1, num_workers=0)
-    classes = taxonomy.detector_classes(taxonomy.label_set_for([b.category for r in records for b in r.boxes]))
+    classes = training_classes(records, settings.without_birads_4)
     with tempfile.TemporaryDirectory(prefix="birads-probe-") as work:
         cfg = build_config(probe, classes, len(records), work)
         trainer = BiradsTrainer(cfg, to_detectron2(records, classes), probe, progress=lambda info: None)
@@ -162,6 +162,15 @@ def seconds_per_iteration(records: list[ImageRecord], settings: TrainSettings, s
         trainer.resume_or_load(resume=False)
         trainer.train()
     return (clock.times[-1] - clock.times[0]) / (len(clock.times) - 1)
+
+
+def training_classes(records: list[ImageRecord], without_birads_4: bool = False) -> list[str]:
+    """The detector classes the boxes of ``records`` need (4A/4B/4C or plain 4, never 1)."""
+    categories = [b.category for r in records for b in r.boxes]
+    if not categories:
+        raise DataError("no lesion boxes in the training images: nothing to learn")
+    classes = taxonomy.detector_classes(taxonomy.label_set_for(categories))
+    return [c for c in classes if not (without_birads_4 and _is_four(c))]
 
 
 def _is_four(category: str) -> bool:
@@ -188,12 +197,7 @@ def train(records: list[ImageRecord], out: str | Path, settings: TrainSettings |
         shutil.rmtree(work)
     work.mkdir(parents=True, exist_ok=True)
     setup_logger(str(work), name="detectron2")
-    categories = [b.category for r in records for b in r.boxes]
-    if not categories:
-        raise DataError("no lesion boxes in the training images: nothing to learn")
-    classes = taxonomy.detector_classes(taxonomy.label_set_for(categories))
-    if settings.without_birads_4:
-        classes = [c for c in classes if not _is_four(c)]
+    classes = training_classes(records, settings.without_birads_4)
     cfg = build_config(settings, classes, len(records), work)
     seed_all_rng(settings.seed)
     log.info("training %d images (%s), classes %s, %d iterations, weights %r", len(records),

@@ -47,12 +47,18 @@ def paper_row(name: str, key: str) -> str:
     return f"| {name} | {pct(p['accuracy'])} | {pct(p['sensitivity'])} | {pct(p['specificity'])} | | |"
 
 
-def minutes(runs: Path, name: str) -> str:
+def seconds(folder: Path, name: str) -> int | None:
+    """Wall time from a script's ``name.start`` / ``name.end`` stamps in ``folder``; None if missing."""
     try:
-        start, end = (int((runs / f"{name}.{x}").read_text()) for x in ("start", "end"))
+        start, end = (int((folder / f"{name}.{x}").read_text()) for x in ("start", "end"))
     except (FileNotFoundError, ValueError):
-        return "not recorded"
-    return f"{(end - start) / 60:.0f} min"
+        return None
+    return end - start
+
+
+def minutes(runs: Path, name: str) -> str:
+    wall = seconds(runs, name)
+    return "not recorded" if wall is None else f"{wall / 60:.0f} min"
 
 
 def copy(source: Path, name: str) -> str:
@@ -206,16 +212,10 @@ STAGES = ("pretrain", "model", "model-no4", "evaluations")
 
 def stage_minutes(runs: Path) -> dict[str, str]:
     """Minutes of each stage of scripts/reference_model.sh (its NAME.start/.end stamps), and their sum."""
-    seconds = {}
-    for name in STAGES:
-        try:
-            start, end = (int((runs / RECIPE / f"{name}.{x}").read_text()) for x in ("start", "end"))
-            seconds[name] = end - start
-        except (FileNotFoundError, ValueError):
-            pass
-    spans = {name: f"{s / 60:.0f} min" for name, s in seconds.items()}
-    if len(seconds) == len(STAGES):
-        spans["total"] = f"{sum(seconds.values()) / 60:.0f} min"
+    walls = {name: wall for name in STAGES if (wall := seconds(runs / RECIPE, name)) is not None}
+    spans = {name: f"{wall / 60:.0f} min" for name, wall in walls.items()}
+    if len(walls) == len(STAGES):
+        spans["total"] = f"{sum(walls.values()) / 60:.0f} min"
     return spans
 
 

@@ -22,7 +22,7 @@ they are counted on neither side; choosing a label in the UI is inside the draw 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from model.evaluation import corrections
 from model.records import Box
@@ -74,7 +74,6 @@ def summary(truths: Sequence[Sequence[Box]], shown: Sequence[Sequence[Box]],
     """Per-image seconds and ratio at ``costs``, and the ratio at both ends of the draw cost."""
     n = max(1, len(truths))
     effort = total_effort(truths, shown, costs)
-    ends = {f"ratio_draw_{d:g}s": total_effort(truths, shown, ActionCosts(**{**costs.to_dict(), "draw": d})).ratio
-            for d in DRAW_ENDS}
+    ends = {f"ratio_draw_{d:g}s": total_effort(truths, shown, replace(costs, draw=d)).ratio for d in DRAW_ENDS}
     return {"seconds_per_image": effort.with_model / n, "by_hand_seconds_per_image": effort.by_hand / n,
             "ratio": effort.ratio, **ends}
