@@ -4,6 +4,11 @@ Endpoints: GET /health, POST /setup, POST /predict, POST /webhook, GET /versions
 GET /jobs/<id> and GET /jobs?project=<id> for training progress, GET / the status page. Every bad input gets an HTTP
 status with ``{"error": message}`` and one log line; nothing trains inside a request.
 
+Trust: what Label Studio sends with basic auth (/health, /setup, /predict, START_TRAINING) is checked
+when BASIC_AUTH_USER is set. Annotation webhooks carry no credentials (WEBHOOK_SECRET, if set, in
+an X-Webhook-Secret header): they are triggers only, for projects that were set up here, and the
+training job reads the label config, tasks and annotations from Label Studio's API itself.
+
 label-studio-ml 1.0.9's own Flask app is not used: its manager keeps models per process in ways
 that break with several gunicorn workers and its training bookkeeping is unsound (see jobs.py).
 We keep its LabelStudioMLBase contract (backend.detector) and write the routes ourselves.
@@ -12,6 +17,7 @@ We keep its LabelStudioMLBase contract (backend.detector) and write the routes o
 from __future__ import annotations
 
 import functools
+import hmac
 import logging
 import time
 from pathlib import Path
@@ -20,9 +26,11 @@ from flask import Flask, jsonify, render_template, request
 from redis import Redis
 from redis.exceptions import RedisError
 
+from backend import status
 from backend.detector import TRAIN_EVENTS, BiradsDetector, ModelCache, RequestError
 from backend.jobs import TrainingQueue, job_status
 from backend.labels import LabelConfigError, parse_label_config
+from backend.limits import BodyLimits
 from backend.services import Services
 from backend.settings import Settings
 from model.io import write_atomic
@@ -31,6 +39,7 @@ log = logging.getLogger("backend")
 
 
 MAX_PROJECT_DIGITS = 12
+WEBHOOK_SECRET_HEADER = "X-Webhook-Secret"
 STATUS_REFRESH_SECONDS = 5
 
 
@@ -75,10 +84,14 @@ class Backend:
             return path.read_text()
         raise RequestError(f"project {project}: no label config (call /setup first)")
 
-    def detector(self, project: int, label_config: str | None, training: bool = False) -> BiradsDetector:
-        config = self.label_config(project, label_config)
-        return BiradsDetector(project, config, self.services, self.models,
-                              training_queue=self.training_queue() if training else None)
+    def detector(self, project: int, label_config: str | None) -> BiradsDetector:
+        return BiradsDetector(project, self.label_config(project, label_config), self.services, self.models)
+
+    def redis_or_none(self) -> Redis | None:
+        try:
+            return self.redis
+        except RedisError:
+            return None
 
 
 def _json_body() -> dict:
@@ -96,13 +109,13 @@ def create_app(settings: Settings | None = None) -> Flask:
     backend = Backend(settings)
     app = Flask(__name__)
     app.config["backend"] = backend
+    app.wsgi_app = BodyLimits(app.wsgi_app, settings.max_request_bytes, settings.request_timeout)
 
     def requires_auth(view):
         @functools.wraps(view)
         def wrapped(*args, **kwargs):
-            if settings.basic_auth_user and not _authorized(settings):
-                log.warning("%s %s: refused, wrong or missing basic auth", request.method, request.path)
-                return jsonify({"error": "authentication required"}), 401, {"WWW-Authenticate": "Basic"}
+            if not _authorized(settings):
+                return _refused("wrong or missing basic auth", {"WWW-Authenticate": "Basic"})
             return view(*args, **kwargs)
         return wrapped
 
@@ -130,19 +143,18 @@ def create_app(settings: Settings | None = None) -> Flask:
     def status_page():
         from datetime import UTC, datetime
 
-        from backend import status
-
-        try:
-            redis = backend.redis
-        except RedisError:
-            redis = None
-        facts = status.collect(backend.services, redis)
+        facts = status.collect(backend.services, backend.redis_or_none(), backend.models.serving)
         return render_template("status.html", refresh=STATUS_REFRESH_SECONDS, chart=status.chart_points,
                                now=datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"), **facts)
 
     @app.route("/health", methods=["GET"])
+    @requires_auth
     def health():
-        return jsonify({"status": "UP", "model_class": BiradsDetector.__name__,
+        # Label Studio only needs a 200: degraded parts are named, never a reason to refuse
+        failing = {p.name: p.detail for p in status.health(backend.services, backend.redis_or_none(),
+                                                           backend.models.serving) if not p.ok}
+        return jsonify({"status": "DEGRADED" if failing else "UP", "degraded": failing,
+                        "model_class": BiradsDetector.__name__,
                         "model_dir": str(Path(settings.model_dir).resolve())})
 
     @app.route("/setup", methods=["POST"])
@@ -160,6 +172,8 @@ def create_app(settings: Settings | None = None) -> Flask:
         tasks = body.get("tasks")
         if not isinstance(tasks, list) or not tasks:
             raise RequestError("'tasks' must be a non-empty list")
+        if len(tasks) > settings.max_tasks:
+            raise RequestError(f"{len(tasks)} tasks in one request, MAX_TASKS is {settings.max_tasks}", 413)
         first = tasks[0] if isinstance(tasks[0], dict) else {}
         project = project_id(body.get("project") or first.get("project"))
         detector = backend.detector(project, body.get("label_config"))
@@ -175,11 +189,14 @@ def create_app(settings: Settings | None = None) -> Flask:
         action = body.get("action")
         if action not in TRAIN_EVENTS:
             return jsonify({"status": "ignored", "action": action}), 200
-        if action == "START_TRAINING" and settings.basic_auth_user and not _authorized(settings):
-            return jsonify({"error": "authentication required"}), 401, {"WWW-Authenticate": "Basic"}
+        if action == "START_TRAINING" and not _authorized(settings):  # Label Studio sends basic auth with it
+            return _refused("START_TRAINING without valid basic auth", {"WWW-Authenticate": "Basic"})
+        if action != "START_TRAINING" and not _secret_matches(settings):
+            return _refused("webhook without the WEBHOOK_SECRET header")
         project = project_id(body.get("project"))
-        detector = backend.detector(project, (body.get("project") or {}).get("label_config"), training=True)
-        answer = detector.fit(action, body)
+        if not backend.services.is_connected(project):  # an outsider's webhook creates nothing
+            raise RequestError(f"project {project} is not connected to this backend (no /setup yet)", 404)
+        answer = backend.training_queue().request(project, reason=action, force=action == "START_TRAINING")
         return jsonify(answer), 201 if answer["status"] == "queued" else 200
 
     @app.route("/versions", methods=["GET"])
@@ -211,6 +228,23 @@ def create_app(settings: Settings | None = None) -> Flask:
     return app
 
 
+def _refused(why: str, headers: dict | None = None):
+    log.warning("%s %s -> 401: %s", request.method, request.path, why)
+    return jsonify({"error": "authentication required"}), 401, headers or {}
+
+
+def _same(given: str | None, expected: str) -> bool:
+    return hmac.compare_digest((given or "").encode(), expected.encode())  # no timing side channel
+
+
 def _authorized(settings: Settings) -> bool:
+    """Basic auth as configured (anything goes when BASIC_AUTH_USER is not set)."""
+    if not settings.basic_auth_user:
+        return True
     auth = request.authorization
-    return bool(auth and auth.username == settings.basic_auth_user and auth.password == settings.basic_auth_pass)
+    user_ok = _same(auth.username if auth else "", settings.basic_auth_user)
+    return bool(auth) and user_ok & _same(auth.password if auth else "", settings.basic_auth_pass)
+
+
+def _secret_matches(settings: Settings) -> bool:
+    return not settings.webhook_secret or _same(request.headers.get(WEBHOOK_SECRET_HEADER), settings.webhook_secret)

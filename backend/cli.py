@@ -1,4 +1,5 @@
-"""`birads`: the model's commands plus `birads worker` and `birads serve` for the backend."""
+"""`birads`: the model's commands plus `birads worker`, `birads serve` and `birads promote` for the
+backend."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ def main(argv: list[str] | None = None) -> int:
 
         serve()
         return 0
+    if argv[:1] == ["promote"]:
+        return promote(argv[1:])
     from model.cli import main as model_main
 
     return model_main(argv)
@@ -24,3 +27,28 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def promote(argv: list[str]) -> int:
+    """Serve a project's version by hand: the override for one refused as a regression."""
+    import argparse
+
+    from backend.services import Services
+    from backend.settings import Settings
+
+    parser = argparse.ArgumentParser(prog="birads promote", description=promote.__doc__)
+    parser.add_argument("--project", type=int, required=True)
+    parser.add_argument("--version", required=True)
+    args = parser.parse_args(argv)
+    registry = Services(Settings.from_env()).registry(args.project)
+    if args.version not in registry.versions():
+        print(f"project {args.project} has no version {args.version!r} (it has: "
+              f"{', '.join(registry.versions()) or 'none'})", file=sys.stderr)
+        return 2
+    info = registry.info(args.version)
+    if info.get("refused"):
+        info["overridden"] = info.pop("refused")
+        registry.describe(**info)
+    registry.promote(args.version)
+    print(f"project {args.project}: version {args.version} is now served")
+    return 0

@@ -1,7 +1,8 @@
 """Where Label Studio meets the model: the LabelStudioMLBase subclass (predict, fit).
 
 predict: task images -> the served model version -> boxes as Label Studio regions, labelled only
-with labels of the project's config. fit: enqueue a (coalesced) training job; never trains here.
+with labels of the project's config. Training is not LabelStudioMLBase.fit's business here: a
+webhook only asks backend.jobs for a (coalesced) job, which reads everything from Label Studio.
 
 Task score (``score`` of each prediction) is ``Detection.confidence``: the model's confidence in
 the whole pre-annotation. Sorting Label Studio's Data Manager by prediction score, ascending,
@@ -20,6 +21,8 @@ from backend.labels import LabelMap, parse_label_config
 from backend.services import Services
 from model.evaluation.evaluate import LOW_SCORE, displayed
 from model.records import Detection
+from model.regions import to_region
+from model.registry import Serving
 
 log = logging.getLogger(__name__)
 UNTRAINED = "untrained"
@@ -34,34 +37,69 @@ class RequestError(ValueError):
         self.status = status
 
 
+class ModelUnavailable(RequestError):
+    """The project has versions, and none of them can be served."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, 503)
+
+
 class ModelCache:
-    """One loaded predictor per project and process; reloaded when the served version changes."""
+    """One loaded predictor per project and process; reloaded when the served version changes.
+
+    A version that fails to load is remembered as unusable here, and the registry's fallback
+    (the last good version) is served instead, as for a version that fails its checksums."""
 
     def __init__(self, services: Services) -> None:
         self.services = services
         self._loaded: dict[int, tuple[str, object, threading.Lock]] = {}
+        self._unusable: dict[int, frozenset[str]] = {}
+        self._reported: set[tuple] = set()
         self._lock = threading.Lock()
 
+    def serving(self, project: int) -> Serving:
+        serving = self.services.serving(project, self._unusable.get(project, frozenset()))
+        if serving.problem and (project, serving.problem) not in self._reported:
+            self._reported.add((project, serving.problem))
+            log.error("project %s: %s; serving %s instead", project, serving.problem,
+                      serving.version or "nothing")
+        return serving
+
+    def _checked(self, project: int) -> Serving:
+        serving = self.serving(project)
+        if serving.version is None and serving.problem:
+            raise ModelUnavailable(f"project {project}: {serving.problem}, and no earlier version is sound")
+        return serving
+
     def version(self, project: int) -> str:
-        return self.services.served(project)[0] or UNTRAINED
+        return self._checked(project).version or UNTRAINED
 
     def get(self, project: int):
         """(version, predictor or None, lock serialising inference on it)."""
-        version, path = self.services.served(project)
-        if version is None:
-            return UNTRAINED, None, None
-        with self._lock:
-            cached = self._loaded.get(project)
-            if cached is None or cached[0] != version:
-                from model.predict import Predictor
+        while True:  # each failed load marks one more version unusable: this ends
+            serving = self._checked(project)
+            if serving.version is None:
+                return UNTRAINED, None, None
+            with self._lock:
+                cached = self._loaded.get(project)
+                if cached is not None and cached[0] == serving.version:
+                    return cached
+                try:
+                    predictor = self._load(serving.path)
+                except Exception:  # any load failure: this version is not servable in this process
+                    log.exception("project %s: version %s cannot be loaded", project, serving.version)
+                    self._unusable[project] = self._unusable.get(project, frozenset()) | {serving.version}
+                    continue
+                cached = self._loaded[project] = (serving.version, predictor, threading.Lock())
+                log.info("project %s: serving model version %s", project, serving.version)
+                return cached
 
-                s = self.services.settings
-                predictor = Predictor(path, device=s.device, bf16=s.bf16_choice,
-                                      score_threshold=LOW_SCORE, max_boxes=max(s.max_boxes, 20))
-                cached = (version, predictor, threading.Lock())
-                self._loaded[project] = cached
-                log.info("project %s: serving model version %s", project, version)
-            return cached
+    def _load(self, path):
+        from model.predict import Predictor
+
+        s = self.services.settings
+        return Predictor(path, device=s.device, bf16=s.bf16_choice, score_threshold=LOW_SCORE,
+                         max_boxes=max(s.max_boxes, 20))
 
 
 def regions(detection: Detection, labels: LabelMap, threshold: float, max_boxes: int,
@@ -74,27 +112,20 @@ def regions(detection: Detection, labels: LabelMap, threshold: float, max_boxes:
         if label is None:  # never emit a label the config does not have
             log.warning("no label in the project's config for BI-RADS %s: box dropped", box.category)
             continue
-        w, h = detection.width, detection.height
-        result.append({
-            "id": f"birads-{len(result)}", "from_name": labels.from_name, "to_name": labels.to_name,
-            "type": "rectanglelabels", "original_width": w, "original_height": h, "image_rotation": 0,
-            "value": {"x": 100 * box.x0 / w, "y": 100 * box.y0 / h, "width": 100 * box.width / w,
-                      "height": 100 * box.height / h, "rotation": 0, "rectanglelabels": [label]},
-            "score": round(box.score, 4)})
+        result.append(to_region(box, detection.width, detection.height, label, labels.from_name,
+                                labels.to_name, f"birads-{len(result)}"))
     return result
 
 
 class BiradsDetector(LabelStudioMLBase):
-    """Pre-annotates breast ultrasound tasks with BI-RADS boxes; retrains through RQ."""
+    """Pre-annotates breast ultrasound tasks with BI-RADS boxes."""
 
-    def __init__(self, project: int, label_config: str, services: Services, models: ModelCache,
-                 training_queue=None) -> None:
+    def __init__(self, project: int, label_config: str, services: Services, models: ModelCache) -> None:
         self.labels = parse_label_config(label_config)  # LabelConfigError before anything else
         super().__init__(label_config=label_config)
         self.project = project
         self.services = services
         self.models = models
-        self.training_queue = training_queue
 
     @property
     def model_version(self) -> str:
@@ -115,20 +146,19 @@ class BiradsDetector(LabelStudioMLBase):
         version, predictor, lock = self.models.get(self.project)
         if predictor is None:  # no model trained yet: no boxes, never random ones
             return [{"result": [], "score": 0.0, "model_version": version} for _ in tasks]
-        images = self.services.fetcher.fetch_all(references)
-        failures = [(t.get("id"), img) for t, img in zip(tasks, images) if isinstance(img, ImageError)]
-        if failures:
-            status = max(error.status for _, error in failures)
-            raise RequestError("; ".join(f"task {tid}: {error}" for tid, error in failures), status)
         s = self.services.settings
-        with lock:
-            detections = predictor(images, batch_size=s.predict_batch)
-        return [{"result": regions(d, self.labels, s.score_threshold, s.max_boxes, s.show_boxes),
-                 "score": round(d.confidence(s.score_threshold), 4), "model_version": version} for d in detections]
-
-    def fit(self, event: str, data: dict | None = None, **kwargs) -> dict:
-        """Queue training for this project (coalesced); START_TRAINING always trains."""
-        if event not in TRAIN_EVENTS:
-            return {"status": "ignored", "event": event}
-        return self.training_queue.request(self.project, self.label_config, reason=event,
-                                           force=event == "START_TRAINING")
+        results = []
+        for start in range(0, len(tasks), s.predict_batch):  # decode a batch at a time: bounded memory
+            batch = tasks[start:start + s.predict_batch]
+            images = self.services.fetcher.fetch_all(references[start:start + s.predict_batch])
+            failures = [(t.get("id"), img) for t, img in zip(batch, images) if isinstance(img, ImageError)]
+            if failures:
+                status = max(error.status for _, error in failures)
+                raise RequestError("; ".join(f"task {tid}: {error}" for tid, error in failures), status)
+            with lock:
+                detections = predictor(images, batch_size=s.predict_batch)
+            del images
+            results += [{"result": regions(d, self.labels, s.score_threshold, s.max_boxes, s.show_boxes),
+                         "score": round(d.confidence(s.score_threshold), 4), "model_version": version}
+                        for d in detections]
+        return results

@@ -1,27 +1,39 @@
 """Fetch task images safely: Label Studio uploads and local files, allowed http(s) hosts, local paths.
 
 Task URLs are written by whoever creates tasks, so nothing is fetched from anywhere else than
-Label Studio's host or the hosts in ALLOWED_IMAGE_HOSTS; Label Studio's key is only ever sent to
-Label Studio; local paths must lie under LOCAL_FILES_ROOT. Downloads are capped in bytes and
-time, and decompression bombs are refused. PNG, JPEG (EXIF orientation applied) and DICOM.
+Label Studio's host or the hosts in ALLOWED_IMAGE_HOSTS, and those must resolve to public
+addresses unless ALLOW_PRIVATE_IMAGE_HOSTS is set; the connection goes to the address that was
+checked (no second lookup to rebind). A refused host and an unreachable one get the same answer,
+so the backend cannot be used to map a network. Label Studio's key is only ever sent to Label
+Studio; local paths must lie under LOCAL_FILES_ROOT. Each download is capped in bytes and in time
+from start to end, and every image's pixel count (all frames of a DICOM) is checked against
+MAX_IMAGE_PIXELS from its header, before anything is decoded. PNG, JPEG (EXIF orientation
+applied) and DICOM.
 """
 
 from __future__ import annotations
 
+import http.client
 import io
+import ipaddress
 import logging
+import socket
+import ssl
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urljoin, urlparse
 
 import numpy as np
-import requests
 from PIL import Image, UnidentifiedImageError
 
-from model.io import stretch_to_8bit, to_rgb_array  # importing model.io also sets the decompression-bomb limit
+from backend.limits import Watchdog
+from model.io import stretch_to_8bit, to_rgb_array
 
 log = logging.getLogger(__name__)
+UNREACHABLE = "image host is not allowed or not reachable"  # one text: refused and down look alike
+DEFAULT_MAX_PIXELS = 40_000_000
 
 
 class ImageError(ValueError):
@@ -32,28 +44,44 @@ class ImageError(ValueError):
         self.status = status
 
 
-def decode(content: bytes, source: str) -> np.ndarray:
-    """RGB uint8 array from PNG/JPEG/... bytes (EXIF applied) or a DICOM file's first frame."""
+def _too_many(pixels: int, limit: int, source: str) -> ImageError:
+    return ImageError(f"{source}: refused, {pixels} pixels exceed MAX_IMAGE_PIXELS={limit}", 413)
+
+
+def decode(content: bytes, source: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """RGB uint8 array from PNG/JPEG/... bytes (EXIF applied) or a DICOM file's first frame.
+    The pixel count is read from the header and checked before any pixel is decoded."""
     if len(content) > 132 and content[128:132] == b"DICM":
-        return _decode_dicom(content, source)
+        return _decode_dicom(content, source, max_pixels)
     try:
         with Image.open(io.BytesIO(content)) as image:
+            width, height = image.size
+            if width * height > max_pixels:
+                raise _too_many(width * height, max_pixels, source)
             return to_rgb_array(image)
-    except Image.DecompressionBombError:
-        raise ImageError(f"{source}: refused, image has too many pixels") from None
+    except Image.DecompressionBombError as exc:  # Pillow's own limit, met first at twice model.io's
+        raise ImageError(f"{source}: refused, too many pixels ({exc})", 413) from None
     except (UnidentifiedImageError, OSError) as exc:
         raise ImageError(f"{source}: not an image ({exc})") from None
 
 
-def _decode_dicom(content: bytes, source: str) -> np.ndarray:
+def _decode_dicom(content: bytes, source: str, max_pixels: int) -> np.ndarray:
     import pydicom
 
     try:
-        dataset = pydicom.dcmread(io.BytesIO(content))
-        pixels = dataset.pixel_array
+        header = pydicom.dcmread(io.BytesIO(content), stop_before_pixels=True)
+        frames = int(getattr(header, "NumberOfFrames", 1) or 1)
+        pixels = int(header.Rows) * int(header.Columns) * max(frames, 1) * int(getattr(header, "SamplesPerPixel", 1))
     except Exception as exc:  # pydicom raises many kinds for broken files
         raise ImageError(f"{source}: unreadable DICOM ({exc})") from None
-    if getattr(dataset, "NumberOfFrames", 1) and int(getattr(dataset, "NumberOfFrames", 1)) > 1:
+    if pixels > max_pixels:
+        raise _too_many(pixels, max_pixels, source)
+    try:
+        dataset = pydicom.dcmread(io.BytesIO(content))
+        pixels = dataset.pixel_array
+    except Exception as exc:
+        raise ImageError(f"{source}: unreadable DICOM ({exc})") from None
+    if frames > 1:
         pixels = pixels[0]  # a cine loop: annotate its first frame
     if getattr(dataset, "PhotometricInterpretation", "") == "MONOCHROME1":
         pixels = pixels.max() - pixels
@@ -69,10 +97,36 @@ def _host(parsed) -> str:
     return f"{name}:{parsed.port}" if parsed.port else name
 
 
+def _addresses(host: str, port: int) -> list[str]:
+    return list(dict.fromkeys(info[4][0] for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)))
+
+
+class _PinnedHTTPConnection(http.client.HTTPConnection):
+    """Connects to the address that was checked, whatever DNS says by now."""
+
+    def __init__(self, host: str, port: int, address: str, timeout: float) -> None:
+        super().__init__(host, port, timeout=timeout)
+        self.address = address
+
+    def connect(self) -> None:
+        self.sock = socket.create_connection((self.address, self.port), self.timeout)
+
+
+class _PinnedHTTPSConnection(http.client.HTTPSConnection):
+    def __init__(self, host: str, port: int, address: str, timeout: float) -> None:
+        super().__init__(host, port, timeout=timeout, context=ssl.create_default_context())
+        self.address = address
+
+    def connect(self) -> None:
+        raw = socket.create_connection((self.address, self.port), self.timeout)
+        self.sock = self._context.wrap_socket(raw, server_hostname=self.host)  # certificate of the name
+
+
 class ImageFetcher:
     def __init__(self, label_studio_url: str, auth_headers: Callable[[], dict[str, str]],
                  allowed_hosts: Sequence[str] = (), local_root: Path | None = None,
-                 max_bytes: int = 50_000_000, timeout: float = 15.0) -> None:
+                 max_bytes: int = 50_000_000, timeout: float = 15.0, max_pixels: int = DEFAULT_MAX_PIXELS,
+                 allow_private: bool = False) -> None:
         self.label_studio_url = label_studio_url.rstrip("/")
         self.label_studio_host = _host(urlparse(self.label_studio_url))
         self.auth_headers = auth_headers
@@ -80,11 +134,14 @@ class ImageFetcher:
         self.local_root = Path(local_root).resolve() if local_root else None
         self.max_bytes = max_bytes
         self.timeout = timeout
-        self.session = requests.Session()
+        self.max_pixels = max_pixels
+        self.allow_private = allow_private
 
     def fetch(self, reference: str) -> np.ndarray:
         if not isinstance(reference, str) or not reference:
             raise ImageError(f"image reference {reference!r} is empty or not a string", 400)
+        if reference.startswith("/data/"):  # Label Studio upload or local-files URL
+            reference = urljoin(self.label_studio_url + "/", reference.lstrip("/"))
         try:
             parsed = urlparse(reference)
             parsed.port  # noqa: B018  (raises on a malformed port)
@@ -94,12 +151,9 @@ class ImageFetcher:
             # http://allowed:x@other-host/ would otherwise be read as "allowed" by a careless check
             raise ImageError(f"{reference}: URLs with user information are refused", 400)
         if parsed.scheme in ("http", "https"):
-            return decode(self._download(reference, _host(parsed)), reference)
-        if reference.startswith("/data/"):  # Label Studio upload or local-files URL
-            return decode(self._download(urljoin(self.label_studio_url + "/", reference.lstrip("/")),
-                                         self.label_studio_host), reference)
+            return decode(self._download(reference, parsed), reference, self.max_pixels)
         if parsed.scheme in ("", "file"):
-            return decode(self._read_local(parsed.path if parsed.scheme else reference), reference)
+            return decode(self._read_local(parsed.path if parsed.scheme else reference), reference, self.max_pixels)
         raise ImageError(f"{reference}: unsupported URL scheme {parsed.scheme!r}", 400)
 
     def fetch_all(self, references: Sequence[str], workers: int = 8) -> list[np.ndarray | ImageError]:
@@ -113,27 +167,66 @@ class ImageFetcher:
         with ThreadPoolExecutor(max_workers=max(1, min(workers, len(references)))) as pool:
             return list(pool.map(one, references))
 
-    def _download(self, url: str, host: str) -> bytes:
-        own = host == self.label_studio_host
-        if not own and host.rsplit(":", 1)[0] not in self.allowed_hosts and host not in self.allowed_hosts:
-            raise ImageError(f"{url}: host {host} is neither Label Studio's nor in ALLOWED_IMAGE_HOSTS", 403)
-        headers = self.auth_headers() if own else {}  # never send Label Studio's key elsewhere
+    def _unreachable(self, url: str, why: str) -> ImageError:
+        log.warning("%s: %s", url, why)  # the detail stays in our log
+        return ImageError(f"{url}: {UNREACHABLE}", 502)
+
+    def _address(self, url: str, parsed) -> str:
+        """The checked address to connect to; the same error for a refused host and a dead one."""
+        own = _host(parsed) == self.label_studio_host
+        name = (parsed.hostname or "").lower()
+        if not own and name not in self.allowed_hosts and _host(parsed) not in self.allowed_hosts:
+            raise self._unreachable(url, "host neither Label Studio's nor in ALLOWED_IMAGE_HOSTS")
         try:
-            with self.session.get(url, headers=headers, stream=True, timeout=self.timeout,
-                                  allow_redirects=False) as response:
-                if response.status_code in (401, 403) and own:
-                    raise ImageError(f"{url}: Label Studio refused the download (HTTP {response.status_code}): "
-                                     "set LABEL_STUDIO_API_KEY to a valid token", 422)
-                if response.status_code != 200:
-                    raise ImageError(f"{url}: HTTP {response.status_code} from {host}", 422)
-                content = bytearray()
-                for chunk in response.iter_content(64 * 1024):
-                    content += chunk
-                    if len(content) > self.max_bytes:
-                        raise ImageError(f"{url}: larger than MAX_IMAGE_BYTES={self.max_bytes}", 413)
-                return bytes(content)
-        except requests.RequestException as exc:
-            raise ImageError(f"{url}: download failed ({exc.__class__.__name__}: {exc})", 502) from None
+            addresses = _addresses(name, parsed.port or (443 if parsed.scheme == "https" else 80))
+        except (OSError, UnicodeError) as exc:
+            raise self._unreachable(url, f"does not resolve ({exc})") from None
+        if not own and not self.allow_private:
+            private = [a for a in addresses if not ipaddress.ip_address(a.split("%")[0]).is_global]
+            if private:
+                raise self._unreachable(url, f"resolves to non-public {', '.join(private)} "
+                                             "(ALLOW_PRIVATE_IMAGE_HOSTS is off)")
+        return addresses[0]
+
+    def _download(self, url: str, parsed) -> bytes:
+        own = _host(parsed) == self.label_studio_host
+        address = self._address(url, parsed)
+        kind = _PinnedHTTPSConnection if parsed.scheme == "https" else _PinnedHTTPConnection
+        port = parsed.port or (443 if parsed.scheme == "https" else 80)
+        connection = kind(parsed.hostname, port, address, self.timeout)
+        headers = self.auth_headers() if own else {}  # never send Label Studio's key elsewhere
+        target = (parsed.path or "/") + (f"?{parsed.query}" if parsed.query else "")
+        started = time.monotonic()
+        try:
+            connection.connect()
+        except (OSError, ssl.SSLError) as exc:
+            connection.close()
+            raise self._unreachable(url, f"connection failed ({exc})") from None
+        watchdog = Watchdog(connection.sock, max(0.0, self.timeout - (time.monotonic() - started)),
+                            socket.SHUT_RDWR)
+        try:
+            connection.request("GET", target, headers=headers)
+            response = connection.getresponse()
+            if response.status in (401, 403) and own:
+                raise ImageError(f"{url}: Label Studio refused the download (HTTP {response.status}): "
+                                 "set LABEL_STUDIO_API_KEY to a valid token", 422)
+            if response.status != 200:
+                raise ImageError(f"{url}: HTTP {response.status} from the image host", 422)
+            content = bytearray()
+            while chunk := response.read1(64 * 1024):
+                content += chunk
+                if len(content) > self.max_bytes:
+                    raise ImageError(f"{url}: larger than MAX_IMAGE_BYTES={self.max_bytes}", 413)
+            if watchdog.expired:
+                raise OSError("cut off")
+            return bytes(content)
+        except (OSError, http.client.HTTPException) as exc:
+            if watchdog.expired:
+                raise ImageError(f"{url}: download not complete within FETCH_TIMEOUT={self.timeout:g} s", 504) from None
+            raise ImageError(f"{url}: download failed ({exc.__class__.__name__})", 502) from None
+        finally:
+            watchdog.cancel()
+            connection.close()
 
     def _read_local(self, path: str) -> bytes:
         if self.local_root is None:

@@ -45,8 +45,11 @@ class TrainingQueue:
     def _lock(self, project: int):
         return self.redis.lock(self._key(project, "lock"), timeout=10, blocking_timeout=2)
 
-    def request(self, project: int, label_config: str, reason: str, force: bool) -> dict:
-        """Enqueue a training job for ``project``, or fold this request into the queued one."""
+    def request(self, project: int, reason: str, force: bool) -> dict:
+        """Enqueue a training job for ``project``, or fold this request into the queued one.
+
+        A request carries nothing but the project: the job reads the label config, tasks and
+        annotations from Label Studio's API with the backend's own key."""
         with self._lock(project):
             changes = int(self.redis.incr(self._key(project, "changes"))) if not force else None
             if changes is not None and changes < self.settings.retrain_after:
@@ -58,7 +61,7 @@ class TrainingQueue:
                 queued.save_meta()
                 return {"status": "coalesced", "job_id": queued.id, "events": queued.meta["events"]}
             job = self.queue.enqueue(
-                TRAIN_FUNCTION, project, label_config, job_timeout=self.settings.job_timeout,
+                TRAIN_FUNCTION, project, job_timeout=self.settings.job_timeout,
                 result_ttl=KEEP_RESULTS, failure_ttl=KEEP_RESULTS,
                 meta={"project": project, "events": 1, "reasons": [reason], "stage": "queued"},
                 description=f"train BI-RADS detector for project {project}")

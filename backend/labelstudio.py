@@ -9,6 +9,10 @@ from functools import cached_property
 log = logging.getLogger(__name__)
 
 
+class UnknownProject(LookupError):
+    """Label Studio's API does not know the project (or the key may not read it)."""
+
+
 class LabelStudioAPI:
     def __init__(self, url: str, api_key: str) -> None:
         self.url = url.rstrip("/")
@@ -32,3 +36,15 @@ class LabelStudioAPI:
         """Every task of ``project`` that has at least one annotation, with its annotations."""
         tasks = self.client.tasks.list(project=project, fields="all", only_annotated=True, page_size=100)
         return [task.model_dump() if hasattr(task, "model_dump") else dict(task) for task in tasks]
+
+    def label_config(self, project: int) -> str:
+        """The project's label config as Label Studio holds it now (never one sent to us)."""
+        from label_studio_sdk.core.api_error import ApiError
+
+        try:
+            return self.client.projects.get(id=project).label_config
+        except ApiError as error:
+            if error.status_code in (403, 404):
+                raise UnknownProject(f"Label Studio has no project {project} this key can read "
+                                     f"(HTTP {error.status_code})") from None
+            raise

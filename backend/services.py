@@ -10,7 +10,7 @@ from backend.images import ImageFetcher
 from backend.labelstudio import LabelStudioAPI
 from backend.settings import Settings
 from model.modeldir import is_model_dir
-from model.registry import Registry
+from model.registry import Registry, Serving
 
 STARTER_PREFIX = "starter-"  # version name of INITIAL_WEIGHTS while a project has none of its own
 
@@ -27,7 +27,7 @@ class Services:
     def fetcher(self) -> ImageFetcher:
         s = self.settings
         return ImageFetcher(s.label_studio_url, self.api.auth_headers, s.allowed_hosts, s.local_files_root,
-                            s.max_image_bytes, s.fetch_timeout)
+                            s.max_image_bytes, s.fetch_timeout, s.max_image_pixels, s.allow_private_image_hosts)
 
     def project_dir(self, project: int) -> Path:
         return Path(self.settings.model_dir) / f"project-{int(project)}"
@@ -41,15 +41,22 @@ class Services:
         weights = self.settings.initial_weights
         return Path(weights) if weights and is_model_dir(weights) else None
 
+    def serving(self, project: int, unusable: frozenset[str] = frozenset()) -> Serving:
+        """The version a project's predictions come from: its registry's (checked, with fallback),
+        else the starter model; version None: untrained, or (with ``problem``) nothing servable."""
+        serving = self.registry(project).serving(unusable)
+        starter = self.starter
+        if serving.version is None and starter is not None and STARTER_PREFIX + starter.name not in unusable:
+            return Serving(STARTER_PREFIX + starter.name, starter, serving.problem, serving.fallback_from)
+        return serving
+
     def served(self, project: int) -> tuple[str | None, Path | None]:
-        """(version, model directory) a project's predictions come from; (None, None) untrained."""
-        registry = self.registry(project)
-        version = registry.current()
-        if version is not None:
-            return version, registry.path(version)
-        if self.starter is not None:
-            return STARTER_PREFIX + self.starter.name, self.starter
-        return None, None
+        serving = self.serving(project)
+        return serving.version, serving.path
+
+    def is_connected(self, project: int) -> bool:
+        """Label Studio has called /setup for this project (or it has trained here)."""
+        return self.project_dir(project).is_dir()
 
     def projects(self) -> list[int]:
         root = Path(self.settings.model_dir)

@@ -9,6 +9,7 @@ import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+PROMOTE_METRICS = ("ap50_lesion", "ap50", "category_accuracy", "acceptance_rate")
 _BF16 = {"auto": None, "true": True, "1": True, "false": False, "0": False}
 
 
@@ -33,10 +34,21 @@ class Settings:
     # HTTP server
     port: int = field(default=9090, metadata={"env": "PORT", "doc": "HTTP port"})
     workers: int = field(default=1, metadata={"env": "WORKERS", "doc": "gunicorn worker processes"})
-    threads: int = field(default=4, metadata={"env": "THREADS", "doc": "threads per worker"})
+    threads: int = field(default=16, metadata={
+        "env": "THREADS", "doc": "threads per worker (a slow client holds one while it sends its request)"})
+    request_timeout: float = field(default=10.0, metadata={
+        "env": "REQUEST_TIMEOUT", "doc": "seconds a client may take to send a request body (then 408)"})
+    max_request_bytes: int = field(default=20_000_000, metadata={
+        "env": "MAX_REQUEST_BYTES", "doc": "largest request body (then 413)"})
+    max_tasks: int = field(default=1000, metadata={
+        "env": "MAX_TASKS", "doc": "most tasks in one /predict (then 413); they are decoded PREDICT_BATCH at a time"})
     basic_auth_user: str = field(default="", metadata={
         "env": "BASIC_AUTH_USER", "doc": "require HTTP basic auth (as set in Label Studio's model settings)"})
     basic_auth_pass: str = field(default="", metadata={"env": "BASIC_AUTH_PASS", "doc": "its password"})
+    webhook_secret: str = field(default="", metadata={
+        "env": "WEBHOOK_SECRET",
+        "doc": "annotation webhooks must carry it in an `X-Webhook-Secret` header (add the header to the "
+               "project's webhook in Label Studio); START_TRAINING is checked by basic auth instead"})
     # prediction
     score_threshold: float = field(default=0.5, metadata={
         "env": "SCORE_THRESHOLD", "doc": "smallest box score shown to annotators"})
@@ -53,12 +65,18 @@ class Settings:
     # fetching task images
     allowed_hosts: tuple[str, ...] = field(default=(), metadata={
         "env": "ALLOWED_IMAGE_HOSTS", "doc": "comma-separated hosts images may come from, besides Label Studio's"})
+    allow_private_image_hosts: bool = field(default=False, metadata={
+        "env": "ALLOW_PRIVATE_IMAGE_HOSTS",
+        "doc": "let ALLOWED_IMAGE_HOSTS resolve to private, loopback or link-local addresses (Label Studio's "
+               "own host always may)"})
     local_files_root: Path | None = field(default=None, metadata={
         "env": "LOCAL_FILES_ROOT", "doc": "task images given as local paths must lie under this folder"})
     max_image_bytes: int = field(default=50_000_000, metadata={
         "env": "MAX_IMAGE_BYTES", "doc": "largest image download"})
+    max_image_pixels: int = field(default=40_000_000, metadata={
+        "env": "MAX_IMAGE_PIXELS", "doc": "largest image (all frames of a DICOM), checked before decoding"})
     fetch_timeout: float = field(default=15.0, metadata={
-        "env": "FETCH_TIMEOUT", "doc": "seconds per image download"})
+        "env": "FETCH_TIMEOUT", "doc": "seconds per image download, start to end"})
     # training
     initial_weights: str = field(default="", metadata={
         "env": "INITIAL_WEIGHTS",
@@ -87,6 +105,14 @@ class Settings:
         "env": "MIN_AGREEMENT", "doc": "annotators who must draw a box for it to count (tasks with several)"})
     holdout_fraction: float = field(default=0.2, metadata={
         "env": "HOLDOUT_FRACTION", "doc": "share of annotated tasks kept out of training for evaluation"})
+    promote_metric: str = field(default="ap50_lesion", metadata={
+        "env": "PROMOTE_METRIC",
+        "doc": "held-out metric a new version must not lose against the served one to replace it "
+               "(ap50_lesion, ap50, category_accuracy or acceptance_rate)"})
+    promote_tolerance: float = field(default=0.02, metadata={
+        "env": "PROMOTE_TOLERANCE", "doc": "how much of PROMOTE_METRIC a new version may lose and still be served"})
+    promote_always: bool = field(default=False, metadata={
+        "env": "PROMOTE_ALWAYS", "doc": "serve every new version, even one worse on the held-out tasks"})
     job_timeout: int = field(default=6 * 3600, metadata={"env": "JOB_TIMEOUT", "doc": "seconds a training job may run"})
 
     @classmethod
@@ -108,6 +134,8 @@ class Settings:
         if self.show_boxes not in DISPLAYS:
             raise ValueError(f"environment variable SHOW_BOXES={self.show_boxes!r} must be one of "
                              f"{', '.join(DISPLAYS)}")
+        if self.promote_metric not in PROMOTE_METRICS:
+            raise ValueError(f"PROMOTE_METRIC={self.promote_metric!r} must be one of {', '.join(PROMOTE_METRICS)}")
         if not 0 <= self.holdout_fraction < 1:
             raise ValueError(f"HOLDOUT_FRACTION={self.holdout_fraction} must be in [0, 1)")
 

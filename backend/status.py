@@ -74,6 +74,24 @@ def queue_parts(services: Services, redis) -> list[Part]:
                  else "none listening: training jobs wait until a worker starts")]
 
 
+def served_parts(services: Services, serving) -> list[Part]:
+    """One failing part per project whose current version cannot be served (``serving``: the
+    ModelCache's, which also knows versions that failed to load)."""
+    parts = []
+    for project in services.projects():
+        found = serving(project)
+        if found.problem:
+            parts.append(Part(f"project {project}", False, f"{found.problem}; serving "
+                              f"{found.version or 'nothing (predictions answer 503)'}"))
+    return parts
+
+
+def health(services: Services, redis, serving=None) -> list[Part]:
+    """Every part /health and the status page report: model store, queue, workers, served versions."""
+    return [model_store(Path(services.settings.model_dir)), *queue_parts(services, redis),
+            *served_parts(services, serving or services.serving)]
+
+
 def project_status(services: Services, project: int, redis) -> ProjectStatus:
     registry = services.registry(project)
     served, _ = services.served(project)
@@ -106,9 +124,9 @@ def _with_parent_deltas(versions: list[dict]) -> list[dict]:
     return versions
 
 
-def collect(services: Services, redis) -> dict:
+def collect(services: Services, redis, serving=None) -> dict:
     """Everything the page shows."""
-    parts = [model_store(Path(services.settings.model_dir)), *queue_parts(services, redis)]
+    parts = health(services, redis, serving)
     reachable = redis if parts[1].ok else None
     return {"parts": parts, "projects": [project_status(services, p, reachable) for p in services.projects()],
             "host": os.uname().nodename}

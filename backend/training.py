@@ -1,10 +1,13 @@
-"""The training job (runs on an RQ worker): Label Studio annotations -> a new served model version.
+"""The training job (runs on an RQ worker): Label Studio annotations -> a new model version.
 
-1. read ALL annotated tasks of the project through the API (a webhook only says "something
-   changed"); 2. consensus of the experts per task; 3. download the images; 4. hold out a share of
-   the tasks; 5. fine-tune from the served version (or the configured initial weights); 6. evaluate
-   on the held-out tasks; 7. register the version and switch "current" to it. Until step 7 nothing
-   served changes; a failure or a killed worker leaves the served version as it was.
+1. read the project's label config and ALL its annotated tasks through the API (a webhook only
+   says "something changed": nothing it carries is used); 2. the boxes each task stands for
+   (model.regions: ground truth, the experts' consensus, "no lesion"); 3. download the images;
+   4. hold out a share of the tasks; 5. fine-tune from the served version (or the starter model,
+   or the configured initial weights); 6. evaluate it and the served version on the held-out
+   tasks; 7. register the version and switch "current" to it, unless it is worse than the served
+   one on PROMOTE_METRIC: then it is kept and listed with the reason, not served. Until step 7
+   nothing served changes; a failure or a killed worker leaves the served version as it was.
 """
 
 from __future__ import annotations
@@ -14,18 +17,19 @@ import logging
 import os
 import time
 from dataclasses import replace
+from pathlib import Path
 
 from PIL import Image
 from rq import get_current_job
 
-from backend.annotations import convert
 from backend.images import ImageError
 from backend.jobs import TrainingQueue
 from backend.labels import parse_label_config
 from backend.services import Services
 from backend.settings import Settings
 from model.config import TrainSettings
-from model.records import Box, ImageRecord
+from model.records import ImageRecord
+from model.regions import convert, in_pixels
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +52,10 @@ def held_out(task_id: int, fraction: float) -> bool:
     return digest[0] / 256 < fraction
 
 
-def build_records(services: Services, project: int, label_config: str) -> tuple[list[ImageRecord], dict]:
-    labels = parse_label_config(label_config)
+def build_records(services: Services, project: int) -> tuple[list[ImageRecord], dict]:
+    labels = parse_label_config(services.api.label_config(project))  # UnknownProject: nothing created
     tasks = services.api.annotated_tasks(project)
-    conversion = convert(tasks, labels, services.settings.min_agreement)
+    conversion = convert(tasks, labels.category_of, services.settings.min_agreement, labels.from_name)
     usable = {t.task_id: t for t in conversion.usable}
     by_id = {t["id"]: t for t in tasks if t["id"] in usable}
     _report("downloading images", tasks=len(tasks), usable=len(usable))
@@ -69,8 +73,7 @@ def build_records(services: Services, project: int, label_config: str) -> tuple[
         partial = folder / f".task-{task_id}.{os.getpid()}.png"
         Image.fromarray(image).save(partial)  # decoded, EXIF applied: detectron2 reads it as we saw it
         os.replace(partial, path)  # a job running beside this one never reads half a file
-        boxes = [Box(b.x0 * width / 100, b.y0 * height / 100, b.x1 * width / 100, b.y1 * height / 100,
-                     b.category) for b in labelled.boxes]
+        boxes = [in_pixels(b, width, height) for b in labelled.boxes]
         records.append(ImageRecord(image_id=str(task_id), path=str(path), width=width, height=height,
                                    boxes=boxes, split="holdout" if held_out(task_id, services.settings.holdout_fraction)
                                    else "train"))
@@ -113,11 +116,37 @@ def plan(settings: Settings, records: list[ImageRecord], weights: str) -> tuple[
     return chosen, facts
 
 
-def train_project(project: int, label_config: str) -> dict:
-    """The RQ job. Returns a JSON-able summary (stored by RQ as the job's result)."""
+HOLDOUT_METRICS = ("n_images", "ap", "ap50", "ap50_lesion", "acceptance_rate", "category_accuracy",
+                   "confusion_matrix")
+
+
+def holdout_metrics(model_dir: Path, holdout: list[ImageRecord], settings: Settings) -> dict:
+    """A model's metrics on the project's held-out tasks."""
     from model.evaluation.evaluate import LOW_SCORE, evaluate
-    from model.modeldir import update_metrics
     from model.predict import Predictor
+
+    predictor = Predictor(model_dir, device=settings.device, score_threshold=LOW_SCORE)
+    evaluation = evaluate(holdout, predictor([r.path for r in holdout]), predictor.classes, settings.score_threshold)
+    return {k: evaluation.metrics.get(k) for k in HOLDOUT_METRICS}
+
+
+def refusal(settings: Settings, new: dict, served: dict | None) -> str | None:
+    """Why a new version must not replace the served one (None: it may). Measured on the same
+    held-out tasks; with nothing to compare (no holdout, nothing served) it may."""
+    key = settings.promote_metric
+    if settings.promote_always or not served or not isinstance(new.get(key), int | float) \
+            or not isinstance(served.get(key), int | float):
+        return None
+    if new[key] < served[key] - settings.promote_tolerance:
+        return (f"{key} {new[key]:.3f} on {new.get('n_images')} held-out tasks is below the served version's "
+                f"{served[key]:.3f} by more than PROMOTE_TOLERANCE={settings.promote_tolerance:g} "
+                "(PROMOTE_ALWAYS=true or `birads promote` overrides)")
+    return None
+
+
+def train_project(project: int) -> dict:
+    """The RQ job. Returns a JSON-able summary (stored by RQ as the job's result)."""
+    from model.modeldir import update_metrics
     from model.train import train
 
     settings = Settings.from_env()
@@ -127,7 +156,7 @@ def train_project(project: int, label_config: str) -> dict:
     changes = queue.started(project, job.id) if queue else 0
     try:
         _report("reading annotations", project=project)
-        records, facts = build_records(services, project, label_config)
+        records, facts = build_records(services, project)
         train_records = [r for r in records if r.split == "train"]
         holdout = [r for r in records if r.split == "holdout"]
         if len(train_records) + len(holdout) < max(1, settings.min_annotations):
@@ -136,9 +165,10 @@ def train_project(project: int, label_config: str) -> dict:
         if not train_records or not any(r.boxes for r in train_records):  # too few to hold any out
             train_records, holdout = records, []
         registry = services.registry(project)
-        parent = registry.current()
-        # the starter model (or plain initial weights) seeds a project's first version
-        weights = str(registry.path(parent)) if parent else settings.initial_weights
+        served = services.serving(project)  # the checked served version (or the starter model)
+        parent = served.version
+        # the served version (or the starter model, or plain initial weights) seeds the new one
+        weights = str(served.path) if served.path else settings.initial_weights
         version = registry.new_version_name()
         out = registry.path(version)
 
@@ -151,24 +181,26 @@ def train_project(project: int, label_config: str) -> dict:
         started = time.perf_counter()
         train(train_records, out, chosen, progress=progress)
         estimate["training_seconds"] = round(time.perf_counter() - started)
-        metrics = {}
+        metrics, served_metrics = {}, None
         if holdout:
             _report("evaluating", images=len(holdout))
-            predictor = Predictor(out, device=settings.device, score_threshold=LOW_SCORE)
-            evaluation = evaluate(holdout, predictor([r.path for r in holdout]), predictor.classes,
-                                  settings.score_threshold)
-            metrics = {k: evaluation.metrics.get(k) for k in ("n_images", "ap", "ap50", "ap50_lesion",
-                                                               "acceptance_rate", "category_accuracy",
-                                                               "confusion_matrix")}
+            metrics = holdout_metrics(out, holdout, settings)
             update_metrics(out, {"holdout": metrics})
+            if served.path is not None:
+                served_metrics = holdout_metrics(served.path, holdout, settings)
+        refused = refusal(settings, metrics, served_metrics)
         registry.describe(version, parent=parent, project=project, job_id=job.id if job else None,
                           train_images=len(train_records), holdout_images=len(holdout), metrics=metrics,
-                          timing=estimate, **facts)
-        registry.promote(version)
-        _report("done", version=version)
-        log.info("project %s: version %s now served (parent %s)", project, version, parent)
-        return {"version": version, "parent": parent, "train_images": len(train_records),
-                "holdout_images": len(holdout), "metrics": metrics, "timing": estimate, **facts}
+                          served_metrics=served_metrics, refused=refused, timing=estimate, **facts)
+        if refused:
+            log.warning("project %s: version %s kept but not served: %s", project, version, refused)
+        else:
+            registry.promote(version)
+            log.info("project %s: version %s now served (parent %s)", project, version, parent)
+        _report("done", version=version, refused=refused)
+        return {"version": version, "parent": parent, "promoted": not refused, "refused": refused,
+                "train_images": len(train_records), "holdout_images": len(holdout), "metrics": metrics,
+                "served_metrics": served_metrics, "timing": estimate, **facts}
     except BaseException:
         if queue:
             queue.give_back_changes(project, changes)

@@ -38,7 +38,7 @@ def main() -> None:
                                                       "confusion_matrix": {"labels": ["1", "2", "3", "4", "5"],
                                                                            "matrix": [[1] * 5] * 5}})
         registry.promote(name)
-    queued = TrainingQueue(Redis.from_url(url), settings).request(1, "<View/>", "START_TRAINING", force=True)
+    queued = TrainingQueue(Redis.from_url(url), settings).request(1, "START_TRAINING", force=True)
     print(f"job {queued['job_id']} queued")
     client = create_app(settings).test_client()
     times = []

@@ -1,25 +1,54 @@
 """Model versions on disk, with an atomically switched "current" version.
 
-    ROOT/versions/<version>/   a model directory (model.modeldir) plus version.json
+    ROOT/versions/<version>/   a model directory (model.modeldir) plus version.json and
+                               checksums.json (sha256 of the model files, written by ``seal``)
     ROOT/current               symlink -> versions/<version>, replaced atomically (rename)
+    ROOT/history.json          the versions promoted, oldest first
 
 A version directory appears only when complete (it is staged), and ``current`` moves only by
 ``promote``: a failed or killed training leaves what is served untouched. Readers resolve
 ``current`` once per load, so they never see a half-switched state.
+
+Before a version is served, ``serving`` checks it against its checksums; a version that fails (or a
+``current`` pointing at nothing) is reported, and the last good promoted version is served instead.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from model.io import DataError, write_atomic
+from model.modeldir import CONFIG, META, WEIGHTS
 
 VERSION_META = "version.json"
+CHECKSUMS = "checksums.json"
+HISTORY = "history.json"
+SEALED_FILES = (WEIGHTS, CONFIG, META)
 _SAFE = re.compile(r"^[A-Za-z0-9._-]+$")
+_verified: dict[tuple, str | None] = {}  # (file stats) -> problem; a version is hashed once per process
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class Serving:
+    """What a registry serves: ``version`` (None: nothing), and why not the current one if not."""
+    version: str | None
+    path: Path | None
+    problem: str | None = None      # what is wrong with ``current``, when something is
+    fallback_from: str | None = None  # the current version that could not be served
 
 
 class Registry:
@@ -41,20 +70,69 @@ class Registry:
         return self.versions_dir / version
 
     def current(self) -> str | None:
+        """The version ``current`` names (it may dangle: ``problem`` and ``serving`` say so)."""
         link = self.root / "current"
         if not link.is_symlink():
             return None
-        target = Path(os.readlink(link)).name
-        return target if (self.versions_dir / target).is_dir() else None
+        return Path(os.readlink(link)).name
 
-    def current_path(self) -> Path | None:
-        version = self.current()
-        return None if version is None else self.path(version)
+    def seal(self, version: str) -> None:
+        """Record the checksums of a finished version's model files."""
+        folder = self.path(version)
+        sums = {name: _sha256(folder / name) for name in SEALED_FILES}
+        write_atomic(folder / CHECKSUMS, json.dumps(sums, indent=1))
+
+    def problem(self, version: str) -> str | None:
+        """Why ``version`` cannot be served, or None when it is complete and matches its checksums."""
+        folder = self.path(version)
+        if not folder.is_dir():
+            return f"version {version} does not exist"
+        missing = [name for name in SEALED_FILES if not (folder / name).is_file()]
+        if missing:
+            return f"version {version} is incomplete (missing {', '.join(missing)})"
+        try:
+            stats = tuple((name, s.st_ino, s.st_size, s.st_mtime_ns) for name in (*SEALED_FILES, CHECKSUMS)
+                          for s in [(folder / name).stat()])
+        except FileNotFoundError:  # sealed before checksums existed: complete is all we can check
+            return None
+        key = (str(folder.resolve()), stats)
+        if key not in _verified:
+            try:
+                sums = json.loads((folder / CHECKSUMS).read_text())
+                bad = [name for name in SEALED_FILES if sums.get(name) != _sha256(folder / name)]
+                _verified[key] = f"version {version}: {', '.join(bad)} changed since it was sealed" if bad else None
+            except (ValueError, AttributeError):
+                _verified[key] = f"version {version}: {CHECKSUMS} is unreadable"
+        return _verified[key]
+
+    def serving(self, unusable: set[str] = frozenset()) -> Serving:
+        """The version to serve: ``current`` if sound, else the last good promoted one, saying why.
+
+        ``unusable``: versions the caller found it cannot load, whatever their checksums say."""
+        current = self.current()
+        if current is None:
+            return Serving(None, None)
+        problem = f"version {current} cannot be loaded" if current in unusable else self.problem(current)
+        if problem is None:
+            return Serving(current, self.path(current))
+        for version in reversed(self.history()):
+            if version != current and version not in unusable and self.problem(version) is None:
+                return Serving(version, self.path(version), problem, current)
+        return Serving(None, None, problem, current)
+
+    def history(self) -> list[str]:
+        try:
+            return [v for v in json.loads((self.root / HISTORY).read_text()) if isinstance(v, str)]
+        except (FileNotFoundError, ValueError, TypeError):
+            return []
 
     def promote(self, version: str) -> None:
-        """Make ``version`` the served one: build a new symlink, then rename it over ``current``."""
+        """Make ``version`` the served one: seal it, build a new symlink, rename it over ``current``."""
         if not self.path(version).is_dir():
             raise DataError(f"model version {version} does not exist")
+        self.seal(version)
+        history = [v for v in self.history() if v != version] + [version]
+        write_atomic(self.root / HISTORY, json.dumps(history))
         tmp = self.root / f".current.{os.getpid()}"
         tmp.unlink(missing_ok=True)
         os.symlink(Path("versions") / version, tmp)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import Counter
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlparse
 
-from model import taxonomy
+from model import regions, taxonomy
 from model.io import DataError, image_size
 from model.records import Box, ImageRecord
 
@@ -99,51 +100,51 @@ def resolve_task_image(url: str, base: Path, image_root: Path | None) -> Path:
     return base / unquote(parsed.path)
 
 
-def _pick_annotation(annotations: list[dict]) -> dict | None:
-    """Ground truth if marked, else the latest one not cancelled."""
-    usable = [a for a in annotations if not a.get("was_cancelled")]
-    truth = [a for a in usable if a.get("ground_truth")]
-    return (truth or usable or [None])[-1]
+def _category_or_none(label: str) -> str | None:
+    try:
+        return taxonomy.normalize(label)
+    except taxonomy.UnknownCategory:
+        return None
 
 
-def load_labelstudio(path: Path, image_root: Path | None = None) -> list[ImageRecord]:
+def load_labelstudio(path: Path, image_root: Path | None = None,
+                     min_agreement: int = regions.DEFAULT_MIN_AGREEMENT) -> list[ImageRecord]:
     """A Label Studio JSON export: RectangleLabels regions over an Image, percent coordinates.
 
-    Percentages are of the image as the browser shows it, i.e. after EXIF orientation, which is
-    also how ``model.io`` reads images, so boxes land on the same pixels.
+    Which annotation counts follows ``model.regions``, as in the backend's training: ground truth,
+    consensus of several experts, an empty annotation as "no lesion". Tasks without a usable
+    annotation, or whose experts disagree, are left out (and logged); a label that is no BI-RADS
+    category is an error.
     """
     path = Path(path)
     tasks = _read_json(path)
     if not isinstance(tasks, list):
         raise DataError(f"{path}: a Label Studio export is a JSON list of tasks")
-    records = []
+    records, skipped = [], []
     for index, task in enumerate(tasks):
         where = f"{path} task[{index}]"
         if not isinstance(task, dict) or not isinstance(task.get("data"), dict):
             raise DataError(f"{where}: malformed task (no 'data' object)")
-        annotation = _pick_annotation(task.get("annotations") or [])
-        if annotation is None:  # not labelled yet: neither a lesion nor "no lesion"
+        unknown: Counter = Counter()
+        labelled = regions.task_boxes(task, _category_or_none, min_agreement, unknown)
+        if labelled.status == regions.MALFORMED:
+            raise DataError(f"{where} {labelled.detail}")
+        if unknown:
+            raise DataError(f"{where}: labels that are no BI-RADS category: {', '.join(sorted(unknown))}")
+        if labelled.status != regions.OK:  # not labelled yet, or the experts disagree
+            skipped.append((task.get("id", index), labelled.status))
             continue
-        regions = [r for r in annotation.get("result", []) if r.get("type") == "rectanglelabels"]
         url = next((v for v in task["data"].values() if isinstance(v, str)), None)
         if url is None:
             raise DataError(f"{where}: task data has no image reference")
         image_path = _existing(resolve_task_image(url, path.parent, image_root), where)
         width, height = image_size(image_path)
-        boxes = []
-        for number, region in enumerate(regions):
-            region_where = f"{where} result[{number}]"
-            try:
-                value = region["value"]
-                x, y = float(value["x"]), float(value["y"])
-                w, h = float(value["width"]), float(value["height"])
-                label = value["rectanglelabels"][0]
-            except (KeyError, TypeError, ValueError, IndexError) as exc:
-                raise DataError(f"{region_where}: malformed region ({exc!r})") from None
-            boxes.append(Box(x * width / 100, y * height / 100, (x + w) * width / 100,
-                             (y + h) * height / 100, _category(label, region_where)))
+        boxes = [regions.in_pixels(b, width, height) for b in labelled.boxes]
         records.append(ImageRecord(
             image_id=str(task.get("id", index)), path=str(image_path.resolve()), width=width,
             height=height, boxes=boxes,
             birads=taxonomy.image_category(b.category for b in boxes)))
+    if skipped:
+        log.warning("%s: %d tasks left out (not annotated, or experts disagree): %s", path, len(skipped),
+                    skipped[:20])
     return records

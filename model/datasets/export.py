@@ -14,6 +14,7 @@ from urllib.parse import quote
 from model import taxonomy
 from model.io import DataError, write_atomic
 from model.records import ImageRecord
+from model.regions import to_region
 
 LABEL_PREFIX = "BI-RADS "
 
@@ -35,16 +36,8 @@ def image_reference(path: str, document_root: Path | None) -> str:
 
 
 def labelstudio_regions(record: ImageRecord, from_name: str, to_name: str) -> list[dict]:
-    regions = []
-    for number, box in enumerate(record.boxes):
-        value = {"x": 100 * box.x0 / record.width, "y": 100 * box.y0 / record.height,
-                 "width": 100 * box.width / record.width, "height": 100 * box.height / record.height,
-                 "rotation": 0, "rectanglelabels": [label_name(box.category)]}
-        regions.append({"id": f"{record.image_id}-{number}", "from_name": from_name,
-                        "to_name": to_name, "type": "rectanglelabels",
-                        "original_width": record.width, "original_height": record.height,
-                        "image_rotation": 0, "value": value})
-    return regions
+    return [to_region(box, record.width, record.height, label_name(box.category), from_name, to_name,
+                      f"{record.image_id}-{number}") for number, box in enumerate(record.boxes)]
 
 
 def to_labelstudio(records: list[ImageRecord], as_predictions: bool = False,

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import base64
 import copy
+import shutil
 from dataclasses import replace
 
 import pytest
 from rq import Queue
 
 from backend.app import create_app
+from model.registry import Registry
 from tests.backend.conftest import install_model, recorded
 
 CONFIG = recorded("setup")["body"]["schema"]
@@ -26,9 +28,19 @@ def replay(client, name: str, body: dict | None = None, headers: dict | None = N
     return client.post(request["path"], json=body, headers=headers)
 
 
-def test_health(client):
+def connect(client, project: int = 2, headers: dict | None = None) -> None:
+    """What Label Studio does first for a project: /setup (the recorded webhooks are project 2's)."""
+    body = dict(recorded("setup")["body"], project=f"{project}.1795633085")
+    assert client.post("/setup", json=body, headers=headers).status_code == 200
+
+
+def test_health_names_what_is_degraded_and_still_answers_200(client):
     response = replay(client, "health")
-    assert response.status_code == 200 and response.get_json()["status"] == "UP"
+    assert response.status_code == 200  # Label Studio only accepts a 200
+    answer = response.get_json()
+    # no RQ worker runs in these tests: the queue is up, training would wait
+    assert answer["status"] == "DEGRADED" and list(answer["degraded"]) == ["workers"]
+    assert "none listening" in answer["degraded"]["workers"]
 
 
 def test_setup_answers_untrained_version_and_remembers_config(client, settings):
@@ -102,6 +114,7 @@ def test_predict_with_a_model_returns_label_studio_regions_in_order(client, sett
 
 
 def test_webhook_annotation_events_wait_for_enough_changes(client, settings, redis_conn):
+    connect(client)
     queue = Queue(settings.queue_name, connection=redis_conn)
     answers = [replay(client, "webhook_ANNOTATION_CREATED") for _ in range(2)]
     assert [a.get_json()["status"] for a in answers] == ["waiting", "waiting"]
@@ -112,13 +125,14 @@ def test_webhook_annotation_events_wait_for_enough_changes(client, settings, red
 
 
 def test_start_training_bursts_coalesce_into_one_queued_job(client, settings, redis_conn):
+    connect(client)
     queue = Queue(settings.queue_name, connection=redis_conn)
     answers = [replay(client, "webhook_START_TRAINING").get_json() for _ in range(12)]
     assert answers[0]["status"] == "queued"
     assert all(a["status"] == "coalesced" and a["job_id"] == answers[0]["job_id"] for a in answers[1:])
     assert len(queue) == 1
     job = queue.jobs[0]
-    assert job.meta["events"] == 12 and job.args[0] == 2
+    assert job.meta["events"] == 12 and job.args == (2,)  # the project and nothing a webhook said
     status = client.get(f"/jobs/{job.id}").get_json()
     assert status["status"] == "queued" and status["progress"]["events"] == 12
 
@@ -195,7 +209,7 @@ def test_unreadable_and_refused_images(client, settings, tiny_model, busbra_dir)
         str(busbra_dir / "LICENSE.txt"): (422, "not an image"),
         str(busbra_dir / "Images" / "missing.png"): (422, "no such file"),
         "/etc/passwd": (403, "outside LOCAL_FILES_ROOT"),
-        "http://example.org/scan.png": (403, "neither Label Studio's nor in ALLOWED_IMAGE_HOSTS"),
+        "http://example.org/scan.png": (502, "image host is not allowed or not reachable"),
     }
     for reference, (status, fragment) in cases.items():
         body["tasks"][0]["data"]["image"] = reference
@@ -206,6 +220,9 @@ def test_unreadable_and_refused_images(client, settings, tiny_model, busbra_dir)
 
 def test_redis_down_predict_works_training_answers_503(settings, tiny_model, busbra_dir):
     down = create_app(replace(settings, redis_url="redis://127.0.0.1:1/0")).test_client()
+    connect(down)
+    health = down.get("/health").get_json()
+    assert health["status"] == "DEGRADED" and "unreachable" in health["degraded"]["queue"]
     response = down.post("/webhook", json=recorded("webhook_START_TRAINING")["body"])
     assert response.status_code == 503 and "training queue unavailable" in response.get_json()["error"]
     body = copy.deepcopy(recorded("predict_single")["body"])
@@ -217,9 +234,100 @@ def test_basic_auth_guards_label_studio_calls_but_not_annotation_webhooks(settin
     guarded = create_app(replace(settings, basic_auth_user="ls", basic_auth_pass="secret")).test_client()
     good = {"Authorization": "Basic " + base64.b64encode(b"ls:secret").decode()}
     bad = {"Authorization": "Basic " + base64.b64encode(b"ls:wrong").decode()}
+    assert replay(guarded, "health").status_code == 401
+    assert replay(guarded, "health", headers=good).status_code == 200
+    connect(guarded, headers=good)
     assert replay(guarded, "setup").status_code == 401
     assert replay(guarded, "setup", headers=bad).status_code == 401
     assert replay(guarded, "setup", headers=good).status_code == 200
     assert replay(guarded, "predict_single", headers=good).status_code == 200
     assert replay(guarded, "webhook_START_TRAINING").status_code == 401
     assert replay(guarded, "webhook_ANNOTATION_CREATED").status_code == 200  # LS sends no auth here
+
+
+# --- webhooks are triggers only ------------------------------------------------------------------
+
+def test_a_webhook_for_a_project_never_set_up_creates_nothing(client, settings, redis_conn):
+    for name in ("webhook_ANNOTATION_CREATED", "webhook_START_TRAINING"):
+        response = replay(client, name)
+        assert response.status_code == 404 and "not connected" in response.get_json()["error"]
+    assert not settings.model_dir.exists() or not list(settings.model_dir.iterdir())
+    assert len(Queue(settings.queue_name, connection=redis_conn)) == 0
+    assert not redis_conn.keys(f"birads:{settings.queue_name}:*")
+
+
+def test_a_webhook_cannot_change_the_label_config(client, settings):
+    connect(client)
+    remembered = settings.model_dir / "project-2" / "label_config.xml"
+    before = remembered.read_text()
+    body = copy.deepcopy(recorded("webhook_ANNOTATION_CREATED")["body"])
+    body["project"]["label_config"] = CONFIG.replace("BI-RADS 3", "BI-RADS 5")
+    assert client.post("/webhook", json=body).status_code in (200, 201)
+    assert remembered.read_text() == before
+
+
+def test_webhook_secret(settings):
+    client = create_app(replace(settings, webhook_secret="s3cret")).test_client()
+    connect(client)
+    for headers in (None, {"X-Webhook-Secret": "wrong"}, {"X-Webhook-Secret": ""}):
+        assert replay(client, "webhook_ANNOTATION_CREATED", headers=headers).status_code == 401
+    answer = replay(client, "webhook_ANNOTATION_CREATED", headers={"X-Webhook-Secret": "s3cret"})
+    assert answer.status_code == 200 and answer.get_json()["status"] == "waiting"
+
+
+# --- request size -----------------------------------------------------------------------------------
+
+def test_too_many_tasks_or_too_large_a_body_is_413(settings):
+    client = create_app(replace(settings, max_tasks=3, max_request_bytes=50_000)).test_client()
+    body = copy.deepcopy(recorded("predict_single")["body"])
+    body["tasks"] = body["tasks"] * 4
+    response = client.post("/predict", json=body)
+    assert response.status_code == 413 and "MAX_TASKS is 3" in response.get_json()["error"]
+    response = client.post("/predict", data="x" * 60_000, content_type="application/json")
+    assert response.status_code == 413 and "MAX_REQUEST_BYTES" in response.get_json()["error"]
+
+
+# --- what is served is checked ----------------------------------------------------------------------
+
+def test_a_corrupt_current_version_falls_back_to_the_last_good_one(client, settings, tiny_model, busbra_dir):
+    install_model(settings, 2, tiny_model, "v1")
+    install_model(settings, 2, tiny_model, "v2")
+    registry = Registry(settings.model_dir / "project-2")
+    with open(registry.path("v2") / "model_final.pth", "r+b") as weights:  # one flipped byte on disk
+        weights.seek(1000)
+        byte = weights.read(1)
+        weights.seek(1000)
+        weights.write(bytes([byte[0] ^ 0xFF]))
+    connect(client)
+    assert client.post("/setup", json=dict(recorded("setup")["body"], project="2.1")).get_json() == \
+        {"model_version": "v1"}
+    body = copy.deepcopy(recorded("predict_single")["body"])
+    body["tasks"] = _local_tasks(busbra_dir, ["bus_0090-r.png"])
+    assert client.post("/predict", json=body).get_json()["model_version"] == "v1"
+    health = client.get("/health").get_json()
+    assert "model_final.pth changed since it was sealed" in health["degraded"]["project 2"]
+    assert "serving v1" in health["degraded"]["project 2"]
+
+
+def test_a_dangling_current_is_an_error_not_untrained(client, settings, tiny_model, busbra_dir):
+    install_model(settings, 2, tiny_model, "v1")
+    registry = Registry(settings.model_dir / "project-2")
+    shutil.rmtree(registry.path("v1"))
+    body = copy.deepcopy(recorded("predict_single")["body"])
+    body["tasks"] = _local_tasks(busbra_dir, ["bus_0090-r.png"])
+    response = client.post("/predict", json=body)
+    assert response.status_code == 503 and "version v1 does not exist" in response.get_json()["error"]
+    setup = client.post("/setup", json=dict(recorded("setup")["body"], project="2.1"))
+    assert setup.status_code == 503
+    assert "does not exist" in client.get("/health").get_json()["degraded"]["project 2"]
+
+
+def test_a_refused_version_is_listed_with_its_reason(client, settings, tiny_model):
+    install_model(settings, 2, tiny_model, "v1")
+    registry = Registry(settings.model_dir / "project-2")
+    shutil.copytree(tiny_model, registry.path("v2"))
+    registry.describe("v2", parent="v1", refused="ap50_lesion 0.100 on 5 held-out tasks is below ...")
+    answer = replay(client, "versions").get_json()
+    details = {d["version"]: d for d in answer["details"]}
+    assert details["v2"]["refused"].startswith("ap50_lesion") and details["v2"]["current"] is False
+    assert details["v1"]["current"] is True

@@ -30,7 +30,7 @@ def _versions(settings, project: int, tiny_model, count: int) -> list[str]:
 def test_page_shows_versions_job_progress_failures_and_health(settings, redis_conn, tiny_model):
     names = _versions(settings, 7, tiny_model, 20)
     training = TrainingQueue(redis_conn, settings)
-    queued = training.request(7, "<View/>", "START_TRAINING", force=True)
+    queued = training.request(7, "START_TRAINING", force=True)
     job = Queue(settings.queue_name, connection=redis_conn).fetch_job(queued["job_id"])
     job.meta.update({"stage": "training", "iteration": 40, "max_iter": 100, "loss": 0.8123,
                      "eta_seconds": 90, "estimated_seconds": 240})

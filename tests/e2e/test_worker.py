@@ -24,7 +24,7 @@ from backend.settings import Settings
 from model.registry import Registry
 from tests.backend.conftest import install_model
 from tests.conftest import redis_database
-from tests.e2e.conftest import CONFIG, REPO, annotate, create_project
+from tests.e2e.conftest import REPO, annotate, create_project
 
 pytestmark = pytest.mark.slow
 
@@ -86,7 +86,7 @@ def annotated_project(label_studio, busbra_dir):
 def test_jobs_coalesce_while_queued_and_chain_versions(worker_settings, annotated_project, tmp_path):
     redis = Redis.from_url(worker_settings.redis_url)
     training = TrainingQueue(redis, worker_settings)
-    answers = [training.request(annotated_project, CONFIG, "START_TRAINING", force=True) for _ in range(5)]
+    answers = [training.request(annotated_project, "START_TRAINING", force=True) for _ in range(5)]
     assert [a["status"] for a in answers] == ["queued"] + ["coalesced"] * 4
     first = answers[0]["job_id"]
     with open(tmp_path / "worker.log", "w") as log:
@@ -94,7 +94,7 @@ def test_jobs_coalesce_while_queued_and_chain_versions(worker_settings, annotate
         try:
             wait(lambda: Job.fetch(first, connection=redis).get_meta().get("stage") in ("training", "done"), 240,
                  "first job did not start training")
-            during = training.request(annotated_project, CONFIG, "START_TRAINING", force=True)
+            during = training.request(annotated_project, "START_TRAINING", force=True)
             assert during["status"] == "queued" and during["job_id"] != first  # not folded into a running job
             done = wait(lambda: all(job_status(redis, j)["status"] in ("finished", "failed") for j in
                                     (first, during["job_id"])), 480, "jobs did not finish")
@@ -120,7 +120,7 @@ def test_worker_killed_mid_training_leaves_served_version(worker_settings, annot
     settings = replace(worker_settings, train_max_iter=2000)  # long enough to be killed in the middle
     install_model(settings, annotated_project, tiny_model, "v-served")
     redis = Redis.from_url(worker_settings.redis_url)
-    job_id = TrainingQueue(redis, settings).request(annotated_project, CONFIG, "START_TRAINING", force=True)["job_id"]
+    job_id = TrainingQueue(redis, settings).request(annotated_project, "START_TRAINING", force=True)["job_id"]
     with open(tmp_path / "worker.log", "w") as log:
         worker = start_worker(settings, log)
         try:

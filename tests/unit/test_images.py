@@ -2,7 +2,11 @@
 
 import http.server
 import io
+import socket
+import struct
 import threading
+import time
+import zlib
 
 import numpy as np
 import pydicom
@@ -54,7 +58,7 @@ def test_label_studio_urls_carry_the_key_other_hosts_do_not(server):
     assert fetcher.fetch("/data/upload/1/ok.png").shape == (30, 40, 3)
     assert seen[-1]["Authorization"] == "Token secret"
     other = ImageFetcher("http://label-studio.invalid", lambda: {"Authorization": "Token secret"},
-                         allowed_hosts=[host.split(":")[0]])
+                         allowed_hosts=[host.split(":")[0]], allow_private=True)
     assert other.fetch(f"http://{host}/ok.png").shape == (30, 40, 3)
     assert "Authorization" not in seen[-1]
 
@@ -63,7 +67,7 @@ def test_refusals_and_failures(server, tmp_path):
     host, _ = server
     fetcher = ImageFetcher(f"http://{host}", dict, local_root=tmp_path, max_bytes=5000)
     cases = {
-        "http://example.org/a.png": (403, "ALLOWED_IMAGE_HOSTS"),
+        "http://example.org/a.png": (502, "image host is not allowed or not reachable"),
         "/data/upload/1/missing.png": (422, "HTTP 404"),
         "/data/upload/1/denied.png": (422, "set LABEL_STUDIO_API_KEY"),
         "/data/upload/1/text": (422, "not an image"),
@@ -92,10 +96,36 @@ def test_local_files_under_the_root(tmp_path):
     assert fetcher.fetch(f"file://{tmp_path / 'scan.png'}").shape == (6, 8, 3)
 
 
-def test_decompression_bomb_is_refused(monkeypatch):
-    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
-    with pytest.raises(ImageError, match="too many pixels"):
+def _claiming(png: bytes, width: int, height: int) -> bytes:
+    """The PNG with its header claiming another size (a decompression bomb costs a few bytes)."""
+    ihdr = png[12:16] + struct.pack(">II", width, height) + png[24:29]
+    return png[:16] + struct.pack(">II", width, height) + png[24:29] + struct.pack(">I", zlib.crc32(ihdr)) + png[33:]
+
+
+def test_decompression_bombs_are_refused_from_their_header(monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # Pillow's own check: an error too
+    with pytest.raises(ImageError, match="refused, too many pixels") as caught:
         decode(_png((200, 200)), "bomb.png")
+    assert caught.value.status == 413
+    monkeypatch.undo()
+    bomb = _claiming(_png(), 15000, 15000)  # 225 Mpx claimed by a 100-byte file
+    with pytest.raises(ImageError, match="refused, too many pixels .*225000000 pixels"):
+        decode(bomb, "bomb.png")
+    with pytest.raises(ImageError, match="refused, 2250000 pixels exceed MAX_IMAGE_PIXELS=1000000"):
+        decode(_claiming(_png(), 1500, 1500), "bomb.png", max_pixels=1_000_000)
+    # between Pillow's limit and twice it, Pillow only warns: our limit is the error
+    with pytest.raises(ImageError, match="exceed MAX_IMAGE_PIXELS=1000"):
+        decode(_png((40, 30)), "small.png", max_pixels=1000)
+
+
+def test_dicom_pixels_are_counted_before_decoding(tmp_path):
+    path = _dicom(tmp_path, rows=15000, columns=15000, frames=1, pixel_data=b"\0" * 64)
+    with pytest.raises(ImageError, match="225000000 pixels exceed") as caught:
+        decode(path.read_bytes(), "bomb.dcm")
+    assert caught.value.status == 413
+    cine = _dicom(tmp_path, rows=100, columns=100, frames=5000, pixel_data=b"\0" * 64)
+    with pytest.raises(ImageError, match="50000000 pixels exceed"):
+        decode(cine.read_bytes(), "cine.dcm")
 
 
 def test_exif_orientation_is_applied():
@@ -107,16 +137,24 @@ def test_exif_orientation_is_applied():
     assert decode(buffer.getvalue(), "x.jpg").shape == (20, 10, 3)
 
 
-def test_dicom_ultrasound_frame(tmp_path):
+def _dicom(tmp_path, rows: int, columns: int, frames: int, pixel_data: bytes):
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.6.1"  # ultrasound image storage
     meta.MediaStorageSOPInstanceUID = generate_uid()
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = FileDataset(str(tmp_path / "us.dcm"), {}, file_meta=meta, preamble=b"\0" * 128)
-    ds.Rows, ds.Columns, ds.SamplesPerPixel, ds.PhotometricInterpretation = 12, 16, 1, "MONOCHROME2"
+    path = tmp_path / f"us-{rows}x{columns}x{frames}.dcm"
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.Rows, ds.Columns, ds.SamplesPerPixel, ds.PhotometricInterpretation = rows, columns, 1, "MONOCHROME2"
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    ds.PixelData = (np.arange(12 * 16, dtype=np.uint16) * 10).tobytes()
-    ds.save_as(tmp_path / "us.dcm", enforce_file_format=True)
+    if frames > 1:
+        ds.NumberOfFrames = frames
+    ds.PixelData = pixel_data
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def test_dicom_ultrasound_frame(tmp_path):
+    _dicom(tmp_path, 12, 16, 1, (np.arange(12 * 16, dtype=np.uint16) * 10).tobytes()).rename(tmp_path / "us.dcm")
     pixels = decode((tmp_path / "us.dcm").read_bytes(), "us.dcm")
     assert pixels.shape == (12, 16, 3) and pixels.dtype == np.uint8
     assert pixels[0, 0, 0] == 0 and pixels[-1, -1, 0] == 255
@@ -133,5 +171,58 @@ def test_userinfo_cannot_smuggle_another_host(server):
         assert caught.value.status == 400 and len(seen) == before  # nothing was requested
     with pytest.raises(ImageError, match="malformed URL"):
         fetcher.fetch("http://allowed.example:notaport/ok.png")
-    upper = ImageFetcher("http://label-studio.invalid", dict, allowed_hosts=["127.0.0.1"])
+    upper = ImageFetcher("http://label-studio.invalid", dict, allowed_hosts=["127.0.0.1"], allow_private=True)
     assert upper.fetch(f"http://{host.upper()}/ok.png").shape == (30, 40, 3)
+
+
+def test_private_addresses_are_refused_like_dead_hosts(server):
+    """Allowed by name is not enough: loopback, private and link-local addresses need
+    ALLOW_PRIVATE_IMAGE_HOSTS, and a refused host reads exactly like an unreachable one."""
+    host, seen = server
+    port = host.split(":")[1]
+    strict = ImageFetcher("http://label-studio.invalid", dict,
+                          allowed_hosts=["localhost", "127.0.0.1", "169.254.169.254"])
+    refused = []
+    for reference in (f"http://localhost:{port}/ok.png", f"http://127.0.0.1:{port}/ok.png",
+                      "http://169.254.169.254/latest/meta-data", "http://not-allowed.example/x.png"):
+        before = len(seen)
+        with pytest.raises(ImageError) as caught:
+            strict.fetch(reference)
+        assert len(seen) == before  # nothing was requested
+        refused.append((caught.value.status, str(caught.value).split(": ", 1)[1]))
+    open_ = ImageFetcher("http://label-studio.invalid", dict, allowed_hosts=["127.0.0.1"], allow_private=True)
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        dead_port = closed.getsockname()[1]
+    with pytest.raises(ImageError) as caught:
+        open_.fetch(f"http://127.0.0.1:{dead_port}/x.png")
+    refused.append((caught.value.status, str(caught.value).split(": ", 1)[1]))
+    assert set(refused) == {(502, "image host is not allowed or not reachable")}
+
+
+def test_a_trickling_download_is_cut_at_the_deadline():
+    """FETCH_TIMEOUT bounds the whole download, not each read."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+
+    def trickle():
+        connection, _ = listener.accept()
+        connection.recv(4096)
+        connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n")
+        try:
+            for _ in range(200):
+                connection.sendall(b"x")
+                time.sleep(0.1)
+        except OSError:
+            pass
+        connection.close()
+
+    threading.Thread(target=trickle, daemon=True).start()
+    port = listener.getsockname()[1]
+    fetcher = ImageFetcher(f"http://127.0.0.1:{port}", dict, timeout=1.0)
+    started = time.monotonic()
+    with pytest.raises(ImageError, match="not complete within FETCH_TIMEOUT=1 s") as caught:
+        fetcher.fetch("/data/upload/slow.png")
+    assert caught.value.status == 504 and time.monotonic() - started < 2.5
+    listener.close()

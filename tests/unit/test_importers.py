@@ -118,6 +118,26 @@ def test_labelstudio_skips_cancelled_and_unlabelled_tasks(tmp_path, busbra_dir):
     assert len(records) == 1 and records[0].boxes == [] and records[0].birads == "1"
 
 
+def test_labelstudio_import_reads_annotations_as_training_does(tmp_path, busbra_dir):
+    """model.regions decides for both: ground truth wins, experts must agree, "no lesion" counts."""
+    image = str(busbra_dir / "Images" / "bus_0859-l.png")
+
+    def annotation(*boxes, truth=False):
+        return {"ground_truth": truth, "result": [
+            {"type": "rectanglelabels", "value": {"x": x, "y": 10, "width": 20, "height": 20,
+                                                  "rectanglelabels": [label]}} for x, label in boxes]}
+
+    export = [{"id": 1, "data": {"image": image}, "annotations": [annotation((10, "BI-RADS 3")),
+                                                                   annotation((11, "BI-RADS 3"))]},
+              {"id": 2, "data": {"image": image}, "annotations": [annotation((10, "BI-RADS 3")), annotation()]},
+              {"id": 3, "data": {"image": image}, "annotations": [annotation((10, "BI-RADS 3")),
+                                                                   annotation((60, "BI-RADS 5"), truth=True)]}]
+    (tmp_path / "export.json").write_text(json.dumps(export))
+    records = {r.image_id: r for r in datasets.load(f"labelstudio:{tmp_path / 'export.json'}")}
+    assert sorted(records) == ["1", "3"]  # task 2: a lesion against "no lesion" is left for review
+    assert [b.category for b in records["1"].boxes] == ["3"] and records["3"].boxes[0].category == "5"
+
+
 # --- bad input: a clear message naming the file (and row); nothing written ---------------------
 
 def _import_fails(tmp_path, spec: str, *expected: str, capsys) -> None:
@@ -173,7 +193,7 @@ def test_unknown_birads_value_names_csv_row(tmp_path, busbra_dir, capsys):
      '"value": {"x": 1}}]}]}]', "task[0] result[0]: malformed region"),
     ('[{"data": {"image": "%s"}, "annotations": [{"result": [{"type": "rectanglelabels", "value": '
      '{"x": 1, "y": 1, "width": 5, "height": 5, "rectanglelabels": ["Cyst"]}}]}]}]',
-     "unknown BI-RADS category 'Cyst'"),
+     "labels that are no BI-RADS category: Cyst"),
 ])
 def test_malformed_labelstudio_export(tmp_path, busbra_dir, capsys, content, fragment):
     image = busbra_dir / "Images" / "bus_0859-l.png"

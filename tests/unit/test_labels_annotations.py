@@ -1,10 +1,10 @@
-"""Label config mapping and the experts' consensus (backend, no services)."""
+"""Label config mapping and the experts' consensus (model.regions), no services."""
 
 import pytest
 
-from backend.annotations import consensus, convert
 from backend.labels import LabelConfigError, parse_label_config
 from model.records import Box
+from model.regions import consensus, convert
 
 IMAGE = '<Image name="img" value="$scan"/>'
 
@@ -74,8 +74,9 @@ def test_convert_tasks_single_truth_cancelled_and_disagreement():
         {"id": 7, "annotations": [_annotation(), _annotation()]},
         {"id": 8, "annotations": [_annotation((10, 10, 20, 20, "Cyst"))]},
         {"id": 9, "annotations": [_annotation((10, 10, 20, 20, "BI-RADS 3")), _annotation()]},
+        {"id": 10, "annotations": [{"result": [{"type": "rectanglelabels", "value": {"x": "?"}}]}]},
     ]
-    result = convert(tasks, LABELS, min_agreement=2)
+    result = convert(tasks, LABELS.category_of, 2, LABELS.from_name)
     by_id = {t.task_id: t for t in result.tasks}
     assert by_id[1].status == "ok" and by_id[1].boxes == [Box(10, 10, 30, 30, "3")]
     assert by_id[2].boxes == [Box(50, 50, 70, 70, "5")]             # ground truth wins
@@ -87,7 +88,8 @@ def test_convert_tasks_single_truth_cancelled_and_disagreement():
     assert by_id[8].status == "no_annotation"                       # only unknown labels: says nothing
     assert by_id[9].status == "no_agreement"                        # a lesion against "no lesion"
     assert result.unknown_labels == {"Cyst": 2}
-    assert result.for_review == [3, 9]
+    assert by_id[10].status == "malformed" and "result[0]" in by_id[10].detail
+    assert result.for_review == [3, 9, 10]
     assert [t.task_id for t in result.usable] == [1, 2, 5, 6, 7]
 
 

@@ -1,0 +1,109 @@
+"""Request bodies with limits: a size cap (413) and a deadline for the whole body (408).
+
+gunicorn's threaded workers hand a connection to a thread once its first bytes arrive, and a
+client that then trickles its body holds that thread. This WSGI middleware reads every body itself,
+before the app sees it: one declared (or growing) past ``max_bytes`` is refused without reading the
+rest, and one not complete within ``timeout`` seconds is cut off: a watchdog shuts the socket's
+read side, which ends the blocked read at once whatever the trickle rate.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import socket
+import threading
+import time
+
+log = logging.getLogger(__name__)
+CHUNK = 64 * 1024
+
+
+class BodyLimits:
+    def __init__(self, app, max_bytes: int, timeout: float) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+        self.timeout = timeout
+
+    def __call__(self, environ: dict, start_response):
+        if environ.get("REQUEST_METHOD") not in ("POST", "PUT", "PATCH"):
+            return self.app(environ, start_response)
+        try:
+            declared = int(environ.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            return _answer(start_response, 400, "invalid Content-Length")
+        if declared > self.max_bytes:
+            return _answer(start_response, 413, f"request body of {declared} bytes is larger than "
+                                                f"MAX_REQUEST_BYTES={self.max_bytes}", close=True)
+        started = time.monotonic()
+        body, status = self._read(environ, declared)
+        if status == 413:
+            return _answer(start_response, 413, f"request body is larger than MAX_REQUEST_BYTES={self.max_bytes}",
+                           close=True)
+        if status == 408:
+            log.warning("%s %s: body not complete after %.1f s: 408", environ.get("REQUEST_METHOD"),
+                        environ.get("PATH_INFO"), time.monotonic() - started)
+            return _answer(start_response, 408, f"request body not received within REQUEST_TIMEOUT="
+                                                f"{self.timeout:g} s", close=True)
+        environ["wsgi.input"] = io.BytesIO(body)
+        environ["CONTENT_LENGTH"] = str(len(body))
+        return self.app(environ, start_response)
+
+    def _read(self, environ: dict, declared: int) -> tuple[bytes, int]:
+        """(body, 200) or (partial, 413 | 408)."""
+        stream = environ["wsgi.input"]
+        chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
+        watchdog = Watchdog(environ.get("gunicorn.socket"), self.timeout)
+        body = bytearray()
+        try:
+            while chunked or len(body) < declared:
+                want = CHUNK if chunked else min(CHUNK, declared - len(body))
+                data = stream.read(want)
+                if not data:
+                    break
+                body += data
+                if len(body) > self.max_bytes:
+                    return bytes(body), 413
+                if watchdog.expired:
+                    break
+        except (OSError, ValueError):  # the watchdog shut the socket, or the client went away
+            pass
+        finally:
+            watchdog.cancel()
+        complete = not watchdog.expired and (chunked or len(body) == declared)
+        return bytes(body), 200 if complete else 408
+
+
+class Watchdog:
+    """Shuts ``sock`` after ``seconds`` unless cancelled first: a read blocked on it returns at once,
+    however slowly the peer trickles (a per-read timeout cannot bound a whole transfer)."""
+
+    def __init__(self, sock, seconds: float, how: int = socket.SHUT_RD) -> None:
+        self.how = how
+        self.sock = sock
+        self.expired = False
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _expire(self) -> None:
+        self.expired = True
+        if self.sock is not None:
+            try:
+                self.sock.shutdown(self.how)
+            except OSError:
+                pass
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+
+
+def _answer(start_response, status: int, message: str, close: bool = False) -> list[bytes]:
+    reasons = {400: "Bad Request", 408: "Request Timeout", 413: "Content Too Large"}
+    payload = json.dumps({"error": message}).encode()
+    headers = [("Content-Type", "application/json"), ("Content-Length", str(len(payload)))]
+    if close:  # the rest of the body is never read: the connection cannot carry another request
+        headers.append(("Connection", "close"))
+    start_response(f"{status} {reasons[status]}", headers)
+    return [payload]

@@ -1,0 +1,161 @@
+"""Label Studio's rectangle regions and which annotation of a task counts: defined here once.
+
+A region is a RectangleLabels result: ``value`` holds x, y, width, height in percent of the image as
+the browser shows it (EXIF orientation applied, as ``model.io`` reads images) and the label text
+first in ``rectanglelabels``; ``from_name`` and ``to_name`` name the control and the image. Written
+by the exporter and the backend's predictions, read by the importer and the training job.
+
+Which boxes a task stands for (the paper had three experts cross-check every image):
+- cancelled (skipped) annotations say nothing;
+- an annotation marked ground truth wins outright;
+- an annotation with no rectangle at all (drawn nothing, or every pre-annotated box deleted) is the
+  expert's "no lesion": a negative image, like an imported image without boxes;
+- an annotation whose rectangles all carry labels outside the BI-RADS mapping says nothing;
+- with several annotations, a box counts when at least ``min_agreement`` annotators drew it
+  (IoU >= 0.5, same category), at the mean of their coordinates; annotators who agree on no box
+  (a lesion against "no lesion", or different lesions) leave the task for review.
+
+Plain dicts in, ``model.records.Box`` out: no Label Studio import.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from model.records import Box
+
+TYPE = "rectanglelabels"
+MATCH_IOU = 0.5
+DEFAULT_MIN_AGREEMENT = 2  # the backend's MIN_AGREEMENT default
+OK, NO_ANNOTATION, NO_AGREEMENT, MALFORMED = "ok", "no_annotation", "no_agreement", "malformed"
+
+
+class MalformedRegion(ValueError):
+    """A rectangle region without usable coordinates or label."""
+
+
+def to_region(box: Box, width: int, height: int, label: str, from_name: str, to_name: str,
+              region_id: str) -> dict:
+    """A region for a box in pixels of a ``width`` x ``height`` image (with its score, if it has one)."""
+    region = {"id": region_id, "from_name": from_name, "to_name": to_name, "type": TYPE,
+              "original_width": width, "original_height": height, "image_rotation": 0,
+              "value": {"x": 100 * box.x0 / width, "y": 100 * box.y0 / height, "width": 100 * box.width / width,
+                        "height": 100 * box.height / height, "rotation": 0, "rectanglelabels": [label]}}
+    if box.score is not None:
+        region["score"] = round(box.score, 4)
+    return region
+
+
+def rectangles(annotation: dict, from_name: str | None = None) -> list[tuple[str, Box]]:
+    """(label text, box in percent with category "") of each rectangle of ``from_name`` (any if None)."""
+    found = []
+    for number, region in enumerate(annotation.get("result") or []):
+        if not isinstance(region, dict) or region.get("type") != TYPE:
+            continue
+        if from_name is not None and region.get("from_name") not in (None, from_name):
+            continue
+        try:
+            value = region["value"]
+            x, y, w, h = (float(value[k]) for k in ("x", "y", "width", "height"))
+            label = value["rectanglelabels"][0]
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise MalformedRegion(f"result[{number}]: malformed region ({exc!r})") from None
+        found.append((str(label), Box(x, y, x + w, y + h, "")))
+    return found
+
+
+def in_pixels(box: Box, width: int, height: int) -> Box:
+    return Box(box.x0 * width / 100, box.y0 * height / 100, box.x1 * width / 100, box.y1 * height / 100,
+               box.category, box.score)
+
+
+@dataclass
+class TaskBoxes:
+    task_id: object
+    boxes: list[Box] = field(default_factory=list)   # percent coordinates
+    status: str = OK           # ok | no_annotation | no_agreement | malformed
+    annotators: int = 0
+    detail: str = ""
+
+
+@dataclass
+class Conversion:
+    tasks: list[TaskBoxes]
+    unknown_labels: Counter
+
+    @property
+    def usable(self) -> list[TaskBoxes]:
+        return [t for t in self.tasks if t.status == OK]
+
+    @property
+    def for_review(self) -> list:
+        return [t.task_id for t in self.tasks if t.status in (NO_AGREEMENT, MALFORMED)]
+
+
+def consensus(per_annotator: list[list[Box]], min_agreement: int) -> list[Box]:
+    """Boxes drawn by at least ``min_agreement`` annotators (greedy matching, one box each)."""
+    agreed = []
+    remaining = [list(boxes) for boxes in per_annotator]
+    for index, boxes in enumerate(remaining):
+        for box in list(boxes):
+            group = [box]
+            boxes.remove(box)
+            for other in remaining[index + 1:]:
+                match = max((b for b in other if b.category == box.category and b.iou(box) >= MATCH_IOU),
+                            key=box.iou, default=None)
+                if match is not None:
+                    group.append(match)
+                    other.remove(match)
+            if len(group) >= min_agreement:
+                n = len(group)
+                agreed.append(Box(sum(b.x0 for b in group) / n, sum(b.y0 for b in group) / n,
+                                  sum(b.x1 for b in group) / n, sum(b.y1 for b in group) / n, box.category))
+    return agreed
+
+
+def _categorised(annotation: dict, category_of: Callable[[str], str | None], from_name: str | None,
+                 unknown: Counter) -> tuple[bool, list[Box]]:
+    """(has any rectangle, its boxes with a BI-RADS category)."""
+    found = rectangles(annotation, from_name)
+    boxes = []
+    for label, box in found:
+        category = category_of(label)
+        if category is None:
+            unknown[label] += 1
+        else:
+            boxes.append(Box(box.x0, box.y0, box.x1, box.y1, category))
+    return bool(found), boxes
+
+
+def task_boxes(task: dict, category_of: Callable[[str], str | None], min_agreement: int,
+               unknown: Counter, from_name: str | None = None) -> TaskBoxes:
+    """The boxes a task stands for, by the rules in this module's docstring."""
+    result = TaskBoxes(task_id=task.get("id"))
+    annotations = [a for a in task.get("annotations") or [] if isinstance(a, dict) and not a.get("was_cancelled")]
+    try:
+        drawn = [(a, *_categorised(a, category_of, from_name, unknown)) for a in annotations]
+    except MalformedRegion as exc:
+        result.status, result.detail = MALFORMED, str(exc)
+        return result
+    drawn = [(a, boxes) for a, any_rectangle, boxes in drawn if boxes or not any_rectangle]
+    result.annotators = len(drawn)
+    truth = [boxes for a, boxes in drawn if a.get("ground_truth")]
+    if truth:
+        result.boxes = truth[-1]
+    elif len(drawn) == 1:
+        result.boxes = drawn[0][1]
+    elif drawn:
+        result.boxes = consensus([boxes for _, boxes in drawn], min(min_agreement, len(drawn)))
+        if not result.boxes and any(boxes for _, boxes in drawn):  # all saying "no lesion" agree
+            result.status = NO_AGREEMENT
+    else:
+        result.status = NO_ANNOTATION
+    return result
+
+
+def convert(tasks: list[dict], category_of: Callable[[str], str | None], min_agreement: int,
+            from_name: str | None = None) -> Conversion:
+    unknown: Counter = Counter()
+    return Conversion([task_boxes(t, category_of, min_agreement, unknown, from_name) for t in tasks], unknown)
