@@ -5,9 +5,11 @@ results as a JSON string it then cannot read, and needs LABEL_STUDIO_ML_BACKEND_
 status. We keep RQ and write the small amount of bookkeeping ourselves:
 
 * ``birads:<queue>:project:<id>:queued`` holds the id of the project's queued (not yet started) job.
-  A request finding one folds into it (its ``events`` count grows): at most one queued job per
-  project, and no event is lost, because the job clears the key under the same lock as its very
-  first step, before it reads any annotation. A request arriving after that queues a new job.
+  A request finding one folds into it (the job's ``events`` counter grows): at most one queued job
+  per project. No lock is needed to fold, and no event is lost: the annotation was saved in Label
+  Studio before its webhook was sent, and a job still queued when the webhook is checked reads the
+  annotations later than that. Only enqueueing takes the project's lock (one job, never two); the
+  job clears the key under that lock as its very first step, so a later request queues a new job.
 * ``birads:<queue>:project:<id>:changes`` counts annotation events since the served version; annotation
   events start training only once it reaches RETRAIN_AFTER. START_TRAINING always trains.
 """
@@ -28,6 +30,7 @@ log = logging.getLogger(__name__)
 TRAIN_FUNCTION = "backend.training.train_project"
 KEEP_RESULTS = 7 * 24 * 3600
 RECENT_JOBS = 50
+WAITING = {JobStatus.QUEUED.value, JobStatus.DEFERRED.value, JobStatus.SCHEDULED.value}
 
 
 @dataclass
@@ -43,43 +46,47 @@ class TrainingQueue:
         return Queue(self.settings.queue_name, connection=self.redis)
 
     def _lock(self, project: int):
-        return self.redis.lock(self._key(project, "lock"), timeout=10, blocking_timeout=2)
+        # polled every 2 ms, not redis-py's 100 ms: a webhook waiting here must still answer at once
+        return self.redis.lock(self._key(project, "lock"), timeout=10, blocking_timeout=2, sleep=0.002)
 
     def request(self, project: int, reason: str, force: bool) -> dict:
         """Enqueue a training job for ``project``, or fold this request into the queued one.
 
         A request carries nothing but the project: the job reads the label config, tasks and
         annotations from Label Studio's API with the backend's own key."""
-        with self._lock(project):
-            changes = int(self.redis.incr(self._key(project, "changes"))) if not force else None
-            if changes is not None and changes < self.settings.retrain_after:
+        if not force:  # INCR is atomic: counting needs no lock, and most events only count
+            changes = int(self.redis.incr(self._key(project, "changes")))
+            if changes < self.settings.retrain_after:
                 return {"status": "waiting", "changes": changes, "retrain_after": self.settings.retrain_after}
-            queued = self._queued_job(project)
-            if queued is not None:
-                queued.meta["events"] = queued.meta.get("events", 1) + 1
-                queued.meta.setdefault("reasons", []).append(reason)
-                queued.save_meta()
-                return {"status": "coalesced", "job_id": queued.id, "events": queued.meta["events"]}
-            job = self.queue.enqueue(
-                TRAIN_FUNCTION, project, job_timeout=self.settings.job_timeout,
-                result_ttl=KEEP_RESULTS, failure_ttl=KEEP_RESULTS,
-                meta={"project": project, "events": 1, "reasons": [reason], "stage": "queued"},
-                description=f"train BI-RADS detector for project {project}")
-            self.redis.set(self._key(project, "queued"), job.id)
-            self.redis.lpush(self._key(project, "jobs"), job.id)
-            self.redis.ltrim(self._key(project, "jobs"), 0, RECENT_JOBS - 1)
-            log.info("project %s: training job %s queued (%s)", project, job.id, reason)
-            return {"status": "queued", "job_id": job.id}
+        queued = self._queued_job(project)
+        if queued is None:
+            with self._lock(project):
+                queued = self._queued_job(project)
+                if queued is None:
+                    return self._enqueue(project, reason)
+        events = int(self.redis.incr(events_key(queued)))
+        return {"status": "coalesced", "job_id": queued, "events": events}
 
-    def _queued_job(self, project: int) -> Job | None:
+    def _enqueue(self, project: int, reason: str) -> dict:
+        job = self.queue.enqueue(
+            TRAIN_FUNCTION, project, job_timeout=self.settings.job_timeout,
+            result_ttl=KEEP_RESULTS, failure_ttl=KEEP_RESULTS,
+            meta={"project": project, "reason": reason, "stage": "queued"},
+            description=f"train BI-RADS detector for project {project}")
+        self.redis.set(events_key(job.id), 1, ex=KEEP_RESULTS)
+        self.redis.set(self._key(project, "queued"), job.id)
+        self.redis.lpush(self._key(project, "jobs"), job.id)
+        self.redis.ltrim(self._key(project, "jobs"), 0, RECENT_JOBS - 1)
+        log.info("project %s: training job %s queued (%s)", project, job.id, reason)
+        return {"status": "queued", "job_id": job.id}
+
+    def _queued_job(self, project: int) -> str | None:
+        """The id of the project's job that has not started yet (two cheap reads, no job load)."""
         job_id = self.redis.get(self._key(project, "queued"))
         if not job_id:
             return None
-        try:
-            job = Job.fetch(job_id.decode(), connection=self.redis)
-        except NoSuchJobError:
-            return None
-        return job if job.get_status() in (JobStatus.QUEUED, JobStatus.DEFERRED, JobStatus.SCHEDULED) else None
+        status = self.redis.hget(Job.key_for(job_id.decode()), "status")
+        return job_id.decode() if status and status.decode() in WAITING else None
 
     def started(self, project: int, job_id: str) -> int:
         """Called first thing by the job: stop folding events into it; take the change count."""
@@ -98,14 +105,20 @@ class TrainingQueue:
         return [j.decode() for j in self.redis.lrange(self._key(project, "jobs"), 0, RECENT_JOBS - 1)]
 
 
+def events_key(job_id: str) -> str:
+    """How many requests a job stands for (it grows while the job waits in the queue)."""
+    return f"birads:job:{job_id}:events"
+
+
 def job_status(redis: Redis, job_id: str) -> dict | None:
     try:
         job = Job.fetch(job_id, connection=redis)
     except NoSuchJobError:
         return None
     status = job.get_status()
+    progress = dict(job.get_meta(), events=int(redis.get(events_key(job_id)) or 1))
     answer = {"job_id": job.id, "status": str(status.value if hasattr(status, "value") else status),
-              "progress": job.get_meta(), "enqueued_at": job.enqueued_at, "started_at": job.started_at,
+              "progress": progress, "enqueued_at": job.enqueued_at, "started_at": job.started_at,
               "ended_at": job.ended_at}
     if status == JobStatus.FINISHED:
         answer["result"] = job.return_value()

@@ -77,15 +77,37 @@ class BodyLimits:
 
 class Watchdog:
     """Shuts ``sock`` after ``seconds`` unless cancelled first: a read blocked on it returns at once,
-    however slowly the peer trickles (a per-read timeout cannot bound a whole transfer)."""
+    however slowly the peer trickles (a per-read timeout cannot bound a whole transfer).
+
+    One shared thread watches every deadline (checked every ``TICK`` seconds): arming costs a lock
+    and a dict entry, not a thread per request."""
+
+    TICK = 0.1
+    _armed: dict[int, Watchdog] = {}
+    _lock = threading.Lock()
+    _thread: threading.Thread | None = None
 
     def __init__(self, sock, seconds: float, how: int = socket.SHUT_RD) -> None:
-        self.how = how
-        self.sock = sock
+        self.sock, self.how = sock, how
+        self.deadline = time.monotonic() + seconds
         self.expired = False
-        self._timer = threading.Timer(seconds, self._expire)
-        self._timer.daemon = True
-        self._timer.start()
+        with Watchdog._lock:
+            Watchdog._armed[id(self)] = self
+            if Watchdog._thread is None or not Watchdog._thread.is_alive():
+                Watchdog._thread = threading.Thread(target=Watchdog._watch, name="deadlines", daemon=True)
+                Watchdog._thread.start()
+
+    @classmethod
+    def _watch(cls) -> None:
+        while True:
+            time.sleep(cls.TICK)
+            now = time.monotonic()
+            with cls._lock:
+                due = [w for w in cls._armed.values() if w.deadline <= now]
+                for watchdog in due:
+                    del cls._armed[id(watchdog)]
+            for watchdog in due:
+                watchdog._expire()
 
     def _expire(self) -> None:
         self.expired = True
@@ -96,7 +118,8 @@ class Watchdog:
                 pass
 
     def cancel(self) -> None:
-        self._timer.cancel()
+        with Watchdog._lock:
+            Watchdog._armed.pop(id(self), None)
 
 
 def _answer(start_response, status: int, message: str, close: bool = False) -> list[bytes]:

@@ -113,6 +113,9 @@ class Settings:
         "env": "PROMOTE_TOLERANCE", "doc": "how much of PROMOTE_METRIC a new version may lose and still be served"})
     promote_always: bool = field(default=False, metadata={
         "env": "PROMOTE_ALWAYS", "doc": "serve every new version, even one worse on the held-out tasks"})
+    worker_nice: int = field(default=10, metadata={
+        "env": "WORKER_NICE",
+        "doc": "niceness of the training worker: on a shared machine the server's requests come first"})
     job_timeout: int = field(default=6 * 3600, metadata={"env": "JOB_TIMEOUT", "doc": "seconds a training job may run"})
 
     @classmethod

@@ -4,6 +4,7 @@ each needs REDIS_URL, MODEL_DIR on shared storage, and Label Studio's URL and ke
 from __future__ import annotations
 
 import logging
+import os
 
 from redis import Redis
 from rq import Queue, Worker
@@ -16,6 +17,8 @@ def main() -> None:
     settings = Settings.from_env()
     if not settings.redis_url:
         raise SystemExit("REDIS_URL is not set: a worker needs the server's Redis")
+    if settings.worker_nice:  # training yields the CPU to the server: annotators' requests come first
+        os.nice(settings.worker_nice)
     connection = Redis.from_url(settings.redis_url)
     queue = Queue(settings.queue_name, connection=connection)
     Worker([queue], connection=connection).work(with_scheduler=False)

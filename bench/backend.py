@@ -70,8 +70,8 @@ def main() -> None:
     port = _port()
     env = dict(os.environ, PYTHONPATH=str(REPO), PORT=str(port), MODEL_DIR=str(work / "models"),
                REDIS_URL=args.redis, RQ_QUEUE=f"bench-{uuid.uuid4().hex[:6]}", LOCAL_FILES_ROOT=str(root),
-               WORKERS="1", THREADS="4")
-    server = subprocess.Popen([sys.executable, "-m", "gunicorn", "--workers", "1", "--threads", "4", "--bind",
+               WORKERS="1", THREADS="16")
+    server = subprocess.Popen([sys.executable, "-m", "gunicorn", "--workers", "1", "--threads", "16", "--bind",
                                f"127.0.0.1:{port}", "backend.app:create_app()"], env=env, cwd=REPO,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
@@ -84,6 +84,7 @@ def main() -> None:
                 time.sleep(0.5)
         tasks = [{"id": i, "data": {"image": p}} for i, p in enumerate(paths)]
         body = lambda batch: {"tasks": batch, "project": "1.0", "label_config": CONFIG}  # noqa: E731
+        assert requests.post(f"{url}/setup", json={"project": "1.0", "schema": CONFIG}, timeout=60).ok
         requests.post(f"{url}/predict", json=body(tasks[:1]), timeout=300)  # load the model
         predictor = Predictor(args.model, score_threshold=0.05, max_boxes=20)
         predictor(paths[:2])

@@ -22,3 +22,5 @@ echo "## status page"
 .venv/bin/python bench/status_page.py
 echo "## training estimate"
 .venv/bin/python bench/estimate.py --data "$data" --weights "$model" --images 16 --iters 60
+echo "## faults"
+bench/faults.sh

@@ -32,7 +32,7 @@ def wait_for(url: str, seconds: float, process: subprocess.Popen, log: Path) -> 
         if process.poll() is not None:
             raise RuntimeError(f"{url}: process exited ({process.returncode}):\n{log.read_text()[-3000:]}")
         try:
-            if requests.get(url, timeout=2).status_code == 200:
+            if requests.get(url, timeout=2).status_code in (200, 401):  # up (401: behind basic auth)
                 return
         except requests.RequestException:
             pass
@@ -101,7 +101,7 @@ def start_backend(work: Path, label_studio: dict, **overrides: str):
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for(f"{url}/health", 120, process, log)
-        yield {"url": url, "model_dir": work / "models", "log": log}
+        yield {"url": url, "model_dir": work / "models", "log": log, "pid": process.pid}
     finally:
         _stop(process)
 
