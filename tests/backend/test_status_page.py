@@ -4,6 +4,7 @@ a job's progress, failures; behind basic auth when it is set."""
 from __future__ import annotations
 
 import re
+import shutil
 import time
 from dataclasses import replace
 
@@ -51,6 +52,19 @@ def test_page_shows_versions_job_progress_failures_and_health(settings, redis_co
     assert "<polyline" in page and "Confusion matrix" in page
     assert "http://" not in page.replace('http-equiv', '') and "https://" not in page  # nothing external
     assert elapsed < 2.0, elapsed  # generous here; the 200 ms figure is measured in bench/backend.py
+
+
+def test_page_shows_refused_versions_and_an_unservable_current_one(settings, tiny_model):
+    names = _versions(settings, 4, tiny_model, 2)
+    registry = Registry(settings.model_dir / "project-4")
+    shutil.copytree(tiny_model, registry.path("v-refused"))
+    registry.describe("v-refused", parent=names[1], refused="ap50_lesion 0.200 on 5 held-out tasks is below ...")
+    (registry.path(names[1]) / "config.yaml").write_text("changed")
+    page = " ".join(create_app(settings).test_client().get("/").get_data(as_text=True).split())
+    assert "(refused: ap50_lesion 0.200 on 5 held-out tasks is below ...)" in page
+    assert re.search(rf"<td>project 4</td><td class=\"bad\">DOWN</td> <td>version {names[1]}: config.yaml "
+                     rf"changed since it was sealed; serving {names[0]}", page)
+    assert f'<b class="served">{names[0]}</b>' in page
 
 
 def test_page_reports_a_queue_down_and_needs_basic_auth(settings):

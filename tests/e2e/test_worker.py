@@ -20,6 +20,7 @@ from rq.job import Job
 from rq.registry import StartedJobRegistry
 
 from backend.jobs import TrainingQueue, job_status
+from backend.services import Services
 from backend.settings import Settings
 from model.registry import Registry
 from tests.backend.conftest import install_model
@@ -38,12 +39,12 @@ def worker_settings(tmp_path, label_studio, redis_server) -> Settings:
                     train_max_iter=6, holdout_fraction=0.0, bf16="false")
 
 
-def start_worker(settings: Settings, log) -> subprocess.Popen:
+def start_worker(settings: Settings, log, **more: str) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=str(REPO), REDIS_URL=settings.redis_url, RQ_QUEUE=settings.queue_name,
                MODEL_DIR=str(settings.model_dir), LABEL_STUDIO_URL=settings.label_studio_url,
                LABEL_STUDIO_API_KEY=settings.label_studio_api_key, TRAIN_BASE_CONFIG=settings.train_base_config,
                TRAIN_IMAGE_SIZE=str(settings.train_image_size), TRAIN_MAX_ITER=str(settings.train_max_iter),
-               HOLDOUT_FRACTION="0", BF16="false")
+               **{"HOLDOUT_FRACTION": "0", "BF16": "false", **more})
     return subprocess.Popen([sys.executable, "-m", "backend.worker"], env=env, cwd=REPO, stdout=log,
                             stderr=subprocess.STDOUT, start_new_session=True)
 
@@ -141,3 +142,55 @@ def test_worker_killed_mid_training_leaves_served_version(worker_settings, annot
     status = job_status(redis, job_id)
     assert status["status"] == "failed", status
     assert Registry(settings.model_dir / f"project-{annotated_project}").current() == "v-served"
+
+
+def test_a_job_for_a_project_label_studio_does_not_know_creates_nothing(worker_settings, monkeypatch):
+    """The job asks Label Studio's API for the config: a project it does not know fails the job."""
+    from backend import training
+    from backend.labelstudio import UnknownProject
+
+    _settings_env(monkeypatch, worker_settings)
+    with pytest.raises(UnknownProject, match="no project 987654"):
+        training.train_project(987654)
+    assert not (worker_settings.model_dir / "project-987654").exists()
+
+
+def test_a_version_worse_on_the_held_out_tasks_is_kept_but_not_served(worker_settings, annotated_project,
+                                                                      tiny_model, tmp_path):
+    """A real job on the real worker: trained, evaluated beside the served version on the same
+    held-out task, and refused (a tolerance below zero demands a gain this short run cannot make)."""
+    import hashlib
+
+    install_model(worker_settings, annotated_project, tiny_model, "v-served")
+    ids = [t["id"] for t in Services(worker_settings).api.annotated_tasks(annotated_project)]
+    shares = sorted(hashlib.sha1(str(i).encode()).digest()[0] / 256 for i in ids)  # backend.training.held_out
+    fraction = (shares[0] + shares[1]) / 2  # exactly one task held out
+    redis = Redis.from_url(worker_settings.redis_url)
+    job_id = TrainingQueue(redis, worker_settings).request(annotated_project, "START_TRAINING", force=True)["job_id"]
+    with open(tmp_path / "worker.log", "w") as log:
+        worker = start_worker(worker_settings, log, HOLDOUT_FRACTION=str(fraction), PROMOTE_TOLERANCE="-1")
+        try:
+            status = wait(lambda: (s := job_status(redis, job_id))["status"] in ("finished", "failed") and s, 480,
+                          "job did not finish")
+        finally:
+            worker.terminate()
+            worker.wait(timeout=30)
+    assert status["status"] == "finished", (tmp_path / "worker.log").read_text()[-3000:]
+    result = status["result"]
+    assert result["promoted"] is False and result["holdout_images"] == 1
+    assert "below the served version's" in result["refused"]
+    assert result["served_metrics"]["n_images"] == result["metrics"]["n_images"] == 1
+    registry = Registry(worker_settings.model_dir / f"project-{annotated_project}")
+    assert registry.current() == "v-served" and result["version"] in registry.versions()
+    assert registry.info(result["version"])["refused"] == result["refused"]
+
+
+def _settings_env(monkeypatch, settings: Settings, **more: str) -> None:
+    """The environment a worker would have (train_project reads its settings from it)."""
+    for key, value in {"REDIS_URL": settings.redis_url, "RQ_QUEUE": settings.queue_name,
+                       "MODEL_DIR": str(settings.model_dir), "LABEL_STUDIO_URL": settings.label_studio_url,
+                       "LABEL_STUDIO_API_KEY": settings.label_studio_api_key,
+                       "TRAIN_BASE_CONFIG": settings.train_base_config,
+                       "TRAIN_IMAGE_SIZE": str(settings.train_image_size),
+                       "TRAIN_MAX_ITER": str(settings.train_max_iter), "BF16": "false", **more}.items():
+        monkeypatch.setenv(key, value)

@@ -1,0 +1,102 @@
+"""Model versions on disk: sealed at promotion, checked before serving, with a fallback; and the
+rule that keeps a worse version from replacing the served one."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from backend.settings import Settings
+from backend.training import refusal
+from model.modeldir import CONFIG, META, WEIGHTS
+from model.registry import Registry
+
+
+def _version(registry: Registry, name: str, weights: bytes = b"weights") -> None:
+    folder = registry.path(name)
+    folder.mkdir(parents=True)
+    (folder / WEIGHTS).write_bytes(weights)
+    (folder / CONFIG).write_text("MODEL: {}\n")
+    (folder / META).write_text(json.dumps({"classes": ["3"], "created_at": "now"}))
+
+
+def test_promotion_seals_and_the_current_version_is_served(tmp_path):
+    registry = Registry(tmp_path)
+    _version(registry, "v1")
+    assert registry.serving().version is None and registry.serving().problem is None  # untrained
+    registry.promote("v1")
+    sums = json.loads((registry.path("v1") / "checksums.json").read_text())
+    assert set(sums) == {WEIGHTS, CONFIG, META}
+    serving = registry.serving()
+    assert (serving.version, serving.problem) == ("v1", None) and registry.history() == ["v1"]
+
+
+def test_a_changed_file_falls_back_to_the_last_good_version(tmp_path):
+    registry = Registry(tmp_path)
+    for name in ("v1", "v2", "v3"):
+        _version(registry, name, name.encode())
+        registry.promote(name)
+    (registry.path("v3") / WEIGHTS).write_bytes(b"flipped")
+    (registry.path("v2") / CONFIG).write_text("MODEL: {changed: 1}\n")
+    serving = registry.serving()
+    assert serving.version == "v1" and serving.fallback_from == "v3"
+    assert serving.problem == f"version v3: {WEIGHTS} changed since it was sealed"
+
+
+def test_incomplete_dangling_and_unloadable_versions(tmp_path):
+    registry = Registry(tmp_path)
+    _version(registry, "v1")
+    registry.promote("v1")
+    _version(registry, "v2")
+    registry.promote("v2")
+    assert registry.serving(unusable=frozenset({"v2"})).version == "v1"
+    assert registry.serving(unusable=frozenset({"v2"})).problem == "version v2 cannot be loaded"
+    (registry.path("v2") / META).unlink()
+    assert "incomplete (missing model.json)" in registry.serving().problem
+    os.replace(registry.path("v2"), tmp_path / "elsewhere")
+    assert registry.current() == "v2"  # the link names it...
+    serving = registry.serving()  # ...and it is an error, not "untrained"
+    assert serving.version == "v1" and serving.problem == "version v2 does not exist"
+    os.replace(registry.path("v1"), tmp_path / "gone")
+    nothing = registry.serving()
+    assert nothing.version is None and nothing.problem == "version v2 does not exist"
+
+
+@pytest.mark.parametrize("new, served, tolerance, always, refused", [
+    (0.50, 0.60, 0.02, False, True),     # worse by more than the tolerance
+    (0.59, 0.60, 0.02, False, False),    # within it
+    (0.70, 0.60, 0.02, False, False),    # better
+    (0.10, 0.60, 0.02, True, False),     # PROMOTE_ALWAYS
+    (0.10, None, 0.02, False, False),    # nothing served to compare with
+])
+def test_a_worse_version_is_refused(new, served, tolerance, always, refused):
+    settings = Settings(promote_tolerance=tolerance, promote_always=always)
+    reason = refusal(settings, {"ap50_lesion": new, "n_images": 7},
+                     None if served is None else {"ap50_lesion": served})
+    assert bool(reason) == refused
+    if refused:
+        assert "ap50_lesion 0.500 on 7 held-out tasks" in reason and "PROMOTE_ALWAYS" in reason
+
+
+def test_promote_metric_must_be_known():
+    with pytest.raises(ValueError, match="PROMOTE_METRIC"):
+        Settings(promote_metric="loss")
+
+
+def test_birads_promote_serves_a_refused_version_by_hand(tmp_path, monkeypatch, capsys):
+    from backend.cli import main
+
+    monkeypatch.setenv("MODEL_DIR", str(tmp_path))
+    registry = Registry(tmp_path / "project-3")
+    _version(registry, "v1")
+    registry.promote("v1")
+    _version(registry, "v2")
+    registry.describe("v2", parent="v1", refused="ap50_lesion 0.1 ...")
+    assert main(["promote", "--project", "3", "--version", "v9"]) == 2
+    assert "has no version 'v9'" in capsys.readouterr().err
+    assert main(["promote", "--project", "3", "--version", "v2"]) == 0
+    assert registry.serving().version == "v2"
+    info = registry.info("v2")
+    assert "refused" not in info and info["overridden"] == "ap50_lesion 0.1 ..." and info["parent"] == "v1"
