@@ -19,7 +19,7 @@ import requests
 
 from model.registry import Registry
 from tests.conftest import redis_database
-from tests.e2e.conftest import REPO, free_port, start_backend
+from tests.e2e.conftest import CONFIG, REPO, free_port, start_backend
 
 USER, PASSWORD, SECRET = "ls", "basic-secret", "hook-secret"
 AUTH = {"Authorization": "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()}
@@ -74,14 +74,6 @@ def hardened(tmp_path_factory, redis_server, tiny_model, busbra_dir):
         yield {"url": url, "files": files, "registry": registry, "intact": intact, "log": backend["log"],
                "pid": backend["pid"],
                "redis": settings["REDIS_URL"], "queue": settings["RQ_QUEUE"]}
-
-
-CONFIG = """<View>
-  <Image name="image" value="$image"/>
-  <RectangleLabels name="label" toName="image">
-    <Label value="BI-RADS 2"/><Label value="BI-RADS 3"/><Label value="BI-RADS 4"/><Label value="BI-RADS 5"/>
-  </RectangleLabels>
-</View>"""
 
 
 def predict_body(*references: str) -> dict:

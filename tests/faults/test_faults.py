@@ -11,13 +11,10 @@ from __future__ import annotations
 
 import base64
 import http.server
-import io
 import socket
 import statistics
-import struct
 import threading
 import time
-import zlib
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -27,35 +24,10 @@ from PIL import Image
 from redis import Redis
 from rq import Queue
 
+from tests.bombs import dicom, png_claiming
 from tests.faults.conftest import AUTH, CONFIG, PROJECT, SECRET, SERVED, gunicorn_rss_mb, predict_body, record
 
 pytestmark = pytest.mark.slow
-
-
-def _png_claiming(width: int, height: int) -> bytes:
-    """A 70-byte PNG whose header claims ``width`` x ``height`` pixels."""
-    buffer = io.BytesIO()
-    Image.new("L", (4, 4)).save(buffer, "PNG")
-    png = buffer.getvalue()
-    ihdr = png[12:16] + struct.pack(">II", width, height) + png[24:29]
-    return png[:16] + struct.pack(">II", width, height) + png[24:29] + struct.pack(">I", zlib.crc32(ihdr)) + png[33:]
-
-
-def _dicom_claiming(rows: int, columns: int) -> bytes:
-    from pydicom.dataset import FileDataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.6.1"
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = FileDataset("bomb.dcm", {}, file_meta=meta, preamble=b"\0" * 128)
-    ds.Rows, ds.Columns, ds.SamplesPerPixel, ds.PhotometricInterpretation = rows, columns, 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
-    ds.PixelData = b"\0" * 64
-    buffer = io.BytesIO()
-    ds.save_as(buffer, enforce_file_format=True)
-    return buffer.getvalue()
 
 
 def _hook(action: str) -> dict:
@@ -137,9 +109,9 @@ def test_no_image_url_reaches_a_host_it_may_not(hardened, canary):
 
 def test_bombs_and_oversized_requests_leave_memory_bounded(hardened):
     files, url = hardened["files"], hardened["url"]
-    (files / "bomb.png").write_bytes(_png_claiming(15000, 15000))
-    (files / "bomb-small.png").write_bytes(_png_claiming(8000, 8000))   # under Pillow's own error limit
-    (files / "bomb.dcm").write_bytes(_dicom_claiming(15000, 15000))
+    (files / "bomb.png").write_bytes(png_claiming(15000, 15000))
+    (files / "bomb-small.png").write_bytes(png_claiming(8000, 8000))   # under Pillow's own error limit
+    (files / "bomb.dcm").write_bytes(dicom(15000, 15000))
     ok = requests.post(url + "/predict", json=predict_body(str(files / "bus_0090-r.png")), headers=AUTH, timeout=120)
     assert ok.status_code == 200  # the model is loaded before the baseline
     before = gunicorn_rss_mb(hardened["pid"])

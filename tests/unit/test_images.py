@@ -3,19 +3,16 @@
 import http.server
 import io
 import socket
-import struct
 import threading
 import time
-import zlib
 
 import numpy as np
 import pydicom
 import pytest
 from PIL import Image
-from pydicom.dataset import FileDataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from backend.images import ImageError, ImageFetcher, decode
+from tests.bombs import dicom, png_claiming
 
 
 def _png(size=(40, 30), mode="L", noise=False) -> bytes:
@@ -96,36 +93,28 @@ def test_local_files_under_the_root(tmp_path):
     assert fetcher.fetch(f"file://{tmp_path / 'scan.png'}").shape == (6, 8, 3)
 
 
-def _claiming(png: bytes, width: int, height: int) -> bytes:
-    """The PNG with its header claiming another size (a decompression bomb costs a few bytes)."""
-    ihdr = png[12:16] + struct.pack(">II", width, height) + png[24:29]
-    return png[:16] + struct.pack(">II", width, height) + png[24:29] + struct.pack(">I", zlib.crc32(ihdr)) + png[33:]
-
-
 def test_decompression_bombs_are_refused_from_their_header(monkeypatch):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # Pillow's own check: an error too
     with pytest.raises(ImageError, match="refused, too many pixels") as caught:
         decode(_png((200, 200)), "bomb.png")
     assert caught.value.status == 413
     monkeypatch.undo()
-    bomb = _claiming(_png(), 15000, 15000)  # 225 Mpx claimed by a 100-byte file
+    bomb = png_claiming(15000, 15000)  # 225 Mpx claimed by a 100-byte file
     with pytest.raises(ImageError, match="refused, too many pixels .*225000000 pixels"):
         decode(bomb, "bomb.png")
     with pytest.raises(ImageError, match="refused, 2250000 pixels exceed MAX_IMAGE_PIXELS=1000000"):
-        decode(_claiming(_png(), 1500, 1500), "bomb.png", max_pixels=1_000_000)
+        decode(png_claiming(1500, 1500), "bomb.png", max_pixels=1_000_000)
     # between Pillow's limit and twice it, Pillow only warns: our limit is the error
     with pytest.raises(ImageError, match="exceed MAX_IMAGE_PIXELS=1000"):
         decode(_png((40, 30)), "small.png", max_pixels=1000)
 
 
 def test_dicom_pixels_are_counted_before_decoding(tmp_path):
-    path = _dicom(tmp_path, rows=15000, columns=15000, frames=1, pixel_data=b"\0" * 64)
     with pytest.raises(ImageError, match="225000000 pixels exceed") as caught:
-        decode(path.read_bytes(), "bomb.dcm")
+        decode(dicom(15000, 15000), "bomb.dcm")
     assert caught.value.status == 413
-    cine = _dicom(tmp_path, rows=100, columns=100, frames=5000, pixel_data=b"\0" * 64)
     with pytest.raises(ImageError, match="50000000 pixels exceed"):
-        decode(cine.read_bytes(), "cine.dcm")
+        decode(dicom(100, 100, frames=5000), "cine.dcm")
 
 
 def test_exif_orientation_is_applied():
@@ -137,24 +126,8 @@ def test_exif_orientation_is_applied():
     assert decode(buffer.getvalue(), "x.jpg").shape == (20, 10, 3)
 
 
-def _dicom(tmp_path, rows: int, columns: int, frames: int, pixel_data: bytes):
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.6.1"  # ultrasound image storage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    path = tmp_path / f"us-{rows}x{columns}x{frames}.dcm"
-    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
-    ds.Rows, ds.Columns, ds.SamplesPerPixel, ds.PhotometricInterpretation = rows, columns, 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    if frames > 1:
-        ds.NumberOfFrames = frames
-    ds.PixelData = pixel_data
-    ds.save_as(path, enforce_file_format=True)
-    return path
-
-
 def test_dicom_ultrasound_frame(tmp_path):
-    _dicom(tmp_path, 12, 16, 1, (np.arange(12 * 16, dtype=np.uint16) * 10).tobytes()).rename(tmp_path / "us.dcm")
+    (tmp_path / "us.dcm").write_bytes(dicom(12, 16, pixel_data=(np.arange(12 * 16, dtype=np.uint16) * 10).tobytes()))
     pixels = decode((tmp_path / "us.dcm").read_bytes(), "us.dcm")
     assert pixels.shape == (12, 16, 3) and pixels.dtype == np.uint8
     assert pixels[0, 0, 0] == 0 and pixels[-1, -1, 0] == 255
