@@ -27,8 +27,8 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from backend import status
-from backend.detector import TRAIN_EVENTS, BiradsDetector, ModelCache, RequestError
-from backend.jobs import TrainingQueue, job_status
+from backend.detector import BiradsDetector, ModelCache, RequestError
+from backend.jobs import TRAIN_EVENTS, TrainingQueue, job_status
 from backend.labels import LabelConfigError, parse_label_config
 from backend.limits import BodyLimits
 from backend.services import Services

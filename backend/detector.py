@@ -1,4 +1,4 @@
-"""Where Label Studio meets the model: the LabelStudioMLBase subclass (predict, fit).
+"""Where Label Studio meets the model: the LabelStudioMLBase subclass (predict).
 
 predict: task images -> the served model version -> boxes as Label Studio regions, labelled only
 with labels of the project's config. Training is not LabelStudioMLBase.fit's business here: a
@@ -26,7 +26,6 @@ from model.registry import Serving
 
 log = logging.getLogger(__name__)
 UNTRAINED = "untrained"
-TRAIN_EVENTS = ("ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_DELETED", "START_TRAINING")
 
 
 class RequestError(ValueError):

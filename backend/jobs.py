@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 TRAIN_FUNCTION = "backend.training.train_project"
 KEEP_RESULTS = 7 * 24 * 3600
 RECENT_JOBS = 50
+TRAIN_EVENTS = ("ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_DELETED", "START_TRAINING")
 WAITING = {JobStatus.QUEUED.value, JobStatus.DEFERRED.value, JobStatus.SCHEDULED.value}
 
 

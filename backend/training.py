@@ -187,7 +187,10 @@ def train_project(project: int) -> dict:
             metrics = holdout_metrics(out, holdout, settings)
             update_metrics(out, {"holdout": metrics})
             if served.path is not None:
-                served_metrics = holdout_metrics(served.path, holdout, settings)
+                try:
+                    served_metrics = holdout_metrics(served.path, holdout, settings)
+                except Exception:  # nothing to compare with: the served one is no yardstick
+                    log.exception("project %s: served version %s could not be evaluated", project, parent)
         refused = refusal(settings, metrics, served_metrics)
         registry.describe(version, parent=parent, project=project, job_id=job.id if job else None,
                           train_images=len(train_records), holdout_images=len(holdout), metrics=metrics,

@@ -24,3 +24,8 @@ echo "## training estimate"
 .venv/bin/python bench/estimate.py --data "$data" --weights "$model" --images 16 --iters 60
 echo "## faults"
 bench/faults.sh
+if command -v wrk >/dev/null; then
+  echo "## webhook flood (wrk)"
+  .venv/bin/python bench/webhook_flood.py --connections 1
+  .venv/bin/python bench/webhook_flood.py --connections 8
+fi
