@@ -59,9 +59,9 @@ def main() -> None:
                 time.sleep(0.5)
         assert requests.post(f"{url}/setup", json={"project": "1.0", "schema": CONFIG}, timeout=60).ok
         (work / "flood.lua").write_text(LUA)
-        out = subprocess.run(["wrk", f"-t{min(2, args.connections)}", f"-c{args.connections}", f"-d{args.seconds}s", "--latency",
-                              "-s", str(work / "flood.lua"), f"{url}/webhook"], capture_output=True, text=True,
-                             check=True).stdout
+        command = ["wrk", f"-t{min(2, args.connections)}", f"-c{args.connections}", f"-d{args.seconds}s",
+                   "--latency", "-s", str(work / "flood.lua"), f"{url}/webhook"]
+        out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
         percentiles = dict(re.findall(r"^\s+(\d+)%\s+([\d.]+\w+)$", out, re.M))
         requests_done = re.search(r"(\d+) requests in", out).group(1)
         errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
