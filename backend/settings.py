@@ -9,6 +9,8 @@ import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from model.regions import DEFAULT_MIN_AGREEMENT
+
 PROMOTE_METRICS = ("ap50_lesion", "ap50", "category_accuracy", "acceptance_rate")
 _BF16 = {"auto": None, "true": True, "1": True, "false": False, "0": False}
 
@@ -101,7 +103,7 @@ class Settings:
         "env": "MIN_ANNOTATIONS", "doc": "annotated tasks needed before a training job runs"})
     retrain_after: int = field(default=10, metadata={
         "env": "RETRAIN_AFTER", "doc": "annotation events since the served version that start a retrain"})
-    min_agreement: int = field(default=2, metadata={
+    min_agreement: int = field(default=DEFAULT_MIN_AGREEMENT, metadata={
         "env": "MIN_AGREEMENT", "doc": "annotators who must draw a box for it to count (tasks with several)"})
     holdout_fraction: float = field(default=0.2, metadata={
         "env": "HOLDOUT_FRACTION", "doc": "share of annotated tasks kept out of training for evaluation"})

@@ -28,7 +28,7 @@ from model.records import Box
 
 TYPE = "rectanglelabels"
 MATCH_IOU = 0.5
-DEFAULT_MIN_AGREEMENT = 2  # the backend's MIN_AGREEMENT default
+DEFAULT_MIN_AGREEMENT = 2  # annotators who must draw a box (the backend's MIN_AGREEMENT default)
 OK, NO_ANNOTATION, NO_AGREEMENT, MALFORMED = "ok", "no_annotation", "no_agreement", "malformed"
 
 
