@@ -41,6 +41,22 @@ def _port() -> int:
         return s.getsockname()[1]
 
 
+def start_server(env: dict, threads: int) -> tuple[subprocess.Popen, str]:
+    """gunicorn serving the app on a free port as `make run` does (1 worker); returns it once it answers."""
+    port = _port()
+    server = subprocess.Popen([sys.executable, "-m", "gunicorn", "--workers", "1", "--threads", str(threads),
+                               "--bind", f"127.0.0.1:{port}", "backend.app:create_app()"], env=env, cwd=REPO,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(120):
+        try:
+            requests.get(f"{url}/health", timeout=1)
+            break
+        except requests.RequestException:
+            time.sleep(0.5)
+    return server, url
+
+
 def _rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -67,21 +83,10 @@ def main() -> None:
     registry = Registry(work / "models" / "project-1")
     shutil.copytree(args.model, registry.path("bench"))
     registry.promote("bench")
-    port = _port()
-    env = dict(os.environ, PYTHONPATH=str(REPO), PORT=str(port), MODEL_DIR=str(work / "models"),
-               REDIS_URL=args.redis, RQ_QUEUE=f"bench-{uuid.uuid4().hex[:6]}", LOCAL_FILES_ROOT=str(root),
-               WORKERS="1", THREADS="16")
-    server = subprocess.Popen([sys.executable, "-m", "gunicorn", "--workers", "1", "--threads", "16", "--bind",
-                               f"127.0.0.1:{port}", "backend.app:create_app()"], env=env, cwd=REPO,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
+    env = dict(os.environ, PYTHONPATH=str(REPO), MODEL_DIR=str(work / "models"),
+               REDIS_URL=args.redis, RQ_QUEUE=f"bench-{uuid.uuid4().hex[:6]}", LOCAL_FILES_ROOT=str(root))
+    server, url = start_server(env, threads=16)
     try:
-        for _ in range(120):
-            try:
-                requests.get(f"{url}/health", timeout=1)
-                break
-            except requests.RequestException:
-                time.sleep(0.5)
         tasks = [{"id": i, "data": {"image": p}} for i, p in enumerate(paths)]
         body = lambda batch: {"tasks": batch, "project": "1.0", "label_config": CONFIG}  # noqa: E731
         assert requests.post(f"{url}/setup", json={"project": "1.0", "schema": CONFIG}, timeout=60).ok
@@ -91,20 +96,21 @@ def main() -> None:
         print("| batch | in-process s/image | HTTP s/image | overhead |\n|---|---|---|---|")
         for batch in (1, 16):
             start = time.perf_counter()
-            for i in range(0, 16, batch):
+            for i in range(0, len(paths), batch):
                 predictor(paths[i:i + batch], batch_size=4)
-            local = (time.perf_counter() - start) / 16
+            local = (time.perf_counter() - start) / len(paths)
             start = time.perf_counter()
-            for i in range(0, 16, batch):
-                assert requests.post(f"{url}/predict", json=body(tasks[i:i + batch]), timeout=600).ok
-            remote = (time.perf_counter() - start) / 16
+            for i in range(0, len(paths), batch):
+                answer = requests.post(f"{url}/predict", json=body(tasks[i:i + batch]), timeout=600)
+                assert answer.ok, answer.text
+            remote = (time.perf_counter() - start) / len(paths)
             print(f"| {batch} | {local:.3f} | {remote:.3f} | {100 * (remote / local - 1):+.1f} % |", flush=True)
 
         worker_pid = int(subprocess.run(["pgrep", "-P", str(server.pid)], capture_output=True,
                                         text=True).stdout.split()[0])
         memory = [_rss_mb(worker_pid)]
         for i in range(args.predictions):
-            requests.post(f"{url}/predict", json=body(tasks[i % 16:i % 16 + 1]), timeout=300)
+            requests.post(f"{url}/predict", json=body(tasks[i % len(paths):i % len(paths) + 1]), timeout=300)
             if (i + 1) % 100 == 0:
                 memory.append(_rss_mb(worker_pid))
         print(f"\nserver RSS (MB) every 100 predictions: {[round(m) for m in memory]}")

@@ -15,7 +15,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from pathlib import Path
 
@@ -23,7 +22,7 @@ import requests
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from bench.backend import CONFIG, _port  # noqa: E402
+from bench.backend import CONFIG, start_server  # noqa: E402
 
 LUA = """wrk.method = "POST"
 wrk.body = '{"action": "ANNOTATION_CREATED", "project": {"id": 1}}'
@@ -40,23 +39,13 @@ def main() -> None:
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed (apt install wrk)")
     work = Path(tempfile.mkdtemp())
-    port = _port()
     env = dict(os.environ, PYTHONPATH=str(REPO), MODEL_DIR=str(work / "models"), REDIS_URL=args.redis,
                RQ_QUEUE=f"bench-{uuid.uuid4().hex[:6]}", RETRAIN_AFTER="1000000000")
     threads = json.loads(subprocess.run([sys.executable, "-c", "from backend.settings import Settings; "
                                          "print(Settings.from_env().threads)"], env=env, cwd=REPO,
                                         capture_output=True, text=True, check=True).stdout)
-    server = subprocess.Popen([sys.executable, "-m", "gunicorn", "--workers", "1", "--threads", str(threads),
-                               "--bind", f"127.0.0.1:{port}", "backend.app:create_app()"], env=env, cwd=REPO,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
+    server, url = start_server(env, threads)
     try:
-        for _ in range(120):
-            try:
-                requests.get(f"{url}/health", timeout=1)
-                break
-            except requests.RequestException:
-                time.sleep(0.5)
         assert requests.post(f"{url}/setup", json={"project": "1.0", "schema": CONFIG}, timeout=60).ok
         (work / "flood.lua").write_text(LUA)
         command = ["wrk", f"-t{min(2, args.connections)}", f"-c{args.connections}", f"-d{args.seconds}s",
