@@ -171,14 +171,13 @@ class ImageFetcher:
         log.warning("%s: %s", url, why)  # the detail stays in our log
         return ImageError(f"{url}: {UNREACHABLE}", 502)
 
-    def _address(self, url: str, parsed) -> str:
+    def _address(self, url: str, parsed, port: int, own: bool) -> str:
         """The checked address to connect to; the same error for a refused host and a dead one."""
-        own = _host(parsed) == self.label_studio_host
         name = (parsed.hostname or "").lower()
         if not own and name not in self.allowed_hosts and _host(parsed) not in self.allowed_hosts:
             raise self._unreachable(url, "host neither Label Studio's nor in ALLOWED_IMAGE_HOSTS")
         try:
-            addresses = _addresses(name, parsed.port or (443 if parsed.scheme == "https" else 80))
+            addresses = _addresses(name, port)
         except (OSError, UnicodeError) as exc:
             raise self._unreachable(url, f"does not resolve ({exc})") from None
         if not own and not self.allow_private:
@@ -190,9 +189,9 @@ class ImageFetcher:
 
     def _download(self, url: str, parsed) -> bytes:
         own = _host(parsed) == self.label_studio_host
-        address = self._address(url, parsed)
-        kind = _PinnedHTTPSConnection if parsed.scheme == "https" else _PinnedHTTPConnection
         port = parsed.port or (443 if parsed.scheme == "https" else 80)
+        address = self._address(url, parsed, port, own)
+        kind = _PinnedHTTPSConnection if parsed.scheme == "https" else _PinnedHTTPConnection
         connection = kind(parsed.hostname, port, address, self.timeout)
         headers = self.auth_headers() if own else {}  # never send Label Studio's key elsewhere
         target = (parsed.path or "/") + (f"?{parsed.query}" if parsed.query else "")

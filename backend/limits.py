@@ -37,7 +37,7 @@ class BodyLimits:
             return _answer(start_response, 413, f"request body of {declared} bytes is larger than "
                                                 f"MAX_REQUEST_BYTES={self.max_bytes}", close=True)
         started = time.monotonic()
-        body, status = self._read(environ, declared)
+        body, status = self._read(environ, declared)  # body is None unless complete
         if status == 413:
             return _answer(start_response, 413, f"request body is larger than MAX_REQUEST_BYTES={self.max_bytes}",
                            close=True)
@@ -50,8 +50,8 @@ class BodyLimits:
         environ["CONTENT_LENGTH"] = str(len(body))
         return self.app(environ, start_response)
 
-    def _read(self, environ: dict, declared: int) -> tuple[bytes, int]:
-        """(body, 200) or (partial, 413 | 408)."""
+    def _read(self, environ: dict, declared: int) -> tuple[bytes | None, int]:
+        """(body, 200), or (None, 413 | 408)."""
         stream = environ["wsgi.input"]
         chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
         watchdog = Watchdog(environ.get("gunicorn.socket"), self.timeout)
@@ -64,7 +64,7 @@ class BodyLimits:
                     break
                 body += data
                 if len(body) > self.max_bytes:
-                    return bytes(body), 413
+                    return None, 413
                 if watchdog.expired:
                     break
         except (OSError, ValueError):  # the watchdog shut the socket, or the client went away
@@ -72,7 +72,7 @@ class BodyLimits:
         finally:
             watchdog.cancel()
         complete = not watchdog.expired and (chunked or len(body) == declared)
-        return bytes(body), 200 if complete else 408
+        return (bytes(body), 200) if complete else (None, 408)
 
 
 class Watchdog:

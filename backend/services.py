@@ -50,10 +50,6 @@ class Services:
             return Serving(STARTER_PREFIX + starter.name, starter, serving.problem, serving.fallback_from)
         return serving
 
-    def served(self, project: int) -> tuple[str | None, Path | None]:
-        serving = self.serving(project)
-        return serving.version, serving.path
-
     def is_connected(self, project: int) -> bool:
         """Label Studio has called /setup for this project (or it has trained here)."""
         return self.project_dir(project).is_dir()

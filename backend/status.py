@@ -92,9 +92,10 @@ def health(services: Services, redis, serving=None) -> list[Part]:
             *served_parts(services, serving or services.serving)]
 
 
-def project_status(services: Services, project: int, redis) -> ProjectStatus:
+def project_status(services: Services, project: int, redis, serving=None) -> ProjectStatus:
+    """``serving``: as for ``health``, so the page names the version the health lines speak of."""
     registry = services.registry(project)
-    served, _ = services.served(project)
+    served = (serving or services.serving)(project).version
     versions = _with_parent_deltas([registry.info(v) for v in registry.versions()])
     status = ProjectStatus(project, served, next((v for v in versions if v["version"] == served), {}),
                            sorted(versions, key=lambda v: str(v.get("created_at", ""))))
@@ -128,7 +129,8 @@ def collect(services: Services, redis, serving=None) -> dict:
     """Everything the page shows."""
     parts = health(services, redis, serving)
     reachable = redis if parts[1].ok else None
-    return {"parts": parts, "projects": [project_status(services, p, reachable) for p in services.projects()],
+    return {"parts": parts,
+            "projects": [project_status(services, p, reachable, serving) for p in services.projects()],
             "host": os.uname().nodename}
 
 
