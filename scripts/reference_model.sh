@@ -8,40 +8,47 @@
 #      BrEaST part1, then the first model's BI-RADS 4 on part2 split by it (the paper's Table III).
 # A stage whose output exists is not run again (rerun after an interruption to go on).
 # The result is a starter model for new projects: INITIAL_WEIGHTS=$OUT/model (README).
+# Overrides (environment): OUT, DATA, BIRADS (the command), PRETRAIN_EPOCHS, ITERS, ITERS_NO4,
+# IMAGE_SIZE/MAX_SIZE, BATCH, BASE_LR/BASE_LR_NO4, WORKERS; UNTIL=NAME stops after that stage
+# (scripts/device_reference.sh runs the recipe at the paper's 800 px on a GPU that way).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-runs/reference}
 data=${DATA:-../shared/data}
 busbra="busbra:$data/BUS-BRA"
 breast="breast:$data/BrEaST"
+birads=${BIRADS:-./birads}
 mkdir -p "$out"
 # stage NAME DIR COMMAND...: run COMMAND unless DIR exists; its wall time goes to NAME.start/.end
 stage() {
   local name=$1 dir=$2; shift 2
-  [ -d "$dir" ] && return 0
-  date +%s > "$out/$name.start"
-  "$@"
-  date +%s > "$out/$name.end"
+  if [ ! -d "$dir" ]; then
+    date +%s > "$out/$name.start"
+    "$@"
+    date +%s > "$out/$name.end"
+  fi
+  if [ "${UNTIL:-}" = "$name" ]; then exit 0; fi
 }
 
-stage pretrain "$out/trunk" ./birads pretrain --data "$busbra" --splits fold1 fold2 fold3 --holdout-splits fold4 \
+stage pretrain "$out/trunk" $birads pretrain --data "$busbra" --splits fold1 fold2 fold3 --holdout-splits fold4 \
   --out "$out/trunk" --epochs "${PRETRAIN_EPOCHS:-30}"
-stage model "$out/model" ./birads train --data "$busbra" --splits fold1 fold2 fold3 --out "$out/model" \
-  --weights "$out/trunk" --image-size 320 --max-size 576 --max-iter "${ITERS:-1500}" --batch-size 4 \
-  --base-lr 0.01 --class-balanced --bf16 --num-workers 1
-stage model-no4 "$out/model-no4" ./birads train --data "$busbra" --splits fold1 fold2 fold3 \
+stage model "$out/model" $birads train --data "$busbra" --splits fold1 fold2 fold3 --out "$out/model" \
+  --weights "$out/trunk" --image-size "${IMAGE_SIZE:-320}" --max-size "${MAX_SIZE:-576}" --max-iter "${ITERS:-1500}" \
+  --batch-size "${BATCH:-4}" --base-lr "${BASE_LR:-0.01}" --class-balanced --bf16 --num-workers "${WORKERS:-1}"
+stage model-no4 "$out/model-no4" $birads train --data "$busbra" --splits fold1 fold2 fold3 \
   --out "$out/model-no4" --without-birads-4 --weights "$out/model" --image-size 0 \
-  --max-iter "${ITERS_NO4:-300}" --batch-size 4 --base-lr 0.005 --class-balanced --bf16 --num-workers 1
+  --max-iter "${ITERS_NO4:-300}" --batch-size "${BATCH:-4}" --base-lr "${BASE_LR_NO4:-0.005}" \
+  --class-balanced --bf16 --num-workers "${WORKERS:-1}"
 evaluations() {
   # The paper classifies every lesion image: the image's category is the most confident box.
   for model in model model-no4; do
-    ./birads evaluate --data "$busbra" --splits fold4 --model "$out/$model" --out "$out/$model-fold4" \
+    $birads evaluate --data "$busbra" --splits fold4 --model "$out/$model" --out "$out/$model-fold4" \
       --image-decision top
-    ./birads evaluate --data "$breast" --splits part2 --model "$out/$model" --out "$out/$model-breast" \
+    $birads evaluate --data "$breast" --splits part2 --model "$out/$model" --out "$out/$model-breast" \
       --image-decision top
   done
-  ./birads fit-cuts --data "$breast" --splits part1 --model "$out/model-no4"
-  ./birads evaluate --data "$breast" --splits part2 --model "$out/model" --split-4-with "$out/model-no4" \
+  $birads fit-cuts --data "$breast" --splits part1 --model "$out/model-no4"
+  $birads evaluate --data "$breast" --splits part2 --model "$out/model" --split-4-with "$out/model-no4" \
     --out "$out/split-breast" --image-decision top
 }
 stage evaluations "$out/split-breast" evaluations

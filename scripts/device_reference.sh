@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# The reference recipe (scripts/reference_model.sh) on a lent GPU machine, at the paper's 800 px:
+# batch 8 at the recipe's learning rates, the detector's schedule sized from a timed probe so that
+# the whole run ends within BUDGET_S seconds.
+# Runs THERE, through the device tool, after packing data and wheels HERE:
+#   .venv/bin/python scripts/device_pack.py pack ../shared/data .device
+#   run(command="bash scripts/device_reference.sh", carry=[".device"], timeout_s=590)
+# Brings back in $OUT: log.txt, env.txt and reports.tgz (every report and metric, no weights).
+# Overrides: BUDGET_S, EVAL_RESERVE_S, PYTHON, IMAGE_SIZE, BATCH, ITERS/ITERS_NO4 (skip the probe),
+# MIN_ITERS, PRETRAIN_EPOCHS, NO_WHEELS (a dry run on a CPU: small sizes, .venv's packages).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+back=${OUT:?the device tool sets OUT, the folder that comes back}
+started=$(date +%s)
+budget=${BUDGET_S:-540}
+eval_reserve=${EVAL_RESERVE_S:-150}  # both models on fold 4 and BrEaST, the cuts, the split
+python=${PYTHON:-python3}
+size=${IMAGE_SIZE:-800}
+batch=${BATCH:-8}
+run=/tmp/birads-reference
+exec > >(tee -a "$back/log.txt") 2>&1
+trap 'tar czf "$back/reports.tgz" --exclude="*.pth" -C "$run" . 2>/dev/null || true' EXIT
+elapsed() { echo $(( $(date +%s) - started )); }
+
+{ nvidia-smi || true; "$python" -c "import sys, torch; print(sys.version); print('torch', torch.__version__, \
+  torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU')"; nproc; } > "$back/env.txt" 2>&1
+[ -n "${NO_WHEELS:-}" ] ||  # a dry run here, where the environment has them
+  "$python" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .device/wheels/*.whl
+export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
+"$python" scripts/device_pack.py unpack .device/data /tmp/data
+export OUT=$run DATA=/tmp/data BIRADS="$python -m model.cli"
+echo "== $(elapsed) s: pretraining the trunk"
+UNTIL=pretrain scripts/reference_model.sh
+
+if [ -z "${ITERS:-}" ]; then
+  echo "== $(elapsed) s: timing the detector"
+  spi=$("$python" - "$run/trunk" "$size" "$batch" <<'EOF'
+import logging, sys
+from model import datasets
+from model.config import TrainSettings
+from model.train import seconds_per_iteration
+logging.disable(logging.WARNING)
+records = datasets.select(datasets.load("busbra:/tmp/data/BUS-BRA"), ["fold1"])[:64]
+settings = TrainSettings(weights=sys.argv[1], image_size=int(sys.argv[2]), max_size=int(sys.argv[2]),
+                         batch_size=int(sys.argv[3]), bf16=True, class_balanced=True)
+print(seconds_per_iteration(records, settings, steps=8))
+EOF
+)
+  # The no-4 model trains a fifth as long (1500:300 on CPUs); each stage loses ~20 s to start.
+  left=$(( budget - $(elapsed) - eval_reserve - 40 ))
+  ITERS=$("$python" -c "print(max(${MIN_ITERS:-200}, int($left / $spi * 5 / 6)))")
+  ITERS_NO4=$(( ITERS / 5 ))
+  echo "probe: $spi s/iteration; $left s left for training: $ITERS + $ITERS_NO4 iterations"
+fi
+echo "== $(elapsed) s: detector, no-4 model, evaluations"
+IMAGE_SIZE=$size MAX_SIZE=$size BATCH=$batch WORKERS=8 ITERS=$ITERS \
+  ITERS_NO4=$ITERS_NO4 scripts/reference_model.sh
+echo "== $(elapsed) s: done"
