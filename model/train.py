@@ -139,19 +139,35 @@ class BiradsTrainer(DefaultTrainer):
 
 
 class _StepClock(HookBase):
+    """When each step ended, and how long it waited for its batch."""
+
     def __init__(self) -> None:
         self.times: list[float] = []
+        self.data_times: list[float] = []
 
     def after_step(self) -> None:
         self.times.append(time.perf_counter())
+        self.data_times.append(self.trainer.storage.history("data_time").latest())
+
+
+def overlapped_step_seconds(step_seconds: list[float], data_seconds: list[float], workers: int) -> float:
+    """Mean step time of a run with ``workers`` loader processes, from steps timed with in-process
+    loading: the workers prepare batches while the model computes, so a step costs the longer of
+    its compute and its share of the loading (with none, the sum)."""
+    per_step = [max(step - data, data / workers) if workers else step
+                for step, data in zip(step_seconds, data_seconds)]
+    return sum(per_step) / len(per_step)
 
 
 def seconds_per_iteration(records: list[ImageRecord], settings: TrainSettings, steps: int = 4) -> float:
     """This machine's speed for ``settings``: a few real iterations on ``records`` (the first,
-    which warms up the allocator and kernels, not counted). A quick probe before a long run."""
+    which warms up the allocator and kernels, not counted). A quick probe before a long run.
+
+    The probe loads its batches in-process (a loader worker would outlive it). On a CPU loading is
+    ~1 % of a step; on a GPU it was most of it (0.45 s measured against 0.14 s per real iteration
+    with 8 workers, docs/results.md), hence the overlap with ``settings.num_workers``."""
     import tempfile
 
-    # in-process data loading: a loader worker would outlive the probe (data_time is ~1 % of a step)
     probe = replace(settings, max_iter=max(2, steps), checkpoint_period=10**9, warmup_iters=1, num_workers=0)
     classes = training_classes(records, settings.without_birads_4)
     with tempfile.TemporaryDirectory(prefix="birads-probe-") as work:
@@ -161,7 +177,8 @@ def seconds_per_iteration(records: list[ImageRecord], settings: TrainSettings, s
         trainer.register_hooks([clock])
         trainer.resume_or_load(resume=False)
         trainer.train()
-    return (clock.times[-1] - clock.times[0]) / (len(clock.times) - 1)
+    step_seconds = [end - start for start, end in zip(clock.times, clock.times[1:])]
+    return overlapped_step_seconds(step_seconds, clock.data_times[1:], settings.num_workers)
 
 
 def training_classes(records: list[ImageRecord], without_birads_4: bool = False) -> list[str]:
