@@ -6,7 +6,7 @@
 #   .venv/bin/python scripts/device_pack.py pack ../shared/data .device
 #   run(command="bash scripts/device_reference.sh", carry=[".device"], timeout_s=590)
 # Brings back in $OUT: log.txt, env.txt and reports.tgz (every report and metric, no weights).
-# Overrides: BUDGET_S, EVAL_RESERVE_S, PYTHON, IMAGE_SIZE, BATCH, ITERS/ITERS_NO4 (skip the probe),
+# Overrides: BUDGET_S, EVAL_RESERVE_S, PYTHON, IMAGE_SIZE, MAX_SIZE, BATCH, ITERS/ITERS_NO4 (skip the probe),
 # MIN_ITERS, PRETRAIN_EPOCHS, NO_WHEELS (a dry run on a CPU: small sizes, .venv's packages).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,6 +17,8 @@ eval_reserve=${EVAL_RESERVE_S:-150}  # both models on fold 4 and BrEaST, the cut
 python=${PYTHON:-python3}
 size=${IMAGE_SIZE:-800}
 batch=${BATCH:-8}
+workers=8  # data loader processes, of the machine's 16 cores
+max_size=${MAX_SIZE:-$size}  # the paper's square cap; the CPU recipe: IMAGE_SIZE=320 MAX_SIZE=576
 run=/tmp/birads-reference
 exec > >(tee -a "$back/log.txt") 2>&1
 trap 'tar czf "$back/reports.tgz" --exclude="*.pth" -C "$run" . 2>/dev/null || true' EXIT
@@ -34,15 +36,15 @@ UNTIL=pretrain scripts/reference_model.sh
 
 if [ -z "${ITERS:-}" ]; then
   echo "== $(elapsed) s: timing the detector"
-  spi=$("$python" - "$run/trunk" "$size" "$batch" <<'EOF'
+  spi=$("$python" - "$run/trunk" "$size" "$max_size" "$batch" "$workers" <<'EOF'
 import logging, sys
 from model import datasets
 from model.config import TrainSettings
 from model.train import seconds_per_iteration
 logging.disable(logging.WARNING)
 records = datasets.select(datasets.load("busbra:/tmp/data/BUS-BRA"), ["fold1"])[:64]
-settings = TrainSettings(weights=sys.argv[1], image_size=int(sys.argv[2]), max_size=int(sys.argv[2]),
-                         batch_size=int(sys.argv[3]), bf16=True, class_balanced=True)
+settings = TrainSettings(weights=sys.argv[1], image_size=int(sys.argv[2]), max_size=int(sys.argv[3]),
+                         batch_size=int(sys.argv[4]), bf16=True, class_balanced=True, num_workers=int(sys.argv[5]))
 print(seconds_per_iteration(records, settings, steps=8))
 EOF
 )
@@ -53,6 +55,6 @@ EOF
   echo "probe: $spi s/iteration; $left s left for training: $ITERS + $ITERS_NO4 iterations"
 fi
 echo "== $(elapsed) s: detector, no-4 model, evaluations"
-IMAGE_SIZE=$size MAX_SIZE=$size BATCH=$batch WORKERS=8 ITERS=$ITERS \
+IMAGE_SIZE=$size MAX_SIZE=$max_size BATCH=$batch WORKERS=$workers ITERS=$ITERS \
   ITERS_NO4=$ITERS_NO4 scripts/reference_model.sh
 echo "== $(elapsed) s: done"
