@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One lever of the reference recipe at a time (docs/results.md, "Ablation"): each arm is the first
+# One lever of the reference recipe at a time (docs/results.md, discussion item 5): each arm is the first
 # model of scripts/reference_model.sh with one thing changed, evaluated as the recipe evaluates it
 # (BUS-BRA fold 4, BrEaST part2, the most confident box per image).
 #   scripts/ablation.sh ARM...      arms: no-pretrain, no-balance, size-512

@@ -21,6 +21,7 @@ import argparse
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -50,7 +51,7 @@ def _to_png(src_dst: tuple[Path, Path]) -> None:
     Image.open(src).save(dst, "PNG")
 
 
-def _convert(pairs: list[tuple[Path, Path]], how) -> None:
+def _convert(pairs: list[tuple[Path, Path]], how: Callable[[tuple[Path, Path]], None]) -> None:
     with ProcessPoolExecutor() as pool:
         list(pool.map(how, pairs, chunksize=32))
 
@@ -105,6 +106,8 @@ def main() -> None:
     p.add_argument("out", type=Path)
     args = parser.parse_args()
     if args.command == "pack":
+        if args.detectron2_wheel is None:
+            parser.error("no detectron2 wheel in ~/.cache/birads/wheels: run `make env` first, or name one")
         pack_data(args.data, args.out / "data")
         pack_wheels(args.out / "wheels", args.detectron2_wheel)
     else:

@@ -1,7 +1,7 @@
 """scripts/device_pack.py: the datasets sent to a GPU machine come back, after unpacking, in their
 own layout with the same images (up to JPEG noise), boxes, categories and splits."""
 
-import importlib.util
+import importlib
 import shutil
 import sys
 from pathlib import Path
@@ -12,17 +12,17 @@ from PIL import Image
 
 from model import datasets
 
-SCRIPT = Path(__file__).parents[2] / "scripts" / "device_pack.py"
+SCRIPTS = Path(__file__).parents[2] / "scripts"
 DATA = Path(__file__).parents[1] / "data"
 
 
 @pytest.fixture(scope="module")
 def device_pack():
-    spec = importlib.util.spec_from_file_location("device_pack", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["device_pack"] = module  # its process pool pickles its functions by module name
-    spec.loader.exec_module(module)
-    yield module
+    # Imported by name from sys.path, which spawned pool workers inherit: they unpickle its
+    # functions by module name, whatever start method the suite left multiprocessing with.
+    sys.path.insert(0, str(SCRIPTS))
+    yield importlib.import_module("device_pack")
+    sys.path.remove(str(SCRIPTS))
     del sys.modules["device_pack"]
 
 
