@@ -61,9 +61,15 @@ def _settings(args: argparse.Namespace):
     return _from_args(TrainSettings, args)
 
 
-def cmd_train(args: argparse.Namespace) -> None:
-    from model.train import train
+PROBE_IMAGES = 64
 
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from model.train import seconds_per_iteration, train
+
+    if args.probe:  # the last line of output: seconds per iteration, for scripts
+        print(seconds_per_iteration(_records(args)[:PROBE_IMAGES], _settings(args), steps=8))
+        return
     out = train(_records(args), args.out, _settings(args), resume=args.resume)
     print(out)
 
@@ -212,6 +218,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--without-birads-4", action="store_true", default=None,
                    help="leave out images with BI-RADS 4 lesions (a model to split 4 into 4A/4B/4C)")
     _train_options(p)
+    p.add_argument("--probe", action="store_true",
+                   help="train nothing: time a few iterations of these settings, print seconds per iteration")
     p.set_defaults(run=cmd_train)
 
     p = commands.add_parser("pretrain", help="pretrain the detector's ResNet trunk as a classifier "

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # The reference recipe (scripts/reference_model.sh) on a lent GPU machine, at the paper's 800 px:
-# batch 8 at the recipe's learning rates, the detector's schedule sized from a timed probe so that
-# the whole run ends within BUDGET_S seconds.
+# batch 8 at the recipe's learning rates, the detector's schedule fitted by reference_model.sh's
+# own probe so that the whole run ends within BUDGET_S seconds.
 # Runs THERE, through the device tool, after packing data and wheels HERE:
 #   .venv/bin/python scripts/device_pack.py pack ../shared/data .device
 #   run(command="bash scripts/device_reference.sh", carry=[".device"], timeout_s=590)
 # Brings back in $OUT: log.txt, env.txt and reports.tgz (every report and metric, no weights).
-# Overrides: BUDGET_S, EVAL_RESERVE_S, PYTHON, IMAGE_SIZE, MAX_SIZE, BATCH, ITERS/ITERS_NO4 (skip the probe),
-# MIN_ITERS, PRETRAIN_EPOCHS, NO_WHEELS (a dry run on a CPU: small sizes, .venv's packages).
+# Overrides: BUDGET_S, EVAL_RESERVE_S, PYTHON, IMAGE_SIZE, MAX_SIZE, BATCH, NO_WHEELS (a dry run
+# on a CPU: small sizes, .venv's packages), and reference_model.sh's own (ITERS skips the probe).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 back=${OUT:?the device tool sets OUT, the folder that comes back}
@@ -31,30 +31,7 @@ elapsed() { echo $(( $(date +%s) - started )); }
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
 "$python" scripts/device_pack.py unpack .device/data /tmp/data
 export OUT=$run DATA=/tmp/data BIRADS="$python -m model.cli"
-echo "== $(elapsed) s: pretraining the trunk"
-UNTIL=pretrain scripts/reference_model.sh
-
-if [ -z "${ITERS:-}" ]; then
-  echo "== $(elapsed) s: timing the detector"
-  spi=$("$python" - "$run/trunk" "$size" "$max_size" "$batch" "$workers" <<'EOF'
-import logging, sys
-from model import datasets
-from model.config import TrainSettings
-from model.train import seconds_per_iteration
-logging.disable(logging.WARNING)
-records = datasets.select(datasets.load("busbra:/tmp/data/BUS-BRA"), ["fold1"])[:64]
-settings = TrainSettings(weights=sys.argv[1], image_size=int(sys.argv[2]), max_size=int(sys.argv[3]),
-                         batch_size=int(sys.argv[4]), bf16=True, class_balanced=True, num_workers=int(sys.argv[5]))
-print(seconds_per_iteration(records, settings, steps=8))
-EOF
-)
-  # The no-4 model trains a fifth as long (1500:300 on CPUs); each stage loses ~20 s to start.
-  left=$(( budget - $(elapsed) - eval_reserve - 40 ))
-  ITERS=$("$python" -c "print(max(${MIN_ITERS:-200}, int($left / $spi * 5 / 6)))")
-  ITERS_NO4=$(( ITERS / 5 ))
-  echo "probe: $spi s/iteration; $left s left for training: $ITERS + $ITERS_NO4 iterations"
-fi
-echo "== $(elapsed) s: detector, no-4 model, evaluations"
-IMAGE_SIZE=$size MAX_SIZE=$max_size BATCH=$batch WORKERS=$workers ITERS=$ITERS \
-  ITERS_NO4=$ITERS_NO4 scripts/reference_model.sh
+echo "== $(elapsed) s: the recipe (its schedule fitted to the budget after pretraining)"
+BUDGET_S=$(( budget - $(elapsed) )) EVAL_RESERVE_S=$eval_reserve IMAGE_SIZE=$size MAX_SIZE=$max_size \
+  BATCH=$batch WORKERS=$workers scripts/reference_model.sh
 echo "== $(elapsed) s: done"

@@ -8,9 +8,13 @@
 #      BrEaST part1, then the first model's BI-RADS 4 on part2 split by it (the paper's Table III).
 # A stage whose output exists is not run again (rerun after an interruption to go on).
 # The result is a starter model for new projects: INITIAL_WEIGHTS=$OUT/model (README).
+# The budget: BUDGET_S (default 7200; 0: none) bounds the whole script. After pretraining, a timed
+# probe of the detector caps its 1500 + 300 iterations to what is left minus EVAL_RESERVE_S
+# (default 480): a slower machine trains less (each model's model.json says how long), and never
+# fewer than MIN_ITERS (200). ITERS given by hand is used as it is.
 # Overrides (environment): OUT, DATA, BIRADS (the command), PRETRAIN_EPOCHS, ITERS, ITERS_NO4,
 # IMAGE_SIZE/MAX_SIZE, BATCH, BASE_LR/BASE_LR_NO4, WORKERS; UNTIL=NAME stops after that stage
-# (scripts/device_reference.sh runs the recipe at the paper's 800 px on a GPU that way).
+# (scripts/device_reference.sh runs the recipe at the paper's 800 px on a GPU this way).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-runs/reference}
@@ -30,14 +34,32 @@ stage() {
   if [ "${UNTIL:-}" = "$name" ]; then exit 0; fi
 }
 
+# fit ITERS + ITERS_NO4 (5:1) into what the budget leaves after pretraining, when it must shrink
+fit_schedule() {
+  if [ -d "$out/model" ] || [ -n "${ITERS:-}" ] || [ "${BUDGET_S:-7200}" -eq 0 ]; then return 0; fi
+  local started spi left fit
+  started=$(cat "$out/pretrain.start" 2>/dev/null || date +%s)
+  spi=$($birads train "${detector[@]}" --probe | tail -1)
+  # less 60 s: the two training stages' start-up (data, model), which the probe does not time
+  left=$(( ${BUDGET_S:-7200} - ($(date +%s) - started) - ${EVAL_RESERVE_S:-480} - 60 ))
+  fit=$(awk -v left="$left" -v spi="$spi" -v least="${MIN_ITERS:-200}" \
+        'BEGIN { n = int(left / spi * 5 / 6); print (n < least ? least : n) }')
+  echo "budget: $spi s per iteration, $left s left to train: room for $fit iterations"
+  if [ "$fit" -lt "$iters" ]; then iters=$fit; iters_no4=$(( fit / 5 )); fi
+}
+
+iters=${ITERS:-1500}
+iters_no4=${ITERS_NO4:-300}
+detector=(--data "$busbra" --splits fold1 fold2 fold3 --out "$out/model" --weights "$out/trunk"
+          --image-size "${IMAGE_SIZE:-320}" --max-size "${MAX_SIZE:-576}" --batch-size "${BATCH:-4}"
+          --base-lr "${BASE_LR:-0.01}" --class-balanced --bf16 --num-workers "${WORKERS:-1}")
 stage pretrain "$out/trunk" $birads pretrain --data "$busbra" --splits fold1 fold2 fold3 --holdout-splits fold4 \
   --out "$out/trunk" --epochs "${PRETRAIN_EPOCHS:-30}"
-stage model "$out/model" $birads train --data "$busbra" --splits fold1 fold2 fold3 --out "$out/model" \
-  --weights "$out/trunk" --image-size "${IMAGE_SIZE:-320}" --max-size "${MAX_SIZE:-576}" --max-iter "${ITERS:-1500}" \
-  --batch-size "${BATCH:-4}" --base-lr "${BASE_LR:-0.01}" --class-balanced --bf16 --num-workers "${WORKERS:-1}"
+fit_schedule
+stage model "$out/model" $birads train "${detector[@]}" --max-iter "$iters"
 stage model-no4 "$out/model-no4" $birads train --data "$busbra" --splits fold1 fold2 fold3 \
   --out "$out/model-no4" --without-birads-4 --weights "$out/model" --image-size 0 \
-  --max-iter "${ITERS_NO4:-300}" --batch-size "${BATCH:-4}" --base-lr "${BASE_LR_NO4:-0.005}" \
+  --max-iter "$iters_no4" --batch-size "${BATCH:-4}" --base-lr "${BASE_LR_NO4:-0.005}" \
   --class-balanced --bf16 --num-workers "${WORKERS:-1}"
 evaluations() {
   # The paper classifies every lesion image: the image's category is the most confident box.

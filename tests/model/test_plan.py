@@ -24,3 +24,15 @@ def test_probe_caps_the_schedule_to_the_time_budget(busbra_dir):
     assert facts["estimated_seconds"] == pytest.approx(60, abs=rate + 1)
     unlimited, facts = plan(replace(settings, train_time_budget=0, train_max_iter=10), records, "")
     assert unlimited.max_iter == facts["max_iter"] == 10 and "capped_by_time_budget" not in facts
+
+
+def test_train_probe_times_the_settings_and_trains_nothing(busbra_dir, tmp_path, capsys):
+    from model.cli import main
+
+    out = tmp_path / "model"
+    assert main(["train", "--data", f"busbra:{busbra_dir}", "--out", str(out), "--probe",
+                 "--base-config", "COCO-Detection/faster_rcnn_R_50_FPN_1x.yaml", "--image-size", "128",
+                 "--batch-size", "2", "--num-workers", "1"]) == 0
+    seconds = float(capsys.readouterr().out.strip().splitlines()[-1])  # scripts read the last line
+    assert 0 < seconds < 60
+    assert not out.exists()
