@@ -227,7 +227,7 @@ def header(runs: Path) -> list[str]:
     p, held = pre["settings"], pre.get("holdout") or {}
     second = json.loads((folder / "model-no4" / "model.json").read_text())
     script = (REPO / "scripts" / "reference_model.sh").read_text()
-    commands = script[script.index("stage pretrain"):].rstrip().splitlines()
+    commands = script[script.index("iters=${ITERS"):].rstrip().splitlines()  # the schedule, then the stages
     spans = stage_minutes(runs)
     auc = held.get("pathology_auc")
     return ["# Reference model and the paper's experiments, reproduced on these machines", "",
