@@ -56,18 +56,28 @@ def _convert(pairs: list[tuple[Path, Path]], how: Callable[[tuple[Path, Path]], 
         list(pool.map(how, pairs, chunksize=32))
 
 
-def pack_data(source: Path, dest: Path) -> None:
-    """Every file under ``source``: images as JPEG, the rest (masks, tables) as they are."""
+def _mirror(source: Path, dest: Path, converted_name: Callable[[Path], str | None],
+            how: Callable[[tuple[Path, Path]], None]) -> int:
+    """Every file under ``source`` into the same place under ``dest``: converted by ``how`` under
+    the name ``converted_name`` gives it, or copied as it is where that is None. Returns how many
+    were converted."""
     pairs = []
     for path in sorted(p for p in source.rglob("*") if p.is_file()):
         target = dest / path.relative_to(source)
         target.parent.mkdir(parents=True, exist_ok=True)
-        if _is_image(path):
-            pairs.append((path, target.with_name(target.name + ".jpg")))
+        name = converted_name(path)
+        if name:
+            pairs.append((path, target.with_name(name)))
         else:
             shutil.copy2(path, target)
-    _convert(pairs, _to_jpeg)
-    print(f"packed {len(pairs)} images into {dest}")
+    _convert(pairs, how)
+    return len(pairs)
+
+
+def pack_data(source: Path, dest: Path) -> None:
+    """Every file under ``source``: images as JPEG, the rest (masks, tables) as they are."""
+    count = _mirror(source, dest, lambda p: p.name + ".jpg" if _is_image(p) else None, _to_jpeg)
+    print(f"packed {count} images into {dest}")
 
 
 def pack_wheels(dest: Path, detectron2_wheel: Path) -> None:
@@ -81,16 +91,9 @@ def pack_wheels(dest: Path, detectron2_wheel: Path) -> None:
 
 
 def unpack(packed: Path, dest: Path) -> None:
-    pairs = []
-    for path in sorted(p for p in packed.rglob("*") if p.is_file()):
-        target = dest / path.relative_to(packed)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if path.name.endswith(".png.jpg"):
-            pairs.append((path, target.with_name(target.name.removesuffix(".jpg"))))
-        else:
-            shutil.copy2(path, target)
-    _convert(pairs, _to_png)
-    print(f"unpacked {len(pairs)} images into {dest}")
+    count = _mirror(packed, dest, lambda p: p.name.removesuffix(".jpg") if p.name.endswith(".png.jpg") else None,
+                    _to_png)
+    print(f"unpacked {count} images into {dest}")
 
 
 def main() -> None:
