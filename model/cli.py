@@ -82,11 +82,32 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
     print(pretrain(_records(args), args.out, _from_args(PretrainSettings, args), holdout))
 
 
+def cmd_box_classifier(args: argparse.Namespace) -> None:
+    from model import datasets
+    from model.box_classifier import BoxClassifierSettings, train_box_classifier
+    from model.modeldir import read_info
+
+    holdout = datasets.select(_everything(args), args.holdout_splits) if args.holdout_splits else None
+    classes = read_info(args.model).classes
+    print(train_box_classifier(_records(args), args.model, classes, _from_args(BoxClassifierSettings, args),
+                               holdout))
+
+
+def _crop_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--holdout-splits", nargs="*", help="score the crop classifier on these splits")
+    for name, kind in (("crop_size", int), ("epochs", int), ("batch_size", int), ("max_lr", float),
+                       ("background_per_lesion", float), ("seed", int)):
+        parser.add_argument("--" + name.replace("_", "-"), type=kind)
+    parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
+                        help="bfloat16 autocast (default on)")
+
+
 def cmd_predict(args: argparse.Namespace) -> None:
     from model.predict import Predictor
 
     predictor = Predictor(args.model, device=args.device, bf16=args.bf16,
-                          score_threshold=args.score_threshold, max_boxes=args.max_boxes)
+                          score_threshold=args.score_threshold, max_boxes=args.max_boxes,
+                          box_classifier=args.box_classifier)
     predict = predictor
     if args.split_4_with:
         predict = predictor.with_subcategories(_all_scores_predictor(args.split_4_with, args))
@@ -103,7 +124,7 @@ def _all_scores_predictor(model_dir: Path, args: argparse.Namespace):
     from model.predict import Predictor
 
     return Predictor(model_dir, device=args.device, bf16=args.bf16, score_threshold=LOW_SCORE,
-                     max_boxes=args.max_boxes)
+                     max_boxes=args.max_boxes, box_classifier=args.box_classifier)
 
 
 def _costs(args: argparse.Namespace):
@@ -178,6 +199,8 @@ def _inference_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--score-threshold", type=float, default=0.5)
     parser.add_argument("--max-boxes", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--box-classifier", action=argparse.BooleanOptionalAction, default=True,
+                        help="re-name boxes with the model's box classifier where it has one (default on)")
 
 
 def _train_options(parser: argparse.ArgumentParser) -> None:
@@ -226,13 +249,17 @@ def parser() -> argparse.ArgumentParser:
                             "of lesion crops; writes a directory for `train --weights`")
     _add_data(p)
     p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--holdout-splits", nargs="*", help="score the crop classifier on these splits")
-    for name, kind in (("crop_size", int), ("epochs", int), ("batch_size", int), ("max_lr", float),
-                       ("background_per_lesion", float), ("seed", int)):
-        p.add_argument("--" + name.replace("_", "-"), type=kind)
-    p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
-                   help="bfloat16 autocast (default on)")
+    _crop_options(p)
     p.set_defaults(run=cmd_pretrain)
+
+    p = commands.add_parser("box-classifier", help="train a classifier of lesion crops that re-names a "
+                            "model's boxes; written into the model directory (box_classifier/)")
+    _add_data(p)
+    p.add_argument("--model", required=True, type=Path, help="the model directory it serves")
+    _crop_options(p)
+    p.add_argument("--blend", type=float, help="the classifier's share of each box's category "
+                   "probabilities (default 0.5)")
+    p.set_defaults(run=cmd_box_classifier)
 
     p = commands.add_parser("predict", help="detect lesions in images (JSON lines)")
     _inference_options(p)

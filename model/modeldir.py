@@ -4,6 +4,7 @@
     config.yaml       the exact detectron2 config it was trained with
     model.json        class names, parent version, training data summary, settings, metrics
     metrics.json      detectron2's per-iteration training log (losses, lr, time)
+    box_classifier/   optional: weights.pth + classifier.json (model.box_classifier)
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ WEIGHTS = "model_final.pth"
 CONFIG = "config.yaml"
 META = "model.json"
 TRAIN_LOG = "metrics.json"
+BOX_CLASSIFIER = "box_classifier"
+BOX_CLASSIFIER_WEIGHTS = f"{BOX_CLASSIFIER}/weights.pth"
+BOX_CLASSIFIER_META = f"{BOX_CLASSIFIER}/classifier.json"
 FORMAT = 1
 
 

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from contextlib import nullcontext
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
@@ -16,6 +17,7 @@ from detectron2.modeling import build_model
 from torchvision.ops import batched_nms
 
 from model import modeldir
+from model.box_classifier import BoxClassifier
 from model.config import resolve_device
 from model.io import read_image
 from model.records import Box, Detection
@@ -80,11 +82,14 @@ class Predictor:
     ``bf16=None`` turns bfloat16 autocast + channels_last on where the hardware runs bf16
     natively (2-3x faster on AVX-512 BF16/AMX CPUs, same detections within a point of AP50).
     ``merge_iou``: boxes of different categories overlapping this much are one lesion (None: off).
+    ``box_classifier``: re-name boxes with the model's box classifier where it has one
+    (``model.box_classifier``); False reads the detector alone.
     """
 
     def __init__(self, model_dir: str | Path, device: str = "auto", bf16: bool | None = None,
                  score_threshold: float = 0.5, max_boxes: int = 10,
-                 image_size: int | None = None, merge_iou: float | None = 0.5) -> None:
+                 image_size: int | None = None, merge_iou: float | None = 0.5,
+                 box_classifier: bool = True) -> None:
         self.model_dir = Path(model_dir)
         self.info = modeldir.read_info(self.model_dir)
         self.classes = list(self.info.classes)
@@ -106,18 +111,19 @@ class Predictor:
         if self.bf16:
             self.model.to(memory_format=torch.channels_last)
         self.resize = T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)
-        log.info("loaded %s on %s (bf16 %s), classes %s", self.model_dir, self.device,
-                 self.bf16, self.classes)
+        self.box_classifier = (BoxClassifier.of(self.model_dir, self.classes, self.device, self.bf16)
+                               if box_classifier else None)
+        log.info("loaded %s on %s (bf16 %s), classes %s, box classifier %s", self.model_dir, self.device,
+                 self.bf16, self.classes, "on" if self.box_classifier else "off")
 
-    def _input(self, image: ImageInput) -> dict:
-        rgb = as_rgb(image)
+    def _input(self, rgb: np.ndarray) -> dict:
         height, width = rgb.shape[:2]
         pixels = rgb[:, :, ::-1] if self.cfg.INPUT.FORMAT == "BGR" else rgb
         pixels = self.resize.get_transform(pixels).apply_image(np.ascontiguousarray(pixels))
         tensor = torch.as_tensor(np.ascontiguousarray(pixels.transpose(2, 0, 1)), dtype=torch.float32)
         return {"image": tensor, "height": height, "width": width}
 
-    def _detection(self, output: dict, height: int, width: int) -> Detection:
+    def _detection(self, output: dict, rgb: np.ndarray) -> Detection:
         instances = output["instances"].to("cpu")
         if self.merge_iou is not None and len(instances):
             # detectron2 suppresses overlaps per class, so one lesion can come back as "3" and as
@@ -125,15 +131,20 @@ class Predictor:
             # others remain visible in that box's class_scores.
             instances = instances[batched_nms(instances.pred_boxes.tensor.float(), instances.scores.float(),
                                               torch.zeros_like(instances.pred_classes), self.merge_iou)]
-        keep = instances.scores >= self.score_threshold
-        instances = instances[keep][: self.max_boxes]  # sorted by score
-        boxes = tuple(
-            Box(*(float(v) for v in xyxy), category=self.classes[int(label)], score=float(score))
-            for xyxy, label, score in zip(instances.pred_boxes.tensor.tolist(),
-                                          instances.pred_classes, instances.scores))
-        class_scores = tuple(dict(zip(self.classes, row[:-1])) for row in
-                             instances.class_scores.tolist())  # last column: background
-        return Detection(boxes=boxes, width=width, height=height, class_scores=class_scores)
+        instances = instances[: self.max_boxes]  # sorted by score
+        boxes = [Box(*(float(v) for v in xyxy), category=self.classes[int(label)], score=float(score))
+                 for xyxy, label, score in zip(instances.pred_boxes.tensor.tolist(),
+                                               instances.pred_classes, instances.scores)]
+        class_scores = [dict(zip(self.classes, row[:-1])) for row in
+                        instances.class_scores.tolist()]  # last column: background
+        if self.box_classifier is not None:
+            boxes, class_scores = self.box_classifier.refine(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY),
+                                                             boxes, class_scores)
+        shown = sorted((pair for pair in zip(boxes, class_scores) if pair[0].score >= self.score_threshold),
+                       key=lambda pair: -pair[0].score)
+        height, width = rgb.shape[:2]
+        return Detection(boxes=tuple(b for b, _ in shown), width=width, height=height,
+                         class_scores=tuple(s for _, s in shown))
 
     def with_subcategories(self, second: Predictor, cuts: tuple[float, float] | None = None):
         """Split this model's BI-RADS 4 boxes into 4A/4B/4C with ``second``, a model trained
@@ -157,8 +168,8 @@ class Predictor:
         autocast = (torch.autocast("cuda" if self.device.startswith("cuda") else "cpu",
                                    dtype=torch.bfloat16) if self.bf16 else nullcontext())
         for start in range(0, len(images), batch_size):
-            inputs = [self._input(image) for image in images[start:start + batch_size]]
+            rgbs = [as_rgb(image) for image in images[start:start + batch_size]]
             with autocast:
-                outputs = self.model(inputs)
-            detections += [self._detection(o, i["height"], i["width"]) for o, i in zip(outputs, inputs)]
+                outputs = self.model([self._input(rgb) for rgb in rgbs])
+            detections += [self._detection(o, rgb) for o, rgb in zip(outputs, rgbs)]
         return detections

@@ -42,18 +42,24 @@ TRUNK_PREFIX = "backbone.bottom_up."
 
 
 @dataclass
-class PretrainSettings:
-    base_config: str = "COCO-Detection/faster_rcnn_R_101_FPN_3x.yaml"
+class CropTraining:
+    """How a classifier of lesion crops is trained (the trunk's pretraining, the box classifier)."""
+
     crop_size: int = 112           # small: many cheap epochs (lesions are ~50-150 px in BUS-BRA)
     context: float = 1.5           # crop = box scaled by this about its centre
     jitter: float = 0.15           # random shift/scale of the crop, as a fraction of the box
-    background_per_lesion: float = 0.5  # crops away from lesions: the trunk also learns "no lesion"
+    background_per_lesion: float = 0.5  # crops away from lesions: the net also learns "no lesion"
     epochs: int = 30
     batch_size: int = 64
     max_lr: float = 0.04           # one-cycle SGD (ImageNet's 0.1 per 256 images, a little above)
     weight_decay: float = 5e-4
     bf16: bool = True
     seed: int = 42
+
+
+@dataclass
+class PretrainSettings(CropTraining):
+    base_config: str = "COCO-Detection/faster_rcnn_R_101_FPN_3x.yaml"
 
 
 def trunk_config(base_config: str) -> CfgNode:
@@ -66,23 +72,37 @@ def trunk_config(base_config: str) -> CfgNode:
     return cfg
 
 
-class CropClassifier(nn.Module):
-    """detectron2's ResNet trunk + pooled linear heads for BI-RADS (with background) and pathology."""
+def detectron2_trunk(cfg: CfgNode) -> nn.Module:
+    """The detector's ResNet, each residual block starting as identity (deep nets then train from
+    scratch at a high learning rate)."""
+    trunk = build_resnet_backbone(cfg, ShapeSpec(channels=3))
+    for name, module in trunk.named_modules():
+        if name.endswith("conv3"):
+            nn.init.zeros_(module.norm.weight)
+    return trunk
 
-    def __init__(self, cfg: CfgNode, n_categories: int) -> None:
+
+class CropClassifier(nn.Module):
+    """A ResNet trunk + pooled linear heads for BI-RADS (with background) and pathology.
+
+    ``trunk`` returns pooled features (N x width), feature maps, or detectron2's {"res5": maps}.
+    """
+
+    def __init__(self, trunk: nn.Module, width: int, n_categories: int,
+                 mean: list[float], std: list[float]) -> None:
         super().__init__()
-        self.trunk = build_resnet_backbone(cfg, ShapeSpec(channels=3))
-        for name, module in self.trunk.named_modules():
-            if name.endswith("conv3"):  # each residual block starts as identity: deep nets train
-                nn.init.zeros_(module.norm.weight)  # from scratch at a high learning rate
-        width = self.trunk.output_shape()["res5"].channels
+        self.trunk = trunk
         self.category = nn.Linear(width, n_categories)
         self.malignant = nn.Linear(width, 1)
-        self.register_buffer("mean", torch.tensor(cfg.MODEL.PIXEL_MEAN).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(cfg.MODEL.PIXEL_STD).view(1, 3, 1, 1))
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        features = self.trunk((images - self.mean) / self.std)["res5"].mean(dim=(2, 3))
+        features = self.trunk((images - self.mean) / self.std)
+        if isinstance(features, dict):
+            features = features["res5"]
+        if features.ndim == 4:
+            features = features.mean(dim=(2, 3))
         return self.category(features), self.malignant(features).squeeze(1)
 
 
@@ -97,7 +117,7 @@ class Crop:
 class CropSampler:
     """Lesion and background crops of in-memory grey images, jittered and augmented on the fly."""
 
-    def __init__(self, records: list[ImageRecord], classes: list[str], settings: PretrainSettings,
+    def __init__(self, records: list[ImageRecord], classes: list[str], settings: CropTraining,
                  train: bool) -> None:
         self.settings, self.train = settings, train
         self.images = [_grey(r.path) for r in records]
@@ -133,28 +153,36 @@ class CropSampler:
         return torch.from_numpy(np.stack([self._pixels(c) for c in crops]))
 
     def _pixels(self, crop: Crop) -> np.ndarray:
-        s = self.settings
-        x0, y0, x1, y1 = crop.box
-        cx, cy, w, h = (x0 + x1) / 2, (y0 + y1) / 2, (x1 - x0) * s.context, (y1 - y0) * s.context
-        if self.train:
-            j = s.jitter
-            cx += self.rng.uniform(-j, j) * (x1 - x0)
-            cy += self.rng.uniform(-j, j) * (y1 - y0)
-            w *= self.rng.uniform(1 - j, 1 + j)
-            h *= self.rng.uniform(1 - j, 1 + j)
-        size = s.crop_size
-        # An affine warp samples the crop and pads outside the image with black, like the frame.
-        matrix = np.array([[size / w, 0, size / 2 - cx * size / w],
-                           [0, size / h, size / 2 - cy * size / h]], dtype=np.float32)
-        pixels = cv2.warpAffine(self.images[crop.image], matrix, (size, size),
-                                flags=cv2.INTER_LINEAR, borderValue=0).astype(np.float32)
-        if self.train:
-            if self.rng.random() < 0.5:
-                pixels = pixels[:, ::-1]
-            if self.rng.random() < 0.5:
-                pixels = pixels[::-1, :]
-            pixels = np.clip(pixels * self.rng.uniform(0.8, 1.2), 0, 255)
-        return np.repeat(pixels[None], 3, axis=0)  # the detector reads grey as three equal channels
+        return crop_pixels(self.images[crop.image], crop.box, self.settings,
+                           self.rng if self.train else None)
+
+
+def crop_pixels(grey: np.ndarray, box: tuple[float, float, float, float], settings: CropTraining,
+                rng: random.Random | None = None) -> np.ndarray:
+    """The 3 x size x size crop of ``box`` with context, as the classifiers read it; jittered,
+    flipped and brightened when ``rng`` is given (training)."""
+    x0, y0, x1, y1 = box
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    w, h = max(x1 - x0, 1.0) * settings.context, max(y1 - y0, 1.0) * settings.context
+    if rng is not None:
+        j = settings.jitter
+        cx += rng.uniform(-j, j) * (x1 - x0)
+        cy += rng.uniform(-j, j) * (y1 - y0)
+        w *= rng.uniform(1 - j, 1 + j)
+        h *= rng.uniform(1 - j, 1 + j)
+    size = settings.crop_size
+    # An affine warp samples the crop and pads outside the image with black, like the frame.
+    matrix = np.array([[size / w, 0, size / 2 - cx * size / w],
+                       [0, size / h, size / 2 - cy * size / h]], dtype=np.float32)
+    pixels = cv2.warpAffine(grey, matrix, (size, size), flags=cv2.INTER_LINEAR,
+                            borderValue=0).astype(np.float32)
+    if rng is not None:
+        if rng.random() < 0.5:
+            pixels = pixels[:, ::-1]
+        if rng.random() < 0.5:
+            pixels = pixels[::-1, :]
+        pixels = np.clip(pixels * rng.uniform(0.8, 1.2), 0, 255)
+    return np.repeat(pixels[None], 3, axis=0)  # the detector reads grey as three equal channels
 
 
 def _grey(path: str) -> np.ndarray:
@@ -191,7 +219,7 @@ def _losses(model: CropClassifier, batch: torch.Tensor, crops: list[Crop],
 
 
 def _epoch(model: CropClassifier, sampler: CropSampler, optimizer, schedule, weights: torch.Tensor,
-           settings: PretrainSettings, device: str) -> float:
+           settings: CropTraining, device: str) -> float:
     """One pass over freshly drawn crops; the mean loss."""
     model.train()
     total, seen = 0.0, 0
@@ -212,20 +240,12 @@ def _epoch(model: CropClassifier, sampler: CropSampler, optimizer, schedule, wei
     return total / max(1, seen)
 
 
-def pretrain(records: list[ImageRecord], out: str | Path, settings: PretrainSettings | None = None,
-             holdout: list[ImageRecord] | None = None,
-             progress: Callable[[dict], None] | None = None) -> Path:
-    """Train the trunk on crops of ``records``; write ``out/trunk.pth`` and ``out/pretrain.json``
-    (settings, per-epoch loss, and the crop classifier's BI-RADS accuracy and pathology AUC on
-    ``holdout``)."""
-    settings = settings or PretrainSettings()
-    out = Path(out)
-    StagedDirectory(out).check()
+def fit_crop_classifier(model: CropClassifier, records: list[ImageRecord], classes: list[str],
+                        settings: CropTraining, device: str,
+                        progress: Callable[[dict], None] | None = None) -> list[dict]:
+    """Train ``model`` on crops of ``records`` (classes: categories then background); the
+    per-epoch history."""
     torch.manual_seed(settings.seed)
-    classes = crop_classes(records)
-    cfg = trunk_config(settings.base_config)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = CropClassifier(cfg, len(classes)).to(device, memory_format=torch.channels_last)
     sampler = CropSampler(records, classes, settings, train=True)
     counts = np.bincount([c.category for c in sampler.lesions], minlength=len(classes)).astype(float)
     counts[-1] = len(sampler.lesions) * settings.background_per_lesion
@@ -239,16 +259,37 @@ def pretrain(records: list[ImageRecord], out: str | Path, settings: PretrainSett
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, settings.max_lr,
                                                    total_steps=settings.epochs * steps_per_epoch + 1)
     history, started = [], time.perf_counter()
-    log.info("pretraining on %d lesion crops (%s), classes %s, %d epochs", len(sampler.lesions), device,
-             classes, settings.epochs)
+    log.info("training a crop classifier on %d lesion crops (%s), classes %s, %d epochs",
+             len(sampler.lesions), device, classes, settings.epochs)
     for epoch in range(1, settings.epochs + 1):
         loss = _epoch(model, sampler, optimizer, schedule, weights, settings, device)
         row = {"epoch": epoch, "loss": round(loss, 4),
                "elapsed_seconds": round(time.perf_counter() - started, 1)}
         history.append(row)
         (progress or _log)(row | {"epochs": settings.epochs})
+    return history
+
+
+def pretrain(records: list[ImageRecord], out: str | Path, settings: PretrainSettings | None = None,
+             holdout: list[ImageRecord] | None = None,
+             progress: Callable[[dict], None] | None = None) -> Path:
+    """Train the trunk on crops of ``records``; write ``out/trunk.pth`` and ``out/pretrain.json``
+    (settings, per-epoch loss, and the crop classifier's BI-RADS accuracy and pathology AUC on
+    ``holdout``)."""
+    settings = settings or PretrainSettings()
+    out = Path(out)
+    StagedDirectory(out).check()
+    torch.manual_seed(settings.seed)
+    classes = crop_classes(records)
+    cfg = trunk_config(settings.base_config)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    trunk = detectron2_trunk(cfg)
+    model = CropClassifier(trunk, trunk.output_shape()["res5"].channels, len(classes), cfg.MODEL.PIXEL_MEAN,
+                           cfg.MODEL.PIXEL_STD).to(device, memory_format=torch.channels_last)
+    started = time.perf_counter()
+    history = fit_crop_classifier(model, records, classes, settings, device, progress)
     metrics = evaluate_crops(model, holdout, classes, settings, device) if holdout else {}
-    report = {"settings": asdict(settings), "classes": classes, "train_crops": len(sampler.lesions),
+    report = {"settings": asdict(settings), "classes": classes, "train_crops": sum(len(r.boxes) for r in records),
               "history": history, "holdout": metrics,
               "wall_seconds": round(time.perf_counter() - started, 1)}
     with StagedDirectory(out) as staging:
@@ -267,7 +308,7 @@ def trunk_state(model: CropClassifier) -> dict[str, torch.Tensor]:
 
 @torch.no_grad()
 def evaluate_crops(model: CropClassifier, records: list[ImageRecord], classes: list[str],
-                   settings: PretrainSettings, device: str = "cpu") -> dict:
+                   settings: CropTraining, device: str = "cpu") -> dict:
     """Held-out lesion crops: BI-RADS accuracy (background excluded) and pathology AUC."""
     from model.evaluation.metrics import auc
 

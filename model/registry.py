@@ -24,12 +24,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from model.io import DataError, write_atomic
-from model.modeldir import CONFIG, META, WEIGHTS
+from model.modeldir import BOX_CLASSIFIER_META, BOX_CLASSIFIER_WEIGHTS, CONFIG, META, WEIGHTS
 
 VERSION_META = "version.json"
 CHECKSUMS = "checksums.json"
 HISTORY = "history.json"
 SEALED_FILES = (WEIGHTS, CONFIG, META)
+OPTIONAL_SEALED_FILES = (BOX_CLASSIFIER_WEIGHTS, BOX_CLASSIFIER_META)  # sealed where present
 _SAFE = re.compile(r"^[A-Za-z0-9._-]+$")
 _verified: dict[tuple, str | None] = {}  # (file stats) -> problem; a version is hashed once per process
 
@@ -79,7 +80,8 @@ class Registry:
     def seal(self, version: str) -> None:
         """Record the checksums of a finished version's model files."""
         folder = self.path(version)
-        sums = {name: _sha256(folder / name) for name in SEALED_FILES}
+        names = [*SEALED_FILES, *(n for n in OPTIONAL_SEALED_FILES if (folder / n).is_file())]
+        sums = {name: _sha256(folder / name) for name in names}
         write_atomic(folder / CHECKSUMS, json.dumps(sums, indent=1))
 
     def problem(self, version: str) -> str | None:
@@ -91,18 +93,23 @@ class Registry:
         if missing:
             return f"version {version} is incomplete (missing {', '.join(missing)})"
         try:
-            stats = tuple((name, s.st_ino, s.st_size, s.st_mtime_ns) for name in (*SEALED_FILES, CHECKSUMS)
-                          for s in [(folder / name).stat()])
+            sums = json.loads((folder / CHECKSUMS).read_text())
         except FileNotFoundError:  # sealed before checksums existed: complete is all we can check
             return None
+        except ValueError:
+            sums = None
+        if not isinstance(sums, dict):
+            return f"version {version}: {CHECKSUMS} is unreadable"
+        names = [*SEALED_FILES, *(n for n in OPTIONAL_SEALED_FILES if n in sums)]
+        missing = [name for name in names if not (folder / name).is_file()]
+        if missing:
+            return f"version {version} is incomplete (missing {', '.join(missing)})"
+        stats = tuple((name, s.st_ino, s.st_size, s.st_mtime_ns) for name in (*names, CHECKSUMS)
+                      for s in [(folder / name).stat()])
         key = (str(folder.resolve()), stats)
         if key not in _verified:
-            try:
-                sums = json.loads((folder / CHECKSUMS).read_text())
-                bad = [name for name in SEALED_FILES if sums.get(name) != _sha256(folder / name)]
-                _verified[key] = f"version {version}: {', '.join(bad)} changed since it was sealed" if bad else None
-            except (ValueError, AttributeError):
-                _verified[key] = f"version {version}: {CHECKSUMS} is unreadable"
+            bad = [name for name in names if sums.get(name) != _sha256(folder / name)]
+            _verified[key] = f"version {version}: {', '.join(bad)} changed since it was sealed" if bad else None
         return _verified[key]
 
     def serving(self, unusable: set[str] = frozenset()) -> Serving:

@@ -25,7 +25,7 @@ from detectron2.utils.env import seed_all_rng
 from detectron2.utils.events import CommonMetricPrinter, JSONWriter
 from detectron2.utils.logger import setup_logger
 
-from model import modeldir, taxonomy
+from model import box_classifier, modeldir, taxonomy
 from model.augment import training_augmentations
 from model.config import TrainSettings, build_config
 from model.datasets.export import summary
@@ -235,6 +235,9 @@ def train(records: list[ImageRecord], out: str | Path, settings: TrainSettings |
         (staging / modeldir.CONFIG).write_text(cfg.dump())
         (staging / modeldir.META).write_text(info.to_json())
         shutil.copy(work / modeldir.TRAIN_LOG, staging / modeldir.TRAIN_LOG)
+        if settings.weights and box_classifier.has_classifier(settings.weights):
+            # The categories learnt from the experts' corrections reach the classifier too.
+            box_classifier.train_box_classifier(records, staging, classes, parent=settings.weights)
     shutil.rmtree(work, ignore_errors=True)
     log.info("model written to %s (%.0f s)", out, wall)
     return out

@@ -207,14 +207,15 @@ def cpu_name() -> str:
 RECIPE = "reference"
 
 
-STAGES = ("pretrain", "model", "model-no4", "evaluations")
+STAGES = ("pretrain", "model", "classifier", "model-no4", "classifier-no4", "evaluations", "detector-only")
+CORE_STAGES = ("pretrain", "model", "model-no4", "evaluations")  # classifier-no4 may be inside model-no4
 
 
 def stage_minutes(runs: Path) -> dict[str, str]:
     """Minutes of each stage of scripts/reference_model.sh (its NAME.start/.end stamps), and their sum."""
     walls = {name: wall for name in STAGES if (wall := seconds(runs / RECIPE, name)) is not None}
     spans = {name: f"{wall / 60:.0f} min" for name, wall in walls.items()}
-    if len(walls) == len(STAGES):
+    if all(name in walls for name in CORE_STAGES):
         spans["total"] = f"{sum(walls.values()) / 60:.0f} min"
     return spans
 
@@ -253,7 +254,11 @@ def header(runs: Path) -> list[str]:
             f"3. **The paper's second model** ({spans.get('model-no4', 'not recorded')}): fine-tuned from the "
             f"first on the {second['data']['images']} training images without BI-RADS 4 (classes "
             f"{', '.join(second['classes'])}), {second['settings']['max_iter']} iterations.",
-            f"4. Evaluations and the 4A/4B/4C cuts ({spans.get('evaluations', 'not recorded')}).", "",
+            f"4. **Box classifiers** ({spans.get('classifier', 'not recorded')} for the first model, "
+            f"{spans.get('classifier-no4', 'within step 3')} for the second): a ResNet-18 on lesion crops "
+            "re-names each model's boxes (below, what it changes).",
+            f"5. Evaluations and the 4A/4B/4C cuts ({spans.get('evaluations', 'not recorded')}), then the "
+            f"detectors alone on the same images ({spans.get('detector-only', 'not recorded')}).", "",
             f"Wall time of the whole script (its stages added up): {spans.get('total', 'not recorded')}. "
             "Image-level figures take "
             "each image's most confident box (`--image-decision top`, the paper's per-lesion classification).",
@@ -302,6 +307,50 @@ def split_section(runs: Path) -> list[str]:
     if picture.is_file():
         lines += [f"![4A/4B/4C confusion]({copy(picture, 'split_4abc.png')})", ""]
     return lines
+
+
+def _classifier_figures(m: dict | None, second: dict | None) -> dict[str, str]:
+    """The figures the box classifier may move, from one model's and its second model's metrics."""
+    if not m:
+        return {}
+    effort = (m.get("effort") or {}).get("displays", {}).get("top1-only", {})
+    paper = (second or {}).get("screening_paper") or {}
+    auc = (m.get("screening") or {}).get("auc")
+    return {"lesion AP50": f"{m['ap50_lesion']:.3f}", "BI-RADS accuracy": pct(m["category_accuracy"]),
+            "AUC against pathology": "n/a" if auc is None else f"{auc:.3f}",
+            "Table II sensitivity (second model)": pct(paper.get("sensitivity")),
+            "Table II specificity (second model)": pct(paper.get("specificity")),
+            "expert-seconds ratio, top1-only": "n/a" if "ratio" not in effort else f"{effort['ratio']:.2f}x"}
+
+
+def classifier_section(runs: Path) -> list[str]:
+    """The detectors alone against detector + box classifier, same weights, same images."""
+    alone = runs / RECIPE / "detector-only"
+    meta = runs / RECIPE / "model" / "box_classifier" / "classifier.json"
+    if not alone.is_dir() or not meta.is_file():
+        return []
+    info = json.loads(meta.read_text())
+    s, held = info["settings"], info.get("holdout") or {}
+    columns = {}
+    for data, title in (("fold4", "BUS-BRA fold 4"), ("breast", "BrEaST part2")):
+        pair = {f"{title}, {name}": _classifier_figures(*(
+                    json.loads(p.read_text()) if p.is_file() else None
+                    for p in (root / f"model-{data}" / "metrics.json", root / f"model-no4-{data}" / "metrics.json")))
+                for name, root in (("detector alone", alone), ("with box classifier", runs / RECIPE))}
+        if all(pair.values()):  # a dataset only where both sides were evaluated
+            columns |= pair
+    names = list(next(iter(columns.values()), {}))
+    auc = held.get("pathology_auc")
+    return ["## The box classifier: what it changes", "",
+            f"A ResNet-18 (random weights) on each box's crop ({s['context']}x context, {s['crop_size']} px), "
+            f"{s['epochs']} epochs on the {info['train_boxes']} lesions of the first model's training images "
+            f"({info['wall_seconds'] / 60:.0f} min), blended with the detector at weight {s['blend']} "
+            "(`model/box_classifier.py`). On fold 4's expert boxes alone: BI-RADS accuracy "
+            f"{pct(held.get('birads_accuracy'))}, pathology AUC {'n/a' if auc is None else f'{auc:.3f}'}. "
+            "Below, the same detector weights and images with the classifiers off (`--no-box-classifier`) "
+            "and on:", "",
+            "| | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns),
+            *(f"| {n} | " + " | ".join(c.get(n, "n/a") for c in columns.values()) + " |" for n in names), ""]
 
 
 def _falling(values: list[float]) -> bool:
@@ -367,6 +416,7 @@ def main() -> None:
     lines += evaluation_section("BUS-BRA fold 4 (held-out patients)", runs / RECIPE / "model-fold4", "fold4")
     lines += evaluation_section("BrEaST part2 (another hospital, other scanners)", runs / RECIPE / "model-breast",
                                 "breast")
+    lines += classifier_section(runs)
     lines += paper_protocol_section(runs)
     lines += split_section(runs)
     lines += subcategory_section(runs)

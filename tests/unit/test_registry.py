@@ -10,7 +10,7 @@ import pytest
 
 from backend.settings import Settings
 from backend.training import refusal
-from model.modeldir import CONFIG, META, WEIGHTS
+from model.modeldir import BOX_CLASSIFIER_META, BOX_CLASSIFIER_WEIGHTS, CONFIG, META, WEIGHTS
 from model.registry import Registry
 
 
@@ -43,6 +43,27 @@ def test_a_changed_file_falls_back_to_the_last_good_version(tmp_path):
     serving = registry.serving()
     assert serving.version == "v1" and serving.fallback_from == "v3"
     assert serving.problem == f"version v3: {WEIGHTS} changed since it was sealed"
+
+
+def test_a_box_classifier_is_sealed_with_its_version(tmp_path):
+    registry = Registry(tmp_path)
+    _version(registry, "v1")
+    registry.promote("v1")
+    _version(registry, "v2")
+    (registry.path("v2") / BOX_CLASSIFIER_WEIGHTS).parent.mkdir()
+    (registry.path("v2") / BOX_CLASSIFIER_WEIGHTS).write_bytes(b"classifier")
+    (registry.path("v2") / BOX_CLASSIFIER_META).write_text("{}")
+    registry.promote("v2")
+    sums = json.loads((registry.path("v2") / "checksums.json").read_text())
+    assert set(sums) == {WEIGHTS, CONFIG, META, BOX_CLASSIFIER_WEIGHTS, BOX_CLASSIFIER_META}
+    assert registry.serving().version == "v2"
+    (registry.path("v2") / BOX_CLASSIFIER_WEIGHTS).write_bytes(b"flipped")
+    assert registry.serving().problem == f"version v2: {BOX_CLASSIFIER_WEIGHTS} changed since it was sealed"
+    (registry.path("v2") / BOX_CLASSIFIER_WEIGHTS).unlink()
+    serving = registry.serving()
+    assert serving.version == "v1" and serving.problem == f"version v2 is incomplete (missing {BOX_CLASSIFIER_WEIGHTS})"
+    (registry.path("v1") / "checksums.json").write_text("[]")
+    assert registry.problem("v1") == "version v1: checksums.json is unreadable"
 
 
 def test_incomplete_dangling_and_unloadable_versions(tmp_path):

@@ -1,0 +1,188 @@
+"""A second opinion on each detected box's BI-RADS category: a small CNN on the box's crop.
+
+A Faster R-CNN trained from random weights on ~1,000 images finds lesions better than it names
+them: its box head sees each lesion once per epoch, among hundreds of background proposals. A
+ResNet-18 on lesion crops (1.5x context, 112 px) sees every lesion in every batch and trains 30
+epochs in minutes on a CPU (docs/results.md). The predictor blends its category probabilities
+with the detector's for every box (``blend``: the classifier's share).
+
+It lives in the model directory as ``box_classifier/`` (weights + ``classifier.json``): the model
+stays self-contained, and a fine-tuned version fine-tunes its parent's classifier too
+(``model.train``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchvision
+from torch import nn
+
+from model import modeldir, taxonomy
+from model.io import DataError, StagedDirectory
+from model.pretrain import BACKGROUND, CropClassifier, CropTraining, crop_pixels, evaluate_crops, fit_crop_classifier
+from model.records import Box, ImageRecord
+
+log = logging.getLogger(__name__)
+DIRNAME = modeldir.BOX_CLASSIFIER
+WEIGHTS = Path(modeldir.BOX_CLASSIFIER_WEIGHTS).name
+META = Path(modeldir.BOX_CLASSIFIER_META).name
+GREY_MEAN, GREY_STD = 120.0, 60.0  # ultrasound grey levels, roughly
+
+
+@dataclass
+class BoxClassifierSettings(CropTraining):
+    blend: float = 0.5             # the classifier's share of each box's category probabilities
+    fine_tune_epochs: int = 10     # when a fine-tuned model version retrains its parent's classifier
+    fine_tune_lr: float = 0.01
+
+
+def build(n_categories: int) -> CropClassifier:
+    """ResNet-18 from random weights (each residual block starting as identity) + our heads."""
+    trunk = torchvision.models.resnet18(weights=None, zero_init_residual=True)
+    trunk.fc = nn.Identity()
+    return CropClassifier(trunk, 512, n_categories, [GREY_MEAN] * 3, [GREY_STD] * 3)
+
+
+def classifier_records(records: list[ImageRecord], classes: Sequence[str]) -> list[ImageRecord]:
+    """The images whose every box has a category among ``classes`` (4A -> 4 rolled up); a model
+    trained without BI-RADS 4 leaves those images out, as its detector did."""
+    def fits(record: ImageRecord) -> bool:
+        try:
+            for box in record.boxes:
+                taxonomy.roll_up(box.category, classes)
+        except taxonomy.UnknownCategory:
+            return False
+        return True
+
+    return [r for r in records if fits(r)]  # images without lesions give background crops
+
+
+def train_box_classifier(records: list[ImageRecord], model_dir: str | Path, classes: Sequence[str],
+                         settings: BoxClassifierSettings | None = None,
+                         holdout: list[ImageRecord] | None = None, parent: str | Path | None = None,
+                         progress: Callable[[dict], None] | None = None) -> Path:
+    """Train a box classifier for a model of ``classes`` on ``records`` and write it into
+    ``model_dir/box_classifier`` (atomically). With ``parent`` (a model directory holding a
+    classifier of the same classes) it is fine-tuned from that one for ``fine_tune_epochs``, with
+    the parent's settings unless ``settings`` are given."""
+    target = Path(model_dir) / DIRNAME
+    StagedDirectory(target).check()
+    crop_classes = [*classes, BACKGROUND]
+    records = classifier_records(records, classes)
+    holdout = classifier_records(holdout, classes) if holdout else None
+    if not records:
+        raise DataError(f"no training boxes of categories {list(classes)} for the box classifier")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = build(len(crop_classes))
+    start = _classifier_dir(parent) if parent else None
+    parent_meta = _read_meta(start) if start else None
+    settings = settings or (_settings(parent_meta) if parent_meta else BoxClassifierSettings())
+    schedule = settings
+    fine_tuned = parent_meta is not None and parent_meta["classes"] == crop_classes  # else afresh
+    if fine_tuned:
+        model.load_state_dict(torch.load(start / WEIGHTS, map_location="cpu", weights_only=True))
+        schedule = BoxClassifierSettings(**asdict(settings) | {"epochs": settings.fine_tune_epochs,
+                                                               "max_lr": settings.fine_tune_lr})
+    model.to(device, memory_format=torch.channels_last)
+    started = time.perf_counter()
+    history = fit_crop_classifier(model, records, crop_classes, schedule, device, progress)
+    metrics = evaluate_crops(model, holdout, crop_classes, schedule, device) if holdout else {}
+    meta = {"classes": crop_classes, "settings": asdict(settings),
+            "fine_tuned_from": str(parent) if fine_tuned else None,
+            "train_boxes": sum(len(r.boxes) for r in records), "history": history, "holdout": metrics,
+            "wall_seconds": round(time.perf_counter() - started, 1)}
+    with StagedDirectory(target) as staging:
+        torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, staging / WEIGHTS)
+        (staging / META).write_text(json.dumps(meta, indent=1))
+    log.info("box classifier written to %s (%.0f s): %s", target, meta["wall_seconds"], metrics)
+    return target
+
+
+def _classifier_dir(model_dir: str | Path) -> Path | None:
+    path = Path(model_dir) / DIRNAME
+    return path if (path / WEIGHTS).is_file() and (path / META).is_file() else None
+
+
+def _settings(meta: dict) -> BoxClassifierSettings:
+    known = {f.name for f in fields(BoxClassifierSettings)}
+    return BoxClassifierSettings(**{k: v for k, v in meta["settings"].items() if k in known})
+
+
+def has_classifier(model_dir: str | Path) -> bool:
+    return _classifier_dir(model_dir) is not None
+
+
+def _read_meta(path: Path) -> dict:
+    try:
+        return json.loads((path / META).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise DataError(f"{path / META}: unreadable ({exc})") from None
+
+
+def blend(detector: dict[str, float], classifier: dict[str, float], weight: float) -> dict[str, float]:
+    """One box's class scores: the detector's and the classifier's category distributions (each
+    normalised over the lesion categories) mixed with ``weight`` for the classifier, then scaled
+    back to the detector's lesion mass (1 - background), so a box the detector doubts stays weak."""
+    mass = sum(detector.values())
+    if mass <= 0:
+        return dict(detector)
+    total = sum(classifier.get(c, 0.0) for c in detector) or 1.0
+    return {c: mass * ((1 - weight) * p / mass + weight * classifier.get(c, 0.0) / total)
+            for c, p in detector.items()}
+
+
+class BoxClassifier:
+    """Loaded once with the predictor; ``refine`` re-names each box from its crop."""
+
+    def __init__(self, path: Path, classes: Sequence[str], device: str, bf16: bool) -> None:
+        meta = _read_meta(path)
+        self.settings = _settings(meta)
+        self.crop_classes = list(meta["classes"])
+        missing = set(classes) - set(self.crop_classes)
+        if missing:
+            raise DataError(f"{path}: classifier of {self.crop_classes} cannot name {sorted(missing)}")
+        self.device, self.bf16 = device, bf16
+        self.model = build(len(self.crop_classes))
+        self.model.load_state_dict(torch.load(path / WEIGHTS, map_location="cpu", weights_only=True))
+        self.model.to(device, memory_format=torch.channels_last).eval()
+
+    @classmethod
+    def of(cls, model_dir: str | Path, classes: Sequence[str], device: str,
+           bf16: bool) -> BoxClassifier | None:
+        """The model directory's classifier, or None where it has none."""
+        path = _classifier_dir(model_dir)
+        return cls(path, classes, device, bf16) if path else None
+
+    @torch.no_grad()
+    def probabilities(self, grey: np.ndarray, boxes: Sequence[Box]) -> list[dict[str, float]]:
+        """Per box: the classifier's softmax over its categories and background."""
+        if not boxes:
+            return []
+        crops = np.stack([crop_pixels(grey, (b.x0, b.y0, b.x1, b.y1), self.settings) for b in boxes])
+        batch = torch.from_numpy(crops).to(self.device, memory_format=torch.channels_last)
+        autocast = torch.autocast(self.device.split(":")[0], dtype=torch.bfloat16) if self.bf16 else nullcontext()
+        with autocast:
+            logits, _ = self.model(batch)
+        rows = torch.softmax(logits.float(), dim=1).cpu().tolist()
+        return [dict(zip(self.crop_classes, row)) for row in rows]
+
+    def refine(self, grey: np.ndarray, boxes: Sequence[Box],
+               class_scores: Sequence[dict[str, float]]) -> tuple[list[Box], list[dict[str, float]]]:
+        """Boxes re-named by the blended probabilities: category = the most probable, score = its
+        blended probability (detectron2's meaning of a box score)."""
+        refined_boxes, refined_scores = [], []
+        for box, scores, opinion in zip(boxes, class_scores, self.probabilities(grey, boxes)):
+            mixed = blend(scores, opinion, self.settings.blend)
+            category = max(mixed, key=mixed.get)
+            refined_boxes.append(Box(box.x0, box.y0, box.x1, box.y1, category=category, score=mixed[category]))
+            refined_scores.append(mixed)
+        return refined_boxes, refined_scores

@@ -1,0 +1,82 @@
+"""The box classifier: trained into a model directory, re-naming the predictor's boxes, and
+fine-tuned with the detector when a model version is trained from one that has it."""
+
+import json
+import re
+import shutil
+
+import cv2
+import pytest
+
+from model import datasets
+from model.box_classifier import BoxClassifierSettings, train_box_classifier
+from model.config import TrainSettings
+from model.io import DataError, read_image
+from model.modeldir import read_info
+from model.predict import Predictor
+from model.train import train
+
+SETTINGS = BoxClassifierSettings(crop_size=32, epochs=2, batch_size=4, bf16=False, blend=1.0, fine_tune_epochs=1)
+
+
+@pytest.fixture(scope="module")
+def records(busbra_dir):
+    return datasets.load(f"busbra:{busbra_dir}")
+
+
+@pytest.fixture(scope="module")
+def classified_model(tmp_path_factory, tiny_model, records):
+    model = tmp_path_factory.mktemp("classified") / "model"
+    shutil.copytree(tiny_model, model)
+    # The barely trained detector scores every box below detectron2's 0.05: keep them all here.
+    config = model / "config.yaml"
+    text, replaced = re.subn(r"SCORE_THRESH_TEST: [0-9.]+", "SCORE_THRESH_TEST: 0.0", config.read_text())
+    assert replaced == 1
+    config.write_text(text)
+    train_box_classifier(records[:6], model, read_info(model).classes, SETTINGS, holdout=records[6:])
+    return model
+
+
+def test_box_classifier_is_written_into_the_model_directory(classified_model, records):
+    meta = json.loads((classified_model / "box_classifier" / "classifier.json").read_text())
+    assert meta["classes"] == [*read_info(classified_model).classes, "background"]
+    assert [row["epoch"] for row in meta["history"]] == [1, 2] and meta["fine_tuned_from"] is None
+    assert meta["holdout"]["crops"] == sum(len(r.boxes) for r in records[6:])
+    assert meta["settings"]["blend"] == 1.0
+    with pytest.raises(DataError, match="not an earlier output"):  # a second one never overwrites
+        (classified_model / "box_classifier" / ".birads-output").unlink()
+        train_box_classifier(records, classified_model, ["2", "3"], SETTINGS)
+
+
+def test_predictor_renames_boxes_with_the_classifier(classified_model, records):
+    images = [r.path for r in records]
+    plain = Predictor(classified_model, score_threshold=0.0, bf16=False, box_classifier=False)
+    named = Predictor(classified_model, score_threshold=0.0, bf16=False)
+    assert plain.box_classifier is None and named.box_classifier is not None
+    checked = 0
+    for path, before, after in zip(images, plain(images), named(images)):
+        coordinates = sorted((b.x0, b.y0, b.x1, b.y1) for b in before.boxes)
+        assert sorted((b.x0, b.y0, b.x1, b.y1) for b in after.boxes) == coordinates
+        by_place = {(b.x0, b.y0, b.x1, b.y1): s for b, s in zip(before.boxes, before.class_scores)}
+        grey = cv2.cvtColor(read_image(path), cv2.COLOR_RGB2GRAY)
+        opinions = named.box_classifier.probabilities(grey, after.boxes)
+        for box, scores, opinion in zip(after.boxes, after.class_scores, opinions):
+            detector = by_place[(box.x0, box.y0, box.x1, box.y1)]
+            assert sum(scores.values()) == pytest.approx(sum(detector.values()), abs=1e-5)
+            lesion = {c: opinion[c] for c in scores}
+            assert box.category == max(lesion, key=lesion.get)  # blend 1.0: the classifier names it
+            assert box.score == pytest.approx(scores[box.category])
+            checked += 1
+    assert checked > 0
+
+
+def test_a_fine_tuned_version_fine_tunes_its_parents_classifier(tmp_path, classified_model, records):
+    child = train(records, tmp_path / "child", TrainSettings(
+        base_config="COCO-Detection/faster_rcnn_R_50_FPN_1x.yaml", weights=str(classified_model),
+        image_size=0, max_iter=1, num_workers=0, warmup_iters=1))
+    meta = json.loads((child / "box_classifier" / "classifier.json").read_text())
+    assert meta["fine_tuned_from"] == str(classified_model)
+    assert [row["epoch"] for row in meta["history"]] == [1]          # the parent's fine_tune_epochs
+    assert meta["settings"] == json.loads(
+        (classified_model / "box_classifier" / "classifier.json").read_text())["settings"]
+    assert Predictor(child, bf16=False).box_classifier is not None
