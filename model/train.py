@@ -199,6 +199,15 @@ def _log_progress(info: dict) -> None:
              info["loss"], info["seconds_per_iter"], info["eta_seconds"])
 
 
+def _epochs_as_iterations(progress: Progress) -> Progress:
+    """The box classifier's epochs reported as the detector's iterations are (one job display)."""
+    def report(row: dict) -> None:
+        per_epoch = row["elapsed_seconds"] / row["epoch"]
+        progress({"stage": "box classifier", "iteration": row["epoch"], "max_iter": row["epochs"],
+                  "loss": row["loss"], "eta_seconds": round(per_epoch * (row["epochs"] - row["epoch"]))})
+    return report
+
+
 def train(records: list[ImageRecord], out: str | Path, settings: TrainSettings | None = None,
           resume: bool = False, progress: Progress | None = None) -> Path:
     """Train on ``records`` and write the model directory ``out``. Returns ``out``."""
@@ -237,7 +246,8 @@ def train(records: list[ImageRecord], out: str | Path, settings: TrainSettings |
         shutil.copy(work / modeldir.TRAIN_LOG, staging / modeldir.TRAIN_LOG)
         if settings.weights and box_classifier.has_classifier(settings.weights):
             # The categories learnt from the experts' corrections reach the classifier too.
-            box_classifier.train_box_classifier(records, staging, classes, parent=settings.weights)
+            box_classifier.train_box_classifier(records, staging, classes, parent=settings.weights,
+                                                progress=_epochs_as_iterations(progress) if progress else None)
     shutil.rmtree(work, ignore_errors=True)
     log.info("model written to %s (%.0f s)", out, wall)
     return out

@@ -2,11 +2,11 @@
 fine-tuned with the detector when a model version is trained from one that has it."""
 
 import json
-import re
 import shutil
 
 import cv2
 import pytest
+from detectron2.config import get_cfg
 
 from model import datasets
 from model.box_classifier import BoxClassifierSettings, train_box_classifier
@@ -16,6 +16,7 @@ from model.modeldir import read_info
 from model.predict import Predictor
 from model.train import train
 
+pytestmark = pytest.mark.slow
 SETTINGS = BoxClassifierSettings(crop_size=32, epochs=2, batch_size=4, bf16=False, blend=1.0, fine_tune_epochs=1)
 
 
@@ -29,10 +30,10 @@ def classified_model(tmp_path_factory, tiny_model, records):
     model = tmp_path_factory.mktemp("classified") / "model"
     shutil.copytree(tiny_model, model)
     # The barely trained detector scores every box below detectron2's 0.05: keep them all here.
-    config = model / "config.yaml"
-    text, replaced = re.subn(r"SCORE_THRESH_TEST: [0-9.]+", "SCORE_THRESH_TEST: 0.0", config.read_text())
-    assert replaced == 1
-    config.write_text(text)
+    cfg = get_cfg()
+    cfg.merge_from_file(str(model / "config.yaml"))
+    cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = 0.0
+    (model / "config.yaml").write_text(cfg.dump())
     train_box_classifier(records[:6], model, read_info(model).classes, SETTINGS, holdout=records[6:])
     return model
 
@@ -71,12 +72,24 @@ def test_predictor_renames_boxes_with_the_classifier(classified_model, records):
 
 
 def test_a_fine_tuned_version_fine_tunes_its_parents_classifier(tmp_path, classified_model, records):
+    reports = []
     child = train(records, tmp_path / "child", TrainSettings(
         base_config="COCO-Detection/faster_rcnn_R_50_FPN_1x.yaml", weights=str(classified_model),
-        image_size=0, max_iter=1, num_workers=0, warmup_iters=1))
+        image_size=0, max_iter=1, num_workers=0, warmup_iters=1), progress=reports.append)
+    assert reports[-1]["stage"] == "box classifier"  # the job's status page shows it
+    assert reports[-1]["iteration"] == reports[-1]["max_iter"] == 1 and reports[-1]["eta_seconds"] == 0
     meta = json.loads((child / "box_classifier" / "classifier.json").read_text())
     assert meta["fine_tuned_from"] == str(classified_model)
     assert [row["epoch"] for row in meta["history"]] == [1]          # the parent's fine_tune_epochs
     assert meta["settings"] == json.loads(
         (classified_model / "box_classifier" / "classifier.json").read_text())["settings"]
     assert Predictor(child, bf16=False).box_classifier is not None
+
+
+def test_a_model_of_other_classes_trains_its_own_classifier_afresh(tmp_path, classified_model, records):
+    second = train(records, tmp_path / "no4", TrainSettings(
+        base_config="COCO-Detection/faster_rcnn_R_50_FPN_1x.yaml", weights=str(classified_model),
+        without_birads_4=True, image_size=0, max_iter=1, num_workers=0, warmup_iters=1))
+    meta = json.loads((second / "box_classifier" / "classifier.json").read_text())
+    assert meta["classes"] == ["2", "3", "5", "background"] and meta["fine_tuned_from"] is None
+    assert len(meta["history"]) == SETTINGS.epochs and meta["train_boxes"] == 6  # the BI-RADS 4 images left out
