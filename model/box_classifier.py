@@ -4,7 +4,8 @@ A Faster R-CNN trained from random weights on ~1,000 images finds lesions better
 them: its box head sees each lesion once per epoch, among hundreds of background proposals. A
 ResNet-18 on lesion crops (1.5x context, 112 px) sees every lesion in every batch and trains 30
 epochs in minutes on a CPU (docs/results.md). The predictor blends its category probabilities
-with the detector's for every box (``blend``: the classifier's share).
+with the detector's for every box (``blend``: the classifier's share); where the boxes are and
+how confident the detector is of each stay the detector's.
 
 It lives in the model directory as ``box_classifier/`` (weights + ``classifier.json``): the model
 stays self-contained, and a fine-tuned version fine-tunes its parent's classifier too
@@ -177,12 +178,13 @@ class BoxClassifier:
 
     def refine(self, grey: np.ndarray, boxes: Sequence[Box],
                class_scores: Sequence[dict[str, float]]) -> tuple[list[Box], list[dict[str, float]]]:
-        """Boxes re-named by the blended probabilities: category = the most probable, score = its
-        blended probability (detectron2's meaning of a box score)."""
+        """Boxes re-named by the blended probabilities (category = the most probable). A box keeps
+        the detector's score: the classifier names lesions, it does not rank them (re-scoring
+        with the blend cost 0.05 of lesion AP50 on fold 4, docs/results.md)."""
         refined_boxes, refined_scores = [], []
         for box, scores, opinion in zip(boxes, class_scores, self.probabilities(grey, boxes)):
             mixed = blend(scores, opinion, self.settings.blend)
-            category = max(mixed, key=mixed.get)
-            refined_boxes.append(Box(box.x0, box.y0, box.x1, box.y1, category=category, score=mixed[category]))
+            refined_boxes.append(Box(box.x0, box.y0, box.x1, box.y1, category=max(mixed, key=mixed.get),
+                                     score=box.score))
             refined_scores.append(mixed)
         return refined_boxes, refined_scores

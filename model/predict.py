@@ -131,7 +131,8 @@ class Predictor:
             # others remain visible in that box's class_scores.
             instances = instances[batched_nms(instances.pred_boxes.tensor.float(), instances.scores.float(),
                                               torch.zeros_like(instances.pred_classes), self.merge_iou)]
-        instances = instances[: self.max_boxes]  # sorted by score
+        keep = instances.scores >= self.score_threshold
+        instances = instances[keep][: self.max_boxes]  # sorted by score
         boxes = [Box(*(float(v) for v in xyxy), category=self.classes[int(label)], score=float(score))
                  for xyxy, label, score in zip(instances.pred_boxes.tensor.tolist(),
                                                instances.pred_classes, instances.scores)]
@@ -140,11 +141,8 @@ class Predictor:
         if self.box_classifier is not None:
             boxes, class_scores = self.box_classifier.refine(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY),
                                                              boxes, class_scores)
-        shown = sorted((pair for pair in zip(boxes, class_scores) if pair[0].score >= self.score_threshold),
-                       key=lambda pair: -pair[0].score)
         height, width = rgb.shape[:2]
-        return Detection(boxes=tuple(b for b, _ in shown), width=width, height=height,
-                         class_scores=tuple(s for _, s in shown))
+        return Detection(boxes=tuple(boxes), width=width, height=height, class_scores=tuple(class_scores))
 
     def with_subcategories(self, second: Predictor, cuts: tuple[float, float] | None = None):
         """Split this model's BI-RADS 4 boxes into 4A/4B/4C with ``second``, a model trained

@@ -57,17 +57,10 @@ stage pretrain "$out/trunk" $birads pretrain --data "$busbra" --splits fold1 fol
   --out "$out/trunk" --epochs "${PRETRAIN_EPOCHS:-30}"
 fit_schedule
 stage model "$out/model" $birads train "${detector[@]}" --max-iter "$iters"
-# A ResNet-18 on lesion crops re-names the detector's boxes (model/box_classifier.py).
-stage classifier "$out/model/box_classifier" $birads box-classifier --data "$busbra" --splits fold1 fold2 fold3 \
-  --holdout-splits fold4 --model "$out/model"
 stage model-no4 "$out/model-no4" $birads train --data "$busbra" --splits fold1 fold2 fold3 \
   --out "$out/model-no4" --without-birads-4 --weights "$out/model" --image-size 0 \
   --max-iter "$iters_no4" --batch-size "${BATCH:-4}" --base-lr "${BASE_LR_NO4:-0.005}" \
   --class-balanced --bf16 --num-workers "${WORKERS:-1}"
-# model-no4 trains its own classifier (of 2, 3, 5) when its parent has one; this stage only where
-# the parent had none yet (a run begun before classifiers existed)
-stage classifier-no4 "$out/model-no4/box_classifier" $birads box-classifier --data "$busbra" \
-  --splits fold1 fold2 fold3 --holdout-splits fold4 --model "$out/model-no4"
 evaluations() {
   # The paper classifies every lesion image: the image's category is the most confident box.
   for model in model model-no4; do
@@ -81,13 +74,3 @@ evaluations() {
     --out "$out/split-breast" --image-decision top
 }
 stage evaluations "$out/split-breast" evaluations
-# The detectors alone on the same images: what the box classifiers change (docs/results.md).
-detector_only() {
-  for model in model model-no4; do
-    $birads evaluate --data "$busbra" --splits fold4 --model "$out/$model" --no-box-classifier \
-      --out "$out/detector-only/$model-fold4" --image-decision top
-    $birads evaluate --data "$breast" --splits part2 --model "$out/$model" --no-box-classifier \
-      --out "$out/detector-only/$model-breast" --image-decision top
-  done
-}
-stage detector-only "$out/detector-only/model-no4-breast" detector_only

@@ -207,15 +207,14 @@ def cpu_name() -> str:
 RECIPE = "reference"
 
 
-STAGES = ("pretrain", "model", "classifier", "model-no4", "classifier-no4", "evaluations", "detector-only")
-CORE_STAGES = ("pretrain", "model", "model-no4", "evaluations")  # classifier-no4 may be inside model-no4
+STAGES = ("pretrain", "model", "model-no4", "evaluations")
 
 
 def stage_minutes(runs: Path) -> dict[str, str]:
     """Minutes of each stage of scripts/reference_model.sh (its NAME.start/.end stamps), and their sum."""
     walls = {name: wall for name in STAGES if (wall := seconds(runs / RECIPE, name)) is not None}
     spans = {name: f"{wall / 60:.0f} min" for name, wall in walls.items()}
-    if all(name in walls for name in CORE_STAGES):
+    if len(walls) == len(STAGES):
         spans["total"] = f"{sum(walls.values()) / 60:.0f} min"
     return spans
 
@@ -254,11 +253,7 @@ def header(runs: Path) -> list[str]:
             f"3. **The paper's second model** ({spans.get('model-no4', 'not recorded')}): fine-tuned from the "
             f"first on the {second['data']['images']} training images without BI-RADS 4 (classes "
             f"{', '.join(second['classes'])}), {second['settings']['max_iter']} iterations.",
-            f"4. **Box classifiers** ({spans.get('classifier', 'not recorded')} for the first model, "
-            f"{spans.get('classifier-no4', 'within step 3')} for the second): a ResNet-18 on lesion crops "
-            "re-names each model's boxes (below, what it changes).",
-            f"5. Evaluations and the 4A/4B/4C cuts ({spans.get('evaluations', 'not recorded')}), then the "
-            f"detectors alone on the same images ({spans.get('detector-only', 'not recorded')}).", "",
+            f"4. Evaluations and the 4A/4B/4C cuts ({spans.get('evaluations', 'not recorded')}).", "",
             f"Wall time of the whole script (its stages added up): {spans.get('total', 'not recorded')}. "
             "Image-level figures take "
             "each image's most confident box (`--image-decision top`, the paper's per-lesion classification).",
@@ -323,11 +318,15 @@ def _classifier_figures(m: dict | None, second: dict | None) -> dict[str, str]:
             "expert-seconds ratio, top1-only": "n/a" if "ratio" not in effort else f"{effort['ratio']:.2f}x"}
 
 
+CLASSIFIER = "box-classifier"
+
+
 def classifier_section(runs: Path) -> list[str]:
-    """The detectors alone against detector + box classifier, same weights, same images."""
-    alone = runs / RECIPE / "detector-only"
-    meta = runs / RECIPE / "model" / "box_classifier" / "classifier.json"
-    if not alone.is_dir() or not meta.is_file():
+    """scripts/box_classifier_experiment.sh: the reference models with a box classifier each,
+    beside the reference models alone (same detector weights, same images)."""
+    folder = runs / CLASSIFIER
+    meta = folder / "model" / "box_classifier" / "classifier.json"
+    if not meta.is_file():
         return []
     info = json.loads(meta.read_text())
     s, held = info["settings"], info.get("holdout") or {}
@@ -336,19 +335,20 @@ def classifier_section(runs: Path) -> list[str]:
         pair = {f"{title}, {name}": _classifier_figures(*(
                     json.loads(p.read_text()) if p.is_file() else None
                     for p in (root / f"model-{data}" / "metrics.json", root / f"model-no4-{data}" / "metrics.json")))
-                for name, root in (("detector alone", alone), ("with box classifier", runs / RECIPE))}
+                for name, root in (("detector alone", runs / RECIPE), ("with box classifier", folder))}
         if all(pair.values()):  # a dataset only where both sides were evaluated
             columns |= pair
     names = list(next(iter(columns.values()), {}))
     auc = held.get("pathology_auc")
     return ["## The box classifier: what it changes", "",
-            f"A ResNet-18 (random weights) on each box's crop ({s['context']}x context, {s['crop_size']} px), "
-            f"{s['epochs']} epochs on the {info['train_boxes']} lesions of the first model's training images "
-            f"({info['wall_seconds'] / 60:.0f} min), blended with the detector at weight {s['blend']} "
-            "(`model/box_classifier.py`). On fold 4's expert boxes alone: BI-RADS accuracy "
-            f"{pct(held.get('birads_accuracy'))}, pathology AUC {'n/a' if auc is None else f'{auc:.3f}'}. "
-            "Below, the same detector weights and images with the classifiers off (`--no-box-classifier`) "
-            "and on:", "",
+            f"`scripts/box_classifier_experiment.sh`: a ResNet-18 (random weights) on each box's crop "
+            f"({s['context']}x context, {s['crop_size']} px), {s['epochs']} epochs on the {info['train_boxes']} "
+            f"lesions of the first model's training images ({minutes(folder, 'classifier-model')}), blended "
+            f"with the detector at weight {s['blend']} (`model/box_classifier.py`); the second model's the "
+            f"same on its own images ({minutes(folder, 'classifier-model-no4')}). On fold 4's expert boxes "
+            f"alone: BI-RADS accuracy {pct(held.get('birads_accuracy'))}, pathology AUC "
+            f"{'n/a' if auc is None else f'{auc:.3f}'}. Below, the reference models alone and with their "
+            "classifiers (same detector weights, same images):", "",
             "| | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns),
             *(f"| {n} | " + " | ".join(c.get(n, "n/a") for c in columns.values()) + " |" for n in names), ""]
 

@@ -115,16 +115,16 @@ def test_box_classifier_section_sets_the_detector_alone_beside_it(tmp_path, monk
     runs = tmp_path / "runs"
     busbra, breast = datasets.load(f"busbra:{busbra_dir}"), datasets.load(f"breast:{breast_dir}")
     _reference(runs, busbra, breast)
-    ref = runs / "reference"
-    assert writer.classifier_section(runs) == []  # no classifier, no section
-    (ref / "model" / "box_classifier").mkdir()
-    (ref / "model" / "box_classifier" / "classifier.json").write_text(json.dumps({
+    assert writer.classifier_section(runs) == []  # no experiment, no section
+    experiment = runs / "box-classifier"
+    (experiment / "model" / "box_classifier").mkdir(parents=True)
+    (experiment / "model" / "box_classifier" / "classifier.json").write_text(json.dumps({
         "settings": {"context": 1.5, "crop_size": 112, "epochs": 30, "blend": 0.5}, "train_boxes": 1127,
         "wall_seconds": 300, "holdout": {"crops": 365, "birads_accuracy": 0.55, "pathology_auc": 0.88}}))
-    _report(busbra, ref / "detector-only" / "model-fold4", ["2", "3", "4", "5"],
-            {r.image_id: "2" for r in busbra})  # the detector alone calls every lesion BI-RADS 2
-    (ref / "classifier.start").write_text("5500")
-    (ref / "classifier.end").write_text("5800")
+    _report(busbra, experiment / "model-fold4", ["2", "3", "4", "5"],
+            {r.image_id: "2" for r in busbra})  # with the classifier every lesion is BI-RADS 2
+    (experiment / "classifier-model.start").write_text("5500")
+    (experiment / "classifier-model.end").write_text("5800")
 
     monkeypatch.setattr(sys, "argv", ["write_results.py", str(runs)])
     writer.main()
@@ -132,7 +132,7 @@ def test_box_classifier_section_sets_the_detector_alone_beside_it(tmp_path, monk
     assert "## The box classifier: what it changes" in doc and "(5 min)" in doc
     assert "BI-RADS accuracy 55.00 %, pathology AUC 0.880" in doc
     header = next(line for line in doc.splitlines() if line.startswith("| | BUS-BRA fold 4, detector alone"))
-    assert header.count("|") == 4  # fold 4 alone and with it; BrEaST has no detector-only report here
+    assert header.count("|") == 4  # fold 4 alone and with it; BrEaST was not evaluated with it here
     accuracy = next(line for line in doc.splitlines() if line.startswith("| BI-RADS accuracy |"))
-    fold4_alone = sum(r.birads == "2" for r in busbra) / len(busbra)
-    assert accuracy == f"| BI-RADS accuracy | {100 * fold4_alone:.2f} % | 100.00 % |"
+    with_it = sum(r.birads == "2" for r in busbra) / len(busbra)
+    assert accuracy == f"| BI-RADS accuracy | 100.00 % | {100 * with_it:.2f} % |"
