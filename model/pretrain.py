@@ -330,5 +330,5 @@ def evaluate_crops(model: CropClassifier, records: list[ImageRecord], classes: l
 
 
 def _log(row: dict) -> None:
-    log.info("pretrain epoch %d/%d  loss %.4f  %.0f s", row["epoch"], row["epochs"], row["loss"],
+    log.info("crop classifier epoch %d/%d  loss %.4f  %.0f s", row["epoch"], row["epochs"], row["loss"],
              row["elapsed_seconds"])
