@@ -2,9 +2,10 @@
 
     python scripts/write_results.py [RUNS_DIR]        (default runs/)
 
-Reads scripts/reference_model.sh's, subcategory_comparison.sh's and simulation.sh's outputs and
-their start/end stamps; every number in the document comes from those files. The hand-written
-discussion (from the heading DISCUSSION on) of an existing docs/results.md is kept.
+Reads scripts/reference_model.sh's, subcategory_comparison.sh's, simulation.sh's and
+box_classifier_experiment.sh's outputs and their start/end stamps; every number in the document
+comes from those files. The hand-written discussion (from the heading DISCUSSION on) of an
+existing docs/results.md is kept.
 """
 
 from __future__ import annotations
