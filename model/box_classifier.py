@@ -19,7 +19,6 @@ import json
 import logging
 import time
 from collections.abc import Callable, Sequence
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -29,6 +28,7 @@ import torchvision
 from torch import nn
 
 from model import modeldir, taxonomy
+from model.config import resolve_device
 from model.io import DataError, StagedDirectory
 from model.pretrain import BACKGROUND, CropClassifier, CropTraining, crop_pixels, evaluate_crops, fit_crop_classifier
 from model.records import Box, ImageRecord
@@ -83,7 +83,7 @@ def train_box_classifier(records: list[ImageRecord], model_dir: str | Path, clas
     holdout = classifier_records(holdout, classes) if holdout else None
     if not records:
         raise DataError(f"no training boxes of categories {list(classes)} for the box classifier")
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device("auto")
     model = build(len(crop_classes))
     start = _classifier_dir(parent) if parent else None
     parent_meta = _read_meta(start) if start else None
@@ -145,35 +145,33 @@ def blend(detector: dict[str, float], classifier: dict[str, float], weight: floa
 class BoxClassifier:
     """Loaded once with the predictor; ``refine`` re-names each box from its crop."""
 
-    def __init__(self, path: Path, classes: Sequence[str], device: str, bf16: bool) -> None:
+    def __init__(self, path: Path, classes: Sequence[str], device: str) -> None:
         meta = _read_meta(path)
         self.settings = _settings(meta)
         self.crop_classes = list(meta["classes"])
         missing = set(classes) - set(self.crop_classes)
         if missing:
             raise DataError(f"{path}: classifier of {self.crop_classes} cannot name {sorted(missing)}")
-        self.device, self.bf16 = device, bf16
+        self.device = device
         self.model = build(len(self.crop_classes))
         self.model.load_state_dict(torch.load(path / WEIGHTS, map_location="cpu", weights_only=True))
         self.model.to(device, memory_format=torch.channels_last).eval()
 
     @classmethod
-    def of(cls, model_dir: str | Path, classes: Sequence[str], device: str,
-           bf16: bool) -> BoxClassifier | None:
+    def of(cls, model_dir: str | Path, classes: Sequence[str], device: str) -> BoxClassifier | None:
         """The model directory's classifier, or None where it has none."""
         path = _classifier_dir(model_dir)
-        return cls(path, classes, device, bf16) if path else None
+        return cls(path, classes, device) if path else None
 
     @torch.no_grad()
     def probabilities(self, grey: np.ndarray, boxes: Sequence[Box]) -> list[dict[str, float]]:
-        """Per box: the classifier's softmax over its categories and background."""
+        """Per box: the classifier's softmax over its categories and background (under the
+        caller's autocast, as the predictor's bf16 choice)."""
         if not boxes:
             return []
         crops = np.stack([crop_pixels(grey, (b.x0, b.y0, b.x1, b.y1), self.settings) for b in boxes])
         batch = torch.from_numpy(crops).to(self.device, memory_format=torch.channels_last)
-        autocast = torch.autocast(self.device.split(":")[0], dtype=torch.bfloat16) if self.bf16 else nullcontext()
-        with autocast:
-            logits, _ = self.model(batch)
+        logits, _ = self.model(batch)
         rows = torch.softmax(logits.float(), dim=1).cpu().tolist()
         return [dict(zip(self.crop_classes, row)) for row in rows]
 

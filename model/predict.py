@@ -111,8 +111,7 @@ class Predictor:
         if self.bf16:
             self.model.to(memory_format=torch.channels_last)
         self.resize = T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)
-        self.box_classifier = (BoxClassifier.of(self.model_dir, self.classes, self.device, self.bf16)
-                               if box_classifier else None)
+        self.box_classifier = BoxClassifier.of(self.model_dir, self.classes, self.device) if box_classifier else None
         log.info("loaded %s on %s (bf16 %s), classes %s, box classifier %s", self.model_dir, self.device,
                  self.bf16, self.classes, "on" if self.box_classifier else "off")
 
@@ -167,7 +166,7 @@ class Predictor:
                                    dtype=torch.bfloat16) if self.bf16 else nullcontext())
         for start in range(0, len(images), batch_size):
             rgbs = [as_rgb(image) for image in images[start:start + batch_size]]
-            with autocast:
+            with autocast:  # the box classifier, in _detection, runs under it too
                 outputs = self.model([self._input(rgb) for rgb in rgbs])
-            detections += [self._detection(o, rgb) for o, rgb in zip(outputs, rgbs)]
+                detections += [self._detection(o, rgb) for o, rgb in zip(outputs, rgbs)]
         return detections

@@ -32,7 +32,7 @@ from detectron2.modeling.backbone.resnet import build_resnet_backbone
 from torch import nn
 
 from model import taxonomy
-from model.config import PRETRAIN_REPORT, TRUNK_FILE
+from model.config import PRETRAIN_REPORT, TRUNK_FILE, resolve_device
 from model.io import StagedDirectory, read_image
 from model.records import ImageRecord
 
@@ -282,7 +282,7 @@ def pretrain(records: list[ImageRecord], out: str | Path, settings: PretrainSett
     torch.manual_seed(settings.seed)
     classes = crop_classes(records)
     cfg = trunk_config(settings.base_config)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device("auto")
     trunk = detectron2_trunk(cfg)
     model = CropClassifier(trunk, trunk.output_shape()["res5"].channels, len(classes), cfg.MODEL.PIXEL_MEAN,
                            cfg.MODEL.PIXEL_STD).to(device, memory_format=torch.channels_last)

@@ -25,6 +25,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from model.evaluation.report import DECISION_TEXT, PAPER, effort_lines  # noqa: E402
+from model.modeldir import BOX_CLASSIFIER_META  # noqa: E402
 from model.simulation import _fmt as cell  # noqa: E402
 
 DOC = REPO / "docs" / "results.md"
@@ -261,8 +262,8 @@ def header(runs: Path) -> list[str]:
             ""]
 
 
-def metrics_of(runs: Path, name: str) -> dict | None:
-    path = runs / RECIPE / name / "metrics.json"
+def metrics_of(runs: Path, name: str, experiment: str = RECIPE) -> dict | None:
+    path = runs / experiment / name / "metrics.json"
     return json.loads(path.read_text()) if path.is_file() else None
 
 
@@ -326,17 +327,16 @@ def classifier_section(runs: Path) -> list[str]:
     """scripts/box_classifier_experiment.sh: the reference models with a box classifier each,
     beside the reference models alone (same detector weights, same images)."""
     folder = runs / CLASSIFIER
-    meta = folder / "model" / "box_classifier" / "classifier.json"
+    meta = folder / "model" / BOX_CLASSIFIER_META
     if not meta.is_file():
         return []
     info = json.loads(meta.read_text())
     s, held = info["settings"], info.get("holdout") or {}
     columns = {}
     for data, title in (("fold4", "BUS-BRA fold 4"), ("breast", "BrEaST part2")):
-        pair = {f"{title}, {name}": _classifier_figures(*(
-                    json.loads(p.read_text()) if p.is_file() else None
-                    for p in (root / f"model-{data}" / "metrics.json", root / f"model-no4-{data}" / "metrics.json")))
-                for name, root in (("detector alone", runs / RECIPE), ("with box classifier", folder))}
+        pair = {f"{title}, {name}": _classifier_figures(metrics_of(runs, f"model-{data}", experiment),
+                                                         metrics_of(runs, f"model-no4-{data}", experiment))
+                for name, experiment in (("detector alone", RECIPE), ("with box classifier", CLASSIFIER))}
         if all(pair.values()):  # a dataset only where both sides were evaluated
             columns |= pair
     names = list(next(iter(columns.values()), {}))
