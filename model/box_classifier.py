@@ -84,10 +84,11 @@ def train_box_classifier(records: list[ImageRecord], model_dir: str | Path, clas
     if not records:
         raise DataError(f"no training boxes of categories {list(classes)} for the box classifier")
     device = resolve_device("auto")
-    model = build(len(crop_classes))
     start = _classifier_dir(parent) if parent else None
     parent_meta = _read_meta(start) if start else None
     settings = settings or (_settings(parent_meta) if parent_meta else BoxClassifierSettings())
+    torch.manual_seed(settings.seed)  # the random initial weights too, as pretrain's
+    model = build(len(crop_classes))
     schedule = settings
     fine_tuned = parent_meta is not None and parent_meta["classes"] == crop_classes  # else afresh
     if fine_tuned:
