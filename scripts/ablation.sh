@@ -2,8 +2,13 @@
 # One lever of the reference recipe at a time (docs/results.md, discussion item 5): each arm is the first
 # model of scripts/reference_model.sh with one thing changed, evaluated as the recipe evaluates it
 # (BUS-BRA fold 4, BrEaST part2, the most confident box per image).
-#   scripts/ablation.sh ARM...      arms: no-pretrain, no-balance, size-512
-# no-balance and size-512 start from the recipe's trunk ($REF/trunk, scripts/reference_model.sh).
+#   scripts/ablation.sh ARM...      arms: recipe, no-pretrain, no-balance, size-512, frozen-res4
+# recipe: the first model unchanged (the baseline, on the machine that runs the arms);
+# frozen-res4: res3 and res4 frozen too (only res5, FPN and heads learn), so an iteration costs less
+# and ITERS can be raised to the recipe's wall time. All but no-pretrain start from the recipe's
+# trunk ($REF/trunk, scripts/reference_model.sh).
+# A learning curve: each arm's checkpoints (every 500 iterations) are evaluated too, in $OUT/ARM/at-N
+# (the last one is the model itself).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-runs/ablation}
@@ -12,22 +17,59 @@ data=${DATA:-../shared/data}
 birads=${BIRADS:-./birads}
 recipe=(--data "busbra:$data/BUS-BRA" --splits fold1 fold2 fold3 --max-iter "${ITERS:-1500}" --batch-size 4
         --base-lr 0.01 --bf16 --num-workers 1)
+# keep_checkpoints DIR: copy the training run's periodic checkpoints (its work directory is removed
+# when it ends) to DIR/checkpoints as they appear
+keep_checkpoints() {
+  mkdir -p "$1/checkpoints"
+  while sleep 20; do
+    for at in "$1"/.model.work/model_0*.pth; do
+      if [ -e "$at" ] && [ ! -e "$1/checkpoints/$(basename "$at")" ]; then
+        sleep 5  # detectron2 writes it in place: let it finish
+        cp "$at" "$1/checkpoints/"
+      fi
+    done
+  done
+}
+# as_model MODEL CHECKPOINT DIR: a model directory with MODEL's config and CHECKPOINT's weights
+as_model() {
+  [ -d "$3" ] && return 0
+  mkdir -p "$3"
+  cp "$1/config.yaml" "$1/model.json" "$3/"
+  ln -s "$(realpath "$2")" "$3/model_final.pth"
+}
+# evaluate MODEL OUT: the recipe's evaluations (fold4, breast under OUT)
+evaluate() {
+  [ -d "$2/fold4" ] || $birads evaluate --data "busbra:$data/BUS-BRA" --splits fold4 --model "$1" \
+    --out "$2/fold4" --image-decision top
+  [ -d "$2/breast" ] || $birads evaluate --data "breast:$data/BrEaST" --splits part2 --model "$1" \
+    --out "$2/breast" --image-decision top
+}
 for arm in "$@"; do
   case $arm in
     no-pretrain) args=(--image-size 320 --max-size 576 --class-balanced) ;;  # from scratch (GroupNorm)
     no-balance) args=(--weights "$ref/trunk" --image-size 320 --max-size 576) ;;
     size-512) args=(--weights "$ref/trunk" --image-size 512 --max-size 800 --class-balanced) ;;
+    recipe) args=(--weights "$ref/trunk" --image-size 320 --max-size 576 --class-balanced) ;;
+    frozen-res4) args=(--weights "$ref/trunk" --image-size 320 --max-size 576 --class-balanced
+                       --extra MODEL.BACKBONE.FREEZE_AT 4) ;;
     *) echo "unknown arm $arm" >&2; exit 2 ;;
   esac
   dir=$out/$arm
   mkdir -p "$dir"
   if [ ! -d "$dir/model" ]; then
     date +%s > "$dir/train.start"
+    keep_checkpoints "$dir" &
+    keeper=$!
     $birads train "${recipe[@]}" "${args[@]}" --out "$dir/model"
+    kill "$keeper"
     date +%s > "$dir/train.end"
   fi
-  $birads evaluate --data "busbra:$data/BUS-BRA" --splits fold4 --model "$dir/model" --out "$dir/fold4" \
-    --image-decision top
-  $birads evaluate --data "breast:$data/BrEaST" --splits part2 --model "$dir/model" --out "$dir/breast" \
-    --image-decision top
+  for at in "$dir"/checkpoints/model_*.pth; do
+    [ -e "$at" ] || continue
+    n=$(( 10#$(basename "$at" .pth | tr -dc 0-9) + 1 ))
+    if [ "$n" -ge "${ITERS:-1500}" ]; then continue; fi  # the model itself
+    as_model "$dir/model" "$at" "$dir/at-$n"
+    evaluate "$dir/at-$n" "$dir/at-$n"
+  done
+  evaluate "$dir/model" "$dir"
 done

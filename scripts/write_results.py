@@ -354,6 +354,52 @@ def classifier_section(runs: Path) -> list[str]:
             *(f"| {n} | " + " | ".join(c.get(n, "n/a") for c in columns.values()) + " |" for n in names), ""]
 
 
+ABLATION = "ablation"
+ARMS = {"recipe": "the recipe's first model, unchanged", "frozen-res4": "res3 and res4 frozen too",
+        "no-balance": "no class-balanced sampling", "size-512": "short side 512 px, long at most 800",
+        "no-pretrain": "from scratch (GroupNorm), no pretrained trunk"}
+
+
+def _ablation_row(arm: str, iterations: int, wall: int | None, folder: Path) -> str | None:
+    fold4, breast = (json.loads(p.read_text()) if (p := folder / d / "metrics.json").is_file() else None
+                     for d in ("fold4", "breast"))
+    if not fold4 or not breast:
+        return None
+    effort = (fold4.get("effort") or {}).get("displays", {}).get("top1-only", {})
+    auc = (fold4.get("screening") or {}).get("auc")
+    ratio = effort.get("ratio")
+    return (f"| {arm} | {iterations} | {'n/a' if wall is None else f'{wall / 60:.0f} min'} "
+            f"| {fold4['ap50_lesion']:.3f} | {breast['ap50_lesion']:.3f} | {pct(fold4['category_accuracy'])} "
+            f"| {'n/a' if auc is None else f'{auc:.3f}'} | {'n/a' if ratio is None else f'{ratio:.2f}x'} |")
+
+
+def ablation_section(runs: Path) -> list[str]:
+    """scripts/ablation.sh: the recipe's first model with one lever changed, on one machine, with
+    the learning curve of each arm's checkpoints (wall time at a checkpoint: its share of the run)."""
+    rows = []
+    for arm, what in ARMS.items():
+        folder = runs / ABLATION / arm
+        info = folder / "model" / "model.json"
+        if not info.is_file():
+            continue
+        total = json.loads(info.read_text())["training"]["iterations"]
+        wall = seconds(folder, "train")
+        at = sorted((int(d.name[3:]), d) for d in folder.glob("at-*") if d.name[3:].isdigit())
+        for n, checkpoint in [*at, (total, folder)]:
+            share = None if wall is None else round(wall * n / total)
+            line = _ablation_row(f"{arm} ({what})" + ("" if n == total else f", at {n}"), n, share, checkpoint)
+            rows += [line] if line else []
+    if not rows:
+        return []
+    return ["## One lever at a time (first model)", "",
+            f"`scripts/ablation.sh ARM...` on {cpu_name()}: the recipe's first model (from the recipe's trunk) "
+            "with one thing changed, evaluated as the recipe evaluates it; rows \"at N\" are the same run's "
+            "checkpoint after N iterations (before the learning-rate drop at 80 % where N < 80 % of the run).",
+            "", "| arm | iterations | detector wall time | lesion AP50 fold 4 | lesion AP50 BrEaST part2 "
+            "| BI-RADS accuracy fold 4 | AUC vs pathology fold 4 | expert-seconds ratio fold 4, top1-only |",
+            "|---|---|---|---|---|---|---|---|", *rows, ""]
+
+
 def _falling(values: list[float]) -> bool:
     return len(values) > 1 and all(b < a for a, b in zip(values, values[1:]))
 
@@ -418,6 +464,7 @@ def main() -> None:
     lines += evaluation_section("BrEaST part2 (another hospital, other scanners)", runs / RECIPE / "model-breast",
                                 "breast")
     lines += classifier_section(runs)
+    lines += ablation_section(runs)
     lines += paper_protocol_section(runs)
     lines += split_section(runs)
     lines += subcategory_section(runs)

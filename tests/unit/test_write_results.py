@@ -136,3 +136,28 @@ def test_box_classifier_section_sets_the_detector_alone_beside_it(tmp_path, monk
     accuracy = next(line for line in doc.splitlines() if line.startswith("| BI-RADS accuracy |"))
     with_it = sum(r.birads == "2" for r in busbra) / len(busbra)
     assert accuracy == f"| BI-RADS accuracy | 100.00 % | {100 * with_it:.2f} % |"
+
+
+def test_ablation_section_lists_each_arm_and_its_checkpoints(tmp_path, writer, busbra_dir, breast_dir):
+    runs = tmp_path / "runs"
+    busbra, breast = datasets.load(f"busbra:{busbra_dir}"), datasets.load(f"breast:{breast_dir}")
+    assert writer.ablation_section(runs) == []  # no arm run, no section
+    arm = runs / "ablation" / "frozen-res4"
+    (arm / "model").mkdir(parents=True)
+    (arm / "model" / "model.json").write_text(json.dumps({"training": {"iterations": 2000}}))
+    (arm / "train.start").write_text("1000")
+    (arm / "train.end").write_text("4000")
+    for folder, categories in ((arm, None), (arm / "at-500", {r.image_id: "2" for r in busbra})):
+        _report(busbra, folder / "fold4", ["2", "3", "4", "5"], categories)
+        _report(datasets.coarse(breast), folder / "breast", ["2", "3", "4", "5"])
+    (arm / "at-1000").mkdir()  # a checkpoint not evaluated yet: no row
+
+    lines = writer.ablation_section(runs)
+    rows = [line for line in lines if line.startswith("| frozen-res4")]
+    at_500 = sum(r.birads == "2" for r in busbra) / len(busbra)
+    assert rows == [
+        # every box verified, three in four relabelled: (1.6 + 0.75 * 2.9) / 7 s
+        f"| frozen-res4 (res3 and res4 frozen too), at 500 | 500 | 12 min | 1.000 | 1.000 | {100 * at_500:.2f} % "
+        f"| 0.500 | 0.54x |",
+        # the experts' own categories against pathology: AUC 0.9 on these images
+        "| frozen-res4 (res3 and res4 frozen too) | 2000 | 50 min | 1.000 | 1.000 | 100.00 % | 0.900 | 0.23x |"]
