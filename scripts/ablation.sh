@@ -7,8 +7,8 @@
 # frozen-res4: res3 and res4 frozen too (only res5, FPN and heads learn), so an iteration costs less
 # and ITERS can be raised to the recipe's wall time. All but no-pretrain start from the recipe's
 # trunk ($REF/trunk, scripts/reference_model.sh).
-# A learning curve: each arm's checkpoints (every 500 iterations) are evaluated too, in $OUT/ARM/at-N
-# (the last one is the model itself).
+# A learning curve: each arm's checkpoints (every CHECKPOINT_PERIOD iterations, default 500; the last
+# is the model itself) are evaluated too, in $OUT/ARM/at-N.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-runs/ablation}
@@ -16,7 +16,7 @@ ref=${REF:-runs/reference}
 data=${DATA:-../shared/data}
 birads=${BIRADS:-./birads}
 recipe=(--data "busbra:$data/BUS-BRA" --splits fold1 fold2 fold3 --max-iter "${ITERS:-1500}" --batch-size 4
-        --base-lr 0.01 --bf16 --num-workers 1)
+        --base-lr 0.01 --bf16 --num-workers 1 --checkpoint-period "${CHECKPOINT_PERIOD:-500}")
 # keep_checkpoints DIR: copy the training run's periodic checkpoints (its work directory is removed
 # when it ends) to DIR/checkpoints as they appear
 keep_checkpoints() {
