@@ -2,8 +2,8 @@
 
     python scripts/write_results.py [RUNS_DIR]        (default runs/)
 
-Reads scripts/reference_model.sh's, subcategory_comparison.sh's, simulation.sh's and
-box_classifier_experiment.sh's outputs and their start/end stamps; every number in the document
+Reads scripts/reference_model.sh's, subcategory_comparison.sh's, simulation.sh's,
+box_classifier_experiment.sh's and ablation.sh's outputs and their start/end stamps; every number in the document
 comes from those files. The hand-written discussion (from the heading DISCUSSION on) of an
 existing docs/results.md is kept.
 """
@@ -234,8 +234,9 @@ def header(runs: Path) -> list[str]:
     auc = held.get("pathology_auc")
     return ["# Reference model and the paper's experiments, reproduced on these machines", "",
             "Every number below comes from `scripts/write_results.py` reading the outputs of the experiment "
-            "scripts (`scripts/reference_model.sh`, and where present `scripts/subcategory_comparison.sh` and "
-            "`scripts/simulation.sh`); weights stay in `runs/`, not in git.",
+            "scripts (`scripts/reference_model.sh`, and where present `scripts/box_classifier_experiment.sh`, "
+            "`scripts/ablation.sh`, `scripts/subcategory_comparison.sh` and `scripts/simulation.sh`); weights stay "
+            "in `runs/`, not in git.",
             "", f"Hardware: {cpu_name()}, {os.cpu_count()} cores ({platform.machine()}), CPU only.", "",
             "## Reference model: the CPU recipe", "", "```", *commands, "```", "",
             f"1. **In-domain pretraining** ({spans.get('pretrain', 'not recorded')}): the detector's own ResNet "
