@@ -4,9 +4,9 @@
 # (BUS-BRA fold 4, BrEaST part2, the most confident box per image).
 #   scripts/ablation.sh ARM...      arms: recipe, no-pretrain, no-balance, size-512, frozen-res4
 # recipe: the first model unchanged (the baseline, on the machine that runs the arms);
-# frozen-res4: res3 and res4 frozen too (only res5, FPN and heads learn), so an iteration costs less
-# and ITERS can be raised to the recipe's wall time. All but no-pretrain start from the recipe's
-# trunk ($REF/trunk, scripts/reference_model.sh).
+# frozen-res4: res3 and res4 frozen too (only res5, FPN and heads learn): an iteration costs about 20 %
+# less. All but no-pretrain start from the recipe's trunk ($REF/trunk, scripts/reference_model.sh).
+# Each arm records the CPU it trained on ($OUT/ARM/cpu.txt): compare arms of one machine only.
 # A learning curve: each arm's checkpoints (every CHECKPOINT_PERIOD iterations, default 500; the last
 # is the model itself) are evaluated too, in $OUT/ARM/at-N.
 set -euo pipefail
@@ -58,6 +58,7 @@ for arm in "$@"; do
   mkdir -p "$dir"
   if [ ! -d "$dir/model" ]; then
     date +%s > "$dir/train.start"
+    grep -m1 "model name" /proc/cpuinfo | cut -d: -f2 | sed 's/^ //' > "$dir/cpu.txt" || true
     keep_checkpoints "$dir" &
     keeper=$!
     $birads train "${recipe[@]}" "${args[@]}" --out "$dir/model"

@@ -377,12 +377,13 @@ def _ablation_row(arm: str, iterations: int, wall: int | None, folder: Path) -> 
 def ablation_section(runs: Path) -> list[str]:
     """scripts/ablation.sh: the recipe's first model with one lever changed, on one machine, with
     the learning curve of each arm's checkpoints (wall time at a checkpoint: its share of the run)."""
-    rows = []
+    rows, cpus = [], set()
     for arm, what in ARMS.items():
         folder = runs / ABLATION / arm
         info = folder / "model" / "model.json"
         if not info.is_file():
             continue
+        cpus.add((folder / "cpu.txt").read_text().strip() if (folder / "cpu.txt").is_file() else "not recorded")
         total = json.loads(info.read_text())["training"]["iterations"]
         wall = seconds(folder, "train")
         at = sorted((int(d.name[3:]), d) for d in folder.glob("at-*") if d.name[3:].isdigit())
@@ -393,9 +394,10 @@ def ablation_section(runs: Path) -> list[str]:
     if not rows:
         return []
     return ["## One lever at a time (first model)", "",
-            f"`scripts/ablation.sh ARM...` on {cpu_name()}: the recipe's first model (from the recipe's trunk) "
-            "with one thing changed, evaluated as the recipe evaluates it; rows \"at N\" are the same run's "
-            "checkpoint after N iterations (before the learning-rate drop at 80 % where N < 80 % of the run).",
+            f"`scripts/ablation.sh ARM...` on {' and '.join(sorted(cpus))}: the recipe's first model (from the "
+            "recipe's trunk) with one thing changed, evaluated as the recipe evaluates it; rows \"at N\" are the "
+            "same run's checkpoint after N iterations (before the learning-rate drop at 80 % where N < 80 % of "
+            "the run).",
             "", "| arm | iterations | detector wall time | lesion AP50 fold 4 | lesion AP50 BrEaST part2 "
             "| BI-RADS accuracy fold 4 | AUC vs pathology fold 4 | expert-seconds ratio fold 4, top1-only |",
             "|---|---|---|---|---|---|---|---|", *rows, ""]

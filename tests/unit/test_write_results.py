@@ -147,12 +147,14 @@ def test_ablation_section_lists_each_arm_and_its_checkpoints(tmp_path, writer, b
     (arm / "model" / "model.json").write_text(json.dumps({"training": {"iterations": 2000}}))
     (arm / "train.start").write_text("1000")
     (arm / "train.end").write_text("4000")
+    (arm / "cpu.txt").write_text("Some CPU\n")
     for folder, categories in ((arm, None), (arm / "at-500", {r.image_id: "2" for r in busbra})):
         _report(busbra, folder / "fold4", ["2", "3", "4", "5"], categories)
         _report(datasets.coarse(breast), folder / "breast", ["2", "3", "4", "5"])
     (arm / "at-1000").mkdir()  # a checkpoint not evaluated yet: no row
 
     lines = writer.ablation_section(runs)
+    assert "`scripts/ablation.sh ARM...` on Some CPU:" in lines[2]
     rows = [line for line in lines if line.startswith("| frozen-res4")]
     at_500 = sum(r.birads == "2" for r in busbra) / len(busbra)
     assert rows == [
