@@ -3,9 +3,9 @@
     python scripts/write_results.py [RUNS_DIR]        (default runs/)
 
 Reads scripts/reference_model.sh's, subcategory_comparison.sh's, simulation.sh's,
-box_classifier_experiment.sh's and ablation.sh's outputs and their start/end stamps; every number in the document
-comes from those files. The hand-written discussion (from the heading DISCUSSION on) of an
-existing docs/results.md is kept.
+box_classifier_experiment.sh's and ablation.sh's outputs and their start/end stamps; every number
+in the document comes from those files. The hand-written discussion (from the heading DISCUSSION
+on) of an existing docs/results.md is kept.
 """
 
 from __future__ import annotations
@@ -263,9 +263,14 @@ def header(runs: Path) -> list[str]:
             ""]
 
 
-def metrics_of(runs: Path, name: str, experiment: str = RECIPE) -> dict | None:
-    path = runs / experiment / name / "metrics.json"
+def read_metrics(report: Path) -> dict | None:
+    """An evaluation report's metrics.json (``birads evaluate --out report``); None if missing."""
+    path = report / "metrics.json"
     return json.loads(path.read_text()) if path.is_file() else None
+
+
+def metrics_of(runs: Path, name: str, experiment: str = RECIPE) -> dict | None:
+    return read_metrics(runs / experiment / name)
 
 
 def paper_protocol_section(runs: Path) -> list[str]:
@@ -307,8 +312,9 @@ def split_section(runs: Path) -> list[str]:
     return lines
 
 
-def _classifier_figures(m: dict | None, second: dict | None) -> dict[str, str]:
-    """The figures the box classifier may move, from one model's and its second model's metrics."""
+def _lever_figures(m: dict | None, second: dict | None) -> dict[str, str]:
+    """The figures a lever may move, from one model's and its second model's metrics (None: the
+    second model's figures n/a)."""
     if not m:
         return {}
     effort = (m.get("effort") or {}).get("displays", {}).get("top1-only", {})
@@ -335,8 +341,8 @@ def classifier_section(runs: Path) -> list[str]:
     s, held = info["settings"], info.get("holdout") or {}
     columns = {}
     for data, title in (("fold4", "BUS-BRA fold 4"), ("breast", "BrEaST part2")):
-        pair = {f"{title}, {name}": _classifier_figures(metrics_of(runs, f"model-{data}", experiment),
-                                                         metrics_of(runs, f"model-no4-{data}", experiment))
+        pair = {f"{title}, {name}": _lever_figures(metrics_of(runs, f"model-{data}", experiment),
+                                                    metrics_of(runs, f"model-no4-{data}", experiment))
                 for name, experiment in (("detector alone", RECIPE), ("with box classifier", CLASSIFIER))}
         if all(pair.values()):  # a dataset only where both sides were evaluated
             columns |= pair
@@ -362,16 +368,13 @@ ARMS = {"recipe": "the recipe's first model, unchanged", "frozen-res4": "res3 an
 
 
 def _ablation_row(arm: str, iterations: int, wall: int | None, folder: Path) -> str | None:
-    fold4, breast = (json.loads(p.read_text()) if (p := folder / d / "metrics.json").is_file() else None
-                     for d in ("fold4", "breast"))
+    fold4, breast = _lever_figures(read_metrics(folder / "fold4"), None), _lever_figures(
+        read_metrics(folder / "breast"), None)
     if not fold4 or not breast:
         return None
-    effort = (fold4.get("effort") or {}).get("displays", {}).get("top1-only", {})
-    auc = (fold4.get("screening") or {}).get("auc")
-    ratio = effort.get("ratio")
     return (f"| {arm} | {iterations} | {'n/a' if wall is None else f'{wall / 60:.0f} min'} "
-            f"| {fold4['ap50_lesion']:.3f} | {breast['ap50_lesion']:.3f} | {pct(fold4['category_accuracy'])} "
-            f"| {'n/a' if auc is None else f'{auc:.3f}'} | {'n/a' if ratio is None else f'{ratio:.2f}x'} |")
+            f"| {fold4['lesion AP50']} | {breast['lesion AP50']} | {fold4['BI-RADS accuracy']} "
+            f"| {fold4['AUC against pathology']} | {fold4['expert-seconds ratio, top1-only']} |")
 
 
 def ablation_section(runs: Path) -> list[str]:
