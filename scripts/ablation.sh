@@ -61,8 +61,10 @@ for arm in "$@"; do
     grep -m1 "model name" /proc/cpuinfo | cut -d: -f2 | sed 's/^ //' > "$dir/cpu.txt" || true
     keep_checkpoints "$dir" &
     keeper=$!
+    trap 'kill "$keeper" 2>/dev/null' EXIT  # a failed training must not leave the copier running
     $birads train "${recipe[@]}" "${args[@]}" --out "$dir/model"
     kill "$keeper"
+    trap - EXIT
     date +%s > "$dir/train.end"
   fi
   for at in "$dir"/checkpoints/model_*.pth; do
