@@ -19,7 +19,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +28,7 @@ import torchvision
 from torch import nn
 
 from model import modeldir, taxonomy
-from model.config import resolve_device
+from model.config import resolve_device, use_bf16
 from model.io import DataError, StagedDirectory
 from model.pretrain import BACKGROUND, CropClassifier, CropTraining, crop_pixels, evaluate_crops, fit_crop_classifier
 from model.records import Box, ImageRecord
@@ -87,6 +87,7 @@ def train_box_classifier(records: list[ImageRecord], model_dir: str | Path, clas
     start = _classifier_dir(parent) if parent else None
     parent_meta = _read_meta(start) if start else None
     settings = settings or (_settings(parent_meta) if parent_meta else BoxClassifierSettings())
+    settings = replace(settings, bf16=use_bf16(settings.bf16, device))
     torch.manual_seed(settings.seed)  # the random initial weights too, as pretrain's
     model = build(len(crop_classes))
     schedule = settings

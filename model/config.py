@@ -8,6 +8,7 @@ product defaults, the paper's 800 px), then the settings.
 from __future__ import annotations
 
 import json
+import logging
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ from detectron2.config import CfgNode, get_cfg
 
 from model.io import DataError
 
+log = logging.getLogger(__name__)
 PRODUCT_CONFIG = Path(__file__).parent / "configs" / "birads.yaml"
 SCRATCH_CONFIG = Path(__file__).parent / "configs" / "from_scratch.yaml"
 ZOO_PREFIX = "zoo:"
@@ -65,6 +67,32 @@ def resolve_device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     return device
+
+
+def cpu_supports_bf16() -> bool:
+    """True where bfloat16 matmuls run natively (AVX-512 BF16 or AMX); elsewhere bf16 is slower."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+def bf16_supported(device: str) -> bool:
+    if device.startswith("cuda"):
+        return torch.cuda.is_bf16_supported()
+    return cpu_supports_bf16()
+
+
+def use_bf16(asked: bool, device: str) -> bool:
+    """Train under bf16 only where it was asked for and the hardware runs it natively: on a CPU
+    without AVX-512 BF16 or AMX (an AVX2-only EPYC, say) PyTorch emulates it, and a convolution
+    was measured 20-60x slower than in float32 there."""
+    if asked and not bf16_supported(device):
+        log.warning("bf16 asked for, but %s has no native bfloat16: training in float32 instead "
+                    "(emulated bf16 is many times slower)", device)
+        return False
+    return asked
 
 
 def iterations(settings: TrainSettings, n_images: int) -> int:

@@ -18,27 +18,12 @@ from torchvision.ops import batched_nms
 
 from model import modeldir
 from model.box_classifier import BoxClassifier
-from model.config import resolve_device
+from model.config import bf16_supported, resolve_device
 from model.io import read_image
 from model.records import Box, Detection
 
 log = logging.getLogger(__name__)
 ImageInput = str | Path | np.ndarray
-
-
-def cpu_supports_bf16() -> bool:
-    """True where bfloat16 matmuls run natively (AVX-512 BF16 or AMX); elsewhere bf16 is slower."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return " avx512_bf16" in flags or " amx_bf16" in flags
-
-
-def bf16_supported(device: str) -> bool:
-    if device.startswith("cuda"):
-        return torch.cuda.is_bf16_supported()
-    return cpu_supports_bf16()
 
 
 def keep_class_scores(box_predictor: torch.nn.Module) -> None:

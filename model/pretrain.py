@@ -19,7 +19,7 @@ import math
 import random
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -32,7 +32,7 @@ from detectron2.modeling.backbone.resnet import build_resnet_backbone
 from torch import nn
 
 from model import taxonomy
-from model.config import PRETRAIN_REPORT, TRUNK_FILE, resolve_device
+from model.config import PRETRAIN_REPORT, TRUNK_FILE, resolve_device, use_bf16
 from model.io import StagedDirectory, read_image
 from model.records import ImageRecord
 
@@ -283,6 +283,7 @@ def pretrain(records: list[ImageRecord], out: str | Path, settings: PretrainSett
     classes = crop_classes(records)
     cfg = trunk_config(settings.base_config)
     device = resolve_device("auto")
+    settings = replace(settings, bf16=use_bf16(settings.bf16, device))
     trunk = detectron2_trunk(cfg)
     model = CropClassifier(trunk, trunk.output_shape()["res5"].channels, len(classes), cfg.MODEL.PIXEL_MEAN,
                            cfg.MODEL.PIXEL_STD).to(device, memory_format=torch.channels_last)

@@ -27,7 +27,7 @@ from detectron2.utils.logger import setup_logger
 
 from model import box_classifier, modeldir, taxonomy
 from model.augment import training_augmentations
-from model.config import TrainSettings, build_config
+from model.config import TrainSettings, build_config, use_bf16
 from model.datasets.export import summary
 from model.io import DataError, StagedDirectory
 from model.records import ImageRecord
@@ -104,10 +104,10 @@ class BiradsTrainer(DefaultTrainer):
     def __init__(self, cfg, dataset: list[dict], settings: TrainSettings,
                  progress: Progress | None = None) -> None:
         self.dataset = dataset
-        self.settings = settings
+        self.settings = replace(settings, bf16=use_bf16(settings.bf16, cfg.MODEL.DEVICE))
         self.progress = progress
         super().__init__(cfg)
-        if settings.bf16:
+        if self.settings.bf16:
             self.model.to(memory_format=torch.channels_last)
             self._trainer = Bf16Trainer(self.model, self.data_loader, self.optimizer)
 
@@ -236,7 +236,7 @@ def train(records: list[ImageRecord], out: str | Path, settings: TrainSettings |
     wall = time.perf_counter() - started
     info = modeldir.ModelInfo(
         classes=classes, created_at=datetime.now(UTC).isoformat(timespec="seconds"),
-        parent=settings.weights or None, data=summary(records), settings=settings.to_dict(),
+        parent=settings.weights or None, data=summary(records), settings=trainer.settings.to_dict(),
         training={"iterations": cfg.SOLVER.MAX_ITER, "wall_seconds": round(wall, 1),
                   "device": cfg.MODEL.DEVICE, "torch": torch.__version__})
     with StagedDirectory(out) as staging:

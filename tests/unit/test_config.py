@@ -2,7 +2,8 @@
 
 import pytest
 
-from model.config import TrainSettings, build_config, iterations, resolve_weights
+from model import config
+from model.config import TrainSettings, build_config, iterations, resolve_weights, use_bf16
 
 
 def test_product_defaults_are_the_papers():
@@ -51,3 +52,12 @@ def test_class_balanced_sampling_repeats_rare_categories():
     factors = RepeatFactorTrainingSampler.repeat_factors_from_category_frequency(
         dataset, cfg.DATALOADER.REPEAT_THRESHOLD)
     assert factors[0].item() == pytest.approx(1.0) and factors[-1].item() == pytest.approx(5 ** 0.5)
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_bf16_is_used_only_where_the_cpu_runs_it_natively(monkeypatch, caplog, native):
+    # An AVX2-only CPU emulates bf16, many times slower than float32: asking for it trains in float32.
+    monkeypatch.setattr(config, "cpu_supports_bf16", lambda: native)
+    assert use_bf16(True, "cpu") is native
+    assert ("no native bfloat16" in caplog.text) is not native
+    assert use_bf16(False, "cpu") is False  # never turned on where it was not asked for
