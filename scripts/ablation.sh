@@ -2,13 +2,18 @@
 # One lever of the reference recipe at a time (docs/results.md, discussion item 5): each arm is the first
 # model of scripts/reference_model.sh with one thing changed, evaluated as the recipe evaluates it
 # (BUS-BRA fold 4, BrEaST part2, the most confident box per image).
-#   scripts/ablation.sh ARM...      arms: recipe, no-pretrain, no-balance, size-512, frozen-res4
-# recipe: the first model unchanged (the baseline, on the machine that runs the arms);
-# frozen-res4: res3 and res4 frozen too (only res5, FPN and heads learn): an iteration costs about 20 %
-# less. All but no-pretrain start from the recipe's trunk ($REF/trunk, scripts/reference_model.sh).
-# Each arm records the CPU it trained on ($OUT/ARM/cpu.txt): compare arms of one machine only.
+#   scripts/ablation.sh ARM...      arms: recipe, seed-2, no-pretrain, no-balance, size-512, frozen-res4,
+#                                    giou
+# recipe: the first model unchanged (the baseline, on the machine that runs the arms); seed-2: the
+# same with another seed (what a lever must beat on that machine); frozen-res4: res3 and res4 frozen
+# too (only res5, FPN and heads learn): an iteration costs about 20 % less; giou: the box head's box
+# regression trained with the generalized-IoU loss instead of smooth L1, weighted 10 (a GIoU of boxes
+# is far smaller than an L1 of scaled deltas: mmdetection's GIoU Faster R-CNN uses 10 too).
+# All but no-pretrain start from the recipe's trunk ($REF/trunk, scripts/reference_model.sh).
+# Each arm records the machine it trained on ($OUT/ARM/machine.txt: the GPU where there is one, else
+# the CPU): compare arms of one machine only.
 # A learning curve: each arm's checkpoints (every CHECKPOINT_PERIOD iterations, default 500; the last
-# is the model itself) are evaluated too, in $OUT/ARM/at-N.
+# is the model itself) are evaluated too, in $OUT/ARM/at-N, after the model itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-runs/ablation}
@@ -50,6 +55,9 @@ for arm in "$@"; do
     no-balance) args=(--weights "$ref/trunk" --image-size 320 --max-size 576) ;;
     size-512) args=(--weights "$ref/trunk" --image-size 512 --max-size 800 --class-balanced) ;;
     recipe) args=(--weights "$ref/trunk" --image-size 320 --max-size 576 --class-balanced) ;;
+    seed-2) args=(--weights "$ref/trunk" --image-size 320 --max-size 576 --class-balanced --seed 2) ;;
+    giou) args=(--weights "$ref/trunk" --image-size 320 --max-size 576 --class-balanced
+                --extra MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_TYPE giou MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_WEIGHT 10.0) ;;
     frozen-res4) args=(--weights "$ref/trunk" --image-size 320 --max-size 576 --class-balanced
                        --extra MODEL.BACKBONE.FREEZE_AT 4) ;;
     *) echo "unknown arm $arm" >&2; exit 2 ;;
@@ -58,7 +66,8 @@ for arm in "$@"; do
   mkdir -p "$dir"
   if [ ! -d "$dir/model" ]; then
     date +%s > "$dir/train.start"
-    grep -m1 "model name" /proc/cpuinfo | cut -d: -f2 | sed 's/^ //' > "$dir/cpu.txt" || true
+    { nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null ||
+      grep -m1 "model name" /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'; } > "$dir/machine.txt" || true
     keep_checkpoints "$dir" &
     keeper=$!
     trap 'kill "$keeper" 2>/dev/null' EXIT  # a failed training must not leave the copier running
@@ -67,6 +76,7 @@ for arm in "$@"; do
     trap - EXIT
     date +%s > "$dir/train.end"
   fi
+  evaluate "$dir/model" "$dir"
   for at in "$dir"/checkpoints/model_*.pth; do
     [ -e "$at" ] || continue
     n=$(( 10#$(basename "$at" .pth | tr -dc 0-9) + 1 ))
@@ -74,5 +84,4 @@ for arm in "$@"; do
     as_model "$dir/model" "$at" "$dir/at-$n"
     evaluate "$dir/at-$n" "$dir/at-$n"
   done
-  evaluate "$dir/model" "$dir"
 done

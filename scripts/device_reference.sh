@@ -10,27 +10,16 @@
 # on a CPU: small sizes, .venv's packages), and reference_model.sh's own (ITERS skips the probe).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-back=${OUT:?the device tool sets OUT, the folder that comes back}
-started=$(date +%s)
 budget=${BUDGET_S:-540}
 eval_reserve=${EVAL_RESERVE_S:-150}  # both models on fold 4 and BrEaST, the cuts, the split
-python=${PYTHON:-python3}
 size=${IMAGE_SIZE:-800}
 batch=${BATCH:-8}
 workers=8  # data loader processes, of the machine's 16 cores
 max_size=${MAX_SIZE:-$size}  # the paper's square cap; the CPU recipe: IMAGE_SIZE=320 MAX_SIZE=576
 run=/tmp/birads-reference
-exec > >(tee -a "$back/log.txt") 2>&1
+source scripts/device_env.sh
 trap 'tar czf "$back/reports.tgz" --exclude="*.pth" -C "$run" . 2>/dev/null || true' EXIT
-elapsed() { echo $(( $(date +%s) - started )); }
-
-{ nvidia-smi || true; "$python" -c "import sys, torch; print(sys.version); print('torch', torch.__version__, \
-  torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU')"; nproc; } > "$back/env.txt" 2>&1
-[ -n "${NO_WHEELS:-}" ] ||  # a dry run here, where the environment has them
-  "$python" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .device/wheels/*.whl
-export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
-"$python" scripts/device_pack.py unpack .device/data /tmp/data
-export OUT=$run DATA=/tmp/data BIRADS="$python -m model.cli"
+export OUT=$run
 echo "== $(elapsed) s: the recipe (its schedule fitted to the budget after pretraining)"
 BUDGET_S=$(( budget - $(elapsed) )) EVAL_RESERVE_S=$eval_reserve IMAGE_SIZE=$size MAX_SIZE=$max_size \
   BATCH=$batch WORKERS=$workers scripts/reference_model.sh

@@ -362,9 +362,11 @@ def classifier_section(runs: Path) -> list[str]:
 
 
 ABLATION = "ablation"
-ARMS = {"recipe": "the recipe's first model, unchanged", "frozen-res4": "res3 and res4 frozen too",
-        "no-balance": "no class-balanced sampling", "size-512": "short side 512 px, long at most 800",
-        "no-pretrain": "from scratch (GroupNorm), no pretrained trunk"}
+ARMS = {"recipe": "the recipe's first model, unchanged", "seed-2": "the recipe with another seed",
+        "frozen-res4": "res3 and res4 frozen too", "no-balance": "no class-balanced sampling",
+        "size-512": "short side 512 px, long at most 800",
+        "no-pretrain": "from scratch (GroupNorm), no pretrained trunk",
+        "giou": "box head regressed with the generalized-IoU loss, weight 10"}
 
 
 def _ablation_row(arm: str, iterations: int, wall: int | None, folder: Path) -> str | None:
@@ -377,16 +379,24 @@ def _ablation_row(arm: str, iterations: int, wall: int | None, folder: Path) -> 
             f"| {fold4['AUC against pathology']} | {fold4['expert-seconds ratio, top1-only']} |")
 
 
-def ablation_section(runs: Path) -> list[str]:
+def _machine(arm: Path) -> str:
+    """The machine an arm trained on (machine.txt; cpu.txt before arms ran on GPUs too)."""
+    recorded = [arm / "machine.txt", arm / "cpu.txt"]
+    return next((f.read_text().strip() for f in recorded if f.is_file()), "not recorded")
+
+
+def ablation_section(runs: Path, arms: str = ABLATION, title: str = "One lever at a time (first model)",
+                     how: str = "`scripts/ablation.sh ARM...`") -> list[str]:
     """scripts/ablation.sh: the recipe's first model with one lever changed, on one machine, with
-    the learning curve of each arm's checkpoints (wall time at a checkpoint: its share of the run)."""
-    rows, cpus = [], set()
+    the learning curve of each arm's checkpoints (wall time at a checkpoint: its share of the run).
+    ``arms``: their folder under ``runs``; ``how``: the command that ran them."""
+    rows, machines = [], set()
     for arm, what in ARMS.items():
-        folder = runs / ABLATION / arm
+        folder = runs / arms / arm
         info = folder / "model" / "model.json"
         if not info.is_file():
             continue
-        cpus.add((folder / "cpu.txt").read_text().strip() if (folder / "cpu.txt").is_file() else "not recorded")
+        machines.add(_machine(folder))
         total = json.loads(info.read_text())["training"]["iterations"]
         wall = seconds(folder, "train")
         at = sorted((int(d.name[3:]), d) for d in folder.glob("at-*") if d.name[3:].isdigit())
@@ -396,8 +406,8 @@ def ablation_section(runs: Path) -> list[str]:
             rows += [line] if line else []
     if not rows:
         return []
-    return ["## One lever at a time (first model)", "",
-            f"`scripts/ablation.sh ARM...` on {' and '.join(sorted(cpus))}: the recipe's first model (from the "
+    return [f"## {title}", "",
+            f"{how} on {' and '.join(sorted(machines))}: the recipe's first model (from the "
             "recipe's trunk) with one thing changed, evaluated as the recipe evaluates it; rows \"at N\" are the "
             "same run's checkpoint after N iterations (before the learning-rate drop at 80 % where N < 80 % of "
             "the run).",

@@ -155,6 +155,9 @@ def test_ablation_section_lists_each_arm_and_its_checkpoints(tmp_path, writer, b
 
     lines = writer.ablation_section(runs)
     assert "`scripts/ablation.sh ARM...` on Some CPU:" in lines[2]
+    (arm / "machine.txt").write_text("Some GPU\n")  # where arms record it now
+    assert "`scripts/device_ablation.sh` on Some GPU:" in writer.ablation_section(
+        runs, how="`scripts/device_ablation.sh`")[2]
     rows = [line for line in lines if line.startswith("| frozen-res4")]
     at_500 = sum(r.birads == "2" for r in busbra) / len(busbra)
     assert rows == [
