@@ -3,12 +3,15 @@
 # model of scripts/reference_model.sh with one thing changed, evaluated as the recipe evaluates it
 # (BUS-BRA fold 4, BrEaST part2, the most confident box per image).
 #   scripts/ablation.sh ARM...      arms: recipe, seed-2, no-pretrain, no-balance, size-512, frozen-res4,
-#                                    giou
+#                                    giou, gn-heads
 # recipe: the first model unchanged (the baseline, on the machine that runs the arms); seed-2: the
 # same with another seed (what a lever must beat on that machine); frozen-res4: res3 and res4 frozen
 # too (only res5, FPN and heads learn): an iteration costs about 20 % less; giou: the box head's box
 # regression trained with the generalized-IoU loss instead of smooth L1, weighted 10 (a GIoU of boxes
-# is far smaller than an L1 of scaled deltas: mmdetection's GIoU Faster R-CNN uses 10 too).
+# is far smaller than an L1 of scaled deltas: mmdetection's GIoU Faster R-CNN uses 10 too);
+# gn-heads: the recipe's trunk under no-pretrain's heads (GroupNorm in the FPN, a box head of four
+# GroupNorm convolutions and one fully connected layer, model/configs/from_scratch.yaml), which
+# localised best on the H200 (docs/results.md).
 # All but no-pretrain start from the recipe's trunk ($REF/trunk, scripts/reference_model.sh).
 # Each arm records the machine it trained on ($OUT/ARM/machine.txt: the GPU where there is one, else
 # the CPU): compare arms of one machine only.
@@ -56,6 +59,9 @@ for arm in "$@"; do
     size-512) args=(--weights "$ref/trunk" --image-size 512 --max-size 800 --class-balanced) ;;
     recipe) args=(--weights "$ref/trunk" --image-size 320 --max-size 576 --class-balanced) ;;
     seed-2) args=(--weights "$ref/trunk" --image-size 320 --max-size 576 --class-balanced --seed 2) ;;
+    gn-heads) args=(--weights "$ref/trunk" --image-size 320 --max-size 576 --class-balanced
+                    --extra MODEL.FPN.NORM GN MODEL.ROI_BOX_HEAD.NAME FastRCNNConvFCHead MODEL.ROI_BOX_HEAD.NUM_CONV 4
+                    MODEL.ROI_BOX_HEAD.NUM_FC 1 MODEL.ROI_BOX_HEAD.NORM GN) ;;
     giou) args=(--weights "$ref/trunk" --image-size 320 --max-size 576 --class-balanced
                 --extra MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_TYPE giou MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_WEIGHT 10.0) ;;
     frozen-res4) args=(--weights "$ref/trunk" --image-size 320 --max-size 576 --class-balanced

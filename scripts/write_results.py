@@ -362,6 +362,7 @@ def classifier_section(runs: Path) -> list[str]:
 
 
 ABLATION = "ablation"
+GPU_ABLATION = "gpu-h200-ablation"  # scripts/device_ablation.sh's reports, kept in docs/results (runs/ is not)
 ARMS = {"recipe": "the recipe's first model, unchanged", "seed-2": "the recipe with another seed",
         "frozen-res4": "res3 and res4 frozen too", "no-balance": "no class-balanced sampling",
         "size-512": "short side 512 px, long at most 800",
@@ -481,6 +482,8 @@ def main() -> None:
                                 "breast")
     lines += classifier_section(runs)
     lines += ablation_section(runs)
+    lines += ablation_section(REPO / "docs" / "results", GPU_ABLATION, "One lever at a time on a GPU (first model)",
+                              "`scripts/device_ablation.sh` (arms side by side on one card)")
     lines += paper_protocol_section(runs)
     lines += split_section(runs)
     lines += subcategory_section(runs)
