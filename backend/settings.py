@@ -96,7 +96,9 @@ class Settings:
         "env": "TRAIN_TIME_BUDGET",
         "doc": "seconds a job may train: iterations are capped to fit this machine's measured speed "
                "(a few probe iterations before the job); 0: no cap (a GPU keeps the full schedule)"})
-    train_bf16: bool = field(default=False, metadata={"env": "TRAIN_BF16", "doc": "train under bf16 autocast"})
+    train_bf16: bool = field(default=False, metadata={
+        "env": "TRAIN_BF16",
+        "doc": "train under bf16 autocast (where the hardware runs it natively; else float32, with a warning)"})
     train_base_config: str = field(default="COCO-Detection/faster_rcnn_R_101_FPN_3x.yaml", metadata={
         "env": "TRAIN_BASE_CONFIG", "doc": "detectron2 model-zoo config"})
     min_annotations: int = field(default=1, metadata={
