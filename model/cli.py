@@ -76,8 +76,11 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 def cmd_pretrain(args: argparse.Namespace) -> None:
     from model import datasets
-    from model.pretrain import PretrainSettings, pretrain
+    from model.pretrain import PretrainSettings, pretrain, seconds_per_epoch
 
+    if args.probe:  # the last line of output: seconds per epoch, for scripts
+        print(seconds_per_epoch(_records(args), _from_args(PretrainSettings, args)))
+        return
     holdout = datasets.select(_everything(args), args.holdout_splits) if args.holdout_splits else None
     print(pretrain(_records(args), args.out, _from_args(PretrainSettings, args), holdout))
 
@@ -250,6 +253,8 @@ def parser() -> argparse.ArgumentParser:
     _add_data(p)
     p.add_argument("--out", required=True, type=Path)
     _crop_options(p)
+    p.add_argument("--probe", action="store_true",
+                   help="train nothing: time a few batches of these settings, print seconds per epoch")
     p.set_defaults(run=cmd_pretrain)
 
     p = commands.add_parser("box-classifier", help="train a classifier of lesion crops that re-names a "

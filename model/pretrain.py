@@ -218,26 +218,39 @@ def _losses(model: CropClassifier, batch: torch.Tensor, crops: list[Crop],
     return loss
 
 
+def _step(model: CropClassifier, sampler: CropSampler, chunk: list[Crop], optimizer, weights: torch.Tensor,
+          settings: CropTraining, device: str) -> float:
+    """One optimizer step on the crops ``chunk``; its loss."""
+    batch = sampler.tensor(chunk).to(device, memory_format=torch.channels_last)
+    with torch.autocast(device, dtype=torch.bfloat16, enabled=settings.bf16):
+        loss = _losses(model, batch, chunk, weights)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    return loss.item()
+
+
+def _batches(crops: list[Crop], batch_size: int) -> list[list[Crop]]:
+    chunks = [crops[start:start + batch_size] for start in range(0, len(crops), batch_size)]
+    return [chunk for chunk in chunks if len(chunk) >= 2]  # batch-norm needs more than one sample
+
+
 def _epoch(model: CropClassifier, sampler: CropSampler, optimizer, schedule, weights: torch.Tensor,
            settings: CropTraining, device: str) -> float:
     """One pass over freshly drawn crops; the mean loss."""
     model.train()
     total, seen = 0.0, 0
-    crops = sampler.epoch()
-    for start in range(0, len(crops), settings.batch_size):
-        chunk = crops[start:start + settings.batch_size]
-        if len(chunk) < 2:
-            continue  # batch-norm needs more than one sample
-        batch = sampler.tensor(chunk).to(device, memory_format=torch.channels_last)
-        with torch.autocast(device, dtype=torch.bfloat16, enabled=settings.bf16):
-            loss = _losses(model, batch, chunk, weights)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+    for chunk in _batches(sampler.epoch(), settings.batch_size):
+        loss = _step(model, sampler, chunk, optimizer, weights, settings, device)
         if schedule.last_epoch + 1 < schedule.total_steps:
             schedule.step()
-        total, seen = total + loss.item() * len(chunk), seen + len(chunk)
+        total, seen = total + loss * len(chunk), seen + len(chunk)
     return total / max(1, seen)
+
+
+def _optimizer(model: CropClassifier, settings: CropTraining) -> torch.optim.Optimizer:
+    return torch.optim.SGD(model.parameters(), lr=settings.max_lr, momentum=0.9, nesterov=True,
+                           weight_decay=settings.weight_decay)
 
 
 def fit_crop_classifier(model: CropClassifier, records: list[ImageRecord], classes: list[str],
@@ -254,8 +267,7 @@ def fit_crop_classifier(model: CropClassifier, records: list[ImageRecord], class
                            device=device)
     steps_per_epoch = math.ceil(len(sampler.lesions) * (1 + settings.background_per_lesion)
                                 / settings.batch_size)
-    optimizer = torch.optim.SGD(model.parameters(), lr=settings.max_lr, momentum=0.9, nesterov=True,
-                                weight_decay=settings.weight_decay)
+    optimizer = _optimizer(model, settings)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, settings.max_lr,
                                                    total_steps=settings.epochs * steps_per_epoch + 1)
     history, started = [], time.perf_counter()
@@ -270,6 +282,36 @@ def fit_crop_classifier(model: CropClassifier, records: list[ImageRecord], class
     return history
 
 
+def _trunk_classifier(settings: PretrainSettings, n_classes: int, device: str) -> CropClassifier:
+    cfg = trunk_config(settings.base_config)
+    trunk = detectron2_trunk(cfg)
+    return CropClassifier(trunk, trunk.output_shape()["res5"].channels, n_classes, cfg.MODEL.PIXEL_MEAN,
+                          cfg.MODEL.PIXEL_STD).to(device, memory_format=torch.channels_last)
+
+
+def seconds_per_epoch(records: list[ImageRecord], settings: PretrainSettings | None = None,
+                      steps: int = 3) -> float:
+    """This machine's time for one pretraining epoch of ``settings`` on ``records``: ``steps``
+    timed batches (after one that warms up), scaled to an epoch's batches. A quick probe that lets
+    scripts/reference_model.sh fit the epochs into its time budget."""
+    settings = settings or PretrainSettings()
+    device = resolve_device("auto")
+    settings = replace(settings, bf16=use_bf16(settings.bf16, device))
+    torch.manual_seed(settings.seed)
+    classes = crop_classes(records)
+    model = _trunk_classifier(settings, len(classes), device).train()
+    sampler = CropSampler(records, classes, settings, train=True)
+    optimizer, weights = _optimizer(model, settings), torch.ones(len(classes), device=device)
+    batches = _batches(sampler.epoch(), settings.batch_size)
+    seconds = []
+    for chunk in batches[:steps + 1]:
+        started = time.perf_counter()
+        _step(model, sampler, chunk, optimizer, weights, settings, device)
+        seconds.append(time.perf_counter() - started)
+    timed = seconds[1:] or seconds
+    return sum(timed) / len(timed) * len(batches)
+
+
 def pretrain(records: list[ImageRecord], out: str | Path, settings: PretrainSettings | None = None,
              holdout: list[ImageRecord] | None = None,
              progress: Callable[[dict], None] | None = None) -> Path:
@@ -281,12 +323,9 @@ def pretrain(records: list[ImageRecord], out: str | Path, settings: PretrainSett
     StagedDirectory(out).check()
     torch.manual_seed(settings.seed)
     classes = crop_classes(records)
-    cfg = trunk_config(settings.base_config)
     device = resolve_device("auto")
     settings = replace(settings, bf16=use_bf16(settings.bf16, device))
-    trunk = detectron2_trunk(cfg)
-    model = CropClassifier(trunk, trunk.output_shape()["res5"].channels, len(classes), cfg.MODEL.PIXEL_MEAN,
-                           cfg.MODEL.PIXEL_STD).to(device, memory_format=torch.channels_last)
+    model = _trunk_classifier(settings, len(classes), device)
     started = time.perf_counter()
     history = fit_crop_classifier(model, records, classes, settings, device, progress)
     metrics = evaluate_crops(model, holdout, classes, settings, device) if holdout else {}

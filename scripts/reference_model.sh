@@ -8,10 +8,12 @@
 #      BrEaST part1, then the first model's BI-RADS 4 on part2 split by it (the paper's Table III).
 # A stage whose output exists is not run again (rerun after an interruption to go on).
 # The result is a starter model for new projects: INITIAL_WEIGHTS=$OUT/model (README).
-# The budget: BUDGET_S (default 7200; 0: none) bounds the whole script. After pretraining, a timed
-# probe of the detector caps its 1500 + 300 iterations to what is left minus EVAL_RESERVE_S
-# (default 480): a slower machine trains less (each model's model.json says how long), and never
-# fewer than MIN_ITERS (200). ITERS given by hand is used as it is.
+# The budget: BUDGET_S (default 7200; 0: none) bounds the whole script. First a timed probe of the
+# pretraining caps its 30 epochs to PRETRAIN_SHARE (default 0.3) of the budget, never fewer than
+# MIN_EPOCHS (5); after pretraining, a timed probe of the detector caps its 1500 + 300 iterations
+# to what is left minus EVAL_RESERVE_S (default 480), never fewer than MIN_ITERS (200). A slower
+# machine trains less (pretrain.json and each model's model.json say how long). PRETRAIN_EPOCHS
+# or ITERS given by hand is used as it is.
 # Overrides (environment): OUT, DATA, BIRADS (the command), PRETRAIN_EPOCHS, ITERS, ITERS_NO4,
 # IMAGE_SIZE/MAX_SIZE, BATCH, BASE_LR/BASE_LR_NO4, WORKERS; UNTIL=NAME stops after that stage
 # (scripts/device_reference.sh runs the recipe at the paper's 800 px on a GPU this way).
@@ -53,8 +55,24 @@ iters_no4=${ITERS_NO4:-300}
 detector=(--data "$busbra" --splits fold1 fold2 fold3 --out "$out/model" --weights "$out/trunk"
           --image-size "${IMAGE_SIZE:-320}" --max-size "${MAX_SIZE:-576}" --batch-size "${BATCH:-4}"
           --base-lr "${BASE_LR:-0.01}" --class-balanced --bf16 --num-workers "${WORKERS:-1}")
-stage pretrain "$out/trunk" $birads pretrain --data "$busbra" --splits fold1 fold2 fold3 --holdout-splits fold4 \
-  --out "$out/trunk" --epochs "${PRETRAIN_EPOCHS:-30}"
+# fit the trunk's epochs into PRETRAIN_SHARE of the budget, when they must shrink (an AVX2-only CPU
+# has no bf16: 183 s per epoch were measured there, against 52 s on an AMX Xeon)
+fit_pretraining() {
+  if [ -n "${PRETRAIN_EPOCHS:-}" ] || [ "${BUDGET_S:-7200}" -eq 0 ]; then return 0; fi
+  local spe fit
+  spe=$($birads pretrain "${trunk[@]}" --probe | tail -1)
+  fit=$(awk -v budget="${BUDGET_S:-7200}" -v share="${PRETRAIN_SHARE:-0.3}" -v spe="$spe" \
+        -v least="${MIN_EPOCHS:-5}" 'BEGIN { n = int(budget * share / spe); print (n < least ? least : n) }')
+  echo "budget: $spe s per pretraining epoch: room for $fit epochs in ${PRETRAIN_SHARE:-0.3} of it"
+  if [ "$fit" -lt "$epochs" ]; then epochs=$fit; fi
+}
+pretrain_trunk() {
+  fit_pretraining
+  $birads pretrain "${trunk[@]}" --holdout-splits fold4 --epochs "$epochs"
+}
+epochs=${PRETRAIN_EPOCHS:-30}
+trunk=(--data "$busbra" --splits fold1 fold2 fold3 --out "$out/trunk")
+stage pretrain "$out/trunk" pretrain_trunk
 fit_schedule
 stage model "$out/model" $birads train "${detector[@]}" --max-iter "$iters"
 stage model-no4 "$out/model-no4" $birads train --data "$busbra" --splits fold1 fold2 fold3 \

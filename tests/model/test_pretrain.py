@@ -41,3 +41,14 @@ def test_pretrained_trunk_starts_the_detector_with_frozen_batch_norm(tmp_path, b
 
     with pytest.raises(DataError, match="pretrained for"):
         train(records, tmp_path / "r101", TrainSettings(weights=str(trunk_dir), max_iter=1))
+
+
+def test_pretrain_probe_times_an_epoch_and_trains_nothing(busbra_dir, tmp_path, capsys):
+    from model.cli import main
+
+    out = tmp_path / "trunk"
+    assert main(["pretrain", "--data", f"busbra:{busbra_dir}", "--out", str(out), "--probe",
+                 "--crop-size", "32", "--batch-size", "2"]) == 0
+    seconds = float(capsys.readouterr().out.strip().splitlines()[-1])  # scripts read the last line
+    assert 0 < seconds < 600
+    assert not out.exists()
