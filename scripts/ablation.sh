@@ -38,6 +38,12 @@ keep_checkpoints() {
     done
   done
 }
+# stop_keeping PID: end keep_checkpoints: its sleep first (the loop then ends; a copy under way
+# finishes), then the loop itself
+stop_keeping() {
+  pkill -x -P "$1" sleep 2>/dev/null || true
+  kill "$1" 2>/dev/null || true
+}
 # as_model MODEL CHECKPOINT DIR: a model directory with MODEL's config and CHECKPOINT's weights
 as_model() {
   [ -d "$3" ] && return 0
@@ -52,7 +58,8 @@ evaluate() {
   [ -d "$2/breast" ] || $birads evaluate --data "breast:$data/BrEaST" --splits part2 --model "$1" \
     --out "$2/breast" --image-decision top
 }
-for arm in "$@"; do
+for spec in "$@"; do
+  arm=${spec%@*}  # ARM@N: the arm with seed N, in its own folder
   case $arm in
     no-pretrain) args=(--image-size 320 --max-size 576 --class-balanced) ;;  # from scratch (GroupNorm)
     no-balance) args=(--weights "$ref/trunk" --image-size 320 --max-size 576) ;;
@@ -68,7 +75,8 @@ for arm in "$@"; do
                        --extra MODEL.BACKBONE.FREEZE_AT 4) ;;
     *) echo "unknown arm $arm" >&2; exit 2 ;;
   esac
-  dir=$out/$arm
+  if [ "$spec" != "$arm" ]; then args+=(--seed "${spec#*@}"); fi
+  dir=$out/$spec
   mkdir -p "$dir"
   if [ ! -d "$dir/model" ]; then
     date +%s > "$dir/train.start"
@@ -76,9 +84,9 @@ for arm in "$@"; do
       grep -m1 "model name" /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'; } > "$dir/machine.txt" || true
     keep_checkpoints "$dir" &
     keeper=$!
-    trap 'kill "$keeper" 2>/dev/null' EXIT  # a failed training must not leave the copier running
+    trap 'stop_keeping "$keeper"' EXIT  # a failed training must not leave the copier running
     $birads train "${recipe[@]}" "${args[@]}" --out "$dir/model"
-    kill "$keeper"
+    stop_keeping "$keeper"
     trap - EXIT
     date +%s > "$dir/train.end"
   fi

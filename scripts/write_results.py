@@ -386,14 +386,24 @@ def _machine(arm: Path) -> str:
     return next((f.read_text().strip() for f in recorded if f.is_file()), "not recorded")
 
 
+def _arm_folders(arms: Path) -> list[tuple[str, str, Path]]:
+    """Each arm's folder (ARM, or ARM@N for seed N) in ARMS's order, then by seed: (name, what, folder)."""
+    found = []
+    for folder in arms.iterdir() if arms.is_dir() else []:
+        arm, _, seed = folder.name.partition("@")
+        if arm in ARMS and (not seed or seed.isdigit()):
+            what = ARMS[arm] + (f", seed {seed}" if seed else "")
+            found.append(((list(ARMS).index(arm), int(seed or -1)), folder.name, what, folder))
+    return [(name, what, folder) for _, name, what, folder in sorted(found, key=lambda f: f[0])]
+
+
 def ablation_section(runs: Path, arms: str = ABLATION, title: str = "One lever at a time (first model)",
                      how: str = "`scripts/ablation.sh ARM...`") -> list[str]:
     """scripts/ablation.sh: the recipe's first model with one lever changed, on one machine, with
     the learning curve of each arm's checkpoints (wall time at a checkpoint: its share of the run).
     ``arms``: their folder under ``runs``; ``how``: the command that ran them."""
     rows, machines = [], set()
-    for arm, what in ARMS.items():
-        folder = runs / arms / arm
+    for arm, what, folder in _arm_folders(runs / arms):
         info = folder / "model" / "model.json"
         if not info.is_file():
             continue

@@ -3,6 +3,7 @@
 
 import importlib.util
 import json
+import shutil
 import sys
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -158,6 +159,13 @@ def test_ablation_section_lists_each_arm_and_its_checkpoints(tmp_path, writer, b
     (arm / "machine.txt").write_text("Some GPU\n")  # where arms record it now
     assert "`scripts/device_ablation.sh` on Some GPU:" in writer.ablation_section(
         runs, how="`scripts/device_ablation.sh`")[2]
+    shutil.copytree(arm, runs / "ablation" / "frozen-res4@7")  # the same arm with seed 7, listed after it
+    shutil.copytree(arm, runs / "ablation" / "unknown-arm")  # not an arm of ablation.sh: no row
+    seeded = [line for line in writer.ablation_section(runs) if line.startswith("| frozen-res4")]
+    assert [line.split(" | ")[0] for line in seeded] == [
+        "| frozen-res4 (res3 and res4 frozen too), at 500", "| frozen-res4 (res3 and res4 frozen too)",
+        "| frozen-res4@7 (res3 and res4 frozen too, seed 7), at 500",
+        "| frozen-res4@7 (res3 and res4 frozen too, seed 7)"]
     rows = [line for line in lines if line.startswith("| frozen-res4")]
     at_500 = sum(r.birads == "2" for r in busbra) / len(busbra)
     assert rows == [

@@ -1,6 +1,7 @@
-"""scripts/reference_model.sh keeps to its time budget: the pretraining's epochs and the detector's
-iterations are capped from timed probes. The `birads` command is a stand-in that answers the probes
-with given speeds and records every call; the script's own arithmetic is what is tested."""
+"""The recipe's scripts: reference_model.sh keeps to its time budget (the pretraining's epochs and
+the detector's iterations capped from timed probes); ablation.sh runs each arm as asked. The `birads`
+command is a stand-in that answers the probes with given speeds and records every call; the scripts'
+own logic is what is tested."""
 
 import os
 import re
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "reference_model.sh"
+SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 STAND_IN = """#!/usr/bin/env bash
 echo "$*" >> "$CALLS"
 command=$1; shift
@@ -26,14 +27,15 @@ if [ -n "$out" ]; then mkdir -p "$out"; fi
 """
 
 
-def run_script(tmp_path: Path, epoch_s: float, iter_s: float, **env: str) -> list[str]:
+def run_script(tmp_path: Path, epoch_s: float, iter_s: float, *args: str, script: str = "reference_model.sh",
+               **env: str) -> list[str]:
     birads = tmp_path / "birads"
     birads.write_text(STAND_IN)
     birads.chmod(0o755)
     calls = tmp_path / "calls.txt"
-    subprocess.run(["bash", str(SCRIPT)], check=True, capture_output=True, text=True, env=os.environ | {
-        "OUT": str(tmp_path / "reference"), "BIRADS": str(birads), "CALLS": str(calls),
-        "SECONDS_PER_EPOCH": str(epoch_s), "SECONDS_PER_ITER": str(iter_s)} | env)
+    subprocess.run(["bash", str(SCRIPTS / script), *args], check=True, capture_output=True, text=True,
+                   env=os.environ | {"OUT": str(tmp_path / "reference"), "BIRADS": str(birads), "CALLS": str(calls),
+                                     "SECONDS_PER_EPOCH": str(epoch_s), "SECONDS_PER_ITER": str(iter_s)} | env)
     return calls.read_text().splitlines()
 
 
@@ -63,3 +65,13 @@ def test_epochs_given_by_hand_are_not_probed(tmp_path):
     calls = run_script(tmp_path, 183, 2, PRETRAIN_EPOCHS="3")
     assert option(calls, "pretrain", "--epochs") == 3
     assert not any(c.startswith("pretrain") and "--probe" in c for c in calls)
+
+
+def test_ablation_runs_each_arm_and_a_seed_given_as_arm_at_n(tmp_path):
+    calls = run_script(tmp_path, 0, 0, "recipe", "gn-heads@7", script="ablation.sh",
+                       OUT=str(tmp_path / "ablation"), REF=str(tmp_path / "reference"))
+    trainings = [c for c in calls if c.startswith("train")]
+    assert len(trainings) == 2 and "--seed" not in trainings[0]
+    assert "--seed 7" in trainings[1] and "MODEL.ROI_BOX_HEAD.NORM GN" in trainings[1]
+    for arm in ("recipe", "gn-heads@7"):  # each arm evaluated as the recipe is, in its own folder
+        assert (tmp_path / "ablation" / arm / "fold4").is_dir() and (tmp_path / "ablation" / arm / "breast").is_dir()
