@@ -87,7 +87,6 @@ def train_box_classifier(records: list[ImageRecord], model_dir: str | Path, clas
     start = _classifier_dir(parent) if parent else None
     parent_meta = _read_meta(start) if start else None
     settings = settings or (_settings(parent_meta) if parent_meta else BoxClassifierSettings())
-    settings = replace(settings, bf16=use_bf16(settings.bf16, device))
     torch.manual_seed(settings.seed)  # the random initial weights too, as pretrain's
     model = build(len(crop_classes))
     schedule = settings
@@ -96,6 +95,8 @@ def train_box_classifier(records: list[ImageRecord], model_dir: str | Path, clas
         model.load_state_dict(torch.load(start / WEIGHTS, map_location="cpu", weights_only=True))
         schedule = BoxClassifierSettings(**asdict(settings) | {"epochs": settings.fine_tune_epochs,
                                                                "max_lr": settings.fine_tune_lr})
+    # bf16 where this machine runs it; the meta keeps what was asked, for children trained elsewhere
+    schedule = replace(schedule, bf16=use_bf16(schedule.bf16, device))
     model.to(device, memory_format=torch.channels_last)
     started = time.perf_counter()
     history = fit_crop_classifier(model, records, crop_classes, schedule, device, progress)

@@ -309,7 +309,7 @@ def seconds_per_epoch(records: list[ImageRecord], settings: PretrainSettings | N
         _step(model, sampler, chunk, optimizer, weights, settings, device)
         seconds.append(time.perf_counter() - started)
     timed = seconds[1:] or seconds
-    return sum(timed) / len(timed) * len(batches)
+    return sum(timed) / len(timed) * len(batches) if timed else 0.0  # no batch: nothing to time
 
 
 def pretrain(records: list[ImageRecord], out: str | Path, settings: PretrainSettings | None = None,

@@ -38,6 +38,15 @@ keep_checkpoints() {
     done
   done
 }
+# machine_name: the first GPU's name where a driver answers, else the CPU's
+machine_name() {
+  local gpu
+  if gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1) && [ -n "$gpu" ]; then
+    echo "$gpu"
+  else
+    grep -m1 "model name" /proc/cpuinfo | cut -d: -f2 | sed 's/^ //' || echo "not recorded"
+  fi
+}
 # stop_keeping PID: end keep_checkpoints: its sleep first (the loop then ends; a copy under way
 # finishes), then the loop itself
 stop_keeping() {
@@ -75,13 +84,16 @@ for spec in "$@"; do
                        --extra MODEL.BACKBONE.FREEZE_AT 4) ;;
     *) echo "unknown arm $arm" >&2; exit 2 ;;
   esac
-  if [ "$spec" != "$arm" ]; then args+=(--seed "${spec#*@}"); fi
+  if [ "$spec" != "$arm" ]; then
+    [[ ${spec#*@} =~ ^[0-9]+$ ]] || { echo "arm $spec: the seed after @ must be a number" >&2; exit 2; }
+    [ "$arm" != seed-2 ] || { echo "seed-2 has its seed; use recipe@N" >&2; exit 2; }
+    args+=(--seed "${spec#*@}")
+  fi
   dir=$out/$spec
   mkdir -p "$dir"
   if [ ! -d "$dir/model" ]; then
     date +%s > "$dir/train.start"
-    { nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null ||
-      grep -m1 "model name" /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'; } > "$dir/machine.txt" || true
+    machine_name > "$dir/machine.txt"
     keep_checkpoints "$dir" &
     keeper=$!
     trap 'stop_keeping "$keeper"' EXIT  # a failed training must not leave the copier running

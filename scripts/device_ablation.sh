@@ -22,6 +22,7 @@ mkdir -p "$run"
 echo "== $(elapsed) s: the recipe's trunk"
 OUT=$run/reference UNTIL=pretrain BUDGET_S=0 scripts/reference_model.sh
 left=$(( budget - $(elapsed) ))
+if [ "$left" -lt 60 ]; then echo "== $(elapsed) s: only $left s left of $budget, no arm started"; exit 1; fi
 echo "== $(elapsed) s: arms $arms side by side, stopped after $left s"
 declare -A pids
 for arm in $arms; do

@@ -21,6 +21,8 @@ source scripts/device_env.sh
 trap 'tar czf "$back/reports.tgz" --exclude="*.pth" -C "$run" . 2>/dev/null || true' EXIT
 export OUT=$run
 echo "== $(elapsed) s: the recipe (its schedule fitted to the budget after pretraining)"
-BUDGET_S=$(( budget - $(elapsed) )) EVAL_RESERVE_S=$eval_reserve IMAGE_SIZE=$size MAX_SIZE=$max_size \
+# a GPU pretrains the 30 epochs in about a minute: no probe for them
+BUDGET_S=$(( budget - $(elapsed) )) PRETRAIN_EPOCHS=${PRETRAIN_EPOCHS:-30} EVAL_RESERVE_S=$eval_reserve \
+  IMAGE_SIZE=$size MAX_SIZE=$max_size \
   BATCH=$batch WORKERS=$workers scripts/reference_model.sh
 echo "== $(elapsed) s: done"

@@ -61,6 +61,9 @@ fit_pretraining() {
   if [ -n "${PRETRAIN_EPOCHS:-}" ] || [ "${BUDGET_S:-7200}" -eq 0 ]; then return 0; fi
   local spe fit
   spe=$($birads pretrain "${trunk[@]}" --probe | tail -1)
+  if ! awk -v s="$spe" 'BEGIN { exit !(s + 0 > 0) }'; then
+    echo "budget: the pretraining probe answered '$spe', not a time: $epochs epochs, uncapped"; return 0
+  fi
   fit=$(awk -v budget="${BUDGET_S:-7200}" -v share="${PRETRAIN_SHARE:-0.3}" -v spe="$spe" \
         -v least="${MIN_EPOCHS:-5}" 'BEGIN { n = int(budget * share / spe); print (n < least ? least : n) }')
   echo "budget: $spe s per pretraining epoch: room for $fit epochs in ${PRETRAIN_SHARE:-0.3} of it"

@@ -252,7 +252,8 @@ def header(runs: Path) -> list[str]:
             f"images, classes {', '.join(info['classes'])}, near-native size (short side {t['image_size']} px, "
             f"long side at most {t['max_size']}), batch {t['batch_size']}, LR {t['base_lr']} dropped 10x at "
             f"{100 * t['lr_drop_at']:.0f} %, {t['max_iter']} iterations, rare categories repeated "
-            f"(threshold {t['repeat_threshold']}), flips/rotation/brightness on the fly, bf16 autocast.",
+            f"(threshold {t['repeat_threshold']}), flips/rotation/brightness on the fly, "
+            f"{'bf16 autocast' if t.get('bf16') else 'float32'}.",
             f"3. **The paper's second model** ({spans.get('model-no4', 'not recorded')}): fine-tuned from the "
             f"first on the {second['data']['images']} training images without BI-RADS 4 (classes "
             f"{', '.join(second['classes'])}), {second['settings']['max_iter']} iterations.",
@@ -367,7 +368,8 @@ ARMS = {"recipe": "the recipe's first model, unchanged", "seed-2": "the recipe w
         "frozen-res4": "res3 and res4 frozen too", "no-balance": "no class-balanced sampling",
         "size-512": "short side 512 px, long at most 800",
         "no-pretrain": "from scratch (GroupNorm), no pretrained trunk",
-        "giou": "box head regressed with the generalized-IoU loss, weight 10"}
+        "giou": "box head regressed with the generalized-IoU loss, weight 10",
+        "gn-heads": "GroupNorm FPN and four-convolution GroupNorm box head, as from scratch"}
 
 
 def _ablation_row(arm: str, iterations: int, wall: int | None, folder: Path) -> str | None:

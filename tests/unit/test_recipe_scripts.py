@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 
 SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
+OVERRIDES = {"BUDGET_S", "ITERS", "ITERS_NO4", "PRETRAIN_EPOCHS", "PRETRAIN_SHARE", "MIN_EPOCHS", "MIN_ITERS",
+             "EVAL_RESERVE_S", "UNTIL", "CHECKPOINT_PERIOD", "IMAGE_SIZE", "MAX_SIZE", "BATCH", "REF", "DATA"}
 STAND_IN = """#!/usr/bin/env bash
 echo "$*" >> "$CALLS"
 command=$1; shift
@@ -33,9 +35,10 @@ def run_script(tmp_path: Path, epoch_s: float, iter_s: float, *args: str, script
     birads.write_text(STAND_IN)
     birads.chmod(0o755)
     calls = tmp_path / "calls.txt"
+    clean = {k: v for k, v in os.environ.items() if k not in OVERRIDES}  # a developer's own settings
     subprocess.run(["bash", str(SCRIPTS / script), *args], check=True, capture_output=True, text=True,
-                   env=os.environ | {"OUT": str(tmp_path / "reference"), "BIRADS": str(birads), "CALLS": str(calls),
-                                     "SECONDS_PER_EPOCH": str(epoch_s), "SECONDS_PER_ITER": str(iter_s)} | env)
+                   env=clean | {"OUT": str(tmp_path / "reference"), "BIRADS": str(birads), "CALLS": str(calls),
+                                "SECONDS_PER_EPOCH": str(epoch_s), "SECONDS_PER_ITER": str(iter_s)} | env)
     return calls.read_text().splitlines()
 
 
@@ -61,6 +64,14 @@ def test_a_fast_machine_keeps_the_full_recipe(tmp_path):
     assert any("--without-birads-4" in c and "--max-iter 300" in c for c in calls)
 
 
+def test_a_very_slow_machine_still_pretrains_the_least_epochs(tmp_path):
+    assert option(run_script(tmp_path, 2000, 7), "pretrain", "--epochs") == 5  # MIN_EPOCHS
+
+
+def test_a_probe_that_answers_no_time_caps_nothing(tmp_path):
+    assert option(run_script(tmp_path, 0, 2), "pretrain", "--epochs") == 30
+
+
 def test_epochs_given_by_hand_are_not_probed(tmp_path):
     calls = run_script(tmp_path, 183, 2, PRETRAIN_EPOCHS="3")
     assert option(calls, "pretrain", "--epochs") == 3
@@ -75,3 +86,10 @@ def test_ablation_runs_each_arm_and_a_seed_given_as_arm_at_n(tmp_path):
     assert "--seed 7" in trainings[1] and "MODEL.ROI_BOX_HEAD.NORM GN" in trainings[1]
     for arm in ("recipe", "gn-heads@7"):  # each arm evaluated as the recipe is, in its own folder
         assert (tmp_path / "ablation" / arm / "fold4").is_dir() and (tmp_path / "ablation" / arm / "breast").is_dir()
+
+
+def test_a_seed_that_is_not_a_number_is_refused_before_training(tmp_path):
+    with pytest.raises(subprocess.CalledProcessError) as refused:
+        run_script(tmp_path, 0, 0, "recipe@x", script="ablation.sh", OUT=str(tmp_path / "ablation"))
+    assert refused.value.returncode == 2 and "must be a number" in refused.value.stderr
+    assert not (tmp_path / "calls.txt").exists()  # nothing was trained

@@ -3,6 +3,7 @@
 
 import importlib.util
 import json
+import re
 import shutil
 import sys
 from dataclasses import asdict, replace
@@ -161,7 +162,9 @@ def test_ablation_section_lists_each_arm_and_its_checkpoints(tmp_path, writer, b
         runs, how="`scripts/device_ablation.sh`")[2]
     shutil.copytree(arm, runs / "ablation" / "frozen-res4@7")  # the same arm with seed 7, listed after it
     shutil.copytree(arm, runs / "ablation" / "unknown-arm")  # not an arm of ablation.sh: no row
-    seeded = [line for line in writer.ablation_section(runs) if line.startswith("| frozen-res4")]
+    listed = writer.ablation_section(runs)
+    assert not any(line.startswith("| unknown-arm") for line in listed)
+    seeded = [line for line in listed if line.startswith("| frozen-res4")]
     assert [line.split(" | ")[0] for line in seeded] == [
         "| frozen-res4 (res3 and res4 frozen too), at 500", "| frozen-res4 (res3 and res4 frozen too)",
         "| frozen-res4@7 (res3 and res4 frozen too, seed 7), at 500",
@@ -174,3 +177,9 @@ def test_ablation_section_lists_each_arm_and_its_checkpoints(tmp_path, writer, b
         f"| 0.500 | 0.54x |",
         # the experts' own categories against pathology: AUC 0.9 on these images
         "| frozen-res4 (res3 and res4 frozen too) | 2000 | 50 min | 1.000 | 1.000 | 100.00 % | 0.900 | 0.23x |"]
+
+
+def test_every_arm_of_the_ablation_script_is_described(writer):
+    script = (Path(writer.__file__).parent / "ablation.sh").read_text()
+    arms = set(re.findall(r"^ {4}([a-z0-9-]+)\) args=", script, flags=re.M))
+    assert arms and arms == set(writer.ARMS)
