@@ -12,6 +12,7 @@
 # gn-heads: the recipe's trunk under no-pretrain's heads (GroupNorm in the FPN, a box head of four
 # GroupNorm convolutions and one fully connected layer, model/configs/from_scratch.yaml), which
 # localised best on the H200 (docs/results.md).
+# ARM@N: any arm but seed-2 with seed N, in $OUT/ARM@N (two seeds of a lever: ARM ARM@2).
 # All but no-pretrain start from the recipe's trunk ($REF/trunk, scripts/reference_model.sh).
 # Each arm records the machine it trained on ($OUT/ARM/machine.txt: the GPU where there is one, else
 # the CPU): compare arms of one machine only.
