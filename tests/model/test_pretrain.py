@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from model import datasets
+from model import config, datasets
 from model.config import TrainSettings
 from model.io import DataError
 from model.pretrain import PretrainSettings, pretrain
@@ -52,3 +52,17 @@ def test_pretrain_probe_times_an_epoch_and_trains_nothing(busbra_dir, tmp_path, 
     seconds = float(capsys.readouterr().out.strip().splitlines()[-1])  # scripts read the last line
     assert 0 < seconds < 600
     assert not out.exists()
+
+
+def test_bf16_on_a_cpu_without_it_trains_and_records_float32(tmp_path, busbra_dir, monkeypatch, caplog):
+    # an AVX2-only CPU: bf16 (the pretraining's default, the recipe's --bf16) would be emulated
+    monkeypatch.setattr(config, "cpu_supports_bf16", lambda: False)
+    records = datasets.load(f"busbra:{busbra_dir}")
+    trunk_dir = pretrain(records[:6], tmp_path / "trunk", PretrainSettings(
+        base_config=R50, crop_size=32, epochs=1, batch_size=4, bf16=True))
+    assert json.loads((trunk_dir / "pretrain.json").read_text())["settings"]["bf16"] is False
+    detector_dir = train(records[:4], tmp_path / "detector", TrainSettings(
+        base_config=R50, weights=str(trunk_dir), image_size=128, max_size=192, max_iter=2, num_workers=0,
+        warmup_iters=1, bf16=True, device="cpu"))
+    assert json.loads((detector_dir / "model.json").read_text())["settings"]["bf16"] is False  # what ran
+    assert caplog.text.count("no native bfloat16") == 2  # said once per training
