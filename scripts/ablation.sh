@@ -68,21 +68,21 @@ evaluate() {
   [ -d "$2/breast" ] || $birads evaluate --data "breast:$data/BrEaST" --splits part2 --model "$1" \
     --out "$2/breast" --image-decision top
 }
+# the recipe's own options for its first model: most arms add one thing to them
+from_trunk=(--weights "$ref/trunk" --image-size 320 --max-size 576 --class-balanced)
 for spec in "$@"; do
   arm=${spec%@*}  # ARM@N: the arm with seed N, in its own folder
   case $arm in
     no-pretrain) args=(--image-size 320 --max-size 576 --class-balanced) ;;  # from scratch (GroupNorm)
     no-balance) args=(--weights "$ref/trunk" --image-size 320 --max-size 576) ;;
     size-512) args=(--weights "$ref/trunk" --image-size 512 --max-size 800 --class-balanced) ;;
-    recipe) args=(--weights "$ref/trunk" --image-size 320 --max-size 576 --class-balanced) ;;
-    seed-2) args=(--weights "$ref/trunk" --image-size 320 --max-size 576 --class-balanced --seed 2) ;;
-    gn-heads) args=(--weights "$ref/trunk" --image-size 320 --max-size 576 --class-balanced
-                    --extra MODEL.FPN.NORM GN MODEL.ROI_BOX_HEAD.NAME FastRCNNConvFCHead MODEL.ROI_BOX_HEAD.NUM_CONV 4
-                    MODEL.ROI_BOX_HEAD.NUM_FC 1 MODEL.ROI_BOX_HEAD.NORM GN) ;;
-    giou) args=(--weights "$ref/trunk" --image-size 320 --max-size 576 --class-balanced
-                --extra MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_TYPE giou MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_WEIGHT 10.0) ;;
-    frozen-res4) args=(--weights "$ref/trunk" --image-size 320 --max-size 576 --class-balanced
-                       --extra MODEL.BACKBONE.FREEZE_AT 4) ;;
+    recipe) args=("${from_trunk[@]}") ;;
+    seed-2) args=("${from_trunk[@]}" --seed 2) ;;
+    gn-heads) args=("${from_trunk[@]}" --extra MODEL.FPN.NORM GN MODEL.ROI_BOX_HEAD.NAME FastRCNNConvFCHead
+                    MODEL.ROI_BOX_HEAD.NUM_CONV 4 MODEL.ROI_BOX_HEAD.NUM_FC 1 MODEL.ROI_BOX_HEAD.NORM GN) ;;
+    giou) args=("${from_trunk[@]}" --extra MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_TYPE giou
+                MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_WEIGHT 10.0) ;;
+    frozen-res4) args=("${from_trunk[@]}" --extra MODEL.BACKBONE.FREEZE_AT 4) ;;
     *) echo "unknown arm $arm" >&2; exit 2 ;;
   esac
   if [ "$spec" != "$arm" ]; then
