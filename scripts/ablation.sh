@@ -18,6 +18,8 @@
 # the CPU): compare arms of one machine only.
 # A learning curve: each arm's checkpoints (every CHECKPOINT_PERIOD iterations, default 500; the last
 # is the model itself) are evaluated too, in $OUT/ARM/at-N, after the model itself.
+# KEEP=DIR: each finished arm's reports, configs and training log (no weights) are copied to DIR/ARM,
+# e.g. docs/results/cpu-zen5-ablation, where scripts/write_results.py reads them (runs/ stays local).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-runs/ablation}
@@ -68,6 +70,15 @@ evaluate() {
   [ -d "$2/breast" ] || $birads evaluate --data "breast:$data/BrEaST" --splits part2 --model "$1" \
     --out "$2/breast" --image-decision top
 }
+# keep_reports ARM_DIR: ARM_DIR's files but weights and checkpoints, to $KEEP/ARM (when KEEP is set)
+keep_reports() {
+  [ -n "${KEEP:-}" ] || return 0
+  local keep
+  mkdir -p "$KEEP"
+  keep=$(realpath "$KEEP")
+  (cd "$(dirname "$1")" && find "$(basename "$1")" -type f ! -name "*.pth" ! -path "*/checkpoints/*" \
+     ! -path "*/.model.work/*" -print0 | xargs -0 cp --parents -t "$keep")
+}
 # the recipe's own options for its first model: most arms add one thing to them
 from_trunk=(--weights "$ref/trunk" --image-size 320 --max-size 576 --class-balanced)
 for spec in "$@"; do
@@ -98,7 +109,7 @@ for spec in "$@"; do
     keep_checkpoints "$dir" &
     keeper=$!
     trap 'stop_keeping "$keeper"' EXIT  # a failed training must not leave the copier running
-    $birads train "${recipe[@]}" "${args[@]}" --out "$dir/model"
+    $birads train "${recipe[@]}" "${args[@]}" --out "$dir/model" 2>&1 | tee "$dir/train.log"
     stop_keeping "$keeper"
     trap - EXIT
     date +%s > "$dir/train.end"
@@ -111,4 +122,5 @@ for spec in "$@"; do
     as_model "$dir/model" "$at" "$dir/at-$n"
     evaluate "$dir/at-$n" "$dir/at-$n"
   done
+  keep_reports "$dir"
 done

@@ -363,7 +363,13 @@ def classifier_section(runs: Path) -> list[str]:
 
 
 ABLATION = "ablation"
-GPU_ABLATION = "gpu-h200-ablation"  # scripts/device_ablation.sh's reports, kept in docs/results (runs/ is not)
+# Arms' reports (no weights) kept in docs/results, since runs/ does not outlive a machine: folder ->
+# (section title, the command that ran them)
+KEPT_ABLATIONS = {
+    "gpu-h200-ablation": ("One lever at a time on a GPU (first model)",
+                          "`scripts/device_ablation.sh` (arms side by side on one card)"),
+    "cpu-zen5-ablation": ("One lever at a time on an AMD EPYC (first model)", "`scripts/ablation.sh ARM...`"),
+}
 ARMS = {"recipe": "the recipe's first model, unchanged", "seed-2": "the recipe with another seed",
         "frozen-res4": "res3 and res4 frozen too", "no-balance": "no class-balanced sampling",
         "size-512": "short side 512 px, long at most 800",
@@ -494,8 +500,8 @@ def main() -> None:
                                 "breast")
     lines += classifier_section(runs)
     lines += ablation_section(runs)
-    lines += ablation_section(REPO / "docs" / "results", GPU_ABLATION, "One lever at a time on a GPU (first model)",
-                              "`scripts/device_ablation.sh` (arms side by side on one card)")
+    for folder, (title, how) in KEPT_ABLATIONS.items():
+        lines += ablation_section(REPO / "docs" / "results", folder, title, how)
     lines += paper_protocol_section(runs)
     lines += split_section(runs)
     lines += subcategory_section(runs)

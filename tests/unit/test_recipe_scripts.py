@@ -12,7 +12,7 @@ import pytest
 
 SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 OVERRIDES = {"BUDGET_S", "ITERS", "ITERS_NO4", "PRETRAIN_EPOCHS", "PRETRAIN_SHARE", "MIN_EPOCHS", "MIN_ITERS",
-             "EVAL_RESERVE_S", "UNTIL", "CHECKPOINT_PERIOD", "IMAGE_SIZE", "MAX_SIZE", "BATCH", "REF", "DATA"}
+             "EVAL_RESERVE_S", "UNTIL", "CHECKPOINT_PERIOD", "IMAGE_SIZE", "MAX_SIZE", "BATCH", "REF", "DATA", "KEEP"}
 STAND_IN = """#!/usr/bin/env bash
 echo "$*" >> "$CALLS"
 command=$1; shift
@@ -25,7 +25,13 @@ if [ -n "$probe" ]; then
   case $command in pretrain) echo "$SECONDS_PER_EPOCH" ;; train) echo "$SECONDS_PER_ITER" ;; esac
   exit 0
 fi
-if [ -n "$out" ]; then mkdir -p "$out"; fi
+if [ -n "$out" ]; then
+  mkdir -p "$out"
+  case $command in
+    train) echo weights > "$out/model_final.pth"; echo "{}" > "$out/model.json" ;;
+    evaluate) echo "{}" > "$out/metrics.json" ;;
+  esac
+fi
 """
 
 
@@ -86,6 +92,18 @@ def test_ablation_runs_each_arm_and_a_seed_given_as_arm_at_n(tmp_path):
     assert "--seed 7" in trainings[1] and "MODEL.ROI_BOX_HEAD.NORM GN" in trainings[1]
     for arm in ("recipe", "gn-heads@7"):  # each arm evaluated as the recipe is, in its own folder
         assert (tmp_path / "ablation" / arm / "fold4").is_dir() and (tmp_path / "ablation" / arm / "breast").is_dir()
+
+
+def test_ablation_keeps_each_arms_reports_without_weights_where_asked(tmp_path):
+    kept = tmp_path / "docs" / "kept-ablation"
+    run_script(tmp_path, 0, 0, "recipe@3", script="ablation.sh", OUT=str(tmp_path / "ablation"),
+               REF=str(tmp_path / "reference"), KEEP=str(kept))
+    arm = tmp_path / "ablation" / "recipe@3"
+    assert (arm / "model" / "model_final.pth").is_file()  # the run keeps its weights
+    files = {p.relative_to(kept).as_posix() for p in kept.rglob("*") if p.is_file()}
+    assert {"recipe@3/model/model.json", "recipe@3/fold4/metrics.json", "recipe@3/breast/metrics.json",
+            "recipe@3/machine.txt", "recipe@3/train.log"} <= files
+    assert not any(f.endswith(".pth") for f in files)  # no weights in docs/
 
 
 def test_a_seed_that_is_not_a_number_is_refused_before_training(tmp_path):
