@@ -180,6 +180,7 @@ def evaluate(records: list[ImageRecord], detections: list[Detection], classes: S
             [[Box(b.x0, b.y0, b.x1, b.y1, "lesion") for b in boxes] for boxes in expert_boxes],
             [[Box(b.x0, b.y0, b.x1, b.y1, "lesion", b.score) for b in d.boxes] for d in detections],
             ["lesion"])["ap50"],
+        "top_box": metrics.top_box_localisation(expert_boxes, [d.top() for d in detections]),
         "acceptance_rate": sum(metrics.accepted(e, s) for e, s in zip(expert_boxes, shown))
         / max(1, len(records)),
         "effort": _efforts(expert_boxes, detections, score_threshold, costs or effort.ActionCosts()),

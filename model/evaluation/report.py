@@ -133,6 +133,14 @@ DISPLAY_TEXT = {"threshold": "boxes at score >= threshold", "top1": "the most co
                 "top1-only": "only the most confident box"}
 
 
+def _top_box_line(top: dict | None) -> list[str]:
+    if not top or not top["images"]:
+        return []
+    return [f"- The most confident box, on the {top['images']} images with a lesion: on a lesion (IoU >= 0.5) "
+            f"{_pct(top['on_lesion'])}, near one (IoU 0.3-0.5) {_pct(top['near'])}, elsewhere or none "
+            f"{_pct(top['elsewhere'])}; median IoU {top['median_iou']:.2f}"]
+
+
 def markdown(m: dict, model_dir: str, data: str) -> str:
     lines = [f"# Evaluation of `{model_dir}` on `{data}`", "",
              f"{m['n_images']} images; model classes {', '.join(m['classes'])}; a box is shown at "
@@ -141,6 +149,7 @@ def markdown(m: dict, model_dir: str, data: str) -> str:
              "", "## Detection", "",
              f"- COCO box AP {m['ap']:.3f}, AP50 {m['ap50']:.3f} (per category); "
              f"lesion AP50 (any category) {m['ap50_lesion']:.3f}",
+             *_top_box_line(m.get("top_box")),
              f"- Acceptance rate (pre-annotation accepted unchanged): {_pct(m['acceptance_rate'])}",
              f"- Image-level category accuracy: {_pct(m['category_accuracy'])}", "",
              "## Per category, one vs rest (paper Table I)", "",

@@ -64,3 +64,17 @@ def test_box_ap_perfect_and_wrong_class():
     swapped = [[Box(10, 10, 50, 50, "5", 0.9)], [Box(5, 5, 30, 40, "3", 0.8)]]
     assert metrics.box_ap(truth, swapped, ["3", "5"])["ap50"] == 0.0
     assert metrics.box_ap(truth, [[], []], ["3", "5"]) == {"ap": 0.0, "ap50": 0.0}
+
+
+def test_top_box_localisation_tells_on_near_and_elsewhere_apart():
+    lesion = Box(0, 0, 100, 100, "4")
+    expert = [[lesion], [lesion], [lesion], [lesion], []]
+    top = [Box(0, 0, 100, 80, "2", 0.9),     # IoU 0.8: on the lesion, whatever its category
+           Box(0, 0, 100, 40, "4", 0.9),     # IoU 0.4: near it, a box to adjust
+           Box(200, 200, 300, 300, "4", 0.9),  # elsewhere
+           None,                              # no box at all counts as elsewhere, IoU 0
+           Box(0, 0, 10, 10, "4", 0.9)]       # an image without a lesion is not counted
+    found = metrics.top_box_localisation(expert, top)
+    assert found == {"images": 4, "on_lesion": 0.25, "near": 0.25, "elsewhere": 0.5,
+                     "median_iou": pytest.approx(0.2)}
+    assert metrics.top_box_localisation([[]], [None])["on_lesion"] is None
