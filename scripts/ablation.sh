@@ -70,14 +70,17 @@ evaluate() {
   [ -d "$2/breast" ] || $birads evaluate --data "breast:$data/BrEaST" --splits part2 --model "$1" \
     --out "$2/breast" --image-decision top
 }
-# keep_reports ARM_DIR: ARM_DIR's files but weights and checkpoints, to $KEEP/ARM (when KEEP is set)
+# keep_reports ARM_DIR: ARM_DIR's reports, metrics, configs and gzipped training log (no weights,
+# checkpoints or example pictures: they stay in runs/) to $KEEP/ARM, when KEEP is set
 keep_reports() {
   [ -n "${KEEP:-}" ] || return 0
   local keep
   mkdir -p "$KEEP"
   keep=$(realpath "$KEEP")
-  (cd "$(dirname "$1")" && find "$(basename "$1")" -type f ! -name "*.pth" ! -path "*/checkpoints/*" \
-     ! -path "*/.model.work/*" -print0 | xargs -0 cp --parents -t "$keep")
+  (cd "$(dirname "$1")" && find "$(basename "$1")" -type f ! -name "*.pth" ! -name examples.png \
+     ! -name .birads-output ! -path "*/checkpoints/*" ! -path "*/.model.work/*" -print0 |
+     xargs -0 cp --parents -t "$keep")
+  gzip -f "$keep/$(basename "$1")/train.log" 2>/dev/null || true
 }
 # the recipe's own options for its first model: most arms add one thing to them
 from_trunk=(--weights "$ref/trunk" --image-size 320 --max-size 576 --class-balanced)

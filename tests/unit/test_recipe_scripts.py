@@ -102,7 +102,7 @@ def test_ablation_keeps_each_arms_reports_without_weights_where_asked(tmp_path):
     assert (arm / "model" / "model_final.pth").is_file()  # the run keeps its weights
     files = {p.relative_to(kept).as_posix() for p in kept.rglob("*") if p.is_file()}
     assert {"recipe@3/model/model.json", "recipe@3/fold4/metrics.json", "recipe@3/breast/metrics.json",
-            "recipe@3/machine.txt", "recipe@3/train.log"} <= files
+            "recipe@3/machine.txt", "recipe@3/train.log.gz"} <= files
     assert not any(f.endswith(".pth") for f in files)  # no weights in docs/
 
 
