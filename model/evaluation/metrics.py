@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from model.evaluation.corrections import MATCH_IOU
 from model.records import Box
 
 
@@ -81,22 +82,23 @@ def accepted(expert: Sequence[Box], predicted: Sequence[Box], iou: float = 0.5) 
     return True
 
 
-# Where the most confident box lands, by its IoU with the nearest expert box: on the lesion (the
-# AP50 criterion), near it (a box to adjust), or elsewhere (a box to delete and one to draw).
+# Where the most confident box lands, by its IoU with the nearest expert box: on the lesion (at
+# MATCH_IOU, the AP50 criterion and the corrections' match), near it (a box to adjust), or elsewhere
+# (a box to delete and one to draw).
 NEAR_IOU = 0.3
 
 
 def top_box_localisation(expert: Sequence[Sequence[Box]], top: Sequence[Box | None]) -> dict:
     """On images with an expert box: the shares whose most confident box (``top``, None where the
-    model gave none) is on a lesion (IoU >= 0.5), near one (>= NEAR_IOU) or elsewhere/absent, and
+    model gave none) is on a lesion (IoU >= MATCH_IOU), near one (>= NEAR_IOU) or elsewhere/absent, and
     the median IoU (absent counts 0). Tells a box that needs adjusting from a lesion not found."""
     ious = [max((box.iou(t) for box in boxes), default=0.0) if t is not None else 0.0
             for boxes, t in zip(expert, top) if boxes]
     if not ious:
         return {"images": 0, "on_lesion": None, "near": None, "elsewhere": None, "median_iou": None}
     values = np.asarray(ious)
-    return {"images": len(ious), "on_lesion": float((values >= 0.5).mean()),
-            "near": float(((values >= NEAR_IOU) & (values < 0.5)).mean()),
+    return {"images": len(ious), "on_lesion": float((values >= MATCH_IOU).mean()),
+            "near": float(((values >= NEAR_IOU) & (values < MATCH_IOU)).mean()),
             "elsewhere": float((values < NEAR_IOU).mean()), "median_iou": float(np.median(values))}
 
 

@@ -11,7 +11,9 @@ matplotlib.use("Agg")  # no display on servers
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from model.evaluation.corrections import MATCH_IOU  # noqa: E402
 from model.evaluation.evaluate import Evaluation  # noqa: E402
+from model.evaluation.metrics import NEAR_IOU  # noqa: E402
 from model.io import StagedDirectory, read_image  # noqa: E402
 
 PAPER = {  # Wang et al., Tables II and III
@@ -136,9 +138,9 @@ DISPLAY_TEXT = {"threshold": "boxes at score >= threshold", "top1": "the most co
 def _top_box_line(top: dict | None) -> list[str]:
     if not top or not top["images"]:
         return []
-    return [f"- The most confident box, on the {top['images']} images with a lesion: on a lesion (IoU >= 0.5) "
-            f"{_pct(top['on_lesion'])}, near one (IoU 0.3-0.5) {_pct(top['near'])}, elsewhere or none "
-            f"{_pct(top['elsewhere'])}; median IoU {top['median_iou']:.2f}"]
+    return [f"- The most confident box, on the {top['images']} images with a lesion: on a lesion "
+            f"(IoU >= {MATCH_IOU}) {_pct(top['on_lesion'])}, near one (IoU {NEAR_IOU}-{MATCH_IOU}) "
+            f"{_pct(top['near'])}, elsewhere or none {_pct(top['elsewhere'])}; median IoU {top['median_iou']:.2f}"]
 
 
 def markdown(m: dict, model_dir: str, data: str) -> str:
