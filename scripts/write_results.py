@@ -369,6 +369,8 @@ KEPT_ABLATIONS = {
     "gpu-h200-ablation": ("One lever at a time on a GPU (first model)",
                           "`scripts/device_ablation.sh` (arms side by side on one card)"),
     "cpu-zen5-ablation": ("One lever at a time on an AMD EPYC (first model)", "`scripts/ablation.sh ARM...`"),
+    "cpu-xeon-ablation": ("One lever at a time on an Intel Xeon with AMX (first model)",
+                          "`scripts/ablation.sh ARM...`"),
 }
 ARMS = {"recipe": "the recipe's first model, unchanged", "seed-2": "the recipe with another seed",
         "frozen-res4": "res3 and res4 frozen too", "no-balance": "no class-balanced sampling",

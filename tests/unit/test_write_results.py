@@ -184,3 +184,13 @@ def test_every_arm_of_the_ablation_script_is_described(writer):
     script = (Path(writer.__file__).parent / "ablation.sh").read_text()
     arms = set(re.findall(r"^ {4}([a-z0-9-]+)\) args=", script, flags=re.M))
     assert arms and arms == set(writer.ARMS)
+
+
+def test_each_kept_ablation_writes_its_section_from_the_kept_reports(writer):
+    # the kept folders are all docs/results.md has of those runs (runs/ stays on the machine)
+    results = Path(writer.__file__).parents[1] / "docs" / "results"
+    for folder, (title, _) in writer.KEPT_ABLATIONS.items():
+        section = writer.ablation_section(results, folder, title)
+        assert section[0] == f"## {title}", folder
+        rows = [line for line in section if line.startswith("| ") and not line.startswith("| arm |")]
+        assert rows, f"{folder}: no arm's row"
