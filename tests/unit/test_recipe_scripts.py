@@ -1,7 +1,7 @@
 """The recipe's scripts: reference_model.sh keeps to its time budget (the pretraining's epochs and
-the detector's iterations capped from timed probes); ablation.sh runs each arm as asked. The `birads`
-command is a stand-in that answers the probes with given speeds and records every call; the scripts'
-own logic is what is tested."""
+the detector's iterations capped from timed probes); ablation.sh runs each arm as asked; test_sizes.sh
+evaluates a model at other test sizes. The `birads` command is a stand-in that answers the probes with
+given speeds and records every call; the scripts' own logic is what is tested."""
 
 import os
 import re
@@ -111,3 +111,27 @@ def test_a_seed_that_is_not_a_number_is_refused_before_training(tmp_path):
         run_script(tmp_path, 0, 0, "recipe@x", script="ablation.sh", OUT=str(tmp_path / "ablation"))
     assert refused.value.returncode == 2 and "must be a number" in refused.value.stderr
     assert not (tmp_path / "calls.txt").exists()  # nothing was trained
+
+
+def test_test_sizes_evaluates_a_copy_of_the_model_at_each_size_with_its_weights_linked(tmp_path):
+    model = tmp_path / "model"
+    model.mkdir()
+    config = "INPUT:\n  MAX_SIZE_TEST: 576\n  MIN_SIZE_TEST: 320\n  MIN_SIZE_TRAIN:\n  - 320\n"
+    (model / "config.yaml").write_text(config)
+    (model / "model.json").write_text("{}")
+    (model / "model_final.pth").write_text("weights")
+    out = tmp_path / "sizes"
+    calls = run_script(tmp_path, 0, 0, str(model), str(out), script="test_sizes.sh", SIZES="384")
+    copy = out / "test-384" / "model"
+    assert (copy / "config.yaml").read_text() == config.replace("576", "691").replace("TEST: 320", "TEST: 384")
+    assert (copy / "model_final.pth").resolve() == (model / "model_final.pth").resolve()
+    evaluated = [(re.search(r"--splits (\S+)", c).group(1), re.search(r"--model (\S+)", c).group(1))
+                 for c in calls if c.startswith("evaluate")]
+    assert evaluated == [("part1", str(model)), ("part1", str(copy)), ("part2", str(copy)), ("fold4", str(copy))]
+    assert all("--image-decision top" in c for c in calls)
+
+
+def test_test_sizes_refuses_a_folder_that_is_not_a_model(tmp_path):
+    with pytest.raises(subprocess.CalledProcessError) as refused:
+        run_script(tmp_path, 0, 0, str(tmp_path), str(tmp_path / "sizes"), script="test_sizes.sh")
+    assert refused.value.returncode == 2 and "not a model directory" in refused.value.stderr
