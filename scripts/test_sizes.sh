@@ -24,6 +24,7 @@ evaluate_at() {
     --out "$2/fold4" --image-decision top
 }
 own=$(sed -n 's/^  MIN_SIZE_TEST: //p' "$model/config.yaml")
+[ -n "$own" ] || { echo "$model/config.yaml: no INPUT.MIN_SIZE_TEST to change" >&2; exit 2; }
 [ -d "$out/test-$own/breast-part1" ] || $birads evaluate --data "breast:$data/BrEaST" --splits part1 \
   --model "$model" --out "$out/test-$own/breast-part1" --image-decision top
 for size in ${SIZES:-384 448}; do
