@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One trained model evaluated at other test sizes, inference only (docs/results.md, discussion item 11):
 # is a hospital's miss one of scale? For each size S, a copy of the model directory whose config tests
-# at short side S (long side at most 576 * S / 320, the recipe's ratio), weights linked, evaluated as
+# at short side S (the long side's cap scaled alike, keeping the model's ratio), weights linked, evaluated as
 # the recipe evaluates (the most confident box per image) on BrEaST part1 (to choose on: no model here
 # trains on it), BrEaST part2 and BUS-BRA fold 4. The model's own size is evaluated on part1 too
 # (its part2 and fold 4 reports are the recipe's own).
@@ -24,7 +24,10 @@ evaluate_at() {
     --out "$2/fold4" --image-decision top
 }
 own=$(sed -n 's/^  MIN_SIZE_TEST: //p' "$model/config.yaml")
-[ -n "$own" ] || { echo "$model/config.yaml: no INPUT.MIN_SIZE_TEST to change" >&2; exit 2; }
+own_max=$(sed -n 's/^  MAX_SIZE_TEST: //p' "$model/config.yaml")
+if [ -z "$own" ] || [ -z "$own_max" ]; then
+  echo "$model/config.yaml: no INPUT.MIN_SIZE_TEST / MAX_SIZE_TEST to change" >&2; exit 2
+fi
 [ -d "$out/test-$own/breast-part1" ] || $birads evaluate --data "breast:$data/BrEaST" --splits part1 \
   --model "$model" --out "$out/test-$own/breast-part1" --image-decision top
 for size in ${SIZES:-384 448}; do
@@ -34,7 +37,8 @@ for size in ${SIZES:-384 448}; do
     cp "$model/model.json" "$copy/"
     ln -sfn "$model/model_final.pth" "$copy/model_final.pth"
     sed -e "s/^  MIN_SIZE_TEST: .*/  MIN_SIZE_TEST: $size/" \
-        -e "s/^  MAX_SIZE_TEST: .*/  MAX_SIZE_TEST: $(( 576 * size / 320 ))/" "$model/config.yaml" > "$copy/config.yaml"
+        -e "s/^  MAX_SIZE_TEST: .*/  MAX_SIZE_TEST: $(( own_max * size / own ))/" \
+        "$model/config.yaml" > "$copy/config.yaml"
   fi
   evaluate_at "$copy" "$out/test-$size"
 done

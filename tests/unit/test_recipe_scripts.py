@@ -135,3 +135,13 @@ def test_test_sizes_refuses_a_folder_that_is_not_a_model(tmp_path):
     with pytest.raises(subprocess.CalledProcessError) as refused:
         run_script(tmp_path, 0, 0, str(tmp_path), str(tmp_path / "sizes"), script="test_sizes.sh")
     assert refused.value.returncode == 2 and "not a model directory" in refused.value.stderr
+
+
+def test_test_sizes_scales_the_long_side_by_the_models_own_ratio(tmp_path):
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.yaml").write_text("INPUT:\n  MAX_SIZE_TEST: 800\n  MIN_SIZE_TEST: 800\n")  # the paper's square
+    (model / "model.json").write_text("{}")
+    run_script(tmp_path, 0, 0, str(model), str(tmp_path / "sizes"), script="test_sizes.sh", SIZES="384")
+    copied = (tmp_path / "sizes" / "test-384" / "model" / "config.yaml").read_text()
+    assert copied == "INPUT:\n  MAX_SIZE_TEST: 384\n  MIN_SIZE_TEST: 384\n"
