@@ -103,6 +103,9 @@ def _crop_options(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--" + name.replace("_", "-"), type=kind)
     parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
                         help="bfloat16 autocast (default on)")
+    parser.add_argument("--keep-aspect", action=argparse.BooleanOptionalAction, default=None,
+                        help="square crops about the box's longer side instead of each box stretched "
+                             "to a square (default off)")
 
 
 def cmd_predict(args: argparse.Namespace) -> None:

@@ -47,6 +47,8 @@ class CropTraining:
 
     crop_size: int = 112           # small: many cheap epochs (lesions are ~50-150 px in BUS-BRA)
     context: float = 1.5           # crop = box scaled by this about its centre
+    keep_aspect: bool = False      # a square crop about the box's longer side: shape and orientation
+                                   # (taller than wide, BI-RADS' "not parallel") survive the resize
     jitter: float = 0.15           # random shift/scale of the crop, as a fraction of the box
     background_per_lesion: float = 0.5  # crops away from lesions: the net also learns "no lesion"
     epochs: int = 30
@@ -164,6 +166,8 @@ def crop_pixels(grey: np.ndarray, box: tuple[float, float, float, float], settin
     x0, y0, x1, y1 = box
     cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
     w, h = max(x1 - x0, 1.0) * settings.context, max(y1 - y0, 1.0) * settings.context
+    if settings.keep_aspect:
+        w = h = max(w, h)
     if rng is not None:
         j = settings.jitter
         cx += rng.uniform(-j, j) * (x1 - x0)

@@ -1,0 +1,109 @@
+"""Cross-validate a crop-classifier lever: each arm trained on all folds but one, scored on that one.
+
+    .venv/bin/python scripts/crop_cv.py --data busbra:../shared/data/BUS-BRA --out runs/crop-cv \
+        [--arms stretch keep-aspect] [--folds fold1 fold2 fold3 fold4] [--epochs 30]
+
+The learner is the box classifier's (``model/box_classifier.py``: a ResNet-18 from random weights,
+the settings of ``BoxClassifierSettings``), the cheap stand-in for the detector's trunk, which the
+same crop code pretrains (``model/pretrain.py``). Rotating the held-out fold keeps a lever from
+being judged on a single split. Each (arm, fold) result is appended to ``OUT/rows.jsonl`` as it
+finishes, so a stopped run resumes where it stopped; ``OUT/summary.md`` is rewritten after each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from tabulate import tabulate
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from model import datasets  # noqa: E402
+from model.box_classifier import BoxClassifierSettings, build  # noqa: E402
+from model.config import resolve_device, use_bf16  # noqa: E402
+from model.pretrain import crop_classes, evaluate_crops, fit_crop_classifier  # noqa: E402
+
+# One lever each, against the box classifier's defaults ("stretch").
+ARMS: dict[str, dict] = {
+    "stretch": {},                       # every box stretched to a square crop (the default)
+    "keep-aspect": {"keep_aspect": True},  # a square about the longer side: shape survives
+}
+
+
+def run_one(records: list, fold: str, settings: BoxClassifierSettings, device: str) -> dict:
+    """Train on every fold but ``fold``; score the held-out fold's lesion crops."""
+    train = [r for r in records if r.split != fold]
+    held_out = [r for r in records if r.split == fold]
+    classes = crop_classes(train)
+    model = build(len(classes)).to(device)
+    started = time.perf_counter()
+    fit_crop_classifier(model, train, classes, settings, device)
+    scores = evaluate_crops(model, held_out, classes, settings, device)
+    return scores | {"train_crops": sum(len(r.boxes) for r in train),
+                     "wall_seconds": round(time.perf_counter() - started, 1)}
+
+
+def summary(rows: list[dict], arms: list[str]) -> str:
+    """Per arm: each fold's BI-RADS accuracy and pathology AUC, then their mean and spread."""
+    table = []
+    for arm in arms:
+        mine = sorted((r for r in rows if r["arm"] == arm), key=lambda r: r["fold"])
+        for r in mine:
+            auc = "n/a" if r["pathology_auc"] is None else f"{r['pathology_auc']:.3f}"
+            table.append([arm, r["fold"], r["crops"], f"{r['birads_accuracy']:.2%}", auc,
+                          f"{r['wall_seconds'] / 60:.1f}"])
+        if len(mine) > 1 and all(r["pathology_auc"] is not None for r in mine):
+            acc = [r["birads_accuracy"] for r in mine]
+            auc = [r["pathology_auc"] for r in mine]
+            table.append([arm, f"mean of {len(mine)} (sd)", sum(r["crops"] for r in mine),
+                          f"{statistics.mean(acc):.2%} ({statistics.stdev(acc):.2%})",
+                          f"{statistics.mean(auc):.3f} ({statistics.stdev(auc):.3f})", ""])
+    return tabulate(table, ["arm", "held-out fold", "lesions", "BI-RADS accuracy", "pathology AUC",
+                            "minutes"], tablefmt="github")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", required=True, help="busbra:DIR (any FORMAT:PATH with folds)")
+    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
+    parser.add_argument("--folds", nargs="+", default=["fold1", "fold2", "fold3", "fold4"],
+                        help="the folds taking part: each is held out in turn, the others train")
+    parser.add_argument("--epochs", type=int, help="instead of the box classifier's default")
+    args = parser.parse_args(argv)
+
+    records = [r for r in datasets.load(args.data) if r.split in args.folds]
+    missing = set(args.folds) - {r.split for r in records}
+    if missing:
+        parser.error(f"{args.data}: no images in {sorted(missing)}")
+    device = resolve_device("auto")
+    args.out.mkdir(parents=True, exist_ok=True)
+    log = args.out / "rows.jsonl"
+    epochs = args.epochs or BoxClassifierSettings().epochs
+    rows = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+    rows = [r for r in rows if r["epochs"] == epochs]  # another schedule is another experiment
+    for arm in args.arms:
+        settings = replace(BoxClassifierSettings(), **ARMS[arm], epochs=epochs)
+        settings = replace(settings, bf16=use_bf16(settings.bf16, device))
+        for fold in args.folds:
+            if any(r["arm"] == arm and r["fold"] == fold for r in rows):
+                continue
+            row = {"arm": arm, "fold": fold, "epochs": epochs,
+                   **run_one(records, fold, settings, device)}
+            rows.append(row)
+            with log.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+            (args.out / "summary.md").write_text(summary(rows, args.arms) + "\n")
+            print(json.dumps(row), flush=True)
+    print(summary(rows, args.arms))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
