@@ -106,6 +106,8 @@ def _crop_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--keep-aspect", action=argparse.BooleanOptionalAction, default=None,
                         help="square crops about the box's longer side instead of each box stretched "
                              "to a square (default off)")
+    parser.add_argument("--vertical-flip", action=argparse.BooleanOptionalAction, default=None,
+                        help="flip crops upside down at random while training (default on)")
 
 
 def cmd_predict(args: argparse.Namespace) -> None:

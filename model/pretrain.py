@@ -49,6 +49,8 @@ class CropTraining:
     context: float = 1.5           # crop = box scaled by this about its centre
     keep_aspect: bool = False      # a square crop about the box's longer side: shape and orientation
                                    # (taller than wide, BI-RADS' "not parallel") survive the resize
+    vertical_flip: bool = True     # off: the transducer stays on top and posterior shadowing or
+                                   # enhancement (BI-RADS descriptors) stays below the lesion
     jitter: float = 0.15           # random shift/scale of the crop, as a fraction of the box
     background_per_lesion: float = 0.5  # crops away from lesions: the net also learns "no lesion"
     epochs: int = 30
@@ -183,7 +185,8 @@ def crop_pixels(grey: np.ndarray, box: tuple[float, float, float, float], settin
     if rng is not None:
         if rng.random() < 0.5:
             pixels = pixels[:, ::-1]
-        if rng.random() < 0.5:
+        upside_down = rng.random() < 0.5  # drawn either way: the setting changes nothing else
+        if upside_down and settings.vertical_flip:
             pixels = pixels[::-1, :]
         pixels = np.clip(pixels * rng.uniform(0.8, 1.2), 0, 255)
     return np.repeat(pixels[None], 3, axis=0)  # the detector reads grey as three equal channels

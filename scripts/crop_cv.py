@@ -33,6 +33,7 @@ from model.pretrain import crop_classes, evaluate_crops, fit_crop_classifier  # 
 ARMS: dict[str, dict] = {
     "stretch": {},                       # every box stretched to a square crop (the default)
     "keep-aspect": {"keep_aspect": True},  # a square about the longer side: shape survives
+    "no-vflip": {"vertical_flip": False},  # no upside-down ultrasound: depth always runs down
 }
 
 
@@ -49,10 +50,10 @@ def run_one(records: list, fold: str, settings: BoxClassifierSettings, device: s
                      "wall_seconds": round(time.perf_counter() - started, 1)}
 
 
-def summary(rows: list[dict], arms: list[str]) -> str:
-    """Per arm: each fold's BI-RADS accuracy and pathology AUC, then their mean and spread."""
+def summary(rows: list[dict]) -> str:
+    """Per arm run so far: each fold's BI-RADS accuracy and pathology AUC, their mean and spread."""
     table = []
-    for arm in arms:
+    for arm in (a for a in ARMS if any(r["arm"] == a for r in rows)):
         mine = sorted((r for r in rows if r["arm"] == arm), key=lambda r: r["fold"])
         for r in mine:
             auc = "n/a" if r["pathology_auc"] is None else f"{r['pathology_auc']:.3f}"
@@ -99,9 +100,9 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(row)
             with log.open("a") as f:
                 f.write(json.dumps(row) + "\n")
-            (args.out / "summary.md").write_text(summary(rows, args.arms) + "\n")
+            (args.out / "summary.md").write_text(summary(rows) + "\n")
             print(json.dumps(row), flush=True)
-    print(summary(rows, args.arms))
+    print(summary(rows))
     return 0
 
 

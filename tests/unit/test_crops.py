@@ -46,3 +46,18 @@ def test_keep_aspect_with_augmentation_keeps_the_shape_within_the_jitter(tall_le
         height, width = _bright_extent(crop_pixels(grey, box, settings, random.Random(seed)))
         low, high = (1 - settings.jitter) / (1 + settings.jitter), (1 + settings.jitter) / (1 - settings.jitter)
         assert 3.0 * low <= height / width <= 3.0 * high
+
+
+def test_without_vertical_flips_depth_always_runs_down():
+    """A lesion with a shadow below it: training crops flip it sideways, never upside down."""
+    import random
+
+    grey = np.zeros((300, 300), np.uint8)
+    grey[100:150, 100:200] = 255   # the lesion's upper half bright, its shadow below dark
+    box = (100.0, 100.0, 200.0, 200.0)
+    upright = CropTraining(crop_size=64, vertical_flip=False)
+    flipped = CropTraining(crop_size=64)
+    tops = {seed: crop_pixels(grey, box, upright, random.Random(seed))[0] for seed in range(12)}
+    assert all(crop[:32].mean() > crop[32:].mean() for crop in tops.values())
+    assert any(crop[:32].mean() < crop[32:].mean()
+               for crop in (crop_pixels(grey, box, flipped, random.Random(s))[0] for s in range(12)))
