@@ -50,23 +50,48 @@ def run_one(records: list, fold: str, settings: BoxClassifierSettings, device: s
                      "wall_seconds": round(time.perf_counter() - started, 1)}
 
 
+BASELINE = "stretch"
+
+
+def _delta(row: dict, baseline: dict | None, key: str, scale: float) -> float | None:
+    if baseline is None or row[key] is None or baseline[key] is None:
+        return None
+    return (row[key] - baseline[key]) * scale
+
+
+def _signed(values: list[float | None], unit: str) -> str:
+    known = [v for v in values if v is not None]
+    if not known:
+        return ""
+    mean = f"{statistics.mean(known):+.{1 if unit else 3}f}{unit}"
+    return mean if len(values) == 1 else f"{mean}, better on {sum(v > 0 for v in known)} of {len(known)}"
+
+
 def summary(rows: list[dict]) -> str:
-    """Per arm run so far: each fold's BI-RADS accuracy and pathology AUC, their mean and spread."""
+    """Per arm run so far: each fold's BI-RADS accuracy and pathology AUC, their mean and spread,
+    and the change against the baseline arm on the same held-out fold (the folds differ more from
+    each other than the arms do, so arms compare fold by fold)."""
+    base = {r["fold"]: r for r in rows if r["arm"] == BASELINE}
     table = []
     for arm in (a for a in ARMS if any(r["arm"] == a for r in rows)):
         mine = sorted((r for r in rows if r["arm"] == arm), key=lambda r: r["fold"])
-        for r in mine:
+        d_acc = [_delta(r, base.get(r["fold"]), "birads_accuracy", 100) for r in mine]
+        d_auc = [_delta(r, base.get(r["fold"]), "pathology_auc", 1) for r in mine]
+        for r, da, du in zip(mine, d_acc, d_auc):
             auc = "n/a" if r["pathology_auc"] is None else f"{r['pathology_auc']:.3f}"
             table.append([arm, r["fold"], r["crops"], f"{r['birads_accuracy']:.2%}", auc,
-                          f"{r['wall_seconds'] / 60:.1f}"])
+                          _signed([da], " pt") if arm != BASELINE else "",
+                          _signed([du], "") if arm != BASELINE else "", f"{r['wall_seconds'] / 60:.1f}"])
         if len(mine) > 1 and all(r["pathology_auc"] is not None for r in mine):
             acc = [r["birads_accuracy"] for r in mine]
             auc = [r["pathology_auc"] for r in mine]
             table.append([arm, f"mean of {len(mine)} (sd)", sum(r["crops"] for r in mine),
                           f"{statistics.mean(acc):.2%} ({statistics.stdev(acc):.2%})",
-                          f"{statistics.mean(auc):.3f} ({statistics.stdev(auc):.3f})", ""])
+                          f"{statistics.mean(auc):.3f} ({statistics.stdev(auc):.3f})",
+                          _signed(d_acc, " pt") if arm != BASELINE else "",
+                          _signed(d_auc, "") if arm != BASELINE else "", ""])
     return tabulate(table, ["arm", "held-out fold", "lesions", "BI-RADS accuracy", "pathology AUC",
-                            "minutes"], tablefmt="github")
+                            f"accuracy vs {BASELINE}", f"AUC vs {BASELINE}", "minutes"], tablefmt="github")
 
 
 def main(argv: list[str] | None = None) -> int:

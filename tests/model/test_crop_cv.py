@@ -28,6 +28,8 @@ def test_each_arm_holds_out_each_fold_in_turn_and_a_rerun_resumes(crop_cv, busbr
         assert row["crops"] > 0 and row["train_crops"] > 0 and 0 <= row["birads_accuracy"] <= 1
     summary = (tmp_path / "summary.md").read_text()
     assert summary.count("mean of 2") == len(crop_cv.ARMS) and "keep-aspect" in summary
+    # Every other arm against the baseline on the same held-out folds.
+    assert summary.count("better on") == 2 * (len(crop_cv.ARMS) - 1) and " pt" in summary
 
     capsys.readouterr()
     assert crop_cv.main(argv) == 0  # everything is done: nothing trains again
