@@ -1,7 +1,7 @@
 """Cross-validate a crop-classifier lever: each arm trained on all folds but one, scored on that one.
 
     .venv/bin/python scripts/crop_cv.py --data busbra:../shared/data/BUS-BRA --out runs/crop-cv \
-        [--arms stretch keep-aspect] [--folds fold1 fold2 fold3 fold4] [--epochs 30]
+        [--arms ARM...] [--folds fold1 fold2 fold3 fold4] [--epochs 30]
 
 The learner is the box classifier's (``model/box_classifier.py``: a ResNet-18 from random weights,
 the settings of ``BoxClassifierSettings``), the cheap stand-in for the detector's trunk, which the
@@ -29,6 +29,7 @@ from model.box_classifier import BoxClassifierSettings, build  # noqa: E402
 from model.config import resolve_device, use_bf16  # noqa: E402
 from model.pretrain import crop_classes, evaluate_crops, fit_crop_classifier  # noqa: E402
 
+FOLDS = ["fold1", "fold2", "fold3", "fold4"]
 # One lever each, against the box classifier's defaults ("stretch").
 ARMS: dict[str, dict] = {
     "stretch": {},                       # every box stretched to a square crop (the default)
@@ -99,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", required=True, help="busbra:DIR (any FORMAT:PATH with folds)")
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
-    parser.add_argument("--folds", nargs="+", default=["fold1", "fold2", "fold3", "fold4"],
+    parser.add_argument("--folds", nargs="+", default=FOLDS,
                         help="the folds taking part: each is held out in turn, the others train")
     parser.add_argument("--epochs", type=int, help="instead of the box classifier's default")
     args = parser.parse_args(argv)
@@ -113,14 +114,16 @@ def main(argv: list[str] | None = None) -> int:
     log = args.out / "rows.jsonl"
     epochs = args.epochs or BoxClassifierSettings().epochs
     rows = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
-    rows = [r for r in rows if r["epochs"] == epochs]  # another schedule is another experiment
+    folds = sorted(args.folds)
+    # Another schedule, or other folds to train on, is another experiment.
+    rows = [r for r in rows if r["epochs"] == epochs and r.get("folds", FOLDS) == folds]
     for arm in args.arms:
         settings = replace(BoxClassifierSettings(), **ARMS[arm], epochs=epochs)
         settings = replace(settings, bf16=use_bf16(settings.bf16, device))
         for fold in args.folds:
             if any(r["arm"] == arm and r["fold"] == fold for r in rows):
                 continue
-            row = {"arm": arm, "fold": fold, "epochs": epochs,
+            row = {"arm": arm, "fold": fold, "epochs": epochs, "folds": folds,
                    **run_one(records, fold, settings, device)}
             rows.append(row)
             with log.open("a") as f:

@@ -41,3 +41,13 @@ def test_a_fold_without_images_is_refused(crop_cv, busbra_dir, tmp_path):
     with pytest.raises(SystemExit):
         crop_cv.main(["--data", f"busbra:{busbra_dir}", "--out", str(tmp_path), "--folds", "fold9"])
     assert not (tmp_path / "rows.jsonl").exists()
+
+
+def test_rows_of_another_fold_set_or_schedule_are_not_reused(crop_cv, busbra_dir, tmp_path):
+    base = ["--data", f"busbra:{busbra_dir}", "--out", str(tmp_path), "--arms", "stretch", "--epochs", "1"]
+    assert crop_cv.main(base + ["--folds", "fold1", "fold2"]) == 0
+    assert crop_cv.main(base + ["--folds", "fold1", "fold2", "fold3"]) == 0  # trains on more: anew
+    assert crop_cv.main(base + ["--folds", "fold1", "fold2"]) == 0            # done before: reused
+    rows = [json.loads(line) for line in (tmp_path / "rows.jsonl").read_text().splitlines()]
+    assert [(r["fold"], len(r["folds"])) for r in rows] == [("fold1", 2), ("fold2", 2), ("fold1", 3),
+                                                              ("fold2", 3), ("fold3", 3)]
