@@ -54,6 +54,13 @@ def build(n_categories: int) -> CropClassifier:
     return CropClassifier(trunk, 512, n_categories, [GREY_MEAN] * 3, [GREY_STD] * 3)
 
 
+def seeded(n_categories: int, settings: CropTraining, device: str) -> CropClassifier:
+    """A fresh classifier whose random initial weights come from ``settings.seed`` (as pretrain's),
+    not from whatever the global generator drew before: two arms start from the same weights."""
+    torch.manual_seed(settings.seed)
+    return build(n_categories).to(device, memory_format=torch.channels_last)
+
+
 def classifier_records(records: list[ImageRecord], classes: Sequence[str]) -> list[ImageRecord]:
     """The images whose every box has a category among ``classes`` (4A -> 4 rolled up); a model
     trained without BI-RADS 4 leaves those images out, as its detector did."""
@@ -87,8 +94,7 @@ def train_box_classifier(records: list[ImageRecord], model_dir: str | Path, clas
     start = _classifier_dir(parent) if parent else None
     parent_meta = _read_meta(start) if start else None
     settings = settings or (_settings(parent_meta) if parent_meta else BoxClassifierSettings())
-    torch.manual_seed(settings.seed)  # the random initial weights too, as pretrain's
-    model = build(len(crop_classes))
+    model = seeded(len(crop_classes), settings, device)
     schedule = settings
     fine_tuned = parent_meta is not None and parent_meta["classes"] == crop_classes  # else afresh
     if fine_tuned:
@@ -97,7 +103,6 @@ def train_box_classifier(records: list[ImageRecord], model_dir: str | Path, clas
                                                                "max_lr": settings.fine_tune_lr})
     # bf16 where this machine runs it; the meta keeps what was asked, for children trained elsewhere
     schedule = replace(schedule, bf16=use_bf16(schedule.bf16, device))
-    model.to(device, memory_format=torch.channels_last)
     started = time.perf_counter()
     history = fit_crop_classifier(model, records, crop_classes, schedule, device, progress)
     metrics = evaluate_crops(model, holdout, crop_classes, schedule, device) if holdout else {}

@@ -25,7 +25,7 @@ from tabulate import tabulate
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from model import datasets  # noqa: E402
-from model.box_classifier import BoxClassifierSettings, build  # noqa: E402
+from model.box_classifier import BoxClassifierSettings, seeded  # noqa: E402
 from model.config import resolve_device, use_bf16  # noqa: E402
 from model.pretrain import crop_classes, evaluate_crops, fit_crop_classifier  # noqa: E402
 
@@ -43,7 +43,7 @@ def run_one(records: list, fold: str, settings: BoxClassifierSettings, device: s
     train = [r for r in records if r.split != fold]
     held_out = [r for r in records if r.split == fold]
     classes = crop_classes(train)
-    model = build(len(classes)).to(device)
+    model = seeded(len(classes), settings, device)  # every arm and fold from the same weights
     started = time.perf_counter()
     fit_crop_classifier(model, train, classes, settings, device)
     scores = evaluate_crops(model, held_out, classes, settings, device)
@@ -76,21 +76,20 @@ def summary(rows: list[dict]) -> str:
     table = []
     for arm in (a for a in ARMS if any(r["arm"] == a for r in rows)):
         mine = sorted((r for r in rows if r["arm"] == arm), key=lambda r: r["fold"])
-        d_acc = [_delta(r, base.get(r["fold"]), "birads_accuracy", 100) for r in mine]
-        d_auc = [_delta(r, base.get(r["fold"]), "pathology_auc", 1) for r in mine]
+        reference = {} if arm == BASELINE else base  # the baseline's change columns stay empty
+        d_acc = [_delta(r, reference.get(r["fold"]), "birads_accuracy", 100) for r in mine]
+        d_auc = [_delta(r, reference.get(r["fold"]), "pathology_auc", 1) for r in mine]
         for r, da, du in zip(mine, d_acc, d_auc):
             auc = "n/a" if r["pathology_auc"] is None else f"{r['pathology_auc']:.3f}"
             table.append([arm, r["fold"], r["crops"], f"{r['birads_accuracy']:.2%}", auc,
-                          _signed([da], " pt") if arm != BASELINE else "",
-                          _signed([du], "") if arm != BASELINE else "", f"{r['wall_seconds'] / 60:.1f}"])
+                          _signed([da], " pt"), _signed([du], ""), f"{r['wall_seconds'] / 60:.1f}"])
         if len(mine) > 1 and all(r["pathology_auc"] is not None for r in mine):
             acc = [r["birads_accuracy"] for r in mine]
             auc = [r["pathology_auc"] for r in mine]
             table.append([arm, f"mean of {len(mine)} (sd)", sum(r["crops"] for r in mine),
                           f"{statistics.mean(acc):.2%} ({statistics.stdev(acc):.2%})",
                           f"{statistics.mean(auc):.3f} ({statistics.stdev(auc):.3f})",
-                          _signed(d_acc, " pt") if arm != BASELINE else "",
-                          _signed(d_auc, "") if arm != BASELINE else "", ""])
+                          _signed(d_acc, " pt"), _signed(d_auc, ""), ""])
     return tabulate(table, ["arm", "held-out fold", "lesions", "BI-RADS accuracy", "pathology AUC",
                             f"accuracy vs {BASELINE}", f"AUC vs {BASELINE}", "minutes"], tablefmt="github")
 

@@ -91,3 +91,16 @@ def test_a_model_of_other_classes_trains_its_own_classifier_afresh(tmp_path, cla
     meta = json.loads((second / "box_classifier" / "classifier.json").read_text())
     assert meta["classes"] == ["2", "3", "5", "background"] and meta["fine_tuned_from"] is None
     assert len(meta["history"]) == SETTINGS.epochs and meta["train_boxes"] == 6  # the BI-RADS 4 images left out
+
+
+def test_a_fresh_classifier_starts_from_its_seed_whatever_was_drawn_before():
+    import torch
+
+    from model.box_classifier import seeded
+
+    first = seeded(5, SETTINGS, "cpu").state_dict()
+    torch.rand(1000)  # a previous fold's training moves the global generator on
+    again = seeded(5, SETTINGS, "cpu").state_dict()
+    other = seeded(5, BoxClassifierSettings(seed=SETTINGS.seed + 1), "cpu").state_dict()
+    assert all(torch.equal(first[k], again[k]) for k in first)
+    assert not torch.equal(first["trunk.conv1.weight"], other["trunk.conv1.weight"])
