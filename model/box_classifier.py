@@ -172,26 +172,28 @@ class BoxClassifier:
         return cls(path, classes, device) if path else None
 
     @torch.no_grad()
-    def probabilities(self, grey: np.ndarray, boxes: Sequence[Box]) -> list[dict[str, float]]:
-        """Per box: the classifier's softmax over its categories and background (under the
-        caller's autocast, as the predictor's bf16 choice)."""
+    def opinions(self, grey: np.ndarray, boxes: Sequence[Box]) -> tuple[list[dict[str, float]], list[float]]:
+        """Per box: the classifier's softmax over its categories and background, and its
+        pathology head's P(malignant) (under the caller's autocast, as the predictor's bf16 choice)."""
         if not boxes:
-            return []
+            return [], []
         crops = np.stack([crop_pixels(grey, (b.x0, b.y0, b.x1, b.y1), self.settings) for b in boxes])
         batch = torch.from_numpy(crops).to(self.device, memory_format=torch.channels_last)
-        logits, _ = self.model(batch)
+        logits, malignant = self.model(batch)
         rows = torch.softmax(logits.float(), dim=1).cpu().tolist()
-        return [dict(zip(self.crop_classes, row)) for row in rows]
+        return [dict(zip(self.crop_classes, row)) for row in rows], torch.sigmoid(malignant.float()).cpu().tolist()
 
-    def refine(self, grey: np.ndarray, boxes: Sequence[Box],
-               class_scores: Sequence[dict[str, float]]) -> tuple[list[Box], list[dict[str, float]]]:
-        """Boxes re-named by the blended probabilities (category = the most probable). A box keeps
-        the detector's score: the classifier names lesions, it does not rank them (re-scoring
-        with the blend cost 0.05 of lesion AP50 on fold 4, docs/results.md)."""
+    def refine(self, grey: np.ndarray, boxes: Sequence[Box], class_scores: Sequence[dict[str, float]]
+               ) -> tuple[list[Box], list[dict[str, float]], list[float]]:
+        """Boxes re-named by the blended probabilities (category = the most probable), their blended
+        class scores, and each box's P(malignant). A box keeps the detector's score: the
+        classifier names lesions, it does not rank them (re-scoring with the blend cost 0.05 of
+        lesion AP50 on fold 4, docs/results.md)."""
         refined_boxes, refined_scores = [], []
-        for box, scores, opinion in zip(boxes, class_scores, self.probabilities(grey, boxes)):
+        categories, malignancy = self.opinions(grey, boxes)
+        for box, scores, opinion in zip(boxes, class_scores, categories):
             mixed = blend(scores, opinion, self.settings.blend)
             refined_boxes.append(Box(box.x0, box.y0, box.x1, box.y1, category=max(mixed, key=mixed.get),
                                      score=box.score))
             refined_scores.append(mixed)
-        return refined_boxes, refined_scores
+        return refined_boxes, refined_scores, malignancy

@@ -120,10 +120,12 @@ def cmd_predict(args: argparse.Namespace) -> None:
     if args.split_4_with:
         predict = predictor.with_subcategories(_all_scores_predictor(args.split_4_with, args))
     for path, detection in zip(args.images, predict(args.images, args.batch_size)):
+        boxes = [{"xyxy": [round(v, 1) for v in (b.x0, b.y0, b.x1, b.y1)], "category": b.category,
+                  "score": round(b.score, 4)} for b in detection.boxes]
+        for box, malignancy in zip(boxes, detection.malignancy):  # with a box classifier
+            box["malignancy"] = round(malignancy, 4)
         print(json.dumps({"image": str(path), "width": detection.width, "height": detection.height,
-                          "boxes": [{"xyxy": [round(v, 1) for v in (b.x0, b.y0, b.x1, b.y1)],
-                                     "category": b.category, "score": round(b.score, 4)}
-                                    for b in detection.boxes]}))
+                          "boxes": boxes}))
 
 
 def _all_scores_predictor(model_dir: Path, args: argparse.Namespace):

@@ -71,6 +71,8 @@ class Detection:
     width: int
     height: int
     class_scores: tuple[dict[str, float], ...] = ()  # per box: softmax over all classes
+    malignancy: tuple[float, ...] = ()  # per box: P(malignant at pathology), where the model has a
+                                        # box classifier (its pathology head); else empty
 
     def top(self) -> Box | None:
         return max(self.boxes, key=lambda b: b.score or 0.0, default=None)

@@ -320,9 +320,11 @@ def _lever_figures(m: dict | None, second: dict | None) -> dict[str, str]:
         return {}
     effort = (m.get("effort") or {}).get("displays", {}).get("top1-only", {})
     paper = (second or {}).get("screening_paper") or {}
-    auc = (m.get("screening") or {}).get("auc")
+    auc, by_categories = ((m.get("screening") or {}).get(k) for k in ("auc", "auc_categories"))
     return {"lesion AP50": f"{m['ap50_lesion']:.3f}", "BI-RADS accuracy": pct(m["category_accuracy"]),
             "AUC against pathology": "n/a" if auc is None else f"{auc:.3f}",
+            "AUC against pathology, predicted categories alone":
+                "n/a" if by_categories is None else f"{by_categories:.3f}",
             "Table II sensitivity (second model)": pct(paper.get("sensitivity")),
             "Table II specificity (second model)": pct(paper.get("specificity")),
             "expert-seconds ratio, top1-only": "n/a" if "ratio" not in effort else f"{effort['ratio']:.2f}x"}

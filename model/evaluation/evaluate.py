@@ -10,7 +10,7 @@ data where every image holds a lesion. Box AP uses all detections down to a low 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from model import taxonomy
 from model.evaluation import effort, metrics
@@ -67,8 +67,18 @@ def image_decision(detection: Detection, threshold: float, decision: str = "show
 
 
 def malignancy_score(detection: Detection, threshold: str = taxonomy.BIOPSY_THRESHOLD) -> float:
-    """How strongly the model suggests biopsy: the highest probability mass on categories at or
-    above ``threshold`` over the image's boxes (0 with no box)."""
+    """How strongly the model suggests biopsy. With a box classifier, its pathology head on the
+    image's most confident box (the image's lesion, as the paper classifies it), trained on biopsy
+    and follow-up outcomes rather than the experts' categories. Without one, ``category_malignancy``."""
+    top = detection.top()
+    if detection.malignancy and top is not None:
+        return detection.malignancy[detection.boxes.index(top)]
+    return category_malignancy(detection, threshold)
+
+
+def category_malignancy(detection: Detection, threshold: str = taxonomy.BIOPSY_THRESHOLD) -> float:
+    """The highest probability mass on categories at or above ``threshold`` over the image's boxes
+    (0 with no box)."""
     best = 0.0
     for number, box in enumerate(detection.boxes):
         if detection.class_scores:
@@ -103,14 +113,16 @@ def _rolled(category: str, classes: Sequence[str]) -> str:
     return taxonomy.roll_up(category, classes) if category != taxonomy.NO_LESION else category
 
 
-def _screening(records, predicted_categories, scores, threshold) -> dict:
-    """Against pathology (biopsy or follow-up); None when the data has none."""
-    rows = [(r, p, s) for r, p, s in zip(records, predicted_categories, scores) if r.pathology]
+def _screening(records, predicted_categories, detections, threshold) -> dict:
+    """Against pathology (biopsy or follow-up); None when the data has none. ``auc`` ranks by
+    ``malignancy_score``; ``auc_categories`` by the categories alone, for comparison."""
+    rows = [(r, p, d) for r, p, d in zip(records, predicted_categories, detections) if r.pathology]
     if not rows:
         return {}
     truth = [r.pathology == "malignant" for r, _, _ in rows]
     model = metrics.binary_from_labels(truth, [taxonomy.is_malignant(p, threshold) for _, p, _ in rows])
-    model["auc"] = metrics.auc(truth, [s for _, _, s in rows])
+    model["auc"] = metrics.auc(truth, [malignancy_score(d, threshold) for _, _, d in rows])
+    model["auc_categories"] = metrics.auc(truth, [category_malignancy(d, threshold) for _, _, d in rows])
     experts = metrics.binary_from_labels(
         truth, [taxonomy.is_malignant(r.birads, threshold) for r, _, _ in rows])
     return {"screening": model, "screening_experts": experts}
@@ -155,14 +167,12 @@ def evaluate(records: list[ImageRecord], detections: list[Detection], classes: S
     classes = _common_classes(records, classes)
     labels = [taxonomy.NO_LESION, *classes]
     expert_boxes = [[_with_category(b, classes) for b in r.boxes] for r in records]
-    detections = [Detection(tuple(_with_category(b, classes) for b in d.boxes), d.width, d.height,
-                            d.class_scores) for d in detections]
+    detections = [replace(d, boxes=tuple(_with_category(b, classes) for b in d.boxes)) for d in detections]
     shown = [_shown(d, score_threshold) for d in detections]
     predicted = [image_decision(d, score_threshold, decision) for d in detections]
     truth = [_rolled(r.birads or taxonomy.image_category(b.category for b in r.boxes), classes)
              for r in records]
     matrix = metrics.confusion_matrix(truth, predicted, labels)
-    scores = [malignancy_score(d, biopsy_threshold) for d in detections]
     result = {
         "n_images": len(records),
         "classes": list(classes),
@@ -173,7 +183,7 @@ def evaluate(records: list[ImageRecord], detections: list[Detection], classes: S
         "confusion_matrix": {"labels": labels, "matrix": matrix},
         "category_accuracy": sum(t == p for t, p in zip(truth, predicted)) / max(1, len(records)),
         "screening_paper": _screening_paper(records, predicted, biopsy_threshold),
-        **_screening(records, predicted, scores, biopsy_threshold),
+        **_screening(records, predicted, detections, biopsy_threshold),
         **metrics.box_ap(expert_boxes, [[b for b in d.boxes if (b.score or 0) >= LOW_SCORE]
                                         for d in detections], classes),
         "ap50_lesion": metrics.box_ap(

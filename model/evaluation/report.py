@@ -26,6 +26,10 @@ def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.2f} %"
 
 
+def _number(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
 def plot_confusion(matrix: list[list[int]], labels: list[str], path: Path, title: str) -> None:
     data = np.asarray(matrix)
     figure, axes = plt.subplots(figsize=(1.0 + 0.8 * len(labels), 0.8 + 0.8 * len(labels)))
@@ -167,8 +171,9 @@ def markdown(m: dict, model_dir: str, data: str) -> str:
               _binary_row("malignant vs benign, pathology: model", m.get("screening")),
               _binary_row("malignant vs benign, pathology: experts' BI-RADS", m.get("screening_experts"))]
     if m.get("screening"):
-        auc = m["screening"]["auc"]
-        lines += ["", f"Screening AUC (model, against pathology): {'n/a' if auc is None else f'{auc:.3f}'}"]
+        auc, by_categories = m["screening"]["auc"], m["screening"].get("auc_categories")
+        lines += ["", f"Screening AUC (model, against pathology): {_number(auc)}; ranked by the "
+                  f"predicted categories alone: {_number(by_categories)}"]
     if "subcategories" in m:
         sub = m["subcategories"]
         lines += ["", "## BI-RADS 4A vs 4B (paper Table III)", "",

@@ -60,13 +60,29 @@ def test_predictor_renames_boxes_with_the_classifier(classified_model, records):
         assert [(b.x0, b.y0, b.x1, b.y1, b.score) for b in after.boxes] == \
             [(b.x0, b.y0, b.x1, b.y1, b.score) for b in before.boxes]
         grey = cv2.cvtColor(read_image(path), cv2.COLOR_RGB2GRAY)
-        opinions = named.box_classifier.probabilities(grey, after.boxes)
+        opinions, malignancy = named.box_classifier.opinions(grey, after.boxes)
+        assert list(after.malignancy) == pytest.approx(malignancy) and not before.malignancy
+        assert all(0.0 <= p <= 1.0 for p in malignancy)
         for box, scores, detector, opinion in zip(after.boxes, after.class_scores, before.class_scores, opinions):
             assert sum(scores.values()) == pytest.approx(sum(detector.values()), abs=1e-5)
             lesion = {c: opinion[c] for c in scores}
             assert box.category == max(lesion, key=lesion.get)  # blend 1.0: the classifier names it
             checked += 1
     assert checked > 0
+
+
+def test_birads_predict_prints_each_boxs_malignancy_from_the_pathology_head(classified_model, records, capsys):
+    from model.cli import main
+
+    image = records[0].path
+    assert main(["predict", "--model", str(classified_model), "--score-threshold", "0", "--no-bf16", image]) == 0
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    named = Predictor(classified_model, score_threshold=0.0, bf16=False)([image])[0]
+    assert line["boxes"] and [b["malignancy"] for b in line["boxes"]] == pytest.approx(named.malignancy, abs=1e-4)
+    assert main(["predict", "--model", str(classified_model), "--score-threshold", "0", "--no-bf16",
+                 "--no-box-classifier", image]) == 0
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert line["boxes"] and all("malignancy" not in b for b in line["boxes"])  # the detector alone
 
 
 def test_a_fine_tuned_version_fine_tunes_its_parents_classifier(tmp_path, classified_model, records):

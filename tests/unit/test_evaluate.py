@@ -39,6 +39,25 @@ def test_low_scores_give_no_screening_shown_but_do_under_top():
     assert top["ap50_lesion"] == pytest.approx(1.0) and top["acceptance_rate"] == 0  # none shown at 0.5
 
 
+def test_pathology_head_ranks_images_by_the_top_boxs_malignancy_categories_kept_beside():
+    from dataclasses import replace
+
+    from model.evaluation.evaluate import category_malignancy, malignancy_score
+
+    records = [_record("a", "2", "malignant"), _record("b", "5", "benign"), _record("c", "3", "benign")]
+    # the categories rank the benign "5" first; the pathology head of each top box ranks right;
+    # the second box of "b" (less confident) would call it malignant, and is not the image's lesion
+    detections = [replace(_detection(("2", 0.9)), malignancy=(0.8,)),
+                  replace(_detection(("5", 0.9), ("5", 0.3)), malignancy=(0.3, 0.95)),
+                  replace(_detection(("3", 0.9)), malignancy=(0.1,))]
+    assert malignancy_score(detections[1]) == 0.3 and category_malignancy(detections[1]) == 0.9
+    assert malignancy_score(_detection(("5", 0.7))) == category_malignancy(_detection(("5", 0.7))) == 0.7
+    screening = evaluate(records, detections, ["2", "3", "4", "5"], decision="top").metrics["screening"]
+    assert screening["auc"] == pytest.approx(1.0)
+    assert screening["auc_categories"] == pytest.approx(0.25)  # "a" ties with "c" at 0, below "b"
+    assert (screening["tp"], screening["fp"]) == (0, 1)  # the decision stays the category's
+
+
 def test_table_iii_against_subcategory_and_pathology():
     records = [_record("a", "4A", "benign"), _record("b", "4B", "malignant"), _record("c", "4C", "malignant"),
                _record("d", "4A", "malignant"), _record("e", "2", "benign")]
