@@ -6,7 +6,10 @@ ResNet-18 on lesion crops (1.5x context, 112 px) sees every lesion in every batc
 epochs in minutes on a CPU (docs/results.md). The predictor blends its category probabilities
 with the detector's for every box (``blend``: the classifier's share); where the boxes are and
 how confident the detector is of each stay the detector's. On the reference model it did not pay
-(docs/results.md, discussion item 8): a lever for a project to measure on its own data.
+(docs/results.md, discussion item 8): a lever for a project to measure on its own data. Its
+pathology head gives each box a P(malignant) (``Detection.malignancy``), which ranked images
+against pathology better than the categories did (item 13; ``--blend 0`` keeps the detector's
+categories and adds only that).
 
 It lives in the model directory as ``box_classifier/`` (weights + ``classifier.json``): the model
 stays self-contained, and a fine-tuned version fine-tunes its parent's classifier too
