@@ -24,17 +24,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from model.evaluation.report import DECISION_TEXT, PAPER, effort_lines  # noqa: E402
+from model.evaluation.report import DECISION_TEXT, PAPER, effort_lines, number, pct  # noqa: E402
 from model.modeldir import BOX_CLASSIFIER_META  # noqa: E402
 from model.simulation import _fmt as cell  # noqa: E402
 
 DOC = REPO / "docs" / "results.md"
 PICTURES = REPO / "docs" / "results"
 DISCUSSION = "## Where and why we fall short of the paper"
-
-
-def pct(value: float | None) -> str:
-    return "n/a" if value is None else f"{100 * value:.2f} %"
 
 
 def row(name: str, stats: dict | None, extra: str = "") -> str:
@@ -246,7 +242,7 @@ def header(runs: Path) -> list[str]:
             f"flips/brightness/jitter, one-cycle SGD to {p['max_lr']}, {p['epochs']} epochs on "
             f"{pre['train_crops']} lesion crops of BUS-BRA folds 1-3. The crop classifier on fold 4's "
             f"{held.get('crops', 'n/a')} lesions: BI-RADS accuracy {pct(held.get('birads_accuracy'))}, "
-            f"pathology AUC {'n/a' if auc is None else f'{auc:.3f}'}.",
+            f"pathology AUC {number(auc)}.",
             f"2. **Faster R-CNN R101-FPN from that trunk** ({spans.get('model', 'not recorded')}): frozen "
             f"batch-norm, stem and res2 frozen (as with ImageNet weights), {info['data']['images']} training "
             f"images, classes {', '.join(info['classes'])}, near-native size (short side {t['image_size']} px, "
@@ -322,9 +318,8 @@ def _lever_figures(m: dict | None, second: dict | None) -> dict[str, str]:
     paper = (second or {}).get("screening_paper") or {}
     auc, by_categories = ((m.get("screening") or {}).get(k) for k in ("auc", "auc_categories"))
     return {"lesion AP50": f"{m['ap50_lesion']:.3f}", "BI-RADS accuracy": pct(m["category_accuracy"]),
-            "AUC against pathology": "n/a" if auc is None else f"{auc:.3f}",
-            "AUC against pathology, predicted categories alone":
-                "n/a" if by_categories is None else f"{by_categories:.3f}",
+            "AUC against pathology": number(auc),
+            "AUC against pathology, predicted categories alone": number(by_categories),
             "Table II sensitivity (second model)": pct(paper.get("sensitivity")),
             "Table II specificity (second model)": pct(paper.get("specificity")),
             "expert-seconds ratio, top1-only": "n/a" if "ratio" not in effort else f"{effort['ratio']:.2f}x"}
@@ -358,7 +353,7 @@ def classifier_section(runs: Path) -> list[str]:
             f"with the detector at weight {s['blend']} (`model/box_classifier.py`); the second model's the "
             f"same on its own images ({minutes(folder, 'classifier-model-no4')}). On fold 4's expert boxes "
             f"alone: BI-RADS accuracy {pct(held.get('birads_accuracy'))}, pathology AUC "
-            f"{'n/a' if auc is None else f'{auc:.3f}'}. Below, the reference models alone and with their "
+            f"{number(auc)}. Below, the reference models alone and with their "
             "classifiers (same detector weights, same images):", "",
             "| | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns),
             *(f"| {n} | " + " | ".join(c.get(n, "n/a") for c in columns.values()) + " |" for n in names), ""]

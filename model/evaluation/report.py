@@ -22,11 +22,11 @@ PAPER = {  # Wang et al., Tables II and III
 }
 
 
-def _pct(value: float | None) -> str:
+def pct(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.2f} %"
 
 
-def _number(value: float | None) -> str:
+def number(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
 
@@ -100,10 +100,10 @@ DECISION_TEXT = {
 def _binary_row(name: str, stats: dict | None, paper: dict | None = None) -> str:
     if not stats:
         return f"| {name} | n/a | n/a | n/a | | |"
-    row = (f"| {name} | {_pct(stats['accuracy'])} | {_pct(stats['sensitivity'])} | "
-           f"{_pct(stats['specificity'])} | {stats['tp']}/{stats['fn']}/{stats['fp']}/{stats['tn']} |")
+    row = (f"| {name} | {pct(stats['accuracy'])} | {pct(stats['sensitivity'])} | "
+           f"{pct(stats['specificity'])} | {stats['tp']}/{stats['fn']}/{stats['fp']}/{stats['tn']} |")
     if paper:
-        row += f" {_pct(paper['accuracy'])} / {_pct(paper['sensitivity'])} / {_pct(paper['specificity'])} |"
+        row += f" {pct(paper['accuracy'])} / {pct(paper['sensitivity'])} / {pct(paper['specificity'])} |"
     else:
         row += " |"
     return row
@@ -143,8 +143,8 @@ def _top_box_line(top: dict | None) -> list[str]:
     if not top or not top["images"]:
         return []
     return [f"- The most confident box, on the {top['images']} images with a lesion: on a lesion "
-            f"(IoU >= {MATCH_IOU}) {_pct(top['on_lesion'])}, near one (IoU {NEAR_IOU}-{MATCH_IOU}) "
-            f"{_pct(top['near'])}, elsewhere or none {_pct(top['elsewhere'])}; median IoU {top['median_iou']:.2f}"]
+            f"(IoU >= {MATCH_IOU}) {pct(top['on_lesion'])}, near one (IoU {NEAR_IOU}-{MATCH_IOU}) "
+            f"{pct(top['near'])}, elsewhere or none {pct(top['elsewhere'])}; median IoU {top['median_iou']:.2f}"]
 
 
 def markdown(m: dict, model_dir: str, data: str) -> str:
@@ -156,13 +156,13 @@ def markdown(m: dict, model_dir: str, data: str) -> str:
              f"- COCO box AP {m['ap']:.3f}, AP50 {m['ap50']:.3f} (per category); "
              f"lesion AP50 (any category) {m['ap50_lesion']:.3f}",
              *_top_box_line(m.get("top_box")),
-             f"- Acceptance rate (pre-annotation accepted unchanged): {_pct(m['acceptance_rate'])}",
-             f"- Image-level category accuracy: {_pct(m['category_accuracy'])}", "",
+             f"- Acceptance rate (pre-annotation accepted unchanged): {pct(m['acceptance_rate'])}",
+             f"- Image-level category accuracy: {pct(m['category_accuracy'])}", "",
              "## Per category, one vs rest (paper Table I)", "",
              "| BI-RADS | accuracy | sensitivity | specificity | support |", "|---|---|---|---|---|"]
     for category, s in m["per_category"].items():
-        lines.append(f"| {category} | {_pct(s['accuracy'])} | {_pct(s['sensitivity'])} | "
-                     f"{_pct(s['specificity'])} | {s['support']} |")
+        lines.append(f"| {category} | {pct(s['accuracy'])} | {pct(s['sensitivity'])} | "
+                     f"{pct(s['specificity'])} | {s['support']} |")
     lines += ["", "![confusion matrix](confusion_matrix.png)", "",
               "## Screening", "",
               "| | accuracy | sensitivity | specificity | TP/FN/FP/TN | paper (ACC / SEN / SPE) |",
@@ -172,8 +172,8 @@ def markdown(m: dict, model_dir: str, data: str) -> str:
               _binary_row("malignant vs benign, pathology: experts' BI-RADS", m.get("screening_experts"))]
     if m.get("screening"):
         auc, by_categories = m["screening"]["auc"], m["screening"].get("auc_categories")
-        lines += ["", f"Screening AUC (model, against pathology): {_number(auc)}; ranked by the "
-                  f"predicted categories alone: {_number(by_categories)}"]
+        lines += ["", f"Screening AUC (model, against pathology): {number(auc)}; ranked by the "
+                  f"predicted categories alone: {number(by_categories)}"]
     if "subcategories" in m:
         sub = m["subcategories"]
         lines += ["", "## BI-RADS 4A vs 4B (paper Table III)", "",
