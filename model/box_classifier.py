@@ -9,7 +9,8 @@ how confident the detector is of each stay the detector's. On the reference mode
 (docs/results.md, discussion item 8): a lever for a project to measure on its own data. Its
 pathology head gives each box a P(malignant) (``Detection.malignancy``), which ranked images
 against pathology better than the categories did (item 13; ``--blend 0`` keeps the detector's
-categories and adds only that).
+categories and adds only that). Trained with ``misplaced_share`` (background crops that miss a
+lesion beside it), its P(lesion) can re-rank the detector's boxes (``rescore``, item 14).
 
 It lives in the model directory as ``box_classifier/`` (weights + ``classifier.json``): the model
 stays self-contained, and a fine-tuned version fine-tunes its parent's classifier too
@@ -46,6 +47,8 @@ GREY_MEAN, GREY_STD = 120.0, 60.0  # ultrasound grey levels, roughly
 @dataclass
 class BoxClassifierSettings(CropTraining):
     blend: float = 0.5             # the classifier's share of each box's category probabilities
+    rescore: float = 0.0           # its share of each box's score: score^(1-w) * P(lesion)^w, boxes
+                                   # re-ranked; 0 keeps the detector's (docs/results.md, item 14)
     fine_tune_epochs: int = 10     # when a fine-tuned model version retrains its parent's classifier
     fine_tune_lr: float = 0.01
 
@@ -189,14 +192,21 @@ class BoxClassifier:
     def refine(self, grey: np.ndarray, boxes: Sequence[Box], class_scores: Sequence[dict[str, float]]
                ) -> tuple[list[Box], list[dict[str, float]], list[float]]:
         """Boxes re-named by the blended probabilities (category = the most probable), their blended
-        class scores, and each box's P(malignant). A box keeps the detector's score: the
-        classifier names lesions, it does not rank them (re-scoring with the blend cost 0.05 of
-        lesion AP50 on fold 4, docs/results.md)."""
-        refined_boxes, refined_scores = [], []
+        class scores, and each box's P(malignant), most confident box first. A box keeps the
+        detector's score unless ``rescore`` > 0: then its score is the geometric mix with the
+        classifier's P(lesion) = 1 - P(background) (re-scoring with the blended category
+        probability instead cost 0.05 of lesion AP50 on fold 4, docs/results.md item 8)."""
+        rows = []
         categories, malignancy = self.opinions(grey, boxes)
-        for box, scores, opinion in zip(boxes, class_scores, categories):
+        weight = self.settings.rescore
+        for box, scores, opinion, malignant in zip(boxes, class_scores, categories, malignancy):
             mixed = blend(scores, opinion, self.settings.blend)
-            refined_boxes.append(Box(box.x0, box.y0, box.x1, box.y1, category=max(mixed, key=mixed.get),
-                                     score=box.score))
-            refined_scores.append(mixed)
-        return refined_boxes, refined_scores, malignancy
+            score = box.score
+            if weight > 0 and score is not None:
+                lesion = max(0.0, 1.0 - opinion.get(BACKGROUND, 0.0))
+                score = score ** (1 - weight) * lesion ** weight
+            rows.append((Box(box.x0, box.y0, box.x1, box.y1, category=max(mixed, key=mixed.get), score=score),
+                         mixed, malignant))
+        if weight > 0:
+            rows.sort(key=lambda row: row[0].score or 0.0, reverse=True)
+        return [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]

@@ -271,6 +271,10 @@ def parser() -> argparse.ArgumentParser:
     _crop_options(p)
     p.add_argument("--blend", type=float, help="the classifier's share of each box's category "
                    "probabilities (default 0.5)")
+    p.add_argument("--rescore", type=float, help="its share of each box's score, by P(lesion): boxes "
+                   "re-ranked (default 0: the detector's scores)")
+    p.add_argument("--misplaced-share", type=float, help="share of the background crops drawn beside "
+                   "or around a lesion, missing it (default 0): teaches P(lesion) a misplaced box")
     p.set_defaults(run=cmd_box_classifier)
 
     p = commands.add_parser("predict", help="detect lesions in images (JSON lines)")

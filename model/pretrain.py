@@ -34,7 +34,7 @@ from torch import nn
 from model import taxonomy
 from model.config import PRETRAIN_REPORT, TRUNK_FILE, resolve_device, use_bf16
 from model.io import StagedDirectory, read_image
-from model.records import ImageRecord
+from model.records import Box, ImageRecord
 
 log = logging.getLogger(__name__)
 BACKGROUND = "background"
@@ -53,6 +53,8 @@ class CropTraining:
                                    # enhancement (BI-RADS descriptors) stays below the lesion
     jitter: float = 0.15           # random shift/scale of the crop, as a fraction of the box
     background_per_lesion: float = 0.5  # crops away from lesions: the net also learns "no lesion"
+    misplaced_share: float = 0.0   # of those, boxes beside or around a lesion (IoU < 0.3): the net
+                                   # also learns a box that misses the lesion (box classifier's rescore)
     epochs: int = 30
     batch_size: int = 64
     max_lr: float = 0.04           # one-cycle SGD (ImageNet's 0.1 per 256 images, a little above)
@@ -143,6 +145,9 @@ class CropSampler:
 
     def _background_crop(self) -> Crop | None:
         """A box of lesion-like size that overlaps no lesion (None if none was found quickly)."""
+        share = self.settings.misplaced_share
+        if share and self.lesions and self.rng.random() < share:  # no draw at 0: runs reproduce
+            return self._misplaced_crop()
         i = self.rng.randrange(len(self.records))
         record, height, width = self.records[i], *self.images[i].shape
         for _ in range(10):
@@ -151,6 +156,22 @@ class CropSampler:
             box = (x0, y0, x0 + side, y0 + side)
             if all(_overlap(box, (b.x0, b.y0, b.x1, b.y1)) < 0.1 for b in record.boxes):
                 return Crop(i, box, self.background, -1.0)
+        return None
+
+    def _misplaced_crop(self) -> Crop | None:
+        """A box near a lesion, shifted and resized until it misses every lesion (IoU < 0.3): what
+        a detector's poorly placed box looks like (None if none was found quickly)."""
+        lesion = self.rng.choice(self.lesions)
+        x0, y0, x1, y1 = lesion.box
+        w, h = x1 - x0, y1 - y0
+        lesions = [Box(*c.box, category=BACKGROUND) for c in self.lesions if c.image == lesion.image]
+        for _ in range(10):
+            cx = (x0 + x1) / 2 + self.rng.uniform(-1.2, 1.2) * w
+            cy = (y0 + y1) / 2 + self.rng.uniform(-1.2, 1.2) * h
+            nw, nh = w * self.rng.uniform(0.5, 2.5), h * self.rng.uniform(0.5, 2.5)
+            box = Box(cx - nw / 2, cy - nh / 2, cx + nw / 2, cy + nh / 2, category=BACKGROUND)
+            if all(box.iou(other) < 0.3 for other in lesions):
+                return Crop(lesion.image, (box.x0, box.y0, box.x1, box.y1), self.background, -1.0)
         return None
 
     def tensor(self, crops: list[Crop]) -> torch.Tensor:

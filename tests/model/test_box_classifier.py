@@ -3,6 +3,7 @@ fine-tuned with the detector when a model version is trained from one that has i
 
 import json
 import shutil
+from dataclasses import replace
 
 import cv2
 import pytest
@@ -120,3 +121,58 @@ def test_a_fresh_classifier_starts_from_its_seed_whatever_was_drawn_before():
     other = seeded(5, BoxClassifierSettings(seed=SETTINGS.seed + 1), "cpu").state_dict()
     assert all(torch.equal(first[k], again[k]) for k in first)
     assert not torch.equal(first["trunk.conv1.weight"], other["trunk.conv1.weight"])
+
+
+def test_misplaced_background_crops_sit_beside_a_lesion_and_miss_every_one(records):
+    from model.pretrain import CropSampler, crop_classes
+    from model.records import Box
+
+    classes = crop_classes(records[:6])
+    plain = CropSampler(records[:6], classes, replace(SETTINGS, misplaced_share=0.0), train=True)
+    misplaced = CropSampler(records[:6], classes, replace(SETTINGS, misplaced_share=1.0), train=True)
+    background = len(classes) - 1
+    crops = [c for c in misplaced.epoch() if c.category == background]
+    assert crops and len(crops) <= len(misplaced.lesions) * SETTINGS.background_per_lesion
+    for crop in crops:
+        box = Box(*crop.box, category="background")
+        lesions = [Box(*c.box, category="lesion") for c in misplaced.lesions if c.image == crop.image]
+        assert all(box.iou(lesion) < 0.3 for lesion in lesions) and crop.malignant == -1.0
+        # beside one of them: its centre within 1.2 lesion sizes of that lesion's centre
+        assert any(abs((box.x0 + box.x1) - (near.x0 + near.x1)) / 2 <= 1.2 * near.width + 1e-6 and
+                   abs((box.y0 + box.y1) - (near.y0 + near.y1)) / 2 <= 1.2 * near.height + 1e-6
+                   for near in lesions)
+    # the default draws its background crops away from lesions, as the trunk's pretraining always has
+    for crop in (c for c in plain.epoch() if c.category == background):
+        assert all(_covered(crop.box, c.box) < 0.1 for c in plain.lesions if c.image == crop.image)
+
+
+def _covered(a, b) -> float:
+    """The share of box ``a`` that box ``b`` covers."""
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    return ix * iy / ((a[2] - a[0]) * (a[3] - a[1]))
+
+
+def test_rescoring_reranks_boxes_by_the_classifiers_p_lesion(tmp_path, classified_model, records):
+    model = tmp_path / "rescored"
+    shutil.copytree(classified_model, model)
+    shutil.rmtree(model / "box_classifier")
+    train_box_classifier(records[:6], model, read_info(model).classes,
+                         replace(SETTINGS, rescore=0.5, misplaced_share=0.5))
+    images = [r.path for r in records]
+    plain = Predictor(model, score_threshold=0.0, bf16=False, box_classifier=False)
+    rescored = Predictor(model, score_threshold=0.0, bf16=False)
+    checked = 0
+    for path, before, after in zip(images, plain(images), rescored(images)):
+        detector = {(b.x0, b.y0, b.x1, b.y1): b.score for b in before.boxes}
+        assert sorted(detector) == sorted((b.x0, b.y0, b.x1, b.y1) for b in after.boxes)  # the same boxes
+        scores = [b.score for b in after.boxes]
+        assert scores == sorted(scores, reverse=True)  # most confident first, by the new score
+        grey = cv2.cvtColor(read_image(path), cv2.COLOR_RGB2GRAY)
+        opinions, malignancy = rescored.box_classifier.opinions(grey, after.boxes)
+        assert list(after.malignancy) == pytest.approx(malignancy)  # each box keeps its own
+        for box, opinion in zip(after.boxes, opinions):
+            lesion = 1.0 - opinion["background"]
+            assert box.score == pytest.approx((detector[(box.x0, box.y0, box.x1, box.y1)] * lesion) ** 0.5)
+            checked += 1
+    assert checked > 0
