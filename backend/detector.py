@@ -112,7 +112,7 @@ def regions(detection: Detection, labels: LabelMap, threshold: float, max_boxes:
             log.warning("no label in the project's config for BI-RADS %s: box dropped", box.category)
             continue
         result.append(to_region(box, detection.width, detection.height, label, labels.from_name,
-                                labels.to_name, f"birads-{len(result)}"))
+                                labels.to_name, f"birads-{len(result)}", detection.malignancy_of(box)))
     return result
 
 

@@ -74,6 +74,10 @@ class Detection:
     malignancy: tuple[float, ...] = ()  # per box: P(malignant at pathology), where the model has a
                                         # box classifier (its pathology head); else empty
 
+    def malignancy_of(self, box: Box) -> float | None:
+        """``box``'s P(malignant), or None where the model has no box classifier."""
+        return next((m for b, m in zip(self.boxes, self.malignancy) if b == box), None)
+
     def top(self) -> Box | None:
         return max(self.boxes, key=lambda b: b.score or 0.0, default=None)
 

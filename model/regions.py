@@ -37,15 +37,23 @@ class MalformedRegion(ValueError):
 
 
 def to_region(box: Box, width: int, height: int, label: str, from_name: str, to_name: str,
-              region_id: str) -> dict:
-    """A region for a box in pixels of a ``width`` x ``height`` image (with its score, if it has one)."""
+              region_id: str, malignancy: float | None = None) -> dict:
+    """A region for a box in pixels of a ``width`` x ``height`` image (with its score, if it has one).
+    A model's P(malignant) for the box goes into the region's meta text, which Label Studio shows
+    in the region's details beside the label (the expert's BI-RADS call stays the label)."""
     region = {"id": region_id, "from_name": from_name, "to_name": to_name, "type": TYPE,
               "original_width": width, "original_height": height, "image_rotation": 0,
               "value": {"x": 100 * box.x0 / width, "y": 100 * box.y0 / height, "width": 100 * box.width / width,
                         "height": 100 * box.height / height, "rotation": 0, "rectanglelabels": [label]}}
     if box.score is not None:
         region["score"] = round(box.score, 4)
+    if malignancy is not None:
+        region["meta"] = {"text": [malignancy_note(malignancy)]}
     return region
+
+
+def malignancy_note(malignancy: float) -> str:
+    return f"P(malignant) {malignancy:.2f}, model estimate"
 
 
 def rectangles(annotation: dict, from_name: str | None = None) -> list[tuple[str, Box]]:

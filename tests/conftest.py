@@ -39,6 +39,46 @@ def tiny_model(tmp_path_factory, busbra_dir) -> Path:
     return out
 
 
+# The box classifier of classified_tiny_model: as small and short as a real one can be
+TINY_BOX_CLASSIFIER = dict(crop_size=32, epochs=2, batch_size=4, bf16=False, blend=1.0, fine_tune_epochs=1)
+
+
+@pytest.fixture(scope="session")
+def classified_tiny_model(tmp_path_factory, tiny_model, busbra_dir) -> Path:
+    """tiny_model with a (barely trained) box classifier (TINY_BOX_CLASSIFIER, on 6 images, its
+    other sample images held out), keeping every box the detector finds, scored high enough for
+    the backend to show: each box then carries the classifier's category and P(malignant). For
+    plumbing, not accuracy."""
+    import shutil
+
+    import torch
+    from detectron2.config import get_cfg
+
+    from model import datasets
+    from model.box_classifier import BoxClassifierSettings, train_box_classifier
+    from model.modeldir import read_info
+
+    model = tmp_path_factory.mktemp("classified") / "model"
+    shutil.copytree(tiny_model, model)
+    # The barely trained detector scores every box below 1e-5, and the backend never shows one
+    # below 0.05: its box classes made nearly flat (background a little less likely) put its
+    # boxes at about 0.24 each, and every box is kept.
+    cfg = get_cfg()
+    cfg.merge_from_file(str(model / "config.yaml"))
+    cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = 0.0
+    (model / "config.yaml").write_text(cfg.dump())
+    checkpoint = torch.load(model / "model_final.pth", map_location="cpu", weights_only=True)
+    weights = checkpoint["model"]
+    weights["roi_heads.box_predictor.cls_score.weight"] *= 0.01
+    weights["roi_heads.box_predictor.cls_score.bias"][:] = 0.0
+    weights["roi_heads.box_predictor.cls_score.bias"][-1] = -2.0
+    torch.save(checkpoint, model / "model_final.pth")
+    records = datasets.load(f"busbra:{busbra_dir}")
+    train_box_classifier(records[:6], model, read_info(model).classes,
+                         BoxClassifierSettings(**TINY_BOX_CLASSIFIER), holdout=records[6:])
+    return model
+
+
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory):
     """A real Redis server's URL: TEST_REDIS_URL, else the one on 127.0.0.1:6379 (these machines and

@@ -80,6 +80,34 @@ def test_a_starter_model_is_served_until_the_project_trains_its_own(settings, ti
     assert replay(checkpoint_only.test_client(), "setup").get_json() == {"model_version": "untrained"}
 
 
+def test_predict_shows_each_boxs_malignancy_where_the_model_has_a_box_classifier(
+        settings, classified_tiny_model, busbra_dir, tmp_path):
+    from model.evaluation.evaluate import LOW_SCORE
+    from model.predict import Predictor
+    from model.regions import malignancy_note
+
+    names = ["bus_0859-l.png", "bus_0084-r.png"]
+    body = copy.deepcopy(recorded("predict_batch")["body"])
+    body["tasks"] = _local_tasks(busbra_dir, names)
+    install_model(settings, 2, classified_tiny_model, "with-classifier")
+    served = replace(settings, score_threshold=0.0, max_boxes=3, show_boxes="threshold", bf16="false")
+    app = create_app(served).test_client()
+    answer = app.post("/predict", json=body).get_json()
+    local = Predictor(classified_tiny_model, score_threshold=LOW_SCORE, max_boxes=20, bf16=False)
+    detections = local([busbra_dir / "Images" / n for n in names], batch_size=served.predict_batch)
+    shown = 0
+    for prediction, detection in zip(answer["results"], detections):
+        assert [r["meta"]["text"] for r in prediction["result"]] == \
+            [[malignancy_note(m)] for m in detection.malignancy[:3]]  # each region its own box's
+        shown += len(prediction["result"])
+    assert shown > 0
+    detector_alone = shutil.copytree(classified_tiny_model, tmp_path / "alone")
+    shutil.rmtree(detector_alone / "box_classifier")
+    install_model(settings, 3, detector_alone, "without")  # no classifier: no meta
+    plain = app.post("/predict", json=dict(body, project="3.1795633085")).get_json()
+    assert plain["results"][0]["result"] and all("meta" not in r for p in plain["results"] for r in p["result"])
+
+
 def _local_tasks(busbra_dir, names: list[str]) -> list[dict]:
     return [{"id": 100 + i, "data": {"image": str(busbra_dir / "Images" / n)}} for i, n in enumerate(names)]
 

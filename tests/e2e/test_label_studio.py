@@ -99,3 +99,25 @@ def test_personal_access_token_is_refreshed_for_images_and_api(label_studio, bus
     assert fetcher.fetch(task.data["image"]).ndim == 3
     annotate(client, project, tasks, busbra_dir / "Images")
     assert len(api.annotated_tasks(project)) == 4
+
+
+def test_label_studio_keeps_each_boxs_malignancy_from_a_model_with_a_box_classifier(
+        label_studio, classified_tiny_model, busbra_dir, tmp_path):
+    """A starter model with a box classifier: Label Studio stores each region's P(malignant) in
+    the region's meta text (shown in the region's details), as the backend sent it."""
+    import re
+
+    from tests.e2e.conftest import start_backend
+
+    with start_backend(tmp_path, label_studio, INITIAL_WEIGHTS=str(classified_tiny_model), MAX_BOXES="3") as backend:
+        client, project, tasks = create_project(label_studio, busbra_dir / "Images", "Malignancy")
+        client.ml.create(project=project, url=backend["url"], title="BI-RADS detector", is_interactive=False)
+        _retrieve_predictions(client, project)
+        stored = _predictions(client, project)
+    note = re.compile(r"P\(malignant\) (\d\.\d\d), model estimate")
+    regions = [r for predictions in stored.values() for r in predictions[-1]["result"]]
+    assert all(p[-1]["model_version"] == "starter-model" for p in stored.values())
+    assert len(regions) == 3 * len(tasks)  # the boxes the backend showed, each with its figure
+    for region in regions:
+        [text] = region["meta"]["text"]
+        assert note.fullmatch(text) and 0.0 <= float(note.fullmatch(text).group(1)) <= 1.0

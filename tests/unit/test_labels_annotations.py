@@ -108,3 +108,22 @@ def test_regions_show_what_show_boxes_asks_for():
     assert len(regions(detection, labels, 0.1, 1, "threshold")) == 1  # MAX_BOXES still caps
     with pytest.raises(ValueError, match="SHOW_BOXES"):
         Settings(show_boxes="all")
+
+
+def test_each_regions_meta_text_carries_its_own_boxs_malignancy():
+    from backend.detector import regions
+    from model.records import Detection
+    from model.regions import malignancy_note
+
+    labels = parse_label_config(_config('<Label value="BI-RADS 3"/><Label value="BI-RADS 4"/>'))
+    boxes = (Box(10, 10, 50, 50, "4", 0.9), Box(60, 10, 90, 50, "3", 0.7), Box(5, 60, 30, 90, "3", 0.2))
+    detection = Detection(boxes, 100, 100, malignancy=(0.81, 0.05, 0.5))
+    shown = regions(detection, labels, 0.5, 5)
+    assert [r["meta"]["text"] for r in shown] == [[malignancy_note(0.81)], [malignancy_note(0.05)]]
+    assert malignancy_note(0.81) == "P(malignant) 0.81, model estimate"
+    # a box shown because it is the most confident one keeps its own figure, not its neighbour's
+    only = Detection(boxes[2:], 100, 100, malignancy=(0.5,))
+    assert [r["meta"]["text"] for r in regions(only, labels, 0.5, 5, "top1")] == [[malignancy_note(0.5)]]
+    # a model without a box classifier gives no meta at all
+    plain = Detection(boxes, 100, 100)
+    assert all("meta" not in r for r in regions(plain, labels, 0.5, 5))

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The box classifier as a verifier of the detector's boxes (docs/results.md, item 14), on a copy of
+# a first model, without touching it: a classifier trained on BUS-BRA folds 1-3 with misplaced
+# background crops (MISPLACED, default 0.5) and blend 0 (the detector keeps naming the boxes), then
+# evaluated twice on fold 4 and BrEaST part2: "kept" (rescore 0: the detector's boxes, scores and
+# categories, plus the pathology head's malignancy) and "rescored" (its P(lesion) re-ranks the
+# boxes with share RESCORE, default 0.5, fixed before any measurement). The same weights serve
+# both arms: only classifier.json's rescore differs.
+# Overrides (environment): REF (default runs/reference), OUT (runs/rescoring), DATA, BIRADS.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ref=${REF:-runs/reference}
+out=${OUT:-runs/rescoring}
+data=${DATA:-../shared/data}
+birads=${BIRADS:-./birads}
+mkdir -p "$out"
+if [ ! -d "$out/kept/box_classifier" ]; then
+  rm -rf "$out/kept" && cp -r "$ref/model" "$out/kept"
+  date +%s > "$out/classifier.start"
+  $birads box-classifier --data "busbra:$data/BUS-BRA" --splits fold1 fold2 fold3 --holdout-splits fold4 \
+    --model "$out/kept" --blend 0 --misplaced-share "${MISPLACED:-0.5}"
+  date +%s > "$out/classifier.end"
+fi
+if [ ! -d "$out/rescored" ]; then
+  cp -r "$out/kept" "$out/rescored.tmp"
+  .venv/bin/python - "$out/rescored.tmp/box_classifier/classifier.json" "${RESCORE:-0.5}" <<'PY'
+import json, sys
+path, share = sys.argv[1], float(sys.argv[2])
+meta = json.load(open(path))
+meta["settings"]["rescore"] = share
+json.dump(meta, open(path, "w"), indent=1)
+PY
+  mv "$out/rescored.tmp" "$out/rescored"
+fi
+for arm in kept rescored; do
+  [ -d "$out/$arm-fold4" ] || $birads evaluate --data "busbra:$data/BUS-BRA" --splits fold4 \
+    --model "$out/$arm" --out "$out/$arm-fold4" --image-decision top
+  [ -d "$out/$arm-breast" ] || $birads evaluate --data "breast:$data/BrEaST" --splits part2 \
+    --model "$out/$arm" --out "$out/$arm-breast" --image-decision top
+done
