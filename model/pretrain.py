@@ -164,7 +164,7 @@ class CropSampler:
         lesion = self.rng.choice(self.lesions)
         x0, y0, x1, y1 = lesion.box
         w, h = x1 - x0, y1 - y0
-        lesions = [Box(*c.box, category=BACKGROUND) for c in self.lesions if c.image == lesion.image]
+        lesions = [Box(*c.box, category="lesion") for c in self.lesions if c.image == lesion.image]
         for _ in range(10):
             cx = (x0 + x1) / 2 + self.rng.uniform(-1.2, 1.2) * w
             cy = (y0 + y1) / 2 + self.rng.uniform(-1.2, 1.2) * h
