@@ -4,8 +4,8 @@
 # (BUS-BRA fold 4, BrEaST part2, the most confident box per image).
 #   scripts/ablation.sh ARM...      arms: recipe, seed-2, no-pretrain, no-balance, size-512, frozen-res4,
 #                                    giou, gn-heads
-# recipe: the first model unchanged (the baseline, on the machine that runs the arms); seed-2: the
-# same with another seed (what a lever must beat on that machine); frozen-res4: res3 and res4 frozen
+# recipe: the first model with the default heads, as before the recipe took gn-heads (the baseline,
+# on the machine that runs the arms); seed-2: the same with another seed (what a lever must beat on that machine); frozen-res4: res3 and res4 frozen
 # too (only res5, FPN and heads learn): an iteration costs about 20 % less; giou: the box head's box
 # regression trained with the generalized-IoU loss instead of smooth L1, weighted 10 (a GIoU of boxes
 # is far smaller than an L1 of scaled deltas: mmdetection's GIoU Faster R-CNN uses 10 too);
@@ -26,6 +26,7 @@ out=${OUT:-runs/ablation}
 ref=${REF:-runs/reference}
 data=${DATA:-../shared/data}
 birads=${BIRADS:-./birads}
+source scripts/gn_heads.sh
 recipe=(--data "busbra:$data/BUS-BRA" --splits fold1 fold2 fold3 --max-iter "${ITERS:-1500}" --batch-size 4
         --base-lr 0.01 --bf16 --num-workers 1 --checkpoint-period "${CHECKPOINT_PERIOD:-500}")
 # keep_checkpoints DIR: copy the training run's periodic checkpoints (its work directory is removed
@@ -92,8 +93,7 @@ for spec in "$@"; do
     size-512) args=(--weights "$ref/trunk" --image-size 512 --max-size 800 --class-balanced) ;;
     recipe) args=("${from_trunk[@]}") ;;
     seed-2) args=("${from_trunk[@]}" --seed 2) ;;
-    gn-heads) args=("${from_trunk[@]}" --extra MODEL.FPN.NORM GN MODEL.ROI_BOX_HEAD.NAME FastRCNNConvFCHead
-                    MODEL.ROI_BOX_HEAD.NUM_CONV 4 MODEL.ROI_BOX_HEAD.NUM_FC 1 MODEL.ROI_BOX_HEAD.NORM GN) ;;
+    gn-heads) args=("${from_trunk[@]}" "${gn_heads[@]}") ;;
     giou) args=("${from_trunk[@]}" --extra MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_TYPE giou
                 MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_WEIGHT 10.0) ;;
     frozen-res4) args=("${from_trunk[@]}" --extra MODEL.BACKBONE.FREEZE_AT 4) ;;

@@ -2,20 +2,26 @@
 # The reference model of docs/results.md, one command, within 2 hours on 2 CPU cores:
 #   1. pretrain the R101 trunk as a classifier of lesion crops (BUS-BRA folds 1-3 only);
 #   2. Faster R-CNN R101-FPN from that trunk at near-native size (short side 320, long <= 576),
-#      rare categories repeated;
+#      rare categories repeated, GroupNorm heads (scripts/gn_heads.sh; HEADS=default: the default
+#      heads, the recipe before docs/results.md item 15);
 #   3. the paper's second model (no BI-RADS 4: classes 2, 3, 5), fine-tuned from the first;
-#   4. both evaluated on BUS-BRA fold 4 and BrEaST part2; the second model's 4A/4B/4C cuts fitted on
+#   4. the first model's box classifier (blend 0: the detector keeps naming the boxes; background
+#      crops half misplaced beside or around a lesion): its pathology head gives each box its
+#      P(malignant), the AUC against pathology and Label Studio's malignancy note (items 13-14);
+#   5. both evaluated on BUS-BRA fold 4 and BrEaST part2; the second model's 4A/4B/4C cuts fitted on
 #      BrEaST part1, then the first model's BI-RADS 4 on part2 split by it (the paper's Table III).
 # A stage whose output exists is not run again (rerun after an interruption to go on).
 # The result is a starter model for new projects: INITIAL_WEIGHTS=$OUT/model (README).
 # The budget: BUDGET_S (default 7200; 0: none) bounds the whole script. First a timed probe of the
 # pretraining caps its 30 epochs to PRETRAIN_SHARE (default 0.3) of the budget, never fewer than
 # MIN_EPOCHS (5); after pretraining, a timed probe of the detector caps its 1500 + 300 iterations
-# to what is left minus EVAL_RESERVE_S (default 480), never fewer than MIN_ITERS (200). A slower
+# to what is left minus EVAL_RESERVE_S (default 480) and CLASSIFIER_RESERVE_S (default 720: the box
+# classifier took 578-699 s on a 2100 MHz Xeon), never fewer than MIN_ITERS (200). A slower
 # machine trains less (pretrain.json and each model's model.json say how long). PRETRAIN_EPOCHS
 # or ITERS given by hand is used as it is.
 # Overrides (environment): OUT, DATA, BIRADS (the command), PRETRAIN_EPOCHS, ITERS, ITERS_NO4,
-# IMAGE_SIZE/MAX_SIZE, BATCH, BASE_LR/BASE_LR_NO4, WORKERS; UNTIL=NAME stops after that stage
+# IMAGE_SIZE/MAX_SIZE, BATCH, BASE_LR/BASE_LR_NO4, WORKERS, HEADS (gn or default), MISPLACED (the
+# classifier's misplaced share, 0.5); UNTIL=NAME stops after that stage
 # (scripts/device_reference.sh runs the recipe at the paper's 800 px on a GPU this way).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,6 +30,12 @@ data=${DATA:-../shared/data}
 busbra="busbra:$data/BUS-BRA"
 breast="breast:$data/BrEaST"
 birads=${BIRADS:-./birads}
+source scripts/gn_heads.sh
+case ${HEADS:-gn} in
+  gn) heads=("${gn_heads[@]}") ;;
+  default) heads=() ;;
+  *) echo "HEADS must be gn or default, not ${HEADS}" >&2; exit 2 ;;
+esac
 mkdir -p "$out"
 # stage NAME DIR COMMAND...: run COMMAND unless DIR exists; its wall time goes to NAME.start/.end
 stage() {
@@ -43,7 +55,7 @@ fit_schedule() {
   started=$(cat "$out/pretrain.start" 2>/dev/null || date +%s)
   spi=$($birads train "${detector[@]}" --probe | tail -1)
   # less 60 s: the two training stages' start-up (data, model), which the probe does not time
-  left=$(( ${BUDGET_S:-7200} - ($(date +%s) - started) - ${EVAL_RESERVE_S:-480} - 60 ))
+  left=$(( ${BUDGET_S:-7200} - ($(date +%s) - started) - ${EVAL_RESERVE_S:-480} - ${CLASSIFIER_RESERVE_S:-720} - 60 ))
   fit=$(awk -v left="$left" -v spi="$spi" -v least="${MIN_ITERS:-200}" \
         'BEGIN { n = int(left / spi * 5 / 6); print (n < least ? least : n) }')
   echo "budget: $spi s per iteration, $left s left to train: room for $fit iterations"
@@ -54,7 +66,7 @@ iters=${ITERS:-1500}
 iters_no4=${ITERS_NO4:-300}
 detector=(--data "$busbra" --splits fold1 fold2 fold3 --out "$out/model" --weights "$out/trunk"
           --image-size "${IMAGE_SIZE:-320}" --max-size "${MAX_SIZE:-576}" --batch-size "${BATCH:-4}"
-          --base-lr "${BASE_LR:-0.01}" --class-balanced --bf16 --num-workers "${WORKERS:-1}")
+          --base-lr "${BASE_LR:-0.01}" --class-balanced --bf16 --num-workers "${WORKERS:-1}" "${heads[@]}")
 # fit the trunk's epochs into PRETRAIN_SHARE of the budget, when they must shrink (an AVX2-only CPU
 # has no bf16: 183 s per epoch were measured there, against 52 s on an AMX Xeon)
 fit_pretraining() {
@@ -82,6 +94,10 @@ stage model-no4 "$out/model-no4" $birads train --data "$busbra" --splits fold1 f
   --out "$out/model-no4" --without-birads-4 --weights "$out/model" --image-size 0 \
   --max-iter "$iters_no4" --batch-size "${BATCH:-4}" --base-lr "${BASE_LR_NO4:-0.005}" \
   --class-balanced --bf16 --num-workers "${WORKERS:-1}"
+# after model-no4, which would otherwise fine-tune a classifier of its own from the first model's
+stage classifier "$out/model/box_classifier" $birads box-classifier --data "$busbra" \
+  --splits fold1 fold2 fold3 --holdout-splits fold4 --model "$out/model" --blend 0 \
+  --misplaced-share "${MISPLACED:-0.5}"
 evaluations() {
   # The paper classifies every lesion image: the image's category is the most confident box.
   for model in model model-no4; do

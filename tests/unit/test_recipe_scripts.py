@@ -12,7 +12,8 @@ import pytest
 
 SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 OVERRIDES = {"BUDGET_S", "ITERS", "ITERS_NO4", "PRETRAIN_EPOCHS", "PRETRAIN_SHARE", "MIN_EPOCHS", "MIN_ITERS",
-             "EVAL_RESERVE_S", "UNTIL", "CHECKPOINT_PERIOD", "IMAGE_SIZE", "MAX_SIZE", "BATCH", "REF", "DATA", "KEEP"}
+             "EVAL_RESERVE_S", "CLASSIFIER_RESERVE_S", "HEADS", "MISPLACED",
+             "UNTIL", "CHECKPOINT_PERIOD", "IMAGE_SIZE", "MAX_SIZE", "BATCH", "REF", "DATA", "KEEP"}
 STAND_IN = """#!/usr/bin/env bash
 echo "$*" >> "$CALLS"
 command=$1; shift
@@ -58,8 +59,9 @@ def test_a_slow_machine_pretrains_and_trains_less_to_keep_the_budget(tmp_path):
     calls = run_script(tmp_path, 183, 7)
     assert option(calls, "pretrain", "--epochs") == int(7200 * 0.3 / 183)  # 11 of 30
     iters = option(calls, "train", "--max-iter")
-    # what is left after pretraining (the stand-in takes no time), less evaluations and start-up
-    assert iters == pytest.approx((7200 - 480 - 60) / 7 * 5 / 6, abs=2)
+    # what is left after pretraining (the stand-in takes no time), less evaluations, the box
+    # classifier and start-up
+    assert iters == pytest.approx((7200 - 480 - 720 - 60) / 7 * 5 / 6, abs=2)
     assert any("--without-birads-4" in c and f"--max-iter {iters // 5} " in c for c in calls)
 
 
@@ -68,6 +70,29 @@ def test_a_fast_machine_keeps_the_full_recipe(tmp_path):
     assert option(calls, "pretrain", "--epochs") == 30
     assert option(calls, "train", "--max-iter") == 1500
     assert any("--without-birads-4" in c and "--max-iter 300" in c for c in calls)
+
+
+def test_the_first_model_has_groupnorm_heads_and_a_box_classifier_trained_after_the_second_model(tmp_path):
+    calls = run_script(tmp_path, 52, 2)
+    first = next(c for c in calls if c.startswith("train") and "--probe" not in c)
+    assert "MODEL.FPN.NORM GN" in first and "MODEL.ROI_BOX_HEAD.NORM GN" in first
+    second = next(i for i, c in enumerate(calls) if "--without-birads-4" in c)
+    assert "--extra" not in calls[second]  # fine-tuned from the first: its config, heads included
+    classifier = next(i for i, c in enumerate(calls) if c.startswith("box-classifier"))
+    assert classifier > second  # else the second model would fine-tune a classifier of its own
+    line = calls[classifier]
+    assert f"--model {tmp_path / 'reference' / 'model'} " in line
+    assert "--blend 0 " in line and line.endswith("--misplaced-share 0.5")
+    evaluations = [i for i, c in enumerate(calls) if c.startswith("evaluate")]
+    assert evaluations and min(evaluations) > classifier  # the figures include its malignancy
+
+
+def test_the_default_heads_stay_available_and_a_wrong_name_is_refused(tmp_path):
+    calls = run_script(tmp_path, 52, 2, HEADS="default")
+    assert not any("--extra" in c for c in calls if c.startswith("train"))
+    with pytest.raises(subprocess.CalledProcessError) as refused:
+        run_script(tmp_path, 52, 2, HEADS="gm")
+    assert refused.value.returncode == 2 and "HEADS must be gn or default" in refused.value.stderr
 
 
 def test_a_very_slow_machine_still_pretrains_the_least_epochs(tmp_path):
