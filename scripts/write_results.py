@@ -1,6 +1,8 @@
 """Assemble docs/results.md (and its PNGs) from the runs of the three experiment scripts.
 
     python scripts/write_results.py [RUNS_DIR]        (default runs/)
+    python scripts/write_results.py RUNS_DIR --doc DIR/results.md --pictures DIR/results
+                                                      (a run's own document beside docs/results.md)
 
 Reads scripts/reference_model.sh's, subcategory_comparison.sh's, simulation.sh's,
 box_classifier_experiment.sh's and ablation.sh's outputs and their start/end stamps; every number
@@ -10,6 +12,7 @@ on) of an existing docs/results.md is kept.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -59,10 +62,15 @@ def minutes(runs: Path, name: str) -> str:
     return "not recorded" if wall is None else f"{wall / 60:.0f} min"
 
 
+def picture_link(name: str) -> str:
+    """A picture in PICTURES as the document links it (relative to the document's folder)."""
+    return Path(os.path.relpath(PICTURES / name, DOC.parent)).as_posix()
+
+
 def copy(source: Path, name: str) -> str:
     PICTURES.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(source, PICTURES / name)
-    return f"results/{name}"
+    return picture_link(name)
 
 
 def evaluation_section(title: str, report: Path, prefix: str) -> list[str]:
@@ -149,7 +157,7 @@ def simulation_plot(results: dict[str, dict]) -> str:
     PICTURES.mkdir(parents=True, exist_ok=True)
     figure.savefig(PICTURES / "simulation.png", dpi=110)
     plt.close(figure)
-    return "results/simulation.png"
+    return picture_link("simulation.png")
 
 
 def _size(train: dict) -> str:
@@ -205,16 +213,33 @@ def cpu_name() -> str:
 RECIPE = "reference"
 
 
-STAGES = ("pretrain", "model", "model-no4", "evaluations")
+STAGES = ("pretrain", "model", "model-no4", "classifier", "evaluations")
+GN_HEADS = "MODEL.ROI_BOX_HEAD.NORM"  # in a model's `extra` overrides: the recipe's GroupNorm heads
 
 
 def stage_minutes(runs: Path) -> dict[str, str]:
     """Minutes of each stage of scripts/reference_model.sh (its NAME.start/.end stamps), and their sum."""
     walls = {name: wall for name in STAGES if (wall := seconds(runs / RECIPE, name)) is not None}
     spans = {name: f"{wall / 60:.0f} min" for name, wall in walls.items()}
-    if len(walls) == len(STAGES):
+    if set(STAGES) - {"classifier"} <= set(walls):  # runs before the classifier stage had none
         spans["total"] = f"{sum(walls.values()) / 60:.0f} min"
     return spans
+
+
+def recipe_classifier(model: Path, span: str) -> list[str]:
+    """The recipe's box classifier stage, where its first model has one."""
+    meta = model / BOX_CLASSIFIER_META
+    if not meta.is_file():
+        return []
+    info = json.loads(meta.read_text())
+    s, held = info["settings"], info.get("holdout") or {}
+    return [f"4. **The first model's box classifier** ({span}): a ResNet-18 (random weights) on each lesion's "
+            f"crop ({s['context']}x context, {s['crop_size']} px) and background crops ({s['background_per_lesion']} "
+            f"per lesion, {100 * s.get('misplaced_share', 0):.0f} % of them beside or around a lesion), "
+            f"{s['epochs']} epochs on {info['train_boxes']} lesions; blend {s['blend']} (the detector names the "
+            f"boxes), rescore {s.get('rescore', 0)}: its pathology head gives each box its P(malignant). On "
+            f"fold 4's expert boxes alone: BI-RADS accuracy {pct(held.get('birads_accuracy'))}, pathology AUC "
+            f"{number(held.get('pathology_auc'))}."]
 
 
 def header(runs: Path) -> list[str]:
@@ -224,6 +249,8 @@ def header(runs: Path) -> list[str]:
     pre = json.loads((folder / "trunk" / "pretrain.json").read_text())
     p, held = pre["settings"], pre.get("holdout") or {}
     second = json.loads((folder / "model-no4" / "model.json").read_text())
+    heads = ("GroupNorm FPN and a box head of four GroupNorm convolutions (`scripts/gn_heads.sh`)"
+             if GN_HEADS in t.get("extra", []) else "detectron2's default FPN and box head")
     script = (REPO / "scripts" / "reference_model.sh").read_text()
     commands = script[script.index("iters=${ITERS"):].rstrip().splitlines()  # the schedule, then the stages
     spans = stage_minutes(runs)
@@ -249,11 +276,13 @@ def header(runs: Path) -> list[str]:
             f"long side at most {t['max_size']}), batch {t['batch_size']}, LR {t['base_lr']} dropped 10x at "
             f"{100 * t['lr_drop_at']:.0f} %, {t['max_iter']} iterations, rare categories repeated "
             f"(threshold {t['repeat_threshold']}), flips/rotation/brightness on the fly, "
-            f"{'bf16 autocast' if t.get('bf16') else 'float32'}.",
+            f"{'bf16 autocast' if t.get('bf16') else 'float32'}, {heads}.",
             f"3. **The paper's second model** ({spans.get('model-no4', 'not recorded')}): fine-tuned from the "
             f"first on the {second['data']['images']} training images without BI-RADS 4 (classes "
             f"{', '.join(second['classes'])}), {second['settings']['max_iter']} iterations.",
-            f"4. Evaluations and the 4A/4B/4C cuts ({spans.get('evaluations', 'not recorded')}).", "",
+            *(classifier := recipe_classifier(folder / "model", spans.get("classifier", "not recorded"))),
+            f"{5 if classifier else 4}. Evaluations and the 4A/4B/4C cuts "
+            f"({spans.get('evaluations', 'not recorded')}).", "",
             f"Wall time of the whole script (its stages added up): {spans.get('total', 'not recorded')}. "
             "Image-level figures take "
             "each image's most confident box (`--image-decision top`, the paper's per-lesion classification).",
@@ -338,10 +367,12 @@ def classifier_section(runs: Path) -> list[str]:
     info = json.loads(meta.read_text())
     s, held = info["settings"], info.get("holdout") or {}
     columns = {}
+    # since the recipe has a classifier of its own (blend 0: categories the detector's, not its AUC)
+    reference = "reference" if (runs / RECIPE / "model" / BOX_CLASSIFIER_META).is_file() else "detector alone"
     for data, title in (("fold4", "BUS-BRA fold 4"), ("breast", "BrEaST part2")):
         pair = {f"{title}, {name}": _lever_figures(metrics_of(runs, f"model-{data}", experiment),
                                                     metrics_of(runs, f"model-no4-{data}", experiment))
-                for name, experiment in (("detector alone", RECIPE), ("with box classifier", CLASSIFIER))}
+                for name, experiment in ((reference, RECIPE), ("with box classifier", CLASSIFIER))}
         if all(pair.values()):  # a dataset only where both sides were evaluated
             columns |= pair
     names = list(next(iter(columns.values()), {}))
@@ -491,7 +522,14 @@ def targets_section(runs: Path) -> list[str]:
 
 
 def main() -> None:
-    runs = Path(sys.argv[1]) if len(sys.argv) > 1 else REPO / "runs"
+    global DOC, PICTURES  # where this run writes: docs/results.md unless --doc says otherwise
+    parser = argparse.ArgumentParser(description="docs/results.md from the experiment scripts' outputs")
+    parser.add_argument("runs", nargs="?", type=Path, default=REPO / "runs", help="their output folder")
+    parser.add_argument("--doc", type=Path, default=DOC, help="the document to (re)write; its hand-written "
+                        "discussion is kept")
+    parser.add_argument("--pictures", type=Path, default=PICTURES, help="where its pictures go")
+    args = parser.parse_args()
+    runs, DOC, PICTURES = args.runs, args.doc, args.pictures
     old = DOC.read_text() if DOC.is_file() else ""
     kept = old[old.index(DISCUSSION):] if DISCUSSION in old else ""
     lines = header(runs)

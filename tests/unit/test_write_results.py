@@ -194,3 +194,54 @@ def test_each_kept_ablation_writes_its_section_from_the_kept_reports(writer):
         assert section[0] == f"## {title}", folder
         rows = [line for line in section if line.startswith("| ") and not line.startswith("| arm |")]
         assert rows, f"{folder}: no arm's row"
+
+
+def test_the_recipes_heads_and_box_classifier_stage_are_described_from_the_run(tmp_path, monkeypatch, writer,
+                                                                                 busbra_dir, breast_dir):
+    runs = tmp_path / "runs"
+    busbra, breast = datasets.load(f"busbra:{busbra_dir}"), datasets.load(f"breast:{breast_dir}")
+    _reference(runs, busbra, breast)
+    ref = runs / "reference"
+    gn = ["MODEL.FPN.NORM", "GN", "MODEL.ROI_BOX_HEAD.NORM", "GN"]
+    _model_json(ref / "model", TrainSettings(image_size=320, max_size=576, max_iter=1200, extra=gn), 1127)
+    (ref / "model" / "box_classifier").mkdir()
+    (ref / "model" / "box_classifier" / "classifier.json").write_text(json.dumps({
+        "settings": {"context": 1.5, "crop_size": 112, "epochs": 30, "blend": 0.0, "rescore": 0.0,
+                     "background_per_lesion": 0.5, "misplaced_share": 0.5}, "train_boxes": 1127,
+        "holdout": {"crops": 365, "birads_accuracy": 0.5123, "pathology_auc": 0.858}}))
+    (ref / "classifier.start").write_text("6100")
+    (ref / "classifier.end").write_text("6700")
+
+    monkeypatch.setattr(sys, "argv", ["write_results.py", str(runs)])
+    writer.main()
+    doc = writer.DOC.read_text()
+    assert "four GroupNorm convolutions" in doc and "1200 iterations" in doc
+    assert "4. **The first model's box classifier** (10 min)" in doc
+    assert "50 % of them beside or around a lesion" in doc and "blend 0.0" in doc
+    assert "BI-RADS accuracy 51.23 %, pathology AUC 0.858" in doc
+    assert "5. Evaluations and the 4A/4B/4C cuts (5 min)" in doc
+    assert "Wall time of the whole script (its stages added up): 95 min" in doc
+
+
+def test_a_run_with_the_default_heads_and_no_classifier_says_so(tmp_path, monkeypatch, writer, busbra_dir,
+                                                               breast_dir):
+    runs = tmp_path / "runs"
+    _reference(runs, datasets.load(f"busbra:{busbra_dir}"), datasets.load(f"breast:{breast_dir}"))
+    monkeypatch.setattr(sys, "argv", ["write_results.py", str(runs)])
+    writer.main()
+    doc = writer.DOC.read_text()
+    assert "detectron2's default FPN and box head" in doc and "box classifier** (" not in doc
+    assert "4. Evaluations and the 4A/4B/4C cuts (5 min)" in doc
+
+
+def test_a_runs_own_document_links_its_own_pictures(tmp_path, monkeypatch, writer, busbra_dir, breast_dir):
+    runs = tmp_path / "runs"
+    _reference(runs, datasets.load(f"busbra:{busbra_dir}"), datasets.load(f"breast:{breast_dir}"))
+    own = tmp_path / "docs" / "results" / "cpu-x-reference"
+    monkeypatch.setattr(sys, "argv", ["write_results.py", str(runs), "--doc", str(own / "results.md"),
+                                      "--pictures", str(own / "pictures")])
+    writer.main()
+    doc = (own / "results.md").read_text()
+    assert "![confusion matrix](pictures/fold4_confusion_matrix.png)" in doc
+    assert (own / "pictures" / "fold4_confusion_matrix.png").stat().st_size > 1000
+    assert not (tmp_path / "docs" / "results.md").exists()  # the main document untouched
