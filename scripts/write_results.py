@@ -529,6 +529,7 @@ def main() -> None:
                         "discussion is kept")
     parser.add_argument("--pictures", type=Path, default=PICTURES, help="where its pictures go")
     args = parser.parse_args()
+    shared = args.doc == DOC  # docs/results.md: with the arms kept in docs/results; a run's own: its runs only
     runs, DOC, PICTURES = args.runs, args.doc, args.pictures
     old = DOC.read_text() if DOC.is_file() else ""
     kept = old[old.index(DISCUSSION):] if DISCUSSION in old else ""
@@ -539,7 +540,7 @@ def main() -> None:
                                 "breast")
     lines += classifier_section(runs)
     lines += ablation_section(runs)
-    for folder, (title, how) in KEPT_ABLATIONS.items():
+    for folder, (title, how) in KEPT_ABLATIONS.items() if shared else ():
         lines += ablation_section(REPO / "docs" / "results", folder, title, how)
     lines += paper_protocol_section(runs)
     lines += split_section(runs)

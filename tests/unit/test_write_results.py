@@ -245,3 +245,4 @@ def test_a_runs_own_document_links_its_own_pictures(tmp_path, monkeypatch, write
     assert "![confusion matrix](pictures/fold4_confusion_matrix.png)" in doc
     assert (own / "pictures" / "fold4_confusion_matrix.png").stat().st_size > 1000
     assert not (tmp_path / "docs" / "results.md").exists()  # the main document untouched
+    assert "One lever at a time on" not in doc  # the arms kept in docs/results belong to docs/results.md
