@@ -59,6 +59,16 @@ def _simulation(folder: Path, seconds: list[float | None]) -> None:
         "rounds": rows}))
 
 
+def _classifier(model: Path, settings: dict, accuracy: float, auc: float, stamps: Path, stage: str) -> None:
+    """A box classifier's classifier.json in ``model``, its stage STAGE.start/.end (300 s apart) in ``stamps``."""
+    (model / "box_classifier").mkdir(parents=True)
+    (model / "box_classifier" / "classifier.json").write_text(json.dumps({
+        "settings": {"context": 1.5, "crop_size": 112, "epochs": 30, **settings}, "train_boxes": 1127,
+        "holdout": {"crops": 365, "birads_accuracy": accuracy, "pathology_auc": auc}}))
+    (stamps / f"{stage}.start").write_text("5500")
+    (stamps / f"{stage}.end").write_text("5800")
+
+
 def _reference(runs: Path, busbra, breast) -> None:
     ref = runs / "reference"
     _model_json(ref / "model", TrainSettings(image_size=320, max_size=576, max_iter=1500, batch_size=4), 1127)
@@ -119,14 +129,9 @@ def test_box_classifier_section_sets_the_detector_alone_beside_it(tmp_path, monk
     _reference(runs, busbra, breast)
     assert writer.classifier_section(runs) == []  # no experiment, no section
     experiment = runs / "box-classifier"
-    (experiment / "model" / "box_classifier").mkdir(parents=True)
-    (experiment / "model" / "box_classifier" / "classifier.json").write_text(json.dumps({
-        "settings": {"context": 1.5, "crop_size": 112, "epochs": 30, "blend": 0.5}, "train_boxes": 1127,
-        "wall_seconds": 300, "holdout": {"crops": 365, "birads_accuracy": 0.55, "pathology_auc": 0.88}}))
+    _classifier(experiment / "model", {"blend": 0.5}, 0.55, 0.88, experiment, "classifier-model")
     _report(busbra, experiment / "model-fold4", ["2", "3", "4", "5"],
             {r.image_id: "2" for r in busbra})  # with the classifier every lesion is BI-RADS 2
-    (experiment / "classifier-model.start").write_text("5500")
-    (experiment / "classifier-model.end").write_text("5800")
 
     monkeypatch.setattr(sys, "argv", ["write_results.py", str(runs)])
     writer.main()
@@ -204,23 +209,18 @@ def test_the_recipes_heads_and_box_classifier_stage_are_described_from_the_run(t
     ref = runs / "reference"
     gn = ["MODEL.FPN.NORM", "GN", "MODEL.ROI_BOX_HEAD.NORM", "GN"]
     _model_json(ref / "model", TrainSettings(image_size=320, max_size=576, max_iter=1200, extra=gn), 1127)
-    (ref / "model" / "box_classifier").mkdir()
-    (ref / "model" / "box_classifier" / "classifier.json").write_text(json.dumps({
-        "settings": {"context": 1.5, "crop_size": 112, "epochs": 30, "blend": 0.0, "rescore": 0.0,
-                     "background_per_lesion": 0.5, "misplaced_share": 0.5}, "train_boxes": 1127,
-        "holdout": {"crops": 365, "birads_accuracy": 0.5123, "pathology_auc": 0.858}}))
-    (ref / "classifier.start").write_text("6100")
-    (ref / "classifier.end").write_text("6700")
+    _classifier(ref / "model", {"blend": 0.0, "rescore": 0.0, "background_per_lesion": 0.5, "misplaced_share": 0.5},
+                0.5123, 0.858, ref, "classifier")
 
     monkeypatch.setattr(sys, "argv", ["write_results.py", str(runs)])
     writer.main()
     doc = writer.DOC.read_text()
     assert "four GroupNorm convolutions" in doc and "1200 iterations" in doc
-    assert "4. **The first model's box classifier** (10 min)" in doc
+    assert "4. **The first model's box classifier** (5 min)" in doc
     assert "50 % of them beside or around a lesion" in doc and "blend 0.0" in doc
     assert "BI-RADS accuracy 51.23 %, pathology AUC 0.858" in doc
     assert "5. Evaluations and the 4A/4B/4C cuts (5 min)" in doc
-    assert "Wall time of the whole script (its stages added up): 95 min" in doc
+    assert "Wall time of the whole script (its stages added up): 90 min" in doc
 
 
 def test_a_run_with_the_default_heads_and_no_classifier_says_so(tmp_path, monkeypatch, writer, busbra_dir,
