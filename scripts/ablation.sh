@@ -5,8 +5,9 @@
 #   scripts/ablation.sh ARM...      arms: recipe, seed-2, no-pretrain, no-balance, size-512, frozen-res4,
 #                                    giou, gn-heads
 # recipe: the first model with the default heads, as before the recipe took gn-heads (the baseline,
-# on the machine that runs the arms); seed-2: the same with another seed (what a lever must beat on that machine); frozen-res4: res3 and res4 frozen
-# too (only res5, FPN and heads learn): an iteration costs about 20 % less; giou: the box head's box
+# on the machine that runs the arms); seed-2: the same with another seed (what a lever must beat on
+# that machine); frozen-res4: res3 and res4 frozen too (only res5, FPN and heads learn): an
+# iteration costs about 20 % less; giou: the box head's box
 # regression trained with the generalized-IoU loss instead of smooth L1, weighted 10 (a GIoU of boxes
 # is far smaller than an L1 of scaled deltas: mmdetection's GIoU Faster R-CNN uses 10 too);
 # gn-heads: the recipe's trunk under no-pretrain's heads (GroupNorm in the FPN, a box head of four
