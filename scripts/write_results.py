@@ -226,20 +226,31 @@ def stage_minutes(runs: Path) -> dict[str, str]:
     return spans
 
 
+def classifier_meta(model: Path) -> dict | None:
+    """A model directory's box classifier.json, None where it has no classifier."""
+    meta = model / BOX_CLASSIFIER_META
+    return json.loads(meta.read_text()) if meta.is_file() else None
+
+
+def on_expert_boxes(info: dict) -> str:
+    """A box classifier's own scores on fold 4's expert boxes (classifier.json's holdout)."""
+    held = info.get("holdout") or {}
+    return (f"On fold 4's expert boxes alone: BI-RADS accuracy {pct(held.get('birads_accuracy'))}, pathology AUC "
+            f"{number(held.get('pathology_auc'))}.")
+
+
 def recipe_classifier(model: Path, span: str) -> list[str]:
     """The recipe's box classifier stage, where its first model has one."""
-    meta = model / BOX_CLASSIFIER_META
-    if not meta.is_file():
+    info = classifier_meta(model)
+    if info is None:
         return []
-    info = json.loads(meta.read_text())
-    s, held = info["settings"], info.get("holdout") or {}
+    s = info["settings"]
     return [f"4. **The first model's box classifier** ({span}): a ResNet-18 (random weights) on each lesion's "
             f"crop ({s['context']}x context, {s['crop_size']} px) and background crops ({s['background_per_lesion']} "
             f"per lesion, {100 * s.get('misplaced_share', 0):.0f} % of them beside or around a lesion), "
             f"{s['epochs']} epochs on {info['train_boxes']} lesions; blend {s['blend']} (the detector names the "
-            f"boxes), rescore {s.get('rescore', 0)}: its pathology head gives each box its P(malignant). On "
-            f"fold 4's expert boxes alone: BI-RADS accuracy {pct(held.get('birads_accuracy'))}, pathology AUC "
-            f"{number(held.get('pathology_auc'))}."]
+            f"boxes), rescore {s.get('rescore', 0)}: its pathology head gives each box its P(malignant). "
+            f"{on_expert_boxes(info)}"]
 
 
 def header(runs: Path) -> list[str]:
@@ -361,14 +372,13 @@ def classifier_section(runs: Path) -> list[str]:
     """scripts/box_classifier_experiment.sh: the reference models with a box classifier each,
     beside the reference models alone (same detector weights, same images)."""
     folder = runs / CLASSIFIER
-    meta = folder / "model" / BOX_CLASSIFIER_META
-    if not meta.is_file():
+    info = classifier_meta(folder / "model")
+    if info is None:
         return []
-    info = json.loads(meta.read_text())
-    s, held = info["settings"], info.get("holdout") or {}
+    s = info["settings"]
     columns = {}
     # since the recipe has a classifier of its own (blend 0: categories the detector's, not its AUC)
-    reference = "reference" if (runs / RECIPE / "model" / BOX_CLASSIFIER_META).is_file() else "detector alone"
+    reference = "reference" if classifier_meta(runs / RECIPE / "model") else "detector alone"
     for data, title in (("fold4", "BUS-BRA fold 4"), ("breast", "BrEaST part2")):
         pair = {f"{title}, {name}": _lever_figures(metrics_of(runs, f"model-{data}", experiment),
                                                     metrics_of(runs, f"model-no4-{data}", experiment))
@@ -376,16 +386,14 @@ def classifier_section(runs: Path) -> list[str]:
         if all(pair.values()):  # a dataset only where both sides were evaluated
             columns |= pair
     names = list(next(iter(columns.values()), {}))
-    auc = held.get("pathology_auc")
     return ["## The box classifier: what it changes", "",
             f"`scripts/box_classifier_experiment.sh`: a ResNet-18 (random weights) on each box's crop "
             f"({s['context']}x context, {s['crop_size']} px), {s['epochs']} epochs on the {info['train_boxes']} "
             f"lesions of the first model's training images ({minutes(folder, 'classifier-model')}), blended "
             f"with the detector at weight {s['blend']} (`model/box_classifier.py`); the second model's the "
-            f"same on its own images ({minutes(folder, 'classifier-model-no4')}). On fold 4's expert boxes "
-            f"alone: BI-RADS accuracy {pct(held.get('birads_accuracy'))}, pathology AUC "
-            f"{number(auc)}. Below, the reference models alone and with their "
-            "classifiers (same detector weights, same images):", "",
+            f"same on its own images ({minutes(folder, 'classifier-model-no4')}). {on_expert_boxes(info)} "
+            "Below, the reference models alone and with their classifiers (same detector weights, same images):",
+            "",
             "| | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns),
             *(f"| {n} | " + " | ".join(c.get(n, "n/a") for c in columns.values()) + " |" for n in names), ""]
 
