@@ -25,7 +25,7 @@ from detectron2.utils.env import seed_all_rng
 from detectron2.utils.events import CommonMetricPrinter, JSONWriter
 from detectron2.utils.logger import setup_logger
 
-from model import box_classifier, modeldir, taxonomy
+from model import box_classifier, class_rows, modeldir, taxonomy
 from model.augment import training_augmentations
 from model.config import TrainSettings, build_config, use_bf16
 from model.datasets.export import summary
@@ -181,6 +181,20 @@ def seconds_per_iteration(records: list[ImageRecord], settings: TrainSettings, s
     return overlapped_step_seconds(step_seconds, clock.data_times[1:], settings.num_workers)
 
 
+def _inherit_class_rows(trainer: BiradsTrainer, weights: str, classes: list[str]) -> dict[str, list[str]]:
+    """Fine-tuning a model directory onto other classes: the box predictor's rows from the parent's
+    (model.class_rows). On a resumed run the checkpoint already holds them; only the record is made."""
+    if not weights or not modeldir.is_model_dir(weights):
+        return {}
+    if trainer.start_iter > 0:
+        parent = modeldir.read_info(weights).classes
+        return class_rows.parent_classes_of(parent, classes) if parent != classes else {}
+    inherited = class_rows.inherit(trainer.model, weights, classes)
+    if inherited:
+        log.info("box predictor rows from the parent's classes: %s", inherited)
+    return inherited
+
+
 def training_classes(records: list[ImageRecord], without_birads_4: bool = False) -> list[str]:
     """The detector classes the boxes of ``records`` need (4A/4B/4C or plain 4, never 1)."""
     categories = [b.category for r in records for b in r.boxes]
@@ -231,6 +245,7 @@ def train(records: list[ImageRecord], out: str | Path, settings: TrainSettings |
     trainer = BiradsTrainer(cfg, to_detectron2(records, classes), settings,
                             progress or _log_progress)
     trainer.resume_or_load(resume=resume)
+    inherited = _inherit_class_rows(trainer, settings.weights, classes)
     started = time.perf_counter()
     trainer.train()
     wall = time.perf_counter() - started
@@ -238,7 +253,8 @@ def train(records: list[ImageRecord], out: str | Path, settings: TrainSettings |
         classes=classes, created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         parent=settings.weights or None, data=summary(records), settings=trainer.settings.to_dict(),
         training={"iterations": cfg.SOLVER.MAX_ITER, "wall_seconds": round(wall, 1),
-                  "device": cfg.MODEL.DEVICE, "torch": torch.__version__})
+                  "device": cfg.MODEL.DEVICE, "torch": torch.__version__,
+                  **({"class_rows_from_parent": inherited} if inherited else {})})
     with StagedDirectory(out) as staging:
         torch.save({"model": trainer.model.state_dict()}, staging / modeldir.WEIGHTS)
         (staging / modeldir.CONFIG).write_text(cfg.dump())

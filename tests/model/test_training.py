@@ -9,11 +9,14 @@ default (R101-FPN, 800 px) runs through the same code in ``test_cli_trains_produ
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import torch
 
 from model import datasets, modeldir
+from model.class_rows import BOX_DELTAS, CLASS_SCORES
 from model.config import TrainSettings
 from model.evaluation.evaluate import LOW_SCORE, evaluate
 from model.evaluation.report import write_report
@@ -188,8 +191,6 @@ def test_second_model_without_birads_4_splits_4_into_subcategories(overfit_model
     assert fours  # the overfit model does call bus_0165-r BI-RADS 4
 
     # `birads fit-cuts` on data with subcategories stores cuts that the split then uses
-    from dataclasses import replace
-
     from model.cli import main
     from model.records import save_records
     from model.subcategory import CUTS_FILE, load_cuts
@@ -207,6 +208,32 @@ def test_second_model_without_birads_4_splits_4_into_subcategories(overfit_model
                  "--no-bf16"]) == 0
     m = json.loads((report / "metrics.json").read_text())
     assert m["decision"] == "top" and m["classes"] == ["2", "3", "4", "4A", "4B", "4C", "5"]
+
+
+def test_fine_tuning_onto_other_classes_starts_from_the_parents_rows(overfit_model, records, tmp_path):
+    """The second model (no BI-RADS 4) and a project that labels 4A/4B/4C keep what the parent knew
+    of each category, rather than a random box predictor (model.class_rows)."""
+    def predictor_rows(model_dir):
+        state = torch.load(Path(model_dir) / modeldir.WEIGHTS, weights_only=True)["model"]
+        return state[f"{CLASS_SCORES}.weight"], state[f"{BOX_DELTAS}.weight"]
+
+    parent_scores, parent_deltas = predictor_rows(overfit_model)  # classes 2, 3, 4, 5, background
+    unchanged = dict(TINY, base_lr=0.0)  # one step at learning rate 0: the rows as they were loaded
+    no4, fine = tmp_path / "no4", tmp_path / "fine"
+    train(records, no4, TrainSettings(weights=str(overfit_model), without_birads_4=True, max_iter=1, **unchanged))
+    scores, deltas = predictor_rows(no4)
+    assert torch.equal(scores, parent_scores[[0, 1, 3, 4]])  # 2, 3, 5 and the background
+    assert torch.equal(deltas, parent_deltas[list(range(8)) + list(range(12, 16))])
+    assert modeldir.read_info(no4).training["class_rows_from_parent"] == {"2": ["2"], "3": ["3"], "5": ["5"]}
+
+    subcategories = [replace(r, birads="4A", boxes=[replace(b, category="4A") for b in r.boxes])
+                     if r.birads == "4" else r for r in records]
+    train(subcategories, fine, TrainSettings(weights=str(overfit_model), max_iter=1, **unchanged))
+    scores, _ = predictor_rows(fine)
+    assert modeldir.read_info(fine).classes == ["2", "3", "4A", "4B", "4C", "5"]
+    for row in (2, 3, 4):  # 4A, 4B, 4C all start as the parent's 4
+        assert torch.equal(scores[row], parent_scores[2])
+    assert torch.equal(scores[[0, 1, 5, 6]], parent_scores[[0, 1, 3, 4]])
 
 
 def test_interrupted_training_resumes_from_its_checkpoint(records, tmp_path):
