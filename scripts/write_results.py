@@ -73,6 +73,12 @@ def copy(source: Path, name: str) -> str:
     return picture_link(name)
 
 
+def auc_cell(stats: dict | None) -> str:
+    """A screening's AUC for a table cell (empty where the run did not record one)."""
+    auc = (stats or {}).get("auc")
+    return "" if auc is None else f"{auc:.3f}"
+
+
 def evaluation_section(title: str, report: Path, prefix: str) -> list[str]:
     m = json.loads((report / "metrics.json").read_text())
     lines = [f"## {title}: {m['n_images']} images", "",
@@ -84,13 +90,12 @@ def evaluation_section(title: str, report: Path, prefix: str) -> list[str]:
              "| BI-RADS | accuracy | sensitivity | specificity | support |", "|---|---|---|---|---|"]
     lines += [f"| {c} | {pct(s['accuracy'])} | {pct(s['sensitivity'])} | {pct(s['specificity'])} | {s['support']} |"
               for c, s in m["per_category"].items()]
-    auc = (m.get("screening") or {}).get("auc")
     lines += ["", "| screening | accuracy | sensitivity | specificity | TP/FN/FP/TN | AUC |",
               "|---|---|---|---|---|---|",
               paper_row("paper, Table II (BI-RADS 5 vs 1-3, its own test set)", "screening_paper"),
-              row("this model, experts' BI-RADS 5 vs 1-3, its 4 counted positive", m["screening_paper"]),
-              row("ours vs pathology (predicted >= 4 = malignant)", m.get("screening"),
-                  "" if auc is None else f"{auc:.3f}"),
+              row("this model, experts' BI-RADS 5 vs 1-3, its 4 counted positive", m["screening_paper"],
+                  auc_cell(m["screening_paper"])),
+              row("ours vs pathology (predicted >= 4 = malignant)", m.get("screening"), auc_cell(m.get("screening"))),
               row("experts' own BI-RADS >= 4 vs pathology", m.get("screening_experts")), "",
               f"![confusion matrix]({copy(report / 'confusion_matrix.png', prefix + '_confusion_matrix.png')})", "",
               f"![examples: experts green, model red]({copy(report / 'examples.png', prefix + '_examples.png')})"]
@@ -321,11 +326,11 @@ def paper_protocol_section(runs: Path) -> list[str]:
     for data, title in (("fold4", "BUS-BRA fold 4"), ("breast", "BrEaST part2")):
         second, first = metrics_of(runs, f"model-no4-{data}"), metrics_of(runs, f"model-{data}")
         if second:
-            lines.append(row(f"ours, second model, {title} (BI-RADS 5 vs 2-3)", second["screening_paper"]))
+            lines.append(row(f"ours, second model, {title} (BI-RADS 5 vs 2-3)", second["screening_paper"],
+                             auc_cell(second["screening_paper"])))
         if first:
-            auc = (first.get("screening") or {}).get("auc")
             lines += [row(f"ours, first model vs pathology, {title}", first.get("screening"),
-                          "" if auc is None else f"{auc:.3f}"),
+                          auc_cell(first.get("screening"))),
                       row(f"experts' BI-RADS >= 4 vs pathology, {title}", first.get("screening_experts"))]
     return lines + [""]
 

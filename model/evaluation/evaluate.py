@@ -128,12 +128,16 @@ def _screening(records, predicted_categories, detections, threshold) -> dict:
     return {"screening": model, "screening_experts": experts}
 
 
-def _screening_paper(records, predicted_categories, threshold) -> dict:
-    """The paper's Table II: experts' BI-RADS 5 positive, 1-3 negative, BI-RADS 4 left out."""
-    rows = [(r.birads, p) for r, p in zip(records, predicted_categories)
+def _screening_paper(records, predicted_categories, detections, threshold) -> dict:
+    """The paper's Table II: experts' BI-RADS 5 positive, 1-3 negative, BI-RADS 4 left out. ``auc``
+    ranks the same images by ``category_malignancy`` (for a model without 4: its P(5)), to tell a
+    ranking that no cut could fix from one whose cut, the most probable category, is misplaced."""
+    rows = [(r.birads, p, d) for r, p, d in zip(records, predicted_categories, detections)
             if r.birads and int(taxonomy.rank(r.birads)) != 4]
-    return metrics.binary_from_labels([t == "5" for t, _ in rows],
-                                      [taxonomy.is_malignant(p, threshold) for _, p in rows])
+    truth = [t == "5" for t, _, _ in rows]
+    table = metrics.binary_from_labels(truth, [taxonomy.is_malignant(p, threshold) for _, p, _ in rows])
+    table["auc"] = metrics.auc(truth, [category_malignancy(d, threshold) for _, _, d in rows])
+    return table
 
 
 def _subcategories(records, predicted_categories) -> dict | None:
@@ -182,7 +186,7 @@ def evaluate(records: list[ImageRecord], detections: list[Detection], classes: S
         "per_category": metrics.one_vs_rest(matrix, labels),
         "confusion_matrix": {"labels": labels, "matrix": matrix},
         "category_accuracy": sum(t == p for t, p in zip(truth, predicted)) / max(1, len(records)),
-        "screening_paper": _screening_paper(records, predicted, biopsy_threshold),
+        "screening_paper": _screening_paper(records, predicted, detections, biopsy_threshold),
         **_screening(records, predicted, detections, biopsy_threshold),
         **metrics.box_ap(expert_boxes, [[b for b in d.boxes if (b.score or 0) >= LOW_SCORE]
                                         for d in detections], classes),

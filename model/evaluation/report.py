@@ -170,6 +170,9 @@ def markdown(m: dict, model_dir: str, data: str) -> str:
               _binary_row(_table_ii_name(m["classes"]), m["screening_paper"], PAPER["screening_paper"]),
               _binary_row("malignant vs benign, pathology: model", m.get("screening")),
               _binary_row("malignant vs benign, pathology: experts' BI-RADS", m.get("screening_experts"))]
+    if m["screening_paper"].get("auc") is not None:
+        lines += ["", f"Table II AUC (the same images ranked by the model's probability of BI-RADS >= "
+                  f"{m['biopsy_threshold']}): {number(m['screening_paper']['auc'])}"]
     if m.get("screening"):
         auc, by_categories = m["screening"]["auc"], m["screening"].get("auc_categories")
         lines += ["", f"Screening AUC (model, against pathology): {number(auc)}; ranked by the "

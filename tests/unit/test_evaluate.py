@@ -36,6 +36,7 @@ def test_low_scores_give_no_screening_shown_but_do_under_top():
     assert (top["screening"]["tp"], top["screening"]["fn"], top["screening"]["tn"]) == (2, 0, 1)
     assert top["category_accuracy"] == 1 and top["decision"] == "top"
     assert top["screening_paper"]["tp"] == 1 and top["screening_paper"]["tn"] == 1
+    assert top["screening_paper"]["auc"] == pytest.approx(1.0)  # the 5 (0.4) above the 2 (0); 4 left out
     assert top["ap50_lesion"] == pytest.approx(1.0) and top["acceptance_rate"] == 0  # none shown at 0.5
 
 
