@@ -187,8 +187,7 @@ def _inherit_class_rows(trainer: BiradsTrainer, weights: str, classes: list[str]
     if not weights or not modeldir.is_model_dir(weights):
         return {}
     if trainer.start_iter > 0:
-        parent = modeldir.read_info(weights).classes
-        return class_rows.parent_classes_of(parent, classes) if parent != classes else {}
+        return class_rows.from_parent(weights, classes)
     inherited = class_rows.inherit(trainer.model, weights, classes)
     if inherited:
         log.info("box predictor rows from the parent's classes: %s", inherited)
