@@ -49,20 +49,24 @@ def _copy_rows(target: torch.Tensor, source: torch.Tensor, rows: dict[int, list[
         target[child * width:(child + 1) * width] = blocks.mean(0).to(target.device, target.dtype)
 
 
-def from_parent(parent_dir: str | Path, classes: Sequence[str]) -> dict[str, list[str]]:
-    """``parent_classes_of`` for a model directory; empty where its classes are ``classes`` (the
-    checkpointer then loads every row as it is)."""
-    parent = modeldir.read_info(parent_dir).classes
+def _changed(parent: Sequence[str], classes: Sequence[str]) -> dict[str, list[str]]:
+    """``parent_classes_of``; empty where the classes are the same (the checkpointer then loads
+    every row as it is)."""
     return {} if list(parent) == list(classes) else parent_classes_of(parent, classes)
+
+
+def from_parent(parent_dir: str | Path, classes: Sequence[str]) -> dict[str, list[str]]:
+    """``_changed`` for a model directory's classes."""
+    return _changed(modeldir.read_info(parent_dir).classes, classes)
 
 
 def inherit(model: torch.nn.Module, parent_dir: str | Path, classes: Sequence[str]) -> dict[str, list[str]]:
     """Set ``model``'s (a detector of ``classes``, just loaded from ``parent_dir``'s weights) box
     predictor rows from the parent's where the two class lists differ; returns ``from_parent``."""
-    sources = from_parent(parent_dir, classes)
+    parent = modeldir.read_info(parent_dir).classes
+    sources = _changed(parent, classes)
     if not sources:
         return {}
-    parent = modeldir.read_info(parent_dir).classes
     rows = {classes.index(name): [parent.index(p) for p in found] for name, found in sources.items()}
     state = torch.load(Path(parent_dir) / modeldir.WEIGHTS, map_location="cpu", weights_only=True)["model"]
     params = dict(model.named_parameters())
