@@ -10,7 +10,7 @@ how confident the detector is of each stay the detector's. On the reference mode
 pathology head gives each box a P(malignant) (``Detection.malignancy``), which ranked images
 against pathology better than the categories did (item 13; ``--blend 0`` keeps the detector's
 categories and adds only that). Trained with ``misplaced_share`` (background crops that miss a
-lesion beside it), its P(lesion) can re-rank the detector's boxes (``rescore``, item 14).
+lesion beside it), its P(lesion) can re-rank the detector's boxes (``rescore``, items 14 and 17).
 
 It lives in the model directory as ``box_classifier/`` (weights + ``classifier.json``): the model
 stays self-contained, and a fine-tuned version fine-tunes its parent's classifier too
@@ -47,8 +47,8 @@ GREY_MEAN, GREY_STD = 120.0, 60.0  # ultrasound grey levels, roughly
 @dataclass
 class BoxClassifierSettings(CropTraining):
     blend: float = 0.5             # the classifier's share of each box's category probabilities
-    rescore: float = 0.0           # its share of each box's score: score^(1-w) * P(lesion)^w, boxes
-                                   # re-ranked; 0 keeps the detector's (docs/results.md, item 14)
+    rescore: float = 0.0           # its share of each box's rank: score^(1-w) * P(lesion)^w picks the
+                                   # top box and orders AP; 0: the score ranks (docs/results.md, item 17)
     fine_tune_epochs: int = 10     # when a fine-tuned model version retrains its parent's classifier
     fine_tune_lr: float = 0.01
 
@@ -190,23 +190,22 @@ class BoxClassifier:
         return [dict(zip(self.crop_classes, row)) for row in rows], torch.sigmoid(malignant.float()).cpu().tolist()
 
     def refine(self, grey: np.ndarray, boxes: Sequence[Box], class_scores: Sequence[dict[str, float]]
-               ) -> tuple[list[Box], list[dict[str, float]], list[float]]:
+               ) -> tuple[list[Box], list[dict[str, float]], list[float], list[float]]:
         """Boxes re-named by the blended probabilities (category = the most probable), their blended
-        class scores, and each box's P(malignant), most confident box first. A box keeps the
-        detector's score unless ``rescore`` > 0: then its score is the geometric mix with the
-        classifier's P(lesion) = 1 - P(background) (re-scoring with the blended category
-        probability instead cost 0.05 of lesion AP50 on fold 4, docs/results.md item 8)."""
-        rows = []
+        class scores, each box's P(malignant) and, where ``rescore`` > 0, each box's rank: the
+        geometric mix of its score with the classifier's P(lesion) = 1 - P(background) (else empty).
+        The rank only orders the boxes (which is the top box, AP): each box keeps the detector's
+        place and score, which decides what is shown at a threshold (replacing the score lifted
+        weak boxes over the threshold, docs/results.md item 16; re-scoring with the blended
+        category probability cost 0.05 of lesion AP50 on fold 4, item 8)."""
         categories, malignancy = self.opinions(grey, boxes)
         weight = self.settings.rescore
-        for box, scores, opinion, malignant in zip(boxes, class_scores, categories, malignancy):
+        named, mixes, ranks = [], [], []
+        for box, scores, opinion in zip(boxes, class_scores, categories):
             mixed = blend(scores, opinion, self.settings.blend)
-            score = box.score
-            if weight > 0 and score is not None:
+            named.append(replace(box, category=max(mixed, key=mixed.get)))
+            mixes.append(mixed)
+            if weight > 0:
                 lesion = max(0.0, 1.0 - opinion.get(BACKGROUND, 0.0))
-                score = score ** (1 - weight) * lesion ** weight
-            rows.append((Box(box.x0, box.y0, box.x1, box.y1, category=max(mixed, key=mixed.get), score=score),
-                         mixed, malignant))
-        if weight > 0:
-            rows.sort(key=lambda row: row[0].score or 0.0, reverse=True)
-        return [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]
+                ranks.append((box.score or 0.0) ** (1 - weight) * lesion ** weight)
+        return named, mixes, malignancy, ranks

@@ -124,6 +124,8 @@ def cmd_predict(args: argparse.Namespace) -> None:
                   "score": round(b.score, 4)} for b in detection.boxes]
         for box, malignancy in zip(boxes, detection.malignancy):  # with a box classifier
             box["malignancy"] = round(malignancy, 4)
+        for box, rank in zip(boxes, detection.ranks):  # with a box classifier that re-ranks
+            box["rank"] = round(rank, 4)
         print(json.dumps({"image": str(path), "width": detection.width, "height": detection.height,
                           "boxes": boxes}))
 
@@ -271,8 +273,9 @@ def parser() -> argparse.ArgumentParser:
     _crop_options(p)
     p.add_argument("--blend", type=float, help="the classifier's share of each box's category "
                    "probabilities (default 0.5)")
-    p.add_argument("--rescore", type=float, help="its share of each box's score, by P(lesion): boxes "
-                   "re-ranked (default 0: the detector's scores)")
+    p.add_argument("--rescore", type=float, help="its share, by P(lesion), of the rank that picks each "
+                   "image's top box and orders AP; scores and thresholds stay the detector's (default 0: "
+                   "the score ranks)")
     p.add_argument("--misplaced-share", type=float, help="share of the background crops drawn beside "
                    "or around a lesion, missing it (default 0): teaches P(lesion) a misplaced box")
     p.set_defaults(run=cmd_box_classifier)

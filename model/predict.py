@@ -123,12 +123,13 @@ class Predictor:
         class_scores = [dict(zip(self.classes, row[:-1])) for row in
                         instances.class_scores.tolist()]  # last column: background
         malignancy: list[float] = []
+        ranks: list[float] = []
         if self.box_classifier is not None:
-            boxes, class_scores, malignancy = self.box_classifier.refine(
+            boxes, class_scores, malignancy, ranks = self.box_classifier.refine(
                 cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), boxes, class_scores)
         height, width = rgb.shape[:2]
         return Detection(boxes=tuple(boxes), width=width, height=height, class_scores=tuple(class_scores),
-                         malignancy=tuple(malignancy))
+                         malignancy=tuple(malignancy), ranks=tuple(ranks))
 
     def with_subcategories(self, second: Predictor, cuts: tuple[float, float] | None = None):
         """Split this model's BI-RADS 4 boxes into 4A/4B/4C with ``second``, a model trained

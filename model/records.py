@@ -73,13 +73,22 @@ class Detection:
     class_scores: tuple[dict[str, float], ...] = ()  # per box: softmax over all classes
     malignancy: tuple[float, ...] = ()  # per box: P(malignant at pathology), where the model has a
                                         # box classifier (its pathology head); else empty
+    ranks: tuple[float, ...] = ()  # per box: how likely it is the lesion, where the box classifier
+                                   # re-ranks (``rescore``); else empty: the score ranks
 
     def malignancy_of(self, box: Box) -> float | None:
         """``box``'s P(malignant), or None where the model has no box classifier."""
         return next((m for b, m in zip(self.boxes, self.malignancy) if b == box), None)
 
+    def rank_of(self, box: Box) -> float:
+        """What orders ``box`` among all boxes (the top box, AP): its rank where the model re-ranks,
+        else its score. The score alone decides whether a box is shown at a threshold."""
+        rank = next((r for b, r in zip(self.boxes, self.ranks) if b == box), None)
+        return (box.score or 0.0) if rank is None else rank
+
     def top(self) -> Box | None:
-        return max(self.boxes, key=lambda b: b.score or 0.0, default=None)
+        """The box most likely the lesion."""
+        return max(self.boxes, key=self.rank_of, default=None)
 
     def confidence(self, threshold: float) -> float:
         """Confidence in the pre-annotation shown at ``threshold``: the lowest score among the boxes

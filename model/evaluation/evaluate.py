@@ -105,6 +105,11 @@ def _common_classes(records: list[ImageRecord], classes: Sequence[str]) -> list[
         return taxonomy.detector_classes(taxonomy.COARSE)
 
 
+def _ranked(detection: Detection) -> list[Box]:
+    """The boxes AP ranks: those kept for evaluation, each scored by its rank."""
+    return [replace(b, score=detection.rank_of(b)) for b in detection.boxes if (b.score or 0.0) >= LOW_SCORE]
+
+
 def _with_category(box: Box, classes: Sequence[str]) -> Box:
     return Box(box.x0, box.y0, box.x1, box.y1, taxonomy.roll_up(box.category, classes), box.score)
 
@@ -188,11 +193,10 @@ def evaluate(records: list[ImageRecord], detections: list[Detection], classes: S
         "category_accuracy": sum(t == p for t, p in zip(truth, predicted)) / max(1, len(records)),
         "screening_paper": _screening_paper(records, predicted, detections, biopsy_threshold),
         **_screening(records, predicted, detections, biopsy_threshold),
-        **metrics.box_ap(expert_boxes, [[b for b in d.boxes if (b.score or 0) >= LOW_SCORE]
-                                        for d in detections], classes),
+        **metrics.box_ap(expert_boxes, [_ranked(d) for d in detections], classes),
         "ap50_lesion": metrics.box_ap(
             [[Box(b.x0, b.y0, b.x1, b.y1, "lesion") for b in boxes] for boxes in expert_boxes],
-            [[Box(b.x0, b.y0, b.x1, b.y1, "lesion", b.score) for b in d.boxes] for d in detections],
+            [[replace(b, category="lesion") for b in _ranked(d)] for d in detections],
             ["lesion"])["ap50"],
         "top_box": metrics.top_box_localisation(expert_boxes, [d.top() for d in detections]),
         "acceptance_rate": sum(metrics.accepted(e, s) for e, s in zip(expert_boxes, shown))

@@ -141,7 +141,7 @@ def _covered(a, b) -> float:
     return ix * iy / ((a[2] - a[0]) * (a[3] - a[1]))
 
 
-def test_rescoring_reranks_boxes_by_the_classifiers_p_lesion(tmp_path, classified_tiny_model, records):
+def test_rescoring_ranks_boxes_by_the_classifiers_p_lesion_scores_kept(tmp_path, classified_tiny_model, records):
     model = tmp_path / "rescored"
     shutil.copytree(classified_tiny_model, model)
     shutil.rmtree(model / "box_classifier")
@@ -152,17 +152,16 @@ def test_rescoring_reranks_boxes_by_the_classifiers_p_lesion(tmp_path, classifie
     rescored = Predictor(model, score_threshold=0.0, bf16=False)
     checked = 0
     for path, before, after in zip(images, plain(images), rescored(images)):
-        detector = {(b.x0, b.y0, b.x1, b.y1): b.score for b in before.boxes}
-        assert sorted(detector) == sorted((b.x0, b.y0, b.x1, b.y1) for b in after.boxes)  # the same boxes
-        scores = [b.score for b in after.boxes]
-        assert scores == sorted(scores, reverse=True)  # most confident first, by the new score
+        # the same boxes, scores and order as the detector's: what a threshold shows is unchanged
+        assert [(b.x0, b.y0, b.x1, b.y1, b.score) for b in before.boxes] == \
+               [(b.x0, b.y0, b.x1, b.y1, b.score) for b in after.boxes]
+        assert len(after.ranks) == len(after.boxes) and not before.ranks
         grey = cv2.cvtColor(read_image(path), cv2.COLOR_RGB2GRAY)
-        # (re-read in the new order: a batch's float sums differ by ~1e-11 from the first reading)
         opinions, malignancy = rescored.box_classifier.opinions(grey, after.boxes)
-        assert list(after.malignancy) == pytest.approx(malignancy, abs=1e-6)  # each box keeps its own
-        for box, opinion in zip(after.boxes, opinions):
-            lesion = 1.0 - opinion["background"]
-            expected = (detector[(box.x0, box.y0, box.x1, box.y1)] * lesion) ** 0.5
-            assert box.score == pytest.approx(expected, rel=1e-4)
+        assert list(after.malignancy) == pytest.approx(malignancy, abs=1e-6)
+        for box, rank, opinion in zip(after.boxes, after.ranks, opinions):
+            assert rank == pytest.approx((box.score * (1.0 - opinion["background"])) ** 0.5, rel=1e-4)
             checked += 1
+        if after.boxes:  # the top box: the highest rank, not necessarily the highest score
+            assert after.rank_of(after.top()) == max(after.ranks)
     assert checked > 0

@@ -59,6 +59,27 @@ def test_pathology_head_ranks_images_by_the_top_boxs_malignancy_categories_kept_
     assert (screening["tp"], screening["fp"]) == (0, 1)  # the decision stays the category's
 
 
+def test_ranks_pick_the_top_box_and_order_ap_while_the_score_decides_what_is_shown():
+    from dataclasses import replace
+
+    from model.evaluation.evaluate import displayed
+
+    elsewhere = (60, 60, 90, 90)
+    records = [_record("a", "3", "benign"), _record("b", "3", "benign")]
+    # the detector is surer of a box away from each lesion; the classifier's ranks say otherwise
+    detections = [Detection((Box(*elsewhere, "3", 0.6), Box(*LESION, "3", 0.3)), 100, 100)] * 2
+    reranked = [replace(d, ranks=(0.2, 0.5)) for d in detections]
+    assert detections[0].top().score == 0.6 and reranked[0].top().score == 0.3
+    assert reranked[0].rank_of(reranked[0].boxes[0]) == 0.2 and detections[0].rank_of(detections[0].boxes[0]) == 0.6
+    assert displayed(reranked[0], 0.5, "threshold") == [reranked[0].boxes[0]]  # shown: score >= 0.5
+    assert displayed(reranked[0], 0.5, "top1-only") == [reranked[0].boxes[1]]  # the top: by rank
+    plain = evaluate(records, detections, ["2", "3", "4", "5"], decision="top").metrics
+    ranked = evaluate(records, reranked, ["2", "3", "4", "5"], decision="top").metrics
+    assert plain["top_box"]["on_lesion"] == 0 and ranked["top_box"]["on_lesion"] == 1
+    assert ranked["ap50_lesion"] == pytest.approx(1.0) and plain["ap50_lesion"] < 0.6
+    assert plain["acceptance_rate"] == ranked["acceptance_rate"] == 0  # the same box shown at 0.5
+
+
 def test_table_iii_against_subcategory_and_pathology():
     records = [_record("a", "4A", "benign"), _record("b", "4B", "malignant"), _record("c", "4C", "malignant"),
                _record("d", "4A", "malignant"), _record("e", "2", "benign")]
