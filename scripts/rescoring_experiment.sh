@@ -4,8 +4,8 @@
 # background crops (MISPLACED, default 0.5) and blend 0 (the detector keeps naming the boxes), then
 # evaluated twice on fold 4 and BrEaST part2: "kept" (rescore 0: the detector's boxes, scores and
 # categories, plus the pathology head's malignancy) and "rescored" (its P(lesion) re-ranks the
-# boxes with share RESCORE, default 0.5, fixed before any measurement). The same weights serve
-# both arms: only classifier.json's rescore differs.
+# boxes with share RESCORE, default 0.5, fixed before any measurement; scripts/classifier_arms.sh).
+# The same weights serve both arms: only classifier.json's rescore differs.
 # Overrides (environment): REF (default runs/reference), OUT (runs/rescoring), DATA, BIRADS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,20 +21,8 @@ if [ ! -d "$out/kept/box_classifier" ]; then
     --model "$out/kept" --blend 0 --misplaced-share "${MISPLACED:-0.5}"
   date +%s > "$out/classifier.end"
 fi
-if [ ! -d "$out/rescored" ]; then
-  cp -r "$out/kept" "$out/rescored.tmp"
-  .venv/bin/python - "$out/rescored.tmp/box_classifier/classifier.json" "${RESCORE:-0.5}" <<'PY'
-import json, sys
-path, share = sys.argv[1], float(sys.argv[2])
-meta = json.load(open(path))
-meta["settings"]["rescore"] = share
-json.dump(meta, open(path, "w"), indent=1)
-PY
-  mv "$out/rescored.tmp" "$out/rescored"
-fi
-for arm in kept rescored; do
-  [ -d "$out/$arm-fold4" ] || $birads evaluate --data "busbra:$data/BUS-BRA" --splits fold4 \
-    --model "$out/$arm" --out "$out/$arm-fold4" --image-decision top
-  [ -d "$out/$arm-breast" ] || $birads evaluate --data "breast:$data/BrEaST" --splits part2 \
-    --model "$out/$arm" --out "$out/$arm-breast" --image-decision top
-done
+[ -d "$out/kept-fold4" ] || $birads evaluate --data "busbra:$data/BUS-BRA" --splits fold4 \
+  --model "$out/kept" --out "$out/kept-fold4" --image-decision top
+[ -d "$out/kept-breast" ] || $birads evaluate --data "breast:$data/BrEaST" --splits part2 \
+  --model "$out/kept" --out "$out/kept-breast" --image-decision top
+ARMS="rescored:${RESCORE:-0.5}:0" DATA=$data BIRADS=$birads scripts/classifier_arms.sh "$out/kept" "$out"

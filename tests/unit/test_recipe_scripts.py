@@ -1,18 +1,21 @@
 """The recipe's scripts: reference_model.sh keeps to its time budget (the pretraining's epochs and
 the detector's iterations capped from timed probes); ablation.sh runs each arm as asked; test_sizes.sh
-evaluates a model at other test sizes. The `birads` command is a stand-in that answers the probes with
+evaluates a model at other test sizes; classifier_arms.sh evaluates a model's box classifier under
+other settings. The `birads` command is a stand-in that answers the probes with
 given speeds and records every call; the scripts' own logic is what is tested."""
 
+import json
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 OVERRIDES = {"BUDGET_S", "ITERS", "ITERS_NO4", "PRETRAIN_EPOCHS", "PRETRAIN_SHARE", "MIN_EPOCHS", "MIN_ITERS",
-             "EVAL_RESERVE_S", "CLASSIFIER_RESERVE_S", "HEADS", "MISPLACED",
+             "EVAL_RESERVE_S", "CLASSIFIER_RESERVE_S", "HEADS", "MISPLACED", "ARMS", "PYTHON", "RESCORE",
              "UNTIL", "CHECKPOINT_PERIOD", "IMAGE_SIZE", "MAX_SIZE", "BATCH", "REF", "DATA", "KEEP"}
 STAND_IN = """#!/usr/bin/env bash
 echo "$*" >> "$CALLS"
@@ -170,3 +173,41 @@ def test_test_sizes_scales_the_long_side_by_the_models_own_ratio(tmp_path):
     run_script(tmp_path, 0, 0, str(model), str(tmp_path / "sizes"), script="test_sizes.sh", SIZES="384")
     copied = (tmp_path / "sizes" / "test-384" / "model" / "config.yaml").read_text()
     assert copied == "INPUT:\n  MAX_SIZE_TEST: 384\n  MIN_SIZE_TEST: 384\n"
+
+
+def _classified_model(tmp_path: Path) -> Path:
+    model = tmp_path / "model"
+    (model / "box_classifier").mkdir(parents=True)
+    for name in ("config.yaml", "model.json", "model_final.pth", "box_classifier/weights.pth"):
+        (model / name).write_text(name)
+    meta = {"classes": ["2", "3", "4", "5", "background"], "settings": {"blend": 0.0, "rescore": 0.0, "epochs": 30}}
+    (model / "box_classifier" / "classifier.json").write_text(json.dumps(meta))
+    return model
+
+
+def test_classifier_arms_evaluate_copies_that_differ_only_in_rescore_and_blend(tmp_path):
+    model = _classified_model(tmp_path)
+    out = tmp_path / "arms"
+    calls = run_script(tmp_path, 0, 0, str(model), str(out), script="classifier_arms.sh",
+                       ARMS="ranked:0.5:0 blended:0.5:0.5", PYTHON=sys.executable)
+    for name, blend in (("ranked", 0.0), ("blended", 0.5)):
+        copy = out / name
+        for weights in ("model_final.pth", "box_classifier/weights.pth"):
+            assert (copy / weights).is_symlink() and (copy / weights).resolve() == (model / weights).resolve()
+        settings = json.loads((copy / "box_classifier" / "classifier.json").read_text())["settings"]
+        assert settings == {"blend": blend, "rescore": 0.5, "epochs": 30}
+    evaluated = [(re.search(r"--splits (\S+)", c).group(1), re.search(r"--out (\S+)", c).group(1))
+                 for c in calls if c.startswith("evaluate")]
+    assert evaluated == [("fold4", str(out / "ranked-fold4")), ("part2", str(out / "ranked-breast")),
+                         ("fold4", str(out / "blended-fold4")), ("part2", str(out / "blended-breast"))]
+    assert json.loads((model / "box_classifier" / "classifier.json").read_text())["settings"]["rescore"] == 0.0
+
+
+def test_classifier_arms_refuse_a_model_without_a_classifier_and_a_malformed_arm(tmp_path):
+    with pytest.raises(subprocess.CalledProcessError) as refused:
+        run_script(tmp_path, 0, 0, str(tmp_path), str(tmp_path / "arms"), script="classifier_arms.sh")
+    assert refused.value.returncode == 2 and "no box classifier" in refused.value.stderr
+    model = _classified_model(tmp_path)
+    with pytest.raises(subprocess.CalledProcessError) as refused:
+        run_script(tmp_path, 0, 0, str(model), str(tmp_path / "arms"), script="classifier_arms.sh", ARMS="ranked:0.5")
+    assert refused.value.returncode == 2 and "NAME:RESCORE:BLEND" in refused.value.stderr
