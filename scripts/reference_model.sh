@@ -8,6 +8,7 @@
 #   4. the first model's box classifier (blend 0: the detector keeps naming the boxes; background
 #      crops half misplaced beside or around a lesion): its pathology head gives each box its
 #      P(malignant), the AUC against pathology and Label Studio's malignancy note (items 13-14);
+#      its P(lesion) ranks the boxes with share RESCORE (0.5; 0: the detector's score ranks; item 17);
 #   5. both evaluated on BUS-BRA fold 4 and BrEaST part2; the second model's 4A/4B/4C cuts fitted on
 #      BrEaST part1, then the first model's BI-RADS 4 on part2 split by it (the paper's Table III).
 # A stage whose output exists is not run again (rerun after an interruption to go on).
@@ -21,7 +22,7 @@
 # or ITERS given by hand is used as it is.
 # Overrides (environment): OUT, DATA, BIRADS (the command), PRETRAIN_EPOCHS, ITERS, ITERS_NO4,
 # IMAGE_SIZE/MAX_SIZE, BATCH, BASE_LR/BASE_LR_NO4, WORKERS, HEADS (gn or default), MISPLACED (the
-# classifier's misplaced share, 0.5); UNTIL=NAME stops after that stage
+# classifier's misplaced share, 0.5), RESCORE (its rank share, 0.5); UNTIL=NAME stops after that stage
 # (scripts/device_reference.sh runs the recipe at the paper's 800 px on a GPU this way).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -97,7 +98,7 @@ stage model-no4 "$out/model-no4" $birads train --data "$busbra" --splits fold1 f
 # after model-no4, which would otherwise fine-tune a classifier of its own from the first model's
 stage classifier "$out/model/box_classifier" $birads box-classifier --data "$busbra" \
   --splits fold1 fold2 fold3 --holdout-splits fold4 --model "$out/model" --blend 0 \
-  --misplaced-share "${MISPLACED:-0.5}"
+  --misplaced-share "${MISPLACED:-0.5}" --rescore "${RESCORE:-0.5}"
 evaluations() {
   # The paper classifies every lesion image: the image's category is the most confident box.
   for model in model model-no4; do

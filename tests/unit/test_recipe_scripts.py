@@ -85,7 +85,7 @@ def test_the_first_model_has_groupnorm_heads_and_a_box_classifier_trained_after_
     assert classifier > second  # else the second model would fine-tune a classifier of its own
     line = calls[classifier]
     assert f"--model {tmp_path / 'reference' / 'model'} " in line
-    assert "--blend 0 " in line and line.endswith("--misplaced-share 0.5")
+    assert "--blend 0 " in line and line.endswith("--misplaced-share 0.5 --rescore 0.5")
     evaluations = [i for i, c in enumerate(calls) if c.startswith("evaluate")]
     assert evaluations and min(evaluations) > classifier  # the figures include its malignancy
 
