@@ -76,14 +76,18 @@ class Detection:
     ranks: tuple[float, ...] = ()  # per box: how likely it is the lesion, where the box classifier
                                    # re-ranks (``rescore``); else empty: the score ranks
 
+    def _of(self, values: tuple[float, ...], box: Box) -> float | None:
+        """``box``'s entry in a per-box tuple, or None where the tuple is empty."""
+        return next((v for b, v in zip(self.boxes, values) if b == box), None)
+
     def malignancy_of(self, box: Box) -> float | None:
         """``box``'s P(malignant), or None where the model has no box classifier."""
-        return next((m for b, m in zip(self.boxes, self.malignancy) if b == box), None)
+        return self._of(self.malignancy, box)
 
     def rank_of(self, box: Box) -> float:
         """What orders ``box`` among all boxes (the top box, AP): its rank where the model re-ranks,
         else its score. The score alone decides whether a box is shown at a threshold."""
-        rank = next((r for b, r in zip(self.boxes, self.ranks) if b == box), None)
+        rank = self._of(self.ranks, box)
         return (box.score or 0.0) if rank is None else rank
 
     def top(self) -> Box | None:

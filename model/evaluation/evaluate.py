@@ -71,9 +71,8 @@ def malignancy_score(detection: Detection, threshold: str = taxonomy.BIOPSY_THRE
     image's most confident box (the image's lesion, as the paper classifies it), trained on biopsy
     and follow-up outcomes rather than the experts' categories. Without one, ``category_malignancy``."""
     top = detection.top()
-    if detection.malignancy and top is not None:
-        return detection.malignancy[detection.boxes.index(top)]
-    return category_malignancy(detection, threshold)
+    malignancy = detection.malignancy_of(top) if top is not None else None
+    return category_malignancy(detection, threshold) if malignancy is None else malignancy
 
 
 def category_malignancy(detection: Detection, threshold: str = taxonomy.BIOPSY_THRESHOLD) -> float:
