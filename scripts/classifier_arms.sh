@@ -13,6 +13,7 @@ out=$2
 data=${DATA:-../shared/data}
 birads=${BIRADS:-./birads}
 python=${PYTHON:-.venv/bin/python}
+source scripts/dev_evaluations.sh
 meta=$model/box_classifier/classifier.json
 [ -f "$meta" ] || { echo "$model: no box classifier ($meta)" >&2; exit 2; }
 for arm in ${ARMS:-ranked:0.5:0 blended:0.5:0.5}; do
@@ -34,8 +35,5 @@ print(json.dumps(meta, indent=1))
 PY
     mv "$copy/box_classifier/classifier.json.tmp" "$copy/box_classifier/classifier.json"
   fi
-  [ -d "$out/$name-fold4" ] || $birads evaluate --data "busbra:$data/BUS-BRA" --splits fold4 \
-    --model "$copy" --out "$out/$name-fold4" --image-decision top
-  [ -d "$out/$name-breast" ] || $birads evaluate --data "breast:$data/BrEaST" --splits part2 \
-    --model "$copy" --out "$out/$name-breast" --image-decision top
+  evaluate_dev "$copy" "$out/$name"
 done

@@ -32,6 +32,7 @@ busbra="busbra:$data/BUS-BRA"
 breast="breast:$data/BrEaST"
 birads=${BIRADS:-./birads}
 source scripts/gn_heads.sh
+source scripts/dev_evaluations.sh
 case ${HEADS:-gn} in
   gn) heads=("${gn_heads[@]}") ;;
   default) heads=() ;;
@@ -100,12 +101,8 @@ stage classifier "$out/model/box_classifier" $birads box-classifier --data "$bus
   --splits fold1 fold2 fold3 --holdout-splits fold4 --model "$out/model" --blend 0 \
   --misplaced-share "${MISPLACED:-0.5}" --rescore "${RESCORE:-0.5}"
 evaluations() {
-  # The paper classifies every lesion image: the image's category is the most confident box.
   for model in model model-no4; do
-    $birads evaluate --data "$busbra" --splits fold4 --model "$out/$model" --out "$out/$model-fold4" \
-      --image-decision top
-    $birads evaluate --data "$breast" --splits part2 --model "$out/$model" --out "$out/$model-breast" \
-      --image-decision top
+    evaluate_dev "$out/$model" "$out/$model"
   done
   $birads fit-cuts --data "$breast" --splits part1 --model "$out/model-no4"
   $birads evaluate --data "$breast" --splits part2 --model "$out/model" --split-4-with "$out/model-no4" \

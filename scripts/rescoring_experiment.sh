@@ -13,6 +13,7 @@ ref=${REF:-runs/reference}
 out=${OUT:-runs/rescoring}
 data=${DATA:-../shared/data}
 birads=${BIRADS:-./birads}
+source scripts/dev_evaluations.sh
 mkdir -p "$out"
 if [ ! -d "$out/kept/box_classifier" ]; then
   rm -rf "$out/kept" && cp -r "$ref/model" "$out/kept"
@@ -21,8 +22,5 @@ if [ ! -d "$out/kept/box_classifier" ]; then
     --model "$out/kept" --blend 0 --misplaced-share "${MISPLACED:-0.5}"
   date +%s > "$out/classifier.end"
 fi
-[ -d "$out/kept-fold4" ] || $birads evaluate --data "busbra:$data/BUS-BRA" --splits fold4 \
-  --model "$out/kept" --out "$out/kept-fold4" --image-decision top
-[ -d "$out/kept-breast" ] || $birads evaluate --data "breast:$data/BrEaST" --splits part2 \
-  --model "$out/kept" --out "$out/kept-breast" --image-decision top
+evaluate_dev "$out/kept" "$out/kept"
 ARMS="rescored:${RESCORE:-0.5}:0" DATA=$data BIRADS=$birads scripts/classifier_arms.sh "$out/kept" "$out"
