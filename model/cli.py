@@ -115,7 +115,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
     predictor = Predictor(args.model, device=args.device, bf16=args.bf16,
                           score_threshold=args.score_threshold, max_boxes=args.max_boxes,
-                          box_classifier=args.box_classifier)
+                          box_classifier=args.box_classifier, box_voting_iou=args.box_voting)
     predict = predictor
     if args.split_4_with:
         predict = predictor.with_subcategories(_all_scores_predictor(args.split_4_with, args))
@@ -136,7 +136,8 @@ def _all_scores_predictor(model_dir: Path, args: argparse.Namespace):
     from model.predict import Predictor
 
     return Predictor(model_dir, device=args.device, bf16=args.bf16, score_threshold=LOW_SCORE,
-                     max_boxes=args.max_boxes, box_classifier=args.box_classifier)
+                     max_boxes=args.max_boxes, box_classifier=args.box_classifier,
+                     box_voting_iou=args.box_voting)
 
 
 def _costs(args: argparse.Namespace):
@@ -213,6 +214,9 @@ def _inference_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--box-classifier", action=argparse.BooleanOptionalAction, default=True,
                         help="re-name boxes with the model's box classifier where it has one (default on)")
+    parser.add_argument("--box-voting", type=float, metavar="IOU",
+                        help="move each box to the score-weighted mean of the proposals overlapping it at "
+                             "this IoU (model/box_voting.py; default off)")
 
 
 def _train_options(parser: argparse.ArgumentParser) -> None:

@@ -14,9 +14,10 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
 from detectron2.data import transforms as T
 from detectron2.modeling import build_model
+from detectron2.structures import Boxes
 from torchvision.ops import batched_nms
 
-from model import modeldir
+from model import box_voting, modeldir
 from model.box_classifier import BoxClassifier
 from model.config import bf16_supported, resolve_device
 from model.io import read_image
@@ -40,6 +41,29 @@ def keep_class_scores(box_predictor: torch.nn.Module) -> None:
         probabilities = box_predictor.predict_probs(predictions, proposals)
         for instances, indices, probs in zip(results, kept, probabilities):
             instances.class_scores = probs[indices].float()
+        return results, kept
+
+    box_predictor.inference = inference
+
+
+def vote_boxes(box_predictor: torch.nn.Module, iou: float) -> None:
+    """Make the box head move each detection to its proposals' vote (``model.box_voting``).
+
+    The proposals' regressed boxes and probabilities are computed again from ``predictions`` (a few
+    hundred rows per image), after detectron2's own inference has chosen the detections.
+    """
+    original = box_predictor.inference
+
+    def inference(predictions, proposals):
+        results, kept = original(predictions, proposals)
+        boxes = box_predictor.predict_boxes(predictions, proposals)
+        probabilities = box_predictor.predict_probs(predictions, proposals)
+        for instances, regressed, probs, proposal in zip(results, boxes, probabilities, proposals):
+            clipped = Boxes(regressed.float().reshape(-1, 4))
+            clipped.clip(proposal.image_size)
+            voters, weights = box_voting.voters(clipped.tensor.view(len(regressed), -1), probs.float())
+            detected = instances.pred_boxes.tensor
+            instances.pred_boxes = Boxes(box_voting.vote(detected.float(), voters, weights, iou).to(detected.dtype))
         return results, kept
 
     box_predictor.inference = inference
@@ -69,12 +93,14 @@ class Predictor:
     ``merge_iou``: boxes of different categories overlapping this much are one lesion (None: off).
     ``box_classifier``: re-name boxes with the model's box classifier where it has one
     (``model.box_classifier``); False reads the detector alone.
+    ``box_voting_iou``: move each box to the vote of the proposals overlapping it this much
+    (``model.box_voting``; None: off).
     """
 
     def __init__(self, model_dir: str | Path, device: str = "auto", bf16: bool | None = None,
                  score_threshold: float = 0.5, max_boxes: int = 10,
                  image_size: int | None = None, merge_iou: float | None = 0.5,
-                 box_classifier: bool = True) -> None:
+                 box_classifier: bool = True, box_voting_iou: float | None = None) -> None:
         self.model_dir = Path(model_dir)
         self.info = modeldir.read_info(self.model_dir)
         self.classes = list(self.info.classes)
@@ -93,6 +119,8 @@ class Predictor:
         self.model = build_model(cfg).eval()
         DetectionCheckpointer(self.model).load(str(self.model_dir / modeldir.WEIGHTS))
         keep_class_scores(self.model.roi_heads.box_predictor)
+        if box_voting_iou is not None:
+            vote_boxes(self.model.roi_heads.box_predictor, box_voting_iou)
         if self.bf16:
             self.model.to(memory_format=torch.channels_last)
         self.resize = T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)

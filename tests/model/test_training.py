@@ -97,6 +97,30 @@ def test_bf16_matches_fp32_on_the_same_model(overfit_model, records):
     assert all(a == b for a, b in hits), hits  # the top box finds the same lesions
 
 
+def test_box_voting_moves_the_boxes_and_keeps_their_scores_and_categories(overfit_model, records):
+    """Box voting (model/box_voting.py) in the real predictor: only where the boxes are changes."""
+    paths = [r.path for r in records]
+    # no merging: detectron2's own detections one for one, whatever the vote does to their overlaps
+    options = dict(score_threshold=LOW_SCORE, max_boxes=100, bf16=False, merge_iou=None)
+    plain = Predictor(overfit_model, **options)(paths)
+    voted = Predictor(overfit_model, box_voting_iou=0.5, **options)(paths)
+    unanimous = Predictor(overfit_model, box_voting_iou=1.01, **options)(paths)  # no voter agrees
+
+    def verdicts(detection):
+        return [(b.category, b.score) for b in detection.boxes], detection.class_scores
+
+    moved = 0
+    for before, after, alone in zip(plain, voted, unanimous):
+        assert len(before.boxes) > 0 and verdicts(after) == verdicts(before) == verdicts(alone)
+        assert [b.iou(a) for a, b in zip(before.boxes, alone.boxes)] == pytest.approx([1.0] * len(before.boxes))
+        for old, new in zip(before.boxes, after.boxes):
+            moved += old.iou(new) < 0.999
+            assert new.iou(old) > 0.3  # every voter overlapped the box at IoU >= 0.5
+    assert moved > 0
+    m = evaluate(records, voted, ["2", "3", "4", "5"], 0.3).metrics
+    assert m["ap50_lesion"] >= 0.9, m  # the lesions are still found
+
+
 def test_fine_tune_from_previous_version(overfit_model, records, tmp_path):
     out = tmp_path / "v2"
     train(records[:2], out, TrainSettings(weights=str(overfit_model), max_iter=4, **TINY))

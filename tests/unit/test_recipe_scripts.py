@@ -1,8 +1,9 @@
 """The recipe's scripts: reference_model.sh keeps to its time budget (the pretraining's epochs and
 the detector's iterations capped from timed probes); ablation.sh runs each arm as asked; test_sizes.sh
 evaluates a model at other test sizes; classifier_arms.sh evaluates a model's box classifier under
-other settings. The `birads` command is a stand-in that answers the probes with
-given speeds and records every call; the scripts' own logic is what is tested."""
+other settings; box_voting_arms.sh evaluates a model with box voting. The `birads` command is a
+stand-in that answers the probes with given speeds and records every call; the scripts' own logic is
+what is tested."""
 
 import json
 import os
@@ -211,3 +212,19 @@ def test_classifier_arms_refuse_a_model_without_a_classifier_and_a_malformed_arm
     with pytest.raises(subprocess.CalledProcessError) as refused:
         run_script(tmp_path, 0, 0, str(model), str(tmp_path / "arms"), script="classifier_arms.sh", ARMS="ranked:0.5")
     assert refused.value.returncode == 2 and "NAME:RESCORE:BLEND" in refused.value.stderr
+
+
+def test_box_voting_arms_evaluate_the_model_itself_with_each_iou(tmp_path):
+    model = _classified_model(tmp_path)
+    out = tmp_path / "voting"
+    calls = run_script(tmp_path, 0, 0, str(model), str(out), script="box_voting_arms.sh", ARMS="0.5 0.7")
+    evaluated = [(re.search(r"--splits (\S+)", c).group(1), re.search(r"--model (\S+)", c).group(1),
+                  re.search(r"--out (\S+)", c).group(1), re.search(r"--box-voting (\S+)", c).group(1))
+                 for c in calls if c.startswith("evaluate")]
+    assert evaluated == [("fold4", str(model), str(out / "voting-0.5-fold4"), "0.5"),
+                         ("part2", str(model), str(out / "voting-0.5-breast"), "0.5"),
+                         ("fold4", str(model), str(out / "voting-0.7-fold4"), "0.7"),
+                         ("part2", str(model), str(out / "voting-0.7-breast"), "0.7")]
+    assert all("--image-decision top" in c for c in calls)
+    # run again, every evaluation is found there: no new call (the calls file keeps the first run's)
+    assert run_script(tmp_path, 0, 0, str(model), str(out), script="box_voting_arms.sh", ARMS="0.5 0.7") == calls

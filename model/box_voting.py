@@ -1,0 +1,45 @@
+"""Box voting: each detected box moved to the score-weighted mean of the proposals that agree with it.
+
+Faster R-CNN keeps one regressed proposal per lesion and suppresses its neighbours, though several
+of them saw the same lesion; their consensus locates it better than the single winner when the
+lesion's edge is ambiguous, as ultrasound margins are (Gidaris & Komodakis, "Object detection via a
+multi-region & semantic segmentation-aware CNN model", ICCV 2015: voting among boxes at IoU >= 0.5,
+weighted by score). The vote is about where the lesion is, not what it is: each proposal votes with
+its box for its own most probable category, weighted by its probability of being a lesion at all.
+A box's score and category are left as they are.
+"""
+
+from __future__ import annotations
+
+import torch
+from torchvision.ops import box_iou
+
+# proposals less likely than this to be a lesion do not vote: detectron2's own test-time floor
+MIN_VOTER_SCORE = 0.05
+
+
+def vote(boxes: torch.Tensor, voters: torch.Tensor, weights: torch.Tensor, iou: float) -> torch.Tensor:
+    """``boxes`` (N, 4) moved to the ``weights``-weighted mean of the ``voters`` (M, 4) that overlap
+    each at IoU >= ``iou``; a box no voter overlaps stays where it is."""
+    if not len(boxes) or not len(voters):
+        return boxes
+    agree = (box_iou(boxes, voters) >= iou).to(weights.dtype) * weights[None, :]
+    total = agree.sum(dim=1, keepdim=True)
+    voted = agree @ voters / total.clamp_min(1e-12)
+    return torch.where(total > 0, voted, boxes)
+
+
+def voters(boxes: torch.Tensor, probabilities: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One image's proposals as voters: each one's box for its most probable lesion category and its
+    probability of being a lesion (1 - background), those below MIN_VOTER_SCORE left out.
+
+    ``boxes``: (R, 4 * K) per-category regressed boxes (or (R, 4), class-agnostic regression);
+    ``probabilities``: (R, K + 1), background last, as detectron2's box predictor gives them."""
+    lesion = 1.0 - probabilities[:, -1]
+    if boxes.shape[1] == 4:
+        own = boxes
+    else:
+        category = probabilities[:, :-1].argmax(dim=1)
+        own = boxes.view(len(boxes), -1, 4)[torch.arange(len(boxes)), category]
+    keep = lesion >= MIN_VOTER_SCORE
+    return own[keep], lesion[keep]

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# One trained model evaluated with box voting (model/box_voting.py: each box moved to the
+# score-weighted mean of the proposals overlapping it), inference only (docs/results.md, item 18):
+# for each IoU in ARMS (default "0.5", the figure of Gidaris & Komodakis, fixed before measuring),
+# evaluated as the recipe evaluates on BUS-BRA fold 4 and BrEaST part2, into OUT/voting-IOU-fold4
+# and OUT/voting-IOU-breast. The model without voting is the recipe's own evaluation of it.
+#   scripts/box_voting_arms.sh MODEL OUT
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ $# -eq 2 ] || { echo "usage: scripts/box_voting_arms.sh MODEL OUT" >&2; exit 2; }
+model=$1
+out=$2
+data=${DATA:-../shared/data}
+birads=${BIRADS:-./birads}
+source scripts/dev_evaluations.sh
+[ -f "$model/config.yaml" ] || { echo "$model: not a model directory (no config.yaml)" >&2; exit 2; }
+for iou in ${ARMS:-0.5}; do
+  evaluate_dev "$model" "$out/voting-$iou" --box-voting "$iou"
+done

@@ -1,0 +1,45 @@
+"""Box voting: where the agreeing proposals put the lesion, weighted by how sure each is of it."""
+
+import pytest
+import torch
+
+from model.box_voting import MIN_VOTER_SCORE, vote, voters
+
+
+def test_a_box_moves_to_the_weighted_mean_of_the_voters_that_overlap_it():
+    boxes = torch.tensor([[10.0, 10.0, 50.0, 50.0], [200.0, 200.0, 220.0, 220.0]])
+    candidates = torch.tensor([[10.0, 10.0, 50.0, 50.0],    # the box itself
+                               [14.0, 10.0, 54.0, 50.0],    # shifted 4 px: IoU 0.82
+                               [100.0, 100.0, 140.0, 140.0]])  # elsewhere: no say
+    weights = torch.tensor([1.0, 3.0, 9.0])
+    voted = vote(boxes, candidates, weights, iou=0.5)
+    assert voted[0].tolist() == pytest.approx([13.0, 10.0, 53.0, 50.0])  # (1 * 10 + 3 * 14) / 4
+    assert voted[1].tolist() == boxes[1].tolist()  # no voter overlaps it: it stays
+
+
+def test_the_iou_decides_who_votes():
+    box = torch.tensor([[0.0, 0.0, 40.0, 40.0]])
+    half = torch.tensor([[0.0, 0.0, 40.0, 20.0]])  # IoU 0.5 exactly
+    assert vote(box, half, torch.tensor([1.0]), iou=0.5).tolist() == half.tolist()
+    assert vote(box, half, torch.tensor([1.0]), iou=0.6).tolist() == box.tolist()
+    assert vote(box, torch.zeros((0, 4)), torch.zeros(0), iou=0.5).tolist() == box.tolist()
+
+
+def test_each_proposal_votes_with_its_most_probable_category_and_its_lesion_probability():
+    # two categories: each proposal regresses one box per category (R, 4 * K)
+    boxes = torch.tensor([[0.0, 0.0, 10.0, 10.0, 1.0, 1.0, 11.0, 11.0],
+                          [2.0, 2.0, 12.0, 12.0, 3.0, 3.0, 13.0, 13.0],
+                          [5.0, 5.0, 15.0, 15.0, 6.0, 6.0, 16.0, 16.0]])
+    probabilities = torch.tensor([[0.6, 0.1, 0.3],    # category 0 most probable, lesion 0.7
+                                  [0.1, 0.5, 0.4],    # category 1, lesion 0.6
+                                  [0.02, 0.01, 0.97]])  # lesion 0.03 < MIN_VOTER_SCORE: no vote
+    assert 0.03 < MIN_VOTER_SCORE
+    chosen, weights = voters(boxes, probabilities)
+    assert chosen.tolist() == [[0.0, 0.0, 10.0, 10.0], [3.0, 3.0, 13.0, 13.0]]
+    assert weights.tolist() == pytest.approx([0.7, 0.6])
+
+
+def test_class_agnostic_regression_votes_with_its_one_box():
+    boxes = torch.tensor([[0.0, 0.0, 10.0, 10.0]])
+    chosen, weights = voters(boxes, torch.tensor([[0.3, 0.5, 0.2]]))
+    assert chosen.tolist() == boxes.tolist() and weights.tolist() == pytest.approx([0.8])
