@@ -9,6 +9,10 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+# Two boxes overlapping at this IoU or more are the same lesion: the AP50 criterion, the simulated
+# expert's match of a shown box to the truth, annotators' agreement on a box.
+MATCH_IOU = 0.5
+
 
 @dataclass(frozen=True)
 class Box:

@@ -24,10 +24,9 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from model.records import Box
+from model.records import MATCH_IOU, Box
 
 TYPE = "rectanglelabels"
-MATCH_IOU = 0.5
 DEFAULT_MIN_AGREEMENT = 2  # annotators who must draw a box (the backend's MIN_AGREEMENT default)
 OK, NO_ANNOTATION, NO_AGREEMENT, MALFORMED = "ok", "no_annotation", "no_agreement", "malformed"
 

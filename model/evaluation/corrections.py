@@ -10,9 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from model.records import Box
-
-MATCH_IOU = 0.5
+from model.records import MATCH_IOU, Box
 
 
 @dataclass(frozen=True)

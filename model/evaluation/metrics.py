@@ -12,8 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from model.evaluation.corrections import MATCH_IOU
-from model.records import Box
+from model.records import MATCH_IOU, Box
 
 
 def _ratio(numerator: float, denominator: float) -> float | None:

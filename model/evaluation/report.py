@@ -11,10 +11,10 @@ matplotlib.use("Agg")  # no display on servers
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from model.evaluation.corrections import MATCH_IOU  # noqa: E402
 from model.evaluation.evaluate import Evaluation  # noqa: E402
 from model.evaluation.metrics import NEAR_IOU  # noqa: E402
 from model.io import StagedDirectory, read_image  # noqa: E402
+from model.records import MATCH_IOU  # noqa: E402
 
 PAPER = {  # Wang et al., Tables II and III
     "screening_paper": {"accuracy": 0.9810, "sensitivity": 0.9778, "specificity": 0.9813},
