@@ -19,6 +19,7 @@ import platform
 import shutil
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 import matplotlib
 
@@ -62,15 +63,24 @@ def minutes(runs: Path, name: str) -> str:
     return "not recorded" if wall is None else f"{wall / 60:.0f} min"
 
 
-def picture_link(name: str) -> str:
-    """A picture in PICTURES as the document links it (relative to the document's folder)."""
-    return Path(os.path.relpath(PICTURES / name, DOC.parent)).as_posix()
+class Pictures(NamedTuple):
+    """Where a document's pictures go (``folder``), linked from ``document`` relative to its folder."""
 
+    folder: Path
+    document: Path
 
-def copy(source: Path, name: str) -> str:
-    PICTURES.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(source, PICTURES / name)
-    return picture_link(name)
+    def link(self, name: str) -> str:
+        return Path(os.path.relpath(self.folder / name, self.document.parent)).as_posix()
+
+    def copy(self, source: Path, name: str) -> str:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, self.folder / name)
+        return self.link(name)
+
+    def save(self, figure, name: str) -> str:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        figure.savefig(self.folder / name, dpi=110)
+        return self.link(name)
 
 
 def auc_cell(stats: dict | None) -> str:
@@ -79,8 +89,10 @@ def auc_cell(stats: dict | None) -> str:
     return "" if auc is None else f"{auc:.3f}"
 
 
-def evaluation_section(title: str, report: Path, prefix: str) -> list[str]:
+def evaluation_section(title: str, report: Path, prefix: str, pictures: Pictures) -> list[str]:
     m = json.loads((report / "metrics.json").read_text())
+    matrix = pictures.copy(report / "confusion_matrix.png", f"{prefix}_confusion_matrix.png")
+    examples = pictures.copy(report / "examples.png", f"{prefix}_examples.png")
     lines = [f"## {title}: {m['n_images']} images", "",
              f"COCO box AP {m['ap']:.3f}, AP50 {m['ap50']:.3f} over the BI-RADS classes; lesion AP50 "
              f"(any category) {m['ap50_lesion']:.3f}; image-level BI-RADS accuracy {pct(m['category_accuracy'])}; "
@@ -97,12 +109,11 @@ def evaluation_section(title: str, report: Path, prefix: str) -> list[str]:
                   auc_cell(m["screening_paper"])),
               row("ours vs pathology (predicted >= 4 = malignant)", m.get("screening"), auc_cell(m.get("screening"))),
               row("experts' own BI-RADS >= 4 vs pathology", m.get("screening_experts")), "",
-              f"![confusion matrix]({copy(report / 'confusion_matrix.png', prefix + '_confusion_matrix.png')})", "",
-              f"![examples: experts green, model red]({copy(report / 'examples.png', prefix + '_examples.png')})"]
+              f"![confusion matrix]({matrix})", "", f"![examples: experts green, model red]({examples})"]
     return lines + effort_lines(m.get("effort"))[1:] + [""]
 
 
-def subcategory_section(runs: Path) -> list[str]:
+def subcategory_section(runs: Path, pictures: Pictures) -> list[str]:
     base = runs / "subcategories"
     arms = {"two models (paper)": base / "two-models-report", "direct 4A/4B/4C model": base / "direct-report"}
     if not all((p / "metrics.json").is_file() for p in arms.values()):
@@ -133,11 +144,11 @@ def subcategory_section(runs: Path) -> list[str]:
     for name, path in arms.items():
         picture = path / "confusion_matrix_4abc.png"
         if picture.is_file():
-            lines += [f"{name}: ![4A/4B/4C confusion]({copy(picture, path.name + '_4abc.png')})", ""]
+            lines += [f"{name}: ![4A/4B/4C confusion]({pictures.copy(picture, path.name + '_4abc.png')})", ""]
     return lines
 
 
-def simulation_plot(results: dict[str, dict]) -> str:
+def simulation_plot(results: dict[str, dict], pictures: Pictures) -> str:
     figure, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
     for order, result in results.items():
         done = [r for r in result["rounds"] if r["corrections_per_image"] is not None]
@@ -159,10 +170,9 @@ def simulation_plot(results: dict[str, dict]) -> str:
     right.set_ylabel("held-out AP50 (BrEaST part2)")
     right.legend(fontsize=8)
     figure.tight_layout()
-    PICTURES.mkdir(parents=True, exist_ok=True)
-    figure.savefig(PICTURES / "simulation.png", dpi=110)
+    link = pictures.save(figure, "simulation.png")
     plt.close(figure)
-    return picture_link("simulation.png")
+    return link
 
 
 def _size(train: dict) -> str:
@@ -171,7 +181,7 @@ def _size(train: dict) -> str:
     return f"{train['image_size']} px"
 
 
-def simulation_section(runs: Path) -> list[str]:
+def simulation_section(runs: Path, pictures: Pictures) -> list[str]:
     results = {order: json.loads(p.read_text()) for order in ("random", "uncertain")
                if (p := runs / "simulation" / order / "simulation.json").is_file()}
     if not results:
@@ -199,7 +209,7 @@ def simulation_section(runs: Path) -> list[str]:
              "and BUS-BRA's fourth fold is its test set. `birads simulate --data busbra:... --splits fold1 "
              "fold2 fold3 --holdout-splits fold4` runs the BUS-BRA form (CI runs it on a handful of images).",
              "",
-             f"![simulation]({simulation_plot(results)})", ""]
+             f"![simulation]({simulation_plot(results, pictures)})", ""]
     for order, result in results.items():
         lines += [f"{order} order:", "", "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
         for r in result["rounds"]:
@@ -335,7 +345,7 @@ def paper_protocol_section(runs: Path) -> list[str]:
     return lines + [""]
 
 
-def split_section(runs: Path) -> list[str]:
+def split_section(runs: Path, pictures: Pictures) -> list[str]:
     m = metrics_of(runs, "split-breast")
     sub = (m or {}).get("subcategories")
     if not sub:
@@ -350,7 +360,7 @@ def split_section(runs: Path) -> list[str]:
              row("experts' own 4B or above, against pathology", sub.get("experts_4A_vs_4B_pathology")), ""]
     picture = runs / RECIPE / "split-breast" / "confusion_matrix_4abc.png"
     if picture.is_file():
-        lines += [f"![4A/4B/4C confusion]({copy(picture, 'split_4abc.png')})", ""]
+        lines += [f"![4A/4B/4C confusion]({pictures.copy(picture, 'split_4abc.png')})", ""]
     return lines
 
 
@@ -535,7 +545,6 @@ def targets_section(runs: Path) -> list[str]:
 
 
 def main() -> None:
-    global DOC, PICTURES  # where this run writes: docs/results.md unless --doc says otherwise
     parser = argparse.ArgumentParser(description="docs/results.md from the experiment scripts' outputs")
     parser.add_argument("runs", nargs="?", type=Path, default=REPO / "runs", help="their output folder")
     parser.add_argument("--doc", type=Path, default=DOC, help="the document to (re)write; its hand-written "
@@ -543,24 +552,25 @@ def main() -> None:
     parser.add_argument("--pictures", type=Path, default=PICTURES, help="where its pictures go")
     args = parser.parse_args()
     shared = args.doc == DOC  # docs/results.md: with the arms kept in docs/results; a run's own: its runs only
-    runs, DOC, PICTURES = args.runs, args.doc, args.pictures
-    old = DOC.read_text() if DOC.is_file() else ""
+    runs, doc, pictures = args.runs, args.doc, Pictures(args.pictures, args.doc)
+    old = doc.read_text() if doc.is_file() else ""
     kept = old[old.index(DISCUSSION):] if DISCUSSION in old else ""
     lines = header(runs)
     lines += targets_section(runs)
-    lines += evaluation_section("BUS-BRA fold 4 (held-out patients)", runs / RECIPE / "model-fold4", "fold4")
+    lines += evaluation_section("BUS-BRA fold 4 (held-out patients)", runs / RECIPE / "model-fold4", "fold4",
+                                pictures)
     lines += evaluation_section("BrEaST part2 (another hospital, other scanners)", runs / RECIPE / "model-breast",
-                                "breast")
+                                "breast", pictures)
     lines += classifier_section(runs)
     lines += ablation_section(runs)
     for folder, (title, how) in KEPT_ABLATIONS.items() if shared else ():
         lines += ablation_section(REPO / "docs" / "results", folder, title, how)
     lines += paper_protocol_section(runs)
-    lines += split_section(runs)
-    lines += subcategory_section(runs)
-    lines += simulation_section(runs)
-    DOC.write_text("\n".join(lines) + "\n" + (kept or DISCUSSION + "\n\nTo be written.\n"))
-    print(f"wrote {DOC}")
+    lines += split_section(runs, pictures)
+    lines += subcategory_section(runs, pictures)
+    lines += simulation_section(runs, pictures)
+    doc.write_text("\n".join(lines) + "\n" + (kept or DISCUSSION + "\n\nTo be written.\n"))
+    print(f"wrote {doc}")
 
 
 if __name__ == "__main__":
