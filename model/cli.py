@@ -215,8 +215,8 @@ def _inference_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--box-classifier", action=argparse.BooleanOptionalAction, default=True,
                         help="re-name boxes with the model's box classifier where it has one (default on)")
     parser.add_argument("--box-voting", type=float, metavar="IOU",
-                        help="move each box to the score-weighted mean of the proposals overlapping it at "
-                             "this IoU (model/box_voting.py; default off)")
+                        help="move each box to the mean of the proposals overlapping it at this IoU, weighted "
+                             "by their P(lesion) (model/box_voting.py; default off)")
 
 
 def _train_options(parser: argparse.ArgumentParser) -> None:
