@@ -1,4 +1,4 @@
-"""Box voting: each detected box moved to the score-weighted mean of the proposals that agree with it.
+"""Box voting: each detected box moved to the weighted mean of the proposals that agree with it.
 
 Faster R-CNN keeps one regressed proposal per lesion and suppresses its neighbours, though several
 of them saw the same lesion; their consensus locates it better than the single winner when the
@@ -6,13 +6,20 @@ lesion's edge is ambiguous, as ultrasound margins are (Gidaris & Komodakis, "Obj
 multi-region & semantic segmentation-aware CNN model", ICCV 2015: voting among boxes at IoU >= 0.5,
 weighted by score). The vote is about where the lesion is, not what it is: each proposal votes with
 its box for its own most probable category, weighted by its probability of being a lesion at all.
-A box's score and category are left as they are.
+A box's score and category are left as they are, and the box moves last: whatever else reads the
+image at a box (the box classifier) reads it at the detector's own place, since read at the voted
+places the classifier's rank picked other top boxes (docs/results.md item 18).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import replace
+
 import torch
 from torchvision.ops import box_iou
+
+from model.records import Box
 
 # proposals less likely than this to be a lesion do not vote: detectron2's own test-time floor
 MIN_VOTER_SCORE = 0.05
@@ -43,3 +50,8 @@ def voters(boxes: torch.Tensor, probabilities: torch.Tensor) -> tuple[torch.Tens
         own = boxes.view(len(boxes), -1, 4)[torch.arange(len(boxes)), category]
     keep = lesion >= MIN_VOTER_SCORE
     return own[keep], lesion[keep]
+
+
+def moved(boxes: Sequence[Box], places: Sequence[Sequence[float]]) -> list[Box]:
+    """``boxes`` at ``places`` (x0, y0, x1, y1 each, in the boxes' pixels), all else kept."""
+    return [replace(box, x0=x0, y0=y0, x1=x1, y1=y1) for box, (x0, y0, x1, y1) in zip(boxes, places, strict=True)]

@@ -47,7 +47,9 @@ def keep_class_scores(box_predictor: torch.nn.Module) -> None:
 
 
 def vote_boxes(box_predictor: torch.nn.Module, iou: float) -> None:
-    """Make the box head move each detection to its proposals' vote (``model.box_voting``).
+    """Make the box head attach each detection's place by its proposals' vote (``voted_boxes``,
+    ``model.box_voting``), leaving ``pred_boxes`` the detector's own: the box classifier reads its
+    crops there, and the boxes move only once every verdict is in (``Predictor._detection``).
 
     The proposals' regressed boxes and probabilities are computed again from ``predictions`` (a few
     hundred rows per image), after detectron2's own inference has chosen the detections.
@@ -62,8 +64,7 @@ def vote_boxes(box_predictor: torch.nn.Module, iou: float) -> None:
             clipped = Boxes(regressed.float().reshape(-1, 4))
             clipped.clip(proposal.image_size)
             voters, weights = box_voting.voters(clipped.tensor.view(len(regressed), -1), probs.float())
-            detected = instances.pred_boxes.tensor
-            instances.pred_boxes = Boxes(box_voting.vote(detected.float(), voters, weights, iou).to(detected.dtype))
+            instances.voted_boxes = Boxes(box_voting.vote(instances.pred_boxes.tensor.float(), voters, weights, iou))
         return results, kept
 
     box_predictor.inference = inference
@@ -94,7 +95,8 @@ class Predictor:
     ``box_classifier``: re-name boxes with the model's box classifier where it has one
     (``model.box_classifier``); False reads the detector alone.
     ``box_voting_iou``: move each box to the vote of the proposals overlapping it this much
-    (``model.box_voting``; None: off).
+    (``model.box_voting``; None: off), after the box classifier has named and ranked it where the
+    detector put it (docs/results.md items 18-19).
     """
 
     def __init__(self, model_dir: str | Path, device: str = "auto", bf16: bool | None = None,
@@ -135,6 +137,13 @@ class Predictor:
         tensor = torch.as_tensor(np.ascontiguousarray(pixels.transpose(2, 0, 1)), dtype=torch.float32)
         return {"image": tensor, "height": height, "width": width}
 
+    def _image_pixels(self, boxes: Boxes, rgb: np.ndarray) -> list[list[float]]:
+        """``boxes`` in the network's input pixels (as the box head gives them) in ``rgb``'s, clipped
+        to it: what detectron2's postprocessing does to ``pred_boxes``, for boxes it does not know."""
+        height, width = rgb.shape[:2]
+        xyxy = self.resize.get_transform(rgb).inverse().apply_box(boxes.tensor.float().numpy())
+        return np.clip(xyxy, 0, [width, height, width, height]).tolist()
+
     def _detection(self, output: dict, rgb: np.ndarray) -> Detection:
         instances = output["instances"].to("cpu")
         if self.merge_iou is not None and len(instances):
@@ -156,6 +165,8 @@ class Predictor:
             boxes, class_scores, malignancy, ranks = self.box_classifier.refine(
                 cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), boxes, class_scores)
         height, width = rgb.shape[:2]
+        if instances.has("voted_boxes"):  # last: every verdict above was read at the detector's places
+            boxes = box_voting.moved(boxes, self._image_pixels(instances.voted_boxes, rgb))
         return Detection(boxes=tuple(boxes), width=width, height=height, class_scores=tuple(class_scores),
                          malignancy=tuple(malignancy), ranks=tuple(ranks))
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# One trained model evaluated with box voting (model/box_voting.py: each box moved to the
-# score-weighted mean of the proposals overlapping it), inference only (docs/results.md, item 18):
+# One trained model evaluated with box voting (model/box_voting.py: each box moved, after the box
+# classifier has named and ranked it, to the P(lesion)-weighted mean of the proposals overlapping
+# it), inference only (docs/results.md, items 18-19):
 # for each IoU in ARMS (default "0.5", the figure of Gidaris & Komodakis, fixed before measuring),
 # evaluated as the recipe evaluates on BUS-BRA fold 4 and BrEaST part2, into OUT/voting-IOU-fold4
 # and OUT/voting-IOU-breast. The model without voting is the recipe's own evaluation of it.

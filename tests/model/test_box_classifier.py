@@ -165,3 +165,29 @@ def test_rescoring_ranks_boxes_by_the_classifiers_p_lesion_scores_kept(tmp_path,
         if after.boxes:  # the top box: the highest rank, not necessarily the highest score
             assert after.rank_of(after.top()) == max(after.ranks)
     assert checked > 0
+
+
+def test_box_voting_moves_the_boxes_after_the_classifier_has_read_them(classified_tiny_model, records):
+    """The classifier names, ranks and judges each box where the detector put it; then the vote
+    moves it (docs/results.md item 18: read at the voted places, its rank picked other top boxes)."""
+    images = [r.path for r in records]
+    options = dict(score_threshold=0.0, bf16=False)
+    named = Predictor(classified_tiny_model, **options)(images)
+    voted = Predictor(classified_tiny_model, box_voting_iou=0.5, **options)(images)
+    places = Predictor(classified_tiny_model, box_voting_iou=0.5, box_classifier=False, **options)(images)
+
+    def verdicts(detection):
+        return ([(b.category, b.score) for b in detection.boxes], detection.class_scores,
+                detection.malignancy, detection.ranks)
+
+    def where(detection):
+        return [(b.x0, b.y0, b.x1, b.y1) for b in detection.boxes]
+
+    moved = 0
+    for before, after, detector in zip(named, voted, places):
+        assert verdicts(after) == verdicts(before)  # read at the detector's own places
+        assert where(after) == where(detector)  # placed by the vote alone
+        for old, new in zip(before.boxes, after.boxes):
+            moved += old.iou(new) < 0.999
+            assert new.iou(old) > 0.3  # every voter overlapped the box at IoU >= 0.5
+    assert moved > 0

@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from model.box_voting import MIN_VOTER_SCORE, vote, voters
+from model.box_voting import MIN_VOTER_SCORE, moved, vote, voters
+from model.records import Box
 
 
 def test_a_box_moves_to_the_weighted_mean_of_the_voters_that_overlap_it():
@@ -43,3 +44,11 @@ def test_class_agnostic_regression_votes_with_its_one_box():
     boxes = torch.tensor([[0.0, 0.0, 10.0, 10.0]])
     chosen, weights = voters(boxes, torch.tensor([[0.3, 0.5, 0.2]]))
     assert chosen.tolist() == boxes.tolist() and weights.tolist() == pytest.approx([0.8])
+
+
+def test_moved_boxes_keep_their_category_score_and_order():
+    boxes = [Box(0, 0, 10, 10, "4", 0.9), Box(50, 50, 60, 60, "2", 0.4)]
+    after = moved(boxes, [[1.0, 2.0, 11.0, 12.0], [50.0, 50.0, 60.0, 60.0]])
+    assert after == [Box(1, 2, 11, 12, "4", 0.9), Box(50, 50, 60, 60, "2", 0.4)]
+    with pytest.raises(ValueError):  # a place for every box, no more, no fewer
+        moved(boxes, [[1.0, 2.0, 11.0, 12.0]])
