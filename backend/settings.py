@@ -9,6 +9,7 @@ import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from model.records import BOX_VOTING_IOU
 from model.regions import DEFAULT_MIN_AGREEMENT
 
 PROMOTE_METRICS = ("ap50_lesion", "ap50", "category_accuracy", "acceptance_rate")
@@ -60,6 +61,10 @@ class Settings:
                "docs/results.md); top1: also the others scored >= SCORE_THRESHOLD; threshold: only boxes "
                "scored >= SCORE_THRESHOLD"})
     max_boxes: int = field(default=5, metadata={"env": "MAX_BOXES", "doc": "most boxes per image"})
+    box_voting_iou: float = field(default=BOX_VOTING_IOU, metadata={
+        "env": "BOX_VOTING_IOU",
+        "doc": "move each box to the vote of the proposals overlapping it at this IoU (docs/results.md "
+               "items 18-19); 0: where the detector put it"})
     predict_batch: int = field(default=4, metadata={"env": "PREDICT_BATCH", "doc": "images per forward pass"})
     device: str = field(default="auto", metadata={"env": "DEVICE", "doc": "auto, cpu or cuda"})
     bf16: str = field(default="auto", metadata={
@@ -143,12 +148,19 @@ class Settings:
                              f"{', '.join(DISPLAYS)}")
         if self.promote_metric not in PROMOTE_METRICS:
             raise ValueError(f"PROMOTE_METRIC={self.promote_metric!r} must be one of {', '.join(PROMOTE_METRICS)}")
+        if not 0 <= self.box_voting_iou <= 1:
+            raise ValueError(f"BOX_VOTING_IOU={self.box_voting_iou} must be in [0, 1] (0: off)")
         if not 0 <= self.holdout_fraction < 1:
             raise ValueError(f"HOLDOUT_FRACTION={self.holdout_fraction} must be in [0, 1)")
 
     @property
     def bf16_choice(self) -> bool | None:
         return _BF16[self.bf16.lower()]
+
+    @property
+    def box_voting(self) -> float | None:
+        """The predictor's ``box_voting_iou``: None (off) for 0."""
+        return self.box_voting_iou or None
 
 
 def _convert(raw: str, kind: str, env: str) -> object:

@@ -172,7 +172,7 @@ def test_box_voting_moves_the_boxes_after_the_classifier_has_read_them(classifie
     moves it (docs/results.md item 18: read at the voted places, its rank picked other top boxes)."""
     images = [r.path for r in records]
     options = dict(score_threshold=0.0, bf16=False)
-    named = Predictor(classified_tiny_model, **options)(images)
+    named = Predictor(classified_tiny_model, box_voting_iou=None, **options)(images)
     voted = Predictor(classified_tiny_model, box_voting_iou=0.5, **options)(images)
     places = Predictor(classified_tiny_model, box_voting_iou=0.5, box_classifier=False, **options)(images)
 

@@ -102,7 +102,7 @@ def test_box_voting_moves_the_boxes_and_keeps_their_scores_and_categories(overfi
     paths = [r.path for r in records]
     # no merging: detectron2's own detections one for one, whatever the vote does to their overlaps
     options = dict(score_threshold=LOW_SCORE, max_boxes=100, bf16=False, merge_iou=None)
-    plain = Predictor(overfit_model, **options)(paths)
+    plain = Predictor(overfit_model, box_voting_iou=None, **options)(paths)
     voted = Predictor(overfit_model, box_voting_iou=0.5, **options)(paths)
     unanimous = Predictor(overfit_model, box_voting_iou=1.01, **options)(paths)  # no voter agrees
 

@@ -52,3 +52,10 @@ def test_moved_boxes_keep_their_category_score_and_order():
     assert after == [Box(1, 2, 11, 12, "4", 0.9), Box(50, 50, 60, 60, "2", 0.4)]
     with pytest.raises(ValueError):  # a place for every box, no more, no fewer
         moved(boxes, [[1.0, 2.0, 11.0, 12.0]])
+
+
+@pytest.mark.parametrize("options, iou", [([], 0.5), (["--box-voting", "0.7"], 0.7), (["--no-box-voting"], None)])
+def test_birads_votes_by_default_unless_told_otherwise(options, iou):
+    from model.cli import parser
+
+    assert parser().parse_args(["predict", "--model", "m", *options, "image.png"]).box_voting == iou

@@ -214,17 +214,17 @@ def test_classifier_arms_refuse_a_model_without_a_classifier_and_a_malformed_arm
     assert refused.value.returncode == 2 and "NAME:RESCORE:BLEND" in refused.value.stderr
 
 
-def test_box_voting_arms_evaluate_the_model_itself_with_each_iou(tmp_path):
+def test_box_voting_arms_evaluate_the_model_itself_with_each_iou_and_without(tmp_path):
     model = _classified_model(tmp_path)
     out = tmp_path / "voting"
-    calls = run_script(tmp_path, 0, 0, str(model), str(out), script="box_voting_arms.sh", ARMS="0.5 0.7")
+    calls = run_script(tmp_path, 0, 0, str(model), str(out), script="box_voting_arms.sh", ARMS="off 0.7")
     evaluated = [(re.search(r"--splits (\S+)", c).group(1), re.search(r"--model (\S+)", c).group(1),
-                  re.search(r"--out (\S+)", c).group(1), re.search(r"--box-voting (\S+)", c).group(1))
+                  re.search(r"--out (\S+)", c).group(1), re.search(r"--(box-voting \S+|no-box-voting)", c).group(1))
                  for c in calls if c.startswith("evaluate")]
-    assert evaluated == [("fold4", str(model), str(out / "voting-0.5-fold4"), "0.5"),
-                         ("part2", str(model), str(out / "voting-0.5-breast"), "0.5"),
-                         ("fold4", str(model), str(out / "voting-0.7-fold4"), "0.7"),
-                         ("part2", str(model), str(out / "voting-0.7-breast"), "0.7")]
+    assert evaluated == [("fold4", str(model), str(out / "voting-off-fold4"), "no-box-voting"),
+                         ("part2", str(model), str(out / "voting-off-breast"), "no-box-voting"),
+                         ("fold4", str(model), str(out / "voting-0.7-fold4"), "box-voting 0.7"),
+                         ("part2", str(model), str(out / "voting-0.7-breast"), "box-voting 0.7")]
     assert all("--image-decision top" in c for c in calls)
     # run again, every evaluation is found there: no new call (the calls file keeps the first run's)
-    assert run_script(tmp_path, 0, 0, str(model), str(out), script="box_voting_arms.sh", ARMS="0.5 0.7") == calls
+    assert run_script(tmp_path, 0, 0, str(model), str(out), script="box_voting_arms.sh", ARMS="off 0.7") == calls

@@ -15,6 +15,15 @@ def test_defaults_without_environment(monkeypatch):
     assert s.train_image_size == 0 and s.bf16_choice is None  # 0: the parent model's size
 
 
+def test_box_voting_is_on_by_default_and_0_turns_it_off(monkeypatch):
+    monkeypatch.delenv("BOX_VOTING_IOU", raising=False)
+    assert Settings.from_env().box_voting == 0.5
+    monkeypatch.setenv("BOX_VOTING_IOU", "0.6")
+    assert Settings.from_env().box_voting == 0.6
+    monkeypatch.setenv("BOX_VOTING_IOU", "0")
+    assert Settings.from_env().box_voting is None
+
+
 def test_typed_values(monkeypatch):
     monkeypatch.setenv("PORT", "9191")
     monkeypatch.setenv("SCORE_THRESHOLD", "0.25")
@@ -33,6 +42,7 @@ def test_typed_values(monkeypatch):
     ("TRAIN_BF16", "maybe", "TRAIN_BF16='maybe' is not a valid bool"),
     ("BF16", "sometimes", "must be auto, true or false"),
     ("HOLDOUT_FRACTION", "1.5", "must be in"),
+    ("BOX_VOTING_IOU", "1.5", "must be in"),
 ])
 def test_bad_values_name_the_variable(monkeypatch, name, value, message):
     monkeypatch.setenv(name, value)
