@@ -27,12 +27,15 @@ log = logging.getLogger(__name__)
 ImageInput = str | Path | np.ndarray
 
 
-def keep_class_scores(box_predictor: torch.nn.Module) -> None:
-    """Make the box head attach each detection's full softmax (``class_scores``, K+1 columns).
+def extend_inference(box_predictor: torch.nn.Module, voting_iou: float | None) -> None:
+    """Make the box head attach to each detection its full softmax (``class_scores``, K+1 columns)
+    and, with ``voting_iou``, its place by its proposals' vote (``voted_boxes``, ``model.box_voting``).
 
     detectron2 keeps only the winning class per box; the whole distribution is what ranks tasks by
     uncertainty and splits BI-RADS 4. ``fast_rcnn_inference`` already returns the kept proposals'
-    indices, so we look their probabilities up instead of re-implementing the inference.
+    indices, so we look their probabilities up instead of re-implementing the inference. The vote
+    leaves ``pred_boxes`` the detector's own: the box classifier reads its crops there, and the boxes
+    move only once every verdict is in (``Predictor._detection``).
     """
     original = box_predictor.inference
 
@@ -41,30 +44,14 @@ def keep_class_scores(box_predictor: torch.nn.Module) -> None:
         probabilities = box_predictor.predict_probs(predictions, proposals)
         for instances, indices, probs in zip(results, kept, probabilities):
             instances.class_scores = probs[indices].float()
-        return results, kept
-
-    box_predictor.inference = inference
-
-
-def vote_boxes(box_predictor: torch.nn.Module, iou: float) -> None:
-    """Make the box head attach each detection's place by its proposals' vote (``voted_boxes``,
-    ``model.box_voting``), leaving ``pred_boxes`` the detector's own: the box classifier reads its
-    crops there, and the boxes move only once every verdict is in (``Predictor._detection``).
-
-    The proposals' regressed boxes and probabilities are computed again from ``predictions`` (a few
-    hundred rows per image), after detectron2's own inference has chosen the detections.
-    """
-    original = box_predictor.inference
-
-    def inference(predictions, proposals):
-        results, kept = original(predictions, proposals)
-        boxes = box_predictor.predict_boxes(predictions, proposals)
-        probabilities = box_predictor.predict_probs(predictions, proposals)
-        for instances, regressed, probs, proposal in zip(results, boxes, probabilities, proposals):
-            clipped = Boxes(regressed.float().reshape(-1, 4))
-            clipped.clip(proposal.image_size)
-            voters, weights = box_voting.voters(clipped.tensor.view(len(regressed), -1), probs.float())
-            instances.voted_boxes = Boxes(box_voting.vote(instances.pred_boxes.tensor.float(), voters, weights, iou))
+        if voting_iou is not None:
+            regressed = box_predictor.predict_boxes(predictions, proposals)
+            for instances, boxes, probs, proposal in zip(results, regressed, probabilities, proposals):
+                clipped = Boxes(boxes.float().reshape(-1, 4))
+                clipped.clip(proposal.image_size)
+                voters, weights = box_voting.voters(clipped.tensor.view(len(boxes), -1), probs.float())
+                instances.voted_boxes = Boxes(box_voting.vote(instances.pred_boxes.tensor.float(), voters,
+                                                              weights, voting_iou))
         return results, kept
 
     box_predictor.inference = inference
@@ -120,9 +107,7 @@ class Predictor:
         self.merge_iou = merge_iou
         self.model = build_model(cfg).eval()
         DetectionCheckpointer(self.model).load(str(self.model_dir / modeldir.WEIGHTS))
-        keep_class_scores(self.model.roi_heads.box_predictor)
-        if box_voting_iou is not None:
-            vote_boxes(self.model.roi_heads.box_predictor, box_voting_iou)
+        extend_inference(self.model.roi_heads.box_predictor, box_voting_iou)
         if self.bf16:
             self.model.to(memory_format=torch.channels_last)
         self.resize = T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)
