@@ -21,7 +21,7 @@ from model import box_voting, modeldir
 from model.box_classifier import BoxClassifier
 from model.config import bf16_supported, resolve_device
 from model.io import read_image
-from model.records import BOX_VOTING_IOU, Box, Detection
+from model.records import Box, Detection
 
 log = logging.getLogger(__name__)
 ImageInput = str | Path | np.ndarray
@@ -82,14 +82,14 @@ class Predictor:
     ``box_classifier``: re-name boxes with the model's box classifier where it has one
     (``model.box_classifier``); False reads the detector alone.
     ``box_voting_iou``: move each box to the vote of the proposals overlapping it this much
-    (``model.box_voting``, on by default; None: off), after the box classifier has named and ranked it where the
+    (``model.box_voting``; None: off), after the box classifier has named and ranked it where the
     detector put it (docs/results.md items 18-19).
     """
 
     def __init__(self, model_dir: str | Path, device: str = "auto", bf16: bool | None = None,
                  score_threshold: float = 0.5, max_boxes: int = 10,
                  image_size: int | None = None, merge_iou: float | None = 0.5,
-                 box_classifier: bool = True, box_voting_iou: float | None = BOX_VOTING_IOU) -> None:
+                 box_classifier: bool = True, box_voting_iou: float | None = None) -> None:
         self.model_dir = Path(model_dir)
         self.info = modeldir.read_info(self.model_dir)
         self.classes = list(self.info.classes)

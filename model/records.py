@@ -12,10 +12,6 @@ from pathlib import Path
 # Two boxes overlapping at this IoU or more are the same lesion: the AP50 criterion, the simulated
 # expert's match of a shown box to the truth, annotators' agreement on a box.
 MATCH_IOU = 0.5
-# The predictor moves each box to the vote of the proposals overlapping it this much (model/box_voting.py):
-# Gidaris & Komodakis' IoU, fixed before any measurement here; on by default since it placed the boxes
-# better on two models and both hospitals (docs/results.md items 18-19).
-BOX_VOTING_IOU = 0.5
 
 
 @dataclass(frozen=True)
