@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from contextlib import nullcontext
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -15,12 +16,12 @@ from detectron2.config import get_cfg
 from detectron2.data import transforms as T
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes
-from torchvision.ops import batched_nms
 
 from model import box_voting, modeldir
 from model.box_classifier import BoxClassifier
 from model.config import bf16_supported, resolve_device
 from model.io import read_image
+from model.merge import merged, one_box_per_lesion
 from model.records import Box, Detection
 
 log = logging.getLogger(__name__)
@@ -78,7 +79,8 @@ class Predictor:
 
     ``bf16=None`` turns bfloat16 autocast + channels_last on where the hardware runs bf16
     natively (2-3x faster on AVX-512 BF16/AMX CPUs, same detections within a point of AP50).
-    ``merge_iou``: boxes of different categories overlapping this much are one lesion (None: off).
+    ``merge_iou``: boxes of different categories overlapping this much are one lesion (None: off;
+    ``model.merge``), merged where the detector put them and, with box voting, again where voted.
     ``box_classifier``: re-name boxes with the model's box classifier where it has one
     (``model.box_classifier``); False reads the detector alone.
     ``box_voting_iou``: move each box to the vote of the proposals overlapping it this much
@@ -132,11 +134,7 @@ class Predictor:
     def _detection(self, output: dict, rgb: np.ndarray) -> Detection:
         instances = output["instances"].to("cpu")
         if self.merge_iou is not None and len(instances):
-            # detectron2 suppresses overlaps per class, so one lesion can come back as "3" and as
-            # "5". An annotator wants one box per lesion: keep the best-scoring category; the
-            # others remain visible in that box's class_scores.
-            instances = instances[batched_nms(instances.pred_boxes.tensor.float(), instances.scores.float(),
-                                              torch.zeros_like(instances.pred_classes), self.merge_iou)]
+            instances = instances[one_box_per_lesion(instances.pred_boxes.tensor, instances.scores, self.merge_iou)]
         keep = instances.scores >= self.score_threshold
         instances = instances[keep][: self.max_boxes]  # sorted by score
         boxes = [Box(*(float(v) for v in xyxy), category=self.classes[int(label)], score=float(score))
@@ -150,10 +148,14 @@ class Predictor:
             boxes, class_scores, malignancy, ranks = self.box_classifier.refine(
                 cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), boxes, class_scores)
         height, width = rgb.shape[:2]
+        detection = Detection(boxes=tuple(boxes), width=width, height=height, class_scores=tuple(class_scores),
+                              malignancy=tuple(malignancy), ranks=tuple(ranks))
         if instances.has("voted_boxes"):  # last: every verdict above was read at the detector's places
-            boxes = box_voting.moved(boxes, self._image_pixels(instances.voted_boxes, rgb))
-        return Detection(boxes=tuple(boxes), width=width, height=height, class_scores=tuple(class_scores),
-                         malignancy=tuple(malignancy), ranks=tuple(ranks))
+            detection = replace(detection, boxes=tuple(box_voting.moved(
+                detection.boxes, self._image_pixels(instances.voted_boxes, rgb))))
+            if self.merge_iou is not None:  # two boxes may have come to sit on one lesion
+                detection = merged(detection, self.merge_iou)
+        return detection
 
     def with_subcategories(self, second: Predictor, cuts: tuple[float, float] | None = None):
         """Split this model's BI-RADS 4 boxes into 4A/4B/4C with ``second``, a model trained
