@@ -171,7 +171,7 @@ def test_box_voting_moves_the_boxes_after_the_classifier_has_read_them(classifie
     """The classifier names, ranks and judges each box where the detector put it; then the vote
     moves it (docs/results.md item 18: read at the voted places, its rank picked other top boxes)."""
     images = [r.path for r in records]
-    options = dict(score_threshold=0.0, bf16=False)
+    options = dict(score_threshold=0.0, bf16=False, merge_iou=None)  # the merge: the next test
     named = Predictor(classified_tiny_model, box_voting_iou=None, **options)(images)
     voted = Predictor(classified_tiny_model, box_voting_iou=0.5, **options)(images)
     places = Predictor(classified_tiny_model, box_voting_iou=0.5, box_classifier=False, **options)(images)
@@ -191,3 +191,20 @@ def test_box_voting_moves_the_boxes_after_the_classifier_has_read_them(classifie
             moved += old.iou(new) < 0.999
             assert new.iou(old) > 0.3  # every voter overlapped the box at IoU >= 0.5
     assert moved > 0
+
+
+def test_boxes_voted_onto_one_lesion_merge_into_the_best_ranked_with_its_verdicts(classified_tiny_model, records):
+    """The one-box-per-lesion merge runs on the detector's places, and again where the vote moved
+    them: two boxes can converge onto one lesion's proposals (docs/results.md item 19)."""
+    images = [r.path for r in records]
+    options = dict(score_threshold=0.0, bf16=False, max_boxes=100, box_voting_iou=0.5)
+    unmerged = Predictor(classified_tiny_model, merge_iou=None, **options)(images)
+    merged = Predictor(classified_tiny_model, merge_iou=0.5, **options)(images)
+    for every, shown in zip(unmerged, merged):
+        boxes = shown.boxes
+        assert all(a.iou(b) < 0.5 for i, a in enumerate(boxes) for b in boxes[i + 1:])
+        assert len(shown.class_scores) == len(shown.malignancy) == len(boxes)
+        assert len(shown.ranks) in (0, len(boxes))  # ranks only where the classifier rescores
+        verdicts = {(b, every.rank_of(b), every.malignancy_of(b)) for b in every.boxes}
+        assert {(b, shown.rank_of(b), shown.malignancy_of(b)) for b in boxes} <= verdicts
+        assert shown.top() == every.top() or not every.boxes  # the best-ranked box always stays

@@ -60,8 +60,9 @@ def test_model_directory_is_self_contained(overfit_model, records):
     assert not list(overfit_model.parent.glob(".v1.work"))  # checkpoints cleaned up
 
 
-def test_overfit_finds_the_lesions_it_was_trained_on(overfit_model, records, tmp_path):
-    predictor = Predictor(overfit_model, score_threshold=LOW_SCORE, bf16=False)
+@pytest.mark.parametrize("voting", [None, 0.5], ids=["detector-places", "voted-places"])
+def test_overfit_finds_the_lesions_it_was_trained_on(overfit_model, records, tmp_path, voting):
+    predictor = Predictor(overfit_model, score_threshold=LOW_SCORE, bf16=False, box_voting_iou=voting)
     detections = predictor([r.path for r in records])
     for detection in detections:  # one box per lesion: no two categories on the same region
         boxes = detection.boxes
