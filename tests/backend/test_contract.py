@@ -117,7 +117,7 @@ def test_predict_places_boxes_by_the_vote_unless_box_voting_iou_is_0(settings, c
     body["tasks"] = _local_tasks(busbra_dir, names)
     install_model(settings, 2, classified_tiny_model)
     served = {}
-    for iou, voting in ((0.5, 0.5), (0.0, None)):  # the default, and off
+    for iou, voting in ((0.5, 0.5), (0.0, None)):  # on, and off (the default)
         shown = replace(settings, score_threshold=0.0, max_boxes=3, show_boxes="threshold", bf16="false",
                         box_voting_iou=iou)
         answer = create_app(shown).test_client().post("/predict", json=body).get_json()
