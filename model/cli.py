@@ -158,6 +158,7 @@ def _cost_options(parser: argparse.ArgumentParser) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from model.evaluation.evaluate import evaluate
     from model.evaluation.report import write_report
+    from model.evaluation.screening_cut import load_cut
     from model.subcategory import SPLIT_CLASSES
 
     records = _records(args)
@@ -168,7 +169,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         classes = list(SPLIT_CLASSES)
     detections = predict([r.path for r in records], args.batch_size)
     evaluation = evaluate(records, detections, classes, args.score_threshold, args.biopsy_threshold,
-                          args.image_decision, _costs(args))
+                          args.image_decision, _costs(args), load_cut(args.model))
     write_report(evaluation, args.out, str(args.model), args.data)
     m = evaluation.metrics
     print(json.dumps({k: m.get(k) for k in ("n_images", "ap", "ap50", "ap50_lesion",
@@ -178,15 +179,22 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def cmd_fit_cuts(args: argparse.Namespace) -> None:
+    from model.evaluation import screening_cut
     from model.subcategory import fit_on_records, require_second_model, save_cuts
 
     records = _records(args)
     second = _all_scores_predictor(args.model, args)
     require_second_model(second.classes, str(args.model))
-    fitted = {**fit_on_records(records, second([r.path for r in records], args.batch_size)),
-              "data": args.data, "splits": args.splits}
+    detections = second([r.path for r in records], args.batch_size)
+    source = {"data": args.data, "splits": args.splits}
+    fitted = {**fit_on_records(records, detections), **source}
     print(json.dumps(fitted))
     print(f"cuts written to {save_cuts(args.model, fitted)}")
+    table_ii = screening_cut.fit_on_records(records, detections)
+    if table_ii is not None:
+        table_ii = {**table_ii, **source}
+        print(json.dumps(table_ii))
+        print(f"Table II cut written to {screening_cut.save_cut(args.model, table_ii)}")
 
 
 def cmd_simulate(args: argparse.Namespace) -> None:
@@ -306,7 +314,8 @@ def parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_evaluate)
 
     p = commands.add_parser("fit-cuts", help="fit a --without-birads-4 model's 4A/4B/4C cuts on "
-                            "data with subcategories; stored in the model directory")
+                            "data with subcategories, and where the data has BI-RADS 5 and 1-3 images "
+                            "its Table II cut on P(5) (reported by evaluate); stored in the model directory")
     _add_data(p)
     _inference_options(p)
     p.set_defaults(run=cmd_fit_cuts)

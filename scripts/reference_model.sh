@@ -9,8 +9,9 @@
 #      crops half misplaced beside or around a lesion): its pathology head gives each box its
 #      P(malignant), the AUC against pathology and Label Studio's malignancy note (items 13-14);
 #      its P(lesion) ranks the boxes with share RESCORE (0.5; 0: the detector's score ranks; item 17);
-#   5. both evaluated on BUS-BRA fold 4 and BrEaST part2; the second model's 4A/4B/4C cuts fitted on
-#      BrEaST part1, then the first model's BI-RADS 4 on part2 split by it (the paper's Table III).
+#   5. the second model's 4A/4B/4C cuts and Table II cut fitted on BrEaST part1; both models evaluated
+#      on BUS-BRA fold 4 and BrEaST part2, then the first model's BI-RADS 4 on part2 split by the
+#      second (the paper's Table III).
 # A stage whose output exists is not run again (rerun after an interruption to go on).
 # The result is a starter model for new projects: INITIAL_WEIGHTS=$OUT/model (README).
 # The budget: BUDGET_S (default 7200; 0: none) bounds the whole script. First a timed probe of the
@@ -101,10 +102,11 @@ stage classifier "$out/model/box_classifier" $birads box-classifier --data "$bus
   --splits fold1 fold2 fold3 --holdout-splits fold4 --model "$out/model" --blend 0 \
   --misplaced-share "${MISPLACED:-0.5}" --rescore "${RESCORE:-0.5}"
 evaluations() {
+  # first: the second model's evaluations report Table II at the cut fitted here too
+  $birads fit-cuts --data "$breast" --splits part1 --model "$out/model-no4"
   for model in model model-no4; do
     evaluate_dev "$out/$model" "$out/$model"
   done
-  $birads fit-cuts --data "$breast" --splits part1 --model "$out/model-no4"
   $birads evaluate --data "$breast" --splits part2 --model "$out/model" --split-4-with "$out/model-no4" \
     --out "$out/split-breast" --image-decision top
 }

@@ -338,6 +338,10 @@ def paper_protocol_section(runs: Path) -> list[str]:
         if second:
             lines.append(row(f"ours, second model, {title} (BI-RADS 5 vs 2-3)", second["screening_paper"],
                              auc_cell(second["screening_paper"])))
+            at_cut = second["screening_paper"].get("at_cut")
+            if at_cut:
+                lines.append(row(f"ours, second model, {title}, at P(5) >= {at_cut['cut']:.3f} (fitted on "
+                                 "BrEaST part1)", at_cut))
         if first:
             lines += [row(f"ours, first model vs pathology, {title}", first.get("screening"),
                           auc_cell(first.get("screening"))),

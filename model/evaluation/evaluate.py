@@ -132,15 +132,24 @@ def _screening(records, predicted_categories, detections, threshold) -> dict:
     return {"screening": model, "screening_experts": experts}
 
 
-def _screening_paper(records, predicted_categories, detections, threshold) -> dict:
+def in_table_ii(record: ImageRecord) -> bool:
+    """The paper's Table II images: the experts' BI-RADS 1, 2, 3 or 5 (BI-RADS 4 left out)."""
+    return bool(record.birads) and int(taxonomy.rank(record.birads)) != 4
+
+
+def _screening_paper(records, predicted_categories, detections, threshold, cut) -> dict:
     """The paper's Table II: experts' BI-RADS 5 positive, 1-3 negative, BI-RADS 4 left out. ``auc``
     ranks the same images by ``category_malignancy`` (for a model without 4: its P(5)), to tell a
-    ranking that no cut could fix from one whose cut, the most probable category, is misplaced."""
-    rows = [(r.birads, p, d) for r, p, d in zip(records, predicted_categories, detections)
-            if r.birads and int(taxonomy.rank(r.birads)) != 4]
+    ranking that no cut could fix from one whose cut, the most probable category, is misplaced;
+    ``at_cut``: the same images called positive at ``category_malignancy`` >= ``cut``, when given
+    (model.evaluation.screening_cut)."""
+    rows = [(r.birads, p, category_malignancy(d, threshold))
+            for r, p, d in zip(records, predicted_categories, detections) if in_table_ii(r)]
     truth = [t == "5" for t, _, _ in rows]
     table = metrics.binary_from_labels(truth, [taxonomy.is_malignant(p, threshold) for _, p, _ in rows])
-    table["auc"] = metrics.auc(truth, [category_malignancy(d, threshold) for _, _, d in rows])
+    table["auc"] = metrics.auc(truth, [s for _, _, s in rows])
+    if cut is not None:
+        table["at_cut"] = {**metrics.binary_from_labels(truth, [s >= cut for _, _, s in rows]), "cut": cut}
     return table
 
 
@@ -170,8 +179,10 @@ def _subcategories(records, predicted_categories) -> dict | None:
 
 def evaluate(records: list[ImageRecord], detections: list[Detection], classes: Sequence[str],
              score_threshold: float = 0.5, biopsy_threshold: str = taxonomy.BIOPSY_THRESHOLD,
-             decision: str = "shown", costs: effort.ActionCosts | None = None) -> Evaluation:
-    """All metrics for ``detections`` (one per record, from a model with ``classes``)."""
+             decision: str = "shown", costs: effort.ActionCosts | None = None,
+             screening_cut: float | None = None) -> Evaluation:
+    """All metrics for ``detections`` (one per record, from a model with ``classes``);
+    ``screening_cut``: Table II also at that cut (model.evaluation.screening_cut)."""
     classes = _common_classes(records, classes)
     labels = [taxonomy.NO_LESION, *classes]
     expert_boxes = [[_with_category(b, classes) for b in r.boxes] for r in records]
@@ -190,7 +201,8 @@ def evaluate(records: list[ImageRecord], detections: list[Detection], classes: S
         "per_category": metrics.one_vs_rest(matrix, labels),
         "confusion_matrix": {"labels": labels, "matrix": matrix},
         "category_accuracy": sum(t == p for t, p in zip(truth, predicted)) / max(1, len(records)),
-        "screening_paper": _screening_paper(records, predicted, detections, biopsy_threshold),
+        "screening_paper": _screening_paper(records, predicted, detections, biopsy_threshold,
+                                            screening_cut),
         **_screening(records, predicted, detections, biopsy_threshold),
         **metrics.box_ap(expert_boxes, [_ranked(d) for d in detections], classes),
         "ap50_lesion": metrics.box_ap(

@@ -109,6 +109,13 @@ def _binary_row(name: str, stats: dict | None, paper: dict | None = None) -> str
     return row
 
 
+def _at_cut_row(at_cut: dict | None) -> list[str]:
+    if not at_cut:
+        return []
+    return [_binary_row(f"the same images, BI-RADS 5 where P(5) >= {at_cut['cut']:.3f} (the cut "
+                        "`birads fit-cuts` fitted on other images)", at_cut)]
+
+
 def _table_ii_name(classes: list[str]) -> str:
     if any(c.startswith("4") for c in classes):
         return ("BI-RADS 5 vs 1-3, experts' labels; this model's 4 counts as positive (the paper's "
@@ -168,6 +175,7 @@ def markdown(m: dict, model_dir: str, data: str) -> str:
               "| | accuracy | sensitivity | specificity | TP/FN/FP/TN | paper (ACC / SEN / SPE) |",
               "|---|---|---|---|---|---|",
               _binary_row(_table_ii_name(m["classes"]), m["screening_paper"], PAPER["screening_paper"]),
+              *_at_cut_row(m["screening_paper"].get("at_cut")),
               _binary_row("malignant vs benign, pathology: model", m.get("screening")),
               _binary_row("malignant vs benign, pathology: experts' BI-RADS", m.get("screening_experts"))]
     if m["screening_paper"].get("auc") is not None:

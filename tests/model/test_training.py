@@ -215,18 +215,34 @@ def test_second_model_without_birads_4_splits_4_into_subcategories(overfit_model
     fours = [b for d in plain for b in d.boxes if b.category == "4"]
     assert fours  # the overfit model does call bus_0165-r BI-RADS 4
 
-    # `birads fit-cuts` on data with subcategories stores cuts that the split then uses
+    # `birads fit-cuts` on data with subcategories stores cuts that the split then uses, and on its
+    # BI-RADS 5 and 1-3 images the Table II cut that evaluate reports the second model at
     from model.cli import main
+    from model.evaluation.screening_cut import CUT_FILE, load_cut
     from model.records import save_records
     from model.subcategory import CUTS_FILE, load_cuts
 
-    relabelled = [replace(r, birads=c, boxes=[replace(b, category=c) for b in r.boxes])
-                  for r, c in zip(records, ["4A", "4A", "4B", "4C"])]
+    def relabel(record, category, name=None):
+        return replace(record, name=name or record.name, birads=category,
+                       boxes=[replace(b, category=category) for b in record.boxes])
+
+    relabelled = [relabel(r, c) for r, c in zip(records, ["4A", "4A", "4B", "4C"])]
     save_records(relabelled, tmp_path / "sub.json")
     assert main(["fit-cuts", "--data", f"records:{tmp_path / 'sub.json'}", "--model", str(second_dir),
                  "--no-bf16"]) == 0
     fitted = json.loads((second_dir / CUTS_FILE).read_text())
     assert fitted["lesions"] >= 1 and load_cuts(second_dir) == tuple(fitted["cuts"])
+    assert load_cut(second_dir) is None  # no BI-RADS 5 or 1-3 image: no Table II cut
+    table_ii = [relabel(records[0], "5", "as-5"), relabel(records[1], "2", "as-2")]
+    save_records(relabelled + table_ii, tmp_path / "both.json")
+    assert main(["fit-cuts", "--data", f"records:{tmp_path / 'both.json'}", "--model", str(second_dir),
+                 "--no-bf16"]) == 0
+    cut = json.loads((second_dir / CUT_FILE).read_text())
+    assert (cut["images"], cut["positives"], cut["splits"]) == (2, 1, None)
+    assert main(["evaluate", "--data", f"records:{tmp_path / 'both.json'}", "--model", str(second_dir),
+                 "--image-decision", "top", "--out", str(tmp_path / "second"), "--no-bf16"]) == 0
+    at_cut = json.loads((tmp_path / "second" / "metrics.json").read_text())["screening_paper"]["at_cut"]
+    assert at_cut["cut"] == cut["cut"] and at_cut["n"] == 2
     report = tmp_path / "report"
     assert main(["evaluate", "--data", f"records:{tmp_path / 'sub.json'}", "--model", str(overfit_model),
                  "--split-4-with", str(second_dir), "--image-decision", "top", "--out", str(report),

@@ -33,10 +33,11 @@ def writer(tmp_path, monkeypatch):
     return module
 
 
-def _report(records, out: Path, classes, categories=None) -> None:
+def _report(records, out: Path, classes, categories=None, screening_cut=None) -> None:
     detections = [Detection(tuple(replace(b, score=0.9, category=(categories or {}).get(r.image_id, b.category))
                                   for b in r.boxes), r.width, r.height) for r in records]
-    write_report(evaluate(records, detections, classes, decision="top"), out, "m", "data")
+    write_report(evaluate(records, detections, classes, decision="top", screening_cut=screening_cut),
+                 out, "m", "data")
 
 
 def _model_json(folder: Path, settings: TrainSettings, images: int, classes=("2", "3", "4", "5")) -> None:
@@ -84,7 +85,7 @@ def _reference(runs: Path, busbra, breast) -> None:
     _report(busbra, ref / "model-fold4", ["2", "3", "4", "5"])
     _report(datasets.coarse(breast), ref / "model-breast", ["2", "3", "4", "5"])
     no4 = [r for r in busbra if r.birads != "4"]
-    _report(no4, ref / "model-no4-fold4", ["2", "3", "5"])
+    _report(no4, ref / "model-no4-fold4", ["2", "3", "5"], screening_cut=0.5)
     with_lesion = [r for r in breast if r.boxes]
     _report(with_lesion, ref / "split-breast", list(SPLIT_CLASSES),
             {r.image_id: "4" for r in with_lesion if r.birads == "4B"})  # the 4B lesion left unsplit
@@ -107,6 +108,8 @@ def test_results_document_from_runs(tmp_path, monkeypatch, writer, busbra_dir, b
     assert "lesion AP50 (any category) 1.000" in doc  # detections are the expert boxes
     assert "| paper, Table II (second model, BI-RADS 5 vs 1-3) | 98.10 % | 97.78 % | 98.13 %" in doc
     assert "| ours, second model, BUS-BRA fold 4 (BI-RADS 5 vs 2-3) | 100.00 % | 100.00 % | 100.00 %" in doc
+    assert "| ours, second model, BUS-BRA fold 4, at P(5) >= 0.500 (fitted on BrEaST part1) | 100.00 %" in doc
+    assert "BI-RADS 5 where P(5) >= 0.500" in (runs / "reference" / "model-no4-fold4" / "report.md").read_text()
     assert "| lesion AP50 >= 0.85, BUS-BRA fold 4 | 1.000 | met |" in doc
     assert "| against pathology, AUC >= 0.85 (fold 4) | not measured | |" not in doc
     assert "(random order) | 3.0 s -> 2.5 s | met |" in doc and "(uncertain order) | 2.0 s -> 2.5 s | missed |" in doc
