@@ -169,7 +169,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         classes = list(SPLIT_CLASSES)
     detections = predict([r.path for r in records], args.batch_size)
     evaluation = evaluate(records, detections, classes, args.score_threshold, args.biopsy_threshold,
-                          args.image_decision, _costs(args), load_cut(args.model))
+                          args.image_decision, _costs(args), load_cut(args.model, args.biopsy_threshold))
     write_report(evaluation, args.out, str(args.model), args.data)
     m = evaluation.metrics
     print(json.dumps({k: m.get(k) for k in ("n_images", "ap", "ap50", "ap50_lesion",
@@ -191,10 +191,10 @@ def cmd_fit_cuts(args: argparse.Namespace) -> None:
     print(json.dumps(fitted))
     print(f"cuts written to {save_cuts(args.model, fitted)}")
     table_ii = screening_cut.fit_on_records(records, detections)
+    path = screening_cut.store_cut(args.model, table_ii and {**table_ii, **source})
     if table_ii is not None:
-        table_ii = {**table_ii, **source}
         print(json.dumps(table_ii))
-        print(f"Table II cut written to {screening_cut.save_cut(args.model, table_ii)}")
+        print(f"Table II cut written to {path}")
 
 
 def cmd_simulate(args: argparse.Namespace) -> None:

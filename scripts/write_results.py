@@ -29,6 +29,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from model.evaluation.report import DECISION_TEXT, PAPER, effort_lines, number, pct  # noqa: E402
+from model.evaluation.screening_cut import fitted_on  # noqa: E402
 from model.modeldir import BOX_CLASSIFIER_META  # noqa: E402
 from model.simulation import _fmt as cell  # noqa: E402
 
@@ -307,7 +308,7 @@ def header(runs: Path) -> list[str]:
             f"first on the {second['data']['images']} training images without BI-RADS 4 (classes "
             f"{', '.join(second['classes'])}), {second['settings']['max_iter']} iterations.",
             *(classifier := recipe_classifier(folder / "model", spans.get("classifier", "not recorded"))),
-            f"{5 if classifier else 4}. Evaluations and the 4A/4B/4C cuts "
+            f"{5 if classifier else 4}. Evaluations, the 4A/4B/4C cuts and the Table II cut "
             f"({spans.get('evaluations', 'not recorded')}).", "",
             f"Wall time of the whole script (its stages added up): {spans.get('total', 'not recorded')}. "
             "Image-level figures take "
@@ -341,7 +342,7 @@ def paper_protocol_section(runs: Path) -> list[str]:
             at_cut = second["screening_paper"].get("at_cut")
             if at_cut:
                 lines.append(row(f"ours, second model, {title}, at P(5) >= {at_cut['cut']:.3f} (fitted on "
-                                 "BrEaST part1)", at_cut))
+                                 f"{fitted_on(at_cut)})", at_cut))
         if first:
             lines += [row(f"ours, first model vs pathology, {title}", first.get("screening"),
                           auc_cell(first.get("screening"))),

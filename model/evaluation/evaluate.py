@@ -141,15 +141,16 @@ def _screening_paper(records, predicted_categories, detections, threshold, cut) 
     """The paper's Table II: experts' BI-RADS 5 positive, 1-3 negative, BI-RADS 4 left out. ``auc``
     ranks the same images by ``category_malignancy`` (for a model without 4: its P(5)), to tell a
     ranking that no cut could fix from one whose cut, the most probable category, is misplaced;
-    ``at_cut``: the same images called positive at ``category_malignancy`` >= ``cut``, when given
-    (model.evaluation.screening_cut)."""
+    ``at_cut``: the same images called positive at ``category_malignancy`` >= the cut of ``cut``
+    (a fitted cut of model.evaluation.screening_cut, with where it was fitted), when given."""
     rows = [(r.birads, p, category_malignancy(d, threshold))
             for r, p, d in zip(records, predicted_categories, detections) if in_table_ii(r)]
     truth = [t == "5" for t, _, _ in rows]
     table = metrics.binary_from_labels(truth, [taxonomy.is_malignant(p, threshold) for _, p, _ in rows])
     table["auc"] = metrics.auc(truth, [s for _, _, s in rows])
     if cut is not None:
-        table["at_cut"] = {**metrics.binary_from_labels(truth, [s >= cut for _, _, s in rows]), "cut": cut}
+        table["at_cut"] = {**metrics.binary_from_labels(truth, [s >= cut["cut"] for _, _, s in rows]),
+                           "cut": cut["cut"], "data": cut.get("data"), "splits": cut.get("splits")}
     return table
 
 
@@ -180,9 +181,9 @@ def _subcategories(records, predicted_categories) -> dict | None:
 def evaluate(records: list[ImageRecord], detections: list[Detection], classes: Sequence[str],
              score_threshold: float = 0.5, biopsy_threshold: str = taxonomy.BIOPSY_THRESHOLD,
              decision: str = "shown", costs: effort.ActionCosts | None = None,
-             screening_cut: float | None = None) -> Evaluation:
+             screening_cut: dict | None = None) -> Evaluation:
     """All metrics for ``detections`` (one per record, from a model with ``classes``);
-    ``screening_cut``: Table II also at that cut (model.evaluation.screening_cut)."""
+    ``screening_cut``: Table II also at that fitted cut (model.evaluation.screening_cut)."""
     classes = _common_classes(records, classes)
     labels = [taxonomy.NO_LESION, *classes]
     expert_boxes = [[_with_category(b, classes) for b in r.boxes] for r in records]

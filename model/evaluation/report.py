@@ -13,6 +13,7 @@ import numpy as np  # noqa: E402
 
 from model.evaluation.evaluate import Evaluation  # noqa: E402
 from model.evaluation.metrics import NEAR_IOU  # noqa: E402
+from model.evaluation.screening_cut import fitted_on  # noqa: E402
 from model.io import StagedDirectory, read_image  # noqa: E402
 from model.records import MATCH_IOU  # noqa: E402
 
@@ -113,7 +114,7 @@ def _at_cut_row(at_cut: dict | None) -> list[str]:
     if not at_cut:
         return []
     return [_binary_row(f"the same images, BI-RADS 5 where P(5) >= {at_cut['cut']:.3f} (the cut "
-                        "`birads fit-cuts` fitted on other images)", at_cut)]
+                        f"`birads fit-cuts` fitted on {fitted_on(at_cut)})", at_cut)]
 
 
 def _table_ii_name(classes: list[str]) -> str:

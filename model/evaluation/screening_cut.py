@@ -25,17 +25,19 @@ log = logging.getLogger(__name__)
 
 
 def youden_cut(scores: Sequence[float], truth: Sequence[bool]) -> float:
-    """The cut (positive at score >= cut) with the highest sensitivity + specificity, halfway
-    between two neighbouring scores (the lowest such cut on ties), never on an image itself."""
-    values = sorted(set(scores))
-    candidates = [*((a + b) / 2 for a, b in zip(values, values[1:])), values[-1] + 1.0]
+    """The cut (positive at score >= cut) with the highest sensitivity + specificity, below every
+    score or halfway between two neighbouring ones (never on an image itself); the lowest on ties."""
     positives = sum(truth)
     negatives = len(truth) - positives
+    if not positives or not negatives:
+        raise ValueError("a cut needs positive and negative images")
+    values = sorted(set(scores))
+    candidates = [values[0] - 1.0, *((a + b) / 2 for a, b in zip(values, values[1:]))]
 
-    def youden(cut: float) -> float:
+    def youden(cut: float) -> int:  # (sensitivity + specificity) x positives x negatives, exact
         found = sum(s >= cut for s, t in zip(scores, truth) if t)
         cleared = sum(s < cut for s, t in zip(scores, truth) if not t)
-        return found / positives + cleared / negatives
+        return found * negatives + cleared * positives
 
     return max(candidates, key=lambda cut: (youden(cut), -cut))
 
@@ -48,18 +50,36 @@ def fit_on_records(records: Sequence[ImageRecord], detections: Sequence[Detectio
             for r, d in zip(records, detections) if in_table_ii(r)]
     truth, scores = [t for t, _ in rows], [s for _, s in rows]
     if not any(truth) or all(truth):
-        log.warning("no screening cut: the data needs BI-RADS 5 and BI-RADS 1-3 images")
+        log.warning("no Table II cut: the data needs BI-RADS 5 and BI-RADS 1-3 images")
         return None
-    return {"cut": youden_cut(scores, truth), "images": len(rows), "positives": sum(truth)}
+    return {"cut": youden_cut(scores, truth), "images": len(rows), "positives": sum(truth),
+            "biopsy_threshold": threshold}
 
 
-def save_cut(model_dir: str | Path, fitted: dict) -> Path:
+def store_cut(model_dir: str | Path, fitted: dict | None) -> Path:
+    """Write ``fitted``; None removes a cut fitted before, so evaluate never reports a stale one."""
     path = Path(model_dir) / CUT_FILE
-    write_atomic(path, json.dumps(fitted, indent=1))
+    if fitted is None:
+        path.unlink(missing_ok=True)
+    else:
+        write_atomic(path, json.dumps(fitted, indent=1))
     return path
 
 
-def load_cut(model_dir: str | Path) -> float | None:
-    """The cut fitted for this second model, or None."""
+def load_cut(model_dir: str | Path, threshold: str = taxonomy.BIOPSY_THRESHOLD) -> dict | None:
+    """The cut fitted for this second model at ``threshold``, or None."""
     path = Path(model_dir) / CUT_FILE
-    return float(json.loads(path.read_text())["cut"]) if path.is_file() else None
+    if not path.is_file():
+        return None
+    fitted = json.loads(path.read_text())
+    if fitted.get("biopsy_threshold", taxonomy.BIOPSY_THRESHOLD) != threshold:
+        log.warning("%s was fitted at BI-RADS >= %s, not %s: not reported", path,
+                    fitted.get("biopsy_threshold"), threshold)
+        return None
+    return fitted
+
+
+def fitted_on(fitted: dict) -> str:
+    """Where a cut was fitted, for a report: the dataset folder's name and its splits."""
+    data = Path(str(fitted.get("data", "")).split(":", 1)[-1]).name or "unknown data"
+    return " ".join([data, *(fitted.get("splits") or [])])

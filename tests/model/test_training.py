@@ -222,8 +222,8 @@ def test_second_model_without_birads_4_splits_4_into_subcategories(overfit_model
     from model.records import save_records
     from model.subcategory import CUTS_FILE, load_cuts
 
-    def relabel(record, category, name=None):
-        return replace(record, name=name or record.name, birads=category,
+    def relabel(record, category, image_id=None):
+        return replace(record, image_id=image_id or record.image_id, birads=category,
                        boxes=[replace(b, category=category) for b in record.boxes])
 
     relabelled = [relabel(r, c) for r, c in zip(records, ["4A", "4A", "4B", "4C"])]
@@ -239,6 +239,11 @@ def test_second_model_without_birads_4_splits_4_into_subcategories(overfit_model
                  "--no-bf16"]) == 0
     cut = json.loads((second_dir / CUT_FILE).read_text())
     assert (cut["images"], cut["positives"], cut["splits"]) == (2, 1, None)
+    assert main(["fit-cuts", "--data", f"records:{tmp_path / 'sub.json'}", "--model", str(second_dir),
+                 "--no-bf16"]) == 0
+    assert load_cut(second_dir) is None  # refitted where it cannot be: the old cut is gone
+    assert main(["fit-cuts", "--data", f"records:{tmp_path / 'both.json'}", "--model", str(second_dir),
+                 "--no-bf16"]) == 0
     assert main(["evaluate", "--data", f"records:{tmp_path / 'both.json'}", "--model", str(second_dir),
                  "--image-decision", "top", "--out", str(tmp_path / "second"), "--no-bf16"]) == 0
     at_cut = json.loads((tmp_path / "second" / "metrics.json").read_text())["screening_paper"]["at_cut"]

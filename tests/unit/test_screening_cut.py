@@ -26,7 +26,9 @@ def test_youden_cut_lies_halfway_between_the_scores_it_separates():
     assert screening_cut.youden_cut([0.1, 0.2, 0.3, 0.4], [False, False, True, True]) == pytest.approx(0.25)
     # a 2 above a 5: dropping that 5 (SEN 1/2, SPE 1) ties with keeping that 2 (1, 1/2); the lowest cut wins
     assert screening_cut.youden_cut([0.1, 0.3, 0.35, 0.6], [False, True, False, True]) == pytest.approx(0.2)
-    assert screening_cut.youden_cut([0.5, 0.5], [True, False]) == pytest.approx(1.5)  # no cut separates
+    assert screening_cut.youden_cut([0.5, 0.5], [True, False]) == pytest.approx(-0.5)  # none separates: all in
+    with pytest.raises(ValueError, match="positive and negative"):
+        screening_cut.youden_cut([0.1, 0.2], [True, True])
 
 
 def test_fit_reads_only_table_ii_images_and_needs_both_sides():
@@ -34,14 +36,19 @@ def test_fit_reads_only_table_ii_images_and_needs_both_sides():
     detections = [_second_model(p) for p in (0.3, 0.1, 0.2, 0.9)]
     fitted = screening_cut.fit_on_records(records, detections)
     # the BI-RADS 4 image (P(5) 0.9) would otherwise pull the cut up
-    assert fitted == {"cut": pytest.approx(0.25), "images": 3, "positives": 1}
+    assert fitted == {"cut": pytest.approx(0.25), "images": 3, "positives": 1, "biopsy_threshold": "4"}
     assert screening_cut.fit_on_records(records[1:3], detections[1:3]) is None  # no BI-RADS 5
 
 
-def test_cut_round_trips_through_the_model_directory(tmp_path):
+def test_cut_round_trips_and_a_refit_without_table_ii_images_leaves_no_stale_cut(tmp_path):
     assert screening_cut.load_cut(tmp_path) is None
-    screening_cut.save_cut(tmp_path, {"cut": 0.25, "images": 3, "positives": 1})
-    assert screening_cut.load_cut(tmp_path) == 0.25
+    fitted = {"cut": 0.25, "images": 3, "positives": 1, "biopsy_threshold": "4",
+              "data": "breast:/data/BrEaST", "splits": ["part1"]}
+    screening_cut.store_cut(tmp_path, fitted)
+    assert screening_cut.load_cut(tmp_path) == fitted and screening_cut.fitted_on(fitted) == "BrEaST part1"
+    assert screening_cut.load_cut(tmp_path, threshold="3") is None  # fitted on P(5), not P(>= 3)
+    screening_cut.store_cut(tmp_path, None)
+    assert screening_cut.load_cut(tmp_path) is None
 
 
 def test_table_ii_is_reported_at_the_cut_beside_the_most_probable_category():
@@ -50,8 +57,10 @@ def test_table_ii_is_reported_at_the_cut_beside_the_most_probable_category():
     detections = [_second_model(p) for p in (0.3, 0.4, 0.1, 0.2, 0.9)]
     plain = evaluate(records, detections, CLASSES, decision="top").metrics["screening_paper"]
     assert (plain["tp"], plain["fn"], plain["fp"], plain["tn"]) == (0, 2, 0, 2) and "at_cut" not in plain
-    table = evaluate(records, detections, CLASSES, decision="top", screening_cut=0.25).metrics["screening_paper"]
+    cut = {"cut": 0.25, "data": "breast:/data/BrEaST", "splits": ["part1"]}
+    table = evaluate(records, detections, CLASSES, decision="top", screening_cut=cut).metrics["screening_paper"]
     assert (table["tp"], table["fn"], table["fp"], table["tn"]) == (0, 2, 0, 2)  # the paper's way unchanged
     at_cut = table["at_cut"]
     assert (at_cut["tp"], at_cut["fn"], at_cut["fp"], at_cut["tn"], at_cut["n"]) == (2, 0, 0, 2, 4)
     assert at_cut["cut"] == 0.25 and at_cut["sensitivity"] == at_cut["specificity"] == 1.0
+    assert screening_cut.fitted_on(at_cut) == "BrEaST part1"

@@ -85,7 +85,8 @@ def _reference(runs: Path, busbra, breast) -> None:
     _report(busbra, ref / "model-fold4", ["2", "3", "4", "5"])
     _report(datasets.coarse(breast), ref / "model-breast", ["2", "3", "4", "5"])
     no4 = [r for r in busbra if r.birads != "4"]
-    _report(no4, ref / "model-no4-fold4", ["2", "3", "5"], screening_cut=0.5)
+    _report(no4, ref / "model-no4-fold4", ["2", "3", "5"],
+            screening_cut={"cut": 0.5, "data": "breast:/data/BrEaST", "splits": ["part1"]})
     with_lesion = [r for r in breast if r.boxes]
     _report(with_lesion, ref / "split-breast", list(SPLIT_CLASSES),
             {r.image_id: "4" for r in with_lesion if r.birads == "4B"})  # the 4B lesion left unsplit
@@ -109,7 +110,8 @@ def test_results_document_from_runs(tmp_path, monkeypatch, writer, busbra_dir, b
     assert "| paper, Table II (second model, BI-RADS 5 vs 1-3) | 98.10 % | 97.78 % | 98.13 %" in doc
     assert "| ours, second model, BUS-BRA fold 4 (BI-RADS 5 vs 2-3) | 100.00 % | 100.00 % | 100.00 %" in doc
     assert "| ours, second model, BUS-BRA fold 4, at P(5) >= 0.500 (fitted on BrEaST part1) | 100.00 %" in doc
-    assert "BI-RADS 5 where P(5) >= 0.500" in (runs / "reference" / "model-no4-fold4" / "report.md").read_text()
+    second_report = (runs / "reference" / "model-no4-fold4" / "report.md").read_text()
+    assert "BI-RADS 5 where P(5) >= 0.500 (the cut `birads fit-cuts` fitted on BrEaST part1)" in second_report
     assert "| lesion AP50 >= 0.85, BUS-BRA fold 4 | 1.000 | met |" in doc
     assert "| against pathology, AUC >= 0.85 (fold 4) | not measured | |" not in doc
     assert "(random order) | 3.0 s -> 2.5 s | met |" in doc and "(uncertain order) | 2.0 s -> 2.5 s | missed |" in doc
@@ -222,7 +224,7 @@ def test_the_recipes_heads_and_box_classifier_stage_are_described_from_the_run(t
     assert "4. **The first model's box classifier** (5 min)" in doc
     assert "50 % of them beside or around a lesion" in doc and "blend 0.0" in doc
     assert "BI-RADS accuracy 51.23 %, pathology AUC 0.858" in doc
-    assert "5. Evaluations and the 4A/4B/4C cuts (5 min)" in doc
+    assert "5. Evaluations, the 4A/4B/4C cuts and the Table II cut (5 min)" in doc
     assert "Wall time of the whole script (its stages added up): 90 min" in doc
 
 
@@ -234,7 +236,7 @@ def test_a_run_with_the_default_heads_and_no_classifier_says_so(tmp_path, monkey
     writer.main()
     doc = writer.DOC.read_text()
     assert "detectron2's default FPN and box head" in doc and "box classifier** (" not in doc
-    assert "4. Evaluations and the 4A/4B/4C cuts (5 min)" in doc
+    assert "4. Evaluations, the 4A/4B/4C cuts and the Table II cut (5 min)" in doc
 
 
 def test_a_runs_own_document_links_its_own_pictures(tmp_path, monkeypatch, writer, busbra_dir, breast_dir):
