@@ -9,6 +9,7 @@ import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from model.records import BOX_VOTING_IOU
 from model.regions import DEFAULT_MIN_AGREEMENT
 
 PROMOTE_METRICS = ("ap50_lesion", "ap50", "category_accuracy", "acceptance_rate")
@@ -60,10 +61,10 @@ class Settings:
                "docs/results.md); top1: also the others scored >= SCORE_THRESHOLD; threshold: only boxes "
                "scored >= SCORE_THRESHOLD"})
     max_boxes: int = field(default=5, metadata={"env": "MAX_BOXES", "doc": "most boxes per image"})
-    box_voting_iou: float = field(default=0.0, metadata={
+    box_voting_iou: float = field(default=BOX_VOTING_IOU, metadata={
         "env": "BOX_VOTING_IOU",
-        "doc": "move each box to the vote of the proposals overlapping it at this IoU, e.g. 0.5 (docs/results.md "
-               "items 18-19); 0: off, where the detector put it"})
+        "doc": "move each box to the vote of the proposals overlapping it at this IoU (docs/results.md "
+               "items 18-21); 0: off, where the detector put it"})
     predict_batch: int = field(default=4, metadata={"env": "PREDICT_BATCH", "doc": "images per forward pass"})
     device: str = field(default="auto", metadata={"env": "DEVICE", "doc": "auto, cpu or cuda"})
     bf16: str = field(default="auto", metadata={

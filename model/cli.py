@@ -10,6 +10,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from model.io import DataError
+from model.records import BOX_VOTING_IOU
 
 log = logging.getLogger("birads")
 
@@ -222,9 +223,9 @@ def _inference_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--box-classifier", action=argparse.BooleanOptionalAction, default=True,
                         help="re-name boxes with the model's box classifier where it has one (default on)")
-    parser.add_argument("--box-voting", type=float, metavar="IOU",
+    parser.add_argument("--box-voting", type=float, metavar="IOU", default=BOX_VOTING_IOU,
                         help="move each box to the mean of the proposals overlapping it at this IoU, weighted "
-                             "by their P(lesion) (model/box_voting.py; default off)")
+                             f"by their P(lesion) (model/box_voting.py; default {BOX_VOTING_IOU})")
     parser.add_argument("--no-box-voting", dest="box_voting", action="store_const", const=None,
                         help="leave each box where the detector put it")
 

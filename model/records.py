@@ -12,6 +12,10 @@ from pathlib import Path
 # Two boxes overlapping at this IoU or more are the same lesion: the AP50 criterion, the simulated
 # expert's match of a shown box to the truth, annotators' agreement on a box.
 MATCH_IOU = 0.5
+# Box voting's IoU where the product votes (backend BOX_VOTING_IOU, `birads --box-voting`): on by the
+# rule fixed before measuring, which passed on two recipe models (docs/results.md items 20-21);
+# ``Predictor`` itself votes only when told to (model.box_voting).
+BOX_VOTING_IOU = 0.5
 
 
 @dataclass(frozen=True)

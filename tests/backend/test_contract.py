@@ -93,7 +93,8 @@ def test_predict_shows_each_boxs_malignancy_where_the_model_has_a_box_classifier
     served = replace(settings, score_threshold=0.0, max_boxes=3, show_boxes="threshold", bf16="false")
     app = create_app(served).test_client()
     answer = app.post("/predict", json=body).get_json()
-    local = Predictor(classified_tiny_model, score_threshold=LOW_SCORE, max_boxes=20, bf16=False)
+    local = Predictor(classified_tiny_model, score_threshold=LOW_SCORE, max_boxes=20, bf16=False,
+                      box_voting_iou=served.box_voting)
     detections = local([busbra_dir / "Images" / n for n in names], batch_size=served.predict_batch)
     shown = 0
     for prediction, detection in zip(answer["results"], detections):
@@ -117,7 +118,7 @@ def test_predict_places_boxes_by_the_vote_unless_box_voting_iou_is_0(settings, c
     body["tasks"] = _local_tasks(busbra_dir, names)
     install_model(settings, 2, classified_tiny_model)
     served = {}
-    for iou, voting in ((0.5, 0.5), (0.0, None)):  # on, and off (the default)
+    for iou, voting in ((0.5, 0.5), (0.0, None)):  # on (the default), and off
         shown = replace(settings, score_threshold=0.0, max_boxes=3, show_boxes="threshold", bf16="false",
                         box_voting_iou=iou)
         answer = create_app(shown).test_client().post("/predict", json=body).get_json()

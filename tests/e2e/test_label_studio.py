@@ -13,6 +13,7 @@ import pytest
 import requests
 
 from model.predict import Predictor
+from model.records import BOX_VOTING_IOU
 from tests.e2e.conftest import CONFIG, annotate, create_project, image_name
 
 pytestmark = pytest.mark.slow
@@ -67,7 +68,7 @@ def test_predict_train_predict_round_trip(label_studio, backend_server, busbra_d
     _retrieve_predictions(client, project)
     stored = _predictions(client, project)
     model_dir = backend_server["model_dir"] / f"project-{project}" / "versions" / version
-    local = Predictor(model_dir, score_threshold=0.05, max_boxes=5, bf16=False)
+    local = Predictor(model_dir, score_threshold=0.05, max_boxes=5, bf16=False, box_voting_iou=BOX_VOTING_IOU)
     for task_id, predictions in stored.items():
         latest = [p for p in predictions if p["model_version"] == version]
         assert latest, predictions

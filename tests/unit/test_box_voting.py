@@ -54,8 +54,8 @@ def test_moved_boxes_keep_their_category_score_and_order():
         moved(boxes, [[1.0, 2.0, 11.0, 12.0]])
 
 
-@pytest.mark.parametrize("options, iou", [([], None), (["--box-voting", "0.7"], 0.7), (["--no-box-voting"], None)])
-def test_birads_votes_only_when_told_to(options, iou):
+@pytest.mark.parametrize("options, iou", [([], 0.5), (["--box-voting", "0.7"], 0.7), (["--no-box-voting"], None)])
+def test_birads_votes_as_the_backend_does_unless_told_not_to(options, iou):
     from model.cli import parser
 
     assert parser().parse_args(["predict", "--model", "m", *options, "image.png"]).box_voting == iou

@@ -15,9 +15,9 @@ def test_defaults_without_environment(monkeypatch):
     assert s.train_image_size == 0 and s.bf16_choice is None  # 0: the parent model's size
 
 
-def test_box_voting_is_off_by_default_and_0_turns_it_off(monkeypatch):
+def test_box_voting_is_on_by_default_and_0_turns_it_off(monkeypatch):
     monkeypatch.delenv("BOX_VOTING_IOU", raising=False)
-    assert Settings.from_env().box_voting is None
+    assert Settings.from_env().box_voting == 0.5
     monkeypatch.setenv("BOX_VOTING_IOU", "0.6")
     assert Settings.from_env().box_voting == 0.6
     monkeypatch.setenv("BOX_VOTING_IOU", "0")
