@@ -2,8 +2,8 @@
 # One trained model evaluated with box voting (model/box_voting.py: each box moved, after the box
 # classifier has named and ranked it, to the P(lesion)-weighted mean of the proposals overlapping
 # it), inference only (docs/results.md, items 18-19):
-# for each IoU in ARMS (default "off 0.5": without voting, the default, and at the IoU of
-# Gidaris & Komodakis, fixed before measuring), evaluated as the recipe evaluates on
+# for each IoU in ARMS (default "off 0.5": without voting, and at the IoU of
+# Gidaris & Komodakis, fixed before measuring: the default since item 21), evaluated as the recipe evaluates on
 # BUS-BRA fold 4 and BrEaST part2, into OUT/voting-IOU-fold4 and OUT/voting-IOU-breast.
 #   scripts/box_voting_arms.sh MODEL OUT
 set -euo pipefail
