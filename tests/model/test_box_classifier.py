@@ -14,6 +14,7 @@ from model.config import TrainSettings
 from model.io import DataError, read_image
 from model.modeldir import read_info
 from model.predict import Predictor
+from model.records import BOX_VOTING_IOU
 from model.train import train
 from tests.conftest import TINY_BOX_CLASSIFIER
 
@@ -66,7 +67,8 @@ def test_birads_predict_prints_each_boxs_malignancy_from_the_pathology_head(clas
     image = records[0].path
     assert main(["predict", "--model", str(classified_tiny_model), "--score-threshold", "0", "--no-bf16", image]) == 0
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    named = Predictor(classified_tiny_model, score_threshold=0.0, bf16=False)([image])[0]
+    named = Predictor(classified_tiny_model, score_threshold=0.0, bf16=False,  # votes as `birads` does
+                      box_voting_iou=BOX_VOTING_IOU)([image])[0]
     assert line["boxes"] and [b["malignancy"] for b in line["boxes"]] == pytest.approx(named.malignancy, abs=1e-4)
     assert main(["predict", "--model", str(classified_tiny_model), "--score-threshold", "0", "--no-bf16",
                  "--no-box-classifier", image]) == 0
