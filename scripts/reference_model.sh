@@ -18,11 +18,12 @@
 # pretraining caps its 30 epochs to PRETRAIN_SHARE (default 0.3) of the budget, never fewer than
 # MIN_EPOCHS (5); after pretraining, a timed probe of the detector caps its 1500 + 300 iterations
 # to what is left minus EVAL_RESERVE_S (default 480) and CLASSIFIER_RESERVE_S (default 720: the box
-# classifier took 578-699 s on a 2100 MHz Xeon), never fewer than MIN_ITERS (200). A slower
+# classifier took 578-699 s on a 2100 MHz Xeon), each iteration taken as PROBE_MARGIN (default 1.1)
+# times the probe's, never fewer than MIN_ITERS (200). A slower
 # machine trains less (pretrain.json and each model's model.json say how long). PRETRAIN_EPOCHS
 # or ITERS given by hand is used as it is.
 # Overrides (environment): OUT, DATA, BIRADS (the command), PRETRAIN_EPOCHS, ITERS, ITERS_NO4,
-# IMAGE_SIZE/MAX_SIZE, BATCH, BASE_LR/BASE_LR_NO4, WORKERS, HEADS (gn or default), MISPLACED (the
+# PROBE_MARGIN, IMAGE_SIZE/MAX_SIZE, BATCH, BASE_LR/BASE_LR_NO4, WORKERS, HEADS (gn or default), MISPLACED (the
 # classifier's misplaced share, 0.5), RESCORE (its rank share, 0.5); UNTIL=NAME stops after that stage
 # (scripts/device_reference.sh runs the recipe at the paper's 800 px on a GPU this way).
 set -euo pipefail
@@ -59,8 +60,10 @@ fit_schedule() {
   spi=$($birads train "${detector[@]}" --probe | tail -1)
   # less 60 s: the two training stages' start-up (data, model), which the probe does not time
   left=$(( ${BUDGET_S:-7200} - ($(date +%s) - started) - ${EVAL_RESERVE_S:-480} - ${CLASSIFIER_RESERVE_S:-720} - 60 ))
-  fit=$(awk -v left="$left" -v spi="$spi" -v least="${MIN_ITERS:-200}" \
-        'BEGIN { n = int(left / spi * 5 / 6); print (n < least ? least : n) }')
+  # times PROBE_MARGIN: the training ran 10-14 % slower than its probe on an AMD EPYC Zen 5
+  # (docs/results.md item 21), 2 minutes past the budget
+  fit=$(awk -v left="$left" -v spi="$spi" -v margin="${PROBE_MARGIN:-1.1}" -v least="${MIN_ITERS:-200}" \
+        'BEGIN { n = int(left / (spi * margin) * 5 / 6); print (n < least ? least : n) }')
   echo "budget: $spi s per iteration, $left s left to train: room for $fit iterations"
   if [ "$fit" -lt "$iters" ]; then iters=$fit; iters_no4=$(( fit / 5 )); fi
 }

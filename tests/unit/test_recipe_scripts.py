@@ -17,7 +17,7 @@ import pytest
 SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 OVERRIDES = {"BUDGET_S", "ITERS", "ITERS_NO4", "PRETRAIN_EPOCHS", "PRETRAIN_SHARE", "MIN_EPOCHS", "MIN_ITERS",
              "EVAL_RESERVE_S", "CLASSIFIER_RESERVE_S", "HEADS", "MISPLACED", "ARMS", "PYTHON", "RESCORE",
-             "UNTIL", "CHECKPOINT_PERIOD", "IMAGE_SIZE", "MAX_SIZE", "BATCH", "REF", "DATA", "KEEP"}
+             "UNTIL", "PROBE_MARGIN", "CHECKPOINT_PERIOD", "IMAGE_SIZE", "MAX_SIZE", "BATCH", "REF", "DATA", "KEEP"}
 STAND_IN = """#!/usr/bin/env bash
 echo "$*" >> "$CALLS"
 command=$1; shift
@@ -64,9 +64,14 @@ def test_a_slow_machine_pretrains_and_trains_less_to_keep_the_budget(tmp_path):
     assert option(calls, "pretrain", "--epochs") == int(7200 * 0.3 / 183)  # 11 of 30
     iters = option(calls, "train", "--max-iter")
     # what is left after pretraining (the stand-in takes no time), less evaluations, the box
-    # classifier and start-up
-    assert iters == pytest.approx((7200 - 480 - 720 - 60) / 7 * 5 / 6, abs=2)
+    # classifier and start-up, each iteration taken as 10 % slower than the probe's
+    assert iters == pytest.approx((7200 - 480 - 720 - 60) / (7 * 1.1) * 5 / 6, abs=2)
     assert any("--without-birads-4" in c and f"--max-iter {iters // 5} " in c for c in calls)
+
+
+def test_the_probes_margin_is_an_override(tmp_path):
+    iters = option(run_script(tmp_path, 183, 7, PROBE_MARGIN="1"), "train", "--max-iter")
+    assert iters == pytest.approx((7200 - 480 - 720 - 60) / 7 * 5 / 6, abs=2)
 
 
 def test_a_fast_machine_keeps_the_full_recipe(tmp_path):
