@@ -208,7 +208,8 @@ def cmd_simulate(args: argparse.Namespace) -> None:
     pool = [r for r in pool if r not in holdout]
     settings = SimulationSettings(initial=args.initial, round_size=args.round_size, rounds=args.rounds,
                                   order=args.order, score_threshold=args.score_threshold, seed=args.sim_seed,
-                                  display=args.display, costs=_costs(args), train=_settings(args))
+                                  display=args.display, box_voting_iou=args.box_voting, costs=_costs(args),
+                                  train=_settings(args))
     result = simulate(pool, holdout, args.out, settings)
     print(json.dumps(result["rounds"], indent=1))
 
@@ -223,6 +224,10 @@ def _inference_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--box-classifier", action=argparse.BooleanOptionalAction, default=True,
                         help="re-name boxes with the model's box classifier where it has one (default on)")
+    _box_voting_options(parser)
+
+
+def _box_voting_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--box-voting", type=float, metavar="IOU", default=BOX_VOTING_IOU,
                         help="move each box to the mean of the proposals overlapping it at this IoU, weighted "
                              f"by their P(lesion) (model/box_voting.py; default {BOX_VOTING_IOU})")
@@ -334,6 +339,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--display", choices=DISPLAYS, default="threshold",
                    help="what the expert is shown: boxes >= --score-threshold, also the most confident "
                    "box (top1), or only the most confident box (top1-only)")
+    _box_voting_options(p)  # the expert is shown what the backend would serve
     _cost_options(p)
     _train_options(p)
     p.set_defaults(run=cmd_simulate)

@@ -30,7 +30,7 @@ from model.evaluation import corrections, effort  # noqa: E402
 from model.evaluation.evaluate import LOW_SCORE, displayed, evaluate  # noqa: E402
 from model.io import DataError, StagedDirectory  # noqa: E402
 from model.predict import Predictor  # noqa: E402
-from model.records import Box, Detection, ImageRecord  # noqa: E402
+from model.records import BOX_VOTING_IOU, Box, Detection, ImageRecord  # noqa: E402
 from model.train import train  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -45,6 +45,7 @@ class SimulationSettings:
     order: str = "random"            # or "uncertain": least confident pre-annotations first
     score_threshold: float = 0.5     # boxes shown to the expert
     display: str = "threshold"       # what the expert is shown (model.evaluation.evaluate.DISPLAYS)
+    box_voting_iou: float | None = BOX_VOTING_IOU  # the boxes' places as the backend serves them
     costs: effort.ActionCosts = field(default_factory=effort.ActionCosts)
     seed: int = 0
     train: TrainSettings = field(default_factory=TrainSettings)
@@ -89,7 +90,7 @@ def simulate(pool: list[ImageRecord], holdout: list[ImageRecord], out: str | Pat
     for number in range(1, settings.rounds + 1):
         if not unlabelled:
             break
-        predictor = Predictor(current, score_threshold=LOW_SCORE)
+        predictor = _predictor(current, settings)
         classes = predictor.classes
         seen = predictor([r.path for r in unlabelled]) if settings.order == "uncertain" else None
         chosen = pick_next(unlabelled, settings.round_size, settings.order, seen, settings.score_threshold)
@@ -115,8 +116,12 @@ def simulate(pool: list[ImageRecord], holdout: list[ImageRecord], out: str | Pat
     return result
 
 
+def _predictor(model_dir: Path, settings: SimulationSettings) -> Predictor:
+    return Predictor(model_dir, score_threshold=LOW_SCORE, box_voting_iou=settings.box_voting_iou)
+
+
 def _evaluate_round(number, model_dir, labelled, holdout, settings, edits, started) -> dict:
-    predictor = Predictor(model_dir, score_threshold=LOW_SCORE)
+    predictor = _predictor(model_dir, settings)
     # screening from the most confident box: a model-quality figure, even while scores are low
     m = evaluate(holdout, predictor([r.path for r in holdout]), predictor.classes,
                  settings.score_threshold, decision="top").metrics

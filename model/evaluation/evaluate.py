@@ -137,19 +137,27 @@ def in_table_ii(record: ImageRecord) -> bool:
     return bool(record.birads) and int(taxonomy.rank(record.birads)) != 4
 
 
+def table_ii_scores(records: Sequence[ImageRecord], detections: Sequence[Detection],
+                    threshold: str = taxonomy.BIOPSY_THRESHOLD) -> list[tuple[int, bool, float]]:
+    """(index, the experts said BI-RADS 5, ``category_malignancy``) of each Table II image: what the
+    paper's Table II counts and the score its AUC and a fitted cut rank."""
+    return [(i, r.birads == "5", category_malignancy(d, threshold))
+            for i, (r, d) in enumerate(zip(records, detections)) if in_table_ii(r)]
+
+
 def _screening_paper(records, predicted_categories, detections, threshold, cut) -> dict:
     """The paper's Table II: experts' BI-RADS 5 positive, 1-3 negative, BI-RADS 4 left out. ``auc``
     ranks the same images by ``category_malignancy`` (for a model without 4: its P(5)), to tell a
     ranking that no cut could fix from one whose cut, the most probable category, is misplaced;
     ``at_cut``: the same images called positive at ``category_malignancy`` >= the cut of ``cut``
     (a fitted cut of model.evaluation.screening_cut, with where it was fitted), when given."""
-    rows = [(r.birads, p, category_malignancy(d, threshold))
-            for r, p, d in zip(records, predicted_categories, detections) if in_table_ii(r)]
-    truth = [t == "5" for t, _, _ in rows]
-    table = metrics.binary_from_labels(truth, [taxonomy.is_malignant(p, threshold) for _, p, _ in rows])
-    table["auc"] = metrics.auc(truth, [s for _, _, s in rows])
+    rows = table_ii_scores(records, detections, threshold)
+    truth, scores = [t for _, t, _ in rows], [s for _, _, s in rows]
+    table = metrics.binary_from_labels(
+        truth, [taxonomy.is_malignant(predicted_categories[i], threshold) for i, _, _ in rows])
+    table["auc"] = metrics.auc(truth, scores)
     if cut is not None:
-        table["at_cut"] = {**metrics.binary_from_labels(truth, [s >= cut["cut"] for _, _, s in rows]),
+        table["at_cut"] = {**metrics.binary_from_labels(truth, [s >= cut["cut"] for s in scores]),
                            "cut": cut["cut"], "data": cut.get("data"), "splits": cut.get("splits")}
     return table
 

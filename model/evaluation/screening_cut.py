@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from model import taxonomy
-from model.evaluation.evaluate import category_malignancy, in_table_ii
+from model.evaluation.evaluate import table_ii_scores
 from model.io import write_atomic
 from model.records import Detection, ImageRecord
 
@@ -46,9 +46,8 @@ def fit_on_records(records: Sequence[ImageRecord], detections: Sequence[Detectio
                    threshold: str = taxonomy.BIOPSY_THRESHOLD) -> dict | None:
     """The cut fitted on the Table II images of ``records`` (``detections``: the second model's),
     with how many images it rests on; None without both BI-RADS 5 and 1-3 images."""
-    rows = [(r.birads == "5", category_malignancy(d, threshold))
-            for r, d in zip(records, detections) if in_table_ii(r)]
-    truth, scores = [t for t, _ in rows], [s for _, s in rows]
+    rows = table_ii_scores(records, detections, threshold)
+    truth, scores = [t for _, t, _ in rows], [s for _, _, s in rows]
     if not any(truth) or all(truth):
         log.warning("no Table II cut: the data needs BI-RADS 5 and BI-RADS 1-3 images")
         return None

@@ -37,6 +37,7 @@ def test_two_rounds_grow_the_training_set_and_chain_versions(tmp_path, busbra_di
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads((out / "simulation.json").read_text())
     rows = result["rounds"]
+    assert result["settings"]["box_voting_iou"] == 0.5  # the expert sees the places the backend serves
     assert [r["train_images"] for r in rows] == [2, 4, 6]          # 6 pool images, fold2 held out
     assert [r["batch_images"] for r in rows] == [0, 2, 2]
     for row in rows[1:]:

@@ -55,7 +55,9 @@ def test_moved_boxes_keep_their_category_score_and_order():
 
 
 @pytest.mark.parametrize("options, iou", [([], 0.5), (["--box-voting", "0.7"], 0.7), (["--no-box-voting"], None)])
-def test_birads_votes_as_the_backend_does_unless_told_not_to(options, iou):
+@pytest.mark.parametrize("command", [["predict", "--model", "m", "image.png"],
+                                     ["simulate", "--data", "busbra:d", "--holdout-splits", "fold4", "--out", "o"]])
+def test_birads_votes_as_the_backend_does_unless_told_not_to(command, options, iou):
     from model.cli import parser
 
-    assert parser().parse_args(["predict", "--model", "m", *options, "image.png"]).box_voting == iou
+    assert parser().parse_args([*command, *options]).box_voting == iou
