@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 
 from model import taxonomy
 from model.evaluation import effort, metrics
-from model.records import Box, Detection, ImageRecord
+from model.records import MATCH_IOU, Box, Detection, ImageRecord
 
 LOW_SCORE = 0.05  # detections kept for AP and for ranking (AUC)
 DECISIONS = ("shown", "top")
@@ -186,6 +186,26 @@ def _subcategories(records, predicted_categories) -> dict | None:
     }
 
 
+def _by_top_box_place(records, truth, predicted, detections, expert_boxes, threshold) -> dict:
+    """Category accuracy and the AUC against pathology on the images (with an expert box) whose most
+    confident box is on a lesion, and on the rest: how much of each miss is the place and how much
+    the category or the malignancy."""
+    def on_lesion(boxes: Sequence[Box], top: Box | None) -> bool:
+        return top is not None and max(b.iou(top) for b in boxes) >= MATCH_IOU
+
+    places = [on_lesion(boxes, d.top()) if boxes else None for boxes, d in zip(expert_boxes, detections)]
+    result = {}
+    for name, wanted in (("on_lesion", True), ("off_lesion", False)):
+        picked = [i for i, place in enumerate(places) if place is wanted]
+        proven = [i for i in picked if records[i].pathology]
+        result[name] = {
+            "images": len(picked),
+            "category_accuracy": sum(truth[i] == predicted[i] for i in picked) / len(picked) if picked else None,
+            "auc": metrics.auc([records[i].pathology == "malignant" for i in proven],
+                               [malignancy_score(detections[i], threshold) for i in proven])}
+    return result
+
+
 def evaluate(records: list[ImageRecord], detections: list[Detection], classes: Sequence[str],
              score_threshold: float = 0.5, biopsy_threshold: str = taxonomy.BIOPSY_THRESHOLD,
              decision: str = "shown", costs: effort.ActionCosts | None = None,
@@ -219,6 +239,8 @@ def evaluate(records: list[ImageRecord], detections: list[Detection], classes: S
             [[replace(b, category="lesion") for b in _ranked(d)] for d in detections],
             ["lesion"])["ap50"],
         "top_box": metrics.top_box_localisation(expert_boxes, [d.top() for d in detections]),
+        "by_top_box_place": _by_top_box_place(records, truth, predicted, detections, expert_boxes,
+                                              biopsy_threshold),
         "acceptance_rate": sum(metrics.accepted(e, s) for e, s in zip(expert_boxes, shown))
         / max(1, len(records)),
         "effort": _efforts(expert_boxes, detections, score_threshold, costs or effort.ActionCosts()),

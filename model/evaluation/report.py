@@ -155,6 +155,15 @@ def _top_box_line(top: dict | None) -> list[str]:
             f"{pct(top['near'])}, elsewhere or none {pct(top['elsewhere'])}; median IoU {top['median_iou']:.2f}"]
 
 
+def _by_place_line(by_place: dict | None) -> list[str]:
+    if not by_place or not by_place["on_lesion"]["images"]:
+        return []
+    parts = [f"{by_place[k]['images']} images {where}: category accuracy "
+             f"{pct(by_place[k]['category_accuracy'])}, AUC against pathology {number(by_place[k]['auc'])}"
+             for k, where in (("on_lesion", "with it on a lesion"), ("off_lesion", "with it elsewhere"))]
+    return [f"- By that box's place: {'; '.join(parts)}"]
+
+
 def markdown(m: dict, model_dir: str, data: str) -> str:
     lines = [f"# Evaluation of `{model_dir}` on `{data}`", "",
              f"{m['n_images']} images; model classes {', '.join(m['classes'])}; a box is shown at "
@@ -164,6 +173,7 @@ def markdown(m: dict, model_dir: str, data: str) -> str:
              f"- COCO box AP {m['ap']:.3f}, AP50 {m['ap50']:.3f} (per category); "
              f"lesion AP50 (any category) {m['ap50_lesion']:.3f}",
              *_top_box_line(m.get("top_box")),
+             *_by_place_line(m.get("by_top_box_place")),
              f"- Acceptance rate (pre-annotation accepted unchanged): {pct(m['acceptance_rate'])}",
              f"- Image-level category accuracy: {pct(m['category_accuracy'])}", "",
              "## Per category, one vs rest (paper Table I)", "",

@@ -125,3 +125,25 @@ def test_example_pictures_take_the_categories_in_turn():
     records = [_record(str(n), c, "benign") for n, c in enumerate(["4", "4", "4", "2", "5", "2"])]
     assert _one_of_each(records, 5) == [3, 0, 4, 5, 1]
     assert _one_of_each(records, 10) == [3, 0, 4, 5, 1, 2]
+
+
+def test_category_and_malignancy_are_scored_apart_where_the_top_box_is_on_the_lesion_and_elsewhere():
+    from dataclasses import replace
+
+    from model.evaluation.report import markdown
+
+    elsewhere = (60, 60, 90, 90)
+    records = [_record("a", "5", "malignant"), _record("b", "2", "benign"), _record("c", "3", "benign"),
+               _record("d", "4", "malignant"), ImageRecord("e", "/nonexistent/e.png", 100, 100, [], birads="1")]
+    detections = [replace(_detection(("5", 0.9)), malignancy=(0.9,)),       # on the lesion, right
+                  replace(_detection(("3", 0.9)), malignancy=(0.2,)),       # on the lesion, wrong category
+                  replace(Detection((Box(*elsewhere, "3", 0.8),), 100, 100), malignancy=(0.7,)),  # elsewhere
+                  replace(Detection((Box(*elsewhere, "2", 0.8),), 100, 100), malignancy=(0.1,)),  # elsewhere
+                  Detection((), 100, 100)]                                  # no lesion, none found: left out
+    m = evaluate(records, detections, ["2", "3", "4", "5"], decision="top").metrics
+    on, off = m["by_top_box_place"]["on_lesion"], m["by_top_box_place"]["off_lesion"]
+    assert (on["images"], off["images"]) == (2, 2)
+    assert on["category_accuracy"] == 0.5 and off["category_accuracy"] == 0.5   # "c" called 3 by chance
+    assert on["auc"] == pytest.approx(1.0) and off["auc"] == pytest.approx(0.0)
+    assert "By that box's place: 2 images with it on a lesion: category accuracy 50.00 %, AUC against " \
+           "pathology 1.000; 2 images with it elsewhere" in markdown(m, "m", "d")
