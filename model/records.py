@@ -98,6 +98,15 @@ class Detection:
         rank = self._of(self.ranks, box)
         return (box.score or 0.0) if rank is None else rank
 
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Detection:
+        return cls(boxes=tuple(Box(**b) for b in data["boxes"]), width=data["width"], height=data["height"],
+                   class_scores=tuple(data.get("class_scores", ())), malignancy=tuple(data.get("malignancy", ())),
+                   ranks=tuple(data.get("ranks", ())))
+
     def top(self) -> Box | None:
         """The box most likely the lesion."""
         return max(self.boxes, key=self.rank_of, default=None)

@@ -1,4 +1,5 @@
-"""Write an evaluation: metrics.json, report.md, a confusion-matrix PNG and example images."""
+"""Write an evaluation: metrics.json, report.md, a confusion-matrix PNG, example images and each
+image's detection (detections.jsonl, with its expert record)."""
 
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ from model.evaluation.evaluate import Evaluation  # noqa: E402
 from model.evaluation.metrics import NEAR_IOU  # noqa: E402
 from model.evaluation.screening_cut import fitted_on  # noqa: E402
 from model.io import StagedDirectory, read_image  # noqa: E402
-from model.records import MATCH_IOU  # noqa: E402
+from model.records import MATCH_IOU, Detection, ImageRecord  # noqa: E402
 
+DETECTIONS = "detections.jsonl"
 PAPER = {  # Wang et al., Tables II and III
     "screening_paper": {"accuracy": 0.9810, "sensitivity": 0.9778, "specificity": 0.9813},
     "4A_vs_4B": {"accuracy": 0.9237, "sensitivity": 0.9834, "specificity": 0.8246},
@@ -212,11 +214,22 @@ def markdown(m: dict, model_dir: str, data: str) -> str:
     return "\n".join(lines)
 
 
+def read_detections(report: str | Path) -> list[tuple[ImageRecord, Detection]]:
+    """Each image's expert record and the model's detection, as a report kept them (for analyses
+    that need no second pass of the model)."""
+    lines = (Path(report) / DETECTIONS).read_text().splitlines()
+    return [(ImageRecord.from_dict(row["record"]), Detection.from_dict(row["detection"]))
+            for row in map(json.loads, lines)]
+
+
 def write_report(evaluation: Evaluation, out: str | Path, model_dir: str, data: str) -> Path:
     """Write the report directory ``out`` (replaced as a whole, never half-written)."""
     m = evaluation.metrics
     with StagedDirectory(out) as staging:
         (staging / "metrics.json").write_text(json.dumps(m, indent=1))
+        (staging / DETECTIONS).write_text("".join(
+            json.dumps({"record": r.to_dict(), "detection": d.to_dict()}) + "\n"
+            for r, d in zip(evaluation.records, evaluation.detections)))
         plot_confusion(m["confusion_matrix"]["matrix"], m["confusion_matrix"]["labels"],
                        staging / "confusion_matrix.png", "Image-level BI-RADS")
         if "subcategories" in m:

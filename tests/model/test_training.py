@@ -19,7 +19,7 @@ from model import datasets, modeldir
 from model.class_rows import BOX_DELTAS, CLASS_SCORES
 from model.config import TrainSettings
 from model.evaluation.evaluate import LOW_SCORE, evaluate
-from model.evaluation.report import write_report
+from model.evaluation.report import read_detections, write_report
 from model.predict import Predictor
 from model.train import train
 
@@ -81,6 +81,8 @@ def test_overfit_finds_the_lesions_it_was_trained_on(overfit_model, records, tmp
     assert {"metrics.json", "report.md", "confusion_matrix.png", "examples.png"} <= \
         {p.name for p in report.iterdir()}
     assert "Table II" in (report / "report.md").read_text()
+    # each image's record and detection kept as evaluated, for analyses without a second pass
+    assert read_detections(report) == list(zip(evaluation.records, evaluation.detections))
 
 
 def test_bf16_matches_fp32_on_the_same_model(overfit_model, records):

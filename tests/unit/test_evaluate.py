@@ -147,3 +147,18 @@ def test_category_and_malignancy_are_scored_apart_where_the_top_box_is_on_the_le
     assert on["auc"] == pytest.approx(1.0) and off["auc"] == pytest.approx(0.0)
     assert "By that box's place: 2 images with it on a lesion: category accuracy 50.00 %, AUC against " \
            "pathology 1.000; 2 images with it elsewhere" in markdown(m, "m", "d")
+
+
+def test_a_report_keeps_each_images_record_and_detection_as_evaluated(tmp_path, busbra_dir):
+    from model import datasets
+    from model.evaluation.report import read_detections, write_report
+
+    records = datasets.load(f"busbra:{busbra_dir}")[:3]
+    detections = [Detection(tuple(Box(b.x0 + 2, b.y0, b.x1, b.y1, "3", 0.8) for b in r.boxes), r.width, r.height,
+                            class_scores=tuple({"2": 0.1, "3": 0.8, "4": 0.05, "5": 0.0} for _ in r.boxes),
+                            malignancy=tuple(0.3 for _ in r.boxes), ranks=tuple(0.6 for _ in r.boxes))
+                  for r in records]
+    evaluation = evaluate(records, detections, ["2", "3", "4", "5"], decision="top")
+    kept = read_detections(write_report(evaluation, tmp_path / "report", "m", "busbra"))
+    assert kept == list(zip(evaluation.records, evaluation.detections))
+    assert kept[0][1].malignancy_of(kept[0][1].top()) == 0.3 and kept[0][0].birads == records[0].birads
