@@ -117,6 +117,11 @@ def _rolled(category: str, classes: Sequence[str]) -> str:
     return taxonomy.roll_up(category, classes) if category != taxonomy.NO_LESION else category
 
 
+def image_truth(record: ImageRecord, classes: Sequence[str]) -> str:
+    """The experts' image-level category on ``classes``: their BI-RADS, else their boxes' worst."""
+    return _rolled(record.birads or taxonomy.image_category(b.category for b in record.boxes), classes)
+
+
 def _screening(records, predicted_categories, detections, threshold) -> dict:
     """Against pathology (biopsy or follow-up); None when the data has none. ``auc`` ranks by
     ``malignancy_score``; ``auc_categories`` by the categories alone, for comparison."""
@@ -218,8 +223,7 @@ def evaluate(records: list[ImageRecord], detections: list[Detection], classes: S
     detections = [replace(d, boxes=tuple(_with_category(b, classes) for b in d.boxes)) for d in detections]
     shown = [_shown(d, score_threshold) for d in detections]
     predicted = [image_decision(d, score_threshold, decision) for d in detections]
-    truth = [_rolled(r.birads or taxonomy.image_category(b.category for b in r.boxes), classes)
-             for r in records]
+    truth = [image_truth(r, classes) for r in records]
     matrix = metrics.confusion_matrix(truth, predicted, labels)
     result = {
         "n_images": len(records),
