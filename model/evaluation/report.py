@@ -228,7 +228,7 @@ def write_report(evaluation: Evaluation, out: str | Path, model_dir: str, data: 
     with StagedDirectory(out) as staging:
         (staging / "metrics.json").write_text(json.dumps(m, indent=1))
         (staging / DETECTIONS).write_text("".join(
-            json.dumps({"record": r.to_dict(), "detection": d.to_dict()}) + "\n"
+            json.dumps({"record": r.to_dict(), "detection": d.to_dict()}, default=float) + "\n"
             for r, d in zip(evaluation.records, evaluation.detections)))
         plot_confusion(m["confusion_matrix"]["matrix"], m["confusion_matrix"]["labels"],
                        staging / "confusion_matrix.png", "Image-level BI-RADS")
