@@ -1,7 +1,8 @@
 """Our predictor (fp32, bf16 + channels_last) vs detectron2's DefaultPredictor, side by side.
 
 Same model directory, same real images, same input sizes; each configuration runs in its own
-process so its peak memory (max RSS) is its own. Prints a table and the time ratios, against
+process so its peak memory (max RSS) is its own; ours predicts as the backend serves (box
+classifier where the model has one, box voting). Prints a table and the time ratios, against
 DefaultPredictor at the same size and at the paper's 800 px. Size 0 is the model's own (the size it
 was trained at, e.g. the reference model's near-native 320/576 px).
 
@@ -47,8 +48,11 @@ def run_one(mode: str, model_dir: str, size: int, paths: list[str]) -> dict:
         infer = lambda: [predictor(np.ascontiguousarray(im[:, :, ::-1])) for im in images]  # noqa: E731
     else:
         from model.predict import Predictor
+        from model.records import BOX_VOTING_IOU
 
-        predictor = Predictor(model_dir, device="cpu", bf16=(mode == "ours-bf16"), image_size=size or None)
+        # as the backend serves: the model's box classifier where it has one, box voting on
+        predictor = Predictor(model_dir, device="cpu", bf16=(mode == "ours-bf16"), image_size=size or None,
+                              box_voting_iou=BOX_VOTING_IOU)
         infer = lambda: predictor(images, batch_size=1)  # noqa: E731
     infer_first = time.perf_counter()
     predictor_out = infer()  # warm-up (allocator, oneDNN kernels)
