@@ -20,7 +20,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from model import taxonomy  # noqa: E402
-from model.evaluation.evaluate import LOW_SCORE, image_truth  # noqa: E402
+from model.evaluation.evaluate import LOW_SCORE, image_decision, image_truth  # noqa: E402
 from model.evaluation.report import read_detections  # noqa: E402
 from model.records import Detection  # noqa: E402
 
@@ -32,18 +32,15 @@ Image = tuple[str, str | None, dict[str, float] | None]  # truth, patient, the t
 
 def images(report: Path) -> list[Image]:
     classes = json.loads((report / "metrics.json").read_text())["classes"]
-    rows = []
-    for record, detection in read_detections(report):
-        rows.append((image_truth(record, classes), record.patient, _top_scores(detection)))
-    return rows
+    return [(image_truth(record, classes), record.patient, _top_scores(detection))
+            for record, detection in read_detections(report)]
 
 
 def _top_scores(detection: Detection) -> dict[str, float] | None:
     """The class scores of the box the image is classified by (None: no box kept, no lesion)."""
-    top = detection.top()
-    if top is None or (top.score or 0.0) < LOW_SCORE or not detection.class_scores:
+    if image_decision(detection, LOW_SCORE, "top") == taxonomy.NO_LESION or not detection.class_scores:
         return None
-    return detection.class_scores[detection.boxes.index(top)]
+    return detection.class_scores[detection.boxes.index(detection.top())]
 
 
 def decide(scores: dict[str, float] | None, log_weights: dict[str, float]) -> str:

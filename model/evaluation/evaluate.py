@@ -195,10 +195,8 @@ def _by_top_box_place(records, truth, predicted, detections, expert_boxes, thres
     """Category accuracy and the AUC against pathology on the images (with an expert box) whose most
     confident box is on a lesion, and on the rest: how much of each miss is the place and how much
     the category or the malignancy."""
-    def on_lesion(boxes: Sequence[Box], top: Box | None) -> bool:
-        return top is not None and max(b.iou(top) for b in boxes) >= MATCH_IOU
-
-    places = [on_lesion(boxes, d.top()) if boxes else None for boxes, d in zip(expert_boxes, detections)]
+    ious = metrics.top_box_ious(expert_boxes, [d.top() for d in detections])
+    places = [None if iou is None else iou >= MATCH_IOU for iou in ious]
     result = {}
     for name, wanted in (("on_lesion", True), ("off_lesion", False)):
         picked = [i for i, place in enumerate(places) if place is wanted]

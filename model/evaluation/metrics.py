@@ -87,12 +87,18 @@ def accepted(expert: Sequence[Box], predicted: Sequence[Box], iou: float = 0.5) 
 NEAR_IOU = 0.3
 
 
+def top_box_ious(expert: Sequence[Sequence[Box]], top: Sequence[Box | None]) -> list[float | None]:
+    """Per image, the IoU of its most confident box (``top``, None where the model gave none: 0) with
+    the nearest expert box; None for an image without expert boxes."""
+    return [(max(box.iou(t) for box in boxes) if t is not None else 0.0) if boxes else None
+            for boxes, t in zip(expert, top)]
+
+
 def top_box_localisation(expert: Sequence[Sequence[Box]], top: Sequence[Box | None]) -> dict:
     """On images with an expert box: the shares whose most confident box (``top``, None where the
     model gave none) is on a lesion (IoU >= MATCH_IOU), near one (>= NEAR_IOU) or elsewhere/absent, and
     the median IoU (absent counts 0). Tells a box that needs adjusting from a lesion not found."""
-    ious = [max((box.iou(t) for box in boxes), default=0.0) if t is not None else 0.0
-            for boxes, t in zip(expert, top) if boxes]
+    ious = [iou for iou in top_box_ious(expert, top) if iou is not None]
     if not ious:
         return {"images": 0, "on_lesion": None, "near": None, "elsewhere": None, "median_iou": None}
     values = np.asarray(ious)
