@@ -1,21 +1,17 @@
 """scripts/crop_cv.py: a crop-classifier lever cross-validated over folds, on real BUS-BRA images."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).parents[2] / "scripts" / "crop_cv.py"
+from tests.scripts import load_script
+
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture()
 def crop_cv():
-    spec = importlib.util.spec_from_file_location("crop_cv", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("crop_cv")
 
 
 def test_each_arm_holds_out_each_fold_in_turn_and_a_rerun_resumes(crop_cv, busbra_dir, tmp_path, capsys):

@@ -1,9 +1,7 @@
 """scripts/category_weights.py: a per-class weight on the top box's class scores, fitted on some
 images and scored on others, from a report's kept detections."""
 
-import importlib.util
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 
@@ -11,16 +9,12 @@ from model import datasets
 from model.evaluation.evaluate import evaluate
 from model.evaluation.report import write_report
 from model.records import Box, Detection
-
-SCRIPT = Path(__file__).parents[2] / "scripts" / "category_weights.py"
+from tests.scripts import load_script
 
 
 @pytest.fixture(scope="module")
 def weights():
-    spec = importlib.util.spec_from_file_location("category_weights", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("category_weights")
 
 
 def _rows(n: int) -> list:
