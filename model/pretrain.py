@@ -55,6 +55,8 @@ class CropTraining:
     background_per_lesion: float = 0.5  # crops away from lesions: the net also learns "no lesion"
     misplaced_share: float = 0.0   # of those, boxes beside or around a lesion (IoU < 0.3): the net
                                    # also learns a box that misses the lesion (box classifier's rescore)
+    label_smoothing: float = 0.0   # of each crop's category target spread over the others: one
+                                   # expert's reading, where experts split 3/4 and 4/5 unevenly
     epochs: int = 30
     batch_size: int = 64
     max_lr: float = 0.04           # one-cycle SGD (ImageNet's 0.1 per 256 images, a little above)
@@ -235,10 +237,10 @@ def crop_classes(records: list[ImageRecord]) -> list[str]:
 
 
 def _losses(model: CropClassifier, batch: torch.Tensor, crops: list[Crop],
-            weights: torch.Tensor) -> torch.Tensor:
+            weights: torch.Tensor, label_smoothing: float) -> torch.Tensor:
     logits, malignant = model(batch)
     labels = torch.tensor([c.category for c in crops], device=batch.device)
-    loss = nn.functional.cross_entropy(logits.float(), labels, weight=weights)
+    loss = nn.functional.cross_entropy(logits.float(), labels, weight=weights, label_smoothing=label_smoothing)
     known = torch.tensor([c.malignant >= 0 for c in crops], device=batch.device)
     if known.any():
         target = torch.tensor([c.malignant for c in crops], device=batch.device)[known]
@@ -251,7 +253,7 @@ def _step(model: CropClassifier, sampler: CropSampler, chunk: list[Crop], optimi
     """One optimizer step on the crops ``chunk``; its loss."""
     batch = sampler.tensor(chunk).to(device, memory_format=torch.channels_last)
     with torch.autocast(device, dtype=torch.bfloat16, enabled=settings.bf16):
-        loss = _losses(model, batch, chunk, weights)
+        loss = _losses(model, batch, chunk, weights, settings.label_smoothing)
     optimizer.zero_grad()
     loss.backward()
     optimizer.step()

@@ -35,6 +35,9 @@ ARMS: dict[str, dict] = {
     "stretch": {},                       # every box stretched to a square crop (the default)
     "keep-aspect": {"keep_aspect": True},  # a square about the longer side: shape survives
     "no-vflip": {"vertical_flip": False},  # no upside-down ultrasound: depth always runs down
+    "crop-160": {"crop_size": 160},     # nearer native: a 1.5x crop of a ~100 px lesion is ~150 px
+    "smooth-0.1": {"label_smoothing": 0.1},  # one reading per lesion: softer category targets
+    "context-2": {"context": 2.0},      # more surroundings: posterior shadowing, the tissue around
 }
 
 
@@ -116,12 +119,13 @@ def main(argv: list[str] | None = None) -> int:
     folds = sorted(args.folds)
     # Another schedule, or other folds to train on, is another experiment.
     rows = [r for r in rows if r["epochs"] == epochs and r.get("folds", FOLDS) == folds]
-    for arm in args.arms:
-        settings = replace(BoxClassifierSettings(), **ARMS[arm], epochs=epochs)
-        settings = replace(settings, bf16=use_bf16(settings.bf16, device))
-        for fold in args.folds:
+    # Fold by fold, every arm in turn: a run stopped early still compares arms on the same folds.
+    for fold in args.folds:
+        for arm in args.arms:
             if any(r["arm"] == arm and r["fold"] == fold for r in rows):
                 continue
+            settings = replace(BoxClassifierSettings(), **ARMS[arm], epochs=epochs)
+            settings = replace(settings, bf16=use_bf16(settings.bf16, device))
             row = {"arm": arm, "fold": fold, "epochs": epochs, "folds": folds,
                    **run_one(records, fold, settings, device)}
             rows.append(row)

@@ -61,3 +61,22 @@ def test_without_vertical_flips_depth_always_runs_down():
     assert all(crop[:32].mean() > crop[32:].mean() for crop in tops.values())
     assert any(crop[:32].mean() < crop[32:].mean()
                for crop in (crop_pixels(grey, box, flipped, random.Random(s))[0] for s in range(12)))
+
+
+def test_label_smoothing_softens_the_category_target():
+    import torch
+
+    from model.pretrain import Crop, _losses
+
+    class Confident(torch.nn.Module):
+        """Sure of category 0 for every crop; no pathology to learn."""
+
+        def forward(self, batch):
+            return torch.tensor([[8.0, -8.0, -8.0]]).repeat(len(batch), 1), torch.zeros(len(batch))
+
+    crops = [Crop(0, (0, 0, 1, 1), 0, -1.0)]
+    batch, weights = torch.zeros(1, 3, 8, 8), torch.ones(3)
+    sharp = _losses(Confident(), batch, crops, weights, 0.0)
+    soft = _losses(Confident(), batch, crops, weights, 0.1)
+    assert sharp.item() < 1e-6 < soft.item()  # a confident right answer still costs when smoothed
+    assert CropTraining().label_smoothing == 0.0  # the default trains on the experts' reading as it is

@@ -1,7 +1,6 @@
 """docs/results.md is written from the runs' own files: real evaluation reports on real images
 (detections made from the expert boxes, no model), a fitted-cuts file and simulation results."""
 
-import importlib.util
 import json
 import re
 import shutil
@@ -19,15 +18,12 @@ from model.evaluation.report import write_report
 from model.pretrain import PretrainSettings
 from model.records import Detection
 from model.subcategory import SPLIT_CLASSES
-
-SCRIPT = Path(__file__).parents[2] / "scripts" / "write_results.py"
+from tests.scripts import load_script
 
 
 @pytest.fixture()
 def writer(tmp_path, monkeypatch):
-    spec = importlib.util.spec_from_file_location("write_results", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script("write_results")
     monkeypatch.setattr(module, "DOC", tmp_path / "docs" / "results.md")
     monkeypatch.setattr(module, "PICTURES", tmp_path / "docs" / "results")
     return module
@@ -107,6 +103,7 @@ def test_results_document_from_runs(tmp_path, monkeypatch, writer, busbra_dir, b
     assert "1127 training images" in doc and "short side 320 px, long side at most 576" in doc
     assert "BI-RADS accuracy 50.00 %, pathology AUC 0.875" in doc
     assert "lesion AP50 (any category) 1.000" in doc  # detections are the expert boxes
+    assert "BI-RADS accuracy 100.00 % (Cohen's kappa against the experts 1.000)" in doc
     assert "| paper, Table II (second model, BI-RADS 5 vs 1-3) | 98.10 % | 97.78 % | 98.13 %" in doc
     assert "| ours, second model, BUS-BRA fold 4 (BI-RADS 5 vs 2-3) | 100.00 % | 100.00 % | 100.00 %" in doc
     assert "| ours, second model, BUS-BRA fold 4, at P(5) >= 0.500 (fitted on BrEaST part1) | 100.00 %" in doc
