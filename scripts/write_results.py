@@ -90,13 +90,18 @@ def auc_cell(stats: dict | None) -> str:
     return "" if auc is None else f"{auc:.3f}"
 
 
+def _kappa(kappa: float | None) -> str:
+    return "" if kappa is None else f" (Cohen's kappa against the experts {kappa:.3f})"
+
+
 def evaluation_section(title: str, report: Path, prefix: str, pictures: Pictures) -> list[str]:
     m = json.loads((report / "metrics.json").read_text())
     matrix = pictures.copy(report / "confusion_matrix.png", f"{prefix}_confusion_matrix.png")
     examples = pictures.copy(report / "examples.png", f"{prefix}_examples.png")
     lines = [f"## {title}: {m['n_images']} images", "",
              f"COCO box AP {m['ap']:.3f}, AP50 {m['ap50']:.3f} over the BI-RADS classes; lesion AP50 "
-             f"(any category) {m['ap50_lesion']:.3f}; image-level BI-RADS accuracy {pct(m['category_accuracy'])}; "
+             f"(any category) {m['ap50_lesion']:.3f}; image-level BI-RADS accuracy {pct(m['category_accuracy'])}"
+             f"{_kappa(m.get('category_kappa'))}; "
              f"acceptance rate (pre-annotation at score >= {m['score_threshold']} "
              f"accepted unchanged) {pct(m['acceptance_rate'])}. {DECISION_TEXT[m['decision']]}", "",
              "Per category, one vs rest (the paper's Table I form):", "",

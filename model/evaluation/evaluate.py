@@ -113,6 +113,15 @@ def _with_category(box: Box, classes: Sequence[str]) -> Box:
     return Box(box.x0, box.y0, box.x1, box.y1, taxonomy.roll_up(box.category, classes), box.score)
 
 
+def on_classes(records: Sequence[ImageRecord], detections: Sequence[Detection],
+               classes: Sequence[str]) -> tuple[list[list[Box]], list[Detection]]:
+    """The experts' boxes and the model's, every category rolled up to the ``classes`` they are
+    scored on (4A -> 4 where the model or the data has no subcategories)."""
+    expert_boxes = [[_with_category(b, classes) for b in r.boxes] for r in records]
+    return expert_boxes, [replace(d, boxes=tuple(_with_category(b, classes) for b in d.boxes))
+                          for d in detections]
+
+
 def _rolled(category: str, classes: Sequence[str]) -> str:
     return taxonomy.roll_up(category, classes) if category != taxonomy.NO_LESION else category
 
@@ -217,8 +226,7 @@ def evaluate(records: list[ImageRecord], detections: list[Detection], classes: S
     ``screening_cut``: Table II also at that fitted cut (model.evaluation.screening_cut)."""
     classes = _common_classes(records, classes)
     labels = [taxonomy.NO_LESION, *classes]
-    expert_boxes = [[_with_category(b, classes) for b in r.boxes] for r in records]
-    detections = [replace(d, boxes=tuple(_with_category(b, classes) for b in d.boxes)) for d in detections]
+    expert_boxes, detections = on_classes(records, detections, classes)
     shown = [_shown(d, score_threshold) for d in detections]
     predicted = [image_decision(d, score_threshold, decision) for d in detections]
     truth = [image_truth(r, classes) for r in records]
@@ -232,6 +240,7 @@ def evaluate(records: list[ImageRecord], detections: list[Detection], classes: S
         "per_category": metrics.one_vs_rest(matrix, labels),
         "confusion_matrix": {"labels": labels, "matrix": matrix},
         "category_accuracy": sum(t == p for t, p in zip(truth, predicted)) / max(1, len(records)),
+        "category_kappa": metrics.cohen_kappa(matrix),
         "screening_paper": _screening_paper(records, predicted, detections, biopsy_threshold,
                                             screening_cut),
         **_screening(records, predicted, detections, biopsy_threshold),

@@ -56,6 +56,19 @@ def one_vs_rest(matrix: list[list[int]], labels: Sequence[str]) -> dict[str, dic
     return result
 
 
+def cohen_kappa(matrix: list[list[int]]) -> float | None:
+    """Agreement beyond chance between the experts' categories (rows) and the model's (columns),
+    the statistic reader studies give for two radiologists reading the same images; None where
+    chance alone agrees fully (one category on both sides) or there is nothing to agree on."""
+    m = np.asarray(matrix, float)
+    total = m.sum()
+    if not total:
+        return None
+    observed = np.trace(m) / total
+    chance = float((m.sum(axis=1) * m.sum(axis=0)).sum()) / total ** 2
+    return None if chance == 1 else float((observed - chance) / (1 - chance))
+
+
 def auc(truth: Sequence[bool], scores: Sequence[float]) -> float | None:
     """Area under the ROC curve (Mann-Whitney U, ties counted half); None without both classes."""
     truth_arr, score_arr = np.asarray(truth, bool), np.asarray(scores, float)

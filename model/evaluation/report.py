@@ -157,6 +157,13 @@ def _top_box_line(top: dict | None) -> list[str]:
             f"{pct(top['near'])}, elsewhere or none {pct(top['elsewhere'])}; median IoU {top['median_iou']:.2f}"]
 
 
+def _kappa_text(kappa: float | None) -> str:
+    if kappa is None:
+        return ""
+    return (f"; Cohen's kappa against the experts {kappa:.3f} (two radiologists on the same breast "
+            "ultrasound images: 0.30-0.51, docs/results.md item 24)")
+
+
 def _by_place_line(by_place: dict | None) -> list[str]:
     if not by_place or not by_place["on_lesion"]["images"]:
         return []
@@ -177,7 +184,8 @@ def markdown(m: dict, model_dir: str, data: str) -> str:
              *_top_box_line(m.get("top_box")),
              *_by_place_line(m.get("by_top_box_place")),
              f"- Acceptance rate (pre-annotation accepted unchanged): {pct(m['acceptance_rate'])}",
-             f"- Image-level category accuracy: {pct(m['category_accuracy'])}", "",
+             f"- Image-level category accuracy: {pct(m['category_accuracy'])}"
+             f"{_kappa_text(m.get('category_kappa'))}", "",
              "## Per category, one vs rest (paper Table I)", "",
              "| BI-RADS | accuracy | sensitivity | specificity | support |", "|---|---|---|---|---|"]
     for category, s in m["per_category"].items():

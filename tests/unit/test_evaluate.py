@@ -1,5 +1,7 @@
 """Image-level decisions and the metrics built on them, on constructed detections (no model)."""
 
+from pathlib import Path
+
 import pytest
 
 from model.evaluation.evaluate import evaluate, image_decision
@@ -35,6 +37,7 @@ def test_low_scores_give_no_screening_shown_but_do_under_top():
     assert shown["screening"]["tp"] == 0 and shown["category_accuracy"] == 0
     assert (top["screening"]["tp"], top["screening"]["fn"], top["screening"]["tn"]) == (2, 0, 1)
     assert top["category_accuracy"] == 1 and top["decision"] == "top"
+    assert top["category_kappa"] == pytest.approx(1.0) and shown["category_kappa"] == pytest.approx(0.0)
     assert top["screening_paper"]["tp"] == 1 and top["screening_paper"]["tn"] == 1
     assert top["screening_paper"]["auc"] == pytest.approx(1.0)  # the 5 (0.4) above the 2 (0); 4 left out
     assert top["ap50_lesion"] == pytest.approx(1.0) and top["acceptance_rate"] == 0  # none shown at 0.5
@@ -159,6 +162,9 @@ def test_a_report_keeps_each_images_record_and_detection_as_evaluated(tmp_path, 
                             malignancy=tuple(0.3 for _ in r.boxes), ranks=tuple(0.6 for _ in r.boxes))
                   for r in records]
     evaluation = evaluate(records, detections, ["2", "3", "4", "5"], decision="top")
-    kept = read_detections(write_report(evaluation, tmp_path / "report", "m", "busbra"))
+    out = write_report(evaluation, tmp_path / "report", "m", "busbra")
+    kept = read_detections(out)
     assert kept == list(zip(evaluation.records, evaluation.detections))
+    kappa = evaluation.metrics["category_kappa"]
+    assert f"Cohen's kappa against the experts {kappa:.3f}" in (Path(out) / "report.md").read_text()
     assert kept[0][1].malignancy_of(kept[0][1].top()) == 0.3 and kept[0][0].birads == records[0].birads

@@ -40,6 +40,15 @@ def test_confusion_matrix_and_one_vs_rest():
     assert per["1"]["sensitivity"] == 1.0 and per["1"]["support"] == 1
 
 
+def test_cohen_kappa_corrects_agreement_for_chance():
+    # 70 % agreement where both sides' shares alone agree 50 % of the time: kappa 0.4
+    assert metrics.cohen_kappa([[20, 5], [10, 15]]) == pytest.approx(0.4)
+    assert metrics.cohen_kappa([[3, 0, 0], [0, 4, 0], [0, 0, 5]]) == pytest.approx(1.0)
+    # always the majority category: right most of the time, no agreement beyond chance
+    assert metrics.cohen_kappa([[0, 30], [0, 70]]) == pytest.approx(0.0)
+    assert metrics.cohen_kappa([[5]]) is None and metrics.cohen_kappa([[0, 0], [0, 0]]) is None
+
+
 def test_auc_perfect_random_and_ties():
     assert metrics.auc([True, True, False], [0.9, 0.8, 0.1]) == 1.0
     assert metrics.auc([True, False], [0.5, 0.5]) == 0.5

@@ -1,0 +1,38 @@
+"""scripts/display_cut.py: the most confident box shown only above a score cut, from a report's
+kept detections, in expert-seconds."""
+
+from dataclasses import replace
+
+import pytest
+
+from model import datasets
+from model.evaluation.evaluate import evaluate
+from model.evaluation.report import write_report
+from model.records import Box, Detection
+from tests.scripts import load_script
+
+
+@pytest.fixture(scope="module")
+def display_cut():
+    return load_script("display_cut")
+
+
+def test_hiding_a_doubtful_box_that_misses_saves_its_delete(display_cut, tmp_path, busbra_dir, capsys):
+    first, second = datasets.load(f"busbra:{busbra_dir}")[:2]
+    right = replace(first.boxes[0], score=0.9)                       # on the lesion, right category
+    elsewhere = Box(0, 0, 5, 5, second.boxes[0].category, 0.2)       # a doubtful box off the lesion
+    detections = [Detection((right,), first.width, first.height),
+                  Detection((elsewhere,), second.width, second.height)]
+    report = write_report(evaluate([first, second], detections, ["2", "3", "4", "5"], decision="top"),
+                          tmp_path / "report", "m", "busbra")
+    data = display_cut.read(report)
+    by_cut = display_cut.ratios(*data)
+    # shown: verify both (1.6 s each), delete the miss (2.9 s), draw its lesion (7 s); by hand 2 x 7 s
+    assert by_cut[0.05] == pytest.approx((1.6 + 1.6 + 2.9 + 7) / 14)
+    assert by_cut[0.3] == pytest.approx((1.6 + 7) / 14)              # the miss hidden, drawn instead
+    assert by_cut[0.8] == pytest.approx((1.6 + 7) / 14) and by_cut[0.7] == by_cut[0.3]
+    assert display_cut.fitted_cut(by_cut) == 0.3                      # a tie keeps the lowest cut
+    assert display_cut.oracle_ratio(*data) == by_cut[0.3]            # exactly the miss hidden
+
+    assert display_cut.main(["--fit", str(report), "--score", str(report)]) == 0
+    assert '"cut": 0.3' in capsys.readouterr().out
