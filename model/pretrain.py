@@ -385,17 +385,21 @@ def evaluate_crops(model: CropClassifier, records: list[ImageRecord], classes: l
     model.eval()
     sampler = CropSampler(records, classes, settings, train=False)
     crops = sampler.lesions
-    predicted, scores = [], []
+    predicted, ordinal, scores = [], [], []
     for start in range(0, len(crops), settings.batch_size):
         chunk = crops[start:start + settings.batch_size]
         with torch.autocast(device, dtype=torch.bfloat16, enabled=settings.bf16):
             logits, malignant = model(sampler.tensor(chunk).to(device, memory_format=torch.channels_last))
-        predicted += logits.float()[:, :-1].argmax(1).cpu().tolist()  # a lesion crop is some category
+        categories = torch.softmax(logits.float()[:, :-1], 1)  # a lesion crop is some category
+        predicted += categories.argmax(1).cpu().tolist()
+        ordinal += [classes.index(taxonomy.median_category(dict(zip(classes, row))))
+                    for row in categories.cpu().tolist()]
         scores += torch.sigmoid(malignant.float()).cpu().tolist()
     truth = [c.category for c in crops]
     known = [(c.malignant, s) for c, s in zip(crops, scores) if c.malignant >= 0]
     return {"crops": len(crops),
             "birads_accuracy": round(float(np.mean([p == t for p, t in zip(predicted, truth)])), 4),
+            "birads_accuracy_median": round(float(np.mean([p == t for p, t in zip(ordinal, truth)])), 4),
             "pathology_auc": auc([k == 1.0 for k, _ in known], [s for _, s in known]) if known else None}
 
 

@@ -20,7 +20,7 @@ Rules used everywhere:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 # Category -> meaning (ACR BI-RADS Atlas, 5th edition, ultrasound).
 MEANING: dict[str, str] = {
@@ -63,6 +63,19 @@ def normalize(value: object) -> str:
 
 def rank(category: str) -> float:
     return _RANK[normalize(category)]
+
+
+def median_category(scores: Mapping[str, float]) -> str:
+    """The ordinal reading of a softmax over categories: the first, in rank order, at which the
+    probability summed from the lowest reaches half (the category least far, in expected rank
+    steps, from the truth; argmax is the one most often exactly right)."""
+    ordered = sorted(scores, key=rank)
+    total, running = sum(scores.values()), 0.0
+    for category in ordered:
+        running += scores[category]
+        if running >= total / 2:
+            return category
+    raise ValueError("no categories to choose from")
 
 
 def roll_up(category: str, label_set: Sequence[str]) -> str:

@@ -42,3 +42,12 @@ def test_label_sets_and_detector_classes():
     assert taxonomy.label_set_for(["4", "4A"]) == taxonomy.COARSE
     assert taxonomy.detector_classes(taxonomy.FULL) == ["2", "3", "4A", "4B", "4C", "5"]
     assert all(c in taxonomy.MEANING for c in taxonomy.FULL + taxonomy.COARSE)
+
+
+def test_median_category_reads_the_softmax_in_rank_order():
+    # argmax says 2, but most of the mass lies at 4 or above: the median is 4
+    assert taxonomy.median_category({"5": 0.25, "2": 0.4, "4": 0.35}) == "4"
+    assert taxonomy.median_category({"2": 0.6, "3": 0.2, "5": 0.2}) == "2"
+    assert taxonomy.median_category({"4A": 0.25, "3": 0.2, "4C": 0.55}) == "4C"  # 4A ranks below 4C
+    with pytest.raises(ValueError):
+        taxonomy.median_category({})

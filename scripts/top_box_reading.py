@@ -1,0 +1,101 @@
+"""Other readings of the model's own outputs, with no training: the image's category read from its
+most confident box's class scores by argmax (as served) or by their median in rank order
+(``taxonomy.median_category``), and the image's malignancy from the top box's P(malignant) (as
+served), a score-weighted mean over every kept box, or the highest of the three most confident
+(docs/results.md item 26). Reads evaluation reports' kept detections (`birads evaluate --out
+REPORT`: REPORT/detections.jsonl); runs no model.
+
+    python scripts/top_box_reading.py REPORT [REPORT...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from tabulate import tabulate
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from model import taxonomy  # noqa: E402
+from model.evaluation import metrics  # noqa: E402
+from model.evaluation.evaluate import image_decision, image_truth, malignancy_score, on_classes  # noqa: E402
+from model.evaluation.report import read_detections  # noqa: E402
+from model.records import Detection  # noqa: E402
+
+
+def argmax_reading(detection: Detection) -> str:
+    """The served rule: the top box's own category (NO_LESION under the low-score floor)."""
+    return image_decision(detection, 0.5, "top")
+
+
+def median_reading(detection: Detection) -> str:
+    """The top box's class scores read as an ordinal distribution."""
+    decided = argmax_reading(detection)
+    if decided == taxonomy.NO_LESION:
+        return decided
+    top = detection.top()
+    return taxonomy.median_category(detection.class_scores[detection.boxes.index(top)])
+
+
+def weighted_malignancy(detection: Detection) -> float:
+    weights = [b.score or 0.0 for b in detection.boxes]
+    total = sum(weights)
+    return sum(w * m for w, m in zip(weights, detection.malignancy)) / total if total else 0.0
+
+
+def max3_malignancy(detection: Detection) -> float:
+    ranked = sorted(zip(detection.boxes, detection.malignancy), key=lambda p: -(p[0].score or 0.0))
+    return max((m for _, m in ranked[:3]), default=0.0)
+
+
+CATEGORY_READINGS: dict[str, Callable[[Detection], str]] = {"argmax": argmax_reading,
+                                                             "median": median_reading}
+MALIGNANCY_READINGS: dict[str, Callable[[Detection], float]] = {
+    "top": malignancy_score, "weighted": weighted_malignancy, "max3": max3_malignancy}
+
+
+def readings(report: Path) -> dict:
+    """Accuracy and Cohen's kappa of each category reading; pathology AUC of each malignancy one."""
+    classes = json.loads((report / "metrics.json").read_text())["classes"]
+    pairs = read_detections(report)
+    records = [record for record, _ in pairs]
+    _, detections = on_classes(records, [d for _, d in pairs], classes)
+    truth = [image_truth(r, classes) for r in records]
+    labels = [taxonomy.NO_LESION, *classes]
+    result: dict = {"images": len(records)}
+    for name, read in CATEGORY_READINGS.items():
+        predicted = [read(d) for d in detections]
+        result[name] = {"accuracy": sum(t == p for t, p in zip(truth, predicted)) / max(1, len(truth)),
+                        "kappa": metrics.cohen_kappa(metrics.confusion_matrix(truth, predicted, labels))}
+    proven = [i for i, r in enumerate(records) if r.pathology in ("benign", "malignant")]
+    malignant = [records[i].pathology == "malignant" for i in proven]
+    for name, read in MALIGNANCY_READINGS.items():
+        result[f"auc_{name}"] = metrics.auc(malignant, [read(detections[i]) for i in proven])
+    return result
+
+
+def _cell(value: float | None, form: str) -> str:
+    return "n/a" if value is None else format(value, form)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("reports", nargs="+", type=Path)
+    args = parser.parse_args(argv)
+    results = {str(report): readings(report) for report in args.reports}
+    print(tabulate([[report, r["images"],
+                     *(f"{r[c]['accuracy']:.2%} (κ {_cell(r[c]['kappa'], '.3f')})" for c in CATEGORY_READINGS),
+                     *(_cell(r[f"auc_{m}"], ".3f") for m in MALIGNANCY_READINGS)]
+                    for report, r in results.items()],
+                   ["report", "images", *(f"category by {c}" for c in CATEGORY_READINGS),
+                    *(f"AUC, {m}" for m in MALIGNANCY_READINGS)], tablefmt="github"))
+    print(json.dumps(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,49 @@
+"""scripts/top_box_reading.py: other readings of a report's kept detections, with no model."""
+
+from dataclasses import replace
+
+import pytest
+
+from model import datasets
+from model.evaluation.evaluate import evaluate
+from model.evaluation.report import write_report
+from model.records import Box, Detection
+from tests.scripts import load_script
+
+CLASSES = ["2", "3", "4", "5"]
+
+
+@pytest.fixture(scope="module")
+def reading():
+    return load_script("top_box_reading")
+
+
+def test_a_split_softmax_is_read_by_its_median_and_malignancy_three_ways(reading, tmp_path, busbra_dir, capsys):
+    records = [r for r in datasets.load(f"busbra:{busbra_dir}") if r.birads in ("3", "5")]
+    detections = []
+    for record in records:
+        lesion = replace(record.boxes[0], category="2", score=0.9)  # argmax names it 2, always wrong
+        # the mass above 2 puts the median on the truth: 0.4 at 2, then 0.6 on the expert's category
+        scores = {c: 0.0 for c in CLASSES} | {"2": 0.4, record.birads: 0.6 if record.birads == "3" else 0.0}
+        if record.birads == "5":
+            scores |= {"4": 0.05, "5": 0.55}
+        malignant = record.pathology == "malignant"
+        # a doubtful box far off with the opposite malignancy: only the readings over all boxes see it
+        decoy = Box(0, 0, 4, 4, "2", 0.85 if malignant else 0.1)
+        detections.append(Detection((lesion, decoy), record.width, record.height,
+                                    class_scores=(scores, scores),
+                                    malignancy=(0.8 if malignant else 0.2, 0.0 if malignant else 1.0)))
+    report = write_report(evaluate(records, detections, CLASSES, decision="top"), tmp_path / "r", "m", "busbra")
+
+    result = reading.readings(report)
+    assert result["images"] == 4
+    assert result["argmax"]["accuracy"] == 0 and result["median"]["accuracy"] == 1
+    assert result["median"]["kappa"] == pytest.approx(1.0)
+    assert result["auc_top"] == 1.0       # the top box's own P(malignant) ranks all right
+    assert result["auc_max3"] == 0.0      # the benign images' decoys (1.0) outrank every lesion
+    # score-weighted, malignant: (0.9 x 0.8 + 0.85 x 0) / 1.75 = 0.41; benign: (0.9 x 0.2 + 0.1 x 1) / 1.0
+    assert reading.weighted_malignancy(detections[0]) == pytest.approx(0.28)
+    assert result["auc_weighted"] == 1.0
+
+    assert reading.main([str(report)]) == 0
+    assert "category by median" in capsys.readouterr().out
