@@ -1,9 +1,9 @@
-"""Other readings of the model's own outputs, with no training: the image's category read from its
-most confident box's class scores by argmax (as served) or by their median in rank order
-(``taxonomy.median_category``), and the image's malignancy from the top box's P(malignant) (as
-served), a score-weighted mean over every kept box, or the highest of the three most confident
-(docs/results.md item 26). Reads evaluation reports' kept detections (`birads evaluate --out
-REPORT`: REPORT/detections.jsonl); runs no model.
+"""Other readings of the model's own outputs, with no training: each box's category read from its
+class scores by argmax (as served) or by their median in rank order (``taxonomy.median_category``),
+and the image's malignancy from the top box's P(malignant) (as served), a score-weighted mean over
+every kept box, or the highest of the three most confident (docs/results.md item 26). Reads
+evaluation reports' kept detections (`birads evaluate --out REPORT`: REPORT/detections.jsonl);
+runs no model.
 
     python scripts/top_box_reading.py REPORT [REPORT...]
 """
@@ -14,6 +14,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from tabulate import tabulate
@@ -21,24 +22,18 @@ from tabulate import tabulate
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from model import taxonomy  # noqa: E402
-from model.evaluation import metrics  # noqa: E402
-from model.evaluation.evaluate import image_decision, image_truth, malignancy_score, on_classes  # noqa: E402
+from model.evaluation import effort, metrics  # noqa: E402
+from model.evaluation import evaluate as served  # noqa: E402  (the rules the product serves)
 from model.evaluation.report import read_detections  # noqa: E402
 from model.records import Detection  # noqa: E402
 
 
-def argmax_reading(detection: Detection) -> str:
-    """The served rule: the top box's own category (NO_LESION under the low-score floor)."""
-    return image_decision(detection, 0.5, "top")
-
-
-def median_reading(detection: Detection) -> str:
-    """The top box's class scores read as an ordinal distribution."""
-    decided = argmax_reading(detection)
-    if decided == taxonomy.NO_LESION:
-        return decided
-    top = detection.top()
-    return taxonomy.median_category(detection.class_scores[detection.boxes.index(top)])
+def median_relabelled(detection: Detection) -> Detection:
+    """Every box named by the median of its class scores instead of their argmax."""
+    if not detection.class_scores:
+        return detection
+    return replace(detection, boxes=tuple(replace(box, category=taxonomy.median_category(scores))
+                                          for box, scores in zip(detection.boxes, detection.class_scores)))
 
 
 def weighted_malignancy(detection: Detection) -> float:
@@ -52,25 +47,31 @@ def max3_malignancy(detection: Detection) -> float:
     return max((m for _, m in ranked[:3]), default=0.0)
 
 
-CATEGORY_READINGS: dict[str, Callable[[Detection], str]] = {"argmax": argmax_reading,
-                                                             "median": median_reading}
+# Each reading names the boxes; the served rules then decide the image's category (the top box's)
+# and what the annotator is shown (top1-only).
+CATEGORY_READINGS: dict[str, Callable[[Detection], Detection]] = {"argmax": lambda d: d,
+                                                                   "median": median_relabelled}
 MALIGNANCY_READINGS: dict[str, Callable[[Detection], float]] = {
-    "top": malignancy_score, "weighted": weighted_malignancy, "max3": max3_malignancy}
+    "top": served.malignancy_score, "weighted": weighted_malignancy, "max3": max3_malignancy}
 
 
 def readings(report: Path) -> dict:
-    """Accuracy and Cohen's kappa of each category reading; pathology AUC of each malignancy one."""
+    """Accuracy, Cohen's kappa and expert effort (top1-only, default action costs) under each category
+reading; pathology AUC under each malignancy one."""
     classes = json.loads((report / "metrics.json").read_text())["classes"]
     pairs = read_detections(report)
     records = [record for record, _ in pairs]
-    _, detections = on_classes(records, [d for _, d in pairs], classes)
-    truth = [image_truth(r, classes) for r in records]
+    expert_boxes, detections = served.on_classes(records, [d for _, d in pairs], classes)
+    truth = [served.image_truth(r, classes) for r in records]
     labels = [taxonomy.NO_LESION, *classes]
     result: dict = {"images": len(records)}
     for name, read in CATEGORY_READINGS.items():
-        predicted = [read(d) for d in detections]
+        named = [read(d) for d in detections]
+        predicted = [served.image_decision(d, 0.5, "top") for d in named]
+        shown = [served.displayed(d, 0.5, "top1-only") for d in named]
         result[name] = {"accuracy": sum(t == p for t, p in zip(truth, predicted)) / max(1, len(truth)),
-                        "kappa": metrics.cohen_kappa(metrics.confusion_matrix(truth, predicted, labels))}
+                        "kappa": metrics.cohen_kappa(metrics.confusion_matrix(truth, predicted, labels)),
+                        "effort": effort.summary(expert_boxes, shown, effort.ActionCosts())["ratio"]}
     proven = [i for i, r in enumerate(records) if r.pathology in ("benign", "malignant")]
     malignant = [records[i].pathology == "malignant" for i in proven]
     for name, read in MALIGNANCY_READINGS.items():
@@ -82,13 +83,18 @@ def _cell(value: float | None, form: str) -> str:
     return "n/a" if value is None else format(value, form)
 
 
+def _category_cell(reading: dict) -> str:
+    return (f"{reading['accuracy']:.2%} (κ {_cell(reading['kappa'], '.3f')}, "
+            f"effort {_cell(reading['effort'], '.3f')}x)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("reports", nargs="+", type=Path)
     args = parser.parse_args(argv)
     results = {str(report): readings(report) for report in args.reports}
     print(tabulate([[report, r["images"],
-                     *(f"{r[c]['accuracy']:.2%} (κ {_cell(r[c]['kappa'], '.3f')})" for c in CATEGORY_READINGS),
+                     *(_category_cell(r[c]) for c in CATEGORY_READINGS),
                      *(_cell(r[f"auc_{m}"], ".3f") for m in MALIGNANCY_READINGS)]
                     for report, r in results.items()],
                    ["report", "images", *(f"category by {c}" for c in CATEGORY_READINGS),

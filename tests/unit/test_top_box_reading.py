@@ -39,6 +39,9 @@ def test_a_split_softmax_is_read_by_its_median_and_malignancy_three_ways(reading
     assert result["images"] == 4
     assert result["argmax"]["accuracy"] == 0 and result["median"]["accuracy"] == 1
     assert result["median"]["kappa"] == pytest.approx(1.0)
+    # top1-only shows the lesion's box: verified as it is (1.6 s), or relabelled too (+2.9 s), per 7 s by hand
+    assert result["median"]["effort"] == pytest.approx(1.6 / 7)
+    assert result["argmax"]["effort"] == pytest.approx((1.6 + 2.9) / 7)
     assert result["auc_top"] == 1.0       # the top box's own P(malignant) ranks all right
     assert result["auc_max3"] == 0.0      # the benign images' decoys (1.0) outrank every lesion
     # score-weighted, malignant: (0.9 x 0.8 + 0.85 x 0) / 1.75 = 0.41; benign: (0.9 x 0.2 + 0.1 x 1) / 1.0
