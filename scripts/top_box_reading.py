@@ -1,5 +1,5 @@
 """Other readings of the model's own outputs, with no training: each box's category read from its
-class scores by argmax (as served) or by their median in rank order (``taxonomy.median_category``),
+class scores by argmax (as served) or by their median in rank order (``model/category_reading.py``),
 and the image's malignancy from the top box's P(malignant) (as served), a score-weighted mean over
 every kept box, or the highest of the three most confident (docs/results.md item 26). Reads
 evaluation reports' kept detections (`birads evaluate --out REPORT`: REPORT/detections.jsonl);
@@ -14,26 +14,17 @@ import argparse
 import json
 import sys
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 
 from tabulate import tabulate
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from model import taxonomy  # noqa: E402
+from model import category_reading, taxonomy  # noqa: E402
 from model.evaluation import effort, metrics  # noqa: E402
 from model.evaluation import evaluate as served  # noqa: E402  (the rules the product serves)
 from model.evaluation.report import read_detections  # noqa: E402
 from model.records import Detection  # noqa: E402
-
-
-def median_relabelled(detection: Detection) -> Detection:
-    """Every box named by the median of its class scores instead of their argmax."""
-    if not detection.class_scores:
-        return detection
-    return replace(detection, boxes=tuple(replace(box, category=taxonomy.median_category(scores))
-                                          for box, scores in zip(detection.boxes, detection.class_scores)))
 
 
 def weighted_malignancy(detection: Detection) -> float:
@@ -49,8 +40,7 @@ def max3_malignancy(detection: Detection) -> float:
 
 # Each reading names the boxes; the served rules then decide the image's category (the top box's)
 # and what the annotator is shown (top1-only).
-CATEGORY_READINGS: dict[str, Callable[[Detection], Detection]] = {"argmax": lambda d: d,
-                                                                   "median": median_relabelled}
+CATEGORY_READINGS = list(category_reading.READINGS)
 MALIGNANCY_READINGS: dict[str, Callable[[Detection], float]] = {
     "top": served.malignancy_score, "weighted": weighted_malignancy, "max3": max3_malignancy}
 
@@ -65,8 +55,8 @@ reading; pathology AUC under each malignancy one."""
     truth = [served.image_truth(r, classes) for r in records]
     labels = [taxonomy.NO_LESION, *classes]
     result: dict = {"images": len(records)}
-    for name, read in CATEGORY_READINGS.items():
-        named = [read(d) for d in detections]
+    for name in CATEGORY_READINGS:
+        named = [category_reading.relabelled(d, name) for d in detections]
         predicted = [served.image_decision(d, 0.5, "top") for d in named]
         shown = [served.displayed(d, 0.5, "top1-only") for d in named]
         result[name] = {"accuracy": sum(t == p for t, p in zip(truth, predicted)) / max(1, len(truth)),
