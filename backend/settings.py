@@ -9,6 +9,7 @@ import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from model.category_reading import READINGS, SERVED_READING
 from model.records import BOX_VOTING_IOU
 from model.regions import DEFAULT_MIN_AGREEMENT
 
@@ -65,6 +66,10 @@ class Settings:
         "env": "BOX_VOTING_IOU",
         "doc": "move each box to the vote of the proposals overlapping it at this IoU (docs/results.md "
                "items 18-21); 0: off, where the detector put it"})
+    category_reading: str = field(default=SERVED_READING, metadata={
+        "env": "CATEGORY_READING",
+        "doc": "each box's BI-RADS category from its class scores: median (in rank order, docs/results.md "
+               "item 26) or argmax"})
     predict_batch: int = field(default=4, metadata={"env": "PREDICT_BATCH", "doc": "images per forward pass"})
     device: str = field(default="auto", metadata={"env": "DEVICE", "doc": "auto, cpu or cuda"})
     bf16: str = field(default="auto", metadata={
@@ -148,6 +153,8 @@ class Settings:
                              f"{', '.join(DISPLAYS)}")
         if self.promote_metric not in PROMOTE_METRICS:
             raise ValueError(f"PROMOTE_METRIC={self.promote_metric!r} must be one of {', '.join(PROMOTE_METRICS)}")
+        if self.category_reading not in READINGS:
+            raise ValueError(f"CATEGORY_READING={self.category_reading!r} must be one of {', '.join(READINGS)}")
         if not 0 <= self.box_voting_iou <= 1:
             raise ValueError(f"BOX_VOTING_IOU={self.box_voting_iou} must be in [0, 1] (0: off)")
         if not 0 <= self.holdout_fraction < 1:

@@ -126,7 +126,8 @@ def holdout_metrics(model_dir: Path, holdout: list[ImageRecord], settings: Setti
     from model.predict import Predictor
 
     predictor = Predictor(model_dir, device=settings.device, score_threshold=LOW_SCORE,
-                          box_voting_iou=settings.box_voting)  # held out as it will be served
+                          box_voting_iou=settings.box_voting,  # held out as it will be served
+                          category_reading=settings.category_reading)
     evaluation = evaluate(holdout, predictor([r.path for r in holdout]), predictor.classes, settings.score_threshold)
     return {k: evaluation.metrics.get(k) for k in HOLDOUT_METRICS}
 

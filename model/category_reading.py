@@ -11,6 +11,8 @@ from dataclasses import replace
 from model import taxonomy
 from model.records import Detection
 
+SERVED_READING = "median"  # the backend's and `birads`'s default (docs/results.md item 26)
+
 READINGS: dict[str, Callable[[Mapping[str, float]], str]] = {
     "argmax": lambda scores: max(scores, key=scores.get),
     "median": taxonomy.median_category,

@@ -9,6 +9,7 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
+from model.category_reading import READINGS, SERVED_READING
 from model.io import DataError
 from model.records import BOX_VOTING_IOU
 
@@ -116,7 +117,8 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
     predictor = Predictor(args.model, device=args.device, bf16=args.bf16,
                           score_threshold=args.score_threshold, max_boxes=args.max_boxes,
-                          box_classifier=args.box_classifier, box_voting_iou=args.box_voting)
+                          box_classifier=args.box_classifier, box_voting_iou=args.box_voting,
+                          category_reading=args.category_reading)
     predict = predictor
     if args.split_4_with:
         predict = predictor.with_subcategories(_all_scores_predictor(args.split_4_with, args))
@@ -138,7 +140,7 @@ def _all_scores_predictor(model_dir: Path, args: argparse.Namespace):
 
     return Predictor(model_dir, device=args.device, bf16=args.bf16, score_threshold=LOW_SCORE,
                      max_boxes=args.max_boxes, box_classifier=args.box_classifier,
-                     box_voting_iou=args.box_voting)
+                     box_voting_iou=args.box_voting, category_reading=args.category_reading)
 
 
 def _costs(args: argparse.Namespace):
@@ -224,6 +226,9 @@ def _inference_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--box-classifier", action=argparse.BooleanOptionalAction, default=True,
                         help="re-name boxes with the model's box classifier where it has one (default on)")
+    parser.add_argument("--category-reading", choices=list(READINGS), default=SERVED_READING,
+                        help="each box's category from its class scores: their median in rank order or "
+                             f"their argmax (model/category_reading.py; default {SERVED_READING})")
     _box_voting_options(parser)
 
 

@@ -19,6 +19,7 @@ from detectron2.structures import Boxes
 
 from model import box_voting, modeldir
 from model.box_classifier import BoxClassifier
+from model.category_reading import READINGS, SERVED_READING, relabelled
 from model.config import bf16_supported, resolve_device
 from model.io import read_image
 from model.merge import merged, one_box_per_lesion
@@ -86,12 +87,18 @@ class Predictor:
     ``box_voting_iou``: move each box to the vote of the proposals overlapping it this much
     (``model.box_voting``; None: off), after the box classifier has named and ranked it where the
     detector put it (docs/results.md items 18-19).
+    ``category_reading``: how each box's category is read from its class scores, last
+    (``model.category_reading``: argmax, or their median in rank order).
     """
 
     def __init__(self, model_dir: str | Path, device: str = "auto", bf16: bool | None = None,
                  score_threshold: float = 0.5, max_boxes: int = 10,
                  image_size: int | None = None, merge_iou: float | None = 0.5,
-                 box_classifier: bool = True, box_voting_iou: float | None = None) -> None:
+                 box_classifier: bool = True, box_voting_iou: float | None = None,
+                 category_reading: str = SERVED_READING) -> None:
+        if category_reading not in READINGS:
+            raise ValueError(f"category reading must be one of {list(READINGS)}, not {category_reading!r}")
+        self.category_reading = category_reading
         self.model_dir = Path(model_dir)
         self.info = modeldir.read_info(self.model_dir)
         self.classes = list(self.info.classes)
@@ -155,7 +162,7 @@ class Predictor:
                 detection.boxes, self._image_pixels(instances.voted_boxes, rgb))))
             if self.merge_iou is not None:  # two boxes may have come to sit on one lesion
                 detection = merged(detection, self.merge_iou)
-        return detection
+        return relabelled(detection, self.category_reading)
 
     def with_subcategories(self, second: Predictor, cuts: tuple[float, float] | None = None):
         """Split this model's BI-RADS 4 boxes into 4A/4B/4C with ``second``, a model trained

@@ -41,8 +41,10 @@ def test_box_classifier_is_written_into_the_model_directory(tmp_path, classified
 
 def test_predictor_renames_boxes_with_the_classifier(classified_tiny_model, records):
     images = [r.path for r in records]
-    plain = Predictor(classified_tiny_model, score_threshold=0.0, bf16=False, box_classifier=False)
-    named = Predictor(classified_tiny_model, score_threshold=0.0, bf16=False)
+    # read by argmax: the classifier's own choice (the served median reading is tested in test_training)
+    plain = Predictor(classified_tiny_model, score_threshold=0.0, bf16=False, box_classifier=False,
+                      category_reading="argmax")
+    named = Predictor(classified_tiny_model, score_threshold=0.0, bf16=False, category_reading="argmax")
     assert plain.box_classifier is None and named.box_classifier is not None
     checked = 0
     for path, before, after in zip(images, plain(images), named(images)):

@@ -169,6 +169,22 @@ def test_predictor_accepts_arrays_grayscale_and_any_size(overfit_model, records)
         assert from_big.boxes[0].x1 == pytest.approx(2 * from_path.boxes[0].x1, rel=0.1)
 
 
+def test_each_served_box_is_named_by_the_median_of_its_class_scores(overfit_model, records):
+    from model.taxonomy import median_category
+
+    paths = [r.path for r in records]
+    served = Predictor(overfit_model, score_threshold=LOW_SCORE, bf16=False)(paths)
+    argmax = Predictor(overfit_model, score_threshold=LOW_SCORE, bf16=False, category_reading="argmax")(paths)
+    assert any(d.boxes for d in served)
+    for median_named, argmax_named in zip(served, argmax):  # the same boxes, only the names differ
+        assert [(b.x0, b.y0, b.x1, b.y1, b.score) for b in median_named.boxes] == \
+            [(b.x0, b.y0, b.x1, b.y1, b.score) for b in argmax_named.boxes]
+        assert [b.category for b in median_named.boxes] == [median_category(s) for s in median_named.class_scores]
+        assert [b.category for b in argmax_named.boxes] == [max(s, key=s.get) for s in argmax_named.class_scores]
+    with pytest.raises(ValueError, match="argmax"):
+        Predictor(overfit_model, category_reading="mode")
+
+
 def test_cli_trains_product_default_and_evaluates(tmp_path, busbra_dir, breast_dir):
     """`birads train` with the default R101-FPN (tiny schedule), then `birads evaluate` on BrEaST."""
     repo = Path(__file__).parents[2]

@@ -43,6 +43,7 @@ def test_typed_values(monkeypatch):
     ("BF16", "sometimes", "must be auto, true or false"),
     ("HOLDOUT_FRACTION", "1.5", "must be in"),
     ("BOX_VOTING_IOU", "1.5", "must be in"),
+    ("CATEGORY_READING", "mode", "must be one of argmax, median"),
 ])
 def test_bad_values_name_the_variable(monkeypatch, name, value, message):
     monkeypatch.setenv(name, value)
