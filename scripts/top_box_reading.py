@@ -1,9 +1,9 @@
 """Other readings of the model's own outputs, with no training: each box's category read from its
-class scores by argmax (as served) or by their median in rank order (``model/category_reading.py``),
-and the image's malignancy from the top box's P(malignant) (as served), a score-weighted mean over
-every kept box, or the highest of the three most confident (docs/results.md item 26). Reads
-evaluation reports' kept detections (`birads evaluate --out REPORT`: REPORT/detections.jsonl);
-runs no model.
+class scores by argmax (served until item 26) or by their median in rank order (served since;
+``model/category_reading.py``), and the image's malignancy from the top box's P(malignant) (as
+served), a score-weighted mean over every kept box, or the highest of the three most confident
+(docs/results.md item 26). Reads evaluation reports' kept detections (`birads evaluate --out
+REPORT`: REPORT/detections.jsonl); runs no model.
 
     python scripts/top_box_reading.py REPORT [REPORT...]
 """
@@ -46,8 +46,8 @@ MALIGNANCY_READINGS: dict[str, Callable[[Detection], float]] = {
 
 
 def readings(report: Path) -> dict:
-    """Accuracy, Cohen's kappa and expert effort (top1-only, default action costs) under each category
-reading; pathology AUC under each malignancy one."""
+    """Accuracy, Cohen's kappa and expert effort (top1-only, default action costs) under each
+    category reading; pathology AUC under each malignancy one."""
     classes = json.loads((report / "metrics.json").read_text())["classes"]
     pairs = read_detections(report)
     records = [record for record, _ in pairs]
