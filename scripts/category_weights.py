@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from model import taxonomy  # noqa: E402
 from model.evaluation.evaluate import LOW_SCORE, image_decision, image_truth  # noqa: E402
-from model.evaluation.report import read_detections  # noqa: E402
+from model.evaluation.report import read_detections, scored_classes  # noqa: E402
 from model.records import Detection  # noqa: E402
 
 GRID = [round(-2 + 0.1 * i, 1) for i in range(41)]  # log-weights
@@ -31,7 +31,7 @@ Image = tuple[str, str | None, dict[str, float] | None]  # truth, patient, the t
 
 
 def images(report: Path) -> list[Image]:
-    classes = json.loads((report / "metrics.json").read_text())["classes"]
+    classes = scored_classes(report)
     return [(image_truth(record, classes), record.patient, _top_scores(detection))
             for record, detection in read_detections(report)]
 

@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from model.evaluation import effort, metrics  # noqa: E402
 from model.evaluation.evaluate import LOW_SCORE, displayed, on_classes  # noqa: E402
-from model.evaluation.report import read_detections  # noqa: E402
+from model.evaluation.report import read_detections, scored_classes  # noqa: E402
 from model.records import MATCH_IOU, Box, Detection  # noqa: E402
 
 CUTS = [LOW_SCORE, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]  # LOW_SCORE: top1-only as served
@@ -33,9 +33,8 @@ def shown_above(detection: Detection, cut: float) -> list[Box]:
 
 def read(report: Path) -> tuple[list[list[Box]], list[Detection]]:
     """The expert boxes and the detections of a report, on the classes it was scored on."""
-    classes = json.loads((report / "metrics.json").read_text())["classes"]
     pairs = read_detections(report)
-    return on_classes([record for record, _ in pairs], [d for _, d in pairs], classes)
+    return on_classes([record for record, _ in pairs], [d for _, d in pairs], scored_classes(report))
 
 
 def _ratio(truths: list[list[Box]], shown: list[list[Box]]) -> float | None:

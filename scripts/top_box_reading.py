@@ -23,7 +23,7 @@ sys.path.insert(0, str(REPO))
 from model import category_reading, taxonomy  # noqa: E402
 from model.evaluation import effort, metrics  # noqa: E402
 from model.evaluation import evaluate as served  # noqa: E402  (the rules the product serves)
-from model.evaluation.report import read_detections  # noqa: E402
+from model.evaluation.report import read_detections, scored_classes  # noqa: E402
 from model.records import Detection  # noqa: E402
 
 
@@ -48,7 +48,7 @@ MALIGNANCY_READINGS: dict[str, Callable[[Detection], float]] = {
 def readings(report: Path) -> dict:
     """Accuracy, Cohen's kappa and expert effort (top1-only, default action costs) under each
     category reading; pathology AUC under each malignancy one."""
-    classes = json.loads((report / "metrics.json").read_text())["classes"]
+    classes = scored_classes(report)
     pairs = read_detections(report)
     records = [record for record, _ in pairs]
     expert_boxes, detections = served.on_classes(records, [d for _, d in pairs], classes)

@@ -230,6 +230,11 @@ def read_detections(report: str | Path) -> list[tuple[ImageRecord, Detection]]:
             for row in map(json.loads, lines)]
 
 
+def scored_classes(report: str | Path) -> list[str]:
+    """The classes a report's images were scored on (its kept detections' categories roll up to them)."""
+    return json.loads((Path(report) / "metrics.json").read_text())["classes"]
+
+
 def write_report(evaluation: Evaluation, out: str | Path, model_dir: str, data: str) -> Path:
     """Write the report directory ``out`` (replaced as a whole, never half-written)."""
     m = evaluation.metrics
