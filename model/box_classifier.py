@@ -34,7 +34,15 @@ from torch import nn
 from model import modeldir, taxonomy
 from model.config import resolve_device, use_bf16
 from model.io import DataError, StagedDirectory
-from model.pretrain import BACKGROUND, CropClassifier, CropTraining, crop_pixels, evaluate_crops, fit_crop_classifier
+from model.pretrain import (
+    BACKGROUND,
+    CropClassifier,
+    CropTraining,
+    crop_opinions,
+    crop_pixels,
+    evaluate_crops,
+    fit_crop_classifier,
+)
 from model.records import Box, ImageRecord
 
 log = logging.getLogger(__name__)
@@ -185,9 +193,9 @@ class BoxClassifier:
             return [], []
         crops = np.stack([crop_pixels(grey, (b.x0, b.y0, b.x1, b.y1), self.settings) for b in boxes])
         batch = torch.from_numpy(crops).to(self.device, memory_format=torch.channels_last)
-        logits, malignant = self.model(batch)
-        rows = torch.softmax(logits.float(), dim=1).cpu().tolist()
-        return [dict(zip(self.crop_classes, row)) for row in rows], torch.sigmoid(malignant.float()).cpu().tolist()
+        probabilities, malignancy = crop_opinions(self.model, batch, self.settings.flip_at_test)
+        rows = probabilities.cpu().tolist()
+        return [dict(zip(self.crop_classes, row)) for row in rows], malignancy.cpu().tolist()
 
     def refine(self, grey: np.ndarray, boxes: Sequence[Box], class_scores: Sequence[dict[str, float]]
                ) -> tuple[list[Box], list[dict[str, float]], list[float], list[float]]:

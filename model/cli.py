@@ -101,7 +101,8 @@ def cmd_box_classifier(args: argparse.Namespace) -> None:
 def _crop_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--holdout-splits", nargs="*", help="score the crop classifier on these splits")
     for name, kind in (("crop_size", int), ("epochs", int), ("batch_size", int), ("max_lr", float),
-                       ("background_per_lesion", float), ("label_smoothing", float), ("seed", int)):
+                       ("background_per_lesion", float), ("label_smoothing", float), ("ordinal_loss", float),
+                       ("seed", int)):
         parser.add_argument("--" + name.replace("_", "-"), type=kind)
     parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
                         help="bfloat16 autocast (default on)")
@@ -110,6 +111,8 @@ def _crop_options(parser: argparse.ArgumentParser) -> None:
                              "to a square (default off)")
     parser.add_argument("--vertical-flip", action=argparse.BooleanOptionalAction, default=None,
                         help="flip crops upside down at random while training (default on)")
+    parser.add_argument("--flip-at-test", action=argparse.BooleanOptionalAction, default=None,
+                        help="read each crop and its mirror image, averaged (default off)")
 
 
 def cmd_predict(args: argparse.Namespace) -> None:

@@ -57,6 +57,10 @@ class CropTraining:
                                    # also learns a box that misses the lesion (box classifier's rescore)
     label_smoothing: float = 0.0   # of each crop's category target spread over the others: one
                                    # expert's reading, where experts split 3/4 and 4/5 unevenly
+    ordinal_loss: float = 0.0      # weight of the squared earth mover's distance between a lesion
+                                   # crop's predicted and true category CDF in rank order (Hou et al.
+                                   # 2016): calling a 3 a 5 costs more than calling it a 4
+    flip_at_test: bool = False     # read each crop and its mirror image and average the two
     epochs: int = 30
     batch_size: int = 64
     max_lr: float = 0.04           # one-cycle SGD (ImageNet's 0.1 per 256 images, a little above)
@@ -236,24 +240,53 @@ def crop_classes(records: list[ImageRecord]) -> list[str]:
     return training_classes(records) + [BACKGROUND]
 
 
-def _losses(model: CropClassifier, batch: torch.Tensor, crops: list[Crop],
-            weights: torch.Tensor, label_smoothing: float) -> torch.Tensor:
-    logits, malignant = model(batch)
-    labels = torch.tensor([c.category for c in crops], device=batch.device)
-    loss = nn.functional.cross_entropy(logits.float(), labels, weight=weights, label_smoothing=label_smoothing)
-    known = torch.tensor([c.malignant >= 0 for c in crops], device=batch.device)
-    if known.any():
-        target = torch.tensor([c.malignant for c in crops], device=batch.device)[known]
-        loss = loss + nn.functional.binary_cross_entropy_with_logits(malignant.float()[known], target)
-    return loss
+@dataclass
+class Objective:
+    """What a crop classifier minimises: class-weighted cross-entropy over the categories and
+    background (smoothed by ``label_smoothing``), ``ordinal`` times the squared earth mover's
+    distance on lesion crops, and the pathology head's binary cross-entropy where pathology is known."""
+
+    weights: torch.Tensor          # per class, background last
+    ranked: list[int]              # the lesion categories' class indices in BI-RADS rank order
+    label_smoothing: float = 0.0
+    ordinal: float = 0.0
+
+    @classmethod
+    def of(cls, classes: list[str], weights: torch.Tensor, settings: CropTraining) -> Objective:
+        ranked = sorted((i for i, c in enumerate(classes) if c != BACKGROUND), key=lambda i: taxonomy.rank(classes[i]))
+        return cls(weights, ranked, settings.label_smoothing, settings.ordinal_loss)
+
+    def __call__(self, model: nn.Module, batch: torch.Tensor, crops: list[Crop]) -> torch.Tensor:
+        logits, malignant = model(batch)
+        logits = logits.float()
+        labels = torch.tensor([c.category for c in crops], device=batch.device)
+        loss = nn.functional.cross_entropy(logits, labels, weight=self.weights, label_smoothing=self.label_smoothing)
+        if self.ordinal:
+            loss = loss + self.ordinal * self.earth_movers(logits, labels)
+        known = torch.tensor([c.malignant >= 0 for c in crops], device=batch.device)
+        if known.any():
+            target = torch.tensor([c.malignant for c in crops], device=batch.device)[known]
+            loss = loss + nn.functional.binary_cross_entropy_with_logits(malignant.float()[known], target)
+        return loss
+
+    def earth_movers(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Mean over lesion crops of the squared distance between the predicted cumulative
+        distribution over the categories (background left out) and the truth's step."""
+        ranked = torch.tensor(self.ranked, device=logits.device)
+        lesion = torch.isin(labels, ranked)
+        if not lesion.any():
+            return logits.new_zeros(())
+        predicted = torch.softmax(logits[lesion][:, ranked], dim=1).cumsum(1)
+        truth = (labels[lesion, None] == ranked[None]).float().cumsum(1)
+        return ((predicted - truth) ** 2).sum(1).mean()
 
 
-def _step(model: CropClassifier, sampler: CropSampler, chunk: list[Crop], optimizer, weights: torch.Tensor,
+def _step(model: CropClassifier, sampler: CropSampler, chunk: list[Crop], optimizer, objective: Objective,
           settings: CropTraining, device: str) -> float:
     """One optimizer step on the crops ``chunk``; its loss."""
     batch = sampler.tensor(chunk).to(device, memory_format=torch.channels_last)
     with torch.autocast(device, dtype=torch.bfloat16, enabled=settings.bf16):
-        loss = _losses(model, batch, chunk, weights, settings.label_smoothing)
+        loss = objective(model, batch, chunk)
     optimizer.zero_grad()
     loss.backward()
     optimizer.step()
@@ -265,13 +298,13 @@ def _batches(crops: list[Crop], batch_size: int) -> list[list[Crop]]:
     return [chunk for chunk in chunks if len(chunk) >= 2]  # batch-norm needs more than one sample
 
 
-def _epoch(model: CropClassifier, sampler: CropSampler, optimizer, schedule, weights: torch.Tensor,
+def _epoch(model: CropClassifier, sampler: CropSampler, optimizer, schedule, objective: Objective,
            settings: CropTraining, device: str) -> float:
     """One pass over freshly drawn crops; the mean loss."""
     model.train()
     total, seen = 0.0, 0
     for chunk in _batches(sampler.epoch(), settings.batch_size):
-        loss = _step(model, sampler, chunk, optimizer, weights, settings, device)
+        loss = _step(model, sampler, chunk, optimizer, objective, settings, device)
         if schedule.last_epoch + 1 < schedule.total_steps:
             schedule.step()
         total, seen = total + loss * len(chunk), seen + len(chunk)
@@ -295,6 +328,7 @@ def fit_crop_classifier(model: CropClassifier, records: list[ImageRecord], class
     # Class-weighted: the majority category must not win by default (the detector's failure).
     weights = torch.tensor(counts.sum() / np.maximum(counts, 1) / len(classes), dtype=torch.float32,
                            device=device)
+    objective = Objective.of(classes, weights, settings)
     steps_per_epoch = math.ceil(len(sampler.lesions) * (1 + settings.background_per_lesion)
                                 / settings.batch_size)
     optimizer = _optimizer(model, settings)
@@ -304,7 +338,7 @@ def fit_crop_classifier(model: CropClassifier, records: list[ImageRecord], class
     log.info("training a crop classifier on %d lesion crops (%s), classes %s, %d epochs",
              len(sampler.lesions), device, classes, settings.epochs)
     for epoch in range(1, settings.epochs + 1):
-        loss = _epoch(model, sampler, optimizer, schedule, weights, settings, device)
+        loss = _epoch(model, sampler, optimizer, schedule, objective, settings, device)
         row = {"epoch": epoch, "loss": round(loss, 4),
                "elapsed_seconds": round(time.perf_counter() - started, 1)}
         history.append(row)
@@ -331,12 +365,13 @@ def seconds_per_epoch(records: list[ImageRecord], settings: PretrainSettings | N
     classes = crop_classes(records)
     model = _trunk_classifier(settings, len(classes), device).train()
     sampler = CropSampler(records, classes, settings, train=True)
-    optimizer, weights = _optimizer(model, settings), torch.ones(len(classes), device=device)
+    optimizer = _optimizer(model, settings)
+    objective = Objective.of(classes, torch.ones(len(classes), device=device), settings)
     batches = _batches(sampler.epoch(), settings.batch_size)
     seconds = []
     for chunk in batches[:steps + 1]:
         started = time.perf_counter()
-        _step(model, sampler, chunk, optimizer, weights, settings, device)
+        _step(model, sampler, chunk, optimizer, objective, settings, device)
         seconds.append(time.perf_counter() - started)
     timed = seconds[1:] or seconds
     return sum(timed) / len(timed) * len(batches) if timed else 0.0  # no batch: nothing to time
@@ -376,10 +411,23 @@ def trunk_state(model: CropClassifier) -> dict[str, torch.Tensor]:
             if not name.endswith("num_batches_tracked")}
 
 
+def crop_opinions(model: CropClassifier, batch: torch.Tensor, flip: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per crop of ``batch``: the softmax over the classes (background last) and P(malignant); with
+    ``flip``, each the mean of the crop's and its mirror image's (the classifiers trained on both)."""
+    logits, malignant = model(batch)
+    classes, malignancy = torch.softmax(logits.float(), 1), torch.sigmoid(malignant.float())
+    if flip:
+        logits, malignant = model(batch.flip(3))
+        classes = (classes + torch.softmax(logits.float(), 1)) / 2
+        malignancy = (malignancy + torch.sigmoid(malignant.float())) / 2
+    return classes, malignancy
+
+
 @torch.no_grad()
 def evaluate_crops(model: CropClassifier, records: list[ImageRecord], classes: list[str],
                    settings: CropTraining, device: str = "cpu") -> dict:
-    """Held-out lesion crops: BI-RADS accuracy (background excluded) and pathology AUC."""
+    """Held-out lesion crops: BI-RADS accuracy (background excluded; argmax and median readings)
+    and pathology AUC, each crop read as ``settings.flip_at_test`` says."""
     from model.evaluation.metrics import auc
 
     model.eval()
@@ -389,12 +437,13 @@ def evaluate_crops(model: CropClassifier, records: list[ImageRecord], classes: l
     for start in range(0, len(crops), settings.batch_size):
         chunk = crops[start:start + settings.batch_size]
         with torch.autocast(device, dtype=torch.bfloat16, enabled=settings.bf16):
-            logits, malignant = model(sampler.tensor(chunk).to(device, memory_format=torch.channels_last))
-        categories = torch.softmax(logits.float()[:, :-1], 1)  # a lesion crop is some category
+            batch = sampler.tensor(chunk).to(device, memory_format=torch.channels_last)
+            probabilities, malignancy = crop_opinions(model, batch, settings.flip_at_test)
+        categories = probabilities[:, :-1]  # a lesion crop is some category
         predicted += categories.argmax(1).cpu().tolist()
         ordinal += [classes.index(taxonomy.median_category(dict(zip(classes, row))))
                     for row in categories.cpu().tolist()]
-        scores += torch.sigmoid(malignant.float()).cpu().tolist()
+        scores += malignancy.cpu().tolist()
     truth = [c.category for c in crops]
     known = [(c.malignant, s) for c, s in zip(crops, scores) if c.malignant >= 0]
     return {"crops": len(crops),

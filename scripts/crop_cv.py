@@ -38,6 +38,7 @@ ARMS: dict[str, dict] = {
     "crop-160": {"crop_size": 160},     # nearer native: a 1.5x crop of a ~100 px lesion is ~150 px
     "smooth-0.1": {"label_smoothing": 0.1},  # one reading per lesion: softer category targets
     "context-2": {"context": 2.0},      # more surroundings: posterior shadowing, the tissue around
+    "ordinal-1": {"ordinal_loss": 1.0},  # far-off categories cost more (item 27)
 }
 
 
@@ -50,7 +51,9 @@ def run_one(records: list, fold: str, settings: BoxClassifierSettings, device: s
     started = time.perf_counter()
     fit_crop_classifier(model, train, classes, settings, device)
     scores = evaluate_crops(model, held_out, classes, settings, device)
-    return scores | {"train_crops": sum(len(r.boxes) for r in train),
+    # The same model reading each crop and its mirror image (test-time flip, item 27).
+    flipped = evaluate_crops(model, held_out, classes, replace(settings, flip_at_test=True), device)
+    return scores | {"flipped": flipped, "train_crops": sum(len(r.boxes) for r in train),
                      "wall_seconds": round(time.perf_counter() - started, 1)}
 
 
@@ -78,6 +81,12 @@ def _median(*rows: dict) -> str:
     return "" if None in values else f"{statistics.mean(values):.2%}"
 
 
+def _flipped(*rows: dict) -> str:
+    """The median reading of each crop and its mirror image averaged (rows before item 27 lack it)."""
+    values = [r.get("flipped", {}).get("birads_accuracy_median") for r in rows]
+    return "" if None in values else f"{statistics.mean(values):.2%}"
+
+
 def summary(rows: list[dict]) -> str:
     """Per arm run so far: each fold's BI-RADS accuracy and pathology AUC, their mean and spread,
     and the change against the baseline arm on the same held-out fold (the folds differ more from
@@ -91,17 +100,17 @@ def summary(rows: list[dict]) -> str:
         d_auc = [_delta(r, reference.get(r["fold"]), "pathology_auc", 1) for r in mine]
         for r, da, du in zip(mine, d_acc, d_auc):
             auc = "n/a" if r["pathology_auc"] is None else f"{r['pathology_auc']:.3f}"
-            table.append([arm, r["fold"], r["crops"], f"{r['birads_accuracy']:.2%}", _median(r), auc,
+            table.append([arm, r["fold"], r["crops"], f"{r['birads_accuracy']:.2%}", _median(r), _flipped(r), auc,
                           _signed([da], " pt"), _signed([du], ""), f"{r['wall_seconds'] / 60:.1f}"])
         if len(mine) > 1 and all(r["pathology_auc"] is not None for r in mine):
             acc = [r["birads_accuracy"] for r in mine]
             auc = [r["pathology_auc"] for r in mine]
             table.append([arm, f"mean of {len(mine)} (sd)", sum(r["crops"] for r in mine),
-                          f"{statistics.mean(acc):.2%} ({statistics.stdev(acc):.2%})", _median(*mine),
+                          f"{statistics.mean(acc):.2%} ({statistics.stdev(acc):.2%})", _median(*mine), _flipped(*mine),
                           f"{statistics.mean(auc):.3f} ({statistics.stdev(auc):.3f})",
                           _signed(d_acc, " pt"), _signed(d_auc, ""), ""])
     return tabulate(table, ["arm", "held-out fold", "lesions", "BI-RADS accuracy",
-                            "median reading (item 26)", "pathology AUC",
+                            "median reading (item 26)", "median, crop + mirror (item 27)", "pathology AUC",
                             f"accuracy vs {BASELINE}", f"AUC vs {BASELINE}", "minutes"], tablefmt="github")
 
 

@@ -23,8 +23,9 @@ def test_each_arm_holds_out_each_fold_in_turn_and_a_rerun_resumes(crop_cv, busbr
     for row in rows:  # trained on the other fold's lesions, scored on this fold's
         assert row["crops"] > 0 and row["train_crops"] > 0 and 0 <= row["birads_accuracy"] <= 1
         assert 0 <= row["birads_accuracy_median"] <= 1  # the ordinal reading of the same softmax
+        assert row["flipped"]["crops"] == row["crops"]  # the same model, each crop with its mirror image
     summary = (tmp_path / "summary.md").read_text()
-    assert summary.count("mean of 2") == len(crop_cv.ARMS) and "keep-aspect" in summary
+    assert summary.count("mean of 2") == len(crop_cv.ARMS) and "keep-aspect" in summary and "mirror" in summary
     # Every other arm against the baseline on the same held-out folds.
     assert summary.count("better on") == 2 * (len(crop_cv.ARMS) - 1) and " pt" in summary
 

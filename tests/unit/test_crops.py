@@ -63,20 +63,82 @@ def test_without_vertical_flips_depth_always_runs_down():
                for crop in (crop_pixels(grey, box, flipped, random.Random(s))[0] for s in range(12)))
 
 
-def test_label_smoothing_softens_the_category_target():
+class Confident:
+    """Sure of one category for every crop (classes 2, 3, 4, 5, background); no pathology to learn."""
+
+    def __init__(self, category: int, classes: int = 5) -> None:
+        self.category, self.classes = category, classes
+
+    def __call__(self, batch):
+        import torch
+
+        logits = torch.full((len(batch), self.classes), -8.0)
+        logits[:, self.category] = 8.0
+        return logits, torch.zeros(len(batch))
+
+
+def _objective(**settings):
     import torch
 
-    from model.pretrain import Crop, _losses
+    from model.pretrain import Objective
 
-    class Confident(torch.nn.Module):
-        """Sure of category 0 for every crop; no pathology to learn."""
+    return Objective.of(["2", "3", "4", "5", "background"], torch.ones(5), CropTraining(**settings))
+
+
+def _loss(objective, model, category: int) -> float:
+    import torch
+
+    from model.pretrain import Crop
+
+    return objective(model, torch.zeros(1, 3, 8, 8), [Crop(0, (0, 0, 1, 1), category, -1.0)]).item()
+
+
+def test_label_smoothing_softens_the_category_target():
+    sharp, soft = _objective(), _objective(label_smoothing=0.1)
+    assert _loss(sharp, Confident(0), 0) < 1e-6 < _loss(soft, Confident(0), 0)  # a right answer still costs
+    assert CropTraining().label_smoothing == 0.0  # the default trains on the experts' reading as it is
+
+
+def test_the_ordinal_loss_costs_more_the_further_the_category_is_from_the_truth():
+    plain, ordinal = _objective(), _objective(ordinal_loss=1.0)
+    # A BI-RADS 3 (index 1) called 4 or called 5: the same cross-entropy, not the same distance.
+    assert _loss(plain, Confident(2), 1) == pytest.approx(_loss(plain, Confident(3), 1))
+    near, far = _loss(ordinal, Confident(2), 1), _loss(ordinal, Confident(3), 1)
+    assert near - _loss(plain, Confident(2), 1) == pytest.approx(1.0, abs=1e-3)  # one rank step
+    assert far - _loss(plain, Confident(3), 1) == pytest.approx(2.0, abs=1e-3)   # two
+    assert _loss(ordinal, Confident(1), 1) < 1e-3                                # right: nothing added
+    # A background crop has no rank: the ordinal term leaves it to the cross-entropy.
+    assert _loss(ordinal, Confident(0), 4) == pytest.approx(_loss(plain, Confident(0), 4))
+    assert CropTraining().ordinal_loss == 0.0
+
+
+def test_the_ordinal_loss_follows_rank_order_not_the_class_list_order():
+    import torch
+
+    from model.pretrain import Objective
+
+    objective = Objective.of(["5", "2", "background", "3"], torch.ones(4), CropTraining(ordinal_loss=1.0))
+    assert objective.ranked == [1, 3, 0]  # 2, 3, 5
+
+
+def test_reading_a_crop_with_its_mirror_image_averages_the_two_opinions():
+    import torch
+
+    from model.pretrain import crop_opinions
+
+    class LeftHeavy(torch.nn.Module):
+        """Category 0 when the left half is brighter, else category 1; P(malignant) likewise."""
 
         def forward(self, batch):
-            return torch.tensor([[8.0, -8.0, -8.0]]).repeat(len(batch), 1), torch.zeros(len(batch))
+            left = batch[..., : batch.shape[-1] // 2].mean() - batch[..., batch.shape[-1] // 2:].mean()
+            logits = torch.stack([left, -left]).repeat(len(batch), 1)
+            return logits, left.repeat(len(batch))
 
-    crops = [Crop(0, (0, 0, 1, 1), 0, -1.0)]
-    batch, weights = torch.zeros(1, 3, 8, 8), torch.ones(3)
-    sharp = _losses(Confident(), batch, crops, weights, 0.0)
-    soft = _losses(Confident(), batch, crops, weights, 0.1)
-    assert sharp.item() < 1e-6 < soft.item()  # a confident right answer still costs when smoothed
-    assert CropTraining().label_smoothing == 0.0  # the default trains on the experts' reading as it is
+    batch = torch.zeros(2, 3, 8, 8)
+    batch[..., :4] = 1.0
+    once, malignant_once = crop_opinions(LeftHeavy(), batch, flip=False)
+    both, malignant_both = crop_opinions(LeftHeavy(), batch, flip=True)
+    assert once[0, 0] > 0.6 and malignant_once[0] > 0.6
+    assert torch.allclose(both, torch.full_like(both, 0.5))  # the mirror image says the opposite
+    assert torch.allclose(malignant_both, torch.full_like(malignant_both, 0.5))
+    assert CropTraining().flip_at_test is False
