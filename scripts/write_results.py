@@ -287,6 +287,8 @@ def header(runs: Path) -> list[str]:
     commands = script[script.index("iters=${ITERS"):].rstrip().splitlines()  # the schedule, then the stages
     spans = stage_minutes(runs)
     auc = held.get("pathology_auc")
+    weight = p.get("ordinal_loss", 0.0)  # trunks pretrained before item 27 had none
+    ordinal = f" (+ {weight} x the squared earth mover's distance in rank order)" if weight else ""
     return ["# Reference model and the paper's experiments, reproduced on these machines", "",
             "Every number below comes from `scripts/write_results.py` reading the outputs of the experiment "
             "scripts (`scripts/reference_model.sh`, and where present `scripts/box_classifier_experiment.sh`, "
@@ -297,7 +299,7 @@ def header(runs: Path) -> list[str]:
             f"1. **In-domain pretraining** ({spans.get('pretrain', 'not recorded')}): the detector's own ResNet "
             f"trunk ({p['base_config']}, batch-norm) trained as a classifier of lesion crops with "
             f"{p['context']}x context at {p['crop_size']} px, plus background crops "
-            f"({p['background_per_lesion']} per lesion), class-weighted BI-RADS head and pathology head, "
+            f"({p['background_per_lesion']} per lesion), class-weighted BI-RADS head{ordinal} and pathology head, "
             f"flips/brightness/jitter, one-cycle SGD to {p['max_lr']}, {p['epochs']} epochs on "
             f"{pre['train_crops']} lesion crops of BUS-BRA folds 1-3. The crop classifier on fold 4's "
             f"{held.get('crops', 'n/a')} lesions: BI-RADS accuracy {pct(held.get('birads_accuracy'))}, "

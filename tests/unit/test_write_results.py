@@ -102,6 +102,7 @@ def test_results_document_from_runs(tmp_path, monkeypatch, writer, busbra_dir, b
     assert "(20 min)" in doc and "(50 min)" in doc
     assert "1127 training images" in doc and "short side 320 px, long side at most 576" in doc
     assert "BI-RADS accuracy 50.00 %, pathology AUC 0.875" in doc
+    assert "class-weighted BI-RADS head (+ 1.0 x the squared earth mover's distance in rank order)" in doc
     assert "lesion AP50 (any category) 1.000" in doc  # detections are the expert boxes
     assert "BI-RADS accuracy 100.00 % (Cohen's kappa against the experts 1.000)" in doc
     assert "| paper, Table II (second model, BI-RADS 5 vs 1-3) | 98.10 % | 97.78 % | 98.13 %" in doc
