@@ -40,6 +40,7 @@ ARMS: dict[str, dict] = {
     "smooth-0.1": {"label_smoothing": 0.1},  # one reading per lesion: softer category targets
     "context-2": {"context": 2.0},      # more surroundings: posterior shadowing, the tissue around
     "unordered": {"ordinal_loss": 0.0},  # categories as unordered classes (the default until item 27)
+    "ordinal-2": {"ordinal_loss": 2.0},  # the ordinal term weighing twice the default's (item 28)
 }
 
 
