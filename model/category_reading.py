@@ -19,13 +19,18 @@ READINGS: dict[str, Callable[[Mapping[str, float]], str]] = {
 }
 
 
+def reader(reading: str) -> Callable[[Mapping[str, float]], str]:
+    """The rule named ``reading``; a ValueError naming the known ones for any other name."""
+    if reading not in READINGS:
+        raise ValueError(f"category reading must be one of {list(READINGS)}, not {reading!r}")
+    return READINGS[reading]
+
+
 def relabelled(detection: Detection, reading: str) -> Detection:
     """``detection`` with every box named by ``reading`` of its class scores (unchanged where the
     model gave none)."""
-    if reading not in READINGS:
-        raise ValueError(f"category reading must be one of {list(READINGS)}, not {reading!r}")
+    read = reader(reading)
     if not detection.class_scores:
         return detection
-    read = READINGS[reading]
     return replace(detection, boxes=tuple(replace(box, category=read(scores))
                                           for box, scores in zip(detection.boxes, detection.class_scores)))

@@ -19,7 +19,7 @@ from detectron2.structures import Boxes
 
 from model import box_voting, modeldir
 from model.box_classifier import BoxClassifier
-from model.category_reading import READINGS, SERVED_READING, relabelled
+from model.category_reading import SERVED_READING, reader, relabelled
 from model.config import bf16_supported, resolve_device
 from model.io import read_image
 from model.merge import merged, one_box_per_lesion
@@ -96,8 +96,7 @@ class Predictor:
                  image_size: int | None = None, merge_iou: float | None = 0.5,
                  box_classifier: bool = True, box_voting_iou: float | None = None,
                  category_reading: str = SERVED_READING) -> None:
-        if category_reading not in READINGS:
-            raise ValueError(f"category reading must be one of {list(READINGS)}, not {category_reading!r}")
+        reader(category_reading)  # an unknown name fails here, not at the first image
         self.category_reading = category_reading
         self.model_dir = Path(model_dir)
         self.info = modeldir.read_info(self.model_dir)

@@ -76,16 +76,11 @@ def _signed(values: list[float | None], unit: str) -> str:
     return mean if len(values) == 1 else f"{mean}, better on {sum(v > 0 for v in known)} of {len(known)}"
 
 
-def _median(*rows: dict) -> str:
-    """The same models' accuracy with the category read as the softmax's median (rows logged
-    before item 26 lack it)."""
-    values = [r.get("birads_accuracy_median") for r in rows]
-    return "" if None in values else f"{statistics.mean(values):.2%}"
-
-
-def _flipped(*rows: dict) -> str:
-    """The median reading of each crop and its mirror image averaged (rows before item 27 lack it)."""
-    values = [r.get("flipped", {}).get("birads_accuracy_median") for r in rows]
+def _median(*rows: dict, flipped: bool = False) -> str:
+    """The same models' mean accuracy with the category read as the softmax's median (rows logged
+    before item 26 lack it); ``flipped``: each crop read with its mirror image (rows before item 27
+    lack it)."""
+    values = [(r.get("flipped", {}) if flipped else r).get("birads_accuracy_median") for r in rows]
     return "" if None in values else f"{statistics.mean(values):.2%}"
 
 
@@ -102,13 +97,15 @@ def summary(rows: list[dict]) -> str:
         d_auc = [_delta(r, reference.get(r["fold"]), "pathology_auc", 1) for r in mine]
         for r, da, du in zip(mine, d_acc, d_auc):
             auc = "n/a" if r["pathology_auc"] is None else f"{r['pathology_auc']:.3f}"
-            table.append([arm, r["fold"], r["crops"], f"{r['birads_accuracy']:.2%}", _median(r), _flipped(r), auc,
+            table.append([arm, r["fold"], r["crops"], f"{r['birads_accuracy']:.2%}", _median(r),
+                          _median(r, flipped=True), auc,
                           _signed([da], " pt"), _signed([du], ""), f"{r['wall_seconds'] / 60:.1f}"])
         if len(mine) > 1 and all(r["pathology_auc"] is not None for r in mine):
             acc = [r["birads_accuracy"] for r in mine]
             auc = [r["pathology_auc"] for r in mine]
             table.append([arm, f"mean of {len(mine)} (sd)", sum(r["crops"] for r in mine),
-                          f"{statistics.mean(acc):.2%} ({statistics.stdev(acc):.2%})", _median(*mine), _flipped(*mine),
+                          f"{statistics.mean(acc):.2%} ({statistics.stdev(acc):.2%})", _median(*mine),
+                          _median(*mine, flipped=True),
                           f"{statistics.mean(auc):.3f} ({statistics.stdev(auc):.3f})",
                           _signed(d_acc, " pt"), _signed(d_auc, ""), ""])
     return tabulate(table, ["arm", "held-out fold", "lesions", "BI-RADS accuracy",
