@@ -61,18 +61,19 @@ class BoxClassifierSettings(CropTraining):
     fine_tune_lr: float = 0.01
 
 
-def build(n_categories: int) -> CropClassifier:
-    """ResNet-18 from random weights (each residual block starting as identity) + our heads."""
+def build(n_categories: int, outline: bool = False) -> CropClassifier:
+    """ResNet-18 from random weights (each residual block starting as identity) + our heads (and
+    the outline decoder, to train with one)."""
     trunk = torchvision.models.resnet18(weights=None, zero_init_residual=True)
     trunk.fc = nn.Identity()
-    return CropClassifier(trunk, 512, n_categories, [GREY_MEAN] * 3, [GREY_STD] * 3)
+    return CropClassifier(trunk, 512, n_categories, [GREY_MEAN] * 3, [GREY_STD] * 3, outline)
 
 
 def seeded(n_categories: int, settings: CropTraining, device: str) -> CropClassifier:
     """A fresh classifier whose random initial weights come from ``settings.seed`` (as pretrain's),
     not from whatever the global generator drew before: two arms start from the same weights."""
     torch.manual_seed(settings.seed)
-    return build(n_categories).to(device, memory_format=torch.channels_last)
+    return build(n_categories, settings.outline_loss > 0).to(device, memory_format=torch.channels_last)
 
 
 def classifier_records(records: list[ImageRecord], classes: Sequence[str]) -> list[ImageRecord]:
@@ -112,7 +113,7 @@ def train_box_classifier(records: list[ImageRecord], model_dir: str | Path, clas
     schedule = settings
     fine_tuned = parent_meta is not None and parent_meta["classes"] == crop_classes  # else afresh
     if fine_tuned:
-        model.load_state_dict(torch.load(start / WEIGHTS, map_location="cpu", weights_only=True))
+        model.load_inference_state(torch.load(start / WEIGHTS, map_location="cpu", weights_only=True))
         schedule = BoxClassifierSettings(**asdict(settings) | {"epochs": settings.fine_tune_epochs,
                                                                "max_lr": settings.fine_tune_lr})
     # bf16 where this machine runs it; the meta keeps what was asked, for children trained elsewhere
@@ -125,7 +126,7 @@ def train_box_classifier(records: list[ImageRecord], model_dir: str | Path, clas
             "train_boxes": sum(len(r.boxes) for r in records), "history": history, "holdout": metrics,
             "wall_seconds": round(time.perf_counter() - started, 1)}
     with StagedDirectory(target) as staging:
-        torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, staging / WEIGHTS)
+        torch.save(model.inference_state(), staging / WEIGHTS)
         (staging / META).write_text(json.dumps(meta, indent=1))
     log.info("box classifier written to %s (%.0f s): %s", target, meta["wall_seconds"], metrics)
     return target
@@ -176,7 +177,7 @@ class BoxClassifier:
             raise DataError(f"{path}: classifier of {self.crop_classes} cannot name {sorted(missing)}")
         self.device = device
         self.model = build(len(self.crop_classes))
-        self.model.load_state_dict(torch.load(path / WEIGHTS, map_location="cpu", weights_only=True))
+        self.model.load_inference_state(torch.load(path / WEIGHTS, map_location="cpu", weights_only=True))
         self.model.to(device, memory_format=torch.channels_last).eval()
 
     @classmethod

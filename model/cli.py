@@ -102,7 +102,7 @@ def _crop_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--holdout-splits", nargs="*", help="score the crop classifier on these splits")
     for name, kind in (("crop_size", int), ("epochs", int), ("batch_size", int), ("max_lr", float),
                        ("background_per_lesion", float), ("label_smoothing", float), ("ordinal_loss", float),
-                       ("seed", int)):
+                       ("outline_loss", float), ("seed", int)):
         parser.add_argument("--" + name.replace("_", "-"), type=kind)
     parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
                         help="bfloat16 autocast (default on)")

@@ -33,6 +33,7 @@ from torch import nn
 
 from model import taxonomy
 from model.config import PRETRAIN_REPORT, TRUNK_FILE, resolve_device, use_bf16
+from model.datasets.masks import read_mask
 from model.io import StagedDirectory, read_image
 from model.records import Box, ImageRecord
 
@@ -61,6 +62,9 @@ class CropTraining:
                                    # crop's predicted and true category CDF in rank order (Hou et al.
                                    # 2016): calling a 3 a 5 costs more than calling it a 4; 1 measured
                                    # better than 0 on every held-out fold (docs/results.md item 27)
+    outline_loss: float = 0.0      # weight of a second task: outline the lesion (the expert's mask,
+                                   # cropped as the image) from the last feature maps, where records
+                                   # carry masks; shape, margin and orientation are BI-RADS descriptors
     flip_at_test: bool = False     # read each crop and its mirror image and average the two (item
                                    # 27: no better on 2 of 4 folds, so off)
     epochs: int = 30
@@ -97,27 +101,66 @@ def detectron2_trunk(cfg: CfgNode) -> nn.Module:
 
 
 class CropClassifier(nn.Module):
-    """A ResNet trunk + pooled linear heads for BI-RADS (with background) and pathology.
+    """A ResNet trunk + pooled linear heads for BI-RADS (with background) and pathology, and with
+    ``outline`` a decoder of the lesion's outline from the last feature maps (a training task only).
 
-    ``trunk`` returns pooled features (N x width), feature maps, or detectron2's {"res5": maps}.
+    ``trunk`` returns pooled features (N x width), feature maps, or detectron2's {"res5": maps}; a
+    torchvision ResNet, which pools, hands its maps to the outline decoder from ``layer4``.
     """
 
     def __init__(self, trunk: nn.Module, width: int, n_categories: int,
-                 mean: list[float], std: list[float]) -> None:
+                 mean: list[float], std: list[float], outline: bool = False) -> None:
         super().__init__()
         self.trunk = trunk
         self.category = nn.Linear(width, n_categories)
         self.malignant = nn.Linear(width, 1)
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+        self.outline = _outline_decoder(width) if outline else None
+        self._maps: torch.Tensor | None = None
+        if outline and hasattr(trunk, "layer4"):
+            trunk.layer4.register_forward_hook(self._keep_maps)
 
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _keep_maps(self, module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        self._maps = output
+
+    def _features(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Pooled features and, where the trunk shows them, its last feature maps."""
         features = self.trunk((images - self.mean) / self.std)
         if isinstance(features, dict):
             features = features["res5"]
-        if features.ndim == 4:
-            features = features.mean(dim=(2, 3))
+        maps = features if features.ndim == 4 else self._maps
+        self._maps = None
+        return (features.mean(dim=(2, 3)) if features.ndim == 4 else features), maps
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features, _ = self._features(images)
         return self.category(features), self.malignant(features).squeeze(1)
+
+    def with_outline(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The two heads' logits and the outline's (N x 4h x 4w for h x w feature maps)."""
+        if self.outline is None:
+            raise ValueError("this crop classifier was built without an outline decoder")
+        features, maps = self._features(images)
+        return self.category(features), self.malignant(features).squeeze(1), self.outline(maps).squeeze(1)
+
+    def inference_state(self) -> dict[str, torch.Tensor]:
+        """The weights prediction reads (the outline decoder only trains)."""
+        return {k: v.detach().cpu() for k, v in self.state_dict().items() if not k.startswith("outline.")}
+
+    def load_inference_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Load weights saved by ``inference_state`` (a decoder of this model's starts afresh)."""
+        missing, unexpected = self.load_state_dict(state, strict=False)
+        wrong = [k for k in missing if not k.startswith("outline.")] + unexpected
+        if wrong:
+            raise RuntimeError(f"crop classifier weights do not fit: {wrong[:5]}")
+
+
+def _outline_decoder(width: int) -> nn.Module:
+    """Feature maps (stride 32) -> outline logits at 4x their size: two learned upsamplings."""
+    return nn.Sequential(nn.ConvTranspose2d(width, 128, 2, stride=2), nn.ReLU(inplace=True),
+                         nn.ConvTranspose2d(128, 64, 2, stride=2), nn.ReLU(inplace=True),
+                         nn.Conv2d(64, 1, 1))
 
 
 @dataclass
@@ -141,6 +184,7 @@ class CropSampler:
         self.records = records
         self.background = index.get(BACKGROUND)
         self.rng = random.Random(settings.seed + (0 if train else 1))
+        self.outlines = [_outline(r) for r in records] if settings.outline_loss and train else None
 
     def epoch(self) -> list[Crop]:
         crops = list(self.lesions)
@@ -183,17 +227,49 @@ class CropSampler:
         return None
 
     def tensor(self, crops: list[Crop]) -> torch.Tensor:
-        return torch.from_numpy(np.stack([self._pixels(c) for c in crops]))
+        return self.training_batch(crops)[0]
 
-    def _pixels(self, crop: Crop) -> np.ndarray:
-        return crop_pixels(self.images[crop.image], crop.box, self.settings,
-                           self.rng if self.train else None)
+    def training_batch(self, crops: list[Crop]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The crops' pixels and, when training outlines, each crop's outline seen the same way
+        (N x size x size, 0-1; -1 where the image's outline is unknown)."""
+        views = [crop_view(c.box, self.settings, self.rng if self.train else None) for c in crops]
+        pixels = torch.from_numpy(np.stack([crop_pixels(self.images[c.image], c.box, self.settings, view=v)
+                                            for c, v in zip(crops, views)]))
+        if self.outlines is None:
+            return pixels, None
+        outlines = [self.outlines[c.image] for c in crops]
+        return pixels, torch.from_numpy(np.stack([
+            v.warp(o) / 255.0 if o is not None else np.full((v.size, v.size), -1.0, np.float32)
+            for o, v in zip(outlines, views)]).astype(np.float32))
 
 
-def crop_pixels(grey: np.ndarray, box: tuple[float, float, float, float], settings: CropTraining,
-                rng: random.Random | None = None) -> np.ndarray:
-    """The 3 x size x size crop of ``box`` with context, as the classifiers read it; jittered,
-    flipped and brightened when ``rng`` is given (training)."""
+@dataclass(frozen=True)
+class CropView:
+    """Where a crop is taken and how it is shown: the affine warp into the crop, the flips and the
+    brightness gain (identity but for the warp when not training)."""
+
+    matrix: np.ndarray
+    size: int
+    mirrored: bool = False
+    upside_down: bool = False
+    gain: float = 1.0
+
+    def warp(self, plane: np.ndarray) -> np.ndarray:
+        """``plane`` (H x W, uint8) seen through this view: float32 size x size, black outside the
+        image."""
+        pixels = cv2.warpAffine(plane, self.matrix, (self.size, self.size), flags=cv2.INTER_LINEAR,
+                                borderValue=0).astype(np.float32)
+        if self.mirrored:
+            pixels = pixels[:, ::-1]
+        if self.upside_down:
+            pixels = pixels[::-1, :]
+        return pixels
+
+
+def crop_view(box: tuple[float, float, float, float], settings: CropTraining,
+              rng: random.Random | None = None) -> CropView:
+    """The view of ``box`` with context, as the classifiers read it; jittered, flipped and
+    brightened at random when ``rng`` is given (training)."""
     x0, y0, x1, y1 = box
     cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
     w, h = max(x1 - x0, 1.0) * settings.context, max(y1 - y0, 1.0) * settings.context
@@ -209,20 +285,37 @@ def crop_pixels(grey: np.ndarray, box: tuple[float, float, float, float], settin
     # An affine warp samples the crop and pads outside the image with black, like the frame.
     matrix = np.array([[size / w, 0, size / 2 - cx * size / w],
                        [0, size / h, size / 2 - cy * size / h]], dtype=np.float32)
-    pixels = cv2.warpAffine(grey, matrix, (size, size), flags=cv2.INTER_LINEAR,
-                            borderValue=0).astype(np.float32)
-    if rng is not None:
-        if rng.random() < 0.5:
-            pixels = pixels[:, ::-1]
-        upside_down = rng.random() < 0.5  # drawn either way: the setting changes nothing else
-        if upside_down and settings.vertical_flip:
-            pixels = pixels[::-1, :]
-        pixels = np.clip(pixels * rng.uniform(0.8, 1.2), 0, 255)
+    if rng is None:
+        return CropView(matrix, size)
+    mirrored = rng.random() < 0.5
+    upside_down = rng.random() < 0.5  # drawn either way: the setting changes nothing else
+    return CropView(matrix, size, mirrored, upside_down and settings.vertical_flip, rng.uniform(0.8, 1.2))
+
+
+def crop_pixels(grey: np.ndarray, box: tuple[float, float, float, float], settings: CropTraining,
+                rng: random.Random | None = None, view: CropView | None = None) -> np.ndarray:
+    """The 3 x size x size crop of ``box`` with context, as the classifiers read it; jittered,
+    flipped and brightened when ``rng`` is given (training), or as ``view`` shows it."""
+    view = view or crop_view(box, settings, rng)
+    pixels = view.warp(grey)
+    if view.gain != 1.0:
+        pixels = np.clip(pixels * view.gain, 0, 255)
     return np.repeat(pixels[None], 3, axis=0)  # the detector reads grey as three equal channels
 
 
 def _grey(path: str) -> np.ndarray:
     return cv2.cvtColor(read_image(path), cv2.COLOR_RGB2GRAY)
+
+
+def _outline(record: ImageRecord) -> np.ndarray | None:
+    """The image's lesions as uint8 0/255 (H x W): its masks united, nothing where it has no box;
+    None where its boxes were drawn without outlines."""
+    if not record.boxes:
+        return np.zeros((record.height, record.width), np.uint8)
+    if not record.masks:
+        return None
+    union = np.logical_or.reduce([read_mask(Path(m), (record.width, record.height)) for m in record.masks])
+    return union.astype(np.uint8) * 255
 
 
 def _malignant(pathology: str | None) -> float:
@@ -246,20 +339,27 @@ def crop_classes(records: list[ImageRecord]) -> list[str]:
 class Objective:
     """What a crop classifier minimises: class-weighted cross-entropy over the categories and
     background (smoothed by ``label_smoothing``), ``ordinal`` times the squared earth mover's
-    distance on lesion crops, and the pathology head's binary cross-entropy where pathology is known."""
+    distance on lesion crops, the pathology head's binary cross-entropy where pathology is known,
+    and ``outline`` times the outline decoder's binary cross-entropy where the outline is known."""
 
     weights: torch.Tensor          # per class, background last
     ranked: list[int]              # the lesion categories' class indices in BI-RADS rank order
     label_smoothing: float = 0.0
     ordinal: float = 0.0
+    outline: float = 0.0
 
     @classmethod
     def of(cls, classes: list[str], weights: torch.Tensor, settings: CropTraining) -> Objective:
         ranked = sorted((i for i, c in enumerate(classes) if c != BACKGROUND), key=lambda i: taxonomy.rank(classes[i]))
-        return cls(weights, ranked, settings.label_smoothing, settings.ordinal_loss)
+        return cls(weights, ranked, settings.label_smoothing, settings.ordinal_loss, settings.outline_loss)
 
-    def __call__(self, model: nn.Module, batch: torch.Tensor, crops: list[Crop]) -> torch.Tensor:
-        logits, malignant = model(batch)
+    def __call__(self, model: CropClassifier, batch: torch.Tensor, crops: list[Crop],
+                 outlines: torch.Tensor | None = None) -> torch.Tensor:
+        """The loss of ``batch`` (the pixels of ``crops``); ``outlines`` as the sampler's batch gives them."""
+        if self.outline and outlines is not None:
+            logits, malignant, drawn = model.with_outline(batch)
+        else:
+            (logits, malignant), drawn = model(batch), None
         logits = logits.float()
         labels = torch.tensor([c.category for c in crops], device=batch.device)
         loss = nn.functional.cross_entropy(logits, labels, weight=self.weights, label_smoothing=self.label_smoothing)
@@ -269,7 +369,19 @@ class Objective:
         if known.any():
             target = torch.tensor([c.malignant for c in crops], device=batch.device)[known]
             loss = loss + nn.functional.binary_cross_entropy_with_logits(malignant.float()[known], target)
+        if drawn is not None:
+            loss = loss + self.outline * self.outline_error(drawn.float(), outlines.to(drawn.device))
         return loss
+
+    @staticmethod
+    def outline_error(drawn: torch.Tensor, outlines: torch.Tensor) -> torch.Tensor:
+        """Binary cross-entropy of the decoded outlines (N x h x w logits) against the crops' outlines
+        (N x size x size, -1 where unknown) shrunk to h x w; 0 where none is known."""
+        known = outlines[:, 0, 0] >= 0
+        if not known.any():
+            return drawn.new_zeros(())
+        target = nn.functional.interpolate(outlines[known, None], size=drawn.shape[-2:], mode="area")[:, 0]
+        return nn.functional.binary_cross_entropy_with_logits(drawn[known], target)
 
     def earth_movers(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Mean over lesion crops of the squared distance between the predicted cumulative
@@ -286,9 +398,10 @@ class Objective:
 def _step(model: CropClassifier, sampler: CropSampler, chunk: list[Crop], optimizer, objective: Objective,
           settings: CropTraining, device: str) -> float:
     """One optimizer step on the crops ``chunk``; its loss."""
-    batch = sampler.tensor(chunk).to(device, memory_format=torch.channels_last)
+    batch, outlines = sampler.training_batch(chunk)
+    batch = batch.to(device, memory_format=torch.channels_last)
     with torch.autocast(device, dtype=torch.bfloat16, enabled=settings.bf16):
-        loss = objective(model, batch, chunk)
+        loss = objective(model, batch, chunk, outlines)
     optimizer.zero_grad()
     loss.backward()
     optimizer.step()
@@ -352,7 +465,7 @@ def _trunk_classifier(settings: PretrainSettings, n_classes: int, device: str) -
     cfg = trunk_config(settings.base_config)
     trunk = detectron2_trunk(cfg)
     return CropClassifier(trunk, trunk.output_shape()["res5"].channels, n_classes, cfg.MODEL.PIXEL_MEAN,
-                          cfg.MODEL.PIXEL_STD).to(device, memory_format=torch.channels_last)
+                          cfg.MODEL.PIXEL_STD, settings.outline_loss > 0).to(device, memory_format=torch.channels_last)
 
 
 def seconds_per_epoch(records: list[ImageRecord], settings: PretrainSettings | None = None,

@@ -60,6 +60,8 @@ class ImageRecord:
     split: str | None = None            # e.g. "fold1" (BUS-BRA) or "part1" (BrEaST)
     birads: str | None = None           # the experts' image-level category
     pathology: str | None = None        # "benign" / "malignant" where biopsy-proven; else None
+    masks: list[str] = field(default_factory=list)  # the expert's lesion outlines (mask images, lesion
+                                                     # white) the boxes came from; none where drawn as boxes
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -41,6 +41,7 @@ ARMS: dict[str, dict] = {
     "context-2": {"context": 2.0},      # more surroundings: posterior shadowing, the tissue around
     "unordered": {"ordinal_loss": 0.0},  # categories as unordered classes (the default until item 27)
     "ordinal-2": {"ordinal_loss": 2.0},  # the ordinal term weighing twice the default's (item 28)
+    "outline": {"outline_loss": 1.0},  # also outline the lesion from the expert's mask (item 29)
 }
 
 

@@ -119,7 +119,8 @@ def load_busbra(root: Path) -> list[ImageRecord]:
         records.append(ImageRecord(
             image_id=row["ID"], path=str(image_path.resolve()), width=size[0], height=size[1],
             boxes=boxes, patient=f"busbra-{row['Case']}", split=f"fold{fold}" if fold else None,
-            birads=category, pathology=row["Pathology"].strip().lower() or None))
+            birads=category, pathology=row["Pathology"].strip().lower() or None,
+            masks=[str(mask_path.resolve())]))
     log.info("BUS-BRA %s: %d images (%d CSV rows without an image here skipped)",
              root, len(records), skipped)
     return records
@@ -184,7 +185,8 @@ def load_breast(root: Path) -> list[ImageRecord]:
                 image_id=f"breast-{Path(name).stem}", path=str(image_path.resolve()),
                 width=size[0], height=size[1], boxes=boxes, patient=f"breast-{row['CaseID']}",
                 split=None, birads=category,
-                pathology=(row.get("Classification") or "").strip().lower() or None))
+                pathology=(row.get("Classification") or "").strip().lower() or None,
+                masks=[str(m.resolve()) for m in own]))
     log.info("BrEaST %s: %d images (%d CSV rows without an image here skipped)",
              root, len(records), skipped)
     return _halves(records)

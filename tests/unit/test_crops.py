@@ -142,3 +142,96 @@ def test_reading_a_crop_with_its_mirror_image_averages_the_two_opinions():
     assert torch.allclose(both, torch.full_like(both, 0.5))  # the mirror image says the opposite
     assert torch.allclose(malignant_both, torch.full_like(malignant_both, 0.5))
     assert CropTraining().flip_at_test is False
+
+
+def _lesion_record(folder, name: str, outline: bool = True):
+    """A dark image with one bright, irregular lesion whose mask is exactly its bright pixels."""
+    from PIL import Image
+
+    from model.records import Box, ImageRecord
+
+    grey = np.full((200, 240), 40, np.uint8)
+    grey[60:140, 80:170] = 230
+    grey[60:90, 80:110] = 40  # a notch: the outline is not the box
+    Image.fromarray(grey).save(folder / f"{name}.png")
+    Image.fromarray(np.where(grey > 128, 255, 0).astype(np.uint8)).save(folder / f"{name}_mask.png")
+    return ImageRecord(name, str(folder / f"{name}.png"), 240, 200, [Box(80, 60, 170, 140, "4")],
+                       pathology="malignant", masks=[str(folder / f"{name}_mask.png")] if outline else [])
+
+
+def test_outlines_are_cropped_jittered_and_flipped_exactly_as_the_pixels(tmp_path):
+    from model.pretrain import CropSampler
+
+    records = [_lesion_record(tmp_path, "a")]
+    sampler = CropSampler(records, ["4", "background"], CropTraining(crop_size=64, outline_loss=1.0), train=True)
+    for _ in range(6):  # random jitter, mirror, upside down, brightness each time
+        pixels, outlines = sampler.training_batch(sampler.lesions)
+        bright, inside = pixels[0, 0].numpy() > 128, outlines[0].numpy() > 0.5
+        assert inside.sum() > 500 and (bright != inside).mean() < 0.03  # the same lesion, place, shape
+        assert not inside[0:8, 0:8].all()  # context around it, not a crop of the outline's box
+
+
+def test_an_outline_changes_nothing_the_classifier_sees(tmp_path):
+    """The same seed draws the same crops with or without outlines (a lever's arms compare)."""
+    import torch
+
+    from model.pretrain import CropSampler
+
+    records = [_lesion_record(tmp_path, "a")]
+    plain = CropSampler(records, ["4", "background"], CropTraining(crop_size=64), train=True)
+    outlined = CropSampler(records, ["4", "background"], CropTraining(crop_size=64, outline_loss=1.0), train=True)
+    for _ in range(3):
+        crops_plain, crops_outlined = plain.epoch(), outlined.epoch()
+        assert [c.box for c in crops_plain] == [c.box for c in crops_outlined]
+        pixels, outlines = plain.training_batch(crops_plain)
+        assert outlines is None and torch.equal(pixels, outlined.training_batch(crops_outlined)[0])
+
+
+def test_an_outline_is_known_from_masks_or_from_an_image_without_lesions(tmp_path):
+    from model.pretrain import CropSampler
+    from model.records import ImageRecord
+
+    drawn = _lesion_record(tmp_path, "drawn", outline=False)  # boxes from Label Studio: no outline
+    empty = ImageRecord("empty", drawn.path, 240, 200, [])     # no lesion: nothing to outline
+    sampler = CropSampler([drawn, empty, _lesion_record(tmp_path, "a")], ["4", "background"],
+                          CropTraining(crop_size=32, outline_loss=1.0), train=True)
+    assert sampler.outlines[0] is None and not sampler.outlines[1].any() and sampler.outlines[2].any()
+    _, outlines = sampler.training_batch(sampler.lesions)
+    assert (outlines[0] == -1).all() and outlines[1].max() == 1.0
+
+
+def test_the_outline_loss_counts_known_outlines_only():
+    import torch
+
+    from model.pretrain import Objective
+
+    drawn = torch.full((2, 4, 4), -4.0)
+    drawn[0, 1:3, 1:3] = 4.0  # the first crop's decoder draws the lesion in the middle
+    truth = torch.zeros(2, 16, 16)
+    truth[0, 4:12, 4:12] = 1.0
+    right = Objective.outline_error(drawn[:1], truth[:1])
+    assert right < 0.05
+    assert Objective.outline_error(drawn, torch.stack([truth[0], torch.full((16, 16), -1.0)])) == right
+    assert Objective.outline_error(drawn[1:], truth[:1]) > 1.0  # nothing drawn where the lesion is
+    assert Objective.outline_error(drawn, torch.full((2, 16, 16), -1.0)) == 0.0
+
+
+def test_a_classifier_trained_with_outlines_serves_without_its_decoder(tmp_path):
+    import torch
+
+    from model.box_classifier import WEIGHTS, BoxClassifierSettings, build, train_box_classifier
+    from model.pretrain import crop_classes
+
+    records = [_lesion_record(tmp_path, name) for name in "abc"]
+    settings = BoxClassifierSettings(outline_loss=1.0, epochs=2, batch_size=4, bf16=False)
+    classes = crop_classes(records)
+    category, malignant, outline = build(len(classes), outline=True).with_outline(torch.zeros(2, 3, 112, 112))
+    assert category.shape == (2, len(classes)) and outline.shape == (2, 16, 16)  # 4 x 4 maps, 4x up
+    with pytest.raises(ValueError, match="outline"):
+        build(len(classes)).with_outline(torch.zeros(2, 3, 112, 112))
+    target = train_box_classifier(records, tmp_path / "model", ["4"], settings)
+    state = torch.load(target / WEIGHTS, weights_only=True)
+    assert state and not any(k.startswith("outline.") for k in state)  # the decoder only trains
+    build(2).load_inference_state(state)  # served without it ("4" and background)
+    with pytest.raises(RuntimeError, match="do not fit"):
+        build(3).load_inference_state({"unexpected.weight": torch.zeros(1)})

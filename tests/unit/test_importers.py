@@ -30,6 +30,7 @@ def test_busbra_boxes_match_masks_and_keep_folds(busbra_dir):
         assert box.category == record.birads
         assert record.split in {"fold1", "fold2", "fold3", "fold4"}
         assert (record.width, record.height) == Image.open(record.path).size
+        assert record.masks == [str(mask.resolve())]  # the outline the box came from
     by_id = {r.image_id: r for r in records}
     assert by_id["bus_0084-r"].birads == "5" and by_id["bus_0084-r"].pathology == "malignant"
     assert by_id["bus_0224-r"].split == "fold1" and by_id["bus_0859-l"].split == "fold3"
@@ -46,6 +47,7 @@ def test_breast_tumor_masks_only_subcategories_and_normal_images(breast_dir):
     assert [(b.x0, b.y0, b.x1, b.y1) for b in with_other.boxes] == \
         [_mask_box(breast_dir / "images_and_masks" / "case092_tumor.png")]
     assert records["breast-case151"].boxes[0].category == "4A"
+    assert normal.masks == [] and [Path(m).name for m in with_other.masks] == ["case092_tumor.png"]
     assert all(r.split == "part1" for r in records.values())  # each the first of its category
     assert read_image(with_other.path).shape == (with_other.height, with_other.width, 3)  # RGBA in
 
