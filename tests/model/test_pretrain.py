@@ -17,10 +17,12 @@ R50 = "COCO-Detection/faster_rcnn_R_50_FPN_1x.yaml"
 
 def test_pretrained_trunk_starts_the_detector_with_frozen_batch_norm(tmp_path, busbra_dir):
     records = datasets.load(f"busbra:{busbra_dir}")
-    settings = PretrainSettings(base_config=R50, crop_size=32, epochs=2, batch_size=4, bf16=False)
+    # with the outline task too: detectron2's trunk hands its res5 maps to the decoder
+    settings = PretrainSettings(base_config=R50, crop_size=32, epochs=2, batch_size=4, bf16=False,
+                                outline_loss=1.0)
     trunk_dir = pretrain(records[:6], tmp_path / "trunk", settings, holdout=records[6:])
     report = json.loads((trunk_dir / "pretrain.json").read_text())
-    assert [row["epoch"] for row in report["history"]] == [1, 2]
+    assert [row["epoch"] for row in report["history"]] == [1, 2] and report["settings"]["outline_loss"] == 1.0
     assert report["classes"][-1] == "background" and report["train_crops"] == 6
     assert report["holdout"]["crops"] == 2 and 0 <= report["holdout"]["birads_accuracy"] <= 1
     trunk = torch.load(trunk_dir / "trunk.pth")["model"]
