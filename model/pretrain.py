@@ -226,15 +226,11 @@ class CropSampler:
                 return Crop(lesion.image, (box.x0, box.y0, box.x1, box.y1), self.background, -1.0)
         return None
 
-    def tensor(self, crops: list[Crop]) -> torch.Tensor:
-        return self.training_batch(crops)[0]
-
-    def training_batch(self, crops: list[Crop]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def batch(self, crops: list[Crop]) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The crops' pixels and, when training outlines, each crop's outline seen the same way
         (N x size x size, 0-1; -1 where the image's outline is unknown)."""
         views = [crop_view(c.box, self.settings, self.rng if self.train else None) for c in crops]
-        pixels = torch.from_numpy(np.stack([crop_pixels(self.images[c.image], c.box, self.settings, view=v)
-                                            for c, v in zip(crops, views)]))
+        pixels = torch.from_numpy(np.stack([v.pixels(self.images[c.image]) for c, v in zip(crops, views)]))
         if self.outlines is None:
             return pixels, None
         outlines = [self.outlines[c.image] for c in crops]
@@ -265,6 +261,13 @@ class CropView:
             pixels = pixels[::-1, :]
         return pixels
 
+    def pixels(self, grey: np.ndarray) -> np.ndarray:
+        """The 3 x size x size crop of ``grey`` the classifiers read: warped, flipped, brightened."""
+        pixels = self.warp(grey)
+        if self.gain != 1.0:
+            pixels = np.clip(pixels * self.gain, 0, 255)
+        return np.repeat(pixels[None], 3, axis=0)  # the detector reads grey as three equal channels
+
 
 def crop_view(box: tuple[float, float, float, float], settings: CropTraining,
               rng: random.Random | None = None) -> CropView:
@@ -293,14 +296,10 @@ def crop_view(box: tuple[float, float, float, float], settings: CropTraining,
 
 
 def crop_pixels(grey: np.ndarray, box: tuple[float, float, float, float], settings: CropTraining,
-                rng: random.Random | None = None, view: CropView | None = None) -> np.ndarray:
+                rng: random.Random | None = None) -> np.ndarray:
     """The 3 x size x size crop of ``box`` with context, as the classifiers read it; jittered,
-    flipped and brightened when ``rng`` is given (training), or as ``view`` shows it."""
-    view = view or crop_view(box, settings, rng)
-    pixels = view.warp(grey)
-    if view.gain != 1.0:
-        pixels = np.clip(pixels * view.gain, 0, 255)
-    return np.repeat(pixels[None], 3, axis=0)  # the detector reads grey as three equal channels
+    flipped and brightened when ``rng`` is given (training)."""
+    return crop_view(box, settings, rng).pixels(grey)
 
 
 def _grey(path: str) -> np.ndarray:
@@ -398,7 +397,7 @@ class Objective:
 def _step(model: CropClassifier, sampler: CropSampler, chunk: list[Crop], optimizer, objective: Objective,
           settings: CropTraining, device: str) -> float:
     """One optimizer step on the crops ``chunk``; its loss."""
-    batch, outlines = sampler.training_batch(chunk)
+    batch, outlines = sampler.batch(chunk)
     batch = batch.to(device, memory_format=torch.channels_last)
     with torch.autocast(device, dtype=torch.bfloat16, enabled=settings.bf16):
         loss = objective(model, batch, chunk, outlines)
@@ -552,7 +551,7 @@ def evaluate_crops(model: CropClassifier, records: list[ImageRecord], classes: l
     for start in range(0, len(crops), settings.batch_size):
         chunk = crops[start:start + settings.batch_size]
         with torch.autocast(device, dtype=torch.bfloat16, enabled=settings.bf16):
-            batch = sampler.tensor(chunk).to(device, memory_format=torch.channels_last)
+            batch = sampler.batch(chunk)[0].to(device, memory_format=torch.channels_last)
             probabilities, malignancy = crop_opinions(model, batch, settings.flip_at_test)
         categories = probabilities[:, :-1]  # a lesion crop is some category
         predicted += categories.argmax(1).cpu().tolist()

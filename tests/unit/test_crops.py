@@ -165,7 +165,7 @@ def test_outlines_are_cropped_jittered_and_flipped_exactly_as_the_pixels(tmp_pat
     records = [_lesion_record(tmp_path, "a")]
     sampler = CropSampler(records, ["4", "background"], CropTraining(crop_size=64, outline_loss=1.0), train=True)
     for _ in range(6):  # random jitter, mirror, upside down, brightness each time
-        pixels, outlines = sampler.training_batch(sampler.lesions)
+        pixels, outlines = sampler.batch(sampler.lesions)
         bright, inside = pixels[0, 0].numpy() > 128, outlines[0].numpy() > 0.5
         assert inside.sum() > 500 and (bright != inside).mean() < 0.03  # the same lesion, place, shape
         assert not inside[0:8, 0:8].all()  # context around it, not a crop of the outline's box
@@ -183,8 +183,8 @@ def test_an_outline_changes_nothing_the_classifier_sees(tmp_path):
     for _ in range(3):
         crops_plain, crops_outlined = plain.epoch(), outlined.epoch()
         assert [c.box for c in crops_plain] == [c.box for c in crops_outlined]
-        pixels, outlines = plain.training_batch(crops_plain)
-        assert outlines is None and torch.equal(pixels, outlined.training_batch(crops_outlined)[0])
+        pixels, outlines = plain.batch(crops_plain)
+        assert outlines is None and torch.equal(pixels, outlined.batch(crops_outlined)[0])
 
 
 def test_an_outline_is_known_from_masks_or_from_an_image_without_lesions(tmp_path):
@@ -196,7 +196,7 @@ def test_an_outline_is_known_from_masks_or_from_an_image_without_lesions(tmp_pat
     sampler = CropSampler([drawn, empty, _lesion_record(tmp_path, "a")], ["4", "background"],
                           CropTraining(crop_size=32, outline_loss=1.0), train=True)
     assert sampler.outlines[0] is None and not sampler.outlines[1].any() and sampler.outlines[2].any()
-    _, outlines = sampler.training_batch(sampler.lesions)
+    _, outlines = sampler.batch(sampler.lesions)
     assert (outlines[0] == -1).all() and outlines[1].max() == 1.0
 
 
