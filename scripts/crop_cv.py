@@ -42,6 +42,8 @@ ARMS: dict[str, dict] = {
     "unordered": {"ordinal_loss": 0.0},  # categories as unordered classes (the default until item 27)
     "ordinal-2": {"ordinal_loss": 2.0},  # the ordinal term weighing twice the default's (item 28)
     "outline": {"outline_loss": 1.0},  # also outline the lesion from the expert's mask (item 29)
+    "outline-2": {"outline_loss": 2.0},  # the outline weighing twice item 29's (item 30)
+    "outline-0.5": {"outline_loss": 0.5},  # the outline at half item 29's weight (item 30)
 }
 
 
