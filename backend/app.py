@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import hmac
 import logging
+import threading
 import time
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from backend import status
-from backend.detector import BiradsDetector, ModelCache, RequestError
+from backend.detector import UNTRAINED, BiradsDetector, ModelCache, RequestError
 from backend.jobs import TRAIN_EVENTS, TrainingQueue, job_status
 from backend.labels import LabelConfigError, parse_label_config
 from backend.limits import BodyLimits
@@ -48,7 +49,7 @@ def project_id(value: object) -> int:
     if isinstance(value, dict):
         value = value.get("id")
     text = str(value).split(".")[0]
-    if not text.isdigit() or len(text) > MAX_PROJECT_DIGITS or int(text) < 1:
+    if not (text.isascii() and text.isdigit()) or len(text) > MAX_PROJECT_DIGITS or int(text) < 1:
         # the id names a folder: nothing but a positive integer of sane length reaches the disk
         raise RequestError(f"missing or invalid project {str(value)[:40]!r}")
     return int(text)
@@ -75,6 +76,8 @@ class Backend:
     def label_config(self, project: int, given: str | None) -> str:
         """The config sent with the request, else the one remembered from /setup."""
         path = self.services.project_dir(project) / "label_config.xml"
+        if given is not None and not isinstance(given, str):
+            raise RequestError(f"label_config must be the XML as a string, not {type(given).__name__}")
         if given:
             parse_label_config(given)  # never remember a config we cannot use
             if not path.is_file() or path.read_text() != given:
@@ -104,12 +107,29 @@ def _json_body() -> dict:
     return body
 
 
+def _verify_in_background(backend: Backend) -> threading.Thread:
+    """Check every project's served weights against their checksums now, once per process, so that
+    the first /health (Label Studio waits 1 s for it) finds them checked: hashing costs about 0.15 s
+    per R101 model."""
+    def verify() -> None:
+        for project in backend.services.projects():
+            try:
+                backend.models.serving(project)
+            except Exception:  # noqa: BLE001  (/health reports it; here it must not kill the thread)
+                log.exception("project %s: checking its served version failed", project)
+
+    thread = threading.Thread(target=verify, name="verify-served-models", daemon=True)
+    thread.start()
+    return thread
+
+
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or Settings.from_env()
     backend = Backend(settings)
     app = Flask(__name__)
     app.config["backend"] = backend
     app.wsgi_app = BodyLimits(app.wsgi_app, settings.max_request_bytes, settings.request_timeout)
+    app.config["verifier"] = _verify_in_background(backend)
 
     def requires_auth(view):
         @functools.wraps(view)
@@ -222,8 +242,12 @@ def create_app(settings: Settings | None = None) -> Flask:
     def jobs():
         project = project_id(request.args.get("project"))
         ids = backend.training_queue().recent_jobs(project)
-        return jsonify({"project": project, "current_version": backend.models.version(project),
-                        "jobs": [job_status(backend.redis, i) for i in ids]})
+        serving = backend.models.serving(project)  # a broken model must not hide the jobs that made it
+        answer = {"project": project, "current_version": serving.version or (None if serving.problem else UNTRAINED),
+                  "jobs": [job_status(backend.redis, i) for i in ids]}
+        if serving.problem:
+            answer["problem"] = serving.problem
+        return jsonify(answer)
 
     return app
 

@@ -25,9 +25,6 @@ def main(argv: list[str] | None = None) -> int:
     return model_main(argv)
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
 
 def promote(argv: list[str]) -> int:
     """Serve a project's version by hand: the override for one refused as a regression."""
@@ -52,3 +49,7 @@ def promote(argv: list[str]) -> int:
     registry.promote(args.version)
     print(f"project {args.project}: version {args.version} is now served")
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -34,6 +34,9 @@ from model.io import stretch_to_8bit, to_rgb_array
 log = logging.getLogger(__name__)
 UNREACHABLE = "image host is not allowed or not reachable"  # one text: refused and down look alike
 DEFAULT_MAX_PIXELS = 40_000_000
+# no ultrasound frame is this small or this thin; a thinner one would resize to 0 px at the model's size
+MIN_IMAGE_SIDE = 8
+MAX_ASPECT_RATIO = 10
 
 
 class ImageError(ValueError):
@@ -52,17 +55,25 @@ def decode(content: bytes, source: str, max_pixels: int = DEFAULT_MAX_PIXELS) ->
     """RGB uint8 array from PNG/JPEG/... bytes (EXIF applied) or a DICOM file's first frame.
     The pixel count is read from the header and checked before any pixel is decoded."""
     if len(content) > 132 and content[128:132] == b"DICM":
-        return _decode_dicom(content, source, max_pixels)
+        return _usable_shape(_decode_dicom(content, source, max_pixels), source)
     try:
         with Image.open(io.BytesIO(content)) as image:
             width, height = image.size
             if width * height > max_pixels:
                 raise _too_many(width * height, max_pixels, source)
-            return to_rgb_array(image)
+            return _usable_shape(to_rgb_array(image), source)
     except Image.DecompressionBombError as exc:  # Pillow's own limit, met first at twice model.io's
         raise ImageError(f"{source}: refused, too many pixels ({exc})", 413) from None
     except (UnidentifiedImageError, OSError) as exc:
         raise ImageError(f"{source}: not an image ({exc})") from None
+
+
+def _usable_shape(rgb: np.ndarray, source: str) -> np.ndarray:
+    height, width = rgb.shape[:2]
+    if min(height, width) < MIN_IMAGE_SIDE or max(height, width) > MAX_ASPECT_RATIO * min(height, width):
+        raise ImageError(f"{source}: {width}x{height} px is not an ultrasound image (each side at least "
+                         f"{MIN_IMAGE_SIDE} px, at most {MAX_ASPECT_RATIO}x the other)", 422)
+    return rgb
 
 
 def _decode_dicom(content: bytes, source: str, max_pixels: int) -> np.ndarray:
@@ -193,7 +204,7 @@ class ImageFetcher:
         address = self._address(url, parsed, port, own)
         kind = _PinnedHTTPSConnection if parsed.scheme == "https" else _PinnedHTTPConnection
         connection = kind(parsed.hostname, port, address, self.timeout)
-        headers = self.auth_headers() if own else {}  # never send Label Studio's key elsewhere
+        headers = self._label_studio_headers(url) if own else {}  # never send Label Studio's key elsewhere
         target = (parsed.path or "/") + (f"?{parsed.query}" if parsed.query else "")
         started = time.monotonic()
         try:
@@ -227,14 +238,30 @@ class ImageFetcher:
             watchdog.cancel()
             connection.close()
 
+    def _label_studio_headers(self, url: str) -> dict[str, str]:
+        """Label Studio's credentials; a token that cannot be refreshed fails this image, not the
+        request (the SDK raises its own errors and httpx's)."""
+        try:
+            return self.auth_headers()
+        except Exception as exc:  # noqa: BLE001  (any failure of the SDK's token refresh)
+            log.warning("%s: no Label Studio credentials: %r", url, exc)
+            raise ImageError(f"{url}: could not authenticate to Label Studio ({exc.__class__.__name__}): "
+                             "check LABEL_STUDIO_API_KEY", 502) from None
+
     def _read_local(self, path: str) -> bytes:
         if self.local_root is None:
             raise ImageError(f"{path}: local paths are refused (set LOCAL_FILES_ROOT to allow a folder)", 403)
-        resolved = Path(path).resolve()
+        try:
+            resolved = Path(path).resolve()
+        except (ValueError, OSError):  # a NUL byte, a path too long for the OS
+            raise ImageError(f"{path!r}: not a readable path", 400) from None
         if not resolved.is_relative_to(self.local_root):
             raise ImageError(f"{path}: outside LOCAL_FILES_ROOT", 403)
-        if not resolved.is_file():
-            raise ImageError(f"{path}: no such file", 422)
-        if resolved.stat().st_size > self.max_bytes:
-            raise ImageError(f"{path}: larger than MAX_IMAGE_BYTES={self.max_bytes}", 413)
-        return resolved.read_bytes()
+        try:
+            if not resolved.is_file():
+                raise ImageError(f"{path}: no such file", 422)
+            if resolved.stat().st_size > self.max_bytes:
+                raise ImageError(f"{path}: larger than MAX_IMAGE_BYTES={self.max_bytes}", 413)
+            return resolved.read_bytes()
+        except OSError as exc:  # unreadable: permissions, a folder vanishing mid-read
+            raise ImageError(f"{path}: cannot be read ({exc.__class__.__name__})", 422) from None

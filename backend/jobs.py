@@ -46,9 +46,10 @@ class TrainingQueue:
     def queue(self) -> Queue:
         return Queue(self.settings.queue_name, connection=self.redis)
 
-    def _lock(self, project: int):
-        # polled every 2 ms, not redis-py's 100 ms: a webhook waiting here must still answer at once
-        return self.redis.lock(self._key(project, "lock"), timeout=10, blocking_timeout=2, sleep=0.002)
+    def _lock(self, project: int, wait: float = 0.5):
+        # polled every 2 ms, not redis-py's 100 ms, and given up (503) after ``wait``: a webhook
+        # waiting here must still answer within Label Studio's 1 s; the lock is held for milliseconds
+        return self.redis.lock(self._key(project, "lock"), timeout=10, blocking_timeout=wait, sleep=0.002)
 
     def request(self, project: int, reason: str, force: bool) -> dict:
         """Enqueue a training job for ``project``, or fold this request into the queued one.
@@ -91,7 +92,7 @@ class TrainingQueue:
 
     def started(self, project: int, job_id: str) -> int:
         """Called first thing by the job: stop folding events into it; take the change count."""
-        with self._lock(project):
+        with self._lock(project, wait=10):  # the worker can wait; nothing times it out
             queued = self.redis.get(self._key(project, "queued"))
             if queued and queued.decode() == job_id:
                 self.redis.delete(self._key(project, "queued"))
@@ -114,7 +115,7 @@ def events_key(job_id: str) -> str:
 def job_status(redis: Redis, job_id: str) -> dict | None:
     try:
         job = Job.fetch(job_id, connection=redis)
-    except NoSuchJobError:
+    except (NoSuchJobError, ValueError):  # rq refuses ids it could never have made with ValueError
         return None
     status = job.get_status()
     progress = dict(job.get_meta(), events=int(redis.get(events_key(job_id)) or 1))

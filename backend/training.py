@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import shutil
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -125,7 +126,7 @@ def holdout_metrics(model_dir: Path, holdout: list[ImageRecord], settings: Setti
     from model.evaluation.evaluate import LOW_SCORE, evaluate
     from model.predict import Predictor
 
-    predictor = Predictor(model_dir, device=settings.device, score_threshold=LOW_SCORE,
+    predictor = Predictor(model_dir, device=settings.device, bf16=settings.bf16_choice, score_threshold=LOW_SCORE,
                           box_voting_iou=settings.box_voting,  # held out as it will be served
                           category_reading=settings.category_reading)
     evaluation = evaluate(holdout, predictor([r.path for r in holdout]), predictor.classes, settings.score_threshold)
@@ -149,7 +150,7 @@ def refusal(settings: Settings, new: dict, served: dict | None) -> str | None:
 def train_project(project: int) -> dict:
     """The RQ job. Returns a JSON-able summary (stored by RQ as the job's result)."""
     from model.modeldir import update_metrics
-    from model.train import train
+    from model.train import remove_abandoned_work, train, work_dir
 
     settings = Settings.from_env()
     services = Services(settings)
@@ -167,6 +168,8 @@ def train_project(project: int) -> dict:
         if not train_records or not any(r.boxes for r in train_records):  # too few to hold any out
             train_records, holdout = records, []
         registry = services.registry(project)
+        for work in remove_abandoned_work(registry.versions_dir, settings.job_timeout):
+            log.warning("project %s: removed %s, left by a training job that was killed", project, work)
         served = services.serving(project)  # the checked served version (or the starter model)
         parent = served.version
         # the served version (or the starter model, or plain initial weights) seeds the new one
@@ -181,7 +184,10 @@ def train_project(project: int) -> dict:
         chosen, estimate = plan(settings, train_records, weights)
         _report("training", iteration=0, images=len(train_records), **estimate)
         started = time.perf_counter()
-        train(train_records, out, chosen, progress=progress)
+        try:
+            train(train_records, out, chosen, progress=progress)
+        finally:  # a job's checkpoints serve no other job: a failed one resumes nothing
+            shutil.rmtree(work_dir(out), ignore_errors=True)
         estimate["training_seconds"] = round(time.perf_counter() - started)
         metrics, served_metrics = {}, None
         if holdout:

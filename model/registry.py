@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 from dataclasses import dataclass
@@ -25,6 +26,8 @@ from pathlib import Path
 
 from model.io import DataError, write_atomic
 from model.modeldir import BOX_CLASSIFIER_META, BOX_CLASSIFIER_WEIGHTS, CONFIG, META, WEIGHTS
+
+log = logging.getLogger(__name__)
 
 VERSION_META = "version.json"
 CHECKSUMS = "checksums.json"
@@ -130,7 +133,10 @@ class Registry:
     def history(self) -> list[str]:
         try:
             return [v for v in json.loads((self.root / HISTORY).read_text()) if isinstance(v, str)]
-        except (FileNotFoundError, ValueError, TypeError):
+        except FileNotFoundError:
+            return []
+        except (ValueError, TypeError) as exc:  # only a hand edit or a failing disk can do this
+            log.warning("%s unreadable (%s): the promotion history starts again", self.root / HISTORY, exc)
             return []
 
     def promote(self, version: str) -> None:

@@ -221,6 +221,24 @@ def _epochs_as_iterations(progress: Progress) -> Progress:
     return report
 
 
+def work_dir(out: str | Path) -> Path:
+    """Where ``train(records, out)`` keeps its checkpoints until ``out`` is written."""
+    out = Path(out)
+    return out.with_name(f".{out.name}.work")
+
+
+def remove_abandoned_work(folder: str | Path, older_than_s: float) -> list[Path]:
+    """Remove the checkpoint folders in ``folder`` with nothing written for ``older_than_s``
+    seconds: runs killed before they could clean up, when no run may last that long."""
+    removed = []
+    for work in Path(folder).glob(".*.work"):
+        newest = max((p.stat().st_mtime for p in work.rglob("*")), default=work.stat().st_mtime)
+        if work.is_dir() and time.time() - newest > older_than_s:
+            shutil.rmtree(work, ignore_errors=True)
+            removed.append(work)
+    return removed
+
+
 def train(records: list[ImageRecord], out: str | Path, settings: TrainSettings | None = None,
           resume: bool = False, progress: Progress | None = None) -> Path:
     """Train on ``records`` and write the model directory ``out``. Returns ``out``."""
@@ -231,7 +249,7 @@ def train(records: list[ImageRecord], out: str | Path, settings: TrainSettings |
         raise DataError("no training images")
     out = Path(out)
     StagedDirectory(out).check()
-    work = out.with_name(f".{out.name}.work")
+    work = work_dir(out)
     if work.exists() and not resume:
         shutil.rmtree(work)
     work.mkdir(parents=True, exist_ok=True)

@@ -50,6 +50,17 @@ def test_setup_answers_untrained_version_and_remembers_config(client, settings):
     assert (settings.model_dir / "project-1" / "label_config.xml").read_text() == CONFIG
 
 
+def test_served_weights_are_checked_at_start_not_on_the_first_health(settings, tiny_model):
+    from model import registry as registry_module
+
+    install_model(settings, 4, tiny_model, "v1")
+    weights = Registry(settings.model_dir / "project-4").path("v1").resolve()
+    registry_module._verified.clear()
+    app = create_app(settings)
+    app.config["verifier"].join(timeout=60)
+    assert any(key[0] == str(weights) and verdict is None for key, verdict in registry_module._verified.items())
+
+
 def test_setup_answers_the_served_version(client, settings, tiny_model):
     install_model(settings, 1, tiny_model, "v20261125-120000")
     assert replay(client, "setup").get_json() == {"model_version": "v20261125-120000"}
@@ -217,7 +228,7 @@ def test_tasks_that_are_not_objects(client):
     assert response.status_code == 400 and "task 0" in response.get_json()["error"]
 
 
-@pytest.mark.parametrize("project", ["-3", "0", "9" * 4000, "../1", "abc"])
+@pytest.mark.parametrize("project", ["-3", "0", "9" * 4000, "../1", "abc", "\u00b2", "\u0663"])
 def test_project_ids_that_are_not_sane_positive_integers_are_refused(client, settings, project):
     body = copy.deepcopy(recorded("setup")["body"])
     body["project"] = project
@@ -253,6 +264,19 @@ def test_label_config_without_rectangle_labels(client, settings):
     assert response.status_code == 400
     assert "no RectangleLabels bound to an Image" in response.get_json()["error"]
     assert not (settings.model_dir / "project-1" / "label_config.xml").exists()  # not remembered
+
+
+@pytest.mark.parametrize("schema", [["<View/>"], {"xml": "<View/>"}, 5])
+def test_a_label_config_that_is_not_a_string_is_a_bad_request(client, settings, schema):
+    response = client.post("/setup", json=dict(recorded("setup")["body"], schema=schema))
+    assert response.status_code == 400 and "must be the XML as a string" in response.get_json()["error"]
+    assert not (settings.model_dir / "project-1" / "label_config.xml").exists()
+
+
+def test_unknown_or_impossible_job_ids_are_404(client, redis_conn):
+    for job_id in ("0123abcd", "a.b", "a:b"):
+        response = client.get(f"/jobs/{job_id}")
+        assert response.status_code == 404 and "no job" in response.get_json()["error"]
 
 
 def test_unreadable_and_refused_images(client, settings, tiny_model, busbra_dir):
@@ -373,6 +397,9 @@ def test_a_dangling_current_is_an_error_not_untrained(client, settings, tiny_mod
     setup = client.post("/setup", json=dict(recorded("setup")["body"], project="2.1"))
     assert setup.status_code == 503
     assert "does not exist" in client.get("/health").get_json()["degraded"]["project 2"]
+    jobs = client.get("/jobs", query_string={"project": 2})  # the jobs stay visible
+    assert jobs.status_code == 200, jobs.get_json()
+    assert jobs.get_json()["current_version"] is None and "does not exist" in jobs.get_json()["problem"]
 
 
 def test_a_refused_version_is_listed_with_its_reason(client, settings, tiny_model):

@@ -316,3 +316,21 @@ def test_interrupted_training_resumes_from_its_checkpoint(records, tmp_path):
     train(records, out, settings, resume=True, progress=seen.append)
     assert [s["iteration"] for s in seen] == [4, 5, 6]  # continued after the checkpoint at iteration 3
     assert modeldir.read_info(out).training["iterations"] == 6
+
+
+def test_abandoned_checkpoint_folders_are_removed_and_live_ones_kept(tmp_path):
+    import os
+    import time
+
+    from model.train import remove_abandoned_work, work_dir
+
+    dead, live = work_dir(tmp_path / "v1"), work_dir(tmp_path / "v2")
+    for work in (dead, live):
+        (work / "inference").mkdir(parents=True)
+        (work / "log.txt").write_text("iteration 20")
+    (tmp_path / "v0").mkdir()  # a finished version: never touched
+    long_ago = time.time() - 7200
+    for path in (dead / "inference", dead / "log.txt", dead):
+        os.utime(path, (long_ago, long_ago))
+    assert remove_abandoned_work(tmp_path, older_than_s=3600) == [dead]
+    assert not dead.exists() and live.is_dir() and (tmp_path / "v0").is_dir()

@@ -87,10 +87,10 @@ def test_fetch_all_keeps_order_and_reports_failures_in_place(server):
 
 
 def test_local_files_under_the_root(tmp_path):
-    (tmp_path / "scan.png").write_bytes(_png((8, 6), "RGB"))
+    (tmp_path / "scan.png").write_bytes(_png((16, 12), "RGB"))
     fetcher = ImageFetcher("http://ls", dict, local_root=tmp_path)
-    assert fetcher.fetch(str(tmp_path / "scan.png")).shape == (6, 8, 3)
-    assert fetcher.fetch(f"file://{tmp_path / 'scan.png'}").shape == (6, 8, 3)
+    assert fetcher.fetch(str(tmp_path / "scan.png")).shape == (12, 16, 3)
+    assert fetcher.fetch(f"file://{tmp_path / 'scan.png'}").shape == (12, 16, 3)
 
 
 def test_decompression_bombs_are_refused_from_their_header(monkeypatch):
@@ -199,3 +199,25 @@ def test_a_trickling_download_is_cut_at_the_deadline():
         fetcher.fetch("/data/upload/slow.png")
     assert caught.value.status == 504 and time.monotonic() - started < 2.5
     listener.close()
+
+
+@pytest.mark.parametrize("size", [(2000, 1), (4, 40), (400, 30)])
+def test_slivers_are_refused_not_resized_to_nothing(size):
+    with pytest.raises(ImageError, match="is not an ultrasound image") as caught:
+        decode(_png(size), "sliver.png")
+    assert caught.value.status == 422
+
+
+def test_unreadable_local_paths_and_failing_credentials_fail_the_image_not_the_request(tmp_path):
+    fetcher = ImageFetcher("http://127.0.0.1:9", lambda: {}, set(), tmp_path)
+    with pytest.raises(ImageError, match="not a readable path") as caught:
+        fetcher.fetch(str(tmp_path / "a\x00b.png"))
+    assert caught.value.status == 400
+
+    def expired() -> dict[str, str]:
+        raise RuntimeError("refresh token expired")
+
+    fetcher = ImageFetcher("http://127.0.0.1:9", expired, set(), None)
+    with pytest.raises(ImageError, match="could not authenticate to Label Studio") as caught:
+        fetcher.fetch("/data/upload/1/x.png")
+    assert caught.value.status == 502

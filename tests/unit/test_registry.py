@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -121,3 +123,21 @@ def test_birads_promote_serves_a_refused_version_by_hand(tmp_path, monkeypatch, 
     assert registry.serving().version == "v2"
     info = registry.info("v2")
     assert "refused" not in info and info["overridden"] == "ap50_lesion 0.1 ..." and info["parent"] == "v1"
+
+
+def test_birads_promote_runs_as_the_command_users_type(tmp_path):
+    """`./birads promote` runs the module as a script, which the in-process test above cannot see."""
+    env = dict(os.environ, MODEL_DIR=str(tmp_path))
+    done = subprocess.run([sys.executable, "-m", "backend.cli", "promote", "--project", "3", "--version", "v9"],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 2 and "project 3 has no version 'v9'" in done.stderr, done.stderr
+
+
+def test_an_unreadable_history_is_reported_and_starts_again(tmp_path, caplog):
+    registry = Registry(tmp_path / "project-3")
+    _version(registry, "v1")
+    registry.promote("v1")
+    (registry.root / "history.json").write_text('{"not": "a list"')
+    with caplog.at_level("WARNING"):
+        assert registry.history() == []
+    assert "history.json unreadable" in caplog.text
