@@ -33,6 +33,7 @@ from model.records import ImageRecord
 from model.regions import convert, in_pixels
 
 log = logging.getLogger(__name__)
+FETCH_CHUNK = 32  # images downloaded and decoded at once (8 at a time) by a training job
 
 
 class NotEnoughAnnotations(RuntimeError):
@@ -53,6 +54,15 @@ def held_out(task_id: int, fraction: float) -> bool:
     return digest[0] / 256 < fraction
 
 
+def _fetched(services: Services, tasks: list[tuple]):
+    """(task id, its boxes, its image or ImageError), fetched FETCH_CHUNK at a time: a large
+    project's images are written to disk one chunk after another, never all held at once."""
+    for start in range(0, len(tasks), FETCH_CHUNK):
+        batch = tasks[start:start + FETCH_CHUNK]
+        yield from ((i, t, image) for (i, t, _), image in
+                    zip(batch, services.fetcher.fetch_all([reference for *_, reference in batch])))
+
+
 def build_records(services: Services, project: int) -> tuple[list[ImageRecord], dict]:
     labels = parse_label_config(services.api.label_config(project))  # UnknownProject: nothing created
     tasks = services.api.annotated_tasks(project)
@@ -60,12 +70,11 @@ def build_records(services: Services, project: int) -> tuple[list[ImageRecord], 
     usable = {t.task_id: t for t in conversion.usable}
     by_id = {t["id"]: t for t in tasks if t["id"] in usable}
     _report("downloading images", tasks=len(tasks), usable=len(usable))
-    references = [by_id[i]["data"].get(labels.data_key) for i in usable]
-    images = services.fetcher.fetch_all(references)
     folder = services.project_dir(project) / "images"
     folder.mkdir(parents=True, exist_ok=True)
     records, failed = [], {}
-    for (task_id, labelled), image in zip(usable.items(), images):
+    for task_id, labelled, image in _fetched(services, [(i, t, by_id[i]["data"].get(labels.data_key))
+                                                        for i, t in usable.items()]):
         if isinstance(image, ImageError):
             failed[task_id] = str(image)
             continue

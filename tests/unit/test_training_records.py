@@ -1,0 +1,49 @@
+"""A training job's records: real images read from disk in chunks; Label Studio's API is the
+neighbour here (its real counterpart is tested end to end in tests/e2e)."""
+
+from __future__ import annotations
+
+import pytest
+
+from backend import training
+from backend.services import Services
+from backend.settings import Settings
+from tests.backend.conftest import recorded
+
+NAMES = ["bus_0084-r.png", "bus_0090-r.png", "bus_0165-r.png", "missing.png", "bus_0084-r.png"]
+
+
+class AnnotatedProject:
+    """Label Studio's answers for one project: five tasks, each with one expert box."""
+
+    def __init__(self, folder) -> None:
+        self.folder = folder
+
+    def auth_headers(self) -> dict[str, str]:
+        return {}
+
+    def label_config(self, project: int) -> str:
+        return recorded("setup")["body"]["schema"]
+
+    def annotated_tasks(self, project: int) -> list[dict]:
+        box = {"type": "rectanglelabels", "from_name": "label", "to_name": "image",
+               "value": {"x": 20, "y": 20, "width": 30, "height": 30, "rectanglelabels": ["BI-RADS 3"]}}
+        return [{"id": i + 1, "data": {"image": str(self.folder / name)},
+                 "annotations": [{"was_cancelled": False, "ground_truth": False, "result": [box]}]}
+                for i, name in enumerate(NAMES)]
+
+
+def test_images_are_fetched_a_chunk_at_a_time_and_failures_recorded(tmp_path, busbra_dir, monkeypatch):
+    services = Services(Settings(model_dir=tmp_path, local_files_root=busbra_dir))
+    services.__dict__["api"] = AnnotatedProject(busbra_dir / "Images")
+    chunks = []
+    fetch_all = services.fetcher.fetch_all
+    monkeypatch.setattr(services.fetcher, "fetch_all", lambda refs: chunks.append(len(refs)) or fetch_all(refs))
+    monkeypatch.setattr(training, "FETCH_CHUNK", 2)
+    records, facts = training.build_records(services, 7)
+    assert chunks == [2, 2, 1]
+    assert [r.image_id for r in records] == ["1", "2", "3", "5"]
+    assert list(facts["image_errors"]) == [4] and "no such file" in facts["image_errors"][4]
+    for record in records:
+        assert record.width > 100 and record.boxes and (tmp_path / "project-7" / "images" / f"task-{record.image_id}.png").is_file()
+    assert records[0].boxes[0].x0 == pytest.approx(0.2 * records[0].width)
