@@ -44,6 +44,7 @@ def test_images_are_fetched_a_chunk_at_a_time_and_failures_recorded(tmp_path, bu
     assert chunks == [2, 2, 1]
     assert [r.image_id for r in records] == ["1", "2", "3", "5"]
     assert list(facts["image_errors"]) == [4] and "no such file" in facts["image_errors"][4]
+    images = tmp_path / "project-7" / "images"
     for record in records:
-        assert record.width > 100 and record.boxes and (tmp_path / "project-7" / "images" / f"task-{record.image_id}.png").is_file()
+        assert record.width > 100 and record.boxes and (images / f"task-{record.image_id}.png").is_file()
     assert records[0].boxes[0].x0 == pytest.approx(0.2 * records[0].width)
