@@ -232,7 +232,10 @@ def remove_abandoned_work(folder: str | Path, older_than_s: float) -> list[Path]
     seconds: runs killed before they could clean up, when no run may last that long."""
     removed = []
     for work in Path(folder).glob(".*.work"):
-        newest = max((p.stat().st_mtime for p in work.rglob("*")), default=work.stat().st_mtime)
+        try:
+            newest = max((p.stat().st_mtime for p in work.rglob("*")), default=work.stat().st_mtime)
+        except OSError:  # its run finished and removed it while we looked
+            continue
         if work.is_dir() and time.time() - newest > older_than_s:
             shutil.rmtree(work, ignore_errors=True)
             removed.append(work)
