@@ -32,6 +32,7 @@ def promote(argv: list[str]) -> int:
 
     from backend.services import Services
     from backend.settings import Settings
+    from model.io import DataError
 
     parser = argparse.ArgumentParser(prog="birads promote", description=promote.__doc__)
     parser.add_argument("--project", type=int, required=True)
@@ -46,7 +47,11 @@ def promote(argv: list[str]) -> int:
     if info.get("refused"):
         info["overridden"] = info.pop("refused")
         registry.describe(**info)
-    registry.promote(args.version)
+    try:
+        registry.promote(args.version)
+    except DataError as exc:
+        print(f"project {args.project}: {exc}", file=sys.stderr)
+        return 2
     print(f"project {args.project}: version {args.version} is now served")
     return 0
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from model.category_reading import READINGS, SERVED_READING
 from model.io import DataError
 from model.records import BOX_VOTING_IOU
+from model.taxonomy import UnknownCategory
 
 log = logging.getLogger("birads")
 
@@ -25,6 +26,13 @@ def _add_data(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--exclude-splits", nargs="*", help="leave these splits out")
     parser.add_argument("--coarse", action="store_true",
                         help="read BI-RADS 4A/4B/4C as plain 4 (a model of categories 2, 3, 4, 5)")
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number")
+    return value
 
 
 def _everything(args: argparse.Namespace):
@@ -42,6 +50,21 @@ def _records(args: argparse.Namespace):
     if not records:
         raise DataError(f"{args.data}: no images left after choosing splits")
     return records
+
+
+def _training_and_holdout(args: argparse.Namespace):
+    """The chosen splits less ``--holdout-splits`` (never scored on what it learnt), and those."""
+    from model import datasets
+
+    if not args.holdout_splits:
+        return _records(args), None
+    holdout = datasets.select(_everything(args), args.holdout_splits)
+    if not holdout:
+        raise DataError(f"{args.data}: no images in --holdout-splits {' '.join(args.holdout_splits)}")
+    training = datasets.select(_records(args), exclude=args.holdout_splits)
+    if not training:
+        raise DataError(f"{args.data}: no training images left beside --holdout-splits")
+    return training, holdout
 
 
 def cmd_import(args: argparse.Namespace) -> None:
@@ -77,25 +100,22 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_pretrain(args: argparse.Namespace) -> None:
-    from model import datasets
     from model.pretrain import PretrainSettings, pretrain, seconds_per_epoch
 
     if args.probe:  # the last line of output: seconds per epoch, for scripts
         print(seconds_per_epoch(_records(args), _from_args(PretrainSettings, args)))
         return
-    holdout = datasets.select(_everything(args), args.holdout_splits) if args.holdout_splits else None
-    print(pretrain(_records(args), args.out, _from_args(PretrainSettings, args), holdout))
+    training, holdout = _training_and_holdout(args)
+    print(pretrain(training, args.out, _from_args(PretrainSettings, args), holdout))
 
 
 def cmd_box_classifier(args: argparse.Namespace) -> None:
-    from model import datasets
     from model.box_classifier import BoxClassifierSettings, train_box_classifier
     from model.modeldir import read_info
 
-    holdout = datasets.select(_everything(args), args.holdout_splits) if args.holdout_splits else None
+    training, holdout = _training_and_holdout(args)
     classes = read_info(args.model).classes
-    print(train_box_classifier(_records(args), args.model, classes, _from_args(BoxClassifierSettings, args),
-                               holdout))
+    print(train_box_classifier(training, args.model, classes, _from_args(BoxClassifierSettings, args), holdout))
 
 
 def _crop_options(parser: argparse.ArgumentParser) -> None:
@@ -226,7 +246,7 @@ def _inference_options(parser: argparse.ArgumentParser) -> None:
                         help="bfloat16 + channels_last (default: on where the hardware has bf16)")
     parser.add_argument("--score-threshold", type=float, default=0.5)
     parser.add_argument("--max-boxes", type=int, default=10)
-    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--batch-size", type=_positive, default=4)
     parser.add_argument("--box-classifier", action=argparse.BooleanOptionalAction, default=True,
                         help="re-name boxes with the model's box classifier where it has one (default on)")
     parser.add_argument("--category-reading", choices=list(READINGS), default=SERVED_READING,
@@ -359,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         args.run(args)
-    except (DataError, FileNotFoundError) as exc:
+    except (DataError, UnknownCategory, FileNotFoundError) as exc:
         print(f"birads {args.command}: error: {exc}", file=sys.stderr)
         return 2
     return 0

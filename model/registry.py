@@ -143,7 +143,10 @@ class Registry:
         """Make ``version`` the served one: seal it, build a new symlink, rename it over ``current``."""
         if not self.path(version).is_dir():
             raise DataError(f"model version {version} does not exist")
-        self.seal(version)
+        if not (self.path(version) / CHECKSUMS).is_file():
+            self.seal(version)
+        elif problem := self.problem(version):  # re-sealing would record changed files as good
+            raise DataError(f"{problem}: not promoted")
         history = [v for v in self.history() if v != version] + [version]
         write_atomic(self.root / HISTORY, json.dumps(history))
         tmp = self.root / f".current.{os.getpid()}"

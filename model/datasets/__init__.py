@@ -32,12 +32,16 @@ def load(spec: str, image_root: Path | None = None) -> list[ImageRecord]:
         raise DataError(f"--data {spec!r}: expected FORMAT:PATH with FORMAT one of {', '.join(FORMATS)}")
     if not Path(path).exists():
         raise DataError(f"{path}: not found")
-    if fmt == "labelstudio":
-        return load_labelstudio(Path(path), image_root)
     try:
+        if fmt == "labelstudio":
+            return load_labelstudio(Path(path), image_root)
         return FORMATS[fmt](Path(path))
-    except (KeyError, TypeError) as exc:  # records files written by hand
-        raise DataError(f"{path}: malformed {fmt} file ({exc!r})") from None
+    except DataError:
+        raise
+    except (KeyError, TypeError, ValueError) as exc:  # files written by hand, truncated JSON
+        raise DataError(f"{path}: malformed {fmt} data ({exc!r})") from None
+    except OSError as exc:  # a folder where a file belongs, or the other way round
+        raise DataError(f"{path}: cannot be read as {fmt} ({exc.__class__.__name__}: {exc.strerror})") from None
 
 
 def select(records: Iterable[ImageRecord], splits: Iterable[str] | None = None,

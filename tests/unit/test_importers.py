@@ -286,3 +286,25 @@ def test_breast_as_published_reads_the_spreadsheet_and_folder(tmp_path, breast_d
     (shipped / "BrEaST-Lesions-USG-clinical-data-Dec-15-2023.xlsx").unlink()
     with pytest.raises(DataError, match="no clinical data table"):
         datasets.load(f"breast:{shipped}")
+
+
+@pytest.mark.parametrize("spec", ["coco:{dir}", "records:{dir}", "labelstudio:{dir}", "busbra:{csv}",
+                                  "records:{truncated}"])
+def test_data_of_the_wrong_kind_is_a_one_line_error(tmp_path, busbra_dir, capsys, spec):
+    (tmp_path / "truncated.json").write_text('[{"image_id": "a", "path": ')
+    data = spec.format(dir=tmp_path, csv=busbra_dir / "bus_data.csv", truncated=tmp_path / "truncated.json")
+    assert birads(["import", "--data", data, "--out", str(tmp_path / "out")]) == 2
+    assert "birads import: error:" in capsys.readouterr().err
+
+
+def test_holdout_splits_never_train(busbra_dir):
+    from model.cli import _training_and_holdout, parser
+
+    args = parser().parse_args(["pretrain", "--data", f"busbra:{busbra_dir}", "--out", "x",
+                                "--holdout-splits", "fold4"])
+    training, holdout = _training_and_holdout(args)
+    assert holdout and {r.split for r in holdout} == {"fold4"}
+    assert training and "fold4" not in {r.split for r in training}
+    args.holdout_splits = ["fold9"]
+    with pytest.raises(DataError, match="no images in --holdout-splits fold9"):
+        _training_and_holdout(args)

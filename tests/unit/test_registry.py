@@ -141,3 +141,18 @@ def test_an_unreadable_history_is_reported_and_starts_again(tmp_path, caplog):
     with caplog.at_level("WARNING"):
         assert registry.history() == []
     assert "history.json unreadable" in caplog.text
+
+
+def test_a_version_whose_files_changed_is_not_promoted_again(tmp_path):
+    from model.io import DataError
+
+    registry = Registry(tmp_path / "project-3")
+    _version(registry, "v1")
+    registry.promote("v1")
+    _version(registry, "v2")
+    registry.promote("v2")
+    (registry.path("v1") / WEIGHTS).write_bytes(b"tampered")
+    with pytest.raises(DataError, match="changed since it was sealed: not promoted"):
+        registry.promote("v1")
+    assert registry.serving().version == "v2"
+    assert registry.problem("v1") is not None  # the evidence is kept
