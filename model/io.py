@@ -73,6 +73,17 @@ def _sync_folder(folder: Path) -> None:
         os.close(fd)
 
 
+def _sync_tree(folder: Path) -> None:
+    """Flush every file under ``folder`` and the folders themselves to the disk."""
+    for path in sorted(folder.rglob("*"), reverse=True):  # files before the folders holding them
+        if path.is_file():
+            with open(path, "rb") as handle:
+                os.fsync(handle.fileno())
+        elif path.is_dir():
+            _sync_folder(path)
+    _sync_folder(folder)
+
+
 def write_atomic(path: str | Path, text: str) -> None:
     """Write a text file so that readers see the old content or the new, never half of it, after a
     power cut too (the data reaches the disk before the rename does)."""
@@ -126,6 +137,7 @@ class StagedDirectory:
             shutil.rmtree(self.tmp, ignore_errors=True)
             return
         (self.tmp / self.MARKER).touch()
+        _sync_tree(self.tmp)  # after a power cut: the old folder or the whole new one, no empty files
         if self.destination.exists():
             old = self.destination.with_name(f".{self.destination.name}.old")
             shutil.rmtree(old, ignore_errors=True)
@@ -134,3 +146,4 @@ class StagedDirectory:
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(self.tmp, self.destination)
+        _sync_folder(self.destination.parent)
