@@ -10,7 +10,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from model.category_reading import READINGS, SERVED_READING
-from model.io import DataError
+from model.io import DataError, StagedDirectory
 from model.records import BOX_VOTING_IOU
 from model.taxonomy import UnknownCategory
 
@@ -187,6 +187,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from model.evaluation.screening_cut import load_cut
     from model.subcategory import SPLIT_CLASSES
 
+    StagedDirectory(args.out).check()  # before minutes of predictions, not after
     records = _records(args)
     predictor = _all_scores_predictor(args.model, args)
     predict, classes = predictor, predictor.classes
@@ -227,6 +228,8 @@ def cmd_simulate(args: argparse.Namespace) -> None:
     from model import datasets
     from model.simulation import SimulationSettings, simulate
 
+    if args.resume:
+        raise DataError("simulate always starts afresh: --resume continues a `birads train` run only")
     everything = _everything(args)
     pool = datasets.select(everything, args.splits, args.exclude_splits)
     holdout = datasets.select(everything, args.holdout_splits)

@@ -54,7 +54,7 @@ def image_size(path: str | Path) -> tuple[int, int]:
             orientation = image.getexif().get(0x0112, 1)
     except FileNotFoundError:
         raise DataError(f"{path}: image not found") from None
-    except (UnidentifiedImageError, OSError) as exc:
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
         raise DataError(f"{path}: not a readable image ({exc})") from None
     return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
 

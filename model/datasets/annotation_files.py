@@ -61,7 +61,7 @@ def load_coco(path: Path) -> list[ImageRecord]:
         except (KeyError, TypeError, ValueError) as exc:
             raise DataError(f"{where}: malformed annotation ({exc!r})") from None
         boxes.setdefault(image_id, []).append(Box(x, y, x + w, y + h, _category(cat_name, where)))
-    records = []
+    records, known = [], set()
     for index, image in enumerate(images):
         where = f"{path} images[{index}]"
         try:
@@ -70,6 +70,7 @@ def load_coco(path: Path) -> list[ImageRecord]:
         except (KeyError, TypeError) as exc:
             raise DataError(f"{where}: malformed image entry ({exc!r})") from None
         width, height = image_size(image_path)
+        known.add(image_id)
         image_boxes = boxes.get(image_id, [])
         birads = image.get("birads")
         records.append(ImageRecord(
@@ -79,6 +80,11 @@ def load_coco(path: Path) -> list[ImageRecord]:
             birads=_category(birads, where) if birads else
             taxonomy.image_category(b.category for b in image_boxes),
             pathology=image.get("pathology")))
+    orphans = [i for i in boxes if i not in known]
+    if orphans:  # a "1" for a 1 would drop an image's boxes and call it lesion-free
+        raise DataError(f"{path}: annotations for image ids {orphans[:5]!r} that no image has "
+                        f"({sum(len(boxes[i]) for i in orphans)} boxes; ids must match the images' "
+                        "exactly, type included)")
     return records
 
 

@@ -123,6 +123,9 @@ def load_busbra(root: Path) -> list[ImageRecord]:
             masks=[str(mask_path.resolve())]))
     log.info("BUS-BRA %s: %d images (%d CSV rows without an image here skipped)",
              root, len(records), skipped)
+    unfolded = sum(1 for r in records if r.split is None)
+    if unfolded:  # they belong to no split: --splits leaves them out
+        log.warning("BUS-BRA %s: %d images are in no fold of the fold file", root, unfolded)
     return records
 
 

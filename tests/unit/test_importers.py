@@ -308,3 +308,38 @@ def test_holdout_splits_never_train(busbra_dir):
     args.holdout_splits = ["fold9"]
     with pytest.raises(DataError, match="no images in --holdout-splits fold9"):
         _training_and_holdout(args)
+
+
+def test_coco_boxes_for_no_image_are_an_error_not_a_lesion_free_image(tmp_path, busbra_dir, capsys):
+    shutil.copy(busbra_dir / "Images" / "bus_0090-r.png", tmp_path / "a.png")
+    coco = {"images": [{"id": 1, "file_name": "a.png"}],
+            "annotations": [{"image_id": "1", "bbox": [10, 10, 40, 30], "category_id": 1}],
+            "categories": [{"id": 1, "name": "3"}]}
+    (tmp_path / "c.json").write_text(json.dumps(coco))
+    _import_fails(tmp_path, f"coco:{tmp_path / 'c.json'}", "annotations for image ids ['1']", "type included",
+                  capsys=capsys)
+
+
+def test_busbra_images_in_no_fold_are_counted(tmp_path, busbra_dir, caplog):
+    data = tmp_path / "busbra"
+    shutil.copytree(busbra_dir, data)
+    folds = (data / "4-fold-cv.csv").read_text().splitlines()
+    (data / "4-fold-cv.csv").write_text("\n".join(folds[:-2]) + "\n")
+    with caplog.at_level("WARNING"):
+        records = datasets.load(f"busbra:{data}")
+    assert sum(r.split is None for r in records) == 2
+    assert "2 images are in no fold" in caplog.text
+
+
+def test_simulate_refuses_resume_it_cannot_honour(capsys):
+    assert birads(["simulate", "--data", "busbra:d", "--holdout-splits", "fold4", "--out", "o", "--resume"]) == 2
+    assert "simulate always starts afresh" in capsys.readouterr().err
+
+
+def test_evaluate_refuses_a_foreign_out_folder_before_predicting(tmp_path, busbra_dir, capsys):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "thesis.tex").write_text("months of work")
+    assert birads(["evaluate", "--data", f"busbra:{busbra_dir}", "--model", str(tmp_path / "no-model"),
+                   "--out", str(tmp_path / "mine")]) == 2
+    assert "is not an earlier output of ours" in capsys.readouterr().err
+    assert (tmp_path / "mine" / "thesis.tex").read_text() == "months of work"
