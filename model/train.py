@@ -159,6 +159,15 @@ def overlapped_step_seconds(step_seconds: list[float], data_seconds: list[float]
     return sum(per_step) / len(per_step)
 
 
+def _trainable(records: list[ImageRecord], settings: TrainSettings) -> list[ImageRecord]:
+    """The images a run trains on: the second model's leaves out every image with a BI-RADS 4."""
+    if settings.without_birads_4:
+        records = [r for r in records if not any(_is_four(b.category) for b in r.boxes)]
+    if not records:
+        raise DataError("no training images" + (" without BI-RADS 4" if settings.without_birads_4 else ""))
+    return records
+
+
 def seconds_per_iteration(records: list[ImageRecord], settings: TrainSettings, steps: int = 4) -> float:
     """This machine's speed for ``settings``: a few real iterations on ``records`` (the first,
     which warms up the allocator and kernels, not counted). A quick probe before a long run.
@@ -168,6 +177,7 @@ def seconds_per_iteration(records: list[ImageRecord], settings: TrainSettings, s
     with 8 workers, docs/results.md), hence the overlap with ``settings.num_workers``."""
     import tempfile
 
+    records = _trainable(records, settings)
     probe = replace(settings, max_iter=max(2, steps), checkpoint_period=10**9, warmup_iters=1, num_workers=0)
     classes = training_classes(records, settings.without_birads_4)
     with tempfile.TemporaryDirectory(prefix="birads-probe-") as work:
@@ -246,10 +256,7 @@ def train(records: list[ImageRecord], out: str | Path, settings: TrainSettings |
           resume: bool = False, progress: Progress | None = None) -> Path:
     """Train on ``records`` and write the model directory ``out``. Returns ``out``."""
     settings = settings or TrainSettings()
-    if settings.without_birads_4:
-        records = [r for r in records if not any(_is_four(b.category) for b in r.boxes)]
-    if not records:
-        raise DataError("no training images")
+    records = _trainable(records, settings)
     out = Path(out)
     StagedDirectory(out).check()
     work = work_dir(out)

@@ -334,3 +334,15 @@ def test_abandoned_checkpoint_folders_are_removed_and_live_ones_kept(tmp_path):
         os.utime(path, (long_ago, long_ago))
     assert remove_abandoned_work(tmp_path, older_than_s=3600) == [dead]
     assert not dead.exists() and live.is_dir() and (tmp_path / "v0").is_dir()
+
+
+def test_the_speed_probe_of_a_second_model_leaves_out_birads_4_as_training_does(busbra_dir):
+    from model import datasets
+    from model.config import TrainSettings
+    from model.train import seconds_per_iteration
+
+    records = datasets.load(f"busbra:{busbra_dir}")
+    assert any(b.category == "4" for r in records for b in r.boxes)  # what crashed the probe
+    settings = TrainSettings(base_config="COCO-Detection/faster_rcnn_R_50_FPN_1x.yaml", image_size=128,
+                             num_workers=0, without_birads_4=True)
+    assert seconds_per_iteration(records, settings, steps=2) > 0
