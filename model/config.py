@@ -119,7 +119,7 @@ def _check_trunk(weights: str, base_config: str) -> None:
 def resolve_weights(weights: str) -> str:
     """A checkpoint path or URL detectron2's checkpointer can load; "" for none."""
     if weights.startswith(ZOO_PREFIX):
-        return model_zoo.get_checkpoint_url(weights[len(ZOO_PREFIX):])
+        return _zoo(model_zoo.get_checkpoint_url, weights[len(ZOO_PREFIX):])
     trunk = _trunk_file(weights)
     if trunk:
         return str(trunk)
@@ -128,6 +128,15 @@ def resolve_weights(weights: str) -> str:
     if weights and "://" not in weights and not Path(weights).is_file():
         raise FileNotFoundError(f"initial weights {weights}: no such file or model directory")
     return weights
+
+
+def _zoo(lookup, name: str) -> str:
+    """detectron2's model zoo entry ``name`` (a config path or weights URL), or a DataError."""
+    try:
+        return lookup(name)
+    except RuntimeError:
+        raise DataError(f"{name}: not in detectron2's model zoo (e.g. COCO-Detection/"
+                        "faster_rcnn_R_101_FPN_3x.yaml)") from None
 
 
 def build_config(settings: TrainSettings, classes: list[str], n_images: int,
@@ -142,7 +151,7 @@ def build_config(settings: TrainSettings, classes: list[str], n_images: int,
         # Fine-tuning a previous version: its architecture (e.g. GN from scratch) must match.
         cfg.merge_from_file(str(previous / "config.yaml"))
     else:
-        cfg.merge_from_file(model_zoo.get_config_file(settings.base_config))
+        cfg.merge_from_file(_zoo(model_zoo.get_config_file, settings.base_config))
         cfg.merge_from_file(str(PRODUCT_CONFIG))
         if not settings.weights:
             # Frozen BN with random weights makes activations explode and yields no proposals.
@@ -173,6 +182,10 @@ def build_config(settings: TrainSettings, classes: list[str], n_images: int,
     cfg.TEST.EVAL_PERIOD = 0
     cfg.SEED = settings.seed
     cfg.OUTPUT_DIR = str(output_dir)
-    cfg.merge_from_list(list(settings.extra))
+    try:
+        cfg.merge_from_list(list(settings.extra))
+    except (AssertionError, KeyError, ValueError) as exc:  # yacs: odd count, unknown key, wrong type
+        given = " ".join(map(str, settings.extra))
+        raise DataError(f"--extra {given}: not detectron2 KEY VALUE pairs ({exc})") from None
     cfg.freeze()
     return cfg

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import pickle
 from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import replace
@@ -11,6 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+import yaml
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
 from detectron2.data import transforms as T
@@ -21,7 +23,7 @@ from model import box_voting, modeldir
 from model.box_classifier import BoxClassifier
 from model.category_reading import SERVED_READING, reader, relabelled
 from model.config import bf16_supported, resolve_device
-from model.io import read_image
+from model.io import DataError, read_image
 from model.merge import merged, one_box_per_lesion
 from model.records import Box, Detection
 
@@ -102,7 +104,10 @@ class Predictor:
         self.info = modeldir.read_info(self.model_dir)
         self.classes = list(self.info.classes)
         cfg = get_cfg()
-        cfg.merge_from_file(str(self.model_dir / modeldir.CONFIG))
+        try:
+            cfg.merge_from_file(str(self.model_dir / modeldir.CONFIG))
+        except (OSError, ValueError, KeyError, AssertionError, yaml.YAMLError) as exc:  # yacs asserts
+            raise DataError(f"{self.model_dir / modeldir.CONFIG}: not a readable model config ({exc})") from None
         cfg.MODEL.DEVICE = resolve_device(device)
         cfg.MODEL.WEIGHTS = ""
         if image_size:  # infer at another size than the model was trained at
@@ -114,7 +119,10 @@ class Predictor:
         self.max_boxes = max_boxes
         self.merge_iou = merge_iou
         self.model = build_model(cfg).eval()
-        DetectionCheckpointer(self.model).load(str(self.model_dir / modeldir.WEIGHTS))
+        try:
+            DetectionCheckpointer(self.model).load(str(self.model_dir / modeldir.WEIGHTS))
+        except (OSError, RuntimeError, EOFError, AssertionError, pickle.UnpicklingError) as exc:  # missing, truncated
+            raise DataError(f"{self.model_dir / modeldir.WEIGHTS}: not readable weights ({exc})") from None
         extend_inference(self.model.roi_heads.box_predictor, box_voting_iou)
         if self.bf16:
             self.model.to(memory_format=torch.channels_last)

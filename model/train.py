@@ -260,12 +260,12 @@ def train(records: list[ImageRecord], out: str | Path, settings: TrainSettings |
     out = Path(out)
     StagedDirectory(out).check()
     work = work_dir(out)
+    classes = training_classes(records, settings.without_birads_4)
+    cfg = build_config(settings, classes, len(records), work)  # a bad setting fails before any folder
     if work.exists() and not resume:
         shutil.rmtree(work)
     work.mkdir(parents=True, exist_ok=True)
     setup_logger(str(work), name="detectron2")
-    classes = training_classes(records, settings.without_birads_4)
-    cfg = build_config(settings, classes, len(records), work)
     seed_all_rng(settings.seed)
     log.info("training %d images (%s), classes %s, %d iterations, weights %r", len(records),
              cfg.MODEL.DEVICE, classes, cfg.SOLVER.MAX_ITER, cfg.MODEL.WEIGHTS or "none")

@@ -346,3 +346,20 @@ def test_the_speed_probe_of_a_second_model_leaves_out_birads_4_as_training_does(
     settings = TrainSettings(base_config="COCO-Detection/faster_rcnn_R_50_FPN_1x.yaml", image_size=128,
                              num_workers=0, without_birads_4=True)
     assert seconds_per_iteration(records, settings, steps=2) > 0
+
+
+@pytest.mark.parametrize("broken, expected", [("model_final.pth", "not readable weights"),
+                                              ("config.yaml", "not a readable model config")])
+def test_a_damaged_model_directory_is_a_data_error_naming_the_file(tmp_path, tiny_model, broken, expected):
+    import shutil
+
+    from model.io import DataError
+    from model.predict import Predictor
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model, model)
+    content = (model / broken).read_bytes()
+    (model / broken).write_bytes(content[: len(content) // 2] + (b"\n  : [" if broken == "config.yaml" else b""))
+    with pytest.raises(DataError, match=expected) as caught:
+        Predictor(model, device="cpu")
+    assert broken in str(caught.value)

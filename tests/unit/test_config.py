@@ -61,3 +61,16 @@ def test_bf16_is_used_only_where_the_cpu_runs_it_natively(monkeypatch, caplog, n
     assert use_bf16(True, "cpu") is native
     assert ("no native bfloat16" in caplog.text) is not native
     assert use_bf16(False, "cpu") is False  # never turned on where it was not asked for
+
+
+@pytest.mark.parametrize("settings, expected", [
+    (TrainSettings(extra=["SOLVER.BASE_LR"]), "not detectron2 KEY VALUE pairs"),
+    (TrainSettings(extra=["SOLVER.NO_SUCH_KEY", "1"]), "not detectron2 KEY VALUE pairs"),
+    (TrainSettings(weights="zoo:COCO-Detection/typo.yaml"), "not in detectron2's model zoo"),
+    (TrainSettings(base_config="COCO-Detection/typo.yaml"), "not in detectron2's model zoo"),
+])
+def test_settings_detectron2_cannot_take_are_a_data_error(settings, expected):
+    from model.io import DataError
+
+    with pytest.raises(DataError, match=expected):
+        build_config(settings, ["2", "3"], n_images=10, output_dir="/tmp/x")
