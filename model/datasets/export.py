@@ -12,7 +12,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from model import taxonomy
-from model.io import DataError, write_atomic
+from model.io import DataError, StagedDirectory
 from model.records import ImageRecord
 from model.regions import to_region
 
@@ -96,6 +96,7 @@ def write_dataset(records: list[ImageRecord], out: Path, as_predictions: bool = 
         "summary.json": facts,
     }
     texts = {name: json.dumps(content, indent=1) for name, content in files.items()}
-    for name, text in texts.items():
-        write_atomic(Path(out) / name, text)
+    with StagedDirectory(out) as staging:  # the four files appear together, or none does
+        for name, text in texts.items():
+            (staging / name).write_text(text)
     return facts

@@ -343,3 +343,17 @@ def test_evaluate_refuses_a_foreign_out_folder_before_predicting(tmp_path, busbr
                    "--out", str(tmp_path / "mine")]) == 2
     assert "is not an earlier output of ours" in capsys.readouterr().err
     assert (tmp_path / "mine" / "thesis.tex").read_text() == "months of work"
+
+
+def test_import_never_writes_into_a_foreign_folder_or_over_a_file(tmp_path, busbra_dir, capsys):
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "records.json").write_text("mine")
+    (tmp_path / "a-file").write_text("mine")
+    for out in ("notes", "a-file"):
+        assert birads(["import", "--data", f"busbra:{busbra_dir}", "--out", str(tmp_path / out)]) == 2
+        assert "is not an earlier output of ours" in capsys.readouterr().err
+    assert (tmp_path / "notes" / "records.json").read_text() == "mine" and (tmp_path / "a-file").read_text() == "mine"
+    assert birads(["import", "--data", f"busbra:{busbra_dir}", "--out", str(tmp_path / "new")]) == 0
+    assert birads(["import", "--data", f"busbra:{busbra_dir}", "--out", str(tmp_path / "new")]) == 0  # ours: replaced
+    assert sorted(p.name for p in (tmp_path / "new").iterdir() if not p.name.startswith(".")) == [
+        "coco.json", "labelstudio.json", "records.json", "summary.json"]
