@@ -6,6 +6,7 @@ The README's settings table is generated from ``Settings`` field docs; keep them
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -71,7 +72,7 @@ class Settings:
         "doc": "each box's BI-RADS category from its class scores: median (in rank order, docs/results.md "
                "item 26) or argmax"})
     predict_batch: int = field(default=4, metadata={"env": "PREDICT_BATCH", "doc": "images per forward pass"})
-    device: str = field(default="auto", metadata={"env": "DEVICE", "doc": "auto, cpu or cuda"})
+    device: str = field(default="auto", metadata={"env": "DEVICE", "doc": "auto, cpu, cuda or cuda:N"})
     bf16: str = field(default="auto", metadata={
         "env": "BF16", "doc": "auto (on where the hardware has bf16), true or false"})
     # fetching task images
@@ -146,6 +147,8 @@ class Settings:
     def __post_init__(self) -> None:
         if self.bf16.lower() not in _BF16:
             raise ValueError(f"environment variable BF16={self.bf16!r} must be auto, true or false")
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
+            raise ValueError(f"DEVICE={self.device!r} must be auto, cpu, cuda or cuda:N")
         from model.evaluation.evaluate import DISPLAYS
 
         if self.show_boxes not in DISPLAYS:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -64,9 +65,17 @@ class TrainSettings:
 
 
 def resolve_device(device: str) -> str:
+    """"auto": a GPU where there is one, else the CPU; "cpu"; "cuda" or "cuda:N" where one exists."""
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
+    if device == "cpu":
+        return device
+    if re.fullmatch(r"cuda(:\d+)?", device):
+        index = int(device.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            raise DataError(f"device {device}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
+        return device
+    raise DataError(f"device {device!r}: expected auto, cpu, cuda or cuda:N")
 
 
 def cpu_supports_bf16() -> bool:

@@ -117,7 +117,9 @@ def simulate(pool: list[ImageRecord], holdout: list[ImageRecord], out: str | Pat
 
 
 def _predictor(model_dir: Path, settings: SimulationSettings) -> Predictor:
-    return Predictor(model_dir, score_threshold=LOW_SCORE, box_voting_iou=settings.box_voting_iou)
+    # on the device its rounds train on (--device); bf16 where that device runs it natively
+    return Predictor(model_dir, device=settings.train.device, score_threshold=LOW_SCORE,
+                     box_voting_iou=settings.box_voting_iou)
 
 
 def _evaluate_round(number, model_dir, labelled, holdout, settings, edits, started) -> dict:

@@ -74,3 +74,14 @@ def test_settings_detectron2_cannot_take_are_a_data_error(settings, expected):
 
     with pytest.raises(DataError, match=expected):
         build_config(settings, ["2", "3"], n_images=10, output_dir="/tmp/x")
+
+
+@pytest.mark.parametrize("device, expected", [("gpu", "expected auto, cpu, cuda or cuda:N"),
+                                              ("cuda:99", "this machine has")])
+def test_devices_that_do_not_exist_are_a_data_error(device, expected):
+    from model.config import resolve_device
+    from model.io import DataError
+
+    assert resolve_device("cpu") == "cpu" and resolve_device("auto") in ("cpu", "cuda")
+    with pytest.raises(DataError, match=expected):
+        resolve_device(device)

@@ -44,6 +44,7 @@ def test_typed_values(monkeypatch):
     ("HOLDOUT_FRACTION", "1.5", "must be in"),
     ("BOX_VOTING_IOU", "1.5", "must be in"),
     ("CATEGORY_READING", "mode", "must be one of argmax, median"),
+    ("DEVICE", "gpu", "must be auto, cpu, cuda or cuda:N"),
 ])
 def test_bad_values_name_the_variable(monkeypatch, name, value, message):
     monkeypatch.setenv(name, value)
