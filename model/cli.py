@@ -35,6 +35,15 @@ def _positive(text: str) -> int:
     return value
 
 
+def _category(text: str) -> str:
+    from model.taxonomy import normalize
+
+    try:
+        return normalize(text)
+    except UnknownCategory as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _everything(args: argparse.Namespace):
     """All records of ``--data``, 4A/4B/4C read as 4 under ``--coarse``."""
     from model import datasets
@@ -342,7 +351,8 @@ def parser() -> argparse.ArgumentParser:
     _add_data(p)
     _inference_options(p)
     p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--biopsy-threshold", default="4")
+    p.add_argument("--biopsy-threshold", default="4", type=_category,
+                   help="the lowest BI-RADS category called malignant (e.g. 4, 4B, 5)")
     p.add_argument("--image-decision", choices=("shown", "top"), default="shown",
                    help="image category: most suspicious shown box, or most confident box at any score")
     p.add_argument("--split-4-with", type=Path, metavar="MODEL",

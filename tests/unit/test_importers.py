@@ -357,3 +357,10 @@ def test_import_never_writes_into_a_foreign_folder_or_over_a_file(tmp_path, busb
     assert birads(["import", "--data", f"busbra:{busbra_dir}", "--out", str(tmp_path / "new")]) == 0  # ours: replaced
     assert sorted(p.name for p in (tmp_path / "new").iterdir() if not p.name.startswith(".")) == [
         "coco.json", "labelstudio.json", "records.json", "summary.json"]
+
+
+def test_an_unknown_biopsy_threshold_is_refused_before_any_prediction(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exited:
+        birads(["evaluate", "--data", "busbra:x", "--model", "m", "--out", str(tmp_path / "o"),
+                "--biopsy-threshold", "6"])
+    assert exited.value.code == 2 and "unknown BI-RADS category '6'" in capsys.readouterr().err
