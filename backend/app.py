@@ -112,11 +112,10 @@ def _verify_in_background(backend: Backend) -> threading.Thread:
     the first /health (Label Studio waits 1 s for it) finds them checked: hashing costs about 0.15 s
     per R101 model."""
     def verify() -> None:
-        for project in backend.services.projects():
-            try:
-                backend.models.serving(project)
-            except Exception:  # noqa: BLE001  (/health reports it; here it must not kill the thread)
-                log.exception("project %s: checking its served version failed", project)
+        try:
+            status.served_parts(backend.services, backend.models.serving)  # what /health computes
+        except Exception:  # noqa: BLE001  (/health reports it; here it must not kill the thread)
+            log.exception("checking the served versions at start failed")
 
     thread = threading.Thread(target=verify, name="verify-served-models", daemon=True)
     thread.start()
