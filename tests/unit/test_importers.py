@@ -151,21 +151,21 @@ def _import_fails(tmp_path, spec: str, *expected: str, capsys) -> None:
     assert not out.exists()
 
 
-def test_missing_image_in_coco_names_the_file(tmp_path, capsys):
-    coco = {"images": [{"id": 1, "file_name": "gone.png"}], "annotations": [],
+def _coco_import_fails(tmp_path, file_name: str, annotations: list, *expected: str, capsys) -> None:
+    """A COCO file of one image (id 1) and category "3" must fail to import, saying ``expected``."""
+    coco = {"images": [{"id": 1, "file_name": file_name}], "annotations": annotations,
             "categories": [{"id": 1, "name": "3"}]}
     (tmp_path / "c.json").write_text(json.dumps(coco))
-    _import_fails(tmp_path, f"coco:{tmp_path / 'c.json'}", "c.json images[0]", "gone.png", "not found",
-                  capsys=capsys)
+    _import_fails(tmp_path, f"coco:{tmp_path / 'c.json'}", *expected, capsys=capsys)
+
+
+def test_missing_image_in_coco_names_the_file(tmp_path, capsys):
+    _coco_import_fails(tmp_path, "gone.png", [], "c.json images[0]", "gone.png", "not found", capsys=capsys)
 
 
 def test_unreadable_image_names_the_file(tmp_path, capsys):
     (tmp_path / "broken.png").write_text("not a png")
-    coco = {"images": [{"id": 1, "file_name": "broken.png"}], "annotations": [],
-            "categories": [{"id": 1, "name": "3"}]}
-    (tmp_path / "c.json").write_text(json.dumps(coco))
-    _import_fails(tmp_path, f"coco:{tmp_path / 'c.json'}", "broken.png", "not a readable image",
-                  capsys=capsys)
+    _coco_import_fails(tmp_path, "broken.png", [], "broken.png", "not a readable image", capsys=capsys)
 
 
 def test_mask_of_another_size_names_mask_and_row(tmp_path, busbra_dir, capsys):
@@ -312,12 +312,8 @@ def test_holdout_splits_never_train(busbra_dir):
 
 def test_coco_boxes_for_no_image_are_an_error_not_a_lesion_free_image(tmp_path, busbra_dir, capsys):
     shutil.copy(busbra_dir / "Images" / "bus_0090-r.png", tmp_path / "a.png")
-    coco = {"images": [{"id": 1, "file_name": "a.png"}],
-            "annotations": [{"image_id": "1", "bbox": [10, 10, 40, 30], "category_id": 1}],
-            "categories": [{"id": 1, "name": "3"}]}
-    (tmp_path / "c.json").write_text(json.dumps(coco))
-    _import_fails(tmp_path, f"coco:{tmp_path / 'c.json'}", "annotations for image ids ['1']", "type included",
-                  capsys=capsys)
+    _coco_import_fails(tmp_path, "a.png", [{"image_id": "1", "bbox": [10, 10, 40, 30], "category_id": 1}],
+                       "annotations for image ids ['1']", "type included", capsys=capsys)
 
 
 def test_busbra_images_in_no_fold_are_counted(tmp_path, busbra_dir, caplog):
