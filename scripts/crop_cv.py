@@ -44,6 +44,7 @@ ARMS: dict[str, dict] = {
     "outline": {"outline_loss": 1.0},  # also outline the lesion from the expert's mask (item 29)
     "outline-2": {"outline_loss": 2.0},  # the outline weighing twice item 29's (item 30)
     "outline-0.5": {"outline_loss": 0.5},  # the outline at half item 29's weight (item 30)
+    "epochs-60": {"epochs": 60},        # twice the schedule: 30 epochs are only ~530 SGD steps (item 31)
 }
 
 
@@ -143,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
         for arm in args.arms:
             if any(r["arm"] == arm and r["fold"] == fold for r in rows):
                 continue
-            settings = replace(BoxClassifierSettings(), **ARMS[arm], epochs=epochs)
+            # An arm may set its own schedule; its rows still file under the experiment's --epochs.
+            settings = replace(BoxClassifierSettings(), **{"epochs": epochs, **ARMS[arm]})
             settings = replace(settings, bf16=use_bf16(settings.bf16, device))
             row = {"arm": arm, "fold": fold, "epochs": epochs, "folds": folds,
                    **run_one(records, fold, settings, device)}
