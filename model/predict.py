@@ -115,6 +115,10 @@ class Predictor:
         self.cfg = cfg
         self.device = cfg.MODEL.DEVICE
         self.bf16 = bf16_supported(self.device) if bf16 is None else bf16
+        if bf16 and not bf16_supported(self.device):
+            # kept (the parity test needs it), but said: emulated bf16 is many times slower
+            log.warning("bf16 asked for, but this %s has no native bfloat16: it is emulated, many "
+                        "times slower than float32", self.device)
         self.score_threshold = score_threshold
         self.max_boxes = max_boxes
         self.merge_iou = merge_iou

@@ -363,3 +363,20 @@ def test_a_damaged_model_directory_is_a_data_error_naming_the_file(tmp_path, tin
     with pytest.raises(DataError, match=expected) as caught:
         Predictor(model, device="cpu")
     assert broken in str(caught.value)
+
+
+def test_asking_for_bf16_where_the_cpu_would_emulate_it_is_said(tiny_model, monkeypatch, caplog):
+    """An explicit bf16 is kept (the parity test above relies on it) but warned about on a CPU
+    without native bfloat16, where it is many times slower; the default turns it off there."""
+    import logging
+
+    from model import predict
+
+    monkeypatch.setattr(predict, "bf16_supported", lambda device: False)
+    with caplog.at_level(logging.WARNING, logger="model.predict"):
+        assert Predictor(tiny_model, device="cpu", bf16=True).bf16
+    assert "no native bfloat16" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="model.predict"):
+        assert not Predictor(tiny_model, device="cpu").bf16
+    assert "no native bfloat16" not in caplog.text
