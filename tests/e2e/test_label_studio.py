@@ -69,6 +69,7 @@ def test_predict_train_predict_round_trip(label_studio, backend_server, busbra_d
     stored = _predictions(client, project)
     model_dir = backend_server["model_dir"] / f"project-{project}" / "versions" / version
     local = Predictor(model_dir, score_threshold=0.05, max_boxes=5, bf16=False, box_voting_iou=BOX_VOTING_IOU)
+    shown = 0
     for task_id, predictions in stored.items():
         latest = [p for p in predictions if p["model_version"] == version]
         assert latest, predictions
@@ -78,6 +79,8 @@ def test_predict_train_predict_round_trip(label_studio, backend_server, busbra_d
         for region, box in zip(regions, detection.boxes):
             assert region["value"]["x"] == pytest.approx(100 * box.x0 / detection.width, abs=0.01)
             assert region["value"]["rectanglelabels"] == [f"BI-RADS {box.category}"]
+        shown += len(regions)
+    assert shown, "the trained model showed no box: nothing above was compared"
 
 
 def test_personal_access_token_is_refreshed_for_images_and_api(label_studio, busbra_dir):

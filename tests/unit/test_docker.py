@@ -1,6 +1,7 @@
 """docker/: no Docker engine runs here, so the compose file is validated with `compose config`,
 and the image must install exactly as `make` does."""
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -20,9 +21,25 @@ def _compose() -> list[str]:
                 "validated here (.ci/run installs docker-compose where it runs as root)")
 
 
+SECRETS = {"LABEL_STUDIO_API_KEY": "token", "LABEL_STUDIO_PASSWORD": "password",
+           "BASIC_AUTH_USER": "pm", "BASIC_AUTH_PASS": "secret"}
+
+
+def _config(env: dict[str, str]) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if k not in SECRETS}
+    return subprocess.run(_compose() + ["-f", str(REPO / "docker" / "docker-compose.yml"), "config"],
+                          capture_output=True, text=True, timeout=60, env=clean | env)
+
+
+@pytest.mark.parametrize("missing", sorted(SECRETS))
+def test_compose_refuses_to_start_without_each_secret(missing):
+    """No secret has a default in the file: a deployment cannot run with a published password."""
+    done = _config({k: v for k, v in SECRETS.items() if k != missing})
+    assert done.returncode != 0 and missing in done.stderr
+
+
 def test_compose_file_is_valid_and_has_every_service():
-    done = subprocess.run(_compose() + ["-f", str(REPO / "docker" / "docker-compose.yml"), "config"],
-                          capture_output=True, text=True, timeout=60)
+    done = _config(SECRETS)
     assert done.returncode == 0, done.stderr
     config = yaml.safe_load(done.stdout)
     assert set(config["services"]) == {"redis", "label-studio", "backend", "worker"}
@@ -32,7 +49,16 @@ def test_compose_file_is_valid_and_has_every_service():
     studio = config["services"]["label-studio"]["environment"]
     assert studio["ML_BLOCK_LOCAL_IP"] == "false" and studio["SSRF_PROTECTION_ENABLED"] == "false"
     targets = {v["target"] if isinstance(v, dict) else v.split(":")[1] for v in backend["volumes"]}
-    assert targets == {"/data"}
+    assert targets == {"/data", "/starter-model"}
+    for name in ("backend", "worker"):
+        environment = config["services"][name]["environment"]
+        assert (environment["BASIC_AUTH_USER"], environment["LABEL_STUDIO_API_KEY"]) == ("pm", "token")
+        assert "INITIAL_WEIGHTS" in environment  # a starter model reaches both
+    # the backend's port is published on the host's loopback only; Label Studio uses the network
+    [port] = backend["ports"]
+    assert (port.get("host_ip") if isinstance(port, dict) else port.split(":")[0]) == "127.0.0.1"
+    assert backend["healthcheck"]["test"] == ["CMD", "python", "-m", "backend.healthcheck"]
+    assert all(service["restart"] == "unless-stopped" for service in config["services"].values())
 
 
 def test_image_installs_with_the_same_script_as_make():
@@ -40,3 +66,11 @@ def test_image_installs_with_the_same_script_as_make():
     makefile = (REPO / "Makefile").read_text()
     assert "scripts/ensure_env.sh" in dockerfile and "scripts/ensure_env.sh" in makefile
     assert "pip install" not in dockerfile  # no second, drifting list of packages
+
+
+def test_image_serves_as_an_unprivileged_user_with_a_health_check():
+    text = (REPO / "docker" / "Dockerfile").read_text()
+    instructions = [(line.split(None, 1) + [""])[:2] for line in text.splitlines() if line.strip()]
+    users = [args.strip() for word, args in instructions if word == "USER"]
+    assert users and users[-1] not in ("root", "0")
+    assert any(word == "HEALTHCHECK" and "backend.healthcheck" in args for word, args in instructions)
