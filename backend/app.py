@@ -212,8 +212,18 @@ def create_app(settings: Settings | None = None) -> Flask:
             return _refused("START_TRAINING without valid basic auth", {"WWW-Authenticate": "Basic"})
         if action != "START_TRAINING" and not _secret_matches(settings):
             return _refused("webhook without the WEBHOOK_SECRET header")
-        project = project_id(body.get("project"))
-        if not backend.services.is_connected(project):  # an outsider's webhook creates nothing
+        return _queue_training(body.get("project"), action)
+
+    @app.route("/train", methods=["POST"])
+    @requires_auth
+    def legacy_train():
+        # "Start training" where Label Studio runs with its webhook flag off (train.json): what
+        # START_TRAINING does; the annotations it carries are not used, the job reads them itself
+        return _queue_training(_json_body().get("project"), "START_TRAINING")
+
+    def _queue_training(project_field: object, action: str):
+        project = project_id(project_field)
+        if not backend.services.is_connected(project):  # an outsider's request creates nothing
             raise RequestError(f"project {project} is not connected to this backend (no /setup yet)", 404)
         answer = backend.training_queue().request(project, reason=action, force=action == "START_TRAINING")
         return jsonify(answer), 201 if answer["status"] == "queued" else 200

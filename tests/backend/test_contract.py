@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import copy
 import shutil
+import time
 from dataclasses import replace
 
 import pytest
@@ -201,6 +202,52 @@ def test_start_training_bursts_coalesce_into_one_queued_job(client, settings, re
     assert job.args == (2,)  # the project and nothing a webhook said
     status = client.get(f"/jobs/{job.id}").get_json()
     assert status["status"] == "queued" and status["progress"]["events"] == 12
+
+
+def test_a_webhook_that_cannot_take_the_projects_lock_answers_503_within_a_second(client, settings, redis_conn):
+    """Label Studio drops a webhook answered after 1 s: one stuck behind the project's lock (held
+    here as another request would hold it) gives up after 0.5 s with a 503, queueing nothing."""
+    connect(client)
+    lock = redis_conn.lock(f"birads:{settings.queue_name}:project:2:lock", timeout=30)
+    assert lock.acquire(blocking=False)
+    try:
+        started = time.monotonic()
+        response = replay(client, "webhook_START_TRAINING")
+        waited = time.monotonic() - started
+    finally:
+        lock.release()
+    assert response.status_code == 503 and "training queue unavailable" in response.get_json()["error"]
+    assert 0.4 < waited  # it waited for the lock (0.5 s) before giving up
+    assert len(Queue(settings.queue_name, connection=redis_conn)) == 0
+    assert replay(client, "webhook_START_TRAINING").status_code == 201  # free again: queued
+
+
+def test_legacy_train_requests_queue_a_job_as_start_training_does(client, settings, redis_conn):
+    """Label Studio with its webhook flag off sends "Start training" as POST /train (train.json)."""
+    queue = Queue(settings.queue_name, connection=redis_conn)
+    assert replay(client, "train").status_code == 404  # not connected: creates nothing
+    connect(client)
+    first, second = replay(client, "train"), replay(client, "train")
+    assert first.status_code == 201 and first.get_json()["status"] == "queued"
+    assert second.status_code == 200 and second.get_json()["job_id"] == first.get_json()["job_id"]
+    assert len(queue) == 1 and queue.jobs[0].args == (2,)
+    assert replay(client, "train", body=[]).status_code == 400  # not an object
+
+
+def test_a_deleted_annotation_counts_toward_retraining(client, settings, redis_conn):
+    connect(client)
+    answers = [replay(client, "webhook_ANNOTATIONS_DELETED").get_json() for _ in range(3)]
+    assert [a["status"] for a in answers] == ["waiting", "waiting", "queued"]  # RETRAIN_AFTER=3
+
+
+def test_an_interactive_predict_request_is_answered_as_a_plain_one(client):
+    """A predict request with ``params.context`` (a user's click) gets the model's boxes for the
+    task, as without it: this backend has no interactive mode."""
+    connect(client)
+    response = replay(client, "predict_interactive")
+    assert response.status_code == 200, response.get_json()
+    [result] = response.get_json()["results"]
+    assert result["model_version"] == "untrained" and result["result"] == []
 
 
 @pytest.mark.parametrize("name", ["webhook_TASKS_CREATED", "webhook_TASKS_DELETED", "webhook_PROJECT_UPDATED"])

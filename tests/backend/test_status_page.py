@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import time
 from dataclasses import replace
 
 from rq import Queue
@@ -37,9 +36,7 @@ def test_page_shows_versions_job_progress_failures_and_health(settings, redis_co
                      "eta_seconds": 90, "estimated_seconds": 240})
     job.save_meta()
     client = create_app(settings).test_client()
-    started = time.perf_counter()
-    response = client.get("/")
-    elapsed = time.perf_counter() - started
+    response = client.get("/")  # its speed is bench/backend.py's (200 ms), not a test's
     page = " ".join(response.get_data(as_text=True).split())
     assert response.status_code == 200 and response.mimetype == "text/html"
     assert f'<b class="served">{names[-1]}</b>' in page and "on 29 tasks (3 held out)" in page
@@ -51,7 +48,6 @@ def test_page_shows_versions_job_progress_failures_and_health(settings, redis_co
     assert re.search(r"<td>workers</td><td class=\"bad\">DOWN</td> <td>none listening", page)
     assert "<polyline" in page and "Confusion matrix" in page
     assert "http://" not in page.replace('http-equiv', '') and "https://" not in page  # nothing external
-    assert elapsed < 2.0, elapsed  # generous here; the 200 ms figure is measured in bench/backend.py
 
 
 def test_page_shows_refused_versions_and_an_unservable_current_one(settings, tiny_model):

