@@ -20,10 +20,10 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 SHOTS = Path(os.environ.get("SCREENSHOT_DIR", "")) if os.environ.get("SCREENSHOT_DIR") else None
 
 
-def browse(url: str, screenshot: Path | None = None) -> str:
-    """The page as the browser rendered it (its DOM after load); optionally a screenshot too."""
-    args = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-            f"--user-data-dir={Path(os.environ.get('TMPDIR', '/tmp')) / 'birads-chromium'}"]
+def browse(url: str, profile: Path, screenshot: Path | None = None) -> str:
+    """The page as the browser rendered it (its DOM after load); optionally a screenshot too.
+    ``profile``: this test's own Chromium profile (two runs sharing one collide on its lock)."""
+    args = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", f"--user-data-dir={profile}"]
     if screenshot is not None:
         subprocess.run(args + ["--window-size=1100,1400", f"--screenshot={screenshot}", url],
                        capture_output=True, timeout=120, check=True)
@@ -41,6 +41,7 @@ def _iteration(page: str, project: int) -> int | None:
 def test_progress_moves_and_the_new_version_appears(label_studio, busbra_dir, tmp_path_factory):
     with start_backend(tmp_path_factory.mktemp("backend"), label_studio, TRAIN_MAX_ITER="40",
                        TRAIN_BATCH_SIZE="1") as backend:
+        profile = tmp_path_factory.mktemp("chromium")
         images = busbra_dir / "Images"
         client, project, tasks = create_project(label_studio, images, "status page e2e")
         ml = client.ml.create(project=project, url=backend["url"], title="BI-RADS", is_interactive=False)
@@ -48,7 +49,7 @@ def test_progress_moves_and_the_new_version_appears(label_studio, busbra_dir, tm
         client.ml.train(id=ml.id)
         seen, deadline = [], time.time() + 900
         while time.time() < deadline:
-            page = browse(f"{backend['url']}/")
+            page = browse(f"{backend['url']}/", profile)
             if (value := _iteration(page, project)) is not None:
                 seen.append(value)
                 if len(set(seen)) >= 2:
@@ -56,7 +57,7 @@ def test_progress_moves_and_the_new_version_appears(label_studio, busbra_dir, tm
             time.sleep(1)
         assert len(set(seen)) >= 2 and seen == sorted(seen), seen  # the bar moved forward
         if SHOTS:
-            browse(f"{backend['url']}/", SHOTS / "status-training.png")
+            browse(f"{backend['url']}/", profile, SHOTS / "status-training.png")
         while time.time() < deadline:
             jobs = requests.get(f"{backend['url']}/jobs", params={"project": project}, timeout=5).json()["jobs"]
             if jobs[0]["status"] in ("finished", "failed"):
@@ -64,9 +65,9 @@ def test_progress_moves_and_the_new_version_appears(label_studio, busbra_dir, tm
             time.sleep(2)
         assert jobs[0]["status"] == "finished", jobs[0]
         version = jobs[0]["result"]["version"]
-        page = browse(f"{backend['url']}/")
+        page = browse(f"{backend['url']}/", profile)
         section = page.split(f'id="project-{project}"', 1)[-1]
         assert f'<b class="served">{version}</b>' in section and f"{version} (served)" in section
         assert "No job running or queued." in section.split("<h3>Versions</h3>")[0]
         if SHOTS:
-            browse(f"{backend['url']}/", SHOTS / "status-done.png")
+            browse(f"{backend['url']}/", profile, SHOTS / "status-done.png")

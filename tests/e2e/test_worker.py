@@ -91,12 +91,15 @@ def test_jobs_coalesce_while_queued_and_chain_versions(worker_settings, annotate
     assert [a["status"] for a in answers] == ["queued"] + ["coalesced"] * 4
     first = answers[0]["job_id"]
     with open(tmp_path / "worker.log", "w") as log:
-        worker = start_worker(worker_settings, log)
+        # progress is reported every 20 iterations: 60 leave the second request a window of many
+        # seconds while the first job trains
+        worker = start_worker(replace(worker_settings, train_max_iter=60), log)
         try:
-            wait(lambda: Job.fetch(first, connection=redis).get_meta().get("stage") in ("training", "done"), 240,
+            wait(lambda: Job.fetch(first, connection=redis).get_meta().get("stage") == "training", 240,
                  "first job did not start training")
             during = training.request(annotated_project, "START_TRAINING", force=True)
             assert during["status"] == "queued" and during["job_id"] != first  # not folded into a running job
+            assert job_status(redis, first)["status"] not in ("finished", "failed")  # it was running then
             done = wait(lambda: all(job_status(redis, j)["status"] in ("finished", "failed") for j in
                                     (first, during["job_id"])), 480, "jobs did not finish")
             assert done
@@ -132,8 +135,7 @@ def test_worker_killed_mid_training_leaves_served_version(worker_settings, annot
             killed = kill_tree(worker.pid)  # the worker, its work horse and data loader, mid-training
             worker.wait(timeout=30)
     assert len(killed) >= 2  # the work horse was really among them
-    time.sleep(3)
-    assert [p for p in killed if _running(p)] == []
+    wait(lambda: not any(_running(p) for p in killed), 30, "killed processes still running")
     registry = Registry(settings.model_dir / f"project-{annotated_project}")
     assert registry.current() == "v-served"
     assert registry.versions() == ["v-served"]  # no half-written version became visible
