@@ -69,7 +69,9 @@ def test_overfit_finds_the_lesions_it_was_trained_on(overfit_model, records, tmp
         assert all(a.iou(b) < 0.5 for i, a in enumerate(boxes) for b in boxes[i + 1:])
         assert len(detection.class_scores) == len(boxes)
         for box, scores in zip(boxes, detection.class_scores):  # the softmax behind each box
-            assert scores[box.category] == pytest.approx(box.score, abs=1e-4)
+            # its score is the probability of the class the detector found; its name is read from
+            # all of them (the median reading), so the two need not be the same class
+            assert any(p == pytest.approx(box.score, abs=1e-4) for p in scores.values())
             assert 0 < sum(scores.values()) <= 1 + 1e-4  # the rest is background
     evaluation = evaluate(records, detections, predictor.classes, score_threshold=0.3)
     m = evaluation.metrics
