@@ -3,13 +3,16 @@ unhealthy when they are wrong or nothing listens."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
-from dataclasses import replace
+from dataclasses import fields, replace
 
 from werkzeug.serving import make_server
 
 from backend.app import create_app
-from backend.healthcheck import healthy
+from backend.healthcheck import NEEDED, healthy
+from backend.settings import Settings
 
 
 def test_health_check_uses_the_servers_credentials_and_fails_when_nothing_answers(settings):
@@ -17,12 +20,21 @@ def test_health_check_uses_the_servers_credentials_and_fails_when_nothing_answer
     server = make_server("127.0.0.1", 0, create_app(guarded), threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
+    port = server.server_port
     try:
-        on_port = replace(guarded, port=server.server_port)
-        assert healthy(on_port)
-        assert not healthy(replace(on_port, basic_auth_pass="wrong"))  # 401
-        assert not healthy(replace(on_port, basic_auth_user=""))  # no credentials sent: 401
+        assert healthy(port, "pm", "s3cret")
+        assert not healthy(port, "pm", "wrong")  # 401
+        assert not healthy(port)  # no credentials sent: 401
     finally:
         server.shutdown()
         thread.join(timeout=10)
-    assert not healthy(on_port, timeout=2)  # nothing listens any more
+    assert not healthy(port, "pm", "s3cret", timeout=2)  # nothing listens any more
+
+
+def test_health_check_reads_the_settings_variables_without_importing_torch():
+    by_name = {f.name: f for f in fields(Settings)}
+    for name, (variable, default) in NEEDED.items():  # the same names and defaults as Settings
+        assert (by_name[name].metadata["env"], str(by_name[name].default)) == (variable, default)
+    imported = subprocess.run([sys.executable, "-c", "import sys, backend.healthcheck; print('torch' in sys.modules)"],
+                              capture_output=True, text=True, check=True)
+    assert imported.stdout.strip() == "False"
