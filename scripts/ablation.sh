@@ -58,12 +58,14 @@ stop_keeping() {
   pkill -x -P "$1" sleep 2>/dev/null || true
   kill "$1" 2>/dev/null || true
 }
-# as_model MODEL CHECKPOINT DIR: a model directory with MODEL's config and CHECKPOINT's weights
+# as_model MODEL CHECKPOINT DIR: a model directory with MODEL's config and CHECKPOINT's weights,
+# built beside DIR and moved into place whole (an interrupted copy is redone, not taken for done)
 as_model() {
   [ -d "$3" ] && return 0
-  mkdir -p "$3"
-  cp "$1/config.yaml" "$1/model.json" "$3/"
-  ln -s "$(realpath "$2")" "$3/model_final.pth"
+  rm -rf "$3.partial" && mkdir -p "$3.partial"
+  cp "$1/config.yaml" "$1/model.json" "$3.partial/"
+  ln -s "$(realpath "$2")" "$3.partial/model_final.pth"
+  mv "$3.partial" "$3"
 }
 # evaluate MODEL OUT: the recipe's evaluations (fold4, breast under OUT)
 evaluate() {

@@ -32,13 +32,14 @@ fi
   --model "$model" --out "$out/test-$own/breast-part1" --image-decision top
 for size in ${SIZES:-384 448}; do
   copy=$out/test-$size/model
-  if [ ! -e "$copy/model_final.pth" ]; then
-    mkdir -p "$copy"
-    cp "$model/model.json" "$copy/"
-    ln -sfn "$model/model_final.pth" "$copy/model_final.pth"
+  if [ ! -d "$copy" ]; then  # built beside, moved into place whole: an interrupted copy is redone
+    rm -rf "$copy.partial" && mkdir -p "$copy.partial"
+    cp "$model/model.json" "$copy.partial/"
+    ln -sfn "$model/model_final.pth" "$copy.partial/model_final.pth"
     sed -e "s/^  MIN_SIZE_TEST: .*/  MIN_SIZE_TEST: $size/" \
         -e "s/^  MAX_SIZE_TEST: .*/  MAX_SIZE_TEST: $(( own_max * size / own ))/" \
-        "$model/config.yaml" > "$copy/config.yaml"
+        "$model/config.yaml" > "$copy.partial/config.yaml"
+    mv "$copy.partial" "$copy"
   fi
   evaluate_at "$copy" "$out/test-$size"
 done

@@ -165,6 +165,21 @@ def test_test_sizes_evaluates_a_copy_of_the_model_at_each_size_with_its_weights_
     assert all("--image-decision top" in c for c in calls)
 
 
+def test_test_sizes_redoes_a_copy_left_half_built_by_an_interrupted_run(tmp_path):
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.yaml").write_text("INPUT:\n  MAX_SIZE_TEST: 576\n  MIN_SIZE_TEST: 320\n")
+    (model / "model.json").write_text("{}")
+    (model / "model_final.pth").write_text("weights")
+    partial = tmp_path / "sizes" / "test-384" / "model.partial"
+    partial.mkdir(parents=True)
+    (partial / "model.json").write_text("{}")  # stopped before its config was written
+    run_script(tmp_path, 0, 0, str(model), str(tmp_path / "sizes"), script="test_sizes.sh", SIZES="384")
+    copy = tmp_path / "sizes" / "test-384" / "model"
+    assert "MIN_SIZE_TEST: 384" in (copy / "config.yaml").read_text()
+    assert (copy / "model_final.pth").read_text() == "weights" and not partial.exists()
+
+
 def test_test_sizes_refuses_a_folder_that_is_not_a_model(tmp_path):
     with pytest.raises(subprocess.CalledProcessError) as refused:
         run_script(tmp_path, 0, 0, str(tmp_path), str(tmp_path / "sizes"), script="test_sizes.sh")
