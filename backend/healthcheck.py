@@ -5,7 +5,10 @@ backend answers ``/health`` with 200, 1 otherwise (docker/docker-compose.yml).
 checks that the server is alive, as Label Studio does; it sends the basic-auth credentials the
 server itself was given, which ``/health`` requires when they are set.
 
-It runs every 30 s beside the server, so it reads its three settings from the environment itself:
+Over HTTPS where the server has a certificate: the check asks this machine's own server, so it
+does not verify a certificate issued for the hospital's name rather than for the loopback address.
+
+It runs every 30 s beside the server, so it reads its settings from the environment itself:
 ``backend.settings`` imports the model package, and with it torch (2.7 s of CPU a probe on 2
 cores). ``tests/backend/test_healthcheck.py`` checks the names and defaults against ``Settings``.
 """
@@ -14,22 +17,30 @@ from __future__ import annotations
 
 import base64
 import os
+import ssl
 import sys
 import urllib.error
 import urllib.request
 
-# Settings' environment variable and default for each field the check needs
-NEEDED = {"port": ("PORT", "9090"), "basic_auth_user": ("BASIC_AUTH_USER", ""),
-          "basic_auth_pass": ("BASIC_AUTH_PASS", "")}
+# Settings' environment variable and default for each field the check needs ("": None)
+NEEDED = {"host": ("HOST", "0.0.0.0"), "port": ("PORT", "9090"), "basic_auth_user": ("BASIC_AUTH_USER", ""),
+          "basic_auth_pass": ("BASIC_AUTH_PASS", ""), "tls_cert_file": ("TLS_CERT_FILE", "")}
+EVERY_INTERFACE = ("0.0.0.0", "::", "")
 
 
-def healthy(port: int, user: str = "", password: str = "", host: str = "127.0.0.1", timeout: float = 5.0) -> bool:
-    request = urllib.request.Request(f"http://{host}:{port}/health")
+def healthy(port: int, user: str = "", password: str = "", host: str = "127.0.0.1", timeout: float = 5.0,
+            tls: bool = False) -> bool:
+    address = f"[{host}]" if ":" in host else host
+    request = urllib.request.Request(f"{'https' if tls else 'http'}://{address}:{port}/health")
     if user:
         pair = f"{user}:{password}".encode()
         request.add_header("Authorization", "Basic " + base64.b64encode(pair).decode())
+    context = None
+    if tls:  # our own server, whatever name its certificate was issued for (module docstring)
+        context = ssl.create_default_context()
+        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
             return response.status == 200
     except (urllib.error.URLError, OSError) as exc:  # refused, timed out, or an HTTP error status
         print(f"unhealthy: {exc}", file=sys.stderr)
@@ -37,8 +48,10 @@ def healthy(port: int, user: str = "", password: str = "", host: str = "127.0.0.
 
 
 def main() -> int:
-    port, user, password = (os.environ.get(name, default) for name, default in NEEDED.values())
-    return 0 if healthy(int(port), user, password) else 1
+    host, port, user, password, cert = (os.environ.get(name, default) for name, default in NEEDED.values())
+    if host in EVERY_INTERFACE:  # listening everywhere: ask over the loopback
+        host = "::1" if host == "::" else "127.0.0.1"
+    return 0 if healthy(int(port), user, password, host=host, tls=bool(cert)) else 1
 
 
 if __name__ == "__main__":

