@@ -222,3 +222,56 @@ def test_unreadable_local_paths_and_failing_credentials_fail_the_image_not_the_r
     with pytest.raises(ImageError, match="could not authenticate to Label Studio") as caught:
         fetcher.fetch("/data/upload/1/x.png")
     assert caught.value.status == 502
+
+
+@pytest.fixture(scope="module")
+def https_label_studio():
+    """A Label Studio stand-in behind HTTPS with a certificate of the hospital's own authority
+    (tests/data/tls): project 7's label config from its API, an image from any other path."""
+    import json
+    import ssl
+    from pathlib import Path
+
+    tls = Path(__file__).resolve().parents[1] / "data" / "tls"
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            api = self.path.startswith("/api/projects/7")
+            body = json.dumps({"id": 7, "label_config": "<View/>"}).encode() if api else _png()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json" if api else "image/png")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(tls / "server.pem", tls / "server.key")
+    httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"https://127.0.0.1:{httpd.server_address[1]}", tls / "ca.pem"
+    httpd.shutdown()
+
+
+def test_label_studio_over_https_is_trusted_through_ssl_cert_file(https_label_studio, monkeypatch):
+    """A Label Studio behind the hospital's TLS proxy: its certificate is verified, by the image
+    fetcher and by the SDK that reads the annotations, against the hospital's authority once
+    SSL_CERT_FILE names it (README, "Running it where others can reach it")."""
+    import httpx
+
+    from backend.labelstudio import LabelStudioAPI
+
+    url, authority = https_label_studio
+    fetcher = ImageFetcher(url, lambda: {"Authorization": "Token secret"})
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    with pytest.raises(ImageError) as untrusted:
+        fetcher.fetch("/data/upload/1/ok.png")
+    assert untrusted.value.status == 502
+    with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+        LabelStudioAPI(url, "secret").label_config(7)
+    monkeypatch.setenv("SSL_CERT_FILE", str(authority))
+    assert fetcher.fetch("/data/upload/1/ok.png").shape == (30, 40, 3)
+    assert LabelStudioAPI(url, "secret").label_config(7) == "<View/>"
