@@ -40,6 +40,13 @@ log = logging.getLogger("backend")
 
 
 MAX_PROJECT_DIGITS = 12
+# every answer: no sniffing a JSON body into a page, nothing of a patient's image kept by a cache
+# or leaked in a Referer
+SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
+# the status page: its own inline styles and drawings, nothing loaded, run or framed from elsewhere
+PAGE_POLICY = ("default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'none'; "
+               "base-uri 'none'; form-action 'none'")
+HSTS = "max-age=31536000"  # over HTTPS: browsers never fall back to plain HTTP for a year
 WEBHOOK_SECRET_HEADER = "X-Webhook-Secret"
 STATUS_REFRESH_SECONDS = 5
 
@@ -137,6 +144,16 @@ def create_app(settings: Settings | None = None) -> Flask:
                 return _refused("wrong or missing basic auth", {"WWW-Authenticate": "Basic"})
             return view(*args, **kwargs)
         return wrapped
+
+    @app.after_request
+    def security_headers(response):
+        response.headers.update({k: v for k, v in SECURITY_HEADERS.items() if k not in response.headers})
+        if response.mimetype == "text/html":
+            response.headers.setdefault("Content-Security-Policy", PAGE_POLICY)
+            response.headers.setdefault("X-Frame-Options", "DENY")
+        if request.is_secure:
+            response.headers.setdefault("Strict-Transport-Security", HSTS)
+        return response
 
     @app.errorhandler(RequestError)
     @app.errorhandler(LabelConfigError)
