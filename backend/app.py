@@ -46,7 +46,6 @@ SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-st
 # the status page: its own inline styles and drawings, nothing loaded, run or framed from elsewhere
 PAGE_POLICY = ("default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'none'; "
                "base-uri 'none'; form-action 'none'")
-HSTS = "max-age=31536000"  # over HTTPS: browsers never fall back to plain HTTP for a year
 WEBHOOK_SECRET_HEADER = "X-Webhook-Secret"
 STATUS_REFRESH_SECONDS = 5
 
@@ -151,8 +150,6 @@ def create_app(settings: Settings | None = None) -> Flask:
         if response.mimetype == "text/html":
             response.headers.setdefault("Content-Security-Policy", PAGE_POLICY)
             response.headers.setdefault("X-Frame-Options", "DENY")
-        if request.is_secure:
-            response.headers.setdefault("Strict-Transport-Security", HSTS)
         return response
 
     @app.errorhandler(RequestError)

@@ -23,13 +23,16 @@ import urllib.error
 import urllib.request
 
 # Settings' environment variable and default for each field the check needs ("": None)
-NEEDED = {"host": ("HOST", "0.0.0.0"), "port": ("PORT", "9090"), "basic_auth_user": ("BASIC_AUTH_USER", ""),
-          "basic_auth_pass": ("BASIC_AUTH_PASS", ""), "tls_cert_file": ("TLS_CERT_FILE", "")}
-EVERY_INTERFACE = ("0.0.0.0", "::", "")
+NEEDED = {"bind_host": ("BIND_HOST", "0.0.0.0"), "port": ("PORT", "9090"),
+          "basic_auth_user": ("BASIC_AUTH_USER", ""), "basic_auth_pass": ("BASIC_AUTH_PASS", ""),
+          "tls_cert_file": ("TLS_CERT_FILE", "")}
+# listening on every interface: ask over the loopback (IPv4 first: a container may have no IPv6)
+LOOPBACKS = {"0.0.0.0": ("127.0.0.1",), "": ("127.0.0.1",), "::": ("127.0.0.1", "::1")}
 
 
 def healthy(port: int, user: str = "", password: str = "", host: str = "127.0.0.1", timeout: float = 5.0,
             tls: bool = False) -> bool:
+    host = host.strip("[]")
     address = f"[{host}]" if ":" in host else host
     request = urllib.request.Request(f"{'https' if tls else 'http'}://{address}:{port}/health")
     if user:
@@ -49,9 +52,8 @@ def healthy(port: int, user: str = "", password: str = "", host: str = "127.0.0.
 
 def main() -> int:
     host, port, user, password, cert = (os.environ.get(name, default) for name, default in NEEDED.values())
-    if host in EVERY_INTERFACE:  # listening everywhere: ask over the loopback
-        host = "::1" if host == "::" else "127.0.0.1"
-    return 0 if healthy(int(port), user, password, host=host, tls=bool(cert)) else 1
+    hosts = LOOPBACKS.get(host.strip("[]"), (host,))
+    return 0 if any(healthy(int(port), user, password, host=h, tls=bool(cert)) for h in hosts) else 1
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ so nothing this module imported stays in memory beside gunicorn.
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import signal
@@ -35,7 +36,8 @@ def start_embedded_redis(model_dir: Path):
 
 def gunicorn_command(settings: Settings) -> list[str]:
     """The server's command line: gunicorn serving ``backend.app`` as the settings say."""
-    host = f"[{settings.host}]" if ":" in settings.host else settings.host  # an IPv6 address
+    host = settings.bind_host.strip("[]")
+    host = f"[{host}]" if ":" in host else host  # an IPv6 address
     command = [sys.executable, "-m", "gunicorn", "--workers", str(settings.workers), "--threads",
                str(settings.threads), "--bind", f"{host}:{settings.port}", "--timeout", "600",
                "--access-logfile", "-"]
@@ -44,10 +46,15 @@ def gunicorn_command(settings: Settings) -> list[str]:
     return command + ["backend.app:create_app()"]
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m backend.serve", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--server-only", action="store_true",
+                        help="become gunicorn alone (no worker, no embedded Redis): the Docker image's server")
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = Settings.from_env()
-    if sys.argv[1:] == ["--server-only"]:
+    settings.check_tls()
+    if args.server_only:
         command = gunicorn_command(settings)
         os.execv(command[0], command)
     env = dict(os.environ)
@@ -56,7 +63,7 @@ def main() -> None:
         embedded, env["REDIS_URL"] = start_embedded_redis(Path(settings.model_dir))
     children = [subprocess.Popen([sys.executable, "-m", "backend.worker"], env=env)]
     children.append(subprocess.Popen(gunicorn_command(settings), env=env))
-    log.info("backend on %s:%d (Label Studio: connect %s://<this host>:%d)", settings.host, settings.port,
+    log.info("backend on %s:%d (Label Studio: connect %s://<this host>:%d)", settings.bind_host, settings.port,
              settings.scheme, settings.port)
     stopping = False
 

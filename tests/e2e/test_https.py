@@ -46,8 +46,8 @@ def test_the_containers_server_command_and_health_check_serve_https(redis_server
     """The Docker image's command (`python -m backend.serve --server-only`: gunicorn alone) and its
     health check (`python -m backend.healthcheck`), on one address only."""
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if k not in ("HOST", "BASIC_AUTH_USER", "BASIC_AUTH_PASS")}
-    env.update({"HOST": "127.0.0.1", "PORT": str(port), "MODEL_DIR": str(tmp_path / "models"),
+    env = {k: v for k, v in os.environ.items() if k not in ("BIND_HOST", "BASIC_AUTH_USER", "BASIC_AUTH_PASS")}
+    env.update({"BIND_HOST": "127.0.0.1", "PORT": str(port), "MODEL_DIR": str(tmp_path / "models"),
                 "REDIS_URL": redis_server, "PYTHONPATH": str(REPO), "WORKERS": "1", "THREADS": "2",
                 "BASIC_AUTH_USER": USER, "BASIC_AUTH_PASS": PASSWORD, **HTTPS})
     log = tmp_path / "server.log"

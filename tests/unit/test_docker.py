@@ -50,11 +50,13 @@ def test_compose_file_is_valid_and_has_every_service():
     assert studio["ML_BLOCK_LOCAL_IP"] == "false" and studio["SSRF_PROTECTION_ENABLED"] == "false"
     targets = {v["target"] if isinstance(v, dict) else v.split(":")[1] for v in backend["volumes"]}
     assert targets == {"/data", "/starter-model", "/tls"}
+    worker_targets = {v["target"] if isinstance(v, dict) else v.split(":")[1] for v in worker["volumes"]}
+    assert worker_targets == {"/data", "/starter-model"}  # the worker decodes images: no TLS key there
     for name in ("backend", "worker"):
         environment = config["services"][name]["environment"]
         assert (environment["BASIC_AUTH_USER"], environment["LABEL_STUDIO_API_KEY"]) == ("pm", "token")
         assert "INITIAL_WEIGHTS" in environment  # a starter model reaches both
-        assert "TLS_CERT_FILE" in environment and "TLS_KEY_FILE" in environment  # HTTPS: both check it
+    assert "TLS_KEY_FILE" in backend["environment"] and "TLS_KEY_FILE" not in worker["environment"]
     # the backend's port is published on the host's loopback only; Label Studio uses the network
     [port] = backend["ports"]
     assert (port.get("host_ip") if isinstance(port, dict) else port.split(":")[0]) == "127.0.0.1"
@@ -64,13 +66,16 @@ def test_compose_file_is_valid_and_has_every_service():
 
 def test_compose_serves_https_and_label_studio_trusts_its_authority_when_given():
     tls = {"TLS_CERT_FILE": "/tls/server.pem", "TLS_KEY_FILE": "/tls/server.key",
-           "LABEL_STUDIO_CA_BUNDLE": "/tls/ca.pem"}
+           "LABEL_STUDIO_CA_BUNDLE": "/ca/bundle.pem"}
     done = _config(SECRETS | tls)
     assert done.returncode == 0, done.stderr
     services = yaml.safe_load(done.stdout)["services"]
-    assert services["backend"]["environment"]["TLS_CERT_FILE"] == "/tls/server.pem"
-    assert services["worker"]["environment"]["TLS_KEY_FILE"] == "/tls/server.key"
-    assert services["label-studio"]["environment"]["REQUESTS_CA_BUNDLE"] == "/tls/ca.pem"
+    backend = services["backend"]["environment"]
+    assert (backend["TLS_CERT_FILE"], backend["TLS_KEY_FILE"]) == ("/tls/server.pem", "/tls/server.key")
+    studio = services["label-studio"]
+    assert studio["environment"]["REQUESTS_CA_BUNDLE"] == "/ca/bundle.pem"
+    mounts = {v["target"] if isinstance(v, dict) else v.split(":")[1] for v in studio["volumes"]}
+    assert "/ca" in mounts and "/tls" not in mounts  # Label Studio sees the authorities, not the key
 
 
 def test_image_installs_with_the_same_script_as_make():
@@ -86,6 +91,6 @@ def test_image_serves_as_an_unprivileged_user_with_a_health_check():
     users = [args.strip() for word, args in instructions if word == "USER"]
     assert users and users[-1] not in ("root", "0")
     assert any(word == "HEALTHCHECK" and "backend.healthcheck" in args for word, args in instructions)
-    # the server's command line comes from the settings (HOST, PORT, TLS_*), as `make run`'s does
+    # the server's command line comes from the settings (BIND_HOST, PORT, TLS_*), as `make run`'s does
     assert [args for word, args in instructions if word == "CMD"][-1] == \
         '["python", "-m", "backend.serve", "--server-only"]'

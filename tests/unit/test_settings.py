@@ -66,28 +66,33 @@ def test_https_needs_a_certificate_and_its_key_that_can_be_served(monkeypatch):
     monkeypatch.delenv("TLS_CERT_FILE", raising=False)
     monkeypatch.delenv("TLS_KEY_FILE", raising=False)
     assert Settings.from_env().scheme == "http"
+    monkeypatch.setenv("TLS_CERT_FILE", "")  # compose's ${TLS_CERT_FILE:-}: plain HTTP
+    assert Settings.from_env().tls_cert_file is None
     monkeypatch.setenv("TLS_CERT_FILE", str(TLS / "server.pem"))
     with pytest.raises(ValueError, match="go together"):
         Settings.from_env()
-    monkeypatch.setenv("TLS_KEY_FILE", str(TLS / "missing.key"))
-    with pytest.raises(ValueError, match="cannot be served.*No such file"):
-        Settings.from_env()
+    for key, message in [("missing.key", "No such file"), ("server-encrypted.key", "the key is encrypted")]:
+        monkeypatch.setenv("TLS_KEY_FILE", str(TLS / key))
+        with pytest.raises(ValueError, match=f"cannot be served.*{message}"):
+            Settings.from_env().check_tls()
     monkeypatch.setenv("TLS_CERT_FILE", str(TLS / "ca.pem"))  # another certificate than the key's
     monkeypatch.setenv("TLS_KEY_FILE", str(TLS / "server.key"))
     with pytest.raises(ValueError, match="cannot be served"):
-        Settings.from_env()
+        Settings.from_env().check_tls()
     monkeypatch.setenv("TLS_CERT_FILE", str(TLS / "server.pem"))
     s = Settings.from_env()
+    s.check_tls()
     assert s.scheme == "https" and s.tls_key_file == TLS / "server.key"
 
 
 def test_the_server_command_listens_where_asked_and_over_https_with_a_certificate():
     from backend.serve import gunicorn_command
 
-    plain = gunicorn_command(Settings(host="127.0.0.1", port=9191))
+    plain = gunicorn_command(Settings(bind_host="127.0.0.1", port=9191))
     assert plain[plain.index("--bind") + 1] == "127.0.0.1:9191" and "--certfile" not in plain
     assert plain[-1] == "backend.app:create_app()"
-    https = gunicorn_command(Settings(host="::", tls_cert_file=TLS / "server.pem", tls_key_file=TLS / "server.key"))
+    https = gunicorn_command(Settings(bind_host="[::]", tls_cert_file=TLS / "server.pem",
+                                      tls_key_file=TLS / "server.key"))
     assert https[https.index("--bind") + 1] == "[::]:9090"
     assert https[https.index("--certfile") + 1:https.index("--certfile") + 4] == [
         str(TLS / "server.pem"), "--keyfile", str(TLS / "server.key")]
