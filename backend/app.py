@@ -146,7 +146,8 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     @app.after_request
     def security_headers(response):
-        response.headers.update({k: v for k, v in SECURITY_HEADERS.items() if k not in response.headers})
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
         if response.mimetype == "text/html":
             response.headers.setdefault("Content-Security-Policy", PAGE_POLICY)
             response.headers.setdefault("X-Frame-Options", "DENY")

@@ -30,11 +30,15 @@ NEEDED = {"bind_host": ("BIND_HOST", "0.0.0.0"), "port": ("PORT", "9090"),
 LOOPBACKS = {"0.0.0.0": ("127.0.0.1",), "": ("127.0.0.1",), "::": ("127.0.0.1", "::1")}
 
 
+def with_port(host: str, port: int) -> str:
+    """``host:port``, an IPv6 address in brackets (given with or without them)."""
+    host = host.strip("[]")
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def healthy(port: int, user: str = "", password: str = "", host: str = "127.0.0.1", timeout: float = 5.0,
             tls: bool = False) -> bool:
-    host = host.strip("[]")
-    address = f"[{host}]" if ":" in host else host
-    request = urllib.request.Request(f"{'https' if tls else 'http'}://{address}:{port}/health")
+    request = urllib.request.Request(f"{'https' if tls else 'http'}://{with_port(host, port)}/health")
     if user:
         pair = f"{user}:{password}".encode()
         request.add_header("Authorization", "Basic " + base64.b64encode(pair).decode())

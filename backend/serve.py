@@ -20,6 +20,7 @@ import sys
 import time
 from pathlib import Path
 
+from backend.healthcheck import with_port
 from backend.settings import Settings
 
 log = logging.getLogger("backend.serve")
@@ -36,10 +37,8 @@ def start_embedded_redis(model_dir: Path):
 
 def gunicorn_command(settings: Settings) -> list[str]:
     """The server's command line: gunicorn serving ``backend.app`` as the settings say."""
-    host = settings.bind_host.strip("[]")
-    host = f"[{host}]" if ":" in host else host  # an IPv6 address
     command = [sys.executable, "-m", "gunicorn", "--workers", str(settings.workers), "--threads",
-               str(settings.threads), "--bind", f"{host}:{settings.port}", "--timeout", "600",
+               str(settings.threads), "--bind", with_port(settings.bind_host, settings.port), "--timeout", "600",
                "--access-logfile", "-"]
     if settings.tls_cert_file:
         command += ["--certfile", str(settings.tls_cert_file), "--keyfile", str(settings.tls_key_file)]

@@ -11,6 +11,7 @@ from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 DATA = Path(__file__).parent / "data"
+TLS = DATA / "tls"  # test-only certificates (tests/data/README.md)
 
 
 @pytest.fixture(scope="session")

@@ -3,6 +3,7 @@ unhealthy when they are wrong or nothing listens."""
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import threading
@@ -15,19 +16,24 @@ from backend.healthcheck import NEEDED, healthy
 from backend.settings import Settings
 
 
-def test_health_check_uses_the_servers_credentials_and_fails_when_nothing_answers(settings):
-    guarded = replace(settings, basic_auth_user="pm", basic_auth_pass="s3cret")
-    server = make_server("127.0.0.1", 0, create_app(guarded), threaded=True)
+@contextlib.contextmanager
+def serving(settings: Settings):
+    """The real app on 127.0.0.1 (a free port) while the block runs: its port."""
+    server = make_server("127.0.0.1", 0, create_app(settings), threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    port = server.server_port
     try:
-        assert healthy(port, "pm", "s3cret")
-        assert not healthy(port, "pm", "wrong")  # 401
-        assert not healthy(port)  # no credentials sent: 401
+        yield server.server_port
     finally:
         server.shutdown()
         thread.join(timeout=10)
+
+
+def test_health_check_uses_the_servers_credentials_and_fails_when_nothing_answers(settings):
+    with serving(replace(settings, basic_auth_user="pm", basic_auth_pass="s3cret")) as port:
+        assert healthy(port, "pm", "s3cret")
+        assert not healthy(port, "pm", "wrong")  # 401
+        assert not healthy(port)  # no credentials sent: 401
     assert not healthy(port, "pm", "s3cret", timeout=2)  # nothing listens any more
 
 
@@ -45,18 +51,12 @@ def test_health_check_of_a_server_on_every_interface_asks_the_loopback(settings,
     """BIND_HOST 0.0.0.0 or :: (IPv6, which a container may not have): 127.0.0.1 is asked first."""
     from backend.healthcheck import main
 
-    server = make_server("127.0.0.1", 0, create_app(settings), threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
     for variable in ("BASIC_AUTH_USER", "BASIC_AUTH_PASS", "TLS_CERT_FILE"):
         monkeypatch.delenv(variable, raising=False)
-    monkeypatch.setenv("PORT", str(server.server_port))
-    try:
+    with serving(settings) as port:
+        monkeypatch.setenv("PORT", str(port))
         for host in ("0.0.0.0", "::", "[::]"):
             monkeypatch.setenv("BIND_HOST", host)
             assert main() == 0, host
         monkeypatch.setenv("BIND_HOST", "192.0.2.1")  # an address this machine does not have
         assert main() == 1
-    finally:
-        server.shutdown()
-        thread.join(timeout=10)

@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.conftest import TLS
+
 REPO = Path(__file__).resolve().parents[2]
-TLS = REPO / "tests" / "data" / "tls"  # test-only certificates (tests/data/README.md)
 # what the backend serves HTTPS with in start_backend(..., **HTTPS)
 HTTPS = {"TLS_CERT_FILE": str(TLS / "server.pem"), "TLS_KEY_FILE": str(TLS / "server.key")}
 TOKEN = "e2e" + uuid.uuid4().hex[:21]
@@ -159,3 +160,15 @@ def annotate(client, project: int, tasks: dict, images_dir: Path) -> None:
     for task in tasks.values():
         regions = labelstudio_regions(truth[image_name(task)], "label", "image")
         client.annotations.create(id=task.id, result=regions, project=project)
+
+
+def stored_predictions(client, project: int) -> dict[int, list[dict]]:
+    tasks = client.tasks.list(project=project, fields="all")
+    return {t.id: [p.model_dump() if hasattr(p, "model_dump") else dict(p) for p in (t.predictions or [])]
+            for t in tasks}
+
+
+def retrieve_predictions(client, project: int) -> None:
+    """The Data Manager action "Retrieve predictions"."""
+    client.actions.create(id="retrieve_tasks_predictions", project=project,
+                          selected_items={"all": True, "excluded": []})

@@ -13,8 +13,17 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.e2e.conftest import HTTPS, REPO, TLS, create_project, free_port, start_backend, wait_for
-from tests.e2e.test_label_studio import _predictions, _retrieve_predictions
+from tests.conftest import TLS
+from tests.e2e.conftest import (
+    HTTPS,
+    REPO,
+    create_project,
+    free_port,
+    retrieve_predictions,
+    start_backend,
+    stored_predictions,
+    wait_for,
+)
 
 pytestmark = pytest.mark.slow
 USER, PASSWORD = "pm", "tls-s3cret"
@@ -34,8 +43,8 @@ def test_label_studio_pre_annotates_over_https_with_basic_auth(label_studio, cla
         client, project, tasks = create_project(label_studio, busbra_dir / "Images", "HTTPS")
         client.ml.create(project=project, url=backend["url"], title="BI-RADS detector", is_interactive=False,
                          auth_method="BASIC_AUTH", basic_auth_user=USER, basic_auth_pass=PASSWORD)
-        _retrieve_predictions(client, project)
-        stored = _predictions(client, project)
+        retrieve_predictions(client, project)
+        stored = stored_predictions(client, project)
     assert set(stored) == set(tasks)
     for predictions in stored.values():  # every task pre-annotated by the starter model, over HTTPS
         assert predictions and predictions[-1]["model_version"] == "starter-model"

@@ -14,21 +14,9 @@ import requests
 
 from model.predict import Predictor
 from model.records import BOX_VOTING_IOU
-from tests.e2e.conftest import CONFIG, annotate, create_project, image_name
+from tests.e2e.conftest import CONFIG, annotate, create_project, image_name, retrieve_predictions, stored_predictions
 
 pytestmark = pytest.mark.slow
-
-
-def _predictions(client, project: int) -> dict[int, list[dict]]:
-    tasks = client.tasks.list(project=project, fields="all")
-    return {t.id: [p.model_dump() if hasattr(p, "model_dump") else dict(p) for p in (t.predictions or [])]
-            for t in tasks}
-
-
-def _retrieve_predictions(client, project: int) -> None:
-    """The Data Manager action "Retrieve predictions"."""
-    client.actions.create(id="retrieve_tasks_predictions", project=project,
-                          selected_items={"all": True, "excluded": []})
 
 
 def _wait_for_job(backend: dict, project: int, seconds: float = 600) -> dict:
@@ -55,8 +43,8 @@ def test_predict_train_predict_round_trip(label_studio, backend_server, busbra_d
                           is_interactive=False)
 
     # Before training: predictions are stored, empty, with the explicit "untrained" version.
-    _retrieve_predictions(client, project)
-    stored = _predictions(client, project)
+    retrieve_predictions(client, project)
+    stored = stored_predictions(client, project)
     assert all(p and p[-1]["model_version"] == "untrained" and p[-1]["result"] == [] for p in stored.values())
 
     # Experts annotate every task, then press "Start training".
@@ -71,8 +59,8 @@ def test_predict_train_predict_round_trip(label_studio, backend_server, busbra_d
     setup = requests.post(f"{backend_server['url']}/setup", json={"project": f"{project}.0", "schema": CONFIG},
                           timeout=30).json()
     assert setup["model_version"] == version
-    _retrieve_predictions(client, project)
-    stored = _predictions(client, project)
+    retrieve_predictions(client, project)
+    stored = stored_predictions(client, project)
     model_dir = backend_server["model_dir"] / f"project-{project}" / "versions" / version
     local = _as_served(model_dir)
     for task_id, predictions in stored.items():
@@ -123,8 +111,8 @@ def test_label_studio_keeps_each_boxs_malignancy_from_a_model_with_a_box_classif
     with start_backend(tmp_path, label_studio, INITIAL_WEIGHTS=str(classified_tiny_model), MAX_BOXES="3") as backend:
         client, project, tasks = create_project(label_studio, busbra_dir / "Images", "Malignancy")
         client.ml.create(project=project, url=backend["url"], title="BI-RADS detector", is_interactive=False)
-        _retrieve_predictions(client, project)
-        stored = _predictions(client, project)
+        retrieve_predictions(client, project)
+        stored = stored_predictions(client, project)
     note = re.compile(r"P\(malignant\) (\d\.\d\d), model estimate")
     regions = [r for predictions in stored.values() for r in predictions[-1]["result"]]
     assert all(p[-1]["model_version"] == "starter-model" for p in stored.values())

@@ -13,6 +13,7 @@ from PIL import Image
 
 from backend.images import ImageError, ImageFetcher, decode
 from tests.bombs import dicom, png_claiming
+from tests.conftest import TLS
 
 
 def _png(size=(40, 30), mode="L", noise=False) -> bytes:
@@ -230,9 +231,6 @@ def https_label_studio():
     (tests/data/tls): project 7's label config from its API, an image from any other path."""
     import json
     import ssl
-    from pathlib import Path
-
-    tls = Path(__file__).resolve().parents[1] / "data" / "tls"
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):  # noqa: N802
@@ -249,10 +247,10 @@ def https_label_studio():
 
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(tls / "server.pem", tls / "server.key")
+    context.load_cert_chain(TLS / "server.pem", TLS / "server.key")
     httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"https://127.0.0.1:{httpd.server_address[1]}", tls / "ca.pem"
+    yield f"https://127.0.0.1:{httpd.server_address[1]}", TLS / "ca.pem"
     httpd.shutdown()
 
 

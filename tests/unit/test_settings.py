@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from backend.settings import Settings, settings_table
+from tests.conftest import TLS
 
 
 def test_defaults_without_environment(monkeypatch):
@@ -57,9 +58,6 @@ def test_every_setting_is_documented_in_the_readme():
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     for row in settings_table().splitlines()[2:]:
         assert row.split("|")[1].strip() in readme
-
-
-TLS = Path(__file__).resolve().parents[1] / "data" / "tls"
 
 
 def test_https_needs_a_certificate_and_its_key_that_can_be_served(monkeypatch):
