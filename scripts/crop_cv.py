@@ -44,7 +44,9 @@ ARMS: dict[str, dict] = {
     "outline": {"outline_loss": 1.0},  # also outline the lesion from the expert's mask (item 29)
     "outline-2": {"outline_loss": 2.0},  # the outline weighing twice item 29's (item 30)
     "outline-0.5": {"outline_loss": 0.5},  # the outline at half item 29's weight (item 30)
-    "epochs-60": {"epochs": 60},        # twice the schedule: 30 epochs are only ~530 SGD steps (item 31)
+    # twice the schedule (60 epochs at the default 30): 30 epochs are only ~530 SGD steps (item 31)
+    "epochs-60": {"epochs_factor": 2},
+    "outline-epochs-60": {"outline_loss": 1.0, "epochs_factor": 2},  # items 29 and 31 together (item 33)
 }
 
 
@@ -144,8 +146,10 @@ def main(argv: list[str] | None = None) -> int:
         for arm in args.arms:
             if any(r["arm"] == arm and r["fold"] == fold for r in rows):
                 continue
-            # An arm may set its own schedule; its rows still file under the experiment's --epochs.
-            settings = replace(BoxClassifierSettings(), **{"epochs": epochs, **ARMS[arm]})
+            # An arm may stretch the schedule; its rows still file under the experiment's --epochs.
+            lever = dict(ARMS[arm])
+            lever["epochs"] = epochs * lever.pop("epochs_factor", 1)
+            settings = replace(BoxClassifierSettings(), **lever)
             settings = replace(settings, bf16=use_bf16(settings.bf16, device))
             row = {"arm": arm, "fold": fold, "epochs": epochs, "folds": folds,
                    **run_one(records, fold, settings, device)}
