@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from model.category_reading import READINGS, SERVED_READING
-from model.records import BOX_VOTING_IOU
+from model.records import BOX_VOTING_IOU, DEVICE_CHOICES, DEVICE_NAME
 from model.regions import DEFAULT_MIN_AGREEMENT
 
 PROMOTE_METRICS = ("ap50_lesion", "ap50", "category_accuracy", "acceptance_rate")
@@ -81,7 +81,7 @@ class Settings:
         "doc": "each box's BI-RADS category from its class scores: median (in rank order, docs/results.md "
                "item 26) or argmax"})
     predict_batch: int = field(default=4, metadata={"env": "PREDICT_BATCH", "doc": "images per forward pass"})
-    device: str = field(default="auto", metadata={"env": "DEVICE", "doc": "auto, cpu, cuda or cuda:N"})
+    device: str = field(default="auto", metadata={"env": "DEVICE", "doc": DEVICE_CHOICES})
     bf16: str = field(default="auto", metadata={
         "env": "BF16", "doc": "auto (on where the hardware has bf16), true or false"})
     # fetching task images
@@ -156,8 +156,8 @@ class Settings:
     def __post_init__(self) -> None:
         if self.bf16.lower() not in _BF16:
             raise ValueError(f"environment variable BF16={self.bf16!r} must be auto, true or false")
-        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
-            raise ValueError(f"DEVICE={self.device!r} must be auto, cpu, cuda or cuda:N")
+        if not re.fullmatch(DEVICE_NAME, self.device):
+            raise ValueError(f"DEVICE={self.device!r} must be {DEVICE_CHOICES}")
         from model.evaluation.evaluate import DISPLAYS
 
         if self.show_boxes not in DISPLAYS:

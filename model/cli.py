@@ -11,7 +11,7 @@ from pathlib import Path
 
 from model.category_reading import READINGS, SERVED_READING
 from model.io import DataError, StagedDirectory
-from model.records import BOX_VOTING_IOU
+from model.records import BOX_VOTING_IOU, DEVICE_CHOICES
 from model.taxonomy import UnknownCategory
 
 log = logging.getLogger("birads")
@@ -253,7 +253,7 @@ def cmd_simulate(args: argparse.Namespace) -> None:
 
 def _inference_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, type=Path, help="a trained model directory")
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--device", default="auto", help=DEVICE_CHOICES)
     parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
                         help="bfloat16 + channels_last (default: on where the hardware has bf16)")
     parser.add_argument("--score-threshold", type=float, default=0.5)
@@ -287,7 +287,7 @@ def _train_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--class-balanced", action="store_true", default=None)
     parser.add_argument("--bf16", action="store_true", default=None,
                         help="train under bfloat16 autocast + channels_last")
-    parser.add_argument("--device", help="auto, cpu or cuda")
+    parser.add_argument("--device", help=DEVICE_CHOICES)
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run")
     parser.add_argument("--extra", nargs="*", help="detectron2 overrides: KEY VALUE ...")
 

@@ -19,6 +19,7 @@ from detectron2 import model_zoo
 from detectron2.config import CfgNode, get_cfg
 
 from model.io import DataError
+from model.records import DEVICE_CHOICES, DEVICE_NAME
 
 log = logging.getLogger(__name__)
 PRODUCT_CONFIG = Path(__file__).parent / "configs" / "birads.yaml"
@@ -70,12 +71,12 @@ def resolve_device(device: str) -> str:
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cpu":
         return device
-    if re.fullmatch(r"cuda(:\d+)?", device):
+    if re.fullmatch(DEVICE_NAME, device):
         index = int(device.partition(":")[2] or 0)
         if index >= torch.cuda.device_count():
             raise DataError(f"device {device}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
         return device
-    raise DataError(f"device {device!r}: expected auto, cpu, cuda or cuda:N")
+    raise DataError(f"device {device!r}: expected {DEVICE_CHOICES}")
 
 
 def cpu_supports_bf16() -> bool:

@@ -16,6 +16,9 @@ MATCH_IOU = 0.5
 # rule fixed before measuring, which passed on two recipe models (docs/results.md items 20-21);
 # ``Predictor`` itself votes only when told to (model.box_voting).
 BOX_VOTING_IOU = 0.5
+# Where a model runs, as the backend's DEVICE and `birads --device` name it (model.config.resolve_device)
+DEVICE_NAME = r"auto|cpu|cuda(:\d+)?"
+DEVICE_CHOICES = "auto, cpu, cuda or cuda:N"
 
 
 @dataclass(frozen=True)
