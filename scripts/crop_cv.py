@@ -20,7 +20,9 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import torch
 from tabulate import tabulate
+from torch import nn
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -47,25 +49,74 @@ ARMS: dict[str, dict] = {
     # twice the schedule (60 epochs at the default 30): 30 epochs are only ~530 SGD steps (item 31)
     "epochs-60": {"epochs_factor": 2},
     "outline-epochs-60": {"outline_loss": 1.0, "epochs_factor": 2},  # items 29 and 31 together (item 33)
+    # three of the baseline from other random weights, their probabilities averaged (item 34); its
+    # run also files each member and the first two's mean under the names of MEMBER_ARMS
+    "ensemble-3": {"seeds": (42, 43, 44)},
 }
+BASELINE = "stretch"
+DEFAULT_SEED = BoxClassifierSettings().seed
+# Rows an ensemble's run files besides its own: the member of the default seed is the baseline.
+MEMBER_ARMS = ["seed-43", "seed-44", "ensemble-2"]
 
 
-def run_one(records: list, fold: str, settings: BoxClassifierSettings, device: str) -> dict:
-    """Train on every fold but ``fold``; score the held-out fold's lesion crops."""
+class ProbabilityMean(nn.Module):
+    """Crop classifiers read as one: their class and malignancy probabilities averaged, handed back
+    as log-probabilities and a logit, which ``crop_opinions``' softmax and sigmoid turn back into
+    the averages."""
+
+    def __init__(self, members: list[nn.Module]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        outputs = [member(images) for member in self.members]
+        classes = torch.stack([torch.softmax(c.float(), 1) for c, _ in outputs]).mean(0)
+        malignant = torch.stack([torch.sigmoid(m.float()) for _, m in outputs]).mean(0)
+        return classes.clamp_min(1e-12).log(), torch.logit(malignant, eps=1e-6)
+
+
+def _scores(model: nn.Module, held_out: list, classes: list[str], settings: BoxClassifierSettings,
+            device: str) -> dict:
+    scores = evaluate_crops(model, held_out, classes, settings, device)
+    # The same model reading each crop and its mirror image (test-time flip, item 27).
+    return scores | {"flipped": evaluate_crops(model, held_out, classes,
+                                               replace(settings, flip_at_test=True), device)}
+
+
+def run_one(records: list, fold: str, settings: BoxClassifierSettings, device: str,
+            seeds: tuple[int, ...] = ()) -> dict:
+    """Train on every fold but ``fold``; score the held-out fold's lesion crops. With ``seeds``, one
+    model from each seed's random weights, scored alone (``members``) and averaged (the first two
+    as ``ensemble_2``, all of them as the row's own scores)."""
     train = [r for r in records if r.split != fold]
     held_out = [r for r in records if r.split == fold]
     classes = crop_classes(train)
-    model = seeded(len(classes), settings, device)  # every arm and fold from the same weights
-    started = time.perf_counter()
-    fit_crop_classifier(model, train, classes, settings, device)
-    scores = evaluate_crops(model, held_out, classes, settings, device)
-    # The same model reading each crop and its mirror image (test-time flip, item 27).
-    flipped = evaluate_crops(model, held_out, classes, replace(settings, flip_at_test=True), device)
-    return scores | {"flipped": flipped, "train_crops": sum(len(r.boxes) for r in train),
-                     "wall_seconds": round(time.perf_counter() - started, 1)}
+    members, seconds = [], []
+    for seed in seeds or (settings.seed,):
+        # every arm and fold from the same weights (per seed)
+        model = seeded(len(classes), replace(settings, seed=seed), device)
+        started = time.perf_counter()
+        fit_crop_classifier(model, train, classes, settings, device)
+        seconds.append(round(time.perf_counter() - started, 1))
+        members.append(model)
+    row = {"train_crops": sum(len(r.boxes) for r in train), "wall_seconds": sum(seconds)}
+    if not seeds:
+        return _scores(members[0], held_out, classes, settings, device) | row
+    return (_scores(ProbabilityMean(members), held_out, classes, settings, device) | row
+            | {"seeds": list(seeds),
+               "members": [_scores(m, held_out, classes, settings, device) | {"wall_seconds": t}
+                           for m, t in zip(members, seconds)],
+               "ensemble_2": _scores(ProbabilityMean(members[:2]), held_out, classes, settings, device)})
 
 
-BASELINE = "stretch"
+def member_rows(row: dict) -> list[dict]:
+    """An ensemble's row split into the rows of the arms it also trained: each member (the default
+    seed's is the baseline arm) and the first two members' mean."""
+    common = {k: row[k] for k in ("fold", "epochs", "folds", "train_crops")} | {"from": row["arm"]}
+    rows = [common | member | {"arm": BASELINE if seed == DEFAULT_SEED else f"seed-{seed}"}
+            for seed, member in zip(row["seeds"], row["members"])]
+    ensemble_2 = sum(m["wall_seconds"] for m in row["members"][:2])
+    return rows + [common | row["ensemble_2"] | {"arm": "ensemble-2", "wall_seconds": ensemble_2}]
 
 
 def _delta(row: dict, baseline: dict | None, key: str, scale: float) -> float | None:
@@ -96,7 +147,7 @@ def summary(rows: list[dict]) -> str:
     each other than the arms do, so arms compare fold by fold)."""
     base = {r["fold"]: r for r in rows if r["arm"] == BASELINE}
     table = []
-    for arm in (a for a in ARMS if any(r["arm"] == a for r in rows)):
+    for arm in (a for a in [*ARMS, *MEMBER_ARMS] if any(r["arm"] == a for r in rows)):
         mine = sorted((r for r in rows if r["arm"] == arm), key=lambda r: r["fold"])
         reference = {} if arm == BASELINE else base  # the baseline's change columns stay empty
         d_acc = [_delta(r, reference.get(r["fold"]), "birads_accuracy", 100) for r in mine]
@@ -149,13 +200,16 @@ def main(argv: list[str] | None = None) -> int:
             # An arm may stretch the schedule; its rows still file under the experiment's --epochs.
             lever = dict(ARMS[arm])
             lever["epochs"] = epochs * lever.pop("epochs_factor", 1)
+            seeds = lever.pop("seeds", ())
             settings = replace(BoxClassifierSettings(), **lever)
             settings = replace(settings, bf16=use_bf16(settings.bf16, device))
             row = {"arm": arm, "fold": fold, "epochs": epochs, "folds": folds,
-                   **run_one(records, fold, settings, device)}
-            rows.append(row)
+                   **run_one(records, fold, settings, device, seeds)}
+            new = [row] + [r for r in (member_rows(row) if seeds else [])  # not twice
+                           if not any(o["arm"] == r["arm"] and o["fold"] == fold for o in rows)]
+            rows += new
             with log.open("a") as f:
-                f.write(json.dumps(row) + "\n")
+                f.writelines(json.dumps(r) + "\n" for r in new)
             (args.out / "summary.md").write_text(summary(rows) + "\n")
             print(json.dumps(row), flush=True)
     print(summary(rows))

@@ -19,19 +19,20 @@ def test_each_arm_holds_out_each_fold_in_turn_and_a_rerun_resumes(crop_cv, busbr
             "--epochs", "1"]
     assert crop_cv.main(argv) == 0
     rows = [json.loads(line) for line in (tmp_path / "rows.jsonl").read_text().splitlines()]
-    assert {(r["arm"], r["fold"]) for r in rows} == {(a, f) for a in crop_cv.ARMS for f in ("fold1", "fold2")}
+    arms = [*crop_cv.ARMS, *crop_cv.MEMBER_ARMS]  # an ensemble's run files its members' rows too
+    assert sorted((r["arm"], r["fold"]) for r in rows) == sorted((a, f) for a in arms for f in ("fold1", "fold2"))
     for row in rows:  # trained on the other fold's lesions, scored on this fold's
         assert row["crops"] > 0 and row["train_crops"] > 0 and 0 <= row["birads_accuracy"] <= 1
         assert 0 <= row["birads_accuracy_median"] <= 1  # the ordinal reading of the same softmax
         assert row["flipped"]["crops"] == row["crops"]  # the same model, each crop with its mirror image
     summary = (tmp_path / "summary.md").read_text()
-    assert summary.count("mean of 2") == len(crop_cv.ARMS) and "keep-aspect" in summary and "mirror" in summary
+    assert summary.count("mean of 2") == len(arms) and "keep-aspect" in summary and "mirror" in summary
     # Every other arm against the baseline on the same held-out folds.
-    assert summary.count("better on") == 2 * (len(crop_cv.ARMS) - 1) and " pt" in summary
+    assert summary.count("better on") == 2 * (len(arms) - 1) and " pt" in summary
 
     capsys.readouterr()
     assert crop_cv.main(argv) == 0  # everything is done: nothing trains again
-    assert len((tmp_path / "rows.jsonl").read_text().splitlines()) == 2 * len(crop_cv.ARMS)
+    assert len((tmp_path / "rows.jsonl").read_text().splitlines()) == 2 * len(arms)
     assert "mean of 2" in capsys.readouterr().out
 
 
@@ -49,3 +50,20 @@ def test_rows_of_another_fold_set_or_schedule_are_not_reused(crop_cv, busbra_dir
     rows = [json.loads(line) for line in (tmp_path / "rows.jsonl").read_text().splitlines()]
     assert [(r["fold"], len(r["folds"])) for r in rows] == [("fold1", 2), ("fold2", 2), ("fold1", 3),
                                                               ("fold2", 3), ("fold3", 3)]
+
+
+def test_an_ensemble_reads_as_the_mean_of_its_members_probabilities(crop_cv):
+    import torch
+
+    from model.box_classifier import build
+    from model.pretrain import crop_opinions
+
+    torch.manual_seed(0)
+    members = [build(5).eval() for _ in range(2)]
+    images = torch.rand(3, 3, 112, 112)
+    with torch.no_grad():
+        (classes_a, malignant_a), (classes_b, malignant_b) = (crop_opinions(m, images, False) for m in members)
+        classes, malignant = crop_opinions(crop_cv.ProbabilityMean(members), images, False)
+    assert not torch.allclose(classes_a, classes_b)  # two different opinions to average
+    assert torch.allclose(classes, (classes_a + classes_b) / 2, atol=1e-6)
+    assert torch.allclose(malignant, (malignant_a + malignant_b) / 2, atol=1e-5)
