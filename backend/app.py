@@ -7,7 +7,8 @@ status with ``{"error": message}`` and one log line; nothing trains inside a req
 Trust: what Label Studio sends with basic auth (/health, /setup, /predict, START_TRAINING) is checked
 when BASIC_AUTH_USER is set. Annotation webhooks carry no credentials (WEBHOOK_SECRET, if set, in
 an X-Webhook-Secret header): they are triggers only, for projects that were set up here, and the
-training job reads the label config, tasks and annotations from Label Studio's API itself.
+training job reads the label config, tasks and annotations from Label Studio's API itself. An
+address that keeps presenting wrong credentials is refused for a while (AUTH_MAX_FAILURES).
 
 label-studio-ml 1.0.9's own Flask app is not used: its manager keeps models per process in ways
 that break with several gunicorn workers and its training bookkeeping is unsound (see jobs.py).
@@ -31,7 +32,7 @@ from backend import status
 from backend.detector import UNTRAINED, BiradsDetector, ModelCache, RequestError
 from backend.jobs import TRAIN_EVENTS, TrainingQueue, job_status
 from backend.labels import LabelConfigError, parse_label_config
-from backend.limits import BodyLimits
+from backend.limits import BodyLimits, FailedAttempts
 from backend.services import Services
 from backend.settings import Settings
 from model.io import write_atomic
@@ -136,12 +137,20 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.wsgi_app = BodyLimits(app.wsgi_app, settings.max_request_bytes, settings.request_timeout)
     app.config["verifier"] = _verify_in_background(backend)
 
+    # counted apart: a webhook sent with a mistyped secret must not lock Label Studio out of /predict
+    logins = FailedAttempts(settings.auth_max_failures, settings.auth_failure_window)
+    secrets = FailedAttempts(settings.auth_max_failures, settings.auth_failure_window)
+
+    def basic_auth_refusal():
+        """None where the request's basic auth passes; else the answer (401, or 429 for an address
+        that presented too many wrong ones)."""
+        return _check(logins, _authorized(settings), request.authorization is not None,
+                      "basic auth", {"WWW-Authenticate": "Basic"})
+
     def requires_auth(view):
         @functools.wraps(view)
         def wrapped(*args, **kwargs):
-            if not _authorized(settings):
-                return _refused("wrong or missing basic auth", {"WWW-Authenticate": "Basic"})
-            return view(*args, **kwargs)
+            return basic_auth_refusal() or view(*args, **kwargs)
         return wrapped
 
     @app.after_request
@@ -223,11 +232,12 @@ def create_app(settings: Settings | None = None) -> Flask:
         action = body.get("action")
         if action not in TRAIN_EVENTS:
             return jsonify({"status": "ignored", "action": action}), 200
-        if action == "START_TRAINING" and not _authorized(settings):  # Label Studio sends basic auth with it
-            return _refused("START_TRAINING without valid basic auth", {"WWW-Authenticate": "Basic"})
-        if action != "START_TRAINING" and not _secret_matches(settings):
-            return _refused("webhook without the WEBHOOK_SECRET header")
-        return _queue_training(body.get("project"), action)
+        if action == "START_TRAINING":  # Label Studio sends basic auth with it
+            refusal = basic_auth_refusal()
+        else:
+            refusal = _check(secrets, _secret_matches(settings), WEBHOOK_SECRET_HEADER in request.headers,
+                             "the WEBHOOK_SECRET header")
+        return refusal or _queue_training(body.get("project"), action)
 
     @app.route("/train", methods=["POST"])
     @requires_auth
@@ -276,8 +286,23 @@ def create_app(settings: Settings | None = None) -> Flask:
     return app
 
 
-def _refused(why: str, headers: dict | None = None):
-    log.warning("%s %s -> 401: %s", request.method, request.path, why)
+def _check(failures: FailedAttempts, passed: bool, presented: bool, what: str, headers: dict | None = None):
+    """None where the credentials passed; else 401, counting them against the client's address if
+    it presented any (a request without them guesses nothing); 429 for an address that presented
+    too many wrong ones lately, whatever it sends now."""
+    address = request.remote_addr or "unknown"
+    wait = failures.retry_after(address)
+    if wait:
+        log.warning("%s %s -> 429: %s from %s: too many wrong ones, %d s to wait", request.method,
+                    request.path, what, address, wait)
+        return (jsonify({"error": f"too many wrong credentials from this address: try again in {wait} s"}),
+                429, {"Retry-After": str(wait)})
+    if passed:
+        return None
+    if presented:
+        failures.failed(address)
+    log.warning("%s %s -> 401: %s %s from %s", request.method, request.path, "wrong" if presented else "no",
+                what, address)
     return jsonify({"error": "authentication required"}), 401, headers or {}
 
 

@@ -1,4 +1,5 @@
-"""Request bodies with limits: a size cap (413) and a deadline for the whole body (408).
+"""Limits on what a client may send: a size cap (413) and a deadline for the whole body (408), and
+how many wrong credentials one address may present (429).
 
 gunicorn's threaded workers hand a connection to a thread once its first bytes arrive, and a
 client that then trickles its body holds that thread. This WSGI middleware reads every body itself,
@@ -12,9 +13,12 @@ from __future__ import annotations
 import io
 import json
 import logging
+import math
 import socket
 import threading
 import time
+from collections import OrderedDict, deque
+from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 CHUNK = 64 * 1024
@@ -130,3 +134,44 @@ def _answer(start_response, status: int, message: str, close: bool = False) -> l
         headers.append(("Connection", "close"))
     start_response(f"{status} {reasons[status]}", headers)
     return [payload]
+
+
+class FailedAttempts:
+    """Wrong credentials per client address: one that presented ``limit`` of them within ``window``
+    seconds is refused, right or wrong, until the oldest of those is ``window`` old, so a password
+    cannot be guessed at the speed of the network. In memory and per process (each gunicorn worker
+    counts its own: WORKERS times ``limit`` at most); ``limit`` 0: no limit."""
+
+    MAX_ADDRESSES = 10_000  # the longest-quiet addresses are forgotten first
+
+    def __init__(self, limit: int, window: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.limit, self.window, self.clock = limit, window, clock
+        self._failures: OrderedDict[str, deque[float]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def retry_after(self, address: str) -> int:
+        """Whole seconds until ``address`` may present credentials again; 0: it may now."""
+        if self.limit <= 0:
+            return 0
+        with self._lock:
+            times = self._recent(address)
+            return math.ceil(times[0] + self.window - self.clock()) if len(times) >= self.limit else 0
+
+    def failed(self, address: str) -> None:
+        if self.limit <= 0:
+            return
+        with self._lock:
+            times = self._recent(address) or deque(maxlen=self.limit)
+            times.append(self.clock())
+            self._failures[address] = times
+            self._failures.move_to_end(address)
+            while len(self._failures) > self.MAX_ADDRESSES:
+                self._failures.popitem(last=False)
+
+    def _recent(self, address: str) -> deque[float]:
+        times = self._failures.get(address, deque())
+        while times and times[0] <= self.clock() - self.window:
+            times.popleft()
+        if not times:
+            self._failures.pop(address, None)
+        return times

@@ -59,6 +59,13 @@ class Settings:
     basic_auth_user: str = field(default="", metadata={
         "env": "BASIC_AUTH_USER", "doc": "require HTTP basic auth (as set in Label Studio's model settings)"})
     basic_auth_pass: str = field(default="", metadata={"env": "BASIC_AUTH_PASS", "doc": "its password"})
+    auth_max_failures: int = field(default=10, metadata={
+        "env": "AUTH_MAX_FAILURES",
+        "doc": "wrong credentials one client address may present within AUTH_FAILURE_WINDOW before its "
+               "requests are refused (429) for the rest of it; basic auth and the webhook secret are "
+               "counted apart, per worker process; 0: no limit"})
+    auth_failure_window: float = field(default=300.0, metadata={
+        "env": "AUTH_FAILURE_WINDOW", "doc": "seconds AUTH_MAX_FAILURES is counted over"})
     webhook_secret: str = field(default="", metadata={
         "env": "WEBHOOK_SECRET",
         "doc": "annotation webhooks must carry it in an `X-Webhook-Secret` header (add the header to the "
@@ -169,6 +176,9 @@ class Settings:
             raise ValueError(f"CATEGORY_READING={self.category_reading!r} must be one of {', '.join(READINGS)}")
         if not 0 <= self.box_voting_iou <= 1:
             raise ValueError(f"BOX_VOTING_IOU={self.box_voting_iou} must be in [0, 1] (0: off)")
+        if self.auth_max_failures < 0 or self.auth_failure_window <= 0:
+            raise ValueError(f"AUTH_MAX_FAILURES={self.auth_max_failures} must be >= 0 (0: no limit) and "
+                             f"AUTH_FAILURE_WINDOW={self.auth_failure_window} > 0")
         if not 0 <= self.holdout_fraction < 1:
             raise ValueError(f"HOLDOUT_FRACTION={self.holdout_fraction} must be in [0, 1)")
         if (self.tls_cert_file is None) != (self.tls_key_file is None):

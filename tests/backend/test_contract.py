@@ -371,6 +371,38 @@ def test_basic_auth_guards_label_studio_calls_but_not_annotation_webhooks(settin
     assert replay(guarded, "webhook_ANNOTATION_CREATED").status_code == 200  # LS sends no auth here
 
 
+def test_an_address_guessing_credentials_is_refused_for_a_while_and_no_other(settings):
+    app = create_app(replace(settings, basic_auth_user="ls", basic_auth_pass="secret", webhook_secret="s3",
+                             auth_max_failures=3))
+    served = app.wsgi_app
+
+    def from_address(environ, start_response):  # the test client under this Flask sets no REMOTE_ADDR
+        environ["REMOTE_ADDR"] = environ.pop("HTTP_X_TEST_ADDRESS")
+        return served(environ, start_response)
+
+    app.wsgi_app = from_address
+    guarded = app.test_client()
+    good = {"Authorization": "Basic " + base64.b64encode(b"ls:secret").decode()}
+    guess = {"Authorization": "Basic " + base64.b64encode(b"ls:guess").decode()}
+    guesser, label_studio = {"X-Test-Address": "10.0.0.66"}, {"X-Test-Address": "10.0.0.5"}
+    connect(guarded, headers=good | label_studio)
+    for _ in range(5):  # no credentials guess nothing: not counted
+        assert guarded.get("/health", headers=guesser).status_code == 401
+    for _ in range(3):
+        assert guarded.get("/health", headers=guess | guesser).status_code == 401
+    for headers in (guess, good):  # locked out: even the right password is not tried
+        refused = guarded.get("/health", headers=headers | guesser)
+        assert refused.status_code == 429 and 290 <= int(refused.headers["Retry-After"]) <= 300
+        assert "try again in" in refused.get_json()["error"]
+    assert replay(guarded, "webhook_START_TRAINING", headers=good | guesser).status_code == 429
+    assert replay(guarded, "health", headers=good | label_studio).status_code == 200
+    # A wrong webhook secret counts apart: it locks out webhooks from that address, nothing else.
+    for expected in (401, 401, 401, 429):
+        wrong_secret = {"X-Webhook-Secret": "s2"} | label_studio
+        assert replay(guarded, "webhook_ANNOTATION_CREATED", headers=wrong_secret).status_code == expected
+    assert replay(guarded, "predict_single", headers=good | label_studio).status_code == 200
+
+
 # --- webhooks are triggers only ------------------------------------------------------------------
 
 def test_a_webhook_for_a_project_never_set_up_creates_nothing(client, settings, redis_conn):
