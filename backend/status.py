@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import logging
 import os
+import ssl
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +24,7 @@ from backend.services import Services
 log = logging.getLogger(__name__)
 ACTIVE = ("queued", "started", "deferred", "scheduled")
 RECENT_FAILURES = 5
+CERTIFICATE_WARNING_DAYS = 14
 
 
 @dataclass
@@ -86,10 +89,32 @@ def served_parts(services: Services, serving) -> list[Part]:
     return parts
 
 
+def certificate_parts(cert_file: Path | None, now: float | None = None) -> list[Part]:
+    """The HTTPS certificate's expiry, failing from CERTIFICATE_WARNING_DAYS before it: Label Studio
+    refuses an expired one, and a renewal takes a while to arrange. gunicorn's threaded worker reads
+    the files for each new connection, so the file is what is served (a renewal needs no restart)."""
+    if cert_file is None:
+        return []
+    try:
+        # the standard library's own decoder (its tests' helper): no new dependency for one date
+        until = ssl.cert_time_to_seconds(ssl._ssl._test_decode_cert(str(cert_file))["notAfter"])
+    except (OSError, ssl.SSLError, ValueError, KeyError, AttributeError) as exc:
+        return [Part("certificate", False, f"{cert_file}: expiry unreadable ({exc})")]
+    days = (until - (time.time() if now is None else now)) / 86400
+    date = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(until))
+    if days < 0:
+        return [Part("certificate", False, f"expired on {date}: Label Studio refuses it; renew {cert_file}")]
+    if days < CERTIFICATE_WARNING_DAYS:
+        return [Part("certificate", False, f"expires on {date}, in {days:.0f} days: renew {cert_file}")]
+    return [Part("certificate", True, f"valid until {date} ({days:.0f} days)")]
+
+
 def health(services: Services, redis, serving=None) -> list[Part]:
-    """Every part /health and the status page report: model store, queue, workers, served versions."""
+    """Every part /health and the status page report: model store, queue, workers, served versions
+    and, over HTTPS, the certificate."""
     return [model_store(Path(services.settings.model_dir)), *queue_parts(services, redis),
-            *served_parts(services, serving or services.serving)]
+            *served_parts(services, serving or services.serving),
+            *certificate_parts(services.settings.tls_cert_file)]
 
 
 def project_status(services: Services, project: int, redis, serving=None) -> ProjectStatus:

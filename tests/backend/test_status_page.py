@@ -88,3 +88,24 @@ def test_every_answer_carries_security_headers_and_the_page_a_strict_policy(sett
     # no HSTS even over HTTPS: it would bind the whole host name, Label Studio's plain port too (README)
     secure = create_app(settings).test_client().get("/health", base_url="https://backend.hospital.example")
     assert "Strict-Transport-Security" not in secure.headers
+
+
+def test_the_certificate_is_reported_and_fails_health_two_weeks_before_it_expires(settings, tmp_path):
+    from backend.status import certificate_parts
+    from tests.conftest import TLS
+
+    https = replace(settings, tls_cert_file=TLS / "server.pem", tls_key_file=TLS / "server.key")
+    page = create_app(https).test_client().get("/").get_data(as_text=True)
+    assert "certificate" in page and "valid until 2126-11-09" in page  # the test certificate's last day
+    expires = 4_949_897_112.0  # its notAfter, Nov  9 11:25:12 2126 GMT, in seconds since the epoch
+    day = 86_400
+    [soon] = certificate_parts(TLS / "server.pem", now=expires - 5 * day)
+    assert not soon.ok and "in 5 days" in soon.detail and "renew" in soon.detail
+    [late] = certificate_parts(TLS / "server.pem", now=expires + day)
+    assert not late.ok and "expired on 2126-11-09" in late.detail
+    [fine] = certificate_parts(TLS / "server.pem", now=expires - 15 * day)
+    assert fine.ok
+    (tmp_path / "broken.pem").write_text("not a certificate")
+    [broken] = certificate_parts(tmp_path / "broken.pem")
+    assert not broken.ok and "unreadable" in broken.detail
+    assert certificate_parts(None) == []  # plain HTTP: nothing to report
