@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import statistics
 import sys
 import time
@@ -179,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="the folds taking part: each is held out in turn, the others train")
     parser.add_argument("--epochs", type=int, help="instead of the box classifier's default")
     args = parser.parse_args(argv)
+    # the crop learner logs each epoch: a fold takes minutes to tens of minutes
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     records = [r for r in datasets.load(args.data) if r.split in args.folds]
     missing = set(args.folds) - {r.split for r in records}
