@@ -138,13 +138,13 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.config["verifier"] = _verify_in_background(backend)
 
     # counted apart: a webhook sent with a mistyped secret must not lock Label Studio out of /predict
-    logins = FailedAttempts(settings.auth_max_failures, settings.auth_failure_window)
-    secrets = FailedAttempts(settings.auth_max_failures, settings.auth_failure_window)
+    login_failures = FailedAttempts(settings.auth_max_failures, settings.auth_failure_window)
+    secret_failures = FailedAttempts(settings.auth_max_failures, settings.auth_failure_window)
 
-    def basic_auth_refusal():
+    def basic_auth_refusal() -> tuple | None:
         """None where the request's basic auth passes; else the answer (401, or 429 for an address
         that presented too many wrong ones)."""
-        return _check(logins, _authorized(settings), request.authorization is not None,
+        return _check(login_failures, _authorized(settings), request.authorization is not None,
                       "basic auth", {"WWW-Authenticate": "Basic"})
 
     def requires_auth(view):
@@ -235,7 +235,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         if action == "START_TRAINING":  # Label Studio sends basic auth with it
             refusal = basic_auth_refusal()
         else:
-            refusal = _check(secrets, _secret_matches(settings), WEBHOOK_SECRET_HEADER in request.headers,
+            refusal = _check(secret_failures, _secret_matches(settings), WEBHOOK_SECRET_HEADER in request.headers,
                              "the WEBHOOK_SECRET header")
         return refusal or _queue_training(body.get("project"), action)
 
@@ -286,12 +286,13 @@ def create_app(settings: Settings | None = None) -> Flask:
     return app
 
 
-def _check(failures: FailedAttempts, passed: bool, presented: bool, what: str, headers: dict | None = None):
+def _check(failures: FailedAttempts, passed: bool, presented: bool, what: str,
+           headers: dict | None = None) -> tuple | None:
     """None where the credentials passed; else 401, counting them against the client's address if
     it presented any (a request without them guesses nothing); 429 for an address that presented
     too many wrong ones lately, whatever it sends now."""
     address = request.remote_addr or "unknown"
-    wait = failures.retry_after(address)
+    wait = failures.attempt(address, passed, presented)
     if wait:
         log.warning("%s %s -> 429: %s from %s: too many wrong ones, %d s to wait", request.method,
                     request.path, what, address, wait)
@@ -299,8 +300,6 @@ def _check(failures: FailedAttempts, passed: bool, presented: bool, what: str, h
                 429, {"Retry-After": str(wait)})
     if passed:
         return None
-    if presented:
-        failures.failed(address)
     log.warning("%s %s -> 401: %s %s from %s", request.method, request.path, "wrong" if presented else "no",
                 what, address)
     return jsonify({"error": "authentication required"}), 401, headers or {}

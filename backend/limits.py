@@ -149,27 +149,26 @@ class FailedAttempts:
         self._failures: OrderedDict[str, deque[float]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def retry_after(self, address: str) -> int:
-        """Whole seconds until ``address`` may present credentials again; 0: it may now."""
+    def attempt(self, address: str, passed: bool, presented: bool = True) -> int:
+        """Whole seconds ``address`` must wait before its credentials count (then they were not
+        looked at); 0: they count, and a failed attempt that presented any is recorded. One step
+        under the lock: parallel requests cannot all pass the check before any is recorded."""
         if self.limit <= 0:
             return 0
         with self._lock:
             times = self._recent(address)
-            return math.ceil(times[0] + self.window - self.clock()) if len(times) >= self.limit else 0
-
-    def failed(self, address: str) -> None:
-        if self.limit <= 0:
-            return
-        with self._lock:
-            times = self._recent(address) or deque(maxlen=self.limit)
-            times.append(self.clock())
-            self._failures[address] = times
-            self._failures.move_to_end(address)
-            while len(self._failures) > self.MAX_ADDRESSES:
-                self._failures.popitem(last=False)
+            if len(times) >= self.limit:
+                return max(1, math.ceil(times[0] + self.window - self.clock()))
+            if not passed and presented:
+                times.append(self.clock())
+                self._failures[address] = times
+                self._failures.move_to_end(address)
+                while len(self._failures) > self.MAX_ADDRESSES:
+                    self._failures.popitem(last=False)
+            return 0
 
     def _recent(self, address: str) -> deque[float]:
-        times = self._failures.get(address, deque())
+        times = self._failures.get(address) or deque()
         while times and times[0] <= self.clock() - self.window:
             times.popleft()
         if not times:

@@ -5,6 +5,7 @@ The README's settings table is generated from ``Settings`` field docs; keep them
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import ssl
@@ -176,7 +177,7 @@ class Settings:
             raise ValueError(f"CATEGORY_READING={self.category_reading!r} must be one of {', '.join(READINGS)}")
         if not 0 <= self.box_voting_iou <= 1:
             raise ValueError(f"BOX_VOTING_IOU={self.box_voting_iou} must be in [0, 1] (0: off)")
-        if self.auth_max_failures < 0 or self.auth_failure_window <= 0:
+        if self.auth_max_failures < 0 or not 0 < self.auth_failure_window < math.inf:
             raise ValueError(f"AUTH_MAX_FAILURES={self.auth_max_failures} must be >= 0 (0: no limit) and "
                              f"AUTH_FAILURE_WINDOW={self.auth_failure_window} > 0")
         if not 0 <= self.holdout_fraction < 1:

@@ -8,6 +8,7 @@ per project in Redis and RQ's own job records and worker registry. Read-only.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import ssl
 import tempfile
@@ -96,17 +97,22 @@ def certificate_parts(cert_file: Path | None, now: float | None = None) -> list[
     if cert_file is None:
         return []
     try:
-        # the standard library's own decoder (its tests' helper): no new dependency for one date
-        until = ssl.cert_time_to_seconds(ssl._ssl._test_decode_cert(str(cert_file))["notAfter"])
-    except (OSError, ssl.SSLError, ValueError, KeyError, AttributeError) as exc:
+        # the standard library's own decoder (a helper of its tests): no new dependency for one date
+        decode = ssl._ssl._test_decode_cert
+    except AttributeError:
+        return [Part("certificate", True, "expiry not checked: this Python cannot decode certificates")]
+    try:
+        until = ssl.cert_time_to_seconds(decode(str(cert_file))["notAfter"])
+    except (OSError, ssl.SSLError, ValueError, KeyError) as exc:
         return [Part("certificate", False, f"{cert_file}: expiry unreadable ({exc})")]
     days = (until - (time.time() if now is None else now)) / 86400
     date = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(until))
     if days < 0:
         return [Part("certificate", False, f"expired on {date}: Label Studio refuses it; renew {cert_file}")]
     if days < CERTIFICATE_WARNING_DAYS:
-        return [Part("certificate", False, f"expires on {date}, in {days:.0f} days: renew {cert_file}")]
-    return [Part("certificate", True, f"valid until {date} ({days:.0f} days)")]
+        left = f"in {math.floor(days)} days" if days >= 1 else "within a day"
+        return [Part("certificate", False, f"expires on {date}, {left}: renew {cert_file}")]
+    return [Part("certificate", True, f"valid until {date} ({math.floor(days)} days)")]
 
 
 def health(services: Services, redis, serving=None) -> list[Part]:

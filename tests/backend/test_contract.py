@@ -371,13 +371,13 @@ def test_basic_auth_guards_label_studio_calls_but_not_annotation_webhooks(settin
     assert replay(guarded, "webhook_ANNOTATION_CREATED").status_code == 200  # LS sends no auth here
 
 
-def test_an_address_guessing_credentials_is_refused_for_a_while_and_no_other(settings):
+def test_an_address_guessing_credentials_is_refused_and_no_other_address(settings):
     app = create_app(replace(settings, basic_auth_user="ls", basic_auth_pass="secret", webhook_secret="s3",
                              auth_max_failures=3))
     served = app.wsgi_app
 
-    def from_address(environ, start_response):  # the test client under this Flask sets no REMOTE_ADDR
-        environ["REMOTE_ADDR"] = environ.pop("HTTP_X_TEST_ADDRESS")
+    def from_address(environ, start_response):  # REMOTE_ADDR does not reach the app through this test client
+        environ["REMOTE_ADDR"] = environ.pop("HTTP_X_TEST_ADDRESS", "127.0.0.1")
         return served(environ, start_response)
 
     app.wsgi_app = from_address

@@ -90,22 +90,31 @@ def test_every_answer_carries_security_headers_and_the_page_a_strict_policy(sett
     assert "Strict-Transport-Security" not in secure.headers
 
 
-def test_the_certificate_is_reported_and_fails_health_two_weeks_before_it_expires(settings, tmp_path):
-    from backend.status import certificate_parts
+def test_the_certificate_is_reported_and_fails_health_from_two_weeks_before_it_expires(settings, tmp_path,
+                                                                                     monkeypatch):
+    from backend import status
     from tests.conftest import TLS
 
     https = replace(settings, tls_cert_file=TLS / "server.pem", tls_key_file=TLS / "server.key")
-    page = create_app(https).test_client().get("/").get_data(as_text=True)
-    assert "certificate" in page and "valid until 2126-11-09" in page  # the test certificate's last day
+    client = create_app(https).test_client()
+    assert "valid until 2126-11-09" in client.get("/").get_data(as_text=True)  # the test certificate's last day
+    assert "certificate" not in client.get("/health").get_json()["degraded"]
+    monkeypatch.setattr(status, "CERTIFICATE_WARNING_DAYS", 200 * 365)  # as if it expired within the window
+    health = client.get("/health").get_json()
+    assert health["status"] == "DEGRADED" and "expires on 2126-11-09" in health["degraded"]["certificate"]
+    monkeypatch.undo()
+
     expires = 4_949_897_112.0  # its notAfter, Nov  9 11:25:12 2126 GMT, in seconds since the epoch
     day = 86_400
-    [soon] = certificate_parts(TLS / "server.pem", now=expires - 5 * day)
+    [soon] = status.certificate_parts(TLS / "server.pem", now=expires - 5.5 * day)
     assert not soon.ok and "in 5 days" in soon.detail and "renew" in soon.detail
-    [late] = certificate_parts(TLS / "server.pem", now=expires + day)
+    [last_hours] = status.certificate_parts(TLS / "server.pem", now=expires - 0.4 * day)
+    assert not last_hours.ok and "within a day" in last_hours.detail
+    [late] = status.certificate_parts(TLS / "server.pem", now=expires + day)
     assert not late.ok and "expired on 2126-11-09" in late.detail
-    [fine] = certificate_parts(TLS / "server.pem", now=expires - 15 * day)
-    assert fine.ok
+    [fine] = status.certificate_parts(TLS / "server.pem", now=expires - status.CERTIFICATE_WARNING_DAYS * day)
+    assert fine.ok and "(14 days)" in fine.detail
     (tmp_path / "broken.pem").write_text("not a certificate")
-    [broken] = certificate_parts(tmp_path / "broken.pem")
+    [broken] = status.certificate_parts(tmp_path / "broken.pem")
     assert not broken.ok and "unreadable" in broken.detail
-    assert certificate_parts(None) == []  # plain HTTP: nothing to report
+    assert status.certificate_parts(None) == []  # plain HTTP: nothing to report

@@ -1,5 +1,7 @@
 """backend.limits.FailedAttempts: wrong credentials counted per address over a sliding window."""
 
+import threading
+
 from backend.limits import FailedAttempts
 
 
@@ -15,25 +17,47 @@ def test_an_address_waits_until_its_oldest_counted_failure_leaves_the_window():
     clock = Clock()
     failures = FailedAttempts(limit=3, window=60, clock=clock)
     for _ in range(2):
-        failures.failed("a")
+        assert failures.attempt("a", passed=False) == 0
         clock.now += 10
-    assert failures.retry_after("a") == 0  # two of three
-    failures.failed("a")
-    assert failures.retry_after("a") == 40 and failures.retry_after("b") == 0
-    clock.now += 40
-    assert failures.retry_after("a") == 0  # the first failure left the window
-    failures.failed("a")  # two still counted, this one the third: refused again
-    assert failures.retry_after("a") == 10
+    assert failures.attempt("a", passed=True) == 0  # two of three: right credentials still count
+    assert failures.attempt("a", passed=False) == 0  # the third
+    assert failures.attempt("a", passed=True) == 40 and failures.attempt("b", passed=True) == 0
+    clock.now += 39.5
+    assert failures.attempt("a", passed=True) == 1  # never 0 while refused
+    clock.now += 0.5
+    assert failures.attempt("a", passed=False) == 0  # the first failure left the window: counted
+    assert failures.attempt("a", passed=True) == 10  # two still counted and this one: refused again
 
 
-def test_no_limit_and_a_bounded_memory():
+def test_no_credentials_are_not_counted_nor_is_anything_without_a_limit():
+    failures = FailedAttempts(limit=1, window=60)
+    for _ in range(5):
+        assert failures.attempt("a", passed=False, presented=False) == 0
     unlimited = FailedAttempts(limit=0, window=60)
     for _ in range(100):
-        unlimited.failed("a")
-    assert unlimited.retry_after("a") == 0
+        assert unlimited.attempt("a", passed=False) == 0
+
+
+def test_parallel_guesses_cannot_slip_past_the_limit():
+    failures = FailedAttempts(limit=3, window=60)
+    counted, start = [], threading.Barrier(16)
+
+    def guess() -> None:
+        start.wait()
+        counted.append(failures.attempt("a", passed=False) == 0)
+
+    threads = [threading.Thread(target=guess) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sum(counted) == 3  # three guesses looked at, thirteen refused unseen
+
+
+def test_memory_is_bounded_by_forgetting_the_quietest_address():
     clock = Clock()
     failures = FailedAttempts(limit=1, window=60, clock=clock)
     failures.MAX_ADDRESSES = 3
     for address in "abcd":
-        failures.failed(address)
-    assert [failures.retry_after(a) for a in "abcd"] == [0, 60, 60, 60]  # the quietest is forgotten
+        failures.attempt(address, passed=False)
+    assert [failures.attempt(a, passed=True) for a in "abcd"] == [0, 60, 60, 60]
