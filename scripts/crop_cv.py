@@ -8,6 +8,8 @@ the settings of ``BoxClassifierSettings``), the cheap stand-in for the detector'
 same crop code pretrains (``model/pretrain.py``). Rotating the held-out fold keeps a lever from
 being judged on a single split. Each (arm, fold) result is appended to ``OUT/rows.jsonl`` as it
 finishes, so a stopped run resumes where it stopped; ``OUT/summary.md`` is rewritten after each.
+An ensemble arm trains several learners per fold and keeps each, once trained, under
+``OUT/members/``: a fold stopped between them resumes from those it finished.
 """
 
 from __future__ import annotations
@@ -84,22 +86,41 @@ def _scores(model: nn.Module, held_out: list, classes: list[str], settings: BoxC
                                                replace(settings, flip_at_test=True), device)}
 
 
+def _trained(train: list, classes: list[str], settings: BoxClassifierSettings, device: str,
+             keep: Path | None) -> tuple[nn.Module, float]:
+    """A crop learner trained from ``settings.seed``'s random weights, and its training seconds;
+    with ``keep``, saved there once trained and loaded from there by a rerun (an ensemble's fold
+    trains several: a run stopped between them keeps those it finished)."""
+    model = seeded(len(classes), settings, device)  # every arm and fold from the same weights (per seed)
+    if keep is not None and keep.exists():
+        saved = torch.load(keep, map_location=device, weights_only=True)
+        model.load_state_dict(saved["state"])
+        return model, saved["seconds"]
+    started = time.perf_counter()
+    fit_crop_classifier(model, train, classes, settings, device)
+    seconds = round(time.perf_counter() - started, 1)
+    if keep is not None:
+        keep.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"state": model.state_dict(), "seconds": seconds}, keep.with_suffix(".part"))
+        keep.with_suffix(".part").replace(keep)  # a stopped save leaves no half-written member
+    return model, seconds
+
+
 def run_one(records: list, fold: str, settings: BoxClassifierSettings, device: str,
-            seeds: tuple[int, ...] = ()) -> dict:
+            seeds: tuple[int, ...] = (), keep: Path | None = None) -> dict:
     """Train on every fold but ``fold``; score the held-out fold's lesion crops. With ``seeds``, one
-    model from each seed's random weights, scored alone (``members``) and averaged (the first two
-    as ``ensemble_2``, all of them as the row's own scores)."""
+    model from each seed's random weights (each kept in the folder ``keep`` once trained), scored
+    alone (``members``) and averaged (the first two as ``ensemble_2``, all of them as the row's own
+    scores)."""
     train = [r for r in records if r.split != fold]
     held_out = [r for r in records if r.split == fold]
     classes = crop_classes(train)
     members, seconds = [], []
     for seed in seeds or (settings.seed,):
-        # every arm and fold from the same weights (per seed)
-        model = seeded(len(classes), replace(settings, seed=seed), device)
-        started = time.perf_counter()
-        fit_crop_classifier(model, train, classes, settings, device)
-        seconds.append(round(time.perf_counter() - started, 1))
+        kept = keep / f"{fold}-seed{seed}.pt" if keep is not None and seeds else None
+        model, took = _trained(train, classes, replace(settings, seed=seed), device, kept)
         members.append(model)
+        seconds.append(took)
     row = {"train_crops": sum(len(r.boxes) for r in train), "wall_seconds": sum(seconds)}
     if not seeds:
         return _scores(members[0], held_out, classes, settings, device) | row
@@ -108,6 +129,11 @@ def run_one(records: list, fold: str, settings: BoxClassifierSettings, device: s
                "members": [_scores(m, held_out, classes, settings, device) | {"wall_seconds": t}
                            for m, t in zip(members, seconds)],
                "ensemble_2": _scores(ProbabilityMean(members[:2]), held_out, classes, settings, device)})
+
+
+def members_dir(out: Path, arm: str, epochs: int, folds: list[str]) -> Path:
+    """Where an ensemble arm keeps its trained members: one folder per experiment, as its rows."""
+    return out / "members" / f"{arm}-{epochs}-epochs-{'-'.join(folds)}"
 
 
 def member_rows(row: dict) -> list[dict]:
@@ -207,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
             settings = replace(BoxClassifierSettings(), **lever)
             settings = replace(settings, bf16=use_bf16(settings.bf16, device))
             row = {"arm": arm, "fold": fold, "epochs": epochs, "folds": folds,
-                   **run_one(records, fold, settings, device, seeds)}
+                   **run_one(records, fold, settings, device, seeds, members_dir(args.out, arm, epochs, folds))}
             new = [row] + [r for r in (member_rows(row) if seeds else [])  # not twice
                            if not any(o["arm"] == r["arm"] and o["fold"] == fold for o in rows)]
             rows += new

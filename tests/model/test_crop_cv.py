@@ -35,6 +35,17 @@ def test_each_arm_holds_out_each_fold_in_turn_and_a_rerun_resumes(crop_cv, busbr
     assert len((tmp_path / "rows.jsonl").read_text().splitlines()) == 2 * len(arms)
     assert "mean of 2" in capsys.readouterr().out
 
+    # An ensemble's fold stopped before its row: the members it trained are kept, not trained again.
+    [ensemble] = [r for r in rows if r["arm"] == "ensemble-3" and r["fold"] == "fold2"]
+    kept = sorted(p.name for p in (tmp_path / "members").rglob("*.pt"))
+    assert kept == sorted(f"{f}-seed{s}.pt" for f in ("fold1", "fold2") for s in ensemble["seeds"])
+    (tmp_path / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows if r is not ensemble))
+    assert crop_cv.main(argv) == 0
+    rows = [json.loads(line) for line in (tmp_path / "rows.jsonl").read_text().splitlines()]
+    [again] = [r for r in rows if r["arm"] == "ensemble-3" and r["fold"] == "fold2"]
+    assert again["members"] == ensemble["members"]  # the same weights: the same scores and seconds
+    assert again["birads_accuracy"] == ensemble["birads_accuracy"]
+
 
 def test_a_fold_without_images_is_refused(crop_cv, busbra_dir, tmp_path):
     with pytest.raises(SystemExit):
