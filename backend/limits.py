@@ -158,6 +158,7 @@ class FailedAttempts:
         with self._lock:
             times = self._recent(address)
             if len(times) >= self.limit:
+                self._failures.move_to_end(address)  # still trying: not the quietest
                 return max(1, math.ceil(times[0] + self.window - self.clock()))
             if not passed and presented:
                 times.append(self.clock())

@@ -20,7 +20,7 @@ import logging
 import statistics
 import sys
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
@@ -52,14 +52,23 @@ ARMS: dict[str, dict] = {
     # twice the schedule (60 epochs at the default 30): 30 epochs are only ~530 SGD steps (item 31)
     "epochs-60": {"epochs_factor": 2},
     "outline-epochs-60": {"outline_loss": 1.0, "epochs_factor": 2},  # items 29 and 31 together (item 33)
-    # three of the baseline from other random weights, their probabilities averaged (item 34); its
-    # run also files each member and the first two's mean under the names of MEMBER_ARMS
+    # three of the baseline (no other lever) from other random weights, their probabilities
+    # averaged (item 34); its run also files each member and the first two's mean (MEMBER_ARMS)
     "ensemble-3": {"seeds": (42, 43, 44)},
 }
 BASELINE = "stretch"
 DEFAULT_SEED = BoxClassifierSettings().seed
-# Rows an ensemble's run files besides its own: the member of the default seed is the baseline.
-MEMBER_ARMS = ["seed-43", "seed-44", "ensemble-2"]
+
+
+def member_arm(seed: int) -> str:
+    """The arm an ensemble's member is filed under: the default seed's is the baseline."""
+    return BASELINE if seed == DEFAULT_SEED else f"seed-{seed}"
+
+
+# Rows an ensemble's run files besides its own and the baseline's.
+MEMBER_ARMS = [name for lever in ARMS.values() for name in
+               [*(member_arm(s) for s in lever.get("seeds", ()) if s != DEFAULT_SEED),
+                *(["ensemble-2"] if "seeds" in lever else [])]]
 
 
 class ProbabilityMean(nn.Module):
@@ -92,8 +101,8 @@ def _trained(train: list, classes: list[str], settings: BoxClassifierSettings, d
     with ``keep``, saved there once trained and loaded from there by a rerun (an ensemble's fold
     trains several: a run stopped between them keeps those it finished)."""
     model = seeded(len(classes), settings, device)  # every arm and fold from the same weights (per seed)
-    if keep is not None and keep.exists():
-        saved = torch.load(keep, map_location=device, weights_only=True)
+    saved = torch.load(keep, map_location=device, weights_only=True) if keep is not None and keep.exists() else {}
+    if saved.get("settings") == asdict(settings):  # another recipe or number format: trained again
         model.load_state_dict(saved["state"])
         return model, saved["seconds"]
     started = time.perf_counter()
@@ -101,7 +110,8 @@ def _trained(train: list, classes: list[str], settings: BoxClassifierSettings, d
     seconds = round(time.perf_counter() - started, 1)
     if keep is not None:
         keep.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"state": model.state_dict(), "seconds": seconds}, keep.with_suffix(".part"))
+        torch.save({"state": model.state_dict(), "seconds": seconds, "settings": asdict(settings)},
+                   keep.with_suffix(".part"))
         keep.with_suffix(".part").replace(keep)  # a stopped save leaves no half-written member
     return model, seconds
 
@@ -140,16 +150,28 @@ def member_rows(row: dict) -> list[dict]:
     """An ensemble's row split into the rows of the arms it also trained: each member (the default
     seed's is the baseline arm) and the first two members' mean."""
     common = {k: row[k] for k in ("fold", "epochs", "folds", "train_crops")} | {"from": row["arm"]}
-    rows = [common | member | {"arm": BASELINE if seed == DEFAULT_SEED else f"seed-{seed}"}
-            for seed, member in zip(row["seeds"], row["members"])]
+    rows = [common | member | {"arm": member_arm(seed)} for seed, member in zip(row["seeds"], row["members"])]
     ensemble_2 = sum(m["wall_seconds"] for m in row["members"][:2])
     return rows + [common | row["ensemble_2"] | {"arm": "ensemble-2", "wall_seconds": ensemble_2}]
 
 
 def _delta(row: dict, baseline: dict | None, key: str, scale: float) -> float | None:
-    if baseline is None or row[key] is None or baseline[key] is None:
-        return None
+    if baseline is None or row.get(key) is None or baseline.get(key) is None:
+        return None  # rows logged before item 26 lack the median reading
     return (row[key] - baseline[key]) * scale
+
+
+def _baseline(row: dict, rows: list[dict], base: dict[str, dict]) -> dict | None:
+    """What ``row`` is compared with: for an ensemble and the rows split from it, its own member of
+    the default seed, trained with it (item 34's rule); for any other arm, the baseline arm's row
+    of the same held-out fold."""
+    if row["arm"] == BASELINE:
+        return None
+    source = row if "members" in row else next(
+        (r for r in rows if r["arm"] == row.get("from") and r["fold"] == row["fold"] and "members" in r), None)
+    if source is not None:
+        return source["members"][source["seeds"].index(DEFAULT_SEED)]
+    return base.get(row["fold"])
 
 
 def _signed(values: list[float | None], unit: str) -> str:
@@ -176,14 +198,15 @@ def summary(rows: list[dict]) -> str:
     table = []
     for arm in (a for a in [*ARMS, *MEMBER_ARMS] if any(r["arm"] == a for r in rows)):
         mine = sorted((r for r in rows if r["arm"] == arm), key=lambda r: r["fold"])
-        reference = {} if arm == BASELINE else base  # the baseline's change columns stay empty
-        d_acc = [_delta(r, reference.get(r["fold"]), "birads_accuracy", 100) for r in mine]
-        d_auc = [_delta(r, reference.get(r["fold"]), "pathology_auc", 1) for r in mine]
-        for r, da, du in zip(mine, d_acc, d_auc):
+        against = [_baseline(r, rows, base) for r in mine]  # the baseline's change columns stay empty
+        d_acc = [_delta(r, b, "birads_accuracy", 100) for r, b in zip(mine, against)]
+        d_med = [_delta(r, b, "birads_accuracy_median", 100) for r, b in zip(mine, against)]
+        d_auc = [_delta(r, b, "pathology_auc", 1) for r, b in zip(mine, against)]
+        for r, da, dm, du in zip(mine, d_acc, d_med, d_auc):
             auc = "n/a" if r["pathology_auc"] is None else f"{r['pathology_auc']:.3f}"
             table.append([arm, r["fold"], r["crops"], f"{r['birads_accuracy']:.2%}", _median(r),
-                          _median(r, flipped=True), auc,
-                          _signed([da], " pt"), _signed([du], ""), f"{r['wall_seconds'] / 60:.1f}"])
+                          _median(r, flipped=True), auc, _signed([da], " pt"), _signed([dm], " pt"),
+                          _signed([du], ""), f"{r['wall_seconds'] / 60:.1f}"])
         if len(mine) > 1 and all(r["pathology_auc"] is not None for r in mine):
             acc = [r["birads_accuracy"] for r in mine]
             auc = [r["pathology_auc"] for r in mine]
@@ -191,10 +214,11 @@ def summary(rows: list[dict]) -> str:
                           f"{statistics.mean(acc):.2%} ({statistics.stdev(acc):.2%})", _median(*mine),
                           _median(*mine, flipped=True),
                           f"{statistics.mean(auc):.3f} ({statistics.stdev(auc):.3f})",
-                          _signed(d_acc, " pt"), _signed(d_auc, ""), ""])
+                          _signed(d_acc, " pt"), _signed(d_med, " pt"), _signed(d_auc, ""), ""])
     return tabulate(table, ["arm", "held-out fold", "lesions", "BI-RADS accuracy",
                             "median reading (item 26)", "median, crop + mirror (item 27)", "pathology AUC",
-                            f"accuracy vs {BASELINE}", f"AUC vs {BASELINE}", "minutes"], tablefmt="github")
+                            f"accuracy vs {BASELINE}", f"median vs {BASELINE}", f"AUC vs {BASELINE}",
+                            "training minutes"], tablefmt="github")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,6 +1,7 @@
 """scripts/crop_cv.py: a crop-classifier lever cross-validated over folds, on real BUS-BRA images."""
 
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -14,7 +15,8 @@ def crop_cv():
     return load_script("crop_cv")
 
 
-def test_each_arm_holds_out_each_fold_in_turn_and_a_rerun_resumes(crop_cv, busbra_dir, tmp_path, capsys):
+def test_each_arm_holds_out_each_fold_in_turn_and_a_rerun_resumes(crop_cv, busbra_dir, tmp_path, capsys,
+                                                                  monkeypatch):
     argv = ["--data", f"busbra:{busbra_dir}", "--out", str(tmp_path), "--folds", "fold1", "fold2",
             "--epochs", "1"]
     assert crop_cv.main(argv) == 0
@@ -28,23 +30,36 @@ def test_each_arm_holds_out_each_fold_in_turn_and_a_rerun_resumes(crop_cv, busbr
     summary = (tmp_path / "summary.md").read_text()
     assert summary.count("mean of 2") == len(arms) and "keep-aspect" in summary and "mirror" in summary
     # Every other arm against the baseline on the same held-out folds.
-    assert summary.count("better on") == 2 * (len(arms) - 1) and " pt" in summary
+    # (argmax, median reading, AUC; an ensemble's rows against its own default-seed member)
+    assert summary.count("better on") == 3 * (len(arms) - 1) and " pt" in summary
 
     capsys.readouterr()
     assert crop_cv.main(argv) == 0  # everything is done: nothing trains again
     assert len((tmp_path / "rows.jsonl").read_text().splitlines()) == 2 * len(arms)
     assert "mean of 2" in capsys.readouterr().out
 
-    # An ensemble's fold stopped before its row: the members it trained are kept, not trained again.
+    # An ensemble's fold stopped before its row, after two of its members: only the third trains.
     [ensemble] = [r for r in rows if r["arm"] == "ensemble-3" and r["fold"] == "fold2"]
-    kept = sorted(p.name for p in (tmp_path / "members").rglob("*.pt"))
-    assert kept == sorted(f"{f}-seed{s}.pt" for f in ("fold1", "fold2") for s in ensemble["seeds"])
+    kept = sorted((tmp_path / "members").rglob("*.pt"))
+    assert sorted(p.name for p in kept) == sorted(f"{f}-seed{s}.pt" for f in ("fold1", "fold2")
+                                                   for s in ensemble["seeds"])
+    next(p for p in kept if p.name == "fold2-seed44.pt").unlink()
     (tmp_path / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows if r is not ensemble))
+    trained = []
+    fit = crop_cv.fit_crop_classifier
+    monkeypatch.setattr(crop_cv, "fit_crop_classifier", lambda model, *a: trained.append(1) or fit(model, *a))
     assert crop_cv.main(argv) == 0
+    assert len(trained) == 1
     rows = [json.loads(line) for line in (tmp_path / "rows.jsonl").read_text().splitlines()]
     [again] = [r for r in rows if r["arm"] == "ensemble-3" and r["fold"] == "fold2"]
-    assert again["members"] == ensemble["members"]  # the same weights: the same scores and seconds
-    assert again["birads_accuracy"] == ensemble["birads_accuracy"]
+    assert again["members"][:2] == ensemble["members"][:2]  # the kept weights, their scores and seconds
+    # A kept member of another recipe (a default changed since) is trained again, not mixed in.
+    defaults = crop_cv.BoxClassifierSettings
+    monkeypatch.setattr(crop_cv, "BoxClassifierSettings", lambda: replace(defaults(), max_lr=0.03))
+    (tmp_path / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows if r is not again))
+    trained.clear()
+    assert crop_cv.main(argv) == 0
+    assert len(trained) == 3
 
 
 def test_a_fold_without_images_is_refused(crop_cv, busbra_dir, tmp_path):

@@ -58,6 +58,8 @@ def test_memory_is_bounded_by_forgetting_the_quietest_address():
     clock = Clock()
     failures = FailedAttempts(limit=1, window=60, clock=clock)
     failures.MAX_ADDRESSES = 3
-    for address in "abcd":
+    for address in "abc":
         failures.attempt(address, passed=False)
-    assert [failures.attempt(a, passed=True) for a in "abcd"] == [0, 60, 60, 60]
+    assert failures.attempt("a", passed=True) == 60  # refused, and so the address last heard from
+    failures.attempt("d", passed=False)
+    assert [failures.attempt(a, passed=True) for a in "abcd"] == [60, 0, 60, 60]  # b was the quietest
