@@ -23,6 +23,7 @@ from tests.e2e.conftest import CONFIG, REPO, free_port, start_backend
 
 USER, PASSWORD, SECRET = "ls", "basic-secret", "hook-secret"
 AUTH = {"Authorization": "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()}
+AUTH_MAX_FAILURES, AUTH_FAILURE_WINDOW = 5, 20
 PROJECT = 2
 SERVED = "v-served"
 FIGURES = os.environ.get("FAULT_FIGURES")  # bench/faults.sh collects the measured figures here
@@ -54,7 +55,9 @@ def hardened(tmp_path_factory, redis_server, tiny_model, busbra_dir):
         "BASIC_AUTH_USER": USER, "BASIC_AUTH_PASS": PASSWORD, "WEBHOOK_SECRET": SECRET,
         "LOCAL_FILES_ROOT": str(files), "ALLOWED_IMAGE_HOSTS": "images.example.org,localhost,127.0.0.1",
         "MAX_TASKS": "50", "MAX_REQUEST_BYTES": "2000000", "REQUEST_TIMEOUT": "3", "FETCH_TIMEOUT": "2",
-        "RETRAIN_AFTER": "100", "TRAIN_MAX_ITER": "1", "THREADS": "16", "SCORE_THRESHOLD": "0.0"}
+        "RETRAIN_AFTER": "100", "TRAIN_MAX_ITER": "1", "THREADS": "16", "SCORE_THRESHOLD": "0.0",
+        # the auth test guesses more than this and then waits the window out
+        "AUTH_MAX_FAILURES": str(AUTH_MAX_FAILURES), "AUTH_FAILURE_WINDOW": str(AUTH_FAILURE_WINDOW)}
     with start_backend(work, {"url": f"http://127.0.0.1:{closed_port}", "token": "x"}, **settings) as backend:
         url = backend["url"]
         setup = requests.post(f"{url}/setup", headers=AUTH, timeout=60,
@@ -112,5 +115,5 @@ def wait_until(condition, seconds: float) -> bool:
     return False
 
 
-__all__ = ["AUTH", "CONFIG", "PROJECT", "REPO", "SECRET", "SERVED", "gunicorn_rss_mb", "predict_body",
-           "record", "wait_until"]
+__all__ = ["AUTH", "AUTH_FAILURE_WINDOW", "CONFIG", "PROJECT", "REPO", "SECRET", "SERVED", "gunicorn_rss_mb",
+           "predict_body", "record", "wait_until"]
