@@ -7,9 +7,11 @@ product defaults, the paper's 800 px), then the settings.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
+import platform
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -77,6 +79,21 @@ def resolve_device(device: str) -> str:
             raise DataError(f"device {device}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
         return device
     raise DataError(f"device {device!r}: expected {DEVICE_CHOICES}")
+
+
+def cpu_name(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """The CPU a figure came from: its model name with family and model numbers (cloud guests
+    often show only "AMD EPYC", whose generations differ twofold in speed and in number formats)."""
+    try:
+        lines = cpuinfo.read_text().splitlines()
+    except OSError:
+        return platform.processor() or "unknown CPU"
+    first = itertools.takewhile(str.strip, lines)  # the first processor's block: all cores alike
+    fields = {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in first)}
+    name = fields.get("model name") or platform.processor() or "unknown CPU"
+    if "cpu family" in fields and "model" in fields:
+        name += f" (cpu family {fields['cpu family']} model {fields['model']})"
+    return name
 
 
 def cpu_supports_bf16() -> bool:

@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from model import datasets  # noqa: E402
 from model.box_classifier import BoxClassifierSettings, seeded  # noqa: E402
-from model.config import resolve_device, use_bf16  # noqa: E402
+from model.config import cpu_name, resolve_device, use_bf16  # noqa: E402
 from model.pretrain import crop_classes, evaluate_crops, fit_crop_classifier  # noqa: E402
 
 FOLDS = ["fold1", "fold2", "fold3", "fold4"]
@@ -149,7 +149,8 @@ def members_dir(out: Path, arm: str, epochs: int, folds: list[str]) -> Path:
 def member_rows(row: dict) -> list[dict]:
     """An ensemble's row split into the rows of the arms it also trained: each member (the default
     seed's is the baseline arm) and the first two members' mean."""
-    common = {k: row[k] for k in ("fold", "epochs", "folds", "train_crops")} | {"from": row["arm"]}
+    common = {k: row[k] for k in ("fold", "epochs", "folds", "train_crops", "cpu", "bf16") if k in row}
+    common |= {"from": row["arm"]}
     rows = [common | member | {"arm": member_arm(seed)} for seed, member in zip(row["seeds"], row["members"])]
     ensemble_2 = sum(m["wall_seconds"] for m in row["members"][:2])
     return rows + [common | row["ensemble_2"] | {"arm": "ensemble-2", "wall_seconds": ensemble_2}]
@@ -256,7 +257,9 @@ def main(argv: list[str] | None = None) -> int:
             seeds = lever.pop("seeds", ())
             settings = replace(BoxClassifierSettings(), **lever)
             settings = replace(settings, bf16=use_bf16(settings.bf16, device))
-            row = {"arm": arm, "fold": fold, "epochs": epochs, "folds": folds,
+            # where and in which number format: folds of one experiment may train on other machines
+            row = {"arm": arm, "fold": fold, "epochs": epochs, "folds": folds, "cpu": cpu_name(),
+                   "bf16": settings.bf16,
                    **run_one(records, fold, settings, device, seeds, members_dir(args.out, arm, epochs, folds))}
             new = [row] + [r for r in (member_rows(row) if seeds else [])  # not twice
                            if not any(o["arm"] == r["arm"] and o["fold"] == fold for o in rows)]

@@ -28,6 +28,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from model.config import cpu_name  # noqa: E402
 from model.evaluation.report import DECISION_TEXT, PAPER, effort_lines, number, pct  # noqa: E402
 from model.evaluation.screening_cut import fitted_on  # noqa: E402
 from model.modeldir import BOX_CLASSIFIER_META  # noqa: E402
@@ -222,13 +223,6 @@ def simulation_section(runs: Path, pictures: Pictures) -> list[str]:
             lines.append("| " + " | ".join(cell(r[k]) for k in keys) + " |")
         lines.append("")
     return lines
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").is_file() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
 
 
 RECIPE = "reference"

@@ -3,7 +3,7 @@
 import pytest
 
 from model import config
-from model.config import TrainSettings, build_config, iterations, resolve_weights, use_bf16
+from model.config import TrainSettings, build_config, cpu_name, iterations, resolve_weights, use_bf16
 
 
 def test_product_defaults_are_the_papers():
@@ -85,3 +85,14 @@ def test_devices_that_do_not_exist_are_a_data_error(device, expected):
     assert resolve_device("cpu") == "cpu" and resolve_device("auto") in ("cpu", "cuda")
     with pytest.raises(DataError, match=expected):
         resolve_device(device)
+
+
+def test_a_cpu_is_named_with_its_family_and_model(tmp_path):
+    # cloud guests often name only "AMD EPYC": the numbers tell Zen 1 (float32 only) from Zen 5 (bf16)
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 1\n"
+                    "model name\t: AMD EPYC\nflags\t\t: fpu avx2\n\nprocessor\t: 1\n")
+    assert cpu_name(info) == "AMD EPYC (cpu family 25 model 1)"
+    info.write_text("model name\t: Some ARM core\n")
+    assert cpu_name(info) == "Some ARM core"
+    assert cpu_name(tmp_path / "none")  # no /proc: the platform's word for it, never an error
