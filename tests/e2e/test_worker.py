@@ -120,6 +120,43 @@ def test_jobs_coalesce_while_queued_and_chain_versions(worker_settings, annotate
     assert registry.info(one["result"]["version"])["timing"] == timing
 
 
+def test_a_projects_first_training_fine_tunes_the_starter_model(worker_settings, annotated_project,
+                                                               classified_tiny_model, tmp_path):
+    """INITIAL_WEIGHTS naming a model directory (the reference model a project manager built): the
+    project's first version is trained from its weights, box classifier included, and names it as
+    its parent."""
+    import torch
+
+    from model import box_classifier
+    from model.modeldir import WEIGHTS, read_info
+
+    redis = Redis.from_url(worker_settings.redis_url)
+    job_id = TrainingQueue(redis, worker_settings).request(annotated_project, "START_TRAINING", force=True)["job_id"]
+    with open(tmp_path / "worker.log", "w") as log:
+        worker = start_worker(worker_settings, log, INITIAL_WEIGHTS=str(classified_tiny_model))
+        try:
+            wait(lambda: job_status(redis, job_id)["status"] in ("finished", "failed"), 480, "job did not finish")
+        finally:
+            worker.terminate()
+            worker.wait(timeout=30)
+    status = job_status(redis, job_id)
+    assert status["status"] == "finished", (tmp_path / "worker.log").read_text()[-3000:]
+    version = status["result"]["version"]
+    assert status["result"]["parent"] == f"starter-{classified_tiny_model.name}"
+    registry = Registry(worker_settings.model_dir / f"project-{annotated_project}")
+    assert registry.current() == version and registry.info(version)["parent"] == status["result"]["parent"]
+    trained = registry.path(version)
+    assert read_info(trained).parent == str(classified_tiny_model)
+    # Six iterations move the starter's weights a little; a detector from random weights would
+    # share nothing with them.
+    def stem(model_dir: Path) -> torch.Tensor:
+        state = torch.load(model_dir / WEIGHTS, map_location="cpu", weights_only=True)["model"]
+        return state["backbone.bottom_up.stem.conv1.weight"].flatten().float()
+
+    assert torch.cosine_similarity(stem(trained), stem(classified_tiny_model), dim=0) > 0.99
+    assert box_classifier.has_classifier(trained)  # the starter's classifier fine-tuned with it
+
+
 def test_worker_killed_mid_training_leaves_served_version(worker_settings, annotated_project, tiny_model, tmp_path):
     settings = replace(worker_settings, train_max_iter=2000)  # long enough to be killed in the middle
     install_model(settings, annotated_project, tiny_model, "v-served")
