@@ -85,7 +85,7 @@ def simulate(pool: list[ImageRecord], holdout: list[ImageRecord], out: str | Pat
     labelled, unlabelled = order[: settings.initial], order[settings.initial:]
     started = time.perf_counter()
     current = train(labelled, work / "round-0", settings.train)
-    no_effort = dict.fromkeys(("seconds_per_image", "by_hand_seconds_per_image", "ratio"))  # round 0
+    no_effort = dict.fromkeys(effort.SUMMARY_KEYS)  # round 0: nothing pre-annotated yet
     rows = [_evaluate_round(0, current, labelled, holdout, settings, [], started) | no_effort]
     for number in range(1, settings.rounds + 1):
         if not unlabelled:
@@ -167,20 +167,24 @@ def _plot(rows: list[dict], folder: Path) -> None:
     plt.close(figure)
 
 
+# A round's figures as the reports tabulate them: expert-seconds and their ratio to drawing by hand
+# (at the chosen draw cost, then at both ends of it), corrections beside them, model quality.
+ROUND_COLUMNS = ["round", "train_images", "batch_images", *effort.SUMMARY_KEYS, "corrections_per_image",
+                 "baseline_corrections_per_image", "acceptance_rate", "ap50", "ap50_lesion", "sensitivity",
+                 "specificity", "elapsed_seconds"]
+
+
 def _fmt(value) -> str:
     return "n/a" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
 def _markdown(rows: list[dict], settings: SimulationSettings) -> str:
-    keys = ["round", "train_images", "batch_images", "seconds_per_image", "by_hand_seconds_per_image", "ratio",
-            "corrections_per_image", "baseline_corrections_per_image", "acceptance_rate", "ap50", "ap50_lesion",
-            "sensitivity", "specificity", "elapsed_seconds"]
     lines = [f"# Labelling loop simulation ({settings.order} order)", "",
              f"{settings.initial} initial images, {settings.round_size} per round, {settings.rounds} rounds; "
              f"the expert sees boxes scored >= {settings.score_threshold} (display {settings.display}). "
              f"Action costs in seconds: {settings.costs.to_dict()} (model/evaluation/effort.py). "
              "Held-out screening (malignant vs benign, pathology) takes each image's most confident box.", "",
-             "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-    lines += ["| " + " | ".join(_fmt(r[k]) for k in keys) + " |" for r in rows]
+             "| " + " | ".join(ROUND_COLUMNS) + " |", "|" + "---|" * len(ROUND_COLUMNS)]
+    lines += ["| " + " | ".join(_fmt(r.get(k)) for k in ROUND_COLUMNS) + " |" for r in rows]
     lines += ["", "![corrections](corrections.png) ![AP50](ap50.png)", ""]
     return "\n".join(lines)

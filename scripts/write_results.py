@@ -32,6 +32,7 @@ from model.config import cpu_name  # noqa: E402
 from model.evaluation.report import DECISION_TEXT, PAPER, effort_lines, number, pct  # noqa: E402
 from model.evaluation.screening_cut import fitted_on  # noqa: E402
 from model.modeldir import BOX_CLASSIFIER_META  # noqa: E402
+from model.simulation import ROUND_COLUMNS  # noqa: E402
 from model.simulation import _fmt as cell  # noqa: E402
 
 DOC = REPO / "docs" / "results.md"
@@ -194,9 +195,7 @@ def simulation_section(runs: Path, pictures: Pictures) -> list[str]:
     if not results:
         return []
     s = next(iter(results.values()))["settings"]
-    keys = ["round", "train_images", "batch_images", "seconds_per_image", "by_hand_seconds_per_image", "ratio",
-            "corrections_per_image", "baseline_corrections_per_image", "acceptance_rate", "ap50", "ap50_lesion",
-            "sensitivity", "specificity", "elapsed_seconds"]
+    keys = ROUND_COLUMNS
     lines = ["## The labelling loop, simulated on real data", "",
              f"`scripts/simulation.sh` ({minutes(runs, 'simulation')} for {' and '.join(results)} order): "
              "the reference model "
@@ -220,7 +219,7 @@ def simulation_section(runs: Path, pictures: Pictures) -> list[str]:
     for order, result in results.items():
         lines += [f"{order} order:", "", "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
         for r in result["rounds"]:
-            lines.append("| " + " | ".join(cell(r[k]) for k in keys) + " |")
+            lines.append("| " + " | ".join(cell(r.get(k)) for k in keys) + " |")
         lines.append("")
     return lines
 

@@ -28,6 +28,8 @@ from model.evaluation import corrections
 from model.records import Box
 
 DRAW_ENDS = (7.0, 35.0)   # extreme clicking, traditional high-quality box
+RATIO_AT_DRAW_ENDS = {d: f"ratio_draw_{d:g}s" for d in DRAW_ENDS}  # summary's keys for them
+SUMMARY_KEYS = ("seconds_per_image", "by_hand_seconds_per_image", "ratio", *RATIO_AT_DRAW_ENDS.values())
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,6 @@ def summary(truths: Sequence[Sequence[Box]], shown: Sequence[Sequence[Box]],
     """Per-image seconds and ratio at ``costs``, and the ratio at both ends of the draw cost."""
     n = max(1, len(truths))
     effort = total_effort(truths, shown, costs)
-    ends = {f"ratio_draw_{d:g}s": total_effort(truths, shown, replace(costs, draw=d)).ratio for d in DRAW_ENDS}
+    ends = {key: total_effort(truths, shown, replace(costs, draw=d)).ratio for d, key in RATIO_AT_DRAW_ENDS.items()}
     return {"seconds_per_image": effort.with_model / n, "by_hand_seconds_per_image": effort.by_hand / n,
             "ratio": effort.ratio, **ends}

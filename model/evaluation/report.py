@@ -12,6 +12,7 @@ matplotlib.use("Agg")  # no display on servers
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from model.evaluation.effort import RATIO_AT_DRAW_ENDS  # noqa: E402
 from model.evaluation.evaluate import Evaluation  # noqa: E402
 from model.evaluation.metrics import NEAR_IOU  # noqa: E402
 from model.evaluation.screening_cut import fitted_on  # noqa: E402
@@ -134,14 +135,14 @@ def effort_lines(e: dict | None) -> list[str]:
              "(sources in `model/evaluation/effort.py`). By hand: every lesion drawn; with the model: "
              "every shown box verified, then fixed. Reading the image and the BI-RADS judgement are "
              "counted on neither side.", "",
-             "| shown to the expert | with model | by hand | ratio | ratio, draw 7 s | ratio, draw 35 s |",
-             "|---|---|---|---|---|---|"]
+             "| shown to the expert | with model | by hand | ratio | "
+             + " | ".join(f"ratio, draw {d:g} s" for d in RATIO_AT_DRAW_ENDS) + " |",
+             "|---|---|---|---|" + "---|" * len(RATIO_AT_DRAW_ENDS)]
     for display, d in e["displays"].items():
         mark = " (cheapest)" if display == e["best_display"] else ""
-        ratio = {k: "n/a" if d[k] is None else f"{d[k]:.2f}" for k in ("ratio", "ratio_draw_7s", "ratio_draw_35s")}
+        ratios = " | ".join("n/a" if d[k] is None else f"{d[k]:.2f}" for k in ("ratio", *RATIO_AT_DRAW_ENDS.values()))
         lines.append(f"| {DISPLAY_TEXT[display]}{mark} | {d['seconds_per_image']:.1f} | "
-                     f"{d['by_hand_seconds_per_image']:.1f} | {ratio['ratio']} | {ratio['ratio_draw_7s']} | "
-                     f"{ratio['ratio_draw_35s']} |")
+                     f"{d['by_hand_seconds_per_image']:.1f} | {ratios} |")
     return lines
 
 

@@ -32,7 +32,7 @@ def test_two_rounds_grow_the_training_set_and_chain_versions(tmp_path, busbra_di
         [sys.executable, "-m", "model.cli", "simulate", "--data", f"busbra:{busbra_dir}", "--holdout-splits",
          "fold2", "--out", str(out), "--initial", "2", "--round-size", "2", "--rounds", "2", "--order",
          "uncertain", "--score-threshold", "0.3", "--base-config", "COCO-Detection/faster_rcnn_R_50_FPN_1x.yaml",
-         "--image-size", "128", "--max-iter", "3", "--num-workers", "0"],
+         "--image-size", "128", "--max-iter", "3", "--num-workers", "0", "--cost-draw", "10", "--cost-verify", "2"],
         capture_output=True, text=True, timeout=900, cwd=repo)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads((out / "simulation.json").read_text())
@@ -45,8 +45,16 @@ def test_two_rounds_grow_the_training_set_and_chain_versions(tmp_path, busbra_di
         assert row["baseline_corrections_per_image"] == 1.0
         assert row["corrections_per_image"] >= 0 and 0 <= row["acceptance_rate"] <= 1
         assert 0 <= row["ap50"] <= 1 or row["ap50"] == -1
+        # expert-seconds at the costs asked for: one lesion per image drawn at 10 s by hand
+        assert row["by_hand_seconds_per_image"] == 10.0 and row["seconds_per_image"] >= 0
+        assert row["ratio"] == pytest.approx(row["seconds_per_image"] / 10.0)
+        assert row["ratio_draw_7s"] >= row["ratio"] >= row["ratio_draw_35s"]  # both ends of the draw cost
+    assert result["settings"]["costs"]["draw"] == 10.0 and result["settings"]["costs"]["verify"] == 2.0
+    assert rows[0]["seconds_per_image"] is None  # nothing was pre-annotated before round 1
     models = out / "models"
     assert modeldir.read_info(models / "round-0").parent is None
     assert Path(modeldir.read_info(models / "round-2").parent).name == "round-1"   # fine-tuned chain
     assert modeldir.read_info(models / "round-2").data["images"] == 6
     assert {"corrections.png", "ap50.png", "simulation.md"} <= {p.name for p in out.iterdir()}
+    table = (out / "simulation.md").read_text()
+    assert "'draw': 10.0" in table and "ratio_draw_35s" in table and "seconds_per_image" in table

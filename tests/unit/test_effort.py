@@ -59,3 +59,18 @@ def test_evaluation_picks_the_cheapest_display():
     assert e["displays"]["threshold"]["ratio"] == pytest.approx(1.0)        # nothing shown: all drawn
     assert e["displays"]["top1"]["seconds_per_image"] == pytest.approx(1.6)  # the right box, verified
     assert e["best_display"] in ("top1", "top1-only") and e["costs"]["draw"] == 7.0
+
+
+def test_the_report_tabulates_each_display_at_both_ends_of_the_drawing_cost():
+    from model.evaluation.report import effort_lines
+
+    truths = [[Box(0, 0, 10, 10, "2")]]
+    shown = {"top1": [[Box(0, 0, 10, 10, "2")]], "threshold": [[]]}
+    e = {"costs": COSTS.to_dict(), "best_display": "top1",
+         "displays": {d: effort.summary(truths, s, COSTS) for d, s in shown.items()}}
+    lines = effort_lines(e)
+    assert "| ratio | ratio, draw 7 s | ratio, draw 35 s |" in lines[5]
+    top1 = next(line for line in lines if "(cheapest)" in line)  # verified only: 1.6 s of 7, of 35
+    assert top1.endswith(f"| 1.6 | 7.0 | {1.6 / 7:.2f} | {1.6 / 7:.2f} | {1.6 / 35:.2f} |")
+    assert all(line.count("|") == lines[5].count("|") for line in lines[5:])
+    assert effort_lines(None) == []
