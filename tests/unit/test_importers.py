@@ -280,6 +280,12 @@ def test_breast_as_published_reads_the_spreadsheet_and_folder(tmp_path, breast_d
         return (r.image_id, r.birads, r.pathology, r.split, r.patient, [(b.x0, b.y0, b.x1, b.y1) for b in r.boxes])
 
     assert sorted(map(key, published)) == sorted(map(key, converted))
+    # a subset of the download (images deleted, the spreadsheet whole): just the images present
+    for image in (shipped / "BrEaST-Lesions_USG-images_and_masks").glob("case092*.png"):
+        image.unlink()
+    subset = datasets.load(f"breast:{shipped}")
+    assert sorted(map(key, subset)) == sorted(key(r) for r in converted if not r.image_id.endswith("case092"))
+    assert len(subset) == 3
     (shipped / "BrEaST-Lesions-USG-clinical-data-Dec-15-2023.xlsx").write_bytes(b"not a spreadsheet")
     with pytest.raises(DataError, match="not a readable spreadsheet"):
         datasets.load(f"breast:{shipped}")
