@@ -149,7 +149,7 @@ def members_dir(out: Path, arm: str, epochs: int, folds: list[str]) -> Path:
 def member_rows(row: dict) -> list[dict]:
     """An ensemble's row split into the rows of the arms it also trained: each member (the default
     seed's is the baseline arm) and the first two members' mean."""
-    common = {k: row[k] for k in ("fold", "epochs", "folds", "train_crops", "cpu", "bf16") if k in row}
+    common = {k: row[k] for k in ("fold", "epochs", "folds", "train_crops", "device", "cpu", "bf16")}
     common |= {"from": row["arm"]}
     rows = [common | member | {"arm": member_arm(seed)} for seed, member in zip(row["seeds"], row["members"])]
     ensemble_2 = sum(m["wall_seconds"] for m in row["members"][:2])
@@ -258,8 +258,8 @@ def main(argv: list[str] | None = None) -> int:
             settings = replace(BoxClassifierSettings(), **lever)
             settings = replace(settings, bf16=use_bf16(settings.bf16, device))
             # where and in which number format: folds of one experiment may train on other machines
-            row = {"arm": arm, "fold": fold, "epochs": epochs, "folds": folds, "cpu": cpu_name(),
-                   "bf16": settings.bf16,
+            row = {"arm": arm, "fold": fold, "epochs": epochs, "folds": folds, "device": device,
+                   "cpu": cpu_name(), "bf16": settings.bf16,
                    **run_one(records, fold, settings, device, seeds, members_dir(args.out, arm, epochs, folds))}
             new = [row] + [r for r in (member_rows(row) if seeds else [])  # not twice
                            if not any(o["arm"] == r["arm"] and o["fold"] == fold for o in rows)]

@@ -28,7 +28,9 @@ def test_each_arm_holds_out_each_fold_in_turn_and_a_rerun_resumes(crop_cv, busbr
         assert 0 <= row["birads_accuracy_median"] <= 1  # the ordinal reading of the same softmax
         assert row["flipped"]["crops"] == row["crops"]  # the same model, each crop with its mirror image
         # where it trained and in which number format: an experiment's folds may come from two machines
-        assert row["cpu"] == crop_cv.cpu_name() and row["bf16"] == crop_cv.use_bf16(True, "cpu")
+        device = crop_cv.resolve_device("auto")
+        assert row["device"] == device and row["bf16"] == crop_cv.use_bf16(True, device)
+        assert row["cpu"] == crop_cv.cpu_name()
     summary = (tmp_path / "summary.md").read_text()
     assert summary.count("mean of 2") == len(arms) and "keep-aspect" in summary and "mirror" in summary
     # Every other arm against the baseline on the same held-out folds.
