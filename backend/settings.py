@@ -12,6 +12,7 @@ import ssl
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from model import fine_tuning
 from model.category_reading import READINGS, SERVED_READING
 from model.records import BOX_VOTING_IOU, DEVICE_CHOICES, DEVICE_NAME
 from model.regions import DEFAULT_MIN_AGREEMENT
@@ -116,9 +117,17 @@ class Settings:
     train_image_size: int = field(default=0, metadata={
         "env": "TRAIN_IMAGE_SIZE",
         "doc": "short side in px; 0: the parent model's (the paper's 800 px when training from scratch)"})
-    train_epochs: float = field(default=12.0, metadata={"env": "TRAIN_EPOCHS", "doc": "epochs per training job"})
+    train_epochs: float = field(default=12.0, metadata={
+        "env": "TRAIN_EPOCHS",
+        "doc": "epochs of a first training from scratch or a checkpoint (no model to fine-tune)"})
+    fine_tune_epochs: float = field(default=fine_tuning.EPOCHS, metadata={
+        "env": "FINE_TUNE_EPOCHS",
+        "doc": "epochs of a job that fine-tunes the served version or the starter model (docs/results.md "
+               "item 37: 60 iterations for 16 images)"})
+    fine_tune_lr: float = field(default=fine_tuning.BASE_LR, metadata={
+        "env": "FINE_TUNE_LR", "doc": "learning rate of a job that fine-tunes (a first training: 0.02)"})
     train_max_iter: int = field(default=0, metadata={
-        "env": "TRAIN_MAX_ITER", "doc": "iterations per job (0: from TRAIN_EPOCHS)"})
+        "env": "TRAIN_MAX_ITER", "doc": "iterations per job (0: from FINE_TUNE_EPOCHS or TRAIN_EPOCHS)"})
     train_batch_size: int = field(default=2, metadata={"env": "TRAIN_BATCH_SIZE", "doc": "images per iteration"})
     train_time_budget: int = field(default=3600, metadata={
         "env": "TRAIN_TIME_BUDGET",

@@ -96,22 +96,29 @@ def build_records(services: Services, project: int) -> tuple[list[ImageRecord], 
     return records, facts
 
 
-def train_settings(settings: Settings, weights: str) -> TrainSettings:
-    return TrainSettings(base_config=settings.train_base_config, weights=weights,
-                         image_size=settings.train_image_size, epochs=settings.train_epochs,
-                         max_iter=settings.train_max_iter or None, batch_size=settings.train_batch_size,
-                         bf16=settings.train_bf16, device=settings.device, num_workers=1)
+def train_settings(settings: Settings, weights: str, fine_tune: bool) -> TrainSettings:
+    """A job's schedule: fine-tuning a model directory (the served version, the starter model) is
+    short and gentle (FINE_TUNE_*), a first training from scratch or a checkpoint is not."""
+    chosen = TrainSettings(base_config=settings.train_base_config, weights=weights,
+                           image_size=settings.train_image_size, epochs=settings.train_epochs,
+                           max_iter=settings.train_max_iter or None, batch_size=settings.train_batch_size,
+                           bf16=settings.train_bf16, device=settings.device, num_workers=1)
+    if fine_tune:
+        chosen = replace(chosen, epochs=settings.fine_tune_epochs, base_lr=settings.fine_tune_lr)
+    return chosen
 
 
-def plan(settings: Settings, records: list[ImageRecord], weights: str) -> tuple[TrainSettings, dict]:
+def plan(settings: Settings, records: list[ImageRecord], weights: str,
+         fine_tune: bool) -> tuple[TrainSettings, dict]:
     """Training settings sized to this machine, and the estimate recorded in the job status.
 
     A few probe iterations measure this machine's speed for these settings; the schedule
-    (TRAIN_EPOCHS or TRAIN_MAX_ITER) is capped so that training fits TRAIN_TIME_BUDGET."""
+    (FINE_TUNE_EPOCHS or TRAIN_EPOCHS, or TRAIN_MAX_ITER) is capped so that training fits
+    TRAIN_TIME_BUDGET."""
     from model.config import iterations
     from model.train import seconds_per_iteration
 
-    chosen = train_settings(settings, weights)
+    chosen = train_settings(settings, weights, fine_tune)
     wanted = iterations(chosen, len(records))
     rate = seconds_per_iteration(records, chosen)
     facts = {"seconds_per_iter_probe": round(rate, 3), "iterations_wanted": wanted}
@@ -190,7 +197,7 @@ def train_project(project: int) -> dict:
             _report(**info)  # stage "training", iteration, max_iter, ETA, loss
 
         _report("estimating", images=len(train_records))
-        chosen, estimate = plan(settings, train_records, weights)
+        chosen, estimate = plan(settings, train_records, weights, fine_tune=served.path is not None)
         _report("training", iteration=0, images=len(train_records), **estimate)
         started = time.perf_counter()
         try:

@@ -247,6 +247,10 @@ def cmd_simulate(args: argparse.Namespace) -> None:
                                   order=args.order, score_threshold=args.score_threshold, seed=args.sim_seed,
                                   display=args.display, box_voting_iou=args.box_voting, costs=_costs(args),
                                   train=_settings(args))
+    if args.fine_tune_epochs is not None:
+        settings.fine_tune_epochs = args.fine_tune_epochs
+    if args.fine_tune_lr is not None:
+        settings.fine_tune_lr = args.fine_tune_lr
     result = simulate(pool, holdout, args.out, settings)
     print(json.dumps(result["rounds"], indent=1))
 
@@ -382,7 +386,11 @@ def parser() -> argparse.ArgumentParser:
                    "box (top1), or only the most confident box (top1-only)")
     _box_voting_options(p)  # the expert is shown what the backend would serve
     _cost_options(p)
-    _train_options(p)
+    _train_options(p)  # --epochs, --base-lr: a round 0 that trains from nothing
+    p.add_argument("--fine-tune-epochs", type=float,
+                   help="each fine-tune's augmented epochs (default: the training jobs', FINE_TUNE_EPOCHS)")
+    p.add_argument("--fine-tune-lr", type=float,
+                   help="each fine-tune's learning rate (default: the training jobs', FINE_TUNE_LR)")
     p.set_defaults(run=cmd_simulate)
     return root
 

@@ -3,10 +3,10 @@
 Start from ``initial`` labelled images; each round the current model pre-annotates the next
 ``round_size`` unlabelled images, a simulated expert corrects them from the ground truth (each box
 added, deleted, moved or relabelled is one correction: ``model.evaluation.corrections``), the
-corrected batch joins the training set, the model is fine-tuned from the current version, and it
-is evaluated on a fixed held-out set. The baseline without pre-annotation draws every lesion by
-hand (one correction per expert box). The same ``model.train.train`` and
-``model.predict.Predictor`` serve the Label Studio backend.
+corrected batch joins the training set, the model is fine-tuned from the current version (on the
+training jobs' schedule, ``model.fine_tuning``), and it is evaluated on a fixed held-out set. The
+baseline without pre-annotation draws every lesion by hand (one correction per expert box). The
+same ``model.train.train`` and ``model.predict.Predictor`` serve the Label Studio backend.
 """
 
 from __future__ import annotations
@@ -24,11 +24,12 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from model import taxonomy  # noqa: E402
+from model import fine_tuning, taxonomy  # noqa: E402
 from model.config import TrainSettings  # noqa: E402
 from model.evaluation import corrections, effort  # noqa: E402
 from model.evaluation.evaluate import LOW_SCORE, displayed, evaluate  # noqa: E402
 from model.io import DataError, StagedDirectory  # noqa: E402
+from model.modeldir import is_model_dir  # noqa: E402
 from model.predict import Predictor  # noqa: E402
 from model.records import BOX_VOTING_IOU, Box, Detection, ImageRecord  # noqa: E402
 from model.train import train  # noqa: E402
@@ -48,7 +49,15 @@ class SimulationSettings:
     box_voting_iou: float | None = BOX_VOTING_IOU  # the boxes' places as the backend serves them
     costs: effort.ActionCosts = field(default_factory=effort.ActionCosts)
     seed: int = 0
-    train: TrainSettings = field(default_factory=TrainSettings)
+    train: TrainSettings = field(default_factory=TrainSettings)  # round 0's, unless it fine-tunes
+    # each fine-tune's schedule, as the backend's training jobs run it (model.fine_tuning)
+    fine_tune_epochs: float = fine_tuning.EPOCHS
+    fine_tune_lr: float = fine_tuning.BASE_LR
+
+    def fine_tuning(self, model_dir: str | Path) -> TrainSettings:
+        """The training settings of a round that fine-tunes ``model_dir``."""
+        return replace(self.train, weights=str(model_dir), epochs=self.fine_tune_epochs,
+                       base_lr=self.fine_tune_lr)
 
 
 def pick_next(unlabelled: list[ImageRecord], count: int, order: str,
@@ -84,7 +93,10 @@ def simulate(pool: list[ImageRecord], holdout: list[ImageRecord], out: str | Pat
     random.Random(settings.seed).shuffle(order)
     labelled, unlabelled = order[: settings.initial], order[settings.initial:]
     started = time.perf_counter()
-    current = train(labelled, work / "round-0", settings.train)
+    # round 0 fine-tunes a starter model as a project's first job does, or trains from nothing
+    weights = settings.train.weights
+    first = settings.fine_tuning(weights) if weights and is_model_dir(weights) else settings.train
+    current = train(labelled, work / "round-0", first)
     no_effort = dict.fromkeys(effort.SUMMARY_KEYS)  # round 0: nothing pre-annotated yet
     rows = [_evaluate_round(0, current, labelled, holdout, settings, [], started) | no_effort]
     for number in range(1, settings.rounds + 1):
@@ -102,8 +114,7 @@ def simulate(pool: list[ImageRecord], holdout: list[ImageRecord], out: str | Pat
         edits = [corrections.count(t, s) for t, s in zip(truths, shown)]
         seconds = effort.summary(truths, shown, settings.costs)
         labelled = labelled + batch  # the expert's corrected boxes are the ground truth
-        current = train(labelled, work / f"round-{number}",
-                        replace(settings.train, weights=str(current)))
+        current = train(labelled, work / f"round-{number}", settings.fine_tuning(current))
         rows.append(_evaluate_round(number, current, labelled, holdout, settings,
                                     [(e, len(r.boxes)) for e, r in zip(edits, batch)], started) | seconds)
         log.info("round %d: %s", number, rows[-1])
@@ -178,10 +189,17 @@ def _fmt(value) -> str:
     return "n/a" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
+def _schedule(settings: SimulationSettings) -> str:
+    if settings.train.max_iter is not None:
+        return f"{settings.train.max_iter} iterations at learning rate {settings.fine_tune_lr}"
+    return f"{settings.fine_tune_epochs} augmented epochs at learning rate {settings.fine_tune_lr}"
+
+
 def _markdown(rows: list[dict], settings: SimulationSettings) -> str:
     lines = [f"# Labelling loop simulation ({settings.order} order)", "",
              f"{settings.initial} initial images, {settings.round_size} per round, {settings.rounds} rounds; "
              f"the expert sees boxes scored >= {settings.score_threshold} (display {settings.display}). "
+             f"Each fine-tune: {_schedule(settings)}. "
              f"Action costs in seconds: {settings.costs.to_dict()} (model/evaluation/effort.py). "
              "Held-out screening (malignant vs benign, pathology) takes each image's most confident box.", "",
              "| " + " | ".join(ROUND_COLUMNS) + " |", "|" + "---|" * len(ROUND_COLUMNS)]

@@ -16,13 +16,13 @@ def test_probe_caps_the_schedule_to_the_time_budget(busbra_dir):
     records = datasets.load(f"busbra:{busbra_dir}")
     settings = Settings(train_base_config="COCO-Detection/faster_rcnn_R_50_FPN_1x.yaml", train_image_size=128,
                         train_max_iter=100_000, train_time_budget=60, bf16="false")
-    chosen, facts = plan(settings, records, "")
+    chosen, facts = plan(settings, records, "", fine_tune=False)
     rate = facts["seconds_per_iter_probe"]
     assert 0 < rate < 60
     assert facts["iterations_wanted"] == 100_000 and facts["capped_by_time_budget"] == 60
     assert chosen.max_iter == facts["max_iter"] and abs(facts["max_iter"] - 60 / rate) <= 1  # rate is rounded
     assert facts["estimated_seconds"] == pytest.approx(60, abs=rate + 1)
-    unlimited, facts = plan(replace(settings, train_time_budget=0, train_max_iter=10), records, "")
+    unlimited, facts = plan(replace(settings, train_time_budget=0, train_max_iter=10), records, "", fine_tune=False)
     assert unlimited.max_iter == facts["max_iter"] == 10 and "capped_by_time_budget" not in facts
 
 

@@ -32,7 +32,8 @@ def test_two_rounds_grow_the_training_set_and_chain_versions(tmp_path, busbra_di
         [sys.executable, "-m", "model.cli", "simulate", "--data", f"busbra:{busbra_dir}", "--holdout-splits",
          "fold2", "--out", str(out), "--initial", "2", "--round-size", "2", "--rounds", "2", "--order",
          "uncertain", "--score-threshold", "0.3", "--base-config", "COCO-Detection/faster_rcnn_R_50_FPN_1x.yaml",
-         "--image-size", "128", "--max-iter", "3", "--num-workers", "0", "--cost-draw", "10", "--cost-verify", "2"],
+         "--image-size", "128", "--max-iter", "3", "--num-workers", "0", "--cost-draw", "10", "--cost-verify", "2",
+         "--fine-tune-lr", "0.003"],
         capture_output=True, text=True, timeout=900, cwd=repo)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads((out / "simulation.json").read_text())
@@ -55,6 +56,10 @@ def test_two_rounds_grow_the_training_set_and_chain_versions(tmp_path, busbra_di
     assert modeldir.read_info(models / "round-0").parent is None
     assert Path(modeldir.read_info(models / "round-2").parent).name == "round-1"   # fine-tuned chain
     assert modeldir.read_info(models / "round-2").data["images"] == 6
+    # round 0 trained from nothing on the full schedule's rate; each fine-tune on the jobs' (here, as asked)
+    assert modeldir.read_info(models / "round-0").settings["base_lr"] == 0.02
+    assert {modeldir.read_info(models / f"round-{n}").settings["base_lr"] for n in (1, 2)} == {0.003}
     assert {"corrections.png", "ap50.png", "simulation.md"} <= {p.name for p in out.iterdir()}
     table = (out / "simulation.md").read_text()
+    assert "Each fine-tune: 3 iterations at learning rate 0.003" in table
     assert "'draw': 10.0" in table and "ratio_draw_35s" in table and "seconds_per_image" in table

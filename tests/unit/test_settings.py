@@ -94,3 +94,18 @@ def test_the_server_command_listens_where_asked_and_over_https_with_a_certificat
     assert https[https.index("--bind") + 1] == "[::]:9090"
     assert https[https.index("--certfile") + 1:https.index("--certfile") + 4] == [
         str(TLS / "server.pem"), "--keyfile", str(TLS / "server.key")]
+
+
+def test_a_job_that_fine_tunes_runs_the_gentle_schedule_and_a_first_training_the_full_one(monkeypatch):
+    from backend.training import train_settings
+    from model.config import TrainSettings, iterations
+
+    monkeypatch.setenv("FINE_TUNE_LR", "0.001")
+    settings = Settings.from_env()
+    tuned = train_settings(settings, "models/starter", fine_tune=True)
+    assert tuned.base_lr == 0.001 and tuned.weights == "models/starter"
+    assert iterations(tuned, 16) == 60  # 0.75 augmented epochs: the simulated loops' 60 iterations of 2
+    first = train_settings(settings, "", fine_tune=False)
+    assert (first.base_lr, first.epochs) == (TrainSettings().base_lr, settings.train_epochs)
+    monkeypatch.setenv("TRAIN_MAX_ITER", "7")  # a fixed count wins over either schedule
+    assert iterations(train_settings(Settings.from_env(), "models/starter", fine_tune=True), 16) == 7
