@@ -121,7 +121,8 @@ def plan(settings: Settings, records: list[ImageRecord], weights: str,
     chosen = train_settings(settings, weights, fine_tune)
     wanted = iterations(chosen, len(records))
     rate = seconds_per_iteration(records, chosen)
-    facts = {"seconds_per_iter_probe": round(rate, 3), "iterations_wanted": wanted}
+    facts = {"seconds_per_iter_probe": round(rate, 3), "iterations_wanted": wanted,
+             "schedule": "fine-tune" if fine_tune else "first training", "base_lr": chosen.base_lr}
     if settings.train_time_budget and rate * wanted > settings.train_time_budget:
         capped = max(1, int(settings.train_time_budget / rate))
         chosen = replace(chosen, max_iter=capped)

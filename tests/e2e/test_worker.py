@@ -117,6 +117,10 @@ def test_jobs_coalesce_while_queued_and_chain_versions(worker_settings, annotate
     assert one["result"]["train_images"] == 4 and one["result"]["for_review"] == []
     timing = one["result"]["timing"]  # estimated before training from probe iterations, then measured
     assert timing["max_iter"] == 6 and timing["seconds_per_iter_probe"] > 0
+    # v1 trained from nothing on the full schedule's rate, v2 fine-tuned v1 on the gentle one
+    assert (timing["schedule"], timing["base_lr"]) == ("first training", 0.02)
+    assert (two["result"]["timing"]["schedule"], two["result"]["timing"]["base_lr"]) == (
+        "fine-tune", worker_settings.fine_tune_lr)
     assert timing["estimated_seconds"] >= 0 and timing["training_seconds"] > 0
     assert registry.info(one["result"]["version"])["timing"] == timing
 
@@ -159,6 +163,8 @@ def test_a_projects_first_training_fine_tunes_the_starter_model(worker_settings,
     assert registry.current() == version and registry.info(version)["parent"] == status["result"]["parent"]
     trained = registry.path(version)
     assert read_info(trained).parent == str(starter)
+    assert status["result"]["timing"]["schedule"] == "fine-tune"
+    assert read_info(trained).settings["base_lr"] == worker_settings.fine_tune_lr
     # six iterations move the starter's weights a little (cosine ~0.98 seen); from random weights
     # they would point the other way (cosine near -1)
     assert torch.cosine_similarity(stem(trained), stem(starter), dim=0) > 0.9

@@ -20,6 +20,7 @@ def test_probe_caps_the_schedule_to_the_time_budget(busbra_dir):
     rate = facts["seconds_per_iter_probe"]
     assert 0 < rate < 60
     assert facts["iterations_wanted"] == 100_000 and facts["capped_by_time_budget"] == 60
+    assert facts["schedule"] == "first training" and facts["base_lr"] == chosen.base_lr
     assert chosen.max_iter == facts["max_iter"] and abs(facts["max_iter"] - 60 / rate) <= 1  # rate is rounded
     assert facts["estimated_seconds"] == pytest.approx(60, abs=rate + 1)
     unlimited, facts = plan(replace(settings, train_time_budget=0, train_max_iter=10), records, "", fine_tune=False)
