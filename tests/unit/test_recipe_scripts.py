@@ -1,7 +1,8 @@
 """The recipe's scripts: reference_model.sh keeps to its time budget (the pretraining's epochs and
 the detector's iterations capped from timed probes); ablation.sh runs each arm as asked; test_sizes.sh
 evaluates a model at other test sizes; classifier_arms.sh evaluates a model's box classifier under
-other settings; box_voting_arms.sh evaluates a model with box voting. The `birads` command is a
+other settings; box_voting_arms.sh evaluates a model with box voting; fine_tune_arms.sh fine-tunes a starter
+model each way asked. The `birads` command is a
 stand-in that answers the probes with given speeds and records every call; the scripts' own logic is
 what is tested."""
 
@@ -248,3 +249,19 @@ def test_box_voting_arms_evaluate_the_model_itself_with_each_iou_and_without(tmp
     assert all("--image-decision top" in c for c in calls)
     # run again, every evaluation is found there: no new call (the calls file keeps the first run's)
     assert run_script(tmp_path, 0, 0, str(model), str(out), script="box_voting_arms.sh", ARMS="off 0.7") == calls
+
+
+def test_fine_tune_arms_fine_tune_the_starter_each_way_and_evaluate_each_and_the_starter(tmp_path):
+    ref = str(tmp_path / "starter")
+    calls = run_script(tmp_path, 1, 1, script="fine_tune_arms.sh", REF=ref, ARMS="lr-0.001 frozen")
+    out = tmp_path / "reference"
+    simulated = [c for c in calls if c.startswith("simulate")]
+    assert len(simulated) == 2 and all(f"--weights {ref} " in c and "--rounds 0 " in c for c in simulated)
+    assert "--max-iter 60 --fine-tune-lr 0.001 " in simulated[0] and "--extra" not in simulated[0]
+    assert "--fine-tune-lr 0.005 " in simulated[1] and simulated[1].endswith("--extra MODEL.BACKBONE.FREEZE_AT 5")
+    evaluated = [c.split("--model ")[1].split()[0] for c in calls if c.startswith("evaluate")]
+    assert evaluated == [ref, f"{out}/lr-0.001/models/round-0", f"{out}/frozen/models/round-0"]
+    assert run_script(tmp_path, 1, 1, script="fine_tune_arms.sh", REF=ref, ARMS="lr-0.001") == calls  # done
+    with pytest.raises(subprocess.CalledProcessError) as refused:
+        run_script(tmp_path, 1, 1, script="fine_tune_arms.sh", REF=ref, ARMS="thaw")
+    assert refused.value.returncode == 2 and "unknown arm thaw" in refused.value.stderr
