@@ -28,6 +28,7 @@ from backend.jobs import TrainingQueue
 from backend.labels import parse_label_config
 from backend.services import Services
 from backend.settings import Settings
+from model import fine_tuning
 from model.config import TrainSettings
 from model.records import ImageRecord
 from model.regions import convert, in_pixels
@@ -104,7 +105,7 @@ def train_settings(settings: Settings, weights: str, fine_tune: bool) -> TrainSe
                            max_iter=settings.train_max_iter or None, batch_size=settings.train_batch_size,
                            bf16=settings.train_bf16, device=settings.device, num_workers=1)
     if fine_tune:
-        chosen = replace(chosen, epochs=settings.fine_tune_epochs, base_lr=settings.fine_tune_lr)
+        chosen = fine_tuning.schedule(chosen, weights, settings.fine_tune_epochs, settings.fine_tune_lr)
     return chosen
 
 

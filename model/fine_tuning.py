@@ -1,6 +1,6 @@
 """How a trained model directory (a starter model, a project's served version) is fine-tuned on
 new annotations: one schedule for the backend's training jobs and ``birads simulate``'s rounds
-(docs/results.md item 37). Plain numbers, no detectron2: the backend's settings read them.
+(docs/results.md item 37). No detectron2 here: the backend's settings read it.
 
 In augmented epochs (``TrainSettings.augment_factor`` draws per image), so a job grows with a
 project's data: 0.75 is the 60 iterations of 2 images that every simulated loop in
@@ -8,5 +8,19 @@ docs/results.md ran on 16 images. A first training from scratch or from a checkp
 ``TrainSettings``' full schedule.
 """
 
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from model.config import TrainSettings
+
 EPOCHS = 0.75
 BASE_LR = 0.005
+
+
+def schedule(settings: TrainSettings, weights: str, epochs: float = EPOCHS,
+             base_lr: float = BASE_LR) -> TrainSettings:
+    """``settings`` fine-tuning the model directory ``weights`` (a fixed ``max_iter`` still wins)."""
+    return replace(settings, weights=weights, epochs=epochs, base_lr=base_lr)

@@ -56,8 +56,7 @@ class SimulationSettings:
 
     def fine_tuning(self, model_dir: str | Path) -> TrainSettings:
         """The training settings of a round that fine-tunes ``model_dir``."""
-        return replace(self.train, weights=str(model_dir), epochs=self.fine_tune_epochs,
-                       base_lr=self.fine_tune_lr)
+        return fine_tuning.schedule(self.train, str(model_dir), self.fine_tune_epochs, self.fine_tune_lr)
 
 
 def pick_next(unlabelled: list[ImageRecord], count: int, order: str,
