@@ -100,10 +100,10 @@ def test_a_job_that_fine_tunes_runs_the_gentle_schedule_and_a_first_training_the
     from backend.training import train_settings
     from model.config import TrainSettings, iterations
 
-    monkeypatch.setenv("FINE_TUNE_LR", "0.001")
+    monkeypatch.setenv("FINE_TUNE_LR", "0.003")
     settings = Settings.from_env()
     tuned = train_settings(settings, "models/starter", fine_tune=True)
-    assert tuned.base_lr == 0.001 and tuned.weights == "models/starter"
+    assert tuned.base_lr == 0.003 and tuned.weights == "models/starter"
     assert iterations(tuned, 16) == 60  # 0.75 augmented epochs: the simulated loops' 60 iterations of 2
     first = train_settings(settings, "", fine_tune=False)
     assert (first.base_lr, first.epochs) == (TrainSettings().base_lr, settings.train_epochs)
