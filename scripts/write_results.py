@@ -189,6 +189,14 @@ def _size(train: dict) -> str:
     return f"{train['image_size']} px"
 
 
+def _fine_tune(settings: dict) -> str:
+    """Each fine-tune's schedule: a fixed count (items 6-36), else the training jobs' (item 37)."""
+    train = settings["train"]
+    length = (f"{train['max_iter']} iterations" if train.get("max_iter")
+              else f"{settings['fine_tune_epochs']:g} augmented epochs")
+    return f"{length} at learning rate {settings.get('fine_tune_lr', train['base_lr']):g}"
+
+
 def simulation_section(runs: Path, pictures: Pictures) -> list[str]:
     results = {order: json.loads(p.read_text()) for order in ("random", "uncertain")
                if (p := runs / "simulation" / order / "simulation.json").is_file()}
@@ -200,7 +208,7 @@ def simulation_section(runs: Path, pictures: Pictures) -> list[str]:
              f"`scripts/simulation.sh` ({minutes(runs, 'simulation')} for {' and '.join(results)} order): "
              "the reference model "
              "(BUS-BRA) arrives at another hospital (BrEaST, read as BI-RADS 2/3/4/5). Experts label "
-             f"{s['initial']} part1 images; the model is fine-tuned on them ({s['train']['max_iter']} iterations, "
+             f"{s['initial']} part1 images; the model is fine-tuned on them ({_fine_tune(s)}, "
              f"{_size(s['train'])}); then each round it pre-annotates {s['round_size']} more "
              "(boxes shown at score >= "
              f"{s['score_threshold']}, display {s.get('display', 'threshold')}), the simulated expert corrects "

@@ -249,3 +249,10 @@ def test_a_runs_own_document_links_its_own_pictures(tmp_path, monkeypatch, write
     assert (own / "pictures" / "fold4_confusion_matrix.png").stat().st_size > 1000
     assert not (tmp_path / "docs" / "results.md").exists()  # the main document untouched
     assert "One lever at a time on" not in doc  # the arms kept in docs/results belong to docs/results.md
+
+
+def test_the_loop_section_names_each_fine_tunes_schedule_old_runs_and_new(writer):
+    fixed = {"train": asdict(TrainSettings(max_iter=60, base_lr=0.005))}  # items 6-36: no fine_tune_* saved
+    assert writer._fine_tune(fixed) == "60 iterations at learning rate 0.005"
+    jobs = {"train": asdict(TrainSettings()), "fine_tune_epochs": 0.75, "fine_tune_lr": 0.001}
+    assert writer._fine_tune(jobs) == "0.75 augmented epochs at learning rate 0.001"
