@@ -4,9 +4,9 @@ new annotations: one schedule for the backend's training jobs and ``birads simul
 
 In augmented epochs (``TrainSettings.augment_factor`` draws per image), so a job grows with a
 project's data: 0.75 is the 60 iterations of 2 images that every simulated loop in
-docs/results.md ran on 16 images. At 0.001, the gentlest of the learning rates item 37 compared:
-the starter model forgets the least of where lesions are. A first training from scratch or from a checkpoint keeps
-``TrainSettings``' full schedule.
+docs/results.md ran on 16 images. The learning rate is the gentlest that item 37 compared: with it
+the starter forgets least of where lesions are (not of its categories: every rate lost those). A
+first training from scratch or from a checkpoint keeps ``TrainSettings``' full schedule.
 """
 
 from __future__ import annotations
