@@ -126,6 +126,16 @@ class Settings:
                "item 37: 60 iterations for 16 images)"})
     fine_tune_lr: float = field(default=fine_tuning.BASE_LR, metadata={
         "env": "FINE_TUNE_LR", "doc": "learning rate of a job that fine-tunes (a first training: 0.02)"})
+    replay_data: str = field(default="", metadata={
+        "env": "REPLAY_DATA",
+        "doc": "FORMAT:PATH (as `birads --data`) of the starter model's own training images: a job that "
+               "fine-tunes replays some beside the project's, so a few tasks' category mix does not become "
+               "the model's (docs/results.md item 38); empty: the project's images alone"})
+    replay_splits: tuple[str, ...] = field(default=(), metadata={
+        "env": "REPLAY_SPLITS", "doc": "comma-separated splits of REPLAY_DATA to replay (e.g. fold1,fold2,fold3); "
+                                       "empty: all"})
+    replay_ratio: float = field(default=fine_tuning.REPLAY_RATIO, metadata={
+        "env": "REPLAY_RATIO", "doc": "images replayed from REPLAY_DATA per project image in a fine-tuning job"})
     train_max_iter: int = field(default=0, metadata={
         "env": "TRAIN_MAX_ITER", "doc": "iterations per job (0: from FINE_TUNE_EPOCHS or TRAIN_EPOCHS)"})
     train_batch_size: int = field(default=2, metadata={"env": "TRAIN_BATCH_SIZE", "doc": "images per iteration"})
@@ -189,6 +199,10 @@ class Settings:
         if self.auth_max_failures < 0 or not 0 < self.auth_failure_window < math.inf:
             raise ValueError(f"AUTH_MAX_FAILURES={self.auth_max_failures} must be >= 0 (0: no limit) and "
                              f"AUTH_FAILURE_WINDOW={self.auth_failure_window} > 0")
+        if self.replay_ratio < 0:
+            raise ValueError(f"REPLAY_RATIO={self.replay_ratio} must be >= 0 (0: no replay)")
+        if self.replay_data and ":" not in self.replay_data:
+            raise ValueError(f"REPLAY_DATA={self.replay_data!r} must be FORMAT:PATH (e.g. busbra:/data/BUS-BRA)")
         if not 0 <= self.holdout_fraction < 1:
             raise ValueError(f"HOLDOUT_FRACTION={self.holdout_fraction} must be in [0, 1)")
         if (self.tls_cert_file is None) != (self.tls_key_file is None):

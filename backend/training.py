@@ -4,10 +4,11 @@
    says "something changed": nothing it carries is used); 2. the boxes each task stands for
    (model.regions: ground truth, the experts' consensus, "no lesion"); 3. download the images;
    4. hold out a share of the tasks; 5. fine-tune from the served version (or the starter model,
-   or the configured initial weights); 6. evaluate it and the served version on the held-out
-   tasks; 7. register the version and switch "current" to it, unless it is worse than the served
-   one on PROMOTE_METRIC: then it is kept and listed with the reason, not served. Until step 7
-   nothing served changes; a failure or a killed worker leaves the served version as it was.
+   or the configured initial weights), replaying REPLAY_DATA's images beside the project's;
+   6. evaluate it and the served version on the held-out tasks; 7. register the version and
+   switch "current" to it, unless it is worse than the served one on PROMOTE_METRIC: then it is
+   kept and listed with the reason, not served. Until step 7 nothing served changes; a failure
+   or a killed worker leaves the served version as it was.
 """
 
 from __future__ import annotations
@@ -135,6 +136,22 @@ def plan(settings: Settings, records: list[ImageRecord], weights: str,
     return chosen, facts
 
 
+def replay_records(settings: Settings, project_records: list[ImageRecord]) -> list[ImageRecord]:
+    """REPLAY_DATA's images a fine-tuning job trains on beside the project's (none where it is unset).
+    A REPLAY_DATA that cannot be read fails the job (model.io.DataError): a job that quietly
+    trained without it would be the very fine-tune it was set to prevent."""
+    if not settings.replay_data or not settings.replay_ratio:
+        return []
+    from model import datasets
+    from model.io import DataError
+
+    pool = datasets.select(datasets.load(settings.replay_data), settings.replay_splits or None)
+    if not pool:
+        raise DataError(f"REPLAY_DATA={settings.replay_data}: no images in REPLAY_SPLITS="
+                        f"{','.join(settings.replay_splits)}")
+    return fine_tuning.replayed(pool, project_records, settings.replay_ratio)
+
+
 HOLDOUT_METRICS = ("n_images", "ap", "ap50", "ap50_lesion", "acceptance_rate", "category_accuracy",
                    "confusion_matrix")
 
@@ -198,12 +215,15 @@ def train_project(project: int) -> dict:
         def progress(info: dict) -> None:
             _report(**info)  # stage "training", iteration, max_iter, ETA, loss
 
-        _report("estimating", images=len(train_records))
-        chosen, estimate = plan(settings, train_records, weights, fine_tune=served.path is not None)
-        _report("training", iteration=0, images=len(train_records), **estimate)
+        fine_tune = served.path is not None
+        replayed = replay_records(settings, train_records) if fine_tune else []
+        facts["replay_images"] = len(replayed)
+        _report("estimating", images=len(train_records), replay_images=len(replayed))
+        chosen, estimate = plan(settings, train_records + replayed, weights, fine_tune=fine_tune)
+        _report("training", iteration=0, images=len(train_records), replay_images=len(replayed), **estimate)
         started = time.perf_counter()
         try:
-            train(train_records, out, chosen, progress=progress)
+            train(train_records + replayed, out, chosen, progress=progress)
         finally:  # a job's checkpoints serve no other job: a failed one resumes nothing
             shutil.rmtree(work_dir(out), ignore_errors=True)
         estimate["training_seconds"] = round(time.perf_counter() - started)

@@ -251,8 +251,25 @@ def cmd_simulate(args: argparse.Namespace) -> None:
         settings.fine_tune_epochs = args.fine_tune_epochs
     if args.fine_tune_lr is not None:
         settings.fine_tune_lr = args.fine_tune_lr
-    result = simulate(pool, holdout, args.out, settings)
+    replay = _replay_pool(args)
+    if replay:
+        settings.replay_source = f"{args.replay_data} ({len(replay)} images)"
+    if args.replay_ratio is not None:
+        settings.replay_ratio = args.replay_ratio
+    result = simulate(pool, holdout, args.out, settings, replay)
     print(json.dumps(result["rounds"], indent=1))
+
+
+def _replay_pool(args: argparse.Namespace):
+    """``--replay-data``'s records in ``--replay-splits`` (4A/4B/4C as 4 under ``--coarse``)."""
+    from model import datasets
+
+    if not args.replay_data:
+        return []
+    records = datasets.select(datasets.load(args.replay_data, args.image_root), args.replay_splits)
+    if not records:
+        raise DataError(f"{args.replay_data}: no images in --replay-splits {' '.join(args.replay_splits or [])}")
+    return datasets.coarse(records) if args.coarse else records
 
 
 def _inference_options(parser: argparse.ArgumentParser) -> None:
@@ -391,6 +408,12 @@ def parser() -> argparse.ArgumentParser:
                    help="each fine-tune's augmented epochs (default: the training jobs', FINE_TUNE_EPOCHS)")
     p.add_argument("--fine-tune-lr", type=float,
                    help="each fine-tune's learning rate (default: the training jobs', FINE_TUNE_LR)")
+    p.add_argument("--replay-data", metavar="FORMAT:PATH",
+                   help="images to replay beside the labelled ones in each fine-tune (the starter's own "
+                   "training data, as the jobs' REPLAY_DATA)")
+    p.add_argument("--replay-splits", nargs="*", help="only these splits of --replay-data (e.g. fold1 fold2 fold3)")
+    p.add_argument("--replay-ratio", type=float, metavar="RATIO",
+                   help="replayed images per labelled image (default: the jobs', REPLAY_RATIO)")
     p.set_defaults(run=cmd_simulate)
     return root
 

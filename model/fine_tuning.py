@@ -1,27 +1,64 @@
 """How a trained model directory (a starter model, a project's served version) is fine-tuned on
 new annotations: one schedule for the backend's training jobs and ``birads simulate``'s rounds
-(docs/results.md item 37). No detectron2 here: the backend's settings read it.
+(docs/results.md items 37-38). No detectron2 here: the backend's settings read it.
 
 In augmented epochs (``TrainSettings.augment_factor`` draws per image), so a job grows with a
 project's data: 0.75 is the 60 iterations of 2 images that every simulated loop in
 docs/results.md ran on 16 images. The learning rate is the gentlest that item 37 compared: with it
 the starter forgets least of where lesions are (not of its categories: every rate lost those). A
 first training from scratch or from a checkpoint keeps ``TrainSettings``' full schedule.
+
+Replay: a project's first annotations are a small sample, and a fine-tune on them alone learns
+their category mix as the model's prior (item 37: six BI-RADS 5 among 16 images, then most
+lesions called 5). Beside them a fine-tune can replay images the starter was trained on,
+``ratio`` per project image, so that the batch's mix is not all the model sees.
 """
 
 from __future__ import annotations
 
+import random
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
+from model import taxonomy
+
 if TYPE_CHECKING:
     from model.config import TrainSettings
+    from model.records import ImageRecord
 
 EPOCHS = 0.75
 BASE_LR = 0.001  # round 0 on BrEaST: part2 lesion AP50 0.457 (0.005: 0.366; 0.02: 0.186)
+REPLAY_RATIO = 1.0  # replayed images per project image, where replay images are given
+REPLAY_SPLIT = "replay"  # the split replayed records carry, to tell them from a project's
 
 
 def schedule(settings: TrainSettings, weights: str, epochs: float = EPOCHS,
              base_lr: float = BASE_LR) -> TrainSettings:
     """``settings`` fine-tuning the model directory ``weights`` (a fixed ``max_iter`` still wins)."""
     return replace(settings, weights=weights, epochs=epochs, base_lr=base_lr)
+
+
+def replayed(pool: Sequence[ImageRecord], project: Sequence[ImageRecord], ratio: float = REPLAY_RATIO,
+             seed: int = 0) -> list[ImageRecord]:
+    """``ratio`` images of ``pool`` per ``project`` image, to train on beside them.
+
+    Always the same seeded order of the pool, so a later job replays the earlier one's images
+    and more. Only images whose every box the project's label set can name: a project that
+    labels 4A/4B/4C cannot learn from a plain 4 (``taxonomy.label_set_for``)."""
+    if ratio < 0:
+        raise ValueError(f"replay ratio {ratio} must be >= 0")
+    labels = taxonomy.label_set_for(b.category for r in project for b in r.boxes)
+    fitting = [r for r in pool if all(_names(b.category, labels) for b in r.boxes)]
+    random.Random(seed).shuffle(fitting)
+    return [replace(r, image_id=f"{REPLAY_SPLIT}-{r.image_id}", split=REPLAY_SPLIT,
+                    boxes=[replace(b, category=taxonomy.roll_up(b.category, labels)) for b in r.boxes])
+            for r in fitting[:round(ratio * len(project))]]
+
+
+def _names(category: str, labels: Sequence[str]) -> bool:
+    try:
+        taxonomy.roll_up(category, labels)
+    except taxonomy.UnknownCategory:
+        return False
+    return True

@@ -53,6 +53,8 @@ class SimulationSettings:
     # each fine-tune's schedule, as the backend's training jobs run it (model.fine_tuning)
     fine_tune_epochs: float = fine_tuning.EPOCHS
     fine_tune_lr: float = fine_tuning.BASE_LR
+    replay_ratio: float = fine_tuning.REPLAY_RATIO  # with a replay pool: its images per labelled one
+    replay_source: str = ""          # where the replay pool came from, for the report
 
     def fine_tuning(self, model_dir: str | Path) -> TrainSettings:
         """The training settings of a round that fine-tunes ``model_dir``."""
@@ -75,8 +77,9 @@ def _rolled(boxes: Sequence[Box], classes: Sequence[str]) -> list[Box]:
 
 
 def simulate(pool: list[ImageRecord], holdout: list[ImageRecord], out: str | Path,
-             settings: SimulationSettings) -> dict:
-    """Run the loop; write ``out`` (rounds' models, simulation.json, .md and PNG plots)."""
+             settings: SimulationSettings, replay: Sequence[ImageRecord] = ()) -> dict:
+    """Run the loop; write ``out`` (rounds' models, simulation.json, .md and PNG plots). Each
+    fine-tune replays ``replay`` images beside the labelled ones, as the training jobs do."""
     if settings.order not in ORDERS:
         raise DataError(f"--order must be one of {', '.join(ORDERS)}")
     if len(pool) < settings.initial + settings.round_size:
@@ -94,10 +97,13 @@ def simulate(pool: list[ImageRecord], holdout: list[ImageRecord], out: str | Pat
     started = time.perf_counter()
     # round 0 fine-tunes a starter model as a project's first job does, or trains from nothing
     weights = settings.train.weights
-    first = settings.fine_tuning(weights) if weights and is_model_dir(weights) else settings.train
-    current = train(labelled, work / "round-0", first)
+    fine_tunes = bool(weights) and is_model_dir(weights)
+    first = settings.fine_tuning(weights) if fine_tunes else settings.train
+    replayed = _replayed(replay if fine_tunes else (), labelled, settings)
+    current = train(labelled + replayed, work / "round-0", first)
     no_effort = dict.fromkeys(effort.SUMMARY_KEYS)  # round 0: nothing pre-annotated yet
-    rows = [_evaluate_round(0, current, labelled, holdout, settings, [], started) | no_effort]
+    rows = [_evaluate_round(0, current, labelled, holdout, settings, [], started)
+            | no_effort | {"replay_images": len(replayed)}]
     for number in range(1, settings.rounds + 1):
         if not unlabelled:
             break
@@ -113,9 +119,11 @@ def simulate(pool: list[ImageRecord], holdout: list[ImageRecord], out: str | Pat
         edits = [corrections.count(t, s) for t, s in zip(truths, shown)]
         seconds = effort.summary(truths, shown, settings.costs)
         labelled = labelled + batch  # the expert's corrected boxes are the ground truth
-        current = train(labelled, work / f"round-{number}", settings.fine_tuning(current))
+        replayed = _replayed(replay, labelled, settings)
+        current = train(labelled + replayed, work / f"round-{number}", settings.fine_tuning(current))
         rows.append(_evaluate_round(number, current, labelled, holdout, settings,
-                                    [(e, len(r.boxes)) for e, r in zip(edits, batch)], started) | seconds)
+                                    [(e, len(r.boxes)) for e, r in zip(edits, batch)], started)
+                    | seconds | {"replay_images": len(replayed)})
         log.info("round %d: %s", number, rows[-1])
     result = {"settings": {**asdict(settings), "train": settings.train.to_dict()}, "rounds": rows}
     with StagedDirectory(out) as staging:
@@ -124,6 +132,11 @@ def simulate(pool: list[ImageRecord], holdout: list[ImageRecord], out: str | Pat
         (staging / "simulation.md").write_text(_markdown(rows, settings))
         (work).rename(staging / "models")
     return result
+
+
+def _replayed(replay: Sequence[ImageRecord], labelled: list[ImageRecord],
+              settings: SimulationSettings) -> list[ImageRecord]:
+    return fine_tuning.replayed(replay, labelled, settings.replay_ratio, settings.seed) if replay else []
 
 
 def _predictor(model_dir: Path, settings: SimulationSettings) -> Predictor:
@@ -179,9 +192,9 @@ def _plot(rows: list[dict], folder: Path) -> None:
 
 # A round's figures as the reports tabulate them: expert-seconds and their ratio to drawing by hand
 # (at the chosen draw cost, then at both ends of it), corrections beside them, model quality.
-ROUND_COLUMNS = ["round", "train_images", "batch_images", *effort.SUMMARY_KEYS, "corrections_per_image",
-                 "baseline_corrections_per_image", "acceptance_rate", "ap50", "ap50_lesion", "sensitivity",
-                 "specificity", "elapsed_seconds"]
+ROUND_COLUMNS = ["round", "train_images", "replay_images", "batch_images", *effort.SUMMARY_KEYS,
+                 "corrections_per_image", "baseline_corrections_per_image", "acceptance_rate", "ap50",
+                 "ap50_lesion", "sensitivity", "specificity", "elapsed_seconds"]
 
 
 def _fmt(value) -> str:
@@ -190,8 +203,12 @@ def _fmt(value) -> str:
 
 def _schedule(settings: SimulationSettings) -> str:
     if settings.train.max_iter is not None:
-        return f"{settings.train.max_iter} iterations at learning rate {settings.fine_tune_lr}"
-    return f"{settings.fine_tune_epochs} augmented epochs at learning rate {settings.fine_tune_lr}"
+        text = f"{settings.train.max_iter} iterations at learning rate {settings.fine_tune_lr}"
+    else:
+        text = f"{settings.fine_tune_epochs} augmented epochs at learning rate {settings.fine_tune_lr}"
+    if settings.replay_source:
+        text += f", replaying {settings.replay_ratio:g} image(s) of {settings.replay_source} per labelled image"
+    return text
 
 
 def _markdown(rows: list[dict], settings: SimulationSettings) -> str:

@@ -190,11 +190,15 @@ def _size(train: dict) -> str:
 
 
 def _fine_tune(settings: dict) -> str:
-    """Each fine-tune's schedule: a fixed count (items 6-36), else the training jobs' (item 37)."""
+    """Each fine-tune's schedule: a fixed count (items 6-36), else the training jobs' (item 37), and
+    what it replayed (item 38)."""
     train = settings["train"]
     length = (f"{train['max_iter']} iterations" if train.get("max_iter")
               else f"{settings['fine_tune_epochs']:g} augmented epochs")
-    return f"{length} at learning rate {settings.get('fine_tune_lr', train['base_lr']):g}"
+    text = f"{length} at learning rate {settings.get('fine_tune_lr', train['base_lr']):g}"
+    if settings.get("replay_source"):
+        text += f", replaying {settings['replay_ratio']:g} image(s) of {settings['replay_source']} per labelled one"
+    return text
 
 
 def simulation_section(runs: Path, pictures: Pictures) -> list[str]:
@@ -203,7 +207,8 @@ def simulation_section(runs: Path, pictures: Pictures) -> list[str]:
     if not results:
         return []
     s = next(iter(results.values()))["settings"]
-    keys = ROUND_COLUMNS
+    # the columns its runs have (runs before item 38 replayed nothing and have no replay_images)
+    keys = [k for k in ROUND_COLUMNS if any(k in r for result in results.values() for r in result["rounds"])]
     lines = ["## The labelling loop, simulated on real data", "",
              f"`scripts/simulation.sh` ({minutes(runs, 'simulation')} for {' and '.join(results)} order): "
              "the reference model "

@@ -126,10 +126,10 @@ def test_jobs_coalesce_while_queued_and_chain_versions(worker_settings, annotate
 
 
 def test_a_projects_first_training_fine_tunes_the_starter_model(worker_settings, annotated_project,
-                                                               classified_tiny_model, tmp_path):
+                                                               classified_tiny_model, tmp_path, busbra_dir):
     """INITIAL_WEIGHTS naming a model directory (the reference model a project manager built): the
     project's first version is trained from its weights, box classifier included, and names it as
-    its parent."""
+    its parent; REPLAY_DATA's images (the starter's own data) are trained on beside the project's."""
     import torch
 
     from model import box_classifier
@@ -149,7 +149,8 @@ def test_a_projects_first_training_fine_tunes_the_starter_model(worker_settings,
     redis = Redis.from_url(worker_settings.redis_url)
     job_id = TrainingQueue(redis, worker_settings).request(annotated_project, "START_TRAINING", force=True)["job_id"]
     with open(tmp_path / "worker.log", "w") as log:
-        worker = start_worker(worker_settings, log, INITIAL_WEIGHTS=str(starter))
+        worker = start_worker(worker_settings, log, INITIAL_WEIGHTS=str(starter), REPLAY_DATA=f"busbra:{busbra_dir}",
+                              REPLAY_SPLITS="fold1,fold2", REPLAY_RATIO="0.25")
         try:
             wait(lambda: job_status(redis, job_id)["status"] in ("finished", "failed"), 480, "job did not finish")
         finally:
@@ -169,6 +170,13 @@ def test_a_projects_first_training_fine_tunes_the_starter_model(worker_settings,
     # they would point the other way (cosine near -1)
     assert torch.cosine_similarity(stem(trained), stem(starter), dim=0) > 0.9
     assert box_classifier.has_classifier(trained)  # the starter's classifier fine-tuned with it
+    # a quarter of an image replayed per project image, from the two folds asked for
+    tasks = status["result"]["used_tasks"]
+    assert status["result"]["replay_images"] == round(0.25 * tasks) > 0
+    assert registry.info(version)["replay_images"] == status["result"]["replay_images"]
+    data = read_info(trained).data
+    assert data["images"] == tasks + status["result"]["replay_images"]
+    assert data["splits"]["replay"] == status["result"]["replay_images"]
 
 
 def test_worker_killed_mid_training_leaves_served_version(worker_settings, annotated_project, tiny_model, tmp_path):

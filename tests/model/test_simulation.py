@@ -25,7 +25,7 @@ def test_uncertain_order_picks_least_confident_pre_annotations():
 
 
 @pytest.mark.slow
-def test_two_rounds_grow_the_training_set_and_chain_versions(tmp_path, busbra_dir):
+def test_two_rounds_grow_the_training_set_and_chain_versions(tmp_path, busbra_dir, breast_dir):
     repo = Path(__file__).parents[2]
     out = tmp_path / "sim"
     done = subprocess.run(
@@ -33,7 +33,7 @@ def test_two_rounds_grow_the_training_set_and_chain_versions(tmp_path, busbra_di
          "fold2", "--out", str(out), "--initial", "2", "--round-size", "2", "--rounds", "2", "--order",
          "uncertain", "--score-threshold", "0.3", "--base-config", "COCO-Detection/faster_rcnn_R_50_FPN_1x.yaml",
          "--image-size", "128", "--max-iter", "3", "--num-workers", "0", "--cost-draw", "10", "--cost-verify", "2",
-         "--fine-tune-lr", "0.003"],
+         "--fine-tune-lr", "0.003", "--replay-data", f"breast:{breast_dir}", "--replay-ratio", "0.5"],
         capture_output=True, text=True, timeout=900, cwd=repo)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads((out / "simulation.json").read_text())
@@ -55,11 +55,17 @@ def test_two_rounds_grow_the_training_set_and_chain_versions(tmp_path, busbra_di
     models = out / "models"
     assert modeldir.read_info(models / "round-0").parent is None
     assert Path(modeldir.read_info(models / "round-2").parent).name == "round-1"   # fine-tuned chain
-    assert modeldir.read_info(models / "round-2").data["images"] == 6
+    # each fine-tune replays half an image of the other dataset per labelled one (round 0 trained from
+    # nothing: no replay); its 4A/4B read as 4, the labelled images' label set
+    assert [r["replay_images"] for r in rows] == [0, 2, 3]
+    assert modeldir.read_info(models / "round-2").data["images"] == 6 + 3
+    assert modeldir.read_info(models / "round-2").data["splits"]["replay"] == 3
+    assert modeldir.read_info(models / "round-2").classes == ["2", "3", "4", "5"]
     # round 0 trained from nothing on the full schedule's rate; each fine-tune on the jobs' (here, as asked)
     assert modeldir.read_info(models / "round-0").settings["base_lr"] == 0.02
     assert {modeldir.read_info(models / f"round-{n}").settings["base_lr"] for n in (1, 2)} == {0.003}
     assert {"corrections.png", "ap50.png", "simulation.md"} <= {p.name for p in out.iterdir()}
     table = (out / "simulation.md").read_text()
-    assert "Each fine-tune: 3 iterations at learning rate 0.003" in table
+    assert (f"Each fine-tune: 3 iterations at learning rate 0.003, replaying 0.5 image(s) of breast:{breast_dir} "
+            "(4 images) per labelled image") in table
     assert "'draw': 10.0" in table and "ratio_draw_35s" in table and "seconds_per_image" in table

@@ -47,6 +47,8 @@ def test_typed_values(monkeypatch):
     ("BOX_VOTING_IOU", "1.5", "must be in"),
     ("CATEGORY_READING", "mode", "must be one of argmax, median"),
     ("DEVICE", "gpu", "must be auto, cpu, cuda or cuda:N"),
+    ("REPLAY_RATIO", "-1", "REPLAY_RATIO=-1.0 must be >= 0"),
+    ("REPLAY_DATA", "/data/BUS-BRA", "must be FORMAT:PATH"),
 ])
 def test_bad_values_name_the_variable(monkeypatch, name, value, message):
     monkeypatch.setenv(name, value)
@@ -109,3 +111,25 @@ def test_a_job_that_fine_tunes_runs_the_gentle_schedule_and_a_first_training_the
     assert (first.base_lr, first.epochs) == (TrainSettings().base_lr, settings.train_epochs)
     monkeypatch.setenv("TRAIN_MAX_ITER", "7")  # a fixed count wins over either schedule
     assert iterations(train_settings(Settings.from_env(), "models/starter", fine_tune=True), 16) == 7
+
+
+def test_a_fine_tuning_job_replays_the_starters_data_where_it_is_given(monkeypatch, busbra_dir):
+    from backend.training import replay_records
+    from model import datasets
+    from model.io import DataError
+
+    project = [r for r in datasets.load(f"busbra:{busbra_dir}") if r.split == "fold4"]
+    assert replay_records(Settings.from_env(), project) == []  # REPLAY_DATA unset: the project alone
+    monkeypatch.setenv("REPLAY_DATA", f"busbra:{busbra_dir}")
+    monkeypatch.setenv("REPLAY_SPLITS", "fold1, fold2")
+    monkeypatch.setenv("REPLAY_RATIO", "2")
+    replayed = replay_records(Settings.from_env(), project)
+    folds = {r.patient: r.split for r in datasets.load(f"busbra:{busbra_dir}")}
+    assert len(replayed) == min(2 * len(project), 6)  # fold1 and fold2 hold 6 images here
+    assert {folds[r.patient] for r in replayed} <= {"fold1", "fold2"}
+    monkeypatch.setenv("REPLAY_SPLITS", "fold9")
+    with pytest.raises(DataError, match="no images in REPLAY_SPLITS=fold9"):
+        replay_records(Settings.from_env(), project)
+    monkeypatch.setenv("REPLAY_DATA", f"busbra:{busbra_dir}/missing")
+    with pytest.raises(DataError, match="not found"):
+        replay_records(Settings.from_env(), project)

@@ -256,3 +256,6 @@ def test_the_loop_section_names_each_fine_tunes_schedule_old_runs_and_new(writer
     assert writer._fine_tune(fixed) == "60 iterations at learning rate 0.005"
     jobs = {"train": asdict(TrainSettings()), "fine_tune_epochs": 0.75, "fine_tune_lr": 0.001}
     assert writer._fine_tune(jobs) == "0.75 augmented epochs at learning rate 0.001"
+    replaying = {**jobs, "replay_ratio": 1.0, "replay_source": "busbra:BUS-BRA (1127 images)"}
+    assert writer._fine_tune(replaying) == ("0.75 augmented epochs at learning rate 0.001, replaying 1 image(s) "
+                                            "of busbra:BUS-BRA (1127 images) per labelled one")

@@ -1,0 +1,38 @@
+"""Replaying a starter's training images beside a project's (model.fine_tuning.replayed)."""
+
+import pytest
+
+from model.fine_tuning import REPLAY_SPLIT, replayed
+from model.records import Box, ImageRecord
+
+
+def record(name: str, *categories: str, split: str = "fold1") -> ImageRecord:
+    return ImageRecord(image_id=name, path=f"{name}.png", width=100, height=80, split=split,
+                       boxes=[Box(10, 10, 40, 40, c) for c in categories])
+
+
+POOL = [record(f"b{i}", c) for i, c in enumerate("2345" * 5)] + [record("normal")]
+
+
+def test_ratio_images_per_project_image_the_same_ones_first_as_the_project_grows():
+    project = [record(f"p{i}", "5", split="train") for i in range(4)]
+    first = replayed(POOL, project, ratio=1.5)
+    assert len(first) == 6 and all(r.split == REPLAY_SPLIT for r in first)
+    assert all(r.image_id.startswith("replay-b") or r.image_id == "replay-normal" for r in first)
+    later = replayed(POOL, project * 2, ratio=1.5)
+    assert later[:6] == first and len(later) == 12  # a later job replays these and more
+    assert len(replayed(POOL, project * 10, ratio=1.5)) == len(POOL)  # no more than the pool holds
+    assert replayed(POOL, project, ratio=0) == []
+    assert [r.image_id for r in replayed(POOL, project, 1.5, seed=1)] != [r.image_id for r in first]
+    with pytest.raises(ValueError, match="must be >= 0"):
+        replayed(POOL, project, ratio=-1)
+
+
+def test_only_images_the_projects_label_set_can_name():
+    fine_project = [record("p", "4B", split="train")]  # a project that labels 4A/4B/4C
+    kept = replayed(POOL, fine_project, ratio=100)
+    assert {b.category for r in kept for b in r.boxes} == {"2", "3", "5"}  # a plain 4 has no place there
+    assert len(kept) == len(POOL) - 5
+    coarse_project = [record("p", "4", split="train")]
+    fine_pool = [record("f", "4C")]
+    assert replayed(fine_pool, coarse_project, ratio=1)[0].boxes[0].category == "4"  # rolled up
