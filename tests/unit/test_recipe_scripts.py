@@ -253,14 +253,19 @@ def test_box_voting_arms_evaluate_the_model_itself_with_each_iou_and_without(tmp
 
 def test_fine_tune_arms_fine_tune_the_starter_each_way_and_evaluate_each_and_the_starter(tmp_path):
     ref = str(tmp_path / "starter")
-    calls = run_script(tmp_path, 1, 1, script="fine_tune_arms.sh", REF=ref, ARMS="lr-0.001 frozen")
+    arms = "lr-0.001 frozen epochs-1.5 replay-1"
+    calls = run_script(tmp_path, 1, 1, script="fine_tune_arms.sh", REF=ref, ARMS=arms)
     out = tmp_path / "reference"
     simulated = [c for c in calls if c.startswith("simulate")]
-    assert len(simulated) == 2 and all(f"--weights {ref} " in c and "--rounds 0 " in c for c in simulated)
-    assert "--max-iter 60 --fine-tune-lr 0.001 " in simulated[0] and "--extra" not in simulated[0]
-    assert "--fine-tune-lr 0.005 " in simulated[1] and simulated[1].endswith("--extra MODEL.BACKBONE.FREEZE_AT 5")
+    assert len(simulated) == 4 and all(f"--weights {ref} " in c and "--rounds 0 " in c for c in simulated)
+    assert simulated[0].endswith("--max-iter 60 --fine-tune-lr 0.001")
+    assert simulated[1].endswith("--max-iter 60 --fine-tune-lr 0.005 --extra MODEL.BACKBONE.FREEZE_AT 5")
+    # item 38's arms: the jobs' schedule in epochs (no fixed count), alone or with the starter's folds
+    assert simulated[2].endswith("--fine-tune-epochs 1.5 --fine-tune-lr 0.001") and "--max-iter" not in simulated[2]
+    assert simulated[3].endswith("--fine-tune-epochs 0.75 --fine-tune-lr 0.001 --replay-data busbra:../shared/data/"
+                                 "BUS-BRA --replay-splits fold1 fold2 fold3 --replay-ratio 1")
     evaluated = [c.split("--model ")[1].split()[0] for c in calls if c.startswith("evaluate")]
-    assert evaluated == [ref, f"{out}/lr-0.001/models/round-0", f"{out}/frozen/models/round-0"]
+    assert evaluated == [ref] + [f"{out}/{arm}/models/round-0" for arm in arms.split()]
     assert run_script(tmp_path, 1, 1, script="fine_tune_arms.sh", REF=ref, ARMS="lr-0.001") == calls  # done
     with pytest.raises(subprocess.CalledProcessError) as refused:
         run_script(tmp_path, 1, 1, script="fine_tune_arms.sh", REF=ref, ARMS="thaw")
