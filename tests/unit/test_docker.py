@@ -51,7 +51,8 @@ def test_compose_file_is_valid_and_has_every_service():
     targets = {v["target"] if isinstance(v, dict) else v.split(":")[1] for v in backend["volumes"]}
     assert targets == {"/data", "/starter-model", "/tls"}
     worker_targets = {v["target"] if isinstance(v, dict) else v.split(":")[1] for v in worker["volumes"]}
-    assert worker_targets == {"/data", "/starter-model"}  # the worker decodes images: no TLS key there
+    assert worker_targets == {"/data", "/starter-model", "/replay-data"}  # no TLS key where images are decoded
+    assert "REPLAY_DATA" in worker["environment"]  # the starter's own images, replayed by fine-tuning jobs
     for name in ("backend", "worker"):
         environment = config["services"][name]["environment"]
         assert (environment["BASIC_AUTH_USER"], environment["LABEL_STUDIO_API_KEY"]) == ("pm", "token")
