@@ -18,7 +18,8 @@ import pytest
 SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 OVERRIDES = {"BUDGET_S", "ITERS", "ITERS_NO4", "PRETRAIN_EPOCHS", "PRETRAIN_SHARE", "MIN_EPOCHS", "MIN_ITERS",
              "EVAL_RESERVE_S", "CLASSIFIER_RESERVE_S", "HEADS", "MISPLACED", "ARMS", "PYTHON", "RESCORE",
-             "UNTIL", "PROBE_MARGIN", "CHECKPOINT_PERIOD", "IMAGE_SIZE", "MAX_SIZE", "BATCH", "REF", "DATA", "KEEP"}
+             "UNTIL", "PROBE_MARGIN", "CHECKPOINT_PERIOD", "IMAGE_SIZE", "MAX_SIZE", "BATCH", "REF", "DATA", "KEEP",
+             "ORDERS", "REPLAY_RATIO"}
 STAND_IN = """#!/usr/bin/env bash
 echo "$*" >> "$CALLS"
 command=$1; shift
@@ -270,3 +271,14 @@ def test_fine_tune_arms_fine_tune_the_starter_each_way_and_evaluate_each_and_the
     with pytest.raises(subprocess.CalledProcessError) as refused:
         run_script(tmp_path, 1, 1, script="fine_tune_arms.sh", REF=ref, ARMS="thaw")
     assert refused.value.returncode == 2 and "unknown arm thaw" in refused.value.stderr
+
+
+def test_the_simulated_loop_replays_the_reference_models_folds_when_asked(tmp_path):
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "replaying").mkdir()
+    [plain] = run_script(tmp_path / "plain", 1, 1, script="simulation.sh", ORDERS="random")
+    assert plain.startswith("simulate ") and "--order random " in plain and "--replay" not in plain
+    [replaying] = run_script(tmp_path / "replaying", 1, 1, script="simulation.sh", ORDERS="random",
+                             REPLAY_RATIO="1", DATA="d")
+    assert replaying.startswith(plain.replace("../shared/data", "d").replace("/plain/", "/replaying/"))
+    assert replaying.endswith("--replay-data busbra:d/BUS-BRA --replay-splits fold1 fold2 fold3 --replay-ratio 1")
