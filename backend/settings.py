@@ -174,9 +174,9 @@ class Settings:
         values = {}
         for f in fields(cls):
             raw = os.environ.get(f.metadata["env"])
-            if raw is None:
-                continue
             kind = f.type if isinstance(f.type, str) else f.type.__name__
+            if raw is None or (not raw and kind.startswith(("int", "float", "bool"))):
+                continue  # unset, or empty (compose passes `${X:-}` through): the default
             values[f.name] = _convert(raw, kind, f.metadata["env"])
         return cls(**values)
 

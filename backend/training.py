@@ -29,7 +29,7 @@ from backend.jobs import TrainingQueue
 from backend.labels import parse_label_config
 from backend.services import Services
 from backend.settings import Settings
-from model import fine_tuning
+from model import fine_tuning, taxonomy
 from model.config import TrainSettings
 from model.records import ImageRecord
 from model.regions import convert, in_pixels
@@ -90,6 +90,7 @@ def build_records(services: Services, project: int) -> tuple[list[ImageRecord], 
                                    boxes=boxes, split="holdout" if held_out(task_id, services.settings.holdout_fraction)
                                    else "train"))
     facts = {"annotated_tasks": len(tasks), "used_tasks": len(records),
+             "label_set": list(taxonomy.label_set_for(labels.to_label)),  # what replayed images must fit
              "for_review": conversion.for_review, "unknown_labels": dict(conversion.unknown_labels),
              "image_errors": failed}
     if conversion.unknown_labels:
@@ -136,20 +137,40 @@ def plan(settings: Settings, records: list[ImageRecord], weights: str,
     return chosen, facts
 
 
-def replay_records(settings: Settings, project_records: list[ImageRecord]) -> list[ImageRecord]:
-    """REPLAY_DATA's images a fine-tuning job trains on beside the project's (none where it is unset).
-    A REPLAY_DATA that cannot be read fails the job (model.io.DataError): a job that quietly
-    trained without it would be the very fine-tune it was set to prevent."""
-    if not settings.replay_data or not settings.replay_ratio:
+def replay_pool(settings: Settings) -> list[ImageRecord]:
+    """REPLAY_DATA's images in REPLAY_SPLITS (none where it is unset). Raises model.io.DataError,
+    naming the variable, where it cannot be read or a split it names holds no image: a job that
+    quietly trained without them would be the very fine-tune they were set to prevent."""
+    if not settings.replay_data:
         return []
     from model import datasets
     from model.io import DataError
 
-    pool = datasets.select(datasets.load(settings.replay_data), settings.replay_splits or None)
-    if not pool:
-        raise DataError(f"REPLAY_DATA={settings.replay_data}: no images in REPLAY_SPLITS="
-                        f"{','.join(settings.replay_splits)}")
-    return fine_tuning.replayed(pool, project_records, settings.replay_ratio)
+    try:
+        everything = datasets.load(settings.replay_data)
+    except DataError as exc:
+        raise DataError(f"REPLAY_DATA={settings.replay_data}: {exc}") from None
+    found = {r.split for r in everything}
+    if missing := [s for s in settings.replay_splits if s not in found]:
+        raise DataError(f"REPLAY_SPLITS: REPLAY_DATA={settings.replay_data} has no images in {', '.join(missing)} "
+                        f"(its splits: {', '.join(sorted(map(str, found)))})")
+    return datasets.select(everything, settings.replay_splits or None)
+
+
+def replay_records(settings: Settings, project_records: list[ImageRecord],
+                   labels: tuple[str, ...] | None = None) -> list[ImageRecord]:
+    """The images a fine-tuning job replays beside the project's, named in the project's label set
+    ``labels`` (the config's; None: the one its boxes need). DataError where none fits it."""
+    pool = replay_pool(settings)
+    if not pool or not settings.replay_ratio:
+        return []
+    from model.io import DataError
+
+    chosen = fine_tuning.replayed(pool, project_records, settings.replay_ratio, labels=labels)
+    if not chosen and project_records:
+        raise DataError(f"REPLAY_DATA={settings.replay_data}: none of its {len(pool)} images can be named by "
+                        f"the project's labels {list(labels or [])}")
+    return chosen
 
 
 HOLDOUT_METRICS = ("n_images", "ap", "ap50", "ap50_lesion", "acceptance_rate", "category_accuracy",
@@ -216,7 +237,7 @@ def train_project(project: int) -> dict:
             _report(**info)  # stage "training", iteration, max_iter, ETA, loss
 
         fine_tune = served.path is not None
-        replayed = replay_records(settings, train_records) if fine_tune else []
+        replayed = replay_records(settings, train_records, tuple(facts["label_set"])) if fine_tune else []
         facts["replay_images"] = len(replayed)
         _report("estimating", images=len(train_records), replay_images=len(replayed))
         chosen, estimate = plan(settings, train_records + replayed, weights, fine_tune=fine_tune)

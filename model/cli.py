@@ -251,7 +251,11 @@ def cmd_simulate(args: argparse.Namespace) -> None:
         settings.fine_tune_epochs = args.fine_tune_epochs
     if args.fine_tune_lr is not None:
         settings.fine_tune_lr = args.fine_tune_lr
-    replay = _replay_pool(args)
+    # never the loop's own images: a replayed holdout image would be tested on what it learnt
+    taken = {r.path for r in pool + holdout}
+    replay = [r for r in _replay_pool(args) if r.path not in taken]
+    if args.replay_data and not replay:
+        raise DataError(f"--replay-data {args.replay_data}: every image is in the loop's pool or held out")
     if replay:
         settings.replay_source = f"{args.replay_data} ({len(replay)} images)"
     if args.replay_ratio is not None:

@@ -40,19 +40,22 @@ def schedule(settings: TrainSettings, weights: str, epochs: float = EPOCHS,
 
 
 def replayed(pool: Sequence[ImageRecord], project: Sequence[ImageRecord], ratio: float = REPLAY_RATIO,
-             seed: int = 0) -> list[ImageRecord]:
+             seed: int = 0, labels: Sequence[str] | None = None) -> list[ImageRecord]:
     """``ratio`` images of ``pool`` per ``project`` image, to train on beside them.
 
     Always the same seeded order of the pool, so a later job replays the earlier one's images
-    and more. Only images whose every box the project's label set can name: a project that
-    labels 4A/4B/4C cannot learn from a plain 4 (``taxonomy.label_set_for``)."""
+    and more. Only images whose every box ``labels`` can name (the project's label set; by
+    default the one its boxes need, ``taxonomy.label_set_for``): a project that labels 4A/4B/4C
+    cannot learn from a plain 4, so it replays no BI-RADS 4 image."""
     if ratio < 0:
         raise ValueError(f"replay ratio {ratio} must be >= 0")
-    labels = taxonomy.label_set_for(b.category for r in project for b in r.boxes)
+    if labels is None:
+        labels = taxonomy.label_set_for(b.category for r in project for b in r.boxes)
     fitting = [r for r in pool if all(_names(b.category, labels) for b in r.boxes)]
     random.Random(seed).shuffle(fitting)
     return [replace(r, image_id=f"{REPLAY_SPLIT}-{r.image_id}", split=REPLAY_SPLIT,
-                    boxes=[replace(b, category=taxonomy.roll_up(b.category, labels)) for b in r.boxes])
+                    boxes=[replace(b, category=taxonomy.roll_up(b.category, labels)) for b in r.boxes],
+                    birads=taxonomy.roll_up(r.birads, labels) if r.birads and _names(r.birads, labels) else r.birads)
             for r in fitting[:round(ratio * len(project))]]
 
 

@@ -14,7 +14,7 @@ out=${OUT:-runs/simulation}
 data=${DATA:-../shared/data}
 birads=${BIRADS:-./birads}
 replay=()
-if [ "${REPLAY_RATIO:-0}" != 0 ]; then
+if awk -v r="${REPLAY_RATIO:-0}" 'BEGIN { exit !(r + 0 > 0) }'; then
   replay=(--replay-data "busbra:$data/BUS-BRA" --replay-splits fold1 fold2 fold3 --replay-ratio "$REPLAY_RATIO")
 fi
 mkdir -p "$(dirname "$out")" && date +%s > "$out.start"  # wall time for docs/results.md

@@ -171,7 +171,7 @@ def test_a_projects_first_training_fine_tunes_the_starter_model(worker_settings,
     assert torch.cosine_similarity(stem(trained), stem(starter), dim=0) > 0.9
     assert box_classifier.has_classifier(trained)  # the starter's classifier fine-tuned with it
     # a quarter of an image replayed per project image, from the two folds asked for
-    tasks = status["result"]["used_tasks"]
+    tasks = status["result"]["train_images"]
     assert status["result"]["replay_images"] == round(0.25 * tasks) > 0
     assert registry.info(version)["replay_images"] == status["result"]["replay_images"]
     data = read_info(trained).data

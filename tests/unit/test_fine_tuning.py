@@ -1,9 +1,12 @@
 """Replaying a starter's training images beside a project's (model.fine_tuning.replayed)."""
 
+from dataclasses import replace
+
 import pytest
 
 from model.fine_tuning import REPLAY_SPLIT, replayed
 from model.records import Box, ImageRecord
+from model.taxonomy import FULL
 
 
 def record(name: str, *categories: str, split: str = "fold1") -> ImageRecord:
@@ -34,5 +37,8 @@ def test_only_images_the_projects_label_set_can_name():
     assert {b.category for r in kept for b in r.boxes} == {"2", "3", "5"}  # a plain 4 has no place there
     assert len(kept) == len(POOL) - 5
     coarse_project = [record("p", "4", split="train")]
-    fine_pool = [record("f", "4C")]
-    assert replayed(fine_pool, coarse_project, ratio=1)[0].boxes[0].category == "4"  # rolled up
+    fine_pool = [replace(record("f", "4C"), birads="4C")]
+    [rolled] = replayed(fine_pool, coarse_project, ratio=1)
+    assert rolled.boxes[0].category == rolled.birads == "4"  # rolled up, the image's category too
+    # the project's label set as its config names it, before any of its boxes shows a subcategory
+    assert replayed(POOL, coarse_project, ratio=100, labels=FULL) == kept

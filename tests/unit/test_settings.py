@@ -113,6 +113,12 @@ def test_a_job_that_fine_tunes_runs_the_gentle_schedule_and_a_first_training_the
     assert iterations(train_settings(Settings.from_env(), "models/starter", fine_tune=True), 16) == 7
 
 
+def test_an_empty_number_is_its_default_as_compose_passes_an_unset_one(monkeypatch):
+    monkeypatch.setenv("REPLAY_RATIO", "")
+    monkeypatch.setenv("PORT", "")
+    assert (Settings.from_env().replay_ratio, Settings.from_env().port) == (Settings().replay_ratio, 9090)
+
+
 def test_a_fine_tuning_job_replays_the_starters_data_where_it_is_given(monkeypatch, busbra_dir):
     from backend.training import replay_records
     from model import datasets
@@ -127,9 +133,24 @@ def test_a_fine_tuning_job_replays_the_starters_data_where_it_is_given(monkeypat
     folds = {r.patient: r.split for r in datasets.load(f"busbra:{busbra_dir}")}
     assert len(replayed) == min(2 * len(project), 6)  # fold1 and fold2 hold 6 images here
     assert {folds[r.patient] for r in replayed} <= {"fold1", "fold2"}
-    monkeypatch.setenv("REPLAY_SPLITS", "fold9")
-    with pytest.raises(DataError, match="no images in REPLAY_SPLITS=fold9"):
+    monkeypatch.setenv("REPLAY_SPLITS", "fold1,fold9")  # a split it does not have is named, not ignored
+    with pytest.raises(DataError, match="REPLAY_SPLITS: REPLAY_DATA=busbra:.* has no images in fold9"):
         replay_records(Settings.from_env(), project)
+    monkeypatch.setenv("REPLAY_SPLITS", "")
+    with pytest.raises(DataError, match="none of its 8 images can be named by the project's labels"):
+        replay_records(Settings.from_env(), project, labels=("1",))  # a label set nothing here fits
     monkeypatch.setenv("REPLAY_DATA", f"busbra:{busbra_dir}/missing")
-    with pytest.raises(DataError, match="not found"):
+    with pytest.raises(DataError, match="REPLAY_DATA=busbra:.*/missing: .*not found"):
         replay_records(Settings.from_env(), project)
+    monkeypatch.setenv("REPLAY_DATA", f"scans:{busbra_dir}")
+    with pytest.raises(DataError, match="REPLAY_DATA=scans:.*expected FORMAT:PATH"):
+        replay_records(Settings.from_env(), project)
+
+
+def test_a_worker_does_not_start_with_replay_data_it_cannot_read(monkeypatch, busbra_dir):
+    from backend.worker import main
+
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")  # never reached: the check comes first
+    monkeypatch.setenv("REPLAY_DATA", f"busbra:{busbra_dir}/missing")
+    with pytest.raises(SystemExit, match="REPLAY_DATA=busbra:.*/missing"):
+        main()
