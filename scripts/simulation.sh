@@ -5,7 +5,7 @@
 # evaluated on part2 each round. Once in random order, once least confident first. The expert is
 # shown what the backend serves by default (SHOW_BOXES top1-only, box voting). Each fine-tune runs the
 # training jobs' schedule (FINE_TUNE_EPOCHS, FINE_TUNE_LR; ITERS=60 gives docs/results.md items 6-36's);
-# REPLAY_RATIO=R (default 0: none) replays R images of BUS-BRA folds 1-3, the reference model's own
+# REPLAY_RATIO=R (default 3, as the jobs; 0: none) replays R images of BUS-BRA folds 1-3, the reference model's own
 # training images, per labelled image, as the jobs' REPLAY_DATA does (docs/results.md item 38).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,8 +14,9 @@ out=${OUT:-runs/simulation}
 data=${DATA:-../shared/data}
 birads=${BIRADS:-./birads}
 replay=()
-if awk -v r="${REPLAY_RATIO:-0}" 'BEGIN { exit !(r + 0 > 0) }'; then
-  replay=(--replay-data "busbra:$data/BUS-BRA" --replay-splits fold1 fold2 fold3 --replay-ratio "$REPLAY_RATIO")
+ratio=${REPLAY_RATIO:-3}
+if awk -v r="$ratio" 'BEGIN { exit !(r + 0 > 0) }'; then
+  replay=(--replay-data "busbra:$data/BUS-BRA" --replay-splits fold1 fold2 fold3 --replay-ratio "$ratio")
 fi
 mkdir -p "$(dirname "$out")" && date +%s > "$out.start"  # wall time for docs/results.md
 for order in ${ORDERS:-random uncertain}; do

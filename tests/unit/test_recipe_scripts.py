@@ -276,9 +276,9 @@ def test_fine_tune_arms_fine_tune_the_starter_each_way_and_evaluate_each_and_the
 def test_the_simulated_loop_replays_the_reference_models_folds_when_asked(tmp_path):
     (tmp_path / "plain").mkdir()
     (tmp_path / "replaying").mkdir()
-    [plain] = run_script(tmp_path / "plain", 1, 1, script="simulation.sh", ORDERS="random")
+    [plain] = run_script(tmp_path / "plain", 1, 1, script="simulation.sh", ORDERS="random", REPLAY_RATIO="0")
     assert plain.startswith("simulate ") and "--order random " in plain and "--replay" not in plain
     [replaying] = run_script(tmp_path / "replaying", 1, 1, script="simulation.sh", ORDERS="random",
-                             REPLAY_RATIO="1", DATA="d")
+                             DATA="d")  # by default, as the jobs replay (docs/results.md item 38)
     assert replaying.startswith(plain.replace("../shared/data", "d").replace("/plain/", "/replaying/"))
-    assert replaying.endswith("--replay-data busbra:d/BUS-BRA --replay-splits fold1 fold2 fold3 --replay-ratio 1")
+    assert replaying.endswith("--replay-data busbra:d/BUS-BRA --replay-splits fold1 fold2 fold3 --replay-ratio 3")
