@@ -147,14 +147,11 @@ def replay_pool(settings: Settings) -> list[ImageRecord]:
     from model.io import DataError
 
     try:
-        everything = datasets.load(settings.replay_data)
+        return datasets.load_splits(settings.replay_data, settings.replay_splits)
+    except datasets.SplitsNotFound as exc:
+        raise DataError(f"REPLAY_SPLITS: REPLAY_DATA={exc}") from None
     except DataError as exc:
         raise DataError(f"REPLAY_DATA={settings.replay_data}: {exc}") from None
-    found = {r.split for r in everything}
-    if missing := [s for s in settings.replay_splits if s not in found]:
-        raise DataError(f"REPLAY_SPLITS: REPLAY_DATA={settings.replay_data} has no images in {', '.join(missing)} "
-                        f"(its splits: {', '.join(sorted(map(str, found)))})")
-    return datasets.select(everything, settings.replay_splits or None)
 
 
 def replay_records(settings: Settings, project_records: list[ImageRecord],

@@ -270,9 +270,7 @@ def _replay_pool(args: argparse.Namespace):
 
     if not args.replay_data:
         return []
-    records = datasets.select(datasets.load(args.replay_data, args.image_root), args.replay_splits)
-    if not records:
-        raise DataError(f"{args.replay_data}: no images in --replay-splits {' '.join(args.replay_splits or [])}")
+    records = datasets.load_splits(args.replay_data, args.replay_splits, args.image_root)
     return datasets.coarse(records) if args.coarse else records
 
 

@@ -52,6 +52,23 @@ def select(records: Iterable[ImageRecord], splits: Iterable[str] | None = None,
     return [r for r in records if (keep is None or r.split in keep) and r.split not in drop]
 
 
+class SplitsNotFound(DataError):
+    """Splits asked for that the data does not hold."""
+
+
+def load_splits(spec: str, splits: Iterable[str] | None = None, image_root: Path | None = None) -> list[ImageRecord]:
+    """``load`` then ``select``, refusing where a named split holds no image or nothing is left:
+    a run that quietly trained or replayed without them would not be the run asked for."""
+    everything = load(spec, image_root)
+    found = {r.split for r in everything}
+    if missing := [s for s in splits or () if s not in found]:
+        raise SplitsNotFound(f"{spec} has no images in {', '.join(missing)} "
+                             f"(its splits: {', '.join(sorted(map(str, found)))})")
+    if not (chosen := select(everything, splits)):
+        raise DataError(f"{spec}: no images")
+    return chosen
+
+
 def coarse(records: Iterable[ImageRecord]) -> list[ImageRecord]:
     """The records with BI-RADS 4A/4B/4C read as plain 4 (boxes and image-level category)."""
     classes = taxonomy.COARSE

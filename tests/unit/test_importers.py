@@ -316,6 +316,15 @@ def test_holdout_splits_never_train(busbra_dir):
         _training_and_holdout(args)
 
 
+def test_load_splits_names_a_split_the_data_does_not_hold(busbra_dir):
+    spec = f"busbra:{busbra_dir}"
+    chosen = datasets.load_splits(spec, ["fold1", "fold2"])
+    assert chosen and {r.split for r in chosen} == {"fold1", "fold2"}
+    assert len(datasets.load_splits(spec)) == len(datasets.load(spec))  # no splits named: all of them
+    with pytest.raises(datasets.SplitsNotFound, match=r"has no images in fold9 \(its splits: fold1, fold2"):
+        datasets.load_splits(spec, ["fold1", "fold9"])
+
+
 def test_coco_boxes_for_no_image_are_an_error_not_a_lesion_free_image(tmp_path, busbra_dir, capsys):
     shutil.copy(busbra_dir / "Images" / "bus_0090-r.png", tmp_path / "a.png")
     _coco_import_fails(tmp_path, "a.png", [{"image_id": "1", "bbox": [10, 10, 40, 30], "category_id": 1}],
@@ -336,6 +345,14 @@ def test_busbra_images_in_no_fold_are_counted(tmp_path, busbra_dir, caplog):
 def test_simulate_refuses_resume_it_cannot_honour(capsys):
     assert birads(["simulate", "--data", "busbra:d", "--holdout-splits", "fold4", "--out", "o", "--resume"]) == 2
     assert "simulate always starts afresh" in capsys.readouterr().err
+
+
+def test_simulate_names_a_replay_split_the_replay_data_does_not_hold(tmp_path, busbra_dir, breast_dir, capsys):
+    assert birads(["simulate", "--data", f"breast:{breast_dir}", "--holdout-splits", "part2",
+                   "--out", str(tmp_path / "o"), "--replay-data", f"busbra:{busbra_dir}",
+                   "--replay-splits", "fold1", "fold9"]) == 2
+    assert "has no images in fold9" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()  # refused before anything was trained or written
 
 
 def test_evaluate_refuses_a_foreign_out_folder_before_predicting(tmp_path, busbra_dir, capsys):
