@@ -125,7 +125,7 @@ def simulate(pool: list[ImageRecord], holdout: list[ImageRecord], out: str | Pat
                                     [(e, len(r.boxes)) for e, r in zip(edits, batch)], started)
                     | seconds | {"replay_images": len(replayed)})
         log.info("round %d: %s", number, rows[-1])
-    result = {"settings": {**asdict(settings), "train": settings.train.to_dict()}, "rounds": rows}
+    result = {"settings": _settings_record(settings), "rounds": rows}
     with StagedDirectory(out) as staging:
         (staging / "simulation.json").write_text(json.dumps(result, indent=1))
         _plot(rows, staging)
@@ -201,21 +201,27 @@ def _fmt(value) -> str:
     return "n/a" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
-def _schedule(settings: SimulationSettings) -> str:
-    if settings.train.max_iter is not None:
-        text = f"{settings.train.max_iter} iterations at learning rate {settings.fine_tune_lr}"
-    else:
-        text = f"{settings.fine_tune_epochs} augmented epochs at learning rate {settings.fine_tune_lr}"
-    if settings.replay_source:
-        text += f", replaying {settings.replay_ratio:g} image(s) of {settings.replay_source} per labelled image"
+def schedule_text(settings: dict) -> str:
+    """Each fine-tune's schedule in words, from a simulation.json's settings: a fixed count (results
+    items 6-36), else the training jobs' epochs (item 37), and what it replayed (item 38)."""
+    train = settings["train"]
+    length = (f"{train['max_iter']} iterations" if train.get("max_iter")
+              else f"{settings['fine_tune_epochs']:g} augmented epochs")
+    text = f"{length} at learning rate {settings.get('fine_tune_lr', train['base_lr']):g}"
+    if settings.get("replay_source"):
+        text += f", replaying {settings['replay_ratio']:g} image(s) of {settings['replay_source']} per labelled one"
     return text
+
+
+def _settings_record(settings: SimulationSettings) -> dict:
+    return {**asdict(settings), "train": settings.train.to_dict()}
 
 
 def _markdown(rows: list[dict], settings: SimulationSettings) -> str:
     lines = [f"# Labelling loop simulation ({settings.order} order)", "",
              f"{settings.initial} initial images, {settings.round_size} per round, {settings.rounds} rounds; "
              f"the expert sees boxes scored >= {settings.score_threshold} (display {settings.display}). "
-             f"Each fine-tune: {_schedule(settings)}. "
+             f"Each fine-tune: {schedule_text(_settings_record(settings))}. "
              f"Action costs in seconds: {settings.costs.to_dict()} (model/evaluation/effort.py). "
              "Held-out screening (malignant vs benign, pathology) takes each image's most confident box.", "",
              "| " + " | ".join(ROUND_COLUMNS) + " |", "|" + "---|" * len(ROUND_COLUMNS)]

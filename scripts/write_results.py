@@ -32,7 +32,7 @@ from model.config import cpu_name  # noqa: E402
 from model.evaluation.report import DECISION_TEXT, PAPER, effort_lines, number, pct  # noqa: E402
 from model.evaluation.screening_cut import fitted_on  # noqa: E402
 from model.modeldir import BOX_CLASSIFIER_META  # noqa: E402
-from model.simulation import ROUND_COLUMNS  # noqa: E402
+from model.simulation import ROUND_COLUMNS, schedule_text  # noqa: E402
 from model.simulation import _fmt as cell  # noqa: E402
 
 DOC = REPO / "docs" / "results.md"
@@ -189,18 +189,6 @@ def _size(train: dict) -> str:
     return f"{train['image_size']} px"
 
 
-def _fine_tune(settings: dict) -> str:
-    """Each fine-tune's schedule: a fixed count (items 6-36), else the training jobs' (item 37), and
-    what it replayed (item 38)."""
-    train = settings["train"]
-    length = (f"{train['max_iter']} iterations" if train.get("max_iter")
-              else f"{settings['fine_tune_epochs']:g} augmented epochs")
-    text = f"{length} at learning rate {settings.get('fine_tune_lr', train['base_lr']):g}"
-    if settings.get("replay_source"):
-        text += f", replaying {settings['replay_ratio']:g} image(s) of {settings['replay_source']} per labelled one"
-    return text
-
-
 def simulation_section(runs: Path, pictures: Pictures) -> list[str]:
     results = {order: json.loads(p.read_text()) for order in ("random", "uncertain")
                if (p := runs / "simulation" / order / "simulation.json").is_file()}
@@ -213,7 +201,7 @@ def simulation_section(runs: Path, pictures: Pictures) -> list[str]:
              f"`scripts/simulation.sh` ({minutes(runs, 'simulation')} for {' and '.join(results)} order): "
              "the reference model "
              "(BUS-BRA) arrives at another hospital (BrEaST, read as BI-RADS 2/3/4/5). Experts label "
-             f"{s['initial']} part1 images; the model is fine-tuned on them ({_fine_tune(s)}, "
+             f"{s['initial']} part1 images; the model is fine-tuned on them ({schedule_text(s)}, "
              f"{_size(s['train'])}); then each round it pre-annotates {s['round_size']} more "
              "(boxes shown at score >= "
              f"{s['score_threshold']}, display {s.get('display', 'threshold')}), the simulated expert corrects "

@@ -67,5 +67,5 @@ def test_two_rounds_grow_the_training_set_and_chain_versions(tmp_path, busbra_di
     assert {"corrections.png", "ap50.png", "simulation.md"} <= {p.name for p in out.iterdir()}
     table = (out / "simulation.md").read_text()
     assert (f"Each fine-tune: 3 iterations at learning rate 0.003, replaying 0.5 image(s) of breast:{breast_dir} "
-            "(4 images) per labelled image") in table
+            "(4 images) per labelled one") in table
     assert "'draw': 10.0" in table and "ratio_draw_35s" in table and "seconds_per_image" in table

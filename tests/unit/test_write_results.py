@@ -251,11 +251,13 @@ def test_a_runs_own_document_links_its_own_pictures(tmp_path, monkeypatch, write
     assert "One lever at a time on" not in doc  # the arms kept in docs/results belong to docs/results.md
 
 
-def test_the_loop_section_names_each_fine_tunes_schedule_old_runs_and_new(writer):
+def test_the_loop_section_names_each_fine_tunes_schedule_old_runs_and_new():
+    from model.simulation import schedule_text
+
     fixed = {"train": asdict(TrainSettings(max_iter=60, base_lr=0.005))}  # items 6-36: no fine_tune_* saved
-    assert writer._fine_tune(fixed) == "60 iterations at learning rate 0.005"
+    assert schedule_text(fixed) == "60 iterations at learning rate 0.005"
     jobs = {"train": asdict(TrainSettings()), "fine_tune_epochs": 0.75, "fine_tune_lr": 0.001}
-    assert writer._fine_tune(jobs) == "0.75 augmented epochs at learning rate 0.001"
+    assert schedule_text(jobs) == "0.75 augmented epochs at learning rate 0.001"
     replaying = {**jobs, "replay_ratio": 1.0, "replay_source": "busbra:BUS-BRA (1127 images)"}
-    assert writer._fine_tune(replaying) == ("0.75 augmented epochs at learning rate 0.001, replaying 1 image(s) "
+    assert schedule_text(replaying) == ("0.75 augmented epochs at learning rate 0.001, replaying 1 image(s) "
                                             "of busbra:BUS-BRA (1127 images) per labelled one")
