@@ -44,19 +44,44 @@ def replayed(pool: Sequence[ImageRecord], project: Sequence[ImageRecord], ratio:
     """``ratio`` images of ``pool`` per ``project`` image, to train on beside them.
 
     Always the same seeded order of the pool, so a later job replays the earlier one's images
-    and more. Only images whose every box ``labels`` can name (the project's label set; by
-    default the one its boxes need, ``taxonomy.label_set_for``): a project that labels 4A/4B/4C
-    cannot learn from a plain 4, so it replays no BI-RADS 4 image."""
+    and more; in that order every prefix holds the pool's categories in its shares (to within
+    one image each), so a small job replays the starter's mix, not a draw's (item 38's random
+    16 held 3 BI-RADS 5 where the pool's share gives 1.5). Only images whose every box ``labels``
+    can name (the project's label set; by default the one its boxes need,
+    ``taxonomy.label_set_for``): a project that labels 4A/4B/4C cannot learn from a plain 4, so
+    it replays no BI-RADS 4 image."""
     if ratio < 0:
         raise ValueError(f"replay ratio {ratio} must be >= 0")
     if labels is None:
         labels = taxonomy.label_set_for(b.category for r in project for b in r.boxes)
-    fitting = [r for r in pool if all(_names(b.category, labels) for b in r.boxes)]
-    random.Random(seed).shuffle(fitting)
+    fitting = _in_shares([r for r in pool if all(_names(b.category, labels) for b in r.boxes)], seed)
     return [replace(r, image_id=f"{REPLAY_SPLIT}-{r.image_id}", split=REPLAY_SPLIT,
                     boxes=[replace(b, category=taxonomy.roll_up(b.category, labels)) for b in r.boxes],
                     birads=taxonomy.roll_up(r.birads, labels) if r.birads and _names(r.birads, labels) else r.birads)
             for r in fitting[:round(ratio * len(project))]]
+
+
+def _in_shares(records: list[ImageRecord], seed: int) -> list[ImageRecord]:
+    """``records`` shuffled within each image category, then interleaved so that each prefix
+    takes next from the category furthest below its share of the whole."""
+    rng = random.Random(seed)
+    groups: dict[str, list[ImageRecord]] = {}
+    for r in records:
+        groups.setdefault(_category(r), []).append(r)
+    for key in sorted(groups):
+        rng.shuffle(groups[key])
+    taken = dict.fromkeys(groups, 0)
+    order = []
+    for n in range(1, len(records) + 1):
+        key = max(sorted(groups), key=lambda k: len(groups[k]) * n / len(records) - taken[k])
+        order.append(groups[key][taken[key]])
+        taken[key] += 1
+    return order
+
+
+def _category(record: ImageRecord) -> str:
+    """The image's category: the experts' for the image, else its first box's; "" where neither."""
+    return record.birads or next((b.category for b in record.boxes), "")
 
 
 def _names(category: str, labels: Sequence[str]) -> bool:

@@ -42,3 +42,15 @@ def test_only_images_the_projects_label_set_can_name():
     assert rolled.boxes[0].category == rolled.birads == "4"  # rolled up, the image's category too
     # the project's label set as its config names it, before any of its boxes shows a subcategory
     assert replayed(POOL, coarse_project, ratio=100, labels=FULL) == kept
+
+
+def test_every_prefix_replays_the_pools_category_shares():
+    pool = ([record(f"two{i}", "2") for i in range(40)] + [record(f"four{i}", "4") for i in range(50)]
+            + [record(f"five{i}", "5") for i in range(10)])  # 40 / 50 / 10 %
+    project = [record("p", "3", split="train")]
+    for ratio in (3, 10, 16, 48, 100):
+        chosen = replayed(pool, project, ratio=ratio)
+        for category, share in (("2", 0.4), ("4", 0.5), ("5", 0.1)):
+            count = sum(r.boxes[0].category == category for r in chosen)
+            assert abs(count - share * ratio) <= 1, (ratio, category, count)
+    assert len({r.image_id for r in replayed(pool, project, ratio=100)}) == 100  # each image once
