@@ -55,6 +55,9 @@ ARMS: dict[str, dict] = {
     # three of the baseline (no other lever) from other random weights, their probabilities
     # averaged (item 34); its run also files each member and the first two's mean (MEMBER_ARMS)
     "ensemble-3": {"seeds": (42, 43, 44)},
+    # a lever again from other random weights, against the plain learner of the same seed (item 40)
+    "seed-43": {"seed": 43},
+    "outline-seed-43": {"outline_loss": 1.0, "seed": 43},
 }
 BASELINE = "stretch"
 DEFAULT_SEED = BoxClassifierSettings().seed
@@ -162,17 +165,25 @@ def _delta(row: dict, baseline: dict | None, key: str, scale: float) -> float | 
     return (row[key] - baseline[key]) * scale
 
 
-def _baseline(row: dict, rows: list[dict], base: dict[str, dict]) -> dict | None:
+def plain_arm(arm: str) -> str:
+    """The learner a lever is measured against: the baseline's recipe from the lever's own seed."""
+    return member_arm(ARMS.get(arm, {}).get("seed", DEFAULT_SEED))
+
+
+def _baseline(row: dict, rows: list[dict]) -> dict | None:
     """What ``row`` is compared with: for an ensemble and the rows split from it, its own member of
-    the default seed, trained with it (item 34's rule); for any other arm, the baseline arm's row
-    of the same held-out fold."""
+    the default seed, trained with it (item 34's rule); for a lever from another seed, that seed's
+    plain learner; for a seed's plain learner or any other arm, the baseline arm; always on the
+    same held-out fold."""
     if row["arm"] == BASELINE:
         return None
     source = row if "members" in row else next(
         (r for r in rows if r["arm"] == row.get("from") and r["fold"] == row["fold"] and "members" in r), None)
     if source is not None:
         return source["members"][source["seeds"].index(DEFAULT_SEED)]
-    return base.get(row["fold"])
+    against = plain_arm(row["arm"])
+    against = BASELINE if against == row["arm"] else against
+    return next((r for r in rows if r["arm"] == against and r["fold"] == row["fold"]), None)
 
 
 def _signed(values: list[float | None], unit: str) -> str:
@@ -193,13 +204,12 @@ def _median(*rows: dict, flipped: bool = False) -> str:
 
 def summary(rows: list[dict]) -> str:
     """Per arm run so far: each fold's BI-RADS accuracy and pathology AUC, their mean and spread,
-    and the change against the baseline arm on the same held-out fold (the folds differ more from
-    each other than the arms do, so arms compare fold by fold)."""
-    base = {r["fold"]: r for r in rows if r["arm"] == BASELINE}
+    and the change against its baseline (``_baseline``) on the same held-out fold (the folds differ
+    more from each other than the arms do, so arms compare fold by fold)."""
     table = []
-    for arm in (a for a in [*ARMS, *MEMBER_ARMS] if any(r["arm"] == a for r in rows)):
+    for arm in (a for a in dict.fromkeys([*ARMS, *MEMBER_ARMS]) if any(r["arm"] == a for r in rows)):
         mine = sorted((r for r in rows if r["arm"] == arm), key=lambda r: r["fold"])
-        against = [_baseline(r, rows, base) for r in mine]  # the baseline's change columns stay empty
+        against = [_baseline(r, rows) for r in mine]  # the baseline's change columns stay empty
         d_acc = [_delta(r, b, "birads_accuracy", 100) for r, b in zip(mine, against)]
         d_med = [_delta(r, b, "birads_accuracy_median", 100) for r, b in zip(mine, against)]
         d_auc = [_delta(r, b, "pathology_auc", 1) for r, b in zip(mine, against)]
@@ -218,7 +228,7 @@ def summary(rows: list[dict]) -> str:
                           _signed(d_acc, " pt"), _signed(d_med, " pt"), _signed(d_auc, ""), ""])
     return tabulate(table, ["arm", "held-out fold", "lesions", "BI-RADS accuracy",
                             "median reading (item 26)", "median, crop + mirror (item 27)", "pathology AUC",
-                            f"accuracy vs {BASELINE}", f"median vs {BASELINE}", f"AUC vs {BASELINE}",
+                            "accuracy vs baseline", "median vs baseline", "AUC vs baseline",
                             "training minutes"], tablefmt="github")
 
 

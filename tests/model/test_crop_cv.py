@@ -21,7 +21,8 @@ def test_each_arm_holds_out_each_fold_in_turn_and_a_rerun_resumes(crop_cv, busbr
             "--epochs", "1"]
     assert crop_cv.main(argv) == 0
     rows = [json.loads(line) for line in (tmp_path / "rows.jsonl").read_text().splitlines()]
-    arms = [*crop_cv.ARMS, *crop_cv.MEMBER_ARMS]  # an ensemble's run files its members' rows too
+    # an ensemble's run files its members' rows too (a seed's plain learner only once)
+    arms = list(dict.fromkeys([*crop_cv.ARMS, *crop_cv.MEMBER_ARMS]))
     assert sorted((r["arm"], r["fold"]) for r in rows) == sorted((a, f) for a in arms for f in ("fold1", "fold2"))
     for row in rows:  # trained on the other fold's lesions, scored on this fold's
         assert row["crops"] > 0 and row["train_crops"] > 0 and 0 <= row["birads_accuracy"] <= 1
@@ -97,3 +98,18 @@ def test_an_ensemble_reads_as_the_mean_of_its_members_probabilities(crop_cv):
     assert not torch.allclose(classes_a, classes_b)  # two different opinions to average
     assert torch.allclose(classes, (classes_a + classes_b) / 2, atol=1e-6)
     assert torch.allclose(malignant, (malignant_a + malignant_b) / 2, atol=1e-5)
+
+
+def test_a_lever_from_another_seed_is_measured_against_that_seeds_plain_learner(crop_cv):
+    rows = [{"arm": arm, "fold": fold, "birads_accuracy": accuracy}
+            for fold in ("fold1", "fold2")
+            for arm, accuracy in (("stretch", 0.50), ("seed-43", 0.48), ("outline-seed-43", 0.51),
+                                  ("keep-aspect", 0.49))]
+    def against(arm: str, fold: str = "fold2") -> str | None:
+        row = next(r for r in rows if r["arm"] == arm and r["fold"] == fold)
+        baseline = crop_cv._baseline(row, rows)
+        return baseline and (baseline["arm"], baseline["fold"])
+    assert against("outline-seed-43") == ("seed-43", "fold2")
+    assert against("seed-43", "fold1") == ("stretch", "fold1")  # a seed against the default seed
+    assert against("keep-aspect") == ("stretch", "fold2")
+    assert against("stretch") is None
