@@ -2,7 +2,8 @@
 only where its score reaches a cut (below it the expert draws from nothing instead of deleting a
 wrong box and drawing), the cut fitted to the fewest expert-seconds on one report and scored on
 others (docs/results.md item 25). Reads evaluation reports' kept detections
-(`birads evaluate --out REPORT`: REPORT/detections.jsonl); runs no model.
+(`birads evaluate --out REPORT`: REPORT/detections.jsonl); runs no model. Then, for each report,
+where top1-only's seconds go, action by action, and the ratio were every shown category right.
 
     python scripts/display_cut.py --fit REPORT --score REPORT [REPORT...]
 """
@@ -54,6 +55,16 @@ def oracle_ratio(truths: list[list[Box]], detections: list[Detection]) -> float 
                            for d, iou in zip(detections, ious)])
 
 
+def by_action(truths: list[list[Box]], detections: list[Detection]) -> dict[str, float]:
+    """top1-only's seconds per image, action by action (the default action costs), and the ratio
+    with its relabels spared: the most the categories alone could save."""
+    costs = effort.ActionCosts()
+    seconds = effort.seconds_by_action(truths, [displayed(d, 0.5, "top1-only") for d in detections], costs)
+    by_hand = effort.summary(truths, [[] for _ in truths], costs)["by_hand_seconds_per_image"]
+    return seconds | {"by_hand": by_hand, "ratio": sum(seconds.values()) / by_hand,
+                      "ratio_categories_right": (sum(seconds.values()) - seconds["relabel"]) / by_hand}
+
+
 def fitted_cut(by_cut: dict[float, float | None]) -> float:
     """The cut with the lowest ratio; a tie keeps the lowest cut (the box shown more often)."""
     return min((r, cut) for cut, r in by_cut.items() if r is not None)[1]
@@ -71,6 +82,12 @@ def main(argv: list[str] | None = None) -> int:
     print(tabulate([[str(report), *(f"{table[report][c]:.3f}x" for c in CUTS),
                      f"{oracle_ratio(*data[report]):.3f}x"] for report in reports],
                    ["report (fit first)", *(f">= {c:g}" for c in CUTS), "oracle"], tablefmt="github"))
+    actions = {report: by_action(*data[report]) for report in reports}
+    print(tabulate([[str(report), *(f"{actions[report][a]:.2f}" for a in effort.ACTIONS),
+                     f"{actions[report]['by_hand']:.2f}", f"{actions[report]['ratio']:.3f}x",
+                     f"{actions[report]['ratio_categories_right']:.3f}x"] for report in reports],
+                   ["top1-only, s per image", *effort.ACTIONS, "by hand", "ratio",
+                    "ratio, every category right"], tablefmt="github"))
     result = {"fitted_on": str(args.fit), "cut": cut,
               "scored": {str(r): {"at_cut": table[r][cut], "top1_only": table[r][LOW_SCORE]} for r in args.score}}
     print(json.dumps(result))

@@ -56,13 +56,29 @@ class Effort:
         return self.with_model / self.by_hand if self.by_hand else None
 
 
+ACTIONS = ("verify", "relabel", "delete", "adjust", "draw")
+
+
+def _action_seconds(truth: Sequence[Box], shown: Sequence[Box], costs: ActionCosts) -> dict[str, float]:
+    """One image's seconds with pre-annotation, per action: verify every shown box, then fix what is
+    wrong (a box both moved and relabelled costs both)."""
+    edits = corrections.count(truth, shown)
+    return {"verify": len(shown) * costs.verify,
+            "relabel": (edits.relabelled + edits.moved_relabelled) * costs.relabel,
+            "delete": edits.deleted * costs.delete, "adjust": edits.moved * costs.adjust,
+            "draw": edits.added * costs.draw}
+
+
 def image_effort(truth: Sequence[Box], shown: Sequence[Box], costs: ActionCosts) -> Effort:
     """One image: verify every shown box, then fix what is wrong; by hand: draw every lesion."""
-    edits = corrections.count(truth, shown)
-    seconds = (len(shown) * costs.verify + edits.relabelled * costs.relabel
-               + edits.deleted * costs.delete + edits.moved * costs.adjust
-               + edits.moved_relabelled * costs.relabel + edits.added * costs.draw)
-    return Effort(seconds, len(truth) * costs.draw)
+    return Effort(sum(_action_seconds(truth, shown, costs).values()), len(truth) * costs.draw)
+
+
+def seconds_by_action(truths: Sequence[Sequence[Box]], shown: Sequence[Sequence[Box]],
+                      costs: ActionCosts) -> dict[str, float]:
+    """Where the expert's seconds with pre-annotation go: each action's seconds per image."""
+    per_image = [_action_seconds(t, s, costs) for t, s in zip(truths, shown)]
+    return {action: sum(p[action] for p in per_image) / max(1, len(per_image)) for action in ACTIONS}
 
 
 def total_effort(truths: Sequence[Sequence[Box]], shown: Sequence[Sequence[Box]],

@@ -35,4 +35,23 @@ def test_hiding_a_doubtful_box_that_misses_saves_its_delete(display_cut, tmp_pat
     assert display_cut.oracle_ratio(*data) == by_cut[0.3]            # exactly the miss hidden
 
     assert display_cut.main(["--fit", str(report), "--score", str(report)]) == 0
-    assert '"cut": 0.3' in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert '"cut": 0.3' in out and "every category right" in out
+
+
+def test_top1_onlys_seconds_split_by_action_add_up_to_its_ratio(display_cut, tmp_path, busbra_dir):
+    first, second = datasets.load(f"busbra:{busbra_dir}")[:2]
+    other = next(c for c in ("2", "3", "4", "5") if c != first.boxes[0].category)
+    relabelled = replace(first.boxes[0], category=other, score=0.9)  # on the lesion, wrong category
+    elsewhere = Box(0, 0, 5, 5, second.boxes[0].category, 0.8)       # off the lesion, right category
+    detections = [Detection((relabelled,), first.width, first.height),
+                  Detection((elsewhere,), second.width, second.height)]
+    report = write_report(evaluate([first, second], detections, ["2", "3", "4", "5"], decision="top"),
+                          tmp_path / "report", "m", "busbra")
+    actions = display_cut.by_action(*display_cut.read(report))
+    # per image: both verified (1.6 s each), one relabel (2.9 s), one delete (2.9 s) and draw (7 s)
+    assert actions["verify"] == pytest.approx(1.6) and actions["relabel"] == pytest.approx(2.9 / 2)
+    assert actions["delete"] == pytest.approx(2.9 / 2) and actions["draw"] == pytest.approx(7 / 2)
+    assert actions["adjust"] == 0 and actions["by_hand"] == pytest.approx(7)
+    assert actions["ratio"] == pytest.approx(display_cut.ratios(*display_cut.read(report))[0.05])
+    assert actions["ratio_categories_right"] == pytest.approx((1.6 + 2.9 / 2 + 7 / 2) / 7)
