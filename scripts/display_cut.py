@@ -59,8 +59,9 @@ def by_action(truths: list[list[Box]], detections: list[Detection]) -> dict[str,
     """top1-only's seconds per image, action by action (the default action costs), and the ratio
     with its relabels spared: the most the categories alone could save."""
     costs = effort.ActionCosts()
-    seconds = effort.seconds_by_action(truths, [displayed(d, 0.5, "top1-only") for d in detections], costs)
-    by_hand = effort.summary(truths, [[] for _ in truths], costs)["by_hand_seconds_per_image"]
+    shown = [displayed(d, 0.5, "top1-only") for d in detections]
+    seconds = effort.seconds_by_action(truths, shown, costs)
+    by_hand = effort.total_effort(truths, shown, costs).by_hand / max(1, len(truths))
     return seconds | {"by_hand": by_hand, "ratio": sum(seconds.values()) / by_hand,
                       "ratio_categories_right": (sum(seconds.values()) - seconds["relabel"]) / by_hand}
 
