@@ -68,12 +68,13 @@ def _in_shares(records: list[ImageRecord], seed: int) -> list[ImageRecord]:
     groups: dict[str, list[ImageRecord]] = {}
     for r in records:
         groups.setdefault(_category(r), []).append(r)
-    for key in sorted(groups):
+    keys = sorted(groups)  # a tie goes to the first category in sorted order, run after run
+    for key in keys:
         rng.shuffle(groups[key])
-    taken = dict.fromkeys(groups, 0)
+    taken = dict.fromkeys(keys, 0)
     order = []
     for n in range(1, len(records) + 1):
-        key = max(sorted(groups), key=lambda k: len(groups[k]) * n / len(records) - taken[k])
+        key = max(keys, key=lambda k: len(groups[k]) * n / len(records) - taken[k])
         order.append(groups[key][taken[key]])
         taken[key] += 1
     return order

@@ -61,7 +61,7 @@ def by_action(truths: list[list[Box]], detections: list[Detection]) -> dict[str,
     costs = effort.ActionCosts()
     shown = [displayed(d, 0.5, "top1-only") for d in detections]
     seconds = effort.seconds_by_action(truths, shown, costs)
-    by_hand = effort.total_effort(truths, shown, costs).by_hand / max(1, len(truths))
+    by_hand = sum(effort.by_hand_seconds(t, costs) for t in truths) / max(1, len(truths))
     return seconds | {"by_hand": by_hand, "ratio": sum(seconds.values()) / by_hand,
                       "ratio_categories_right": (sum(seconds.values()) - seconds["relabel"]) / by_hand}
 

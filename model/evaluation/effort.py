@@ -69,9 +69,14 @@ def _action_seconds(truth: Sequence[Box], shown: Sequence[Box], costs: ActionCos
             "draw": edits.added * costs.draw}
 
 
+def by_hand_seconds(truth: Sequence[Box], costs: ActionCosts) -> float:
+    """One image drawn by hand: every lesion drawn from nothing."""
+    return len(truth) * costs.draw
+
+
 def image_effort(truth: Sequence[Box], shown: Sequence[Box], costs: ActionCosts) -> Effort:
     """One image: verify every shown box, then fix what is wrong; by hand: draw every lesion."""
-    return Effort(sum(_action_seconds(truth, shown, costs).values()), len(truth) * costs.draw)
+    return Effort(sum(_action_seconds(truth, shown, costs).values()), by_hand_seconds(truth, costs))
 
 
 def seconds_by_action(truths: Sequence[Sequence[Box]], shown: Sequence[Sequence[Box]],
