@@ -1,0 +1,114 @@
+"""Whether a box classifier should name a model's boxes: each box of an evaluation report's kept
+detections re-named by a freshly trained classifier (``BoxClassifier.refine`` at each blend), then
+scored as ``birads evaluate`` scores a model (docs/results.md item 42). Runs no detector, so it
+measures on a reference run's stored detections after its weights are gone.
+
+    .venv/bin/python scripts/classifier_naming.py --data busbra:../shared/data/BUS-BRA \
+        --splits fold1 fold2 fold3 --classes 2 3 5 --out runs/naming-no4 \
+        --reports REPORT [REPORT...] [--seeds 42 43 44] [--blends 0 0.5 1]
+
+A REPORT is a directory with the report's ``metrics.json`` and ``detections.jsonl``. One
+classifier per seed, trained on ``--splits`` with the reference stage's settings (misplaced
+background crops at 0.5) and kept in ``OUT/seed-N/`` (a rerun loads it). Only the categories and
+class scores change: each box keeps its place, score, rank and malignancy, so blend 0 reproduces
+the report. Each (report, seed, blend) row is appended to ``OUT/rows.jsonl``; ``OUT/summary.md``
+holds their table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import cv2
+from tabulate import tabulate
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from model import datasets  # noqa: E402
+from model.box_classifier import BoxClassifier, BoxClassifierSettings, has_classifier, train_box_classifier  # noqa: E402
+from model.category_reading import SERVED_READING, relabelled  # noqa: E402
+from model.config import cpu_name, resolve_device  # noqa: E402
+from model.evaluation.evaluate import evaluate  # noqa: E402
+from model.evaluation.report import read_detections, scored_classes  # noqa: E402
+from model.predict import as_rgb  # noqa: E402
+from model.records import Detection, ImageRecord  # noqa: E402
+
+# The reference stage's classifier (scripts/reference_model.sh): background crops beside lesions.
+TRAINING = BoxClassifierSettings(misplaced_share=0.5)
+
+
+def classifier(records: list[ImageRecord], classes: list[str], seed: int, out: Path) -> BoxClassifier:
+    """Seed ``seed``'s classifier of ``classes``, trained into ``out/seed-N`` unless already there."""
+    folder = out / f"seed-{seed}"
+    if not has_classifier(folder):
+        folder.mkdir(parents=True, exist_ok=True)
+        train_box_classifier(records, folder, classes, replace(TRAINING, seed=seed))
+    return BoxClassifier.of(folder, classes, resolve_device("auto"))
+
+
+def renamed(detection: Detection, grey, named_by: BoxClassifier) -> Detection:
+    """``detection`` with its boxes' categories and class scores from ``named_by`` (its blend), then
+    read as the predictor reads them; places, scores, ranks and malignancy kept."""
+    if not detection.boxes:
+        return detection
+    boxes, class_scores, _, _ = named_by.refine(grey, detection.boxes, detection.class_scores)
+    return relabelled(replace(detection, boxes=tuple(boxes), class_scores=tuple(class_scores)),
+                      SERVED_READING)
+
+
+def figures(records: list[ImageRecord], detections: list[Detection], classes: list[str]) -> dict:
+    """What item 42's rule reads, scored as the reference's evaluations are (``--image-decision top``)."""
+    m = evaluate(records, detections, classes, decision="top").metrics
+    table = m["screening_paper"]
+    return {"accuracy": m["category_accuracy"], "kappa": m["category_kappa"],
+            "table_ii_sen": table["sensitivity"], "table_ii_spe": table["specificity"],
+            "table_ii_balanced": (table["sensitivity"] + table["specificity"]) / 2
+            if table["sensitivity"] is not None and table["specificity"] is not None else None,
+            "table_ii_auc": table["auc"],
+            "effort_ratio": m["effort"]["displays"]["top1-only"]["ratio"]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", required=True, help="the training data, as `birads train --data`")
+    parser.add_argument("--splits", nargs="+", required=True)
+    parser.add_argument("--classes", nargs="+", required=True, help="the classifier's categories (the model's)")
+    parser.add_argument("--reports", nargs="+", required=True, type=Path)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[42, 43, 44])
+    parser.add_argument("--blends", nargs="+", type=float, default=[0.0, 0.5, 1.0])
+    parser.add_argument("--out", required=True, type=Path)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    args.out.mkdir(parents=True, exist_ok=True)
+    training = datasets.load_splits(args.data, args.splits)
+    reports = {report: read_detections(report) for report in args.reports}
+    greys = {r.image_id: cv2.cvtColor(as_rgb(r.path), cv2.COLOR_RGB2GRAY)  # as the predictor
+             for pairs in reports.values() for r, _ in pairs}
+    rows = []
+    for seed in args.seeds:
+        started = time.perf_counter()
+        named_by = classifier(training, args.classes, seed, args.out)
+        print(f"seed {seed}: classifier ready in {time.perf_counter() - started:.0f} s", flush=True)
+        for blend in args.blends:
+            named_by.settings = replace(named_by.settings, blend=blend)
+            for report, pairs in reports.items():
+                records = [r for r, _ in pairs]
+                detections = [renamed(d, greys[r.image_id], named_by) for r, d in pairs]
+                row = {"report": str(report), "seed": seed, "blend": blend, "cpu": cpu_name(),
+                       **figures(records, detections, scored_classes(report))}
+                rows.append(row)
+                with (args.out / "rows.jsonl").open("a") as log:
+                    log.write(json.dumps(row) + "\n")
+                print(json.dumps(row), flush=True)
+    (args.out / "summary.md").write_text(tabulate(rows, headers="keys", tablefmt="github", floatfmt=".4f") + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
