@@ -1,0 +1,78 @@
+"""scripts/classifier_naming.py: a report's kept detections re-named by a box classifier trained on
+real BUS-BRA images, then scored as `birads evaluate` scores them."""
+
+import json
+from dataclasses import replace
+
+import pytest
+
+from model import datasets, taxonomy
+from model.box_classifier import BoxClassifierSettings
+from model.records import Box, Detection
+from tests.scripts import load_script
+
+pytestmark = pytest.mark.slow
+CLASSES = ["2", "3", "4", "5"]
+
+
+@pytest.fixture()
+def naming(monkeypatch):
+    script = load_script("classifier_naming")
+    # a barely trained classifier: plumbing, not accuracy
+    monkeypatch.setattr(script, "TRAINING", BoxClassifierSettings(crop_size=32, epochs=2, batch_size=4, bf16=False))
+    return script
+
+
+@pytest.fixture()
+def report(busbra_dir, tmp_path):
+    """A report as `birads evaluate --out` keeps it, of a detector that put a box on each lesion,
+    named 4 with some doubt, and a weak one beside it."""
+    records = datasets.load(f"busbra:{busbra_dir}")
+    lines = []
+    for record in records:
+        lesion = replace(record.boxes[0], category="4", score=0.8)
+        beside = Box(0, 0, 20, 20, "2", 0.1)
+        detection = Detection(boxes=(lesion, beside), width=record.width, height=record.height,
+                              class_scores=({"2": 0.1, "3": 0.2, "4": 0.4, "5": 0.2},
+                                            {"2": 0.1, "3": 0.02, "4": 0.02, "5": 0.01}))
+        lines.append(json.dumps({"record": record.to_dict(), "detection": detection.to_dict()}))
+    folder = tmp_path / "report"
+    folder.mkdir()
+    (folder / "detections.jsonl").write_text("\n".join(lines) + "\n")
+    (folder / "metrics.json").write_text(json.dumps({"classes": CLASSES}))
+    return folder
+
+
+def test_blend_0_reproduces_the_report_and_blend_1_names_boxes_by_the_classifier(naming, report, busbra_dir,
+                                                                                 tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    argv = ["--data", f"busbra:{busbra_dir}", "--splits", "fold1", "fold2", "--classes", *CLASSES,
+            "--reports", str(report), "--seeds", "42", "--blends", "0", "1", "--out", str(out)]
+    assert naming.main(argv) == 0
+    rows = [json.loads(line) for line in (out / "rows.jsonl").read_text().splitlines()]
+    assert [(r["seed"], r["blend"]) for r in rows] == [(42, 0.0), (42, 1.0)]
+    pairs = naming.read_detections(report)
+    records, stored = [r for r, _ in pairs], [d for _, d in pairs]
+    as_stored = naming.figures(records, [naming.relabelled(d, naming.SERVED_READING) for d in stored], CLASSES)
+    assert {k: rows[0][k] for k in as_stored} == as_stored  # blend 0: the report's own figures
+    assert as_stored["accuracy"] == sum(r.birads == "4" for r in records) / len(records)
+
+    # blend 1: each box named by the classifier's reading of its crop, its place and score kept
+    named_by = naming.classifier([], CLASSES, 42, out)  # kept from the run: nothing to train on
+    named_by.settings = replace(named_by.settings, blend=1.0)
+    greys = {r.image_id: naming.cv2.cvtColor(naming.as_rgb(r.path), naming.cv2.COLOR_RGB2GRAY) for r in records}
+    for record, detection in zip(records, stored):
+        after = naming.renamed(detection, greys[record.image_id], named_by)
+        assert [(b.x0, b.y0, b.x1, b.y1, b.score) for b in after.boxes] == \
+            [(b.x0, b.y0, b.x1, b.y1, b.score) for b in detection.boxes]
+        opinions, _ = named_by.opinions(greys[record.image_id], detection.boxes)
+        for box, opinion in zip(after.boxes, opinions):
+            assert box.category == taxonomy.median_category({c: opinion[c] for c in CLASSES})
+    assert rows[1]["accuracy"] == naming.figures(
+        records, [naming.renamed(d, greys[r.image_id], named_by) for r, d in zip(records, stored)],
+        CLASSES)["accuracy"]
+
+    trained = []
+    monkeypatch.setattr(naming, "train_box_classifier", lambda *a, **k: trained.append(1))
+    assert naming.main(argv) == 0 and not trained  # a rerun loads the kept classifier
+    assert "table_ii_balanced" in (out / "summary.md").read_text()
