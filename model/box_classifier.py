@@ -38,6 +38,7 @@ from model.pretrain import (
     BACKGROUND,
     CropClassifier,
     CropTraining,
+    box_geometry,
     crop_opinions,
     crop_pixels,
     evaluate_crops,
@@ -61,19 +62,20 @@ class BoxClassifierSettings(CropTraining):
     fine_tune_lr: float = 0.01
 
 
-def build(n_categories: int, outline: bool = False) -> CropClassifier:
+def build(n_categories: int, outline: bool = False, geometry: bool = False) -> CropClassifier:
     """ResNet-18 from random weights (each residual block starting as identity) + our heads (and
-    the outline decoder, to train with one)."""
+    the outline decoder, to train with one; heads that read each box's geometry, with ``geometry``)."""
     trunk = torchvision.models.resnet18(weights=None, zero_init_residual=True)
     trunk.fc = nn.Identity()
-    return CropClassifier(trunk, 512, n_categories, [GREY_MEAN] * 3, [GREY_STD] * 3, outline)
+    return CropClassifier(trunk, 512, n_categories, [GREY_MEAN] * 3, [GREY_STD] * 3, outline, geometry)
 
 
 def seeded(n_categories: int, settings: CropTraining, device: str) -> CropClassifier:
     """A fresh classifier whose random initial weights come from ``settings.seed`` (as pretrain's),
     not from whatever the global generator drew before: two arms start from the same weights."""
     torch.manual_seed(settings.seed)
-    return build(n_categories, settings.outline_loss > 0).to(device, memory_format=torch.channels_last)
+    return build(n_categories, settings.outline_loss > 0, settings.geometry).to(
+        device, memory_format=torch.channels_last)
 
 
 def classifier_records(records: list[ImageRecord], classes: Sequence[str]) -> list[ImageRecord]:
@@ -176,7 +178,7 @@ class BoxClassifier:
         if missing:
             raise DataError(f"{path}: classifier of {self.crop_classes} cannot name {sorted(missing)}")
         self.device = device
-        self.model = build(len(self.crop_classes))
+        self.model = build(len(self.crop_classes), geometry=self.settings.geometry)
         self.model.load_inference_state(torch.load(path / WEIGHTS, map_location="cpu", weights_only=True))
         self.model.to(device, memory_format=torch.channels_last).eval()
 
@@ -194,7 +196,9 @@ class BoxClassifier:
             return [], []
         crops = np.stack([crop_pixels(grey, (b.x0, b.y0, b.x1, b.y1), self.settings) for b in boxes])
         batch = torch.from_numpy(crops).to(self.device, memory_format=torch.channels_last)
-        probabilities, malignancy = crop_opinions(self.model, batch, self.settings.flip_at_test)
+        geometry = torch.tensor([box_geometry((b.x0, b.y0, b.x1, b.y1), *grey.shape[:2]) for b in boxes],
+                                dtype=torch.float32) if self.settings.geometry else None
+        probabilities, malignancy = crop_opinions(self.model, batch, self.settings.flip_at_test, geometry)
         rows = probabilities.cpu().tolist()
         return [dict(zip(self.crop_classes, row)) for row in rows], malignancy.cpu().tolist()
 

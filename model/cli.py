@@ -142,6 +142,9 @@ def _crop_options(parser: argparse.ArgumentParser) -> None:
                         help="flip crops upside down at random while training (default on)")
     parser.add_argument("--flip-at-test", action=argparse.BooleanOptionalAction, default=None,
                         help="read each crop and its mirror image, averaged (default off)")
+    parser.add_argument("--geometry", action=argparse.BooleanOptionalAction, default=None,
+                        help="the heads also read each box's shape, size and depth in the image, "
+                             "which a stretched crop hides (default off)")
 
 
 def cmd_predict(args: argparse.Namespace) -> None:

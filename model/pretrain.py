@@ -67,6 +67,8 @@ class CropTraining:
                                    # carry masks; shape, margin and orientation are BI-RADS descriptors
     flip_at_test: bool = False     # read each crop and its mirror image and average the two (item
                                    # 27: no better on 2 of 4 folds, so off)
+    geometry: bool = False         # the heads also read the box's shape, size and depth in the image
+                                   # (``box_geometry``), which a crop stretched to a square hides
     epochs: int = 30
     batch_size: int = 64
     max_lr: float = 0.04           # one-cycle SGD (ImageNet's 0.1 per 256 images, a little above)
@@ -100,20 +102,35 @@ def detectron2_trunk(cfg: CfgNode) -> nn.Module:
     return trunk
 
 
+def box_geometry(box: tuple[float, float, float, float], height: int, width: int) -> tuple[float, float, float]:
+    """What a crop stretched to a square hides of its box, roughly centred on 0: the log of its
+    height over its width (BI-RADS' "not parallel": taller than wide), the log of its side against
+    the image's (size), and how deep its centre lies (ultrasound depth runs down the image)."""
+    x0, y0, x1, y1 = box
+    w, h = max(x1 - x0, 1.0), max(y1 - y0, 1.0)
+    return (math.log(h / w), math.log(math.sqrt(w * h / (width * height))) + 1.5, (y0 + y1) / 2 / height - 0.5)
+
+
+GEOMETRY_FEATURES = 3  # len(box_geometry(...))
+
+
 class CropClassifier(nn.Module):
     """A ResNet trunk + pooled linear heads for BI-RADS (with background) and pathology, and with
     ``outline`` a decoder of the lesion's outline from the last feature maps (a training task only).
+    With ``geometry``, the heads read each box's ``box_geometry`` beside the pooled features.
 
     ``trunk`` returns pooled features (N x width), feature maps, or detectron2's {"res5": maps}; a
     torchvision ResNet, which pools, hands its maps to the outline decoder from ``layer4``.
     """
 
     def __init__(self, trunk: nn.Module, width: int, n_categories: int,
-                 mean: list[float], std: list[float], outline: bool = False) -> None:
+                 mean: list[float], std: list[float], outline: bool = False, geometry: bool = False) -> None:
         super().__init__()
         self.trunk = trunk
-        self.category = nn.Linear(width, n_categories)
-        self.malignant = nn.Linear(width, 1)
+        self.geometry = geometry
+        heads_width = width + (GEOMETRY_FEATURES if geometry else 0)
+        self.category = nn.Linear(heads_width, n_categories)
+        self.malignant = nn.Linear(heads_width, 1)
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
         self.outline = _outline_decoder(width) if outline else None
@@ -124,24 +141,32 @@ class CropClassifier(nn.Module):
     def _keep_maps(self, module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
         self._maps = output
 
-    def _features(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Pooled features and, where the trunk shows them, its last feature maps."""
+    def _features(self, images: torch.Tensor, geometry: torch.Tensor | None
+                  ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """What the heads read (pooled features, with the boxes' geometry where the heads take it)
+        and, where the trunk shows them, its last feature maps."""
+        if self.geometry and geometry is None:
+            raise ValueError("this crop classifier reads each box's geometry beside its crop")
         features = self.trunk((images - self.mean) / self.std)
         if isinstance(features, dict):
             features = features["res5"]
         maps = features if features.ndim == 4 else self._maps
         self._maps = None
-        return (features.mean(dim=(2, 3)) if features.ndim == 4 else features), maps
+        pooled = features.mean(dim=(2, 3)) if features.ndim == 4 else features
+        if self.geometry:
+            pooled = torch.cat([pooled, geometry.to(pooled.device, pooled.dtype)], dim=1)
+        return pooled, maps
 
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        features, _ = self._features(images)
+    def forward(self, images: torch.Tensor, geometry: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        features, _ = self._features(images, geometry)
         return self.category(features), self.malignant(features).squeeze(1)
 
-    def with_outline(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def with_outline(self, images: torch.Tensor, geometry: torch.Tensor | None = None
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The two heads' logits and the outline's (N x 4h x 4w for h x w feature maps)."""
         if self.outline is None:
             raise ValueError("this crop classifier was built without an outline decoder")
-        features, maps = self._features(images)
+        features, maps = self._features(images, geometry)
         return self.category(features), self.malignant(features).squeeze(1), self.outline(maps).squeeze(1)
 
     def inference_state(self) -> dict[str, torch.Tensor]:
@@ -237,6 +262,13 @@ class CropSampler:
         return pixels, torch.from_numpy(np.stack([
             v.warp(o) / 255.0 if o is not None else np.full((v.size, v.size), -1.0, np.float32)
             for o, v in zip(outlines, views)]).astype(np.float32))
+
+    def geometry(self, crops: list[Crop]) -> torch.Tensor | None:
+        """Each crop's ``box_geometry`` (N x GEOMETRY_FEATURES), where the settings ask for it."""
+        if not self.settings.geometry:
+            return None
+        return torch.tensor([box_geometry(c.box, *self.images[c.image].shape[:2]) for c in crops],
+                            dtype=torch.float32)
 
 
 @dataclass(frozen=True)
@@ -353,12 +385,13 @@ class Objective:
         return cls(weights, ranked, settings.label_smoothing, settings.ordinal_loss, settings.outline_loss)
 
     def __call__(self, model: CropClassifier, batch: torch.Tensor, crops: list[Crop],
-                 outlines: torch.Tensor | None = None) -> torch.Tensor:
-        """The loss of ``batch`` (the pixels of ``crops``); ``outlines`` as the sampler's batch gives them."""
+                 outlines: torch.Tensor | None = None, geometry: torch.Tensor | None = None) -> torch.Tensor:
+        """The loss of ``batch`` (the pixels of ``crops``); ``outlines`` and ``geometry`` as the
+        sampler gives them."""
         if self.outline and outlines is not None:
-            logits, malignant, drawn = model.with_outline(batch)
+            logits, malignant, drawn = model.with_outline(batch, geometry)
         else:
-            (logits, malignant), drawn = model(batch), None
+            (logits, malignant), drawn = model(batch, geometry), None
         logits = logits.float()
         labels = torch.tensor([c.category for c in crops], device=batch.device)
         loss = nn.functional.cross_entropy(logits, labels, weight=self.weights, label_smoothing=self.label_smoothing)
@@ -400,7 +433,7 @@ def _step(model: CropClassifier, sampler: CropSampler, chunk: list[Crop], optimi
     batch, outlines = sampler.batch(chunk)
     batch = batch.to(device, memory_format=torch.channels_last)
     with torch.autocast(device, dtype=torch.bfloat16, enabled=settings.bf16):
-        loss = objective(model, batch, chunk, outlines)
+        loss = objective(model, batch, chunk, outlines, sampler.geometry(chunk))
     optimizer.zero_grad()
     loss.backward()
     optimizer.step()
@@ -464,7 +497,8 @@ def _trunk_classifier(settings: PretrainSettings, n_classes: int, device: str) -
     cfg = trunk_config(settings.base_config)
     trunk = detectron2_trunk(cfg)
     return CropClassifier(trunk, trunk.output_shape()["res5"].channels, n_classes, cfg.MODEL.PIXEL_MEAN,
-                          cfg.MODEL.PIXEL_STD, settings.outline_loss > 0).to(device, memory_format=torch.channels_last)
+                          cfg.MODEL.PIXEL_STD, settings.outline_loss > 0,
+                          settings.geometry).to(device, memory_format=torch.channels_last)
 
 
 def seconds_per_epoch(records: list[ImageRecord], settings: PretrainSettings | None = None,
@@ -525,13 +559,15 @@ def trunk_state(model: CropClassifier) -> dict[str, torch.Tensor]:
             if not name.endswith("num_batches_tracked")}
 
 
-def crop_opinions(model: CropClassifier, batch: torch.Tensor, flip: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per crop of ``batch``: the softmax over the classes (background last) and P(malignant); with
-    ``flip``, each the mean of the crop's and its mirror image's (the classifiers trained on both)."""
-    logits, malignant = model(batch)
+def crop_opinions(model: CropClassifier, batch: torch.Tensor, flip: bool,
+                  geometry: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per crop of ``batch`` (and its box's ``geometry``, for a classifier that reads it): the
+    softmax over the classes (background last) and P(malignant); with ``flip``, each the mean of the
+    crop's and its mirror image's (the classifiers trained on both; a mirror keeps the geometry)."""
+    logits, malignant = model(batch, geometry)
     classes, malignancy = torch.softmax(logits.float(), 1), torch.sigmoid(malignant.float())
     if flip:
-        logits, malignant = model(batch.flip(3))
+        logits, malignant = model(batch.flip(3), geometry)
         classes = (classes + torch.softmax(logits.float(), 1)) / 2
         malignancy = (malignancy + torch.sigmoid(malignant.float())) / 2
     return classes, malignancy
@@ -552,7 +588,7 @@ def evaluate_crops(model: CropClassifier, records: list[ImageRecord], classes: l
         chunk = crops[start:start + settings.batch_size]
         with torch.autocast(device, dtype=torch.bfloat16, enabled=settings.bf16):
             batch = sampler.batch(chunk)[0].to(device, memory_format=torch.channels_last)
-            probabilities, malignancy = crop_opinions(model, batch, settings.flip_at_test)
+            probabilities, malignancy = crop_opinions(model, batch, settings.flip_at_test, sampler.geometry(chunk))
         categories = probabilities[:, :-1]  # a lesion crop is some category
         predicted += categories.argmax(1).cpu().tolist()
         ordinal += [classes.index(taxonomy.median_category(dict(zip(classes, row))))

@@ -58,6 +58,9 @@ ARMS: dict[str, dict] = {
     # a lever again from other random weights, against the plain learner of the same seed (item 40)
     "seed-43": {"seed": 43},
     "outline-seed-43": {"outline_loss": 1.0, "seed": 43},
+    # the heads also read each box's shape, size and depth, which the stretched crop hides (item 43)
+    "geometry": {"geometry": True},
+    "geometry-seed-43": {"geometry": True, "seed": 43},
 }
 BASELINE = "stretch"
 DEFAULT_SEED = BoxClassifierSettings().seed
@@ -83,8 +86,8 @@ class ProbabilityMean(nn.Module):
         super().__init__()
         self.members = nn.ModuleList(members)
 
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        outputs = [member(images) for member in self.members]
+    def forward(self, images: torch.Tensor, geometry: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        outputs = [member(images, geometry) for member in self.members]
         classes = torch.stack([torch.softmax(c.float(), 1) for c, _ in outputs]).mean(0)
         malignant = torch.stack([torch.sigmoid(m.float()) for _, m in outputs]).mean(0)
         return classes.clamp_min(1e-12).log(), torch.logit(malignant, eps=1e-6)

@@ -69,7 +69,7 @@ class Confident:
     def __init__(self, category: int, classes: int = 5) -> None:
         self.category, self.classes = category, classes
 
-    def __call__(self, batch):
+    def __call__(self, batch, geometry=None):
         import torch
 
         logits = torch.full((len(batch), self.classes), -8.0)
@@ -129,7 +129,7 @@ def test_reading_a_crop_with_its_mirror_image_averages_the_two_opinions():
     class LeftHeavy(torch.nn.Module):
         """Category 0 when the left half is brighter, else category 1; P(malignant) likewise."""
 
-        def forward(self, batch):
+        def forward(self, batch, geometry=None):
             left = batch[..., : batch.shape[-1] // 2].mean() - batch[..., batch.shape[-1] // 2:].mean()
             logits = torch.stack([left, -left]).repeat(len(batch), 1)
             return logits, left.repeat(len(batch))
@@ -236,3 +236,47 @@ def test_a_classifier_trained_with_outlines_serves_without_its_decoder(tmp_path)
     build(2).load_inference_state(state)  # served without it ("4" and background)
     with pytest.raises(RuntimeError, match="do not fit"):
         build(3).load_inference_state({"unexpected.weight": torch.zeros(1)})
+
+
+def test_box_geometry_says_what_the_stretched_crop_hides(tall_lesion):
+    from model.pretrain import GEOMETRY_FEATURES, box_geometry
+
+    grey, box = tall_lesion
+    shape, size, depth = box_geometry(box, *grey.shape)
+    assert len(box_geometry(box, *grey.shape)) == GEOMETRY_FEATURES
+    assert shape == pytest.approx(np.log(3))  # three times taller than wide
+    assert size == pytest.approx(np.log(np.sqrt(60 * 180) / 300) + 1.5)
+    assert depth == pytest.approx(0.0)  # centred in depth
+    wide_and_deep = box_geometry((30.0, 250.0, 270.0, 290.0), *grey.shape)
+    assert wide_and_deep[0] < 0 < wide_and_deep[2]
+
+
+def test_a_classifier_with_geometry_reads_it_beside_the_crop_and_serves_with_it(tmp_path):
+    import torch
+
+    from model.box_classifier import BoxClassifier, BoxClassifierSettings, build, train_box_classifier
+    from model.pretrain import CropSampler, crop_classes
+    from model.records import Box
+
+    images = torch.zeros(2, 3, 112, 112)
+    model = build(3, geometry=True).eval()
+    with pytest.raises(ValueError, match="geometry"):
+        model(images)
+    with torch.no_grad():
+        tall, _ = model(images, torch.tensor([[1.0, 0.0, 0.0]] * 2))
+        wide, _ = model(images, torch.tensor([[-1.0, 0.0, 0.0]] * 2))
+    assert not torch.equal(tall, wide)  # the same pixels, another shape: another reading
+
+    records = [_lesion_record(tmp_path, name) for name in "abc"]
+    settings = BoxClassifierSettings(geometry=True, epochs=2, batch_size=4, bf16=False)
+    classes = crop_classes(records)
+    sampler = CropSampler(records, classes, settings, train=False)
+    assert sampler.geometry(sampler.lesions).shape == (len(sampler.lesions), 3)
+    assert CropSampler(records, classes, BoxClassifierSettings(), train=False).geometry(sampler.lesions) is None
+    target = train_box_classifier(records, tmp_path / "model", ["4"], settings)
+    served = BoxClassifier(target, ["4"], "cpu")
+    assert served.model.geometry
+    box = records[0].boxes[0]
+    grey = np.zeros((records[0].height, records[0].width), np.uint8)
+    opinions, malignancy = served.opinions(grey, [box, Box(0, 0, 40, 10, "4")])
+    assert len(opinions) == len(malignancy) == 2 and set(opinions[0]) == {"4", "background"}
