@@ -38,11 +38,11 @@ from model.pretrain import (
     BACKGROUND,
     CropClassifier,
     CropTraining,
-    box_geometry,
     crop_opinions,
     crop_pixels,
     evaluate_crops,
     fit_crop_classifier,
+    geometry_tensor,
 )
 from model.records import Box, ImageRecord
 
@@ -113,7 +113,9 @@ def train_box_classifier(records: list[ImageRecord], model_dir: str | Path, clas
     settings = settings or (_settings(parent_meta) if parent_meta else BoxClassifierSettings())
     model = seeded(len(crop_classes), settings, device)
     schedule = settings
-    fine_tuned = parent_meta is not None and parent_meta["classes"] == crop_classes  # else afresh
+    # else afresh: another label set, or heads that read another input
+    fine_tuned = (parent_meta is not None and parent_meta["classes"] == crop_classes
+                  and _settings(parent_meta).geometry == settings.geometry)
     if fine_tuned:
         model.load_inference_state(torch.load(start / WEIGHTS, map_location="cpu", weights_only=True))
         schedule = BoxClassifierSettings(**asdict(settings) | {"epochs": settings.fine_tune_epochs,
@@ -139,9 +141,19 @@ def _classifier_dir(model_dir: str | Path) -> Path | None:
     return path if (path / WEIGHTS).is_file() and (path / META).is_file() else None
 
 
+# Settings added since classifiers were first saved, as the classifiers saved before them ran:
+# their classifier.json lacks the key, and a later default must not change how they are read.
+UNRECORDED = {"geometry": False}
+
+
+def recorded_settings(saved: dict) -> dict:
+    """A classifier's saved settings with those it predates filled in as it ran (``UNRECORDED``)."""
+    return UNRECORDED | saved
+
+
 def _settings(meta: dict) -> BoxClassifierSettings:
     known = {f.name for f in fields(BoxClassifierSettings)}
-    return BoxClassifierSettings(**{k: v for k, v in meta["settings"].items() if k in known})
+    return BoxClassifierSettings(**{k: v for k, v in recorded_settings(meta["settings"]).items() if k in known})
 
 
 def has_classifier(model_dir: str | Path) -> bool:
@@ -179,7 +191,10 @@ class BoxClassifier:
             raise DataError(f"{path}: classifier of {self.crop_classes} cannot name {sorted(missing)}")
         self.device = device
         self.model = build(len(self.crop_classes), geometry=self.settings.geometry)
-        self.model.load_inference_state(torch.load(path / WEIGHTS, map_location="cpu", weights_only=True))
+        try:
+            self.model.load_inference_state(torch.load(path / WEIGHTS, map_location="cpu", weights_only=True))
+        except RuntimeError as exc:  # weights of another shape than classifier.json describes
+            raise DataError(f"{path / WEIGHTS}: not the weights {META} describes ({exc})") from None
         self.model.to(device, memory_format=torch.channels_last).eval()
 
     @classmethod
@@ -196,8 +211,8 @@ class BoxClassifier:
             return [], []
         crops = np.stack([crop_pixels(grey, (b.x0, b.y0, b.x1, b.y1), self.settings) for b in boxes])
         batch = torch.from_numpy(crops).to(self.device, memory_format=torch.channels_last)
-        geometry = torch.tensor([box_geometry((b.x0, b.y0, b.x1, b.y1), *grey.shape[:2]) for b in boxes],
-                                dtype=torch.float32) if self.settings.geometry else None
+        places = [(b.x0, b.y0, b.x1, b.y1) for b in boxes]
+        geometry = geometry_tensor(places, [grey.shape] * len(places)) if self.settings.geometry else None
         probabilities, malignancy = crop_opinions(self.model, batch, self.settings.flip_at_test, geometry)
         rows = probabilities.cpu().tolist()
         return [dict(zip(self.crop_classes, row)) for row in rows], malignancy.cpu().tolist()

@@ -111,6 +111,9 @@ def cmd_train(args: argparse.Namespace) -> None:
 def cmd_pretrain(args: argparse.Namespace) -> None:
     from model.pretrain import PretrainSettings, pretrain, seconds_per_epoch
 
+    if args.geometry:
+        raise DataError("--geometry reaches only the classifier's heads, which pretraining throws away: "
+                        "it is an option of `birads box-classifier`")
     if args.probe:  # the last line of output: seconds per epoch, for scripts
         print(seconds_per_epoch(_records(args), _from_args(PretrainSettings, args)))
         return

@@ -18,7 +18,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -112,6 +112,14 @@ def box_geometry(box: tuple[float, float, float, float], height: int, width: int
 
 
 GEOMETRY_FEATURES = 3  # len(box_geometry(...))
+
+
+def geometry_tensor(boxes: Sequence[tuple[float, float, float, float]], shapes: Sequence[tuple[int, ...]]
+                    ) -> torch.Tensor:
+    """The ``box_geometry`` of each box in the image of its shape (H x W[...]), as the heads read
+    it: N x GEOMETRY_FEATURES, float32."""
+    return torch.tensor([box_geometry(box, *shape[:2]) for box, shape in zip(boxes, shapes)],
+                        dtype=torch.float32).reshape(-1, GEOMETRY_FEATURES)
 
 
 class CropClassifier(nn.Module):
@@ -267,8 +275,7 @@ class CropSampler:
         """Each crop's ``box_geometry`` (N x GEOMETRY_FEATURES), where the settings ask for it."""
         if not self.settings.geometry:
             return None
-        return torch.tensor([box_geometry(c.box, *self.images[c.image].shape[:2]) for c in crops],
-                            dtype=torch.float32)
+        return geometry_tensor([c.box for c in crops], [self.images[c.image].shape for c in crops])
 
 
 @dataclass(frozen=True)

@@ -9,10 +9,11 @@ measures on a reference run's stored detections after its weights are gone.
 
 A REPORT is a directory with the report's ``metrics.json`` and ``detections.jsonl``. One
 classifier per seed, trained on ``--splits`` with the reference stage's settings (misplaced
-background crops at 0.5) and kept in ``OUT/seed-N/`` (a rerun loads it). Only the categories and
-class scores change: each box keeps its place, score, rank and malignancy, so blend 0 reproduces
-the report. Each (report, seed, blend) row is appended to ``OUT/rows.jsonl``; ``OUT/summary.md``
-holds their table.
+background crops at 0.5) and kept in ``OUT/seed-N/`` (a rerun with the same classes and settings
+loads it). Only the categories and class scores change: each box keeps its place, score, rank and
+malignancy, and each report is scored with its own decision and thresholds, so blend 0 reproduces
+the report. ``OUT/rows.jsonl`` holds a row per (report, seed, blend), written as each is scored;
+``OUT/summary.md`` their table.
 """
 
 from __future__ import annotations
@@ -22,20 +23,30 @@ import json
 import logging
 import sys
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import cv2
+import numpy as np
 from tabulate import tabulate
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from model import datasets  # noqa: E402
-from model.box_classifier import BoxClassifier, BoxClassifierSettings, has_classifier, train_box_classifier  # noqa: E402
+from model.box_classifier import (  # noqa: E402
+    BACKGROUND,
+    DIRNAME,
+    BoxClassifier,
+    BoxClassifierSettings,
+    has_classifier,
+    recorded_settings,
+    train_box_classifier,
+)
 from model.category_reading import SERVED_READING, relabelled  # noqa: E402
 from model.config import cpu_name, resolve_device  # noqa: E402
 from model.evaluation.evaluate import evaluate  # noqa: E402
 from model.evaluation.report import read_detections, scored_classes  # noqa: E402
+from model.io import DataError  # noqa: E402
 from model.predict import as_rgb  # noqa: E402
 from model.records import Detection, ImageRecord  # noqa: E402
 
@@ -43,28 +54,47 @@ from model.records import Detection, ImageRecord  # noqa: E402
 TRAINING = BoxClassifierSettings(misplaced_share=0.5)
 
 
-def classifier(records: list[ImageRecord], classes: list[str], seed: int, out: Path) -> BoxClassifier:
-    """Seed ``seed``'s classifier of ``classes``, trained into ``out/seed-N`` unless already there."""
-    folder = out / f"seed-{seed}"
+def _kept(folder: Path, classes: list[str], settings: BoxClassifierSettings) -> bool:
+    """Whether ``folder`` holds a classifier of ``classes`` trained with ``settings``."""
     if not has_classifier(folder):
+        return False
+    meta = json.loads((folder / DIRNAME / "classifier.json").read_text())
+    return meta["classes"] == [*classes, BACKGROUND] and recorded_settings(meta["settings"]) == asdict(settings)
+
+
+def seed_classifier(records: list[ImageRecord], classes: list[str], seed: int, out: Path) -> BoxClassifier:
+    """Seed ``seed``'s classifier of ``classes``, trained into ``out/seed-N`` unless one of the same
+    classes and settings is there already."""
+    folder, settings = out / f"seed-{seed}", replace(TRAINING, seed=seed)
+    if not _kept(folder, classes, settings):
         folder.mkdir(parents=True, exist_ok=True)
-        train_box_classifier(records, folder, classes, replace(TRAINING, seed=seed))
-    return BoxClassifier.of(folder, classes, resolve_device("auto"))
+        train_box_classifier(records, folder, classes, settings)
+    return BoxClassifier(folder / DIRNAME, classes, resolve_device("auto"))
 
 
-def renamed(detection: Detection, grey, named_by: BoxClassifier) -> Detection:
+def renamed(detection: Detection, grey: np.ndarray, named_by: BoxClassifier) -> Detection:
     """``detection`` with its boxes' categories and class scores from ``named_by`` (its blend), then
     read as the predictor reads them; places, scores, ranks and malignancy kept."""
     if not detection.boxes:
         return detection
+    if len(detection.class_scores) != len(detection.boxes):
+        raise DataError(f"{len(detection.boxes)} boxes with {len(detection.class_scores)} sets of class "
+                        "scores: a classifier blends with the detector's, so each box needs its own")
     boxes, class_scores, _, _ = named_by.refine(grey, detection.boxes, detection.class_scores)
     return relabelled(replace(detection, boxes=tuple(boxes), class_scores=tuple(class_scores)),
                       SERVED_READING)
 
 
-def figures(records: list[ImageRecord], detections: list[Detection], classes: list[str]) -> dict:
-    """What item 42's rule reads, scored as the reference's evaluations are (``--image-decision top``)."""
-    m = evaluate(records, detections, classes, decision="top").metrics
+def scoring(report: Path) -> dict:
+    """How ``report`` was scored: its classes, image decision and thresholds (``evaluate``'s arguments)."""
+    m = json.loads((report / "metrics.json").read_text())
+    return {"classes": scored_classes(report), "decision": m["decision"],
+            "score_threshold": m["score_threshold"], "biopsy_threshold": m["biopsy_threshold"]}
+
+
+def figures(records: list[ImageRecord], detections: list[Detection], scored: dict) -> dict[str, float | None]:
+    """What item 42's rule reads, scored as ``scored`` (``scoring``) says."""
+    m = evaluate(records, detections, **scored).metrics
     table = m["screening_paper"]
     return {"accuracy": m["category_accuracy"], "kappa": m["category_kappa"],
             "table_ii_sen": table["sensitivity"], "table_ii_spe": table["specificity"],
@@ -91,9 +121,10 @@ def main(argv: list[str] | None = None) -> int:
     greys = {r.image_id: cv2.cvtColor(as_rgb(r.path), cv2.COLOR_RGB2GRAY)  # as the predictor
              for pairs in reports.values() for r, _ in pairs}
     rows = []
+    (args.out / "rows.jsonl").write_text("")  # this run's rows (a kept classifier is not trained again)
     for seed in args.seeds:
         started = time.perf_counter()
-        named_by = classifier(training, args.classes, seed, args.out)
+        named_by = seed_classifier(training, args.classes, seed, args.out)
         print(f"seed {seed}: classifier ready in {time.perf_counter() - started:.0f} s", flush=True)
         for blend in args.blends:
             named_by.settings = replace(named_by.settings, blend=blend)
@@ -101,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
                 records = [r for r, _ in pairs]
                 detections = [renamed(d, greys[r.image_id], named_by) for r, d in pairs]
                 row = {"report": str(report), "seed": seed, "blend": blend, "cpu": cpu_name(),
-                       **figures(records, detections, scored_classes(report))}
+                       **figures(records, detections, scoring(report))}
                 rows.append(row)
                 with (args.out / "rows.jsonl").open("a") as log:
                     log.write(json.dumps(row) + "\n")

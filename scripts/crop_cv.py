@@ -30,7 +30,7 @@ from torch import nn
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from model import datasets  # noqa: E402
-from model.box_classifier import BoxClassifierSettings, seeded  # noqa: E402
+from model.box_classifier import BoxClassifierSettings, recorded_settings, seeded  # noqa: E402
 from model.config import cpu_name, resolve_device, use_bf16  # noqa: E402
 from model.pretrain import crop_classes, evaluate_crops, fit_crop_classifier  # noqa: E402
 
@@ -108,7 +108,9 @@ def _trained(train: list, classes: list[str], settings: BoxClassifierSettings, d
     trains several: a run stopped between them keeps those it finished)."""
     model = seeded(len(classes), settings, device)  # every arm and fold from the same weights (per seed)
     saved = torch.load(keep, map_location=device, weights_only=True) if keep is not None and keep.exists() else {}
-    if saved.get("settings") == asdict(settings):  # another recipe or number format: trained again
+    # another recipe or number format: trained again (a member saved before a setting existed ran
+    # as UNRECORDED says)
+    if saved and recorded_settings(saved["settings"]) == asdict(settings):
         model.load_state_dict(saved["state"])
         return model, saved["seconds"]
     started = time.perf_counter()

@@ -8,6 +8,8 @@ import pytest
 
 from model import datasets, taxonomy
 from model.box_classifier import BoxClassifierSettings
+from model.evaluation.evaluate import evaluate
+from model.io import DataError
 from model.records import Box, Detection
 from tests.scripts import load_script
 
@@ -28,7 +30,7 @@ def report(busbra_dir, tmp_path):
     """A report as `birads evaluate --out` keeps it, of a detector that put a box on each lesion,
     named 4 with some doubt, and a weak one beside it."""
     records = datasets.load(f"busbra:{busbra_dir}")
-    lines = []
+    lines, detections = [], []
     for record in records:
         lesion = replace(record.boxes[0], category="4", score=0.8)
         beside = Box(0, 0, 20, 20, "2", 0.1)
@@ -36,10 +38,13 @@ def report(busbra_dir, tmp_path):
                               class_scores=({"2": 0.1, "3": 0.2, "4": 0.4, "5": 0.2},
                                             {"2": 0.1, "3": 0.02, "4": 0.02, "5": 0.01}))
         lines.append(json.dumps({"record": record.to_dict(), "detection": detection.to_dict()}))
+        detections.append(detection)
     folder = tmp_path / "report"
     folder.mkdir()
     (folder / "detections.jsonl").write_text("\n".join(lines) + "\n")
-    (folder / "metrics.json").write_text(json.dumps({"classes": CLASSES}))
+    # scored as the reference's evaluations score (the most confident box), its classes rolled up
+    scored = evaluate(records, detections, CLASSES, decision="top").metrics
+    (folder / "metrics.json").write_text(json.dumps(scored))
     return folder
 
 
@@ -51,14 +56,15 @@ def test_blend_0_reproduces_the_report_and_blend_1_names_boxes_by_the_classifier
     assert naming.main(argv) == 0
     rows = [json.loads(line) for line in (out / "rows.jsonl").read_text().splitlines()]
     assert [(r["seed"], r["blend"]) for r in rows] == [(42, 0.0), (42, 1.0)]
+    scored = json.loads((report / "metrics.json").read_text())  # blend 0: the report's own figures
+    assert rows[0]["accuracy"] == scored["category_accuracy"] == pytest.approx(2 / 8)  # all named 4: two of 8
+    assert rows[0]["table_ii_spe"] == scored["screening_paper"]["specificity"]
+    assert rows[0]["effort_ratio"] == scored["effort"]["displays"]["top1-only"]["ratio"]
     pairs = naming.read_detections(report)
     records, stored = [r for r, _ in pairs], [d for _, d in pairs]
-    as_stored = naming.figures(records, [naming.relabelled(d, naming.SERVED_READING) for d in stored], CLASSES)
-    assert {k: rows[0][k] for k in as_stored} == as_stored  # blend 0: the report's own figures
-    assert as_stored["accuracy"] == sum(r.birads == "4" for r in records) / len(records)
 
     # blend 1: each box named by the classifier's reading of its crop, its place and score kept
-    named_by = naming.classifier([], CLASSES, 42, out)  # kept from the run: nothing to train on
+    named_by = naming.seed_classifier([], CLASSES, 42, out)  # kept from the run: nothing to train on
     named_by.settings = replace(named_by.settings, blend=1.0)
     greys = {r.image_id: naming.cv2.cvtColor(naming.as_rgb(r.path), naming.cv2.COLOR_RGB2GRAY) for r in records}
     for record, detection in zip(records, stored):
@@ -70,9 +76,15 @@ def test_blend_0_reproduces_the_report_and_blend_1_names_boxes_by_the_classifier
             assert box.category == taxonomy.median_category({c: opinion[c] for c in CLASSES})
     assert rows[1]["accuracy"] == naming.figures(
         records, [naming.renamed(d, greys[r.image_id], named_by) for r, d in zip(records, stored)],
-        CLASSES)["accuracy"]
+        naming.scoring(report))["accuracy"]
+    with pytest.raises(DataError, match="class scores"):  # a box without them cannot be blended
+        naming.renamed(replace(stored[0], class_scores=()), greys[records[0].image_id], named_by)
 
     trained = []
-    monkeypatch.setattr(naming, "train_box_classifier", lambda *a, **k: trained.append(1))
+    train = naming.train_box_classifier
+    monkeypatch.setattr(naming, "train_box_classifier", lambda *a, **k: trained.append(1) or train(*a, **k))
     assert naming.main(argv) == 0 and not trained  # a rerun loads the kept classifier
+    assert len((out / "rows.jsonl").read_text().splitlines()) == 2  # this run's rows, not appended
     assert "table_ii_balanced" in (out / "summary.md").read_text()
+    monkeypatch.setattr(naming, "TRAINING", replace(naming.TRAINING, epochs=1))
+    assert naming.main(argv) == 0 and trained == [1]  # kept, but of another recipe: trained again

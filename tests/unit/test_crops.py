@@ -238,24 +238,31 @@ def test_a_classifier_trained_with_outlines_serves_without_its_decoder(tmp_path)
         build(3).load_inference_state({"unexpected.weight": torch.zeros(1)})
 
 
-def test_box_geometry_says_what_the_stretched_crop_hides(tall_lesion):
-    from model.pretrain import GEOMETRY_FEATURES, box_geometry
+def test_box_geometry_says_what_the_stretched_crop_hides():
+    import torch
 
-    grey, box = tall_lesion
-    shape, size, depth = box_geometry(box, *grey.shape)
-    assert len(box_geometry(box, *grey.shape)) == GEOMETRY_FEATURES
+    from model.pretrain import GEOMETRY_FEATURES, box_geometry, geometry_tensor
+
+    height, width = 400, 200  # not square: height and width cannot be swapped unseen
+    box = (70.0, 110.0, 130.0, 290.0)  # 60 wide, 180 tall, centred in depth
+    shape, size, depth = box_geometry(box, height, width)
     assert shape == pytest.approx(np.log(3))  # three times taller than wide
-    assert size == pytest.approx(np.log(np.sqrt(60 * 180) / 300) + 1.5)
-    assert depth == pytest.approx(0.0)  # centred in depth
-    wide_and_deep = box_geometry((30.0, 250.0, 270.0, 290.0), *grey.shape)
-    assert wide_and_deep[0] < 0 < wide_and_deep[2]
+    assert size == pytest.approx(np.log(np.sqrt(60 * 180 / (400 * 200))) + 1.5)
+    assert depth == pytest.approx(0.0)
+    wide_and_deep = box_geometry((20.0, 340.0, 180.0, 380.0), height, width)
+    assert wide_and_deep[0] < 0 and wide_and_deep[2] == pytest.approx(0.4)
+    rows = geometry_tensor([box, box], [(height, width), (height, width, 3)])  # a grey or colour image's shape
+    assert rows.shape == (2, GEOMETRY_FEATURES) and rows.dtype == torch.float32
+    assert rows[1].tolist() == pytest.approx([shape, size, depth])
+    assert geometry_tensor([], []).shape == (0, GEOMETRY_FEATURES)
 
 
 def test_a_classifier_with_geometry_reads_it_beside_the_crop_and_serves_with_it(tmp_path):
     import torch
+    from PIL import Image
 
     from model.box_classifier import BoxClassifier, BoxClassifierSettings, build, train_box_classifier
-    from model.pretrain import CropSampler, crop_classes
+    from model.pretrain import CropSampler, crop_classes, crop_opinions, geometry_tensor
     from model.records import Box
 
     images = torch.zeros(2, 3, 112, 112)
@@ -276,7 +283,37 @@ def test_a_classifier_with_geometry_reads_it_beside_the_crop_and_serves_with_it(
     target = train_box_classifier(records, tmp_path / "model", ["4"], settings)
     served = BoxClassifier(target, ["4"], "cpu")
     assert served.model.geometry
-    box = records[0].boxes[0]
-    grey = np.zeros((records[0].height, records[0].width), np.uint8)
-    opinions, malignancy = served.opinions(grey, [box, Box(0, 0, 40, 10, "4")])
-    assert len(opinions) == len(malignancy) == 2 and set(opinions[0]) == {"4", "background"}
+    grey = np.asarray(Image.open(records[0].path))
+    wide, tall = Box(80, 60, 170, 140, "4"), Box(105, 20, 145, 180, "4")  # the same lesion, boxed two ways
+    opinions, malignancy = served.opinions(grey, [wide, tall])
+    assert len(malignancy) == 2 and set(opinions[0]) == {"4", "background"}
+    # served as trained: the crops' pixels with each box's geometry in the image
+    crops = torch.from_numpy(np.stack([crop_pixels(grey, (b.x0, b.y0, b.x1, b.y1), served.settings)
+                                       for b in (wide, tall)]))
+    with torch.no_grad():
+        expected, _ = crop_opinions(served.model, crops, False, geometry_tensor(
+            [(b.x0, b.y0, b.x1, b.y1) for b in (wide, tall)], [grey.shape] * 2))
+    assert [o["4"] for o in opinions] == pytest.approx(expected[:, 0].tolist(), abs=1e-6)
+    with torch.no_grad():  # the same pixels read with the other box's shape: another reading
+        swapped, _ = crop_opinions(served.model, crops, False, geometry_tensor(
+            [(b.x0, b.y0, b.x1, b.y1) for b in (tall, wide)], [grey.shape] * 2))
+    assert not torch.allclose(expected, swapped)
+
+
+def test_a_classifier_saved_before_geometry_is_read_as_it_ran_and_not_fine_tuned_into_it(tmp_path):
+    import json
+
+    from model.box_classifier import META, BoxClassifier, BoxClassifierSettings, train_box_classifier
+
+    records = [_lesion_record(tmp_path, name) for name in "abc"]
+    parent = tmp_path / "parent"
+    target = train_box_classifier(records, parent, ["4"], BoxClassifierSettings(epochs=1, batch_size=4, bf16=False))
+    meta = json.loads((target / META).read_text())
+    del meta["settings"]["geometry"]  # as classifier.json was written before the setting existed
+    (target / META).write_text(json.dumps(meta))
+    assert not BoxClassifier(target, ["4"], "cpu").model.geometry  # whatever the default becomes
+    # a child whose heads read geometry starts afresh: its parent's heads are of another width
+    child = train_box_classifier(records, tmp_path / "child", ["4"], BoxClassifierSettings(
+        geometry=True, epochs=1, batch_size=4, bf16=False), parent=parent)
+    assert json.loads((child / META).read_text())["fine_tuned_from"] is None
+    assert BoxClassifier(child, ["4"], "cpu").model.geometry
