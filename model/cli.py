@@ -147,7 +147,7 @@ def _crop_options(parser: argparse.ArgumentParser) -> None:
                         help="read each crop and its mirror image, averaged (default off)")
     parser.add_argument("--geometry", action=argparse.BooleanOptionalAction, default=None,
                         help="the heads also read each box's shape, size and depth in the image, "
-                             "which a stretched crop hides (default off)")
+                             "which a stretched crop hides (box-classifier only; default on)")
 
 
 def cmd_predict(args: argparse.Namespace) -> None:

@@ -233,7 +233,7 @@ def test_a_classifier_trained_with_outlines_serves_without_its_decoder(tmp_path)
     target = train_box_classifier(records, tmp_path / "model", ["4"], settings)
     state = torch.load(target / WEIGHTS, weights_only=True)
     assert state and not any(k.startswith("outline.") for k in state)  # the decoder only trains
-    build(2).load_inference_state(state)  # served without it ("4" and background)
+    build(2, geometry=settings.geometry).load_inference_state(state)  # served without it ("4" and background)
     with pytest.raises(RuntimeError, match="do not fit"):
         build(3).load_inference_state({"unexpected.weight": torch.zeros(1)})
 
@@ -279,7 +279,8 @@ def test_a_classifier_with_geometry_reads_it_beside_the_crop_and_serves_with_it(
     classes = crop_classes(records)
     sampler = CropSampler(records, classes, settings, train=False)
     assert sampler.geometry(sampler.lesions).shape == (len(sampler.lesions), 3)
-    assert CropSampler(records, classes, BoxClassifierSettings(), train=False).geometry(sampler.lesions) is None
+    assert CropSampler(records, classes, BoxClassifierSettings(geometry=False), train=False).geometry(
+        sampler.lesions) is None
     target = train_box_classifier(records, tmp_path / "model", ["4"], settings)
     served = BoxClassifier(target, ["4"], "cpu")
     assert served.model.geometry
@@ -307,7 +308,8 @@ def test_a_classifier_saved_before_geometry_is_read_as_it_ran_and_not_fine_tuned
 
     records = [_lesion_record(tmp_path, name) for name in "abc"]
     parent = tmp_path / "parent"
-    target = train_box_classifier(records, parent, ["4"], BoxClassifierSettings(epochs=1, batch_size=4, bf16=False))
+    target = train_box_classifier(records, parent, ["4"], BoxClassifierSettings(
+        geometry=False, epochs=1, batch_size=4, bf16=False))
     meta = json.loads((target / META).read_text())
     del meta["settings"]["geometry"]  # as classifier.json was written before the setting existed
     (target / META).write_text(json.dumps(meta))
