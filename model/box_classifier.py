@@ -59,9 +59,9 @@ class BoxClassifierSettings(CropTraining):
     rescore: float = 0.0           # its share of each box's rank: score^(1-w) * P(lesion)^w picks the
                                    # top box and orders AP; 0: the score ranks (docs/results.md, item 17)
     fine_tune_epochs: int = 10     # when a fine-tuned model version retrains its parent's classifier
+    fine_tune_lr: float = 0.01
     geometry: bool = True          # its heads read each box's shape, size and depth (docs/results.md
                                    # item 43: +1.7 and +1.1 points over four folds from two seeds)
-    fine_tune_lr: float = 0.01
 
 
 def build(n_categories: int, outline: bool = False, geometry: bool = False) -> CropClassifier:
@@ -111,7 +111,7 @@ def train_box_classifier(records: list[ImageRecord], model_dir: str | Path, clas
         raise DataError(f"no training boxes of categories {list(classes)} for the box classifier")
     device = resolve_device("auto")
     start = _classifier_dir(parent) if parent else None
-    parent_meta = _read_meta(start) if start else None
+    parent_meta = read_meta(start) if start else None
     settings = settings or (_settings(parent_meta) if parent_meta else BoxClassifierSettings())
     model = seeded(len(crop_classes), settings, device)
     schedule = settings
@@ -162,7 +162,8 @@ def has_classifier(model_dir: str | Path) -> bool:
     return _classifier_dir(model_dir) is not None
 
 
-def _read_meta(path: Path) -> dict:
+def read_meta(path: Path) -> dict:
+    """A classifier folder's classifier.json (a DataError where it cannot be read)."""
     try:
         return json.loads((path / META).read_text())
     except (OSError, json.JSONDecodeError) as exc:
@@ -185,7 +186,7 @@ class BoxClassifier:
     """Loaded once with the predictor; ``refine`` re-names each box from its crop."""
 
     def __init__(self, path: Path, classes: Sequence[str], device: str) -> None:
-        meta = _read_meta(path)
+        meta = read_meta(path)
         self.settings = _settings(meta)
         self.crop_classes = list(meta["classes"])
         missing = set(classes) - set(self.crop_classes)

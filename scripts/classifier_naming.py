@@ -39,6 +39,7 @@ from model.box_classifier import (  # noqa: E402
     BoxClassifier,
     BoxClassifierSettings,
     has_classifier,
+    read_meta,
     recorded_settings,
     train_box_classifier,
 )
@@ -58,7 +59,7 @@ def _kept(folder: Path, classes: list[str], settings: BoxClassifierSettings) -> 
     """Whether ``folder`` holds a classifier of ``classes`` trained with ``settings``."""
     if not has_classifier(folder):
         return False
-    meta = json.loads((folder / DIRNAME / "classifier.json").read_text())
+    meta = read_meta(folder / DIRNAME)
     return meta["classes"] == [*classes, BACKGROUND] and recorded_settings(meta["settings"]) == asdict(settings)
 
 
@@ -118,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     training = datasets.load_splits(args.data, args.splits)
     reports = {report: read_detections(report) for report in args.reports}
+    scored = {report: scoring(report) for report in args.reports}
     greys = {r.image_id: cv2.cvtColor(as_rgb(r.path), cv2.COLOR_RGB2GRAY)  # as the predictor
              for pairs in reports.values() for r, _ in pairs}
     rows = []
@@ -132,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
                 records = [r for r, _ in pairs]
                 detections = [renamed(d, greys[r.image_id], named_by) for r, d in pairs]
                 row = {"report": str(report), "seed": seed, "blend": blend, "cpu": cpu_name(),
-                       **figures(records, detections, scoring(report))}
+                       **figures(records, detections, scored[report])}
                 rows.append(row)
                 with (args.out / "rows.jsonl").open("a") as log:
                     log.write(json.dumps(row) + "\n")
