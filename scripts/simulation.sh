@@ -4,7 +4,8 @@
 # the model pre-annotates 16 more, the simulated expert corrects them, the model is fine-tuned;
 # evaluated on part2 each round. Once in random order, once least confident first. The expert is
 # shown what the backend serves by default (SHOW_BOXES top1-only, box voting). Each fine-tune runs the
-# training jobs' schedule (FINE_TUNE_EPOCHS, FINE_TUNE_LR; ITERS=60 gives docs/results.md items 6-36's);
+# training jobs' schedule unless FINE_TUNE_EPOCHS, FINE_TUNE_LR or ITERS say otherwise
+# (ITERS=60 FINE_TUNE_LR=0.005 REPLAY_RATIO=0 gives docs/results.md items 6-36's);
 # REPLAY_RATIO=R (default 3, as the jobs; 0: none) replays R images of BUS-BRA folds 1-3, the reference model's own
 # training images, per labelled image, as the jobs' REPLAY_DATA does (docs/results.md item 38).
 set -euo pipefail
@@ -23,6 +24,7 @@ for order in ${ORDERS:-random uncertain}; do
   $birads simulate --data "breast:$data/BrEaST" --coarse --splits part1 \
     --holdout-splits part2 --initial 16 --round-size 16 --rounds 3 --order "$order" \
     --score-threshold "${SCORE_THRESHOLD:-0.5}" --display "${SHOW_BOXES:-top1-only}" --weights "$ref" --image-size 0 \
-    ${ITERS:+--max-iter "$ITERS"} --batch-size 2 --bf16 --num-workers 1 --out "$out/$order" "${replay[@]}"
+    ${ITERS:+--max-iter "$ITERS"} ${FINE_TUNE_EPOCHS:+--fine-tune-epochs "$FINE_TUNE_EPOCHS"} \
+    ${FINE_TUNE_LR:+--fine-tune-lr "$FINE_TUNE_LR"} --batch-size 2 --bf16 --num-workers 1 --out "$out/$order" "${replay[@]}"
 done
 date +%s > "$out.end"
