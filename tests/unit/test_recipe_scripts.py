@@ -19,7 +19,7 @@ SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 OVERRIDES = {"BUDGET_S", "ITERS", "ITERS_NO4", "PRETRAIN_EPOCHS", "PRETRAIN_SHARE", "MIN_EPOCHS", "MIN_ITERS",
              "EVAL_RESERVE_S", "CLASSIFIER_RESERVE_S", "HEADS", "MISPLACED", "ARMS", "PYTHON", "RESCORE",
              "UNTIL", "PROBE_MARGIN", "CHECKPOINT_PERIOD", "IMAGE_SIZE", "MAX_SIZE", "BATCH", "REF", "DATA", "KEEP",
-             "ORDERS", "REPLAY_RATIO"}
+             "ORDERS", "REPLAY_RATIO", "FINE_TUNE_LR", "FINE_TUNE_EPOCHS"}
 STAND_IN = """#!/usr/bin/env bash
 echo "$*" >> "$CALLS"
 command=$1; shift
@@ -282,3 +282,14 @@ def test_the_simulated_loop_replays_the_reference_models_folds_when_asked(tmp_pa
                              DATA="d")  # by default, as the jobs replay (docs/results.md item 38)
     assert replaying.startswith(plain.replace("../shared/data", "d").replace("/plain/", "/replaying/"))
     assert replaying.endswith("--replay-data busbra:d/BUS-BRA --replay-splits fold1 fold2 fold3 --replay-ratio 3")
+
+
+def test_the_simulated_loop_runs_the_jobs_schedule_unless_told_another(tmp_path):
+    (tmp_path / "jobs").mkdir()
+    (tmp_path / "item36").mkdir()
+    [jobs] = run_script(tmp_path / "jobs", 1, 1, script="simulation.sh", ORDERS="random", REPLAY_RATIO="0")
+    assert "--max-iter" not in jobs and "--fine-tune-lr" not in jobs and "--fine-tune-epochs" not in jobs
+    [item36] = run_script(tmp_path / "item36", 1, 1, script="simulation.sh", ORDERS="random", REPLAY_RATIO="0",
+                          ITERS="60", FINE_TUNE_LR="0.005", FINE_TUNE_EPOCHS="0.5")
+    assert "--max-iter 60 " in item36 and "--fine-tune-lr 0.005 " in item36
+    assert "--fine-tune-epochs 0.5 " in item36
