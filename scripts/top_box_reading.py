@@ -1,8 +1,9 @@
 """Other readings of the model's own outputs, with no training: each box's category read from its
 class scores by argmax (served until item 26) or by their median in rank order (served since;
 ``model/category_reading.py``), and the image's malignancy from the top box's P(malignant) (as
-served), a score-weighted mean over every kept box, or the highest of the three most confident
-(docs/results.md item 26). Reads evaluation reports' kept detections (`birads evaluate --out
+served), a score-weighted mean over every kept box, the highest of the three most confident
+(docs/results.md item 26), or the mean of the top box's P(malignant) and its categories' mass at 4
+or above (item 45). Reads evaluation reports' kept detections (`birads evaluate --out
 REPORT`: REPORT/detections.jsonl); runs no model.
 
     python scripts/top_box_reading.py REPORT [REPORT...]
@@ -38,11 +39,21 @@ def max3_malignancy(detection: Detection) -> float:
     return max((m for _, m in ranked[:3]), default=0.0)
 
 
+def top_mean_malignancy(detection: Detection) -> float:
+    """Two learners on the top box: the box classifier's P(malignant) (as served) and the
+    detector's class-score mass at BI-RADS 4 or above, averaged (item 45)."""
+    top = detection.top()
+    if top is None:
+        return 0.0
+    return (served.malignancy_score(detection) + served.box_category_mass(detection, detection.boxes.index(top))) / 2
+
+
 # Each reading names the boxes; the served rules then decide the image's category (the top box's)
 # and what the annotator is shown (top1-only).
 CATEGORY_READINGS = list(category_reading.READINGS)
 MALIGNANCY_READINGS: dict[str, Callable[[Detection], float]] = {
-    "top": served.malignancy_score, "weighted": weighted_malignancy, "max3": max3_malignancy}
+    "top": served.malignancy_score, "weighted": weighted_malignancy, "max3": max3_malignancy,
+    "top-mean": top_mean_malignancy}
 
 
 def readings(report: Path) -> dict:

@@ -78,15 +78,17 @@ def malignancy_score(detection: Detection, threshold: str = taxonomy.BIOPSY_THRE
 def category_malignancy(detection: Detection, threshold: str = taxonomy.BIOPSY_THRESHOLD) -> float:
     """The highest probability mass on categories at or above ``threshold`` over the image's boxes
     (0 with no box)."""
-    best = 0.0
-    for number, box in enumerate(detection.boxes):
-        if detection.class_scores:
-            mass = sum(p for c, p in detection.class_scores[number].items()
-                       if taxonomy.is_malignant(c, threshold))
-        else:
-            mass = (box.score or 0.0) if taxonomy.is_malignant(box.category, threshold) else 0.0
-        best = max(best, mass)
-    return best
+    return max((box_category_mass(detection, number, threshold) for number in range(len(detection.boxes))),
+               default=0.0)
+
+
+def box_category_mass(detection: Detection, number: int, threshold: str = taxonomy.BIOPSY_THRESHOLD) -> float:
+    """The detector's probability mass on categories at or above ``threshold`` for box ``number``
+    (without class scores: the box's score where its category is at or above, else 0)."""
+    if detection.class_scores:
+        return sum(p for c, p in detection.class_scores[number].items() if taxonomy.is_malignant(c, threshold))
+    box = detection.boxes[number]
+    return (box.score or 0.0) if taxonomy.is_malignant(box.category, threshold) else 0.0
 
 
 def _common_classes(records: list[ImageRecord], classes: Sequence[str]) -> list[str]:

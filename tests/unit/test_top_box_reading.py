@@ -47,6 +47,12 @@ def test_a_split_softmax_is_read_by_its_median_and_malignancy_three_ways(reading
     # score-weighted, malignant: (0.9 x 0.8 + 0.85 x 0) / 1.75 = 0.41; benign: (0.9 x 0.2 + 0.1 x 1) / 1.0
     assert reading.weighted_malignancy(detections[0]) == pytest.approx(0.28)
     assert result["auc_weighted"] == 1.0
+    # top-mean: the top box's P(malignant) beside the detector's mass at 4 or above on it (0.2 for
+    # the 3s, 0.7 for the 5s), averaged; the decoy's class scores are not read
+    for record, detection in zip(records, detections):
+        mass = 0.2 if record.birads == "3" else 0.7
+        assert reading.top_mean_malignancy(detection) == pytest.approx((detection.malignancy[0] + mass) / 2)
+    assert 0.0 <= result["auc_top-mean"] <= 1.0
 
     assert reading.main([str(report)]) == 0
     assert "category by median" in capsys.readouterr().out
