@@ -73,7 +73,8 @@ def readings(report: Path) -> dict:
         result[name] = {"accuracy": sum(t == p for t, p in zip(truth, predicted)) / max(1, len(truth)),
                         "kappa": metrics.cohen_kappa(metrics.confusion_matrix(truth, predicted, labels)),
                         "effort": effort.summary(expert_boxes, shown, effort.ActionCosts())["ratio"]}
-    proven = [i for i, r in enumerate(records) if r.pathology in ("benign", "malignant")]
+    # the images the reports' AUC ranks (BrEaST's normal image too, as not malignant; item 26 left it out)
+    proven = [i for i, r in enumerate(records) if r.pathology]
     malignant = [records[i].pathology == "malignant" for i in proven]
     for name, read in MALIGNANCY_READINGS.items():
         result[f"auc_{name}"] = metrics.auc(malignant, [read(detections[i]) for i in proven])
