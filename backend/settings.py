@@ -14,6 +14,8 @@ from pathlib import Path
 
 from model import fine_tuning
 from model.category_reading import READINGS, SERVED_READING
+from model.malignancy_reading import READINGS as MALIGNANCY_READINGS
+from model.malignancy_reading import SERVED_READING as MALIGNANCY_SERVED
 from model.records import BOX_VOTING_IOU, DEVICE_CHOICES, DEVICE_NAME
 from model.regions import DEFAULT_MIN_AGREEMENT
 
@@ -89,6 +91,10 @@ class Settings:
         "env": "CATEGORY_READING",
         "doc": "each box's BI-RADS category from its class scores: median (in rank order, docs/results.md "
                "item 26) or argmax"})
+    malignancy_reading: str = field(default=MALIGNANCY_SERVED, metadata={
+        "env": "MALIGNANCY_READING",
+        "doc": "each box's P(malignant) in its note, where the model has a box classifier: pathology (its "
+               "pathology head) or mean (beside the box's class-score mass at 4 or above, docs/results.md item 45)"})
     predict_batch: int = field(default=4, metadata={"env": "PREDICT_BATCH", "doc": "images per forward pass"})
     device: str = field(default="auto", metadata={"env": "DEVICE", "doc": DEVICE_CHOICES})
     bf16: str = field(default="auto", metadata={
@@ -194,6 +200,9 @@ class Settings:
             raise ValueError(f"PROMOTE_METRIC={self.promote_metric!r} must be one of {', '.join(PROMOTE_METRICS)}")
         if self.category_reading not in READINGS:
             raise ValueError(f"CATEGORY_READING={self.category_reading!r} must be one of {', '.join(READINGS)}")
+        if self.malignancy_reading not in MALIGNANCY_READINGS:
+            raise ValueError(f"MALIGNANCY_READING={self.malignancy_reading!r} must be one of "
+                             f"{', '.join(MALIGNANCY_READINGS)}")
         if not 0 <= self.box_voting_iou <= 1:
             raise ValueError(f"BOX_VOTING_IOU={self.box_voting_iou} must be in [0, 1] (0: off)")
         if self.auth_max_failures < 0 or not 0 < self.auth_failure_window < math.inf:

@@ -181,7 +181,8 @@ def holdout_metrics(model_dir: Path, holdout: list[ImageRecord], settings: Setti
 
     predictor = Predictor(model_dir, device=settings.device, bf16=settings.bf16_choice, score_threshold=LOW_SCORE,
                           box_voting_iou=settings.box_voting,  # held out as it will be served
-                          category_reading=settings.category_reading)
+                          category_reading=settings.category_reading,
+                          malignancy_reading=settings.malignancy_reading)
     evaluation = evaluate(holdout, predictor([r.path for r in holdout]), predictor.classes, settings.score_threshold)
     return {k: evaluation.metrics.get(k) for k in HOLDOUT_METRICS}
 

@@ -9,6 +9,7 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
+from model import malignancy_reading
 from model.category_reading import READINGS, SERVED_READING
 from model.io import DataError, StagedDirectory
 from model.records import BOX_VOTING_IOU, DEVICE_CHOICES
@@ -156,7 +157,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
     predictor = Predictor(args.model, device=args.device, bf16=args.bf16,
                           score_threshold=args.score_threshold, max_boxes=args.max_boxes,
                           box_classifier=args.box_classifier, box_voting_iou=args.box_voting,
-                          category_reading=args.category_reading)
+                          category_reading=args.category_reading, malignancy_reading=args.malignancy_reading)
     predict = predictor
     if args.split_4_with:
         predict = predictor.with_subcategories(_all_scores_predictor(args.split_4_with, args))
@@ -178,7 +179,8 @@ def _all_scores_predictor(model_dir: Path, args: argparse.Namespace):
 
     return Predictor(model_dir, device=args.device, bf16=args.bf16, score_threshold=LOW_SCORE,
                      max_boxes=args.max_boxes, box_classifier=args.box_classifier,
-                     box_voting_iou=args.box_voting, category_reading=args.category_reading)
+                     box_voting_iou=args.box_voting, category_reading=args.category_reading,
+                     malignancy_reading=args.malignancy_reading)
 
 
 def _costs(args: argparse.Namespace):
@@ -293,6 +295,11 @@ def _inference_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--category-reading", choices=list(READINGS), default=SERVED_READING,
                         help="each box's category from its class scores: their median in rank order or "
                              f"their argmax (model/category_reading.py; default {SERVED_READING})")
+    parser.add_argument("--malignancy-reading", choices=list(malignancy_reading.READINGS),
+                        default=malignancy_reading.SERVED_READING,
+                        help="each box's P(malignant), where the box classifier gives one: its pathology head "
+                             "alone, or its mean with the box's class-score mass at 4 or above "
+                             f"(model/malignancy_reading.py; default {malignancy_reading.SERVED_READING})")
     _box_voting_options(parser)
 
 

@@ -24,6 +24,8 @@ from model.box_classifier import BoxClassifier
 from model.category_reading import SERVED_READING, reader, relabelled
 from model.config import bf16_supported, resolve_device
 from model.io import DataError, read_image
+from model.malignancy_reading import SERVED_READING as SERVED_MALIGNANCY
+from model.malignancy_reading import check, reread
 from model.merge import merged, one_box_per_lesion
 from model.records import Box, Detection
 
@@ -91,15 +93,19 @@ class Predictor:
     detector put it (docs/results.md items 18-19).
     ``category_reading``: how each box's category is read from its class scores, last
     (``model.category_reading``: argmax, or their median in rank order).
+    ``malignancy_reading``: how each box's P(malignant) is read where the box classifier gives one
+    (``model.malignancy_reading``: its pathology head alone, or beside the detector's categories).
     """
 
     def __init__(self, model_dir: str | Path, device: str = "auto", bf16: bool | None = None,
                  score_threshold: float = 0.5, max_boxes: int = 10,
                  image_size: int | None = None, merge_iou: float | None = 0.5,
                  box_classifier: bool = True, box_voting_iou: float | None = None,
-                 category_reading: str = SERVED_READING) -> None:
+                 category_reading: str = SERVED_READING,
+                 malignancy_reading: str = SERVED_MALIGNANCY) -> None:
         reader(category_reading)  # an unknown name fails here, not at the first image
         self.category_reading = category_reading
+        self.malignancy_reading = check(malignancy_reading)
         self.model_dir = Path(model_dir)
         self.info = modeldir.read_info(self.model_dir)
         self.classes = list(self.info.classes)
@@ -166,8 +172,8 @@ class Predictor:
             boxes, class_scores, malignancy, ranks = self.box_classifier.refine(
                 cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), boxes, class_scores)
         height, width = rgb.shape[:2]
-        detection = Detection(boxes=tuple(boxes), width=width, height=height, class_scores=tuple(class_scores),
-                              malignancy=tuple(malignancy), ranks=tuple(ranks))
+        detection = reread(Detection(boxes=tuple(boxes), width=width, height=height, class_scores=tuple(class_scores),
+                                     malignancy=tuple(malignancy), ranks=tuple(ranks)), self.malignancy_reading)
         if instances.has("voted_boxes"):  # last: every verdict above was read at the detector's places
             detection = replace(detection, boxes=tuple(box_voting.moved(
                 detection.boxes, self._image_pixels(instances.voted_boxes, rgb))))

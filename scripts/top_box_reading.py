@@ -21,7 +21,7 @@ from tabulate import tabulate
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from model import category_reading, taxonomy  # noqa: E402
+from model import category_reading, malignancy_reading, taxonomy  # noqa: E402
 from model.evaluation import effort, metrics  # noqa: E402
 from model.evaluation import evaluate as served  # noqa: E402  (the rules the product serves)
 from model.evaluation.report import read_detections, scored_classes  # noqa: E402
@@ -40,12 +40,10 @@ def max3_malignancy(detection: Detection) -> float:
 
 
 def top_mean_malignancy(detection: Detection) -> float:
-    """Two learners on the top box: the box classifier's P(malignant) (as served) and the
-    detector's class-score mass at BI-RADS 4 or above, averaged (item 45)."""
-    top = detection.top()
-    if top is None:
-        return 0.0
-    return (served.malignancy_score(detection) + served.box_category_mass(detection, detection.boxes.index(top))) / 2
+    """The top box's P(malignant) read as ``mean`` (item 45): the box classifier's beside the
+    detector's class-score mass at BI-RADS 4 or above. Meant for reports predicted with the
+    ``pathology`` reading, whose stored P(malignant) is the classifier's alone."""
+    return served.malignancy_score(malignancy_reading.reread(detection, "mean"))
 
 
 # Each reading names the boxes; the served rules then decide the image's category (the top box's)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 
 from model import taxonomy
 from model.evaluation import effort, metrics
+from model.malignancy_reading import category_mass
 from model.records import MATCH_IOU, Box, Detection, ImageRecord
 
 LOW_SCORE = 0.05  # detections kept for AP and for ranking (AUC)
@@ -67,9 +68,10 @@ def image_decision(detection: Detection, threshold: float, decision: str = "show
 
 
 def malignancy_score(detection: Detection, threshold: str = taxonomy.BIOPSY_THRESHOLD) -> float:
-    """How strongly the model suggests biopsy. With a box classifier, its pathology head on the
-    image's most confident box (the image's lesion, as the paper classifies it), trained on biopsy
-    and follow-up outcomes rather than the experts' categories. Without one, ``category_malignancy``."""
+    """How strongly the model suggests biopsy. With a box classifier, the P(malignant) of the
+    image's most confident box (the image's lesion, as the paper classifies it) as the predictor
+    read it (``model.malignancy_reading``: the classifier's pathology head, trained on biopsy and
+    follow-up outcomes, alone or beside the detector's categories). Without one, ``category_malignancy``."""
     top = detection.top()
     malignancy = detection.malignancy_of(top) if top is not None else None
     return category_malignancy(detection, threshold) if malignancy is None else malignancy
@@ -78,17 +80,8 @@ def malignancy_score(detection: Detection, threshold: str = taxonomy.BIOPSY_THRE
 def category_malignancy(detection: Detection, threshold: str = taxonomy.BIOPSY_THRESHOLD) -> float:
     """The highest probability mass on categories at or above ``threshold`` over the image's boxes
     (0 with no box)."""
-    return max((box_category_mass(detection, number, threshold) for number in range(len(detection.boxes))),
+    return max((category_mass(detection, number, threshold) for number in range(len(detection.boxes))),
                default=0.0)
-
-
-def box_category_mass(detection: Detection, number: int, threshold: str = taxonomy.BIOPSY_THRESHOLD) -> float:
-    """The detector's probability mass on categories at or above ``threshold`` for box ``number``
-    (without class scores: the box's score where its category is at or above, else 0)."""
-    if detection.class_scores:
-        return sum(p for c, p in detection.class_scores[number].items() if taxonomy.is_malignant(c, threshold))
-    box = detection.boxes[number]
-    return (box.score or 0.0) if taxonomy.is_malignant(box.category, threshold) else 0.0
 
 
 def _common_classes(records: list[ImageRecord], classes: Sequence[str]) -> list[str]:

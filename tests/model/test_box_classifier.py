@@ -63,6 +63,23 @@ def test_predictor_renames_boxes_with_the_classifier(classified_tiny_model, reco
     assert checked > 0
 
 
+def test_the_mean_reading_sets_each_boxs_categories_beside_its_pathology_head(classified_tiny_model, records):
+    from model.malignancy_reading import category_mass
+
+    images = [r.path for r in records[:3]]
+    alone = Predictor(classified_tiny_model, score_threshold=0.0, bf16=False)(images)
+    beside = Predictor(classified_tiny_model, score_threshold=0.0, bf16=False, malignancy_reading="mean")(images)
+    checked = 0
+    for served, mean in zip(alone, beside):  # the same boxes and names: only P(malignant) is read otherwise
+        assert mean.boxes == served.boxes and mean.class_scores == served.class_scores
+        for number, (pathology, both) in enumerate(zip(served.malignancy, mean.malignancy)):
+            assert both == pytest.approx((pathology + category_mass(served, number)) / 2)
+            checked += 1
+    assert checked > 0
+    with pytest.raises(ValueError, match="pathology"):
+        Predictor(classified_tiny_model, malignancy_reading="both")
+
+
 def test_birads_predict_prints_each_boxs_malignancy_from_the_pathology_head(classified_tiny_model, records, capsys):
     from model.cli import main
 

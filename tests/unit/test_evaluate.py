@@ -46,7 +46,8 @@ def test_low_scores_give_no_screening_shown_but_do_under_top():
 def test_pathology_head_ranks_images_by_the_top_boxs_malignancy_categories_kept_beside():
     from dataclasses import replace
 
-    from model.evaluation.evaluate import box_category_mass, category_malignancy, malignancy_score
+    from model.evaluation.evaluate import category_malignancy, malignancy_score
+    from model.malignancy_reading import category_mass
 
     records = [_record("a", "2", "malignant"), _record("b", "5", "benign"), _record("c", "3", "benign")]
     # the categories rank the benign "5" first; the pathology head of each top box ranks right;
@@ -55,7 +56,7 @@ def test_pathology_head_ranks_images_by_the_top_boxs_malignancy_categories_kept_
                   replace(_detection(("5", 0.9), ("5", 0.3)), malignancy=(0.3, 0.95)),
                   replace(_detection(("3", 0.9)), malignancy=(0.1,))]
     assert malignancy_score(detections[1]) == 0.3 and category_malignancy(detections[1]) == 0.9
-    assert box_category_mass(detections[1], 1) == 0.3 and box_category_mass(detections[2], 0) == 0.0
+    assert category_mass(detections[1], 1) == 0.3 and category_mass(detections[2], 0) == 0.0
     assert malignancy_score(_detection(("5", 0.7))) == category_malignancy(_detection(("5", 0.7))) == 0.7
     screening = evaluate(records, detections, ["2", "3", "4", "5"], decision="top").metrics["screening"]
     assert screening["auc"] == pytest.approx(1.0)

@@ -46,6 +46,7 @@ def test_typed_values(monkeypatch):
     ("HOLDOUT_FRACTION", "1.5", "must be in"),
     ("BOX_VOTING_IOU", "1.5", "must be in"),
     ("CATEGORY_READING", "mode", "must be one of argmax, median"),
+    ("MALIGNANCY_READING", "both", "must be one of pathology, mean"),
     ("DEVICE", "gpu", "must be auto, cpu, cuda or cuda:N"),
     ("REPLAY_RATIO", "-1", "REPLAY_RATIO=-1.0 must be >= 0"),
     ("REPLAY_DATA", "/data/BUS-BRA", "must be FORMAT:PATH"),

@@ -1,0 +1,41 @@
+"""How a box's P(malignant) is read where the model has a box classifier. ``pathology``: the
+classifier's pathology head alone (trained on biopsy and follow-up outcomes). ``mean``: that and
+the detector's class-score mass at BI-RADS 4 or above on the same box, averaged: two learners
+trained apart, on crops against pathology and on the detector's proposals against the experts'
+categories (docs/results.md item 45). It is what ranks images against pathology (the top box's)
+and what Label Studio's malignancy note says of each box."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from model import taxonomy
+from model.records import Detection
+
+SERVED_READING = "pathology"  # the backend's and `birads`'s default
+READINGS = ("pathology", "mean")
+
+
+def category_mass(detection: Detection, number: int, threshold: str = taxonomy.BIOPSY_THRESHOLD) -> float:
+    """The detector's probability mass on categories at or above ``threshold`` for box ``number``
+    (without class scores: the box's score where its category is at or above, else 0)."""
+    if detection.class_scores:
+        return sum(p for c, p in detection.class_scores[number].items() if taxonomy.is_malignant(c, threshold))
+    box = detection.boxes[number]
+    return (box.score or 0.0) if taxonomy.is_malignant(box.category, threshold) else 0.0
+
+
+def check(reading: str) -> str:
+    """``reading``, or a ValueError naming the known ones."""
+    if reading not in READINGS:
+        raise ValueError(f"malignancy reading must be one of {list(READINGS)}, not {reading!r}")
+    return reading
+
+
+def reread(detection: Detection, reading: str) -> Detection:
+    """``detection`` with each box's P(malignant) read by ``reading`` (unchanged without a box
+    classifier's, or by ``pathology``)."""
+    if check(reading) == "pathology" or not detection.malignancy:
+        return detection
+    return replace(detection, malignancy=tuple((m + category_mass(detection, number)) / 2
+                                               for number, m in enumerate(detection.malignancy)))
