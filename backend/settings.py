@@ -94,7 +94,8 @@ class Settings:
     malignancy_reading: str = field(default=MALIGNANCY_SERVED, metadata={
         "env": "MALIGNANCY_READING",
         "doc": "each box's P(malignant) in its note, where the model has a box classifier: pathology (its "
-               "pathology head) or mean (beside the box's class-score mass at 4 or above, docs/results.md item 45)"})
+               "pathology head) or mean (averaged with the box's class-score mass at 4 or above, docs/results.md "
+               "item 45)"})
     predict_batch: int = field(default=4, metadata={"env": "PREDICT_BATCH", "doc": "images per forward pass"})
     device: str = field(default="auto", metadata={"env": "DEVICE", "doc": DEVICE_CHOICES})
     bf16: str = field(default="auto", metadata={

@@ -214,6 +214,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     detections = predict([r.path for r in records], args.batch_size)
     evaluation = evaluate(records, detections, classes, args.score_threshold, args.biopsy_threshold,
                           args.image_decision, _costs(args), load_cut(args.model, args.biopsy_threshold))
+    # how the kept detections were read, for what reads them again (scripts/top_box_reading.py)
+    evaluation.metrics["readings"] = {"category": args.category_reading, "malignancy": args.malignancy_reading}
     write_report(evaluation, args.out, str(args.model), args.data)
     m = evaluation.metrics
     print(json.dumps({k: m.get(k) for k in ("n_images", "ap", "ap50", "ap50_lesion",
@@ -298,7 +300,7 @@ def _inference_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--malignancy-reading", choices=list(malignancy_reading.READINGS),
                         default=malignancy_reading.SERVED_READING,
                         help="each box's P(malignant), where the box classifier gives one: its pathology head "
-                             "alone, or its mean with the box's class-score mass at 4 or above "
+                             "alone, or its mean with the box's class-score mass at 4 or above (always 4) "
                              f"(model/malignancy_reading.py; default {malignancy_reading.SERVED_READING})")
     _box_voting_options(parser)
 

@@ -1,9 +1,11 @@
 """How a box's P(malignant) is read where the model has a box classifier. ``pathology``: the
-classifier's pathology head alone (trained on biopsy and follow-up outcomes). ``mean``: that and
-the detector's class-score mass at BI-RADS 4 or above on the same box, averaged: two learners
-trained apart, on crops against pathology and on the detector's proposals against the experts'
-categories (docs/results.md item 45). It is what ranks images against pathology (the top box's)
-and what Label Studio's malignancy note says of each box."""
+classifier's pathology head alone (trained on biopsy and follow-up outcomes). ``mean``: that
+averaged with the box's class-score mass at BI-RADS 4 or above (always 4, whatever threshold an
+evaluation screens at). At blend 0, the reference recipe's, those class scores are the detector's
+own: two learners trained apart, on crops against pathology and on the detector's proposals
+against the experts' categories (docs/results.md item 45); where a project's classifier blends
+its categories in, they are partly the classifier's. The reading is what ranks images against
+pathology (the top box's) and what Label Studio's malignancy note says of each box."""
 
 from __future__ import annotations
 
@@ -33,8 +35,8 @@ def check(reading: str) -> str:
 
 
 def reread(detection: Detection, reading: str) -> Detection:
-    """``detection`` with each box's P(malignant) read by ``reading`` (unchanged without a box
-    classifier's, or by ``pathology``)."""
+    """``detection`` with each box's P(malignant) read by ``reading`` (unchanged by ``pathology``,
+    and where the model gave no P(malignant): no box classifier)."""
     if check(reading) == "pathology" or not detection.malignancy:
         return detection
     return replace(detection, malignancy=tuple((m + category_mass(detection, number)) / 2

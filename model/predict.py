@@ -94,7 +94,7 @@ class Predictor:
     ``category_reading``: how each box's category is read from its class scores, last
     (``model.category_reading``: argmax, or their median in rank order).
     ``malignancy_reading``: how each box's P(malignant) is read where the box classifier gives one
-    (``model.malignancy_reading``: its pathology head alone, or beside the detector's categories).
+    (``model.malignancy_reading``: its pathology head alone, or averaged with the box's categories).
     """
 
     def __init__(self, model_dir: str | Path, device: str = "auto", bf16: bool | None = None,

@@ -85,7 +85,8 @@ class Detection:
     height: int
     class_scores: tuple[dict[str, float], ...] = ()  # per box: softmax over all classes
     malignancy: tuple[float, ...] = ()  # per box: P(malignant at pathology), where the model has a
-                                        # box classifier (its pathology head); else empty
+                                        # box classifier (its pathology head, read as
+                                        # model.malignancy_reading says); else empty
     ranks: tuple[float, ...] = ()  # per box: how likely it is the lesion, where the box classifier
                                    # re-ranks (``rescore``); else empty: the score ranks
 

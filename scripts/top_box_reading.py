@@ -3,7 +3,8 @@ class scores by argmax (served until item 26) or by their median in rank order (
 ``model/category_reading.py``), and the image's malignancy from the top box's P(malignant) (as
 served), a score-weighted mean over every kept box, the highest of the three most confident
 (docs/results.md item 26), or the mean of the top box's P(malignant) and its categories' mass at 4
-or above (item 45). Reads evaluation reports' kept detections (`birads evaluate --out
+or above (item 45; n/a on a report whose detections were already read so, `--malignancy-reading
+mean`). Reads evaluation reports' kept detections (`birads evaluate --out
 REPORT`: REPORT/detections.jsonl); runs no model.
 
     python scripts/top_box_reading.py REPORT [REPORT...]
@@ -24,7 +25,7 @@ sys.path.insert(0, str(REPO))
 from model import category_reading, malignancy_reading, taxonomy  # noqa: E402
 from model.evaluation import effort, metrics  # noqa: E402
 from model.evaluation import evaluate as served  # noqa: E402  (the rules the product serves)
-from model.evaluation.report import read_detections, scored_classes  # noqa: E402
+from model.evaluation.report import malignancy_read_as, read_detections, scored_classes  # noqa: E402
 from model.records import Detection  # noqa: E402
 
 
@@ -40,16 +41,17 @@ def max3_malignancy(detection: Detection) -> float:
 
 
 def top_mean_malignancy(detection: Detection) -> float:
-    """The top box's P(malignant) read as ``mean`` (item 45): the box classifier's beside the
-    detector's class-score mass at BI-RADS 4 or above. Meant for reports predicted with the
-    ``pathology`` reading, whose stored P(malignant) is the classifier's alone."""
+    """The top box's P(malignant) read as ``mean`` (item 45): the box classifier's averaged with
+    the box's class-score mass at BI-RADS 4 or above. Only for detections whose stored P(malignant)
+    is the classifier's alone (``readings`` skips reports read with ``mean``: it would count the
+    categories twice)."""
     return served.malignancy_score(malignancy_reading.reread(detection, "mean"))
 
 
 # Each reading names the boxes; the served rules then decide the image's category (the top box's)
 # and what the annotator is shown (top1-only).
 CATEGORY_READINGS = list(category_reading.READINGS)
-MALIGNANCY_READINGS: dict[str, Callable[[Detection], float]] = {
+IMAGE_MALIGNANCY_READINGS: dict[str, Callable[[Detection], float]] = {
     "top": served.malignancy_score, "weighted": weighted_malignancy, "max3": max3_malignancy,
     "top-mean": top_mean_malignancy}
 
@@ -74,8 +76,10 @@ def readings(report: Path) -> dict:
     # the images the reports' AUC ranks (BrEaST's normal image too, as not malignant; item 26 left it out)
     proven = [i for i, r in enumerate(records) if r.pathology]
     malignant = [records[i].pathology == "malignant" for i in proven]
-    for name, read in MALIGNANCY_READINGS.items():
-        result[f"auc_{name}"] = metrics.auc(malignant, [read(detections[i]) for i in proven])
+    read_as = malignancy_read_as(report)
+    for name, read in IMAGE_MALIGNANCY_READINGS.items():
+        twice = name == "top-mean" and read_as == "mean"  # its detections are already read so
+        result[f"auc_{name}"] = None if twice else metrics.auc(malignant, [read(detections[i]) for i in proven])
     return result
 
 
@@ -95,10 +99,10 @@ def main(argv: list[str] | None = None) -> int:
     results = {str(report): readings(report) for report in args.reports}
     print(tabulate([[report, r["images"],
                      *(_category_cell(r[c]) for c in CATEGORY_READINGS),
-                     *(_cell(r[f"auc_{m}"], ".3f") for m in MALIGNANCY_READINGS)]
+                     *(_cell(r[f"auc_{m}"], ".3f") for m in IMAGE_MALIGNANCY_READINGS)]
                     for report, r in results.items()],
                    ["report", "images", *(f"category by {c}" for c in CATEGORY_READINGS),
-                    *(f"AUC, {m}" for m in MALIGNANCY_READINGS)], tablefmt="github"))
+                    *(f"AUC, {m}" for m in IMAGE_MALIGNANCY_READINGS)], tablefmt="github"))
     print(json.dumps(results))
     return 0
 

@@ -236,6 +236,13 @@ def scored_classes(report: str | Path) -> list[str]:
     return json.loads((Path(report) / "metrics.json").read_text())["classes"]
 
 
+def malignancy_read_as(report: str | Path) -> str:
+    """The malignancy reading a report's kept detections carry (``model.malignancy_reading``);
+    reports written before it was recorded read the box classifier's pathology head alone."""
+    readings = json.loads((Path(report) / "metrics.json").read_text()).get("readings", {})
+    return readings.get("malignancy", "pathology")
+
+
 def write_report(evaluation: Evaluation, out: str | Path, model_dir: str, data: str) -> Path:
     """Write the report directory ``out`` (replaced as a whole, never half-written)."""
     m = evaluation.metrics

@@ -114,6 +114,17 @@ def test_predict_shows_each_boxs_malignancy_where_the_model_has_a_box_classifier
             [[malignancy_note(m)] for m in detection.malignancy[:3]]  # each region its own box's
         shown += len(prediction["result"])
     assert shown > 0
+    # MALIGNANCY_READING=mean: each note the classifier's P(malignant) averaged with the box's categories
+    averaged = create_app(replace(served, malignancy_reading="mean")).test_client()
+    mean_answer = averaged.post("/predict", json=body).get_json()
+    mean_local = Predictor(classified_tiny_model, score_threshold=LOW_SCORE, max_boxes=20, bf16=False,
+                           box_voting_iou=served.box_voting, malignancy_reading="mean")
+    mean_detections = mean_local([busbra_dir / "Images" / n for n in names], batch_size=served.predict_batch)
+    for prediction, detection in zip(mean_answer["results"], mean_detections):
+        assert [r["meta"]["text"] for r in prediction["result"]] == \
+            [[malignancy_note(m)] for m in detection.malignancy[:3]]
+    notes = [[r["meta"]["text"] for p in a["results"] for r in p["result"]] for a in (answer, mean_answer)]
+    assert notes[1] and notes[1] != notes[0]
     detector_alone = shutil.copytree(classified_tiny_model, tmp_path / "alone")
     shutil.rmtree(detector_alone / "box_classifier")
     install_model(settings, 3, detector_alone, "without")  # no classifier: no meta

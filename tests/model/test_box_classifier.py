@@ -67,8 +67,10 @@ def test_the_mean_reading_sets_each_boxs_categories_beside_its_pathology_head(cl
     from model.malignancy_reading import category_mass
 
     images = [r.path for r in records[:3]]
-    alone = Predictor(classified_tiny_model, score_threshold=0.0, bf16=False)(images)
-    beside = Predictor(classified_tiny_model, score_threshold=0.0, bf16=False, malignancy_reading="mean")(images)
+    # voting as served: each box's P(malignant) is read where the detector put it, then the boxes move
+    alone = Predictor(classified_tiny_model, score_threshold=0.0, bf16=False, box_voting_iou=BOX_VOTING_IOU)(images)
+    beside = Predictor(classified_tiny_model, score_threshold=0.0, bf16=False, box_voting_iou=BOX_VOTING_IOU,
+                       malignancy_reading="mean")(images)
     checked = 0
     for served, mean in zip(alone, beside):  # the same boxes and names: only P(malignant) is read otherwise
         assert mean.boxes == served.boxes and mean.class_scores == served.class_scores
@@ -89,6 +91,12 @@ def test_birads_predict_prints_each_boxs_malignancy_from_the_pathology_head(clas
     named = Predictor(classified_tiny_model, score_threshold=0.0, bf16=False,  # votes as `birads` does
                       box_voting_iou=BOX_VOTING_IOU)([image])[0]
     assert line["boxes"] and [b["malignancy"] for b in line["boxes"]] == pytest.approx(named.malignancy, abs=1e-4)
+    assert main(["predict", "--model", str(classified_tiny_model), "--score-threshold", "0", "--no-bf16",
+                 "--malignancy-reading", "mean", image]) == 0
+    mean = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    averaged = Predictor(classified_tiny_model, score_threshold=0.0, bf16=False, box_voting_iou=BOX_VOTING_IOU,
+                         malignancy_reading="mean")([image])[0]
+    assert [b["malignancy"] for b in mean["boxes"]] == pytest.approx(averaged.malignancy, abs=1e-4)
     assert main(["predict", "--model", str(classified_tiny_model), "--score-threshold", "0", "--no-bf16",
                  "--no-box-classifier", image]) == 0
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])

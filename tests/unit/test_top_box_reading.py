@@ -1,5 +1,6 @@
 """scripts/top_box_reading.py: other readings of a report's kept detections, with no model."""
 
+import json
 from dataclasses import replace
 
 import pytest
@@ -30,8 +31,9 @@ def test_a_split_softmax_is_read_by_its_median_and_malignancy_three_ways(reading
         malignant = record.pathology == "malignant"
         # a doubtful box far off with the opposite malignancy: only the readings over all boxes see it
         decoy = Box(0, 0, 4, 4, "2", 0.85 if malignant else 0.1)
+        decoy_scores = {"2": 0.0, "3": 0.0, "4": 0.0, "5": 1.0}  # read by no top-box reading
         detections.append(Detection((lesion, decoy), record.width, record.height,
-                                    class_scores=(scores, scores),
+                                    class_scores=(scores, decoy_scores),
                                     malignancy=(0.8 if malignant else 0.2, 0.0 if malignant else 1.0)))
     report = write_report(evaluate(records, detections, CLASSES, decision="top"), tmp_path / "r", "m", "busbra")
 
@@ -47,12 +49,18 @@ def test_a_split_softmax_is_read_by_its_median_and_malignancy_three_ways(reading
     # score-weighted, malignant: (0.9 x 0.8 + 0.85 x 0) / 1.75 = 0.41; benign: (0.9 x 0.2 + 0.1 x 1) / 1.0
     assert reading.weighted_malignancy(detections[0]) == pytest.approx(0.28)
     assert result["auc_weighted"] == 1.0
-    # top-mean: the top box's P(malignant) beside the detector's mass at 4 or above on it (0.2 for
-    # the 3s, 0.7 for the 5s), averaged; the decoy's class scores are not read
+    # top-mean: the top box's P(malignant) averaged with its mass at 4 or above (0.2 for the 3s,
+    # 0.7 for the 5s); the decoy's (1.0) is not read. Malignant (0.8 + mass) / 2 >= 0.5 > benign
+    # (0.2 + mass) / 2 <= 0.45: all ranked right
     for record, detection in zip(records, detections):
         mass = 0.2 if record.birads == "3" else 0.7
         assert reading.top_mean_malignancy(detection) == pytest.approx((detection.malignancy[0] + mass) / 2)
-    assert 0.0 <= result["auc_top-mean"] <= 1.0
+    assert result["auc_top-mean"] == 1.0
+    # a report whose P(malignant) was already read as the mean is not averaged with its categories again
+    metrics = json.loads((report / "metrics.json").read_text())
+    (report / "metrics.json").write_text(json.dumps({**metrics, "readings": {"malignancy": "mean"}}))
+    again = reading.readings(report)
+    assert again["auc_top-mean"] is None and again["auc_top"] == result["auc_top"]
 
     assert reading.main([str(report)]) == 0
     assert "category by median" in capsys.readouterr().out
