@@ -92,6 +92,21 @@ def test_a_starter_model_is_served_until_the_project_trains_its_own(settings, ti
     assert replay(checkpoint_only.test_client(), "setup").get_json() == {"model_version": "untrained"}
 
 
+def _pathology_head_at_one_half(model_dir, out):
+    """A copy of ``model_dir`` whose box classifier's pathology head says 0.5 of every box."""
+    import torch
+
+    from model.box_classifier import WEIGHTS
+
+    copy_dir = shutil.copytree(model_dir, out)
+    weights = copy_dir / "box_classifier" / WEIGHTS
+    state = torch.load(weights, map_location="cpu", weights_only=True)
+    state["malignant.weight"].zero_()
+    state["malignant.bias"].zero_()
+    torch.save(state, weights)
+    return copy_dir
+
+
 def test_predict_shows_each_boxs_malignancy_where_the_model_has_a_box_classifier(
         settings, classified_tiny_model, busbra_dir, tmp_path):
     from model.evaluation.evaluate import LOW_SCORE
@@ -114,17 +129,24 @@ def test_predict_shows_each_boxs_malignancy_where_the_model_has_a_box_classifier
             [[malignancy_note(m)] for m in detection.malignancy[:3]]  # each region its own box's
         shown += len(prediction["result"])
     assert shown > 0
-    # MALIGNANCY_READING=mean: each note the classifier's P(malignant) averaged with the box's categories
-    averaged = create_app(replace(served, malignancy_reading="mean")).test_client()
-    mean_answer = averaged.post("/predict", json=body).get_json()
-    mean_local = Predictor(classified_tiny_model, score_threshold=LOW_SCORE, max_boxes=20, bf16=False,
-                           box_voting_iou=served.box_voting, malignancy_reading="mean")
-    mean_detections = mean_local([busbra_dir / "Images" / n for n in names], batch_size=served.predict_batch)
-    for prediction, detection in zip(mean_answer["results"], mean_detections):
-        assert [r["meta"]["text"] for r in prediction["result"]] == \
-            [[malignancy_note(m)] for m in detection.malignancy[:3]]
-    notes = [[r["meta"]["text"] for p in a["results"] for r in p["result"]] for a in (answer, mean_answer)]
-    assert notes[1] and notes[1] != notes[0]
+    # MALIGNANCY_READING=mean: each note the classifier's P(malignant) averaged with the box's
+    # categories. The barely trained head says about 0.00 everywhere, so here it says 0.50, and
+    # the mean shows whatever mass the box's class scores put at 4 or above
+    halfway = _pathology_head_at_one_half(classified_tiny_model, tmp_path / "halfway")
+    install_model(settings, 4, halfway, "halfway")
+    images = [busbra_dir / "Images" / n for n in names]
+    notes = {}
+    for reading in ("pathology", "mean"):
+        answer = create_app(replace(served, malignancy_reading=reading)).test_client().post(
+            "/predict", json=dict(body, project="4.1795633085")).get_json()
+        local = Predictor(halfway, score_threshold=LOW_SCORE, max_boxes=20, bf16=False,
+                          box_voting_iou=served.box_voting, malignancy_reading=reading)
+        for prediction, detection in zip(answer["results"], local(images, batch_size=served.predict_batch)):
+            assert [r["meta"]["text"] for r in prediction["result"]] == \
+                [[malignancy_note(m)] for m in detection.malignancy[:3]]
+        notes[reading] = [r["meta"]["text"] for p in answer["results"] for r in p["result"]]
+    assert notes["pathology"] and set(map(tuple, notes["pathology"])) == {(malignancy_note(0.5),)}
+    assert notes["mean"] != notes["pathology"]
     detector_alone = shutil.copytree(classified_tiny_model, tmp_path / "alone")
     shutil.rmtree(detector_alone / "box_classifier")
     install_model(settings, 3, detector_alone, "without")  # no classifier: no meta
