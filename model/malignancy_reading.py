@@ -14,7 +14,7 @@ from dataclasses import replace
 from model import taxonomy
 from model.records import Detection
 
-SERVED_READING = "pathology"  # the backend's and `birads`'s default
+SERVED_READING = "mean"  # the backend's and `birads`'s default: higher AUC on 7 of 7 kept sets (item 45)
 READINGS = ("pathology", "mean")
 
 

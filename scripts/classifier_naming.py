@@ -1,7 +1,9 @@
 """Whether a box classifier should name a model's boxes: each box of an evaluation report's kept
 detections re-named by a freshly trained classifier (``BoxClassifier.refine`` at each blend), then
 scored as ``birads evaluate`` scores a model (docs/results.md item 42). Runs no detector, so it
-measures on a reference run's stored detections after its weights are gone.
+measures on a reference run's stored detections after its weights are gone. Each box keeps its
+stored P(malignant); on a report read with ``--malignancy-reading mean`` (the default since item
+45) that holds the box's class scores as they were before the re-naming.
 
     .venv/bin/python scripts/classifier_naming.py --data busbra:../shared/data/BUS-BRA \
         --splits fold1 fold2 fold3 --classes 2 3 5 --out runs/naming-no4 \

@@ -44,7 +44,8 @@ def test_predictor_renames_boxes_with_the_classifier(classified_tiny_model, reco
     # read by argmax: the classifier's own choice (the served median reading is tested in test_training)
     plain = Predictor(classified_tiny_model, score_threshold=0.0, bf16=False, box_classifier=False,
                       category_reading="argmax")
-    named = Predictor(classified_tiny_model, score_threshold=0.0, bf16=False, category_reading="argmax")
+    named = Predictor(classified_tiny_model, score_threshold=0.0, bf16=False, category_reading="argmax",
+                      malignancy_reading="pathology")  # the pathology head's own, to compare with it
     assert plain.box_classifier is None and named.box_classifier is not None
     checked = 0
     for path, before, after in zip(images, plain(images), named(images)):
@@ -68,7 +69,8 @@ def test_the_mean_reading_sets_each_boxs_categories_beside_its_pathology_head(cl
 
     images = [r.path for r in records[:3]]
     # voting as served: each box's P(malignant) is read where the detector put it, then the boxes move
-    alone = Predictor(classified_tiny_model, score_threshold=0.0, bf16=False, box_voting_iou=BOX_VOTING_IOU)(images)
+    alone = Predictor(classified_tiny_model, score_threshold=0.0, bf16=False, box_voting_iou=BOX_VOTING_IOU,
+                      malignancy_reading="pathology")(images)
     beside = Predictor(classified_tiny_model, score_threshold=0.0, bf16=False, box_voting_iou=BOX_VOTING_IOU,
                        malignancy_reading="mean")(images)
     checked = 0
@@ -92,11 +94,11 @@ def test_birads_predict_prints_each_boxs_malignancy_from_the_pathology_head(clas
                       box_voting_iou=BOX_VOTING_IOU)([image])[0]
     assert line["boxes"] and [b["malignancy"] for b in line["boxes"]] == pytest.approx(named.malignancy, abs=1e-4)
     assert main(["predict", "--model", str(classified_tiny_model), "--score-threshold", "0", "--no-bf16",
-                 "--malignancy-reading", "mean", image]) == 0
-    mean = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    averaged = Predictor(classified_tiny_model, score_threshold=0.0, bf16=False, box_voting_iou=BOX_VOTING_IOU,
-                         malignancy_reading="mean")([image])[0]
-    assert [b["malignancy"] for b in mean["boxes"]] == pytest.approx(averaged.malignancy, abs=1e-4)
+                 "--malignancy-reading", "pathology", image]) == 0
+    head = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    alone = Predictor(classified_tiny_model, score_threshold=0.0, bf16=False, box_voting_iou=BOX_VOTING_IOU,
+                      malignancy_reading="pathology")([image])[0]
+    assert [b["malignancy"] for b in head["boxes"]] == pytest.approx(alone.malignancy, abs=1e-4)
     assert main(["predict", "--model", str(classified_tiny_model), "--score-threshold", "0", "--no-bf16",
                  "--no-box-classifier", image]) == 0
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
