@@ -48,7 +48,7 @@ from model.box_classifier import (  # noqa: E402
 from model.category_reading import SERVED_READING, relabelled  # noqa: E402
 from model.config import cpu_name, resolve_device  # noqa: E402
 from model.evaluation.evaluate import evaluate  # noqa: E402
-from model.evaluation.report import read_detections, scored_classes  # noqa: E402
+from model.evaluation.report import read_detections, read_metrics  # noqa: E402
 from model.io import DataError  # noqa: E402
 from model.predict import as_rgb  # noqa: E402
 from model.records import Detection, ImageRecord  # noqa: E402
@@ -90,8 +90,8 @@ def renamed(detection: Detection, grey: np.ndarray, named_by: BoxClassifier) -> 
 
 def scoring(report: Path) -> dict:
     """How ``report`` was scored: its classes, image decision and thresholds (``evaluate``'s arguments)."""
-    m = json.loads((report / "metrics.json").read_text())
-    return {"classes": scored_classes(report), "decision": m["decision"],
+    m = read_metrics(report)
+    return {"classes": m["classes"], "decision": m["decision"],
             "score_threshold": m["score_threshold"], "biopsy_threshold": m["biopsy_threshold"]}
 
 

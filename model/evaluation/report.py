@@ -20,6 +20,7 @@ from model.io import StagedDirectory, read_image  # noqa: E402
 from model.records import MATCH_IOU, Detection, ImageRecord  # noqa: E402
 
 DETECTIONS = "detections.jsonl"
+METRICS = "metrics.json"
 PAPER = {  # Wang et al., Tables II and III
     "screening_paper": {"accuracy": 0.9810, "sensitivity": 0.9778, "specificity": 0.9813},
     "4A_vs_4B": {"accuracy": 0.9237, "sensitivity": 0.9834, "specificity": 0.8246},
@@ -231,23 +232,27 @@ def read_detections(report: str | Path) -> list[tuple[ImageRecord, Detection]]:
             for row in map(json.loads, lines)]
 
 
+def read_metrics(report: str | Path) -> dict:
+    """A report directory's metrics (what ``write_report`` wrote to its METRICS)."""
+    return json.loads((Path(report) / METRICS).read_text())
+
+
 def scored_classes(report: str | Path) -> list[str]:
     """The classes a report's images were scored on (its kept detections' categories roll up to them)."""
-    return json.loads((Path(report) / "metrics.json").read_text())["classes"]
+    return read_metrics(report)["classes"]
 
 
 def malignancy_read_as(report: str | Path) -> str:
     """The malignancy reading a report's kept detections carry (``model.malignancy_reading``);
     reports written before it was recorded read the box classifier's pathology head alone."""
-    readings = json.loads((Path(report) / "metrics.json").read_text()).get("readings", {})
-    return readings.get("malignancy", "pathology")
+    return read_metrics(report).get("readings", {}).get("malignancy", "pathology")
 
 
 def write_report(evaluation: Evaluation, out: str | Path, model_dir: str, data: str) -> Path:
     """Write the report directory ``out`` (replaced as a whole, never half-written)."""
     m = evaluation.metrics
     with StagedDirectory(out) as staging:
-        (staging / "metrics.json").write_text(json.dumps(m, indent=1))
+        (staging / METRICS).write_text(json.dumps(m, indent=1))
         (staging / DETECTIONS).write_text("".join(
             json.dumps({"record": r.to_dict(), "detection": d.to_dict()}, default=float) + "\n"
             for r, d in zip(evaluation.records, evaluation.detections)))
