@@ -180,7 +180,8 @@ def test_rescoring_ranks_boxes_by_the_classifiers_p_lesion_scores_kept(tmp_path,
                          replace(SETTINGS, rescore=0.5, misplaced_share=0.5))
     images = [r.path for r in records]
     plain = Predictor(model, score_threshold=0.0, bf16=False, box_classifier=False)
-    rescored = Predictor(model, score_threshold=0.0, bf16=False)
+    rescored = Predictor(model, score_threshold=0.0, bf16=False,
+                         malignancy_reading="pathology")  # the head's own, to compare with it
     checked = 0
     for path, before, after in zip(images, plain(images), rescored(images)):
         # the same boxes, scores and order as the detector's: what a threshold shows is unchanged
