@@ -3,19 +3,22 @@ detections re-named by a freshly trained classifier (``BoxClassifier.refine`` at
 scored as ``birads evaluate`` scores a model (docs/results.md item 42). Runs no detector, so it
 measures on a reference run's stored detections after its weights are gone. Each box keeps its
 stored P(malignant); on a report read with ``--malignancy-reading mean`` (the default since item
-45) that holds the box's class scores as they were before the re-naming.
+45) that holds the box's class scores as they were before the re-naming. With ``--reread`` the
+classifier also gives each box its rank (which box is the top box) and its P(malignant), read as
+served (``malignancy_reading.SERVED_READING``): the whole of what a reference model's classifier
+lends its detector, to compare classifiers trained otherwise (``--epochs``; item 46).
 
     .venv/bin/python scripts/classifier_naming.py --data busbra:../shared/data/BUS-BRA \
         --splits fold1 fold2 fold3 --classes 2 3 5 --out runs/naming-no4 \
-        --reports REPORT [REPORT...] [--seeds 42 43 44] [--blends 0 0.5 1]
+        --reports REPORT [REPORT...] [--seeds 42 43 44] [--blends 0 0.5 1] [--epochs 30] [--reread]
 
 A REPORT is a directory with the report's ``metrics.json`` and ``detections.jsonl``. One
 classifier per seed, trained on ``--splits`` with the reference stage's settings (misplaced
-background crops at 0.5) and kept in ``OUT/seed-N/`` (a rerun with the same classes and settings
-loads it). Only the categories and class scores change: each box keeps its place, score, rank and
-malignancy, and each report is scored with its own decision and thresholds, so blend 0 reproduces
-the report. ``OUT/rows.jsonl`` holds a row per (report, seed, blend), written as each is scored;
-``OUT/summary.md`` their table.
+background crops at 0.5, ranks by P(lesion) at 0.5) and kept in ``OUT/seed-N/`` (a rerun with the
+same classes and settings loads it). Without ``--reread`` only the categories and class scores
+change: each box keeps its place, score, rank and malignancy, and each report is scored with its
+own decision and thresholds, so blend 0 reproduces the report. ``OUT/rows.jsonl`` holds a row
+per (report, seed, blend), written as each is scored; ``OUT/summary.md`` their table.
 """
 
 from __future__ import annotations
@@ -50,11 +53,14 @@ from model.config import cpu_name, resolve_device  # noqa: E402
 from model.evaluation.evaluate import evaluate  # noqa: E402
 from model.evaluation.report import read_detections, read_metrics  # noqa: E402
 from model.io import DataError  # noqa: E402
+from model.malignancy_reading import SERVED_READING as SERVED_MALIGNANCY  # noqa: E402
+from model.malignancy_reading import reread  # noqa: E402
 from model.predict import as_rgb  # noqa: E402
 from model.records import Detection, ImageRecord  # noqa: E402
 
-# The reference stage's classifier (scripts/reference_model.sh): background crops beside lesions.
-TRAINING = BoxClassifierSettings(misplaced_share=0.5)
+# The reference stage's classifier (scripts/reference_model.sh): background crops beside lesions,
+# its P(lesion) half of each box's rank.
+TRAINING = BoxClassifierSettings(misplaced_share=0.5, rescore=0.5)
 
 
 def _kept(folder: Path, classes: list[str], settings: BoxClassifierSettings) -> bool:
@@ -65,27 +71,31 @@ def _kept(folder: Path, classes: list[str], settings: BoxClassifierSettings) -> 
     return meta["classes"] == [*classes, BACKGROUND] and recorded_settings(meta["settings"]) == asdict(settings)
 
 
-def seed_classifier(records: list[ImageRecord], classes: list[str], seed: int, out: Path) -> BoxClassifier:
-    """Seed ``seed``'s classifier of ``classes``, trained into ``out/seed-N`` unless one of the same
-    classes and settings is there already."""
-    folder, settings = out / f"seed-{seed}", replace(TRAINING, seed=seed)
+def seed_classifier(records: list[ImageRecord], classes: list[str], seed: int, out: Path,
+                    epochs: int | None = None) -> BoxClassifier:
+    """Seed ``seed``'s classifier of ``classes`` (``epochs`` long, else ``TRAINING``'s), trained into
+    ``out/seed-N`` unless one of the same classes and settings is there already."""
+    folder, settings = out / f"seed-{seed}", replace(TRAINING, seed=seed, epochs=epochs or TRAINING.epochs)
     if not _kept(folder, classes, settings):
         folder.mkdir(parents=True, exist_ok=True)
         train_box_classifier(records, folder, classes, settings)
     return BoxClassifier(folder / DIRNAME, classes, resolve_device("auto"))
 
 
-def renamed(detection: Detection, grey: np.ndarray, named_by: BoxClassifier) -> Detection:
+def renamed(detection: Detection, grey: np.ndarray, named_by: BoxClassifier, rereads: bool = False) -> Detection:
     """``detection`` with its boxes' categories and class scores from ``named_by`` (its blend), then
-    read as the predictor reads them; places, scores, ranks and malignancy kept."""
+    read as the predictor reads them; places and scores kept, ranks and malignancy too unless
+    ``rereads``: then those are ``named_by``'s, P(malignant) read as served."""
     if not detection.boxes:
         return detection
     if len(detection.class_scores) != len(detection.boxes):
         raise DataError(f"{len(detection.boxes)} boxes with {len(detection.class_scores)} sets of class "
                         "scores: a classifier blends with the detector's, so each box needs its own")
-    boxes, class_scores, _, _ = named_by.refine(grey, detection.boxes, detection.class_scores)
-    return relabelled(replace(detection, boxes=tuple(boxes), class_scores=tuple(class_scores)),
-                      SERVED_READING)
+    boxes, class_scores, malignancy, ranks = named_by.refine(grey, detection.boxes, detection.class_scores)
+    named = replace(detection, boxes=tuple(boxes), class_scores=tuple(class_scores))
+    if rereads:
+        named = reread(replace(named, malignancy=tuple(malignancy), ranks=tuple(ranks)), SERVED_MALIGNANCY)
+    return relabelled(named, SERVED_READING)
 
 
 def scoring(report: Path) -> dict:
@@ -96,10 +106,12 @@ def scoring(report: Path) -> dict:
 
 
 def figures(records: list[ImageRecord], detections: list[Detection], scored: dict) -> dict[str, float | None]:
-    """What item 42's rule reads, scored as ``scored`` (``scoring``) says."""
+    """What items 42 and 46's rules read, scored as ``scored`` (``scoring``) says."""
     m = evaluate(records, detections, **scored).metrics
     table = m["screening_paper"]
     return {"accuracy": m["category_accuracy"], "kappa": m["category_kappa"],
+            "auc": m["screening"]["auc"], "top_box_on_lesion": m["top_box"]["on_lesion"],
+            "ap50_lesion": m["ap50_lesion"],
             "table_ii_sen": table["sensitivity"], "table_ii_spe": table["specificity"],
             "table_ii_balanced": (table["sensitivity"] + table["specificity"]) / 2
             if table["sensitivity"] is not None and table["specificity"] is not None else None,
@@ -115,6 +127,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reports", nargs="+", required=True, type=Path)
     parser.add_argument("--seeds", nargs="+", type=int, default=[42, 43, 44])
     parser.add_argument("--blends", nargs="+", type=float, default=[0.0, 0.5, 1.0])
+    parser.add_argument("--epochs", type=int, default=TRAINING.epochs, help="the classifiers' schedule")
+    parser.add_argument("--reread", action="store_true",
+                        help="each box's rank and P(malignant) from the classifier too (else the report's)")
     parser.add_argument("--out", required=True, type=Path)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -128,14 +143,15 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "rows.jsonl").write_text("")  # this run's rows (a kept classifier is not trained again)
     for seed in args.seeds:
         started = time.perf_counter()
-        named_by = seed_classifier(training, args.classes, seed, args.out)
+        named_by = seed_classifier(training, args.classes, seed, args.out, args.epochs)
         print(f"seed {seed}: classifier ready in {time.perf_counter() - started:.0f} s", flush=True)
         for blend in args.blends:
             named_by.settings = replace(named_by.settings, blend=blend)
             for report, pairs in reports.items():
                 records = [r for r, _ in pairs]
-                detections = [renamed(d, greys[r.image_id], named_by) for r, d in pairs]
-                row = {"report": str(report), "seed": seed, "blend": blend, "cpu": cpu_name(),
+                detections = [renamed(d, greys[r.image_id], named_by, args.reread) for r, d in pairs]
+                row = {"report": str(report), "seed": seed, "blend": blend, "epochs": args.epochs,
+                       "reread": args.reread, "cpu": cpu_name(),
                        **figures(records, detections, scored[report])}
                 rows.append(row)
                 with (args.out / "rows.jsonl").open("a") as log:

@@ -7,9 +7,9 @@ from dataclasses import replace
 import pytest
 
 from model import datasets, taxonomy
-from model.box_classifier import BoxClassifierSettings
 from model.evaluation.evaluate import evaluate
 from model.io import DataError
+from model.malignancy_reading import category_mass
 from model.records import Box, Detection
 from tests.scripts import load_script
 
@@ -21,7 +21,7 @@ CLASSES = ["2", "3", "4", "5"]
 def naming(monkeypatch):
     script = load_script("classifier_naming")
     # a barely trained classifier: plumbing, not accuracy
-    monkeypatch.setattr(script, "TRAINING", BoxClassifierSettings(crop_size=32, epochs=2, batch_size=4, bf16=False))
+    monkeypatch.setattr(script, "TRAINING", replace(script.TRAINING, crop_size=32, epochs=2, batch_size=4, bf16=False))
     return script
 
 
@@ -88,3 +88,37 @@ def test_blend_0_reproduces_the_report_and_blend_1_names_boxes_by_the_classifier
     assert "table_ii_balanced" in (out / "summary.md").read_text()
     monkeypatch.setattr(naming, "TRAINING", replace(naming.TRAINING, epochs=1))
     assert naming.main(argv) == 0 and trained == [1]  # kept, but of another recipe: trained again
+
+
+def test_reread_gives_each_box_the_classifiers_rank_and_served_malignancy(naming, report, busbra_dir, tmp_path):
+    """Item 46: with --reread a box's rank (which box is on top) and P(malignant) are the new
+    classifier's, the latter read as served (averaged with the box's class-score mass at 4 or
+    above); its place, score and category (blend 0) stay the detector's."""
+    out = tmp_path / "out"
+    argv = ["--data", f"busbra:{busbra_dir}", "--splits", "fold1", "fold2", "--classes", *CLASSES,
+            "--reports", str(report), "--seeds", "42", "--blends", "0", "--epochs", "3", "--reread",
+            "--out", str(out)]
+    assert naming.main(argv) == 0
+    [row] = [json.loads(line) for line in (out / "rows.jsonl").read_text().splitlines()]
+    assert row["reread"] and row["epochs"] == 3
+    named_by = naming.seed_classifier([], CLASSES, 42, out, epochs=3)  # kept from the run
+    assert named_by.settings.epochs == 3 and named_by.settings.rescore == 0.5
+    pairs = naming.read_detections(report)
+    records, stored = [r for r, _ in pairs], [d for _, d in pairs]
+    greys = {r.image_id: naming.cv2.cvtColor(naming.as_rgb(r.path), naming.cv2.COLOR_RGB2GRAY) for r in records}
+    reread = []
+    for record, detection in zip(records, stored):
+        grey = greys[record.image_id]
+        after = naming.renamed(detection, grey, named_by, rereads=True)
+        kept = naming.renamed(detection, grey, named_by)
+        assert (kept.ranks, kept.malignancy) == (detection.ranks, detection.malignancy) == ((), ())
+        assert [(b.x0, b.y0, b.x1, b.y1, b.score, b.category) for b in after.boxes] == \
+            [(b.x0, b.y0, b.x1, b.y1, b.score, b.category) for b in kept.boxes]
+        opinions, malignancy = named_by.opinions(grey, detection.boxes)
+        for number, (box, opinion, head) in enumerate(zip(detection.boxes, opinions, malignancy)):
+            assert after.ranks[number] == pytest.approx((box.score * (1 - opinion["background"])) ** 0.5)
+            assert after.malignancy[number] == pytest.approx((head + category_mass(detection, number)) / 2)
+        reread.append(after)
+    figures = naming.figures(records, reread, naming.scoring(report))
+    assert row["auc"] == figures["auc"] and row["top_box_on_lesion"] == figures["top_box_on_lesion"]
+    assert 0.0 <= row["auc"] <= 1.0
