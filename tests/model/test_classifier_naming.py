@@ -103,6 +103,7 @@ def test_reread_gives_each_box_the_classifiers_rank_and_served_malignancy(naming
     assert row["reread"] and row["epochs"] == 3
     named_by = naming.seed_classifier([], CLASSES, 42, out, epochs=3)  # kept from the run
     assert named_by.settings.epochs == 3 and named_by.settings.rescore == 0.5
+    named_by.settings = replace(named_by.settings, blend=0.0)  # as the run read them
     pairs = naming.read_detections(report)
     records, stored = [r for r, _ in pairs], [d for _, d in pairs]
     greys = {r.image_id: naming.cv2.cvtColor(naming.as_rgb(r.path), naming.cv2.COLOR_RGB2GRAY) for r in records}
@@ -114,6 +115,8 @@ def test_reread_gives_each_box_the_classifiers_rank_and_served_malignancy(naming
         assert (kept.ranks, kept.malignancy) == (detection.ranks, detection.malignancy) == ((), ())
         assert [(b.x0, b.y0, b.x1, b.y1, b.score, b.category) for b in after.boxes] == \
             [(b.x0, b.y0, b.x1, b.y1, b.score, b.category) for b in kept.boxes]
+        for scores, stored_scores in zip(after.class_scores, detection.class_scores):  # blend 0: the detector's
+            assert scores == pytest.approx(stored_scores)
         opinions, malignancy = named_by.opinions(grey, detection.boxes)
         for number, (box, opinion, head) in enumerate(zip(detection.boxes, opinions, malignancy)):
             assert after.ranks[number] == pytest.approx((box.score * (1 - opinion["background"])) ** 0.5)
