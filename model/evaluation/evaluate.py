@@ -71,7 +71,8 @@ def malignancy_score(detection: Detection, threshold: str = taxonomy.BIOPSY_THRE
     """How strongly the model suggests biopsy. With a box classifier, the P(malignant) of the
     image's most confident box (the image's lesion, as the paper classifies it) as the predictor
     read it (``model.malignancy_reading``: the classifier's pathology head, trained on biopsy and
-    follow-up outcomes, alone or beside the detector's categories). Without one, ``category_malignancy``."""
+    follow-up outcomes, alone or averaged with the box's class-score mass at 4 or above). Without
+    one, ``category_malignancy``."""
     top = detection.top()
     malignancy = detection.malignancy_of(top) if top is not None else None
     return category_malignancy(detection, threshold) if malignancy is None else malignancy
