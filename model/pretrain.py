@@ -580,6 +580,22 @@ def crop_opinions(model: CropClassifier, batch: torch.Tensor, flip: bool,
     return classes, malignancy
 
 
+class ProbabilityMean(nn.Module):
+    """Crop classifiers read as one: their class and malignancy probabilities averaged, handed back
+    as log-probabilities and a logit, which ``crop_opinions``' softmax and sigmoid turn back into
+    the averages."""
+
+    def __init__(self, members: list[nn.Module]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, images: torch.Tensor, geometry: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        outputs = [member(images, geometry) for member in self.members]
+        classes = torch.stack([torch.softmax(c.float(), 1) for c, _ in outputs]).mean(0)
+        malignant = torch.stack([torch.sigmoid(m.float()) for _, m in outputs]).mean(0)
+        return classes.clamp_min(1e-12).log(), torch.logit(malignant, eps=1e-6)
+
+
 @torch.no_grad()
 def evaluate_crops(model: CropClassifier, records: list[ImageRecord], classes: list[str],
                    settings: CropTraining, device: str = "cpu") -> dict:

@@ -10,7 +10,7 @@ lends its detector, to compare classifiers trained otherwise (``--epochs``; item
 
     .venv/bin/python scripts/classifier_naming.py --data busbra:../shared/data/BUS-BRA \
         --splits fold1 fold2 fold3 --classes 2 3 5 --out runs/naming-no4 \
-        --reports REPORT [REPORT...] [--seeds 42 43 44] [--blends 0 0.5 1] [--epochs 30] [--reread]
+        --reports REPORT [REPORT...] [--seeds 42 43 44] [--blends 0 0.5 1] [--epochs 30] [--reread] [--ensemble]
 
 A REPORT is a directory with the report's ``metrics.json`` and ``detections.jsonl``. One
 classifier per seed, trained on ``--splits`` with the reference stage's settings (misplaced
@@ -24,6 +24,7 @@ per (report, seed, blend), written as each is scored; ``OUT/summary.md`` their t
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import logging
 import sys
@@ -56,6 +57,7 @@ from model.io import DataError  # noqa: E402
 from model.malignancy_reading import SERVED_READING as SERVED_MALIGNANCY  # noqa: E402
 from model.malignancy_reading import reread  # noqa: E402
 from model.predict import as_rgb  # noqa: E402
+from model.pretrain import ProbabilityMean  # noqa: E402
 from model.records import Detection, ImageRecord  # noqa: E402
 
 # The reference stage's classifier (scripts/reference_model.sh): background crops beside lesions,
@@ -80,6 +82,14 @@ def seed_classifier(records: list[ImageRecord], classes: list[str], seed: int, o
         folder.mkdir(parents=True, exist_ok=True)
         train_box_classifier(records, folder, classes, settings)
     return BoxClassifier(folder / DIRNAME, classes, resolve_device("auto"))
+
+
+def ensemble(members: list[BoxClassifier]) -> BoxClassifier:
+    """``members`` read as one: each box's category, background and malignancy probabilities the
+    mean of theirs (``ProbabilityMean``, as item 34's crop learners); the first member's settings."""
+    joined = copy.copy(members[0])
+    joined.model = ProbabilityMean([member.model for member in members]).eval()
+    return joined
 
 
 def renamed(detection: Detection, grey: np.ndarray, named_by: BoxClassifier, rereads: bool = False) -> Detection:
@@ -130,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=TRAINING.epochs, help="the classifiers' schedule")
     parser.add_argument("--reread", action="store_true",
                         help="each box's rank and P(malignant) from the classifier too (else the report's)")
+    parser.add_argument("--ensemble", action="store_true",
+                        help="also the seeds' classifiers read as one, their probabilities averaged (item 48)")
     parser.add_argument("--out", required=True, type=Path)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -139,12 +151,11 @@ def main(argv: list[str] | None = None) -> int:
     scored = {report: scoring(report) for report in args.reports}
     greys = {r.image_id: cv2.cvtColor(as_rgb(r.path), cv2.COLOR_RGB2GRAY)  # as the predictor
              for pairs in reports.values() for r, _ in pairs}
-    rows = []
+    rows: list[dict] = []
     (args.out / "rows.jsonl").write_text("")  # this run's rows (a kept classifier is not trained again)
-    for seed in args.seeds:
-        started = time.perf_counter()
-        named_by = seed_classifier(training, args.classes, seed, args.out, args.epochs)
-        print(f"seed {seed}: classifier ready in {time.perf_counter() - started:.0f} s", flush=True)
+
+    def score(named_by: BoxClassifier, seed: int | str) -> None:
+        """Each report re-read by ``named_by`` at each blend: a row each, logged as it is scored."""
         for blend in args.blends:
             named_by.settings = replace(named_by.settings, blend=blend)
             for report, pairs in reports.items():
@@ -157,6 +168,15 @@ def main(argv: list[str] | None = None) -> int:
                 with (args.out / "rows.jsonl").open("a") as log:
                     log.write(json.dumps(row) + "\n")
                 print(json.dumps(row), flush=True)
+
+    members = []
+    for seed in args.seeds:
+        started = time.perf_counter()
+        members.append(seed_classifier(training, args.classes, seed, args.out, args.epochs))
+        print(f"seed {seed}: classifier ready in {time.perf_counter() - started:.0f} s", flush=True)
+        score(members[-1], seed)
+    if args.ensemble and len(members) > 1:
+        score(ensemble(members), "+".join(str(seed) for seed in args.seeds))
     (args.out / "summary.md").write_text(tabulate(rows, headers="keys", tablefmt="github", floatfmt=".4f") + "\n")
     return 0
 

@@ -32,7 +32,7 @@ sys.path.insert(0, str(REPO))
 from model import datasets  # noqa: E402
 from model.box_classifier import BoxClassifierSettings, recorded_settings, seeded  # noqa: E402
 from model.config import cpu_name, resolve_device, use_bf16  # noqa: E402
-from model.pretrain import crop_classes, evaluate_crops, fit_crop_classifier  # noqa: E402
+from model.pretrain import ProbabilityMean, crop_classes, evaluate_crops, fit_crop_classifier  # noqa: E402
 
 FOLDS = ["fold1", "fold2", "fold3", "fold4"]
 # One lever each, against the box classifier's defaults ("stretch"; rows logged before item 27
@@ -78,22 +78,6 @@ def member_arm(seed: int) -> str:
 MEMBER_ARMS = [name for lever in ARMS.values() for name in
                [*(member_arm(s) for s in lever.get("seeds", ()) if s != DEFAULT_SEED),
                 *(["ensemble-2"] if "seeds" in lever else [])]]
-
-
-class ProbabilityMean(nn.Module):
-    """Crop classifiers read as one: their class and malignancy probabilities averaged, handed back
-    as log-probabilities and a logit, which ``crop_opinions``' softmax and sigmoid turn back into
-    the averages."""
-
-    def __init__(self, members: list[nn.Module]) -> None:
-        super().__init__()
-        self.members = nn.ModuleList(members)
-
-    def forward(self, images: torch.Tensor, geometry: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        outputs = [member(images, geometry) for member in self.members]
-        classes = torch.stack([torch.softmax(c.float(), 1) for c, _ in outputs]).mean(0)
-        malignant = torch.stack([torch.sigmoid(m.float()) for _, m in outputs]).mean(0)
-        return classes.clamp_min(1e-12).log(), torch.logit(malignant, eps=1e-6)
 
 
 def _scores(model: nn.Module, held_out: list, classes: list[str], settings: BoxClassifierSettings,

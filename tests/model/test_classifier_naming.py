@@ -125,3 +125,32 @@ def test_reread_gives_each_box_the_classifiers_rank_and_served_malignancy(naming
     figures = naming.figures(records, reread, naming.scoring(report))
     assert row["auc"] == figures["auc"] and row["top_box_on_lesion"] == figures["top_box_on_lesion"]
     assert 0.0 <= row["auc"] <= 1.0
+
+
+def test_an_ensemble_reads_each_box_by_the_mean_of_its_members(naming, report, busbra_dir, tmp_path):
+    """Item 48: --ensemble also scores the seeds' classifiers read as one, each box's category,
+    background and malignancy probabilities the mean of the members'."""
+    out = tmp_path / "out"
+    argv = ["--data", f"busbra:{busbra_dir}", "--splits", "fold1", "fold2", "--classes", *CLASSES,
+            "--reports", str(report), "--seeds", "42", "43", "--blends", "0", "--reread", "--ensemble",
+            "--out", str(out)]
+    assert naming.main(argv) == 0
+    rows = [json.loads(line) for line in (out / "rows.jsonl").read_text().splitlines()]
+    assert [r["seed"] for r in rows] == [42, 43, "42+43"]
+    members = [naming.seed_classifier([], CLASSES, seed, out) for seed in (42, 43)]  # kept from the run
+    joined = naming.ensemble(members)
+    assert joined.model is not members[0].model and joined.settings == members[0].settings
+    pairs = naming.read_detections(report)
+    records, stored = [r for r, _ in pairs], [d for _, d in pairs]
+    greys = {r.image_id: naming.cv2.cvtColor(naming.as_rgb(r.path), naming.cv2.COLOR_RGB2GRAY) for r in records}
+    for record, detection in zip(records, stored):
+        grey = greys[record.image_id]
+        (first, first_malignancy), (second, second_malignancy) = (m.opinions(grey, detection.boxes) for m in members)
+        both, both_malignancy = joined.opinions(grey, detection.boxes)
+        assert both_malignancy == pytest.approx([(a + b) / 2 for a, b in zip(first_malignancy, second_malignancy)],
+                                                abs=1e-5)
+        for mean, a, b in zip(both, first, second):
+            assert mean == pytest.approx({c: (a[c] + b[c]) / 2 for c in a}, abs=1e-5)
+    joined.settings = replace(joined.settings, blend=0.0)  # as the run read them
+    reread = [naming.renamed(d, greys[r.image_id], joined, rereads=True) for r, d in zip(records, stored)]
+    assert rows[2]["auc"] == naming.figures(records, reread, naming.scoring(report))["auc"]
