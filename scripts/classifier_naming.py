@@ -6,7 +6,8 @@ stored P(malignant); on a report read with ``--malignancy-reading mean`` (the de
 45) that holds the box's class scores as they were before the re-naming. With ``--reread`` the
 classifier also gives each box its rank (which box is the top box) and its P(malignant), read as
 served (``malignancy_reading.SERVED_READING``): the whole of what a reference model's classifier
-lends its detector, to compare classifiers trained otherwise (``--epochs``; item 46).
+lends its detector, to compare classifiers trained otherwise (``--epochs``; item 46). With
+``--ensemble`` the seeds' classifiers are also read as one, their probabilities averaged (item 48).
 
     .venv/bin/python scripts/classifier_naming.py --data busbra:../shared/data/BUS-BRA \
         --splits fold1 fold2 fold3 --classes 2 3 5 --out runs/naming-no4 \
