@@ -7,11 +7,13 @@ stored P(malignant); on a report read with ``--malignancy-reading mean`` (the de
 classifier also gives each box its rank (which box is the top box) and its P(malignant), read as
 served (``malignancy_reading.SERVED_READING``): the whole of what a reference model's classifier
 lends its detector, to compare classifiers trained otherwise (``--epochs``; item 46). With
-``--ensemble`` the seeds' classifiers are also read as one, their probabilities averaged (item 48).
+``--ensemble`` the seeds' classifiers are also read as one, their probabilities averaged (item 48);
+with ``--flip-at-test`` every classifier reads each crop and its mirror image (item 49).
 
     .venv/bin/python scripts/classifier_naming.py --data busbra:../shared/data/BUS-BRA \
         --splits fold1 fold2 fold3 --classes 2 3 5 --out runs/naming-no4 \
         --reports REPORT [REPORT...] [--seeds 42 43 44] [--blends 0 0.5 1] [--epochs 30] [--reread] [--ensemble]
+        [--flip-at-test]
 
 A REPORT is a directory with the report's ``metrics.json`` and ``detections.jsonl``. One
 classifier per seed, trained on ``--splits`` with the reference stage's settings (misplaced
@@ -143,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="each box's rank and P(malignant) from the classifier too (else the report's)")
     parser.add_argument("--ensemble", action="store_true",
                         help="also the seeds' classifiers read as one, their probabilities averaged (item 48)")
+    parser.add_argument("--flip-at-test", action="store_true",
+                        help="each crop read with its mirror image, the two averaged (item 49)")
     parser.add_argument("--out", required=True, type=Path)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -158,12 +162,12 @@ def main(argv: list[str] | None = None) -> int:
     def score(named_by: BoxClassifier, seed: int | str) -> None:
         """Each report re-read by ``named_by`` at each blend: a row each, logged as it is scored."""
         for blend in args.blends:
-            named_by.settings = replace(named_by.settings, blend=blend)
+            named_by.settings = replace(named_by.settings, blend=blend, flip_at_test=args.flip_at_test)
             for report, pairs in reports.items():
                 records = [r for r, _ in pairs]
                 detections = [renamed(d, greys[r.image_id], named_by, args.reread) for r, d in pairs]
                 row = {"report": str(report), "seed": seed, "blend": blend, "epochs": args.epochs,
-                       "reread": args.reread, "cpu": cpu_name(),
+                       "reread": args.reread, "flip": args.flip_at_test, "cpu": cpu_name(),
                        **figures(records, detections, scored[report])}
                 rows.append(row)
                 with (args.out / "rows.jsonl").open("a") as log:

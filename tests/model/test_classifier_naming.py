@@ -154,3 +154,27 @@ def test_an_ensemble_reads_each_box_by_the_mean_of_its_members(naming, report, b
     joined.settings = replace(joined.settings, blend=0.0)  # as the run read them
     reread = [naming.renamed(d, greys[r.image_id], joined, rereads=True) for r, d in zip(records, stored)]
     assert rows[2]["auc"] == naming.figures(records, reread, naming.scoring(report))["auc"]
+
+
+def test_flip_at_test_reads_each_crop_with_its_mirror_image(naming, report, busbra_dir, tmp_path):
+    """Item 49: --flip-at-test has every box read as its crop's and its mirror image's mean (the
+    mean itself: tests/unit/test_crops.py)."""
+    out = tmp_path / "out"
+    argv = ["--data", f"busbra:{busbra_dir}", "--splits", "fold1", "fold2", "--classes", *CLASSES,
+            "--reports", str(report), "--seeds", "42", "--blends", "0", "--reread", "--out", str(out)]
+    assert naming.main(argv) == 0
+    [plain_row] = [json.loads(line) for line in (out / "rows.jsonl").read_text().splitlines()]
+    assert naming.main([*argv, "--flip-at-test"]) == 0
+    [row] = [json.loads(line) for line in (out / "rows.jsonl").read_text().splitlines()]
+    assert row["flip"] and not plain_row["flip"]
+    named_by = naming.seed_classifier([], CLASSES, 42, out)  # kept from the first run
+    pairs = naming.read_detections(report)
+    records, stored = [r for r, _ in pairs], [d for _, d in pairs]
+    greys = {r.image_id: naming.cv2.cvtColor(naming.as_rgb(r.path), naming.cv2.COLOR_RGB2GRAY) for r in records}
+    read = {}
+    for flip in (False, True):
+        named_by.settings = replace(named_by.settings, blend=0.0, flip_at_test=flip)
+        read[flip] = [naming.renamed(d, greys[r.image_id], named_by, rereads=True) for r, d in zip(records, stored)]
+    assert [d.malignancy for d in read[True]] != [d.malignancy for d in read[False]]
+    assert row["auc"] == naming.figures(records, read[True], naming.scoring(report))["auc"]
+    assert plain_row["auc"] == naming.figures(records, read[False], naming.scoring(report))["auc"]
