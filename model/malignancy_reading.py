@@ -16,6 +16,7 @@ from model.records import Detection
 
 SERVED_READING = "mean"  # the backend's and `birads`'s default: higher AUC on 7 of 7 kept sets (item 45)
 READINGS = ("pathology", "mean")
+HEAD_WEIGHT = 0.5  # the pathology head's share under ``mean`` (item 50 measured 0.25 and 0.75 beside it)
 
 
 def category_mass(detection: Detection, number: int, threshold: str = taxonomy.BIOPSY_THRESHOLD) -> float:
@@ -34,10 +35,11 @@ def check(reading: str) -> str:
     return reading
 
 
-def reread(detection: Detection, reading: str) -> Detection:
+def reread(detection: Detection, reading: str, head_weight: float = HEAD_WEIGHT) -> Detection:
     """``detection`` with each box's P(malignant) read by ``reading`` (unchanged by ``pathology``,
-    and where the model gave no P(malignant): no box classifier)."""
+    and where the model gave no P(malignant): no box classifier); under ``mean`` the pathology
+    head weighs ``head_weight``, the box's class-score mass the rest."""
     if check(reading) == "pathology" or not detection.malignancy:
         return detection
-    return replace(detection, malignancy=tuple((m + category_mass(detection, number)) / 2
+    return replace(detection, malignancy=tuple(head_weight * m + (1 - head_weight) * category_mass(detection, number)
                                                for number, m in enumerate(detection.malignancy)))

@@ -3,9 +3,9 @@ class scores by argmax (served until item 26) or by their median in rank order (
 ``model/category_reading.py``), and the image's malignancy from the top box's P(malignant) (as
 served), a score-weighted mean over every kept box, the highest of the three most confident
 (docs/results.md item 26), or the mean of the top box's P(malignant) and its categories' mass at 4
-or above (item 45; n/a on a report whose detections were already read so, `--malignancy-reading
-mean`). Reads evaluation reports' kept detections (`birads evaluate --out
-REPORT`: REPORT/detections.jsonl); runs no model.
+or above (item 45; at the head's weights 0.25 and 0.75 too, item 50; n/a on a report whose
+detections were already read so, `--malignancy-reading mean`). Reads evaluation reports' kept
+detections (`birads evaluate --out REPORT`: REPORT/detections.jsonl); runs no model.
 
     python scripts/top_box_reading.py REPORT [REPORT...]
 """
@@ -16,6 +16,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from tabulate import tabulate
@@ -40,12 +41,12 @@ def max3_malignancy(detection: Detection) -> float:
     return max((m for _, m in ranked[:3]), default=0.0)
 
 
-def top_mean_malignancy(detection: Detection) -> float:
+def top_mean_malignancy(detection: Detection, head_weight: float = malignancy_reading.HEAD_WEIGHT) -> float:
     """The top box's P(malignant) read as ``mean`` (item 45): the box classifier's averaged with
-    the box's class-score mass at BI-RADS 4 or above. Only for detections whose stored P(malignant)
-    is the classifier's alone (``readings`` skips reports read with ``mean``: it would count the
-    categories twice)."""
-    return served.malignancy_score(malignancy_reading.reread(detection, "mean"))
+    the box's class-score mass at BI-RADS 4 or above, the classifier's at ``head_weight``. Only for
+    detections whose stored P(malignant) is the classifier's alone (``readings`` skips reports read
+    with ``mean``: it would count the categories twice)."""
+    return served.malignancy_score(malignancy_reading.reread(detection, "mean", head_weight))
 
 
 # Each reading names the boxes; the served rules then decide the image's category (the top box's)
@@ -53,7 +54,8 @@ def top_mean_malignancy(detection: Detection) -> float:
 CATEGORY_READINGS = list(category_reading.READINGS)
 IMAGE_MALIGNANCY_READINGS: dict[str, Callable[[Detection], float]] = {
     "top": served.malignancy_score, "weighted": weighted_malignancy, "max3": max3_malignancy,
-    "top-mean": top_mean_malignancy}
+    "top-mean": top_mean_malignancy,
+    **{f"top-mean-{w}": partial(top_mean_malignancy, head_weight=w) for w in (0.25, 0.75)}}  # item 50
 
 
 def readings(report: Path) -> dict:
@@ -78,7 +80,7 @@ def readings(report: Path) -> dict:
     malignant = [records[i].pathology == "malignant" for i in proven]
     read_as = malignancy_read_as(report)
     for name, read in IMAGE_MALIGNANCY_READINGS.items():
-        twice = name == "top-mean" and read_as == "mean"  # its detections are already read so
+        twice = name.startswith("top-mean") and read_as == "mean"  # its detections are already read so
         result[f"auc_{name}"] = None if twice else metrics.auc(malignant, [read(detections[i]) for i in proven])
     return result
 

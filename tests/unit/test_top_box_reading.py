@@ -55,12 +55,18 @@ def test_a_split_softmax_is_read_by_its_median_and_malignancy_three_ways(reading
     for record, detection in zip(records, detections):
         mass = 0.2 if record.birads == "3" else 0.7
         assert reading.top_mean_malignancy(detection) == pytest.approx((detection.malignancy[0] + mass) / 2)
+        # item 50: the head at a quarter's weight, the categories' mass at three quarters
+        assert reading.IMAGE_MALIGNANCY_READINGS["top-mean-0.25"](detection) == \
+            pytest.approx(0.25 * detection.malignancy[0] + 0.75 * mass)
     assert result["auc_top-mean"] == 1.0
+    # the 3s here are benign and the 5s malignant: at either weight head and categories agree
+    assert result["auc_top-mean-0.25"] == result["auc_top-mean-0.75"] == 1.0
     # a report whose P(malignant) was already read as the mean is not averaged with its categories again
     metrics = json.loads((report / "metrics.json").read_text())
     (report / "metrics.json").write_text(json.dumps({**metrics, "readings": {"malignancy": "mean"}}))
     again = reading.readings(report)
     assert again["auc_top-mean"] is None and again["auc_top"] == result["auc_top"]
+    assert again["auc_top-mean-0.25"] is None and again["auc_top-mean-0.75"] is None
 
     assert reading.main([str(report)]) == 0
     assert "category by median" in capsys.readouterr().out
