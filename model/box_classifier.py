@@ -145,7 +145,7 @@ def _classifier_dir(model_dir: str | Path) -> Path | None:
 
 # Settings added since classifiers were first saved, as the classifiers saved before them ran:
 # their classifier.json lacks the key, and a later default must not change how they are read.
-UNRECORDED = {"geometry": False}
+UNRECORDED = {"geometry": False, "lesion_shaped_background": False}
 
 
 def recorded_settings(saved: dict) -> dict:

@@ -56,6 +56,8 @@ class CropTraining:
     background_per_lesion: float = 0.5  # crops away from lesions: the net also learns "no lesion"
     misplaced_share: float = 0.0   # of those, boxes beside or around a lesion (IoU < 0.3): the net
                                    # also learns a box that misses the lesion (box classifier's rescore)
+    lesion_shaped_background: bool = False  # the others take a random training lesion's height/width
+                                   # instead of a square's, whose shape a geometry head reads (item 51)
     label_smoothing: float = 0.0   # of each crop's category target spread over the others: one
                                    # expert's reading, where experts split 3/4 and 4/5 unevenly
     ordinal_loss: float = 1.0      # weight of the squared earth mover's distance between a lesion
@@ -237,11 +239,22 @@ class CropSampler:
         record, height, width = self.records[i], *self.images[i].shape
         for _ in range(10):
             side = self.rng.uniform(0.1, 0.4) * min(width, height)
-            x0, y0 = self.rng.uniform(0, width - side), self.rng.uniform(0, height - side)
-            box = (x0, y0, x0 + side, y0 + side)
+            w, h = self._background_shape(side, width, height)
+            x0, y0 = self.rng.uniform(0, width - w), self.rng.uniform(0, height - h)
+            box = (x0, y0, x0 + w, y0 + h)
             if all(_overlap(box, (b.x0, b.y0, b.x1, b.y1)) < 0.1 for b in record.boxes):
                 return Crop(i, box, self.background, -1.0)
         return None
+
+    def _background_shape(self, side: float, width: int, height: int) -> tuple[float, float]:
+        """A plain background box's width and height: a ``side`` square, or with
+        ``lesion_shaped_background`` a random training lesion's height-to-width ratio at the same
+        area (within the image)."""
+        if not (self.settings.lesion_shaped_background and self.lesions):
+            return side, side
+        x0, y0, x1, y1 = self.rng.choice(self.lesions).box
+        stretch = math.sqrt(max(y1 - y0, 1.0) / max(x1 - x0, 1.0))
+        return min(side / stretch, width), min(side * stretch, height)
 
     def _misplaced_crop(self) -> Crop | None:
         """A box near a lesion, shifted and resized until it misses every lesion (IoU < 0.3): what

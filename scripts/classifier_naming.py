@@ -8,12 +8,13 @@ classifier also gives each box its rank (which box is the top box) and its P(mal
 served (``malignancy_reading.SERVED_READING``): the whole of what a reference model's classifier
 lends its detector, to compare classifiers trained otherwise (``--epochs``; item 46). With
 ``--ensemble`` the seeds' classifiers are also read as one, their probabilities averaged (item 48);
-with ``--flip-at-test`` every classifier reads each crop and its mirror image (item 49).
+with ``--flip-at-test`` every classifier reads each crop and its mirror image (item 49); with
+``--lesion-shaped-background`` the classifiers train on background crops shaped like lesions (item 51).
 
     .venv/bin/python scripts/classifier_naming.py --data busbra:../shared/data/BUS-BRA \
         --splits fold1 fold2 fold3 --classes 2 3 5 --out runs/naming-no4 \
         --reports REPORT [REPORT...] [--seeds 42 43 44] [--blends 0 0.5 1] [--epochs 30] [--reread] [--ensemble]
-        [--flip-at-test]
+        [--flip-at-test] [--lesion-shaped-background]
 
 A REPORT is a directory with the report's ``metrics.json`` and ``detections.jsonl``. One
 classifier per seed, trained on ``--splits`` with the reference stage's settings (misplaced
@@ -77,10 +78,13 @@ def _kept(folder: Path, classes: list[str], settings: BoxClassifierSettings) -> 
 
 
 def seed_classifier(records: list[ImageRecord], classes: list[str], seed: int, out: Path,
-                    epochs: int | None = None) -> BoxClassifier:
-    """Seed ``seed``'s classifier of ``classes`` (``epochs`` long, else ``TRAINING``'s), trained into
-    ``out/seed-N`` unless one of the same classes and settings is there already."""
-    folder, settings = out / f"seed-{seed}", replace(TRAINING, seed=seed, epochs=epochs or TRAINING.epochs)
+                    epochs: int | None = None, lesion_shaped_background: bool = False) -> BoxClassifier:
+    """Seed ``seed``'s classifier of ``classes`` (``epochs`` long, else ``TRAINING``'s; background
+    crops shaped as ``lesion_shaped_background`` says), trained into ``out/seed-N`` unless one of
+    the same classes and settings is there already."""
+    folder = out / f"seed-{seed}"
+    settings = replace(TRAINING, seed=seed, epochs=epochs or TRAINING.epochs,
+                       lesion_shaped_background=lesion_shaped_background or TRAINING.lesion_shaped_background)
     if not _kept(folder, classes, settings):
         folder.mkdir(parents=True, exist_ok=True)
         train_box_classifier(records, folder, classes, settings)
@@ -147,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="also the seeds' classifiers read as one, their probabilities averaged (item 48)")
     parser.add_argument("--flip-at-test", action="store_true",
                         help="each crop read with its mirror image, the two averaged (item 49)")
+    parser.add_argument("--lesion-shaped-background", action="store_true",
+                        help="train on plain background crops shaped like lesions, not squares (item 51)")
     parser.add_argument("--out", required=True, type=Path)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -167,7 +173,8 @@ def main(argv: list[str] | None = None) -> int:
                 records = [r for r, _ in pairs]
                 detections = [renamed(d, greys[r.image_id], named_by, args.reread) for r, d in pairs]
                 row = {"report": str(report), "seed": seed, "blend": blend, "epochs": args.epochs,
-                       "reread": args.reread, "flip": args.flip_at_test, "cpu": cpu_name(),
+                       "reread": args.reread, "flip": args.flip_at_test,
+                       "lesion_shaped_background": args.lesion_shaped_background, "cpu": cpu_name(),
                        **figures(records, detections, scored[report])}
                 rows.append(row)
                 with (args.out / "rows.jsonl").open("a") as log:
@@ -177,7 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     members = []
     for seed in args.seeds:
         started = time.perf_counter()
-        members.append(seed_classifier(training, args.classes, seed, args.out, args.epochs))
+        members.append(seed_classifier(training, args.classes, seed, args.out, args.epochs,
+                                       args.lesion_shaped_background))
         print(f"seed {seed}: classifier ready in {time.perf_counter() - started:.0f} s", flush=True)
         score(members[-1], seed)
     if args.ensemble and len(members) > 1:

@@ -165,6 +165,37 @@ def test_misplaced_background_crops_sit_beside_a_lesion_and_miss_every_one(recor
         assert all(_covered(crop.box, c.box) < 0.1 for c in plain.lesions if c.image == crop.image)
 
 
+def test_lesion_shaped_background_crops_take_a_lesions_shape_and_still_miss_every_lesion(records):
+    """Item 51: plain background crops are squares unless ``lesion_shaped_background``; then each
+    has some training lesion's height-to-width ratio (where the image leaves room for it)."""
+    from model.pretrain import CropSampler, crop_classes
+
+    classes = crop_classes(records[:6])
+    background = len(classes) - 1
+    settings = replace(SETTINGS, misplaced_share=0.0, background_per_lesion=2.0)
+    squares = CropSampler(records[:6], classes, settings, train=True)
+    shaped = CropSampler(records[:6], classes, replace(settings, lesion_shaped_background=True), train=True)
+
+    def ratio(box) -> float:
+        return (box[3] - box[1]) / (box[2] - box[0])
+
+    assert all(ratio(c.box) == pytest.approx(1.0) for c in squares.epoch() if c.category == background)
+    crops = [c for c in shaped.epoch() if c.category == background]
+    lesion_ratios = [max(c.box[3] - c.box[1], 1.0) / max(c.box[2] - c.box[0], 1.0) for c in shaped.lesions]
+
+    def fits(crop) -> bool:  # not clipped to its image's width or height
+        height, width = shaped.images[crop.image].shape
+        return crop.box[2] - crop.box[0] < width - 1e-6 and crop.box[3] - crop.box[1] < height - 1e-6
+
+    unclipped = [c for c in crops if fits(c)]
+    assert len(unclipped) > len(crops) / 2 and any(abs(ratio(c.box) - 1.0) > 0.1 for c in crops)
+    assert all(any(ratio(c.box) == pytest.approx(r) for r in lesion_ratios) for c in unclipped)
+    for crop in crops:
+        h, w = shaped.images[crop.image].shape
+        assert 0 <= crop.box[0] < crop.box[2] <= w and 0 <= crop.box[1] < crop.box[3] <= h
+        assert all(_covered(crop.box, c.box) < 0.1 for c in shaped.lesions if c.image == crop.image)
+
+
 def _covered(a, b) -> float:
     """The share of box ``a`` that box ``b`` covers."""
     ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
