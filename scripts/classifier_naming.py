@@ -78,13 +78,10 @@ def _kept(folder: Path, classes: list[str], settings: BoxClassifierSettings) -> 
 
 
 def seed_classifier(records: list[ImageRecord], classes: list[str], seed: int, out: Path,
-                    epochs: int | None = None, lesion_shaped_background: bool = False) -> BoxClassifier:
-    """Seed ``seed``'s classifier of ``classes`` (``epochs`` long, else ``TRAINING``'s; background
-    crops shaped as ``lesion_shaped_background`` says), trained into ``out/seed-N`` unless one of
-    the same classes and settings is there already."""
-    folder = out / f"seed-{seed}"
-    settings = replace(TRAINING, seed=seed, epochs=epochs or TRAINING.epochs,
-                       lesion_shaped_background=lesion_shaped_background or TRAINING.lesion_shaped_background)
+                    recipe: BoxClassifierSettings | None = None) -> BoxClassifier:
+    """Seed ``seed``'s classifier of ``classes`` trained as ``recipe`` (else ``TRAINING``) says,
+    into ``out/seed-N`` unless one of the same classes and settings is there already."""
+    folder, settings = out / f"seed-{seed}", replace(recipe or TRAINING, seed=seed)
     if not _kept(folder, classes, settings):
         folder.mkdir(parents=True, exist_ok=True)
         train_box_classifier(records, folder, classes, settings)
@@ -181,11 +178,11 @@ def main(argv: list[str] | None = None) -> int:
                     log.write(json.dumps(row) + "\n")
                 print(json.dumps(row), flush=True)
 
+    recipe = replace(TRAINING, epochs=args.epochs, lesion_shaped_background=args.lesion_shaped_background)
     members = []
     for seed in args.seeds:
         started = time.perf_counter()
-        members.append(seed_classifier(training, args.classes, seed, args.out, args.epochs,
-                                       args.lesion_shaped_background))
+        members.append(seed_classifier(training, args.classes, seed, args.out, recipe))
         print(f"seed {seed}: classifier ready in {time.perf_counter() - started:.0f} s", flush=True)
         score(members[-1], seed)
     if args.ensemble and len(members) > 1:

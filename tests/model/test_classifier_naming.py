@@ -101,7 +101,7 @@ def test_reread_gives_each_box_the_classifiers_rank_and_served_malignancy(naming
     assert naming.main(argv) == 0
     [row] = [json.loads(line) for line in (out / "rows.jsonl").read_text().splitlines()]
     assert row["reread"] and row["epochs"] == 3
-    named_by = naming.seed_classifier([], CLASSES, 42, out, epochs=3)  # kept from the run
+    named_by = naming.seed_classifier([], CLASSES, 42, out, replace(naming.TRAINING, epochs=3))  # kept from the run
     assert named_by.settings.epochs == 3 and named_by.settings.rescore == 0.5
     named_by.settings = replace(named_by.settings, blend=0.0)  # as the run read them
     pairs = naming.read_detections(report)
