@@ -12,14 +12,13 @@ import ssl
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from model import fine_tuning
+from model import fine_tuning, promotion
 from model.category_reading import READINGS, SERVED_READING
 from model.malignancy_reading import READINGS as MALIGNANCY_READINGS
 from model.malignancy_reading import SERVED_READING as MALIGNANCY_SERVED
 from model.records import BOX_VOTING_IOU, DEVICE_CHOICES, DEVICE_NAME
 from model.regions import DEFAULT_MIN_AGREEMENT
 
-PROMOTE_METRICS = ("ap50_lesion", "ap50", "category_accuracy", "acceptance_rate")
 _BF16 = {"auto": None, "true": True, "1": True, "false": False, "0": False}
 
 
@@ -161,13 +160,13 @@ class Settings:
         "env": "RETRAIN_AFTER", "doc": "annotation events since the served version that start a retrain"})
     min_agreement: int = field(default=DEFAULT_MIN_AGREEMENT, metadata={
         "env": "MIN_AGREEMENT", "doc": "annotators who must draw a box for it to count (tasks with several)"})
-    holdout_fraction: float = field(default=0.2, metadata={
+    holdout_fraction: float = field(default=promotion.HOLDOUT_FRACTION, metadata={
         "env": "HOLDOUT_FRACTION", "doc": "share of annotated tasks kept out of training for evaluation"})
-    promote_metric: str = field(default="ap50_lesion", metadata={
+    promote_metric: str = field(default=promotion.PROMOTE_METRIC, metadata={
         "env": "PROMOTE_METRIC",
         "doc": "held-out metric a new version must not lose against the served one to replace it "
                "(ap50_lesion, ap50, category_accuracy or acceptance_rate)"})
-    promote_tolerance: float = field(default=0.02, metadata={
+    promote_tolerance: float = field(default=promotion.PROMOTE_TOLERANCE, metadata={
         "env": "PROMOTE_TOLERANCE", "doc": "how much of PROMOTE_METRIC a new version may lose and still be served"})
     promote_always: bool = field(default=False, metadata={
         "env": "PROMOTE_ALWAYS", "doc": "serve every new version, even one worse on the held-out tasks"})
@@ -197,8 +196,9 @@ class Settings:
         if self.show_boxes not in DISPLAYS:
             raise ValueError(f"environment variable SHOW_BOXES={self.show_boxes!r} must be one of "
                              f"{', '.join(DISPLAYS)}")
-        if self.promote_metric not in PROMOTE_METRICS:
-            raise ValueError(f"PROMOTE_METRIC={self.promote_metric!r} must be one of {', '.join(PROMOTE_METRICS)}")
+        if self.promote_metric not in promotion.PROMOTE_METRICS:
+            raise ValueError(f"PROMOTE_METRIC={self.promote_metric!r} must be one of "
+                             f"{', '.join(promotion.PROMOTE_METRICS)}")
         if self.category_reading not in READINGS:
             raise ValueError(f"CATEGORY_READING={self.category_reading!r} must be one of {', '.join(READINGS)}")
         if self.malignancy_reading not in MALIGNANCY_READINGS:

@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import shutil
@@ -29,7 +28,7 @@ from backend.jobs import TrainingQueue
 from backend.labels import parse_label_config
 from backend.services import Services
 from backend.settings import Settings
-from model import fine_tuning, taxonomy
+from model import fine_tuning, promotion, taxonomy
 from model.config import TrainSettings
 from model.records import ImageRecord
 from model.regions import convert, in_pixels
@@ -48,12 +47,6 @@ def _report(stage: str, **facts: object) -> None:
     if job is not None:
         job.meta.update({"stage": stage, **facts, "updated_at": time.time()})
         job.save_meta()
-
-
-def held_out(task_id: int, fraction: float) -> bool:
-    """Stable split: a task stays on its side of the split across retrainings."""
-    digest = hashlib.sha1(str(task_id).encode()).digest()
-    return digest[0] / 256 < fraction
 
 
 def _fetched(services: Services, tasks: list[tuple]):
@@ -86,9 +79,9 @@ def build_records(services: Services, project: int) -> tuple[list[ImageRecord], 
         Image.fromarray(image).save(partial)  # decoded, EXIF applied: detectron2 reads it as we saw it
         os.replace(partial, path)  # a job running beside this one never reads half a file
         boxes = [in_pixels(b, width, height) for b in labelled.boxes]
+        held = promotion.held_out(task_id, services.settings.holdout_fraction)
         records.append(ImageRecord(image_id=str(task_id), path=str(path), width=width, height=height,
-                                   boxes=boxes, split="holdout" if held_out(task_id, services.settings.holdout_fraction)
-                                   else "train"))
+                                   boxes=boxes, split="holdout" if held else "train"))
     facts = {"annotated_tasks": len(tasks), "used_tasks": len(records),
              "label_set": list(taxonomy.label_set_for(labels.to_label)),  # what replayed images must fit
              "for_review": conversion.for_review, "unknown_labels": dict(conversion.unknown_labels),
@@ -170,35 +163,21 @@ def replay_records(settings: Settings, project_records: list[ImageRecord],
     return chosen
 
 
-HOLDOUT_METRICS = ("n_images", "ap", "ap50", "ap50_lesion", "acceptance_rate", "category_accuracy",
-                   "confusion_matrix")
-
-
 def holdout_metrics(model_dir: Path, holdout: list[ImageRecord], settings: Settings) -> dict:
-    """A model's metrics on the project's held-out tasks."""
-    from model.evaluation.evaluate import LOW_SCORE, evaluate
-    from model.predict import Predictor
-
-    predictor = Predictor(model_dir, device=settings.device, bf16=settings.bf16_choice, score_threshold=LOW_SCORE,
-                          box_voting_iou=settings.box_voting,  # held out as it will be served
-                          category_reading=settings.category_reading,
-                          malignancy_reading=settings.malignancy_reading)
-    evaluation = evaluate(holdout, predictor([r.path for r in holdout]), predictor.classes, settings.score_threshold)
-    return {k: evaluation.metrics.get(k) for k in HOLDOUT_METRICS}
+    """A model's metrics on the project's held-out tasks, predicted as it will be served."""
+    return promotion.holdout_metrics(model_dir, holdout, settings.score_threshold, device=settings.device,
+                                     bf16=settings.bf16_choice, box_voting_iou=settings.box_voting,
+                                     category_reading=settings.category_reading,
+                                     malignancy_reading=settings.malignancy_reading)
 
 
 def refusal(settings: Settings, new: dict, served: dict | None) -> str | None:
-    """Why a new version must not replace the served one (None: it may). Measured on the same
-    held-out tasks; with nothing to compare (no holdout, nothing served) it may."""
-    key = settings.promote_metric
-    if settings.promote_always or not served or not isinstance(new.get(key), int | float) \
-            or not isinstance(served.get(key), int | float):
-        return None
-    if new[key] < served[key] - settings.promote_tolerance:
-        return (f"{key} {new[key]:.3f} on {new.get('n_images')} held-out tasks is below the served version's "
-                f"{served[key]:.3f} by more than PROMOTE_TOLERANCE={settings.promote_tolerance:g} "
-                "(PROMOTE_ALWAYS=true or `birads promote` overrides)")
-    return None
+    """Why a new version must not replace the served one (None: it may): model.promotion's rule
+    with PROMOTE_METRIC, PROMOTE_TOLERANCE and PROMOTE_ALWAYS."""
+    reason = promotion.refusal(new, served, settings.promote_metric, settings.promote_tolerance,
+                               settings.promote_always)
+    return reason and (f"{reason} (PROMOTE_TOLERANCE={settings.promote_tolerance:g}; PROMOTE_ALWAYS=true or "
+                       "`birads promote` overrides)")
 
 
 def train_project(project: int) -> dict:
@@ -214,13 +193,10 @@ def train_project(project: int) -> dict:
     try:
         _report("reading annotations", project=project)
         records, facts = build_records(services, project)
-        train_records = [r for r in records if r.split == "train"]
-        holdout = [r for r in records if r.split == "holdout"]
-        if len(train_records) + len(holdout) < max(1, settings.min_annotations):
+        if len(records) < max(1, settings.min_annotations):
             raise NotEnoughAnnotations(f"{len(records)} usable annotated tasks, MIN_ANNOTATIONS is "
                                        f"{settings.min_annotations}")
-        if not train_records or not any(r.boxes for r in train_records):  # too few to hold any out
-            train_records, holdout = records, []
+        train_records, holdout = promotion.split_holdout(records, settings.holdout_fraction)
         registry = services.registry(project)
         for work in remove_abandoned_work(registry.versions_dir, settings.job_timeout):
             log.warning("project %s: removed %s, left by a training job that was killed", project, work)

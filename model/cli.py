@@ -9,7 +9,7 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-from model import malignancy_reading
+from model import malignancy_reading, promotion
 from model.category_reading import READINGS, SERVED_READING
 from model.io import DataError, StagedDirectory
 from model.records import BOX_VOTING_IOU, DEVICE_CHOICES
@@ -270,6 +270,8 @@ def cmd_simulate(args: argparse.Namespace) -> None:
         settings.replay_source = f"{args.replay_data} ({len(replay)} images)"
     if args.replay_ratio is not None:
         settings.replay_ratio = args.replay_ratio
+    settings.holdout_fraction, settings.promote_metric = args.holdout_fraction, args.promote_metric
+    settings.promote_tolerance = args.promote_tolerance
     result = simulate(pool, holdout, args.out, settings, replay)
     print(json.dumps(result["rounds"], indent=1))
 
@@ -431,6 +433,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--replay-splits", nargs="*", help="only these splits of --replay-data (e.g. fold1 fold2 fold3)")
     p.add_argument("--replay-ratio", type=float, metavar="RATIO",
                    help="replayed images per labelled image (default: the jobs', REPLAY_RATIO)")
+    p.add_argument("--holdout-fraction", type=float, default=promotion.HOLDOUT_FRACTION,
+                   help="share of the labelled images each round holds out to compare versions on, as the "
+                   "jobs' HOLDOUT_FRACTION (0: every new version served)")
+    p.add_argument("--promote-metric", choices=promotion.PROMOTE_METRICS, default=promotion.PROMOTE_METRIC,
+                   help="held-out metric a new version must not lose to be served (the jobs' PROMOTE_METRIC)")
+    p.add_argument("--promote-tolerance", type=float, default=promotion.PROMOTE_TOLERANCE,
+                   help="how much of it a new version may lose and still be served (PROMOTE_TOLERANCE)")
     p.set_defaults(run=cmd_simulate)
     return root
 

@@ -1,12 +1,14 @@
 """The paper's labelling loop, simulated on expert-labelled data (`birads simulate`).
 
-Start from ``initial`` labelled images; each round the current model pre-annotates the next
+Start from ``initial`` labelled images; each round the served model pre-annotates the next
 ``round_size`` unlabelled images, a simulated expert corrects them from the ground truth (each box
 added, deleted, moved or relabelled is one correction: ``model.evaluation.corrections``), the
-corrected batch joins the training set, the model is fine-tuned from the current version (on the
-training jobs' schedule, ``model.fine_tuning``), and it is evaluated on a fixed held-out set. The
-baseline without pre-annotation draws every lesion by hand (one correction per expert box). The
-same ``model.train.train`` and ``model.predict.Predictor`` serve the Label Studio backend.
+corrected batch joins the labelled images, and a new version is fine-tuned from the served one as
+the training jobs do: on their schedule (``model.fine_tuning``), a share of the labelled images held
+out, and served only where it does not lose the promotion metric on them (``model.promotion``).
+The served version is evaluated each round on a fixed test set. The baseline without
+pre-annotation draws every lesion by hand (one correction per expert box). The same
+``model.train.train`` and ``model.predict.Predictor`` serve the Label Studio backend.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from model import fine_tuning, taxonomy  # noqa: E402
+from model import fine_tuning, promotion, taxonomy  # noqa: E402
 from model.config import TrainSettings  # noqa: E402
 from model.evaluation import corrections, effort  # noqa: E402
 from model.evaluation.evaluate import LOW_SCORE, displayed, evaluate  # noqa: E402
@@ -55,6 +57,11 @@ class SimulationSettings:
     fine_tune_lr: float = fine_tuning.BASE_LR
     replay_ratio: float = fine_tuning.REPLAY_RATIO  # with a replay pool: its images per labelled one
     replay_source: str = ""          # where the replay pool came from, for the report
+    # the jobs' promotion gate (model.promotion); holdout_fraction 0: every version served, as
+    # docs/results.md items 6-51 simulated
+    holdout_fraction: float = promotion.HOLDOUT_FRACTION
+    promote_metric: str = promotion.PROMOTE_METRIC
+    promote_tolerance: float = promotion.PROMOTE_TOLERANCE
 
     def fine_tuning(self, model_dir: str | Path) -> TrainSettings:
         """The training settings of a round that fine-tunes ``model_dir``."""
@@ -98,16 +105,17 @@ def simulate(pool: list[ImageRecord], holdout: list[ImageRecord], out: str | Pat
     # round 0 fine-tunes a starter model as a project's first job does, or trains from nothing
     weights = settings.train.weights
     fine_tunes = bool(weights) and is_model_dir(weights)
+    served = Path(weights) if fine_tunes else None  # what a project serves before its first job
+    tested: dict[Path, dict] = {}  # the test set's figures of each version served
+    starter = _tested(served, holdout, settings, tested) if served else None
     first = settings.fine_tuning(weights) if fine_tunes else settings.train
-    replayed = _replayed(replay if fine_tunes else (), labelled, settings)
-    current = train(labelled + replayed, work / "round-0", first)
+    served, gate = _next_version(0, labelled, served, first, replay if fine_tunes else (), settings, work)
     no_effort = dict.fromkeys(effort.SUMMARY_KEYS)  # round 0: nothing pre-annotated yet
-    rows = [_evaluate_round(0, current, labelled, holdout, settings, [], started)
-            | no_effort | {"replay_images": len(replayed)}]
+    rows = [_round_row(0, served, labelled, holdout, settings, [], started, tested) | no_effort | gate]
     for number in range(1, settings.rounds + 1):
         if not unlabelled:
             break
-        predictor = _predictor(current, settings)
+        predictor = _predictor(served, settings)
         classes = predictor.classes
         seen = predictor([r.path for r in unlabelled]) if settings.order == "uncertain" else None
         chosen = pick_next(unlabelled, settings.round_size, settings.order, seen, settings.score_threshold)
@@ -119,17 +127,16 @@ def simulate(pool: list[ImageRecord], holdout: list[ImageRecord], out: str | Pat
         edits = [corrections.count(t, s) for t, s in zip(truths, shown)]
         seconds = effort.summary(truths, shown, settings.costs)
         labelled = labelled + batch  # the expert's corrected boxes are the ground truth
-        replayed = _replayed(replay, labelled, settings)
-        current = train(labelled + replayed, work / f"round-{number}", settings.fine_tuning(current))
-        rows.append(_evaluate_round(number, current, labelled, holdout, settings,
-                                    [(e, len(r.boxes)) for e, r in zip(edits, batch)], started)
-                    | seconds | {"replay_images": len(replayed)})
+        served, gate = _next_version(number, labelled, served, settings.fine_tuning(served), replay, settings, work)
+        rows.append(_round_row(number, served, labelled, holdout, settings,
+                               [(e, len(r.boxes)) for e, r in zip(edits, batch)], started, tested)
+                    | seconds | gate)
         log.info("round %d: %s", number, rows[-1])
-    result = {"settings": _settings_record(settings), "rounds": rows}
+    result = {"settings": _settings_record(settings), "starter": starter, "rounds": rows}
     with StagedDirectory(out) as staging:
         (staging / "simulation.json").write_text(json.dumps(result, indent=1))
-        _plot(rows, staging)
-        (staging / "simulation.md").write_text(_markdown(rows, settings))
+        _plot(rows, staging, starter)
+        (staging / "simulation.md").write_text(_markdown(rows, settings, starter))
         (work).rename(staging / "models")
     return result
 
@@ -145,24 +152,57 @@ def _predictor(model_dir: Path, settings: SimulationSettings) -> Predictor:
                      box_voting_iou=settings.box_voting_iou)
 
 
-def _evaluate_round(number, model_dir, labelled, holdout, settings, edits, started) -> dict:
-    predictor = _predictor(model_dir, settings)
-    # screening from the most confident box: a model-quality figure, even while scores are low
-    m = evaluate(holdout, predictor([r.path for r in holdout]), predictor.classes,
-                 settings.score_threshold, decision="top").metrics
-    screening = m.get("screening") or {}
+def _next_version(number: int, labelled: list[ImageRecord], served: Path | None, schedule: TrainSettings,
+                  replay: Sequence[ImageRecord], settings: SimulationSettings, work: Path) -> tuple[Path, dict]:
+    """A round's job: a new version trained on the labelled images not held out (and replayed
+    ones), compared with the served version on those held out; the version served after it, and
+    what the gate saw."""
+    trained_on, held = promotion.split_holdout(labelled, settings.holdout_fraction)
+    replayed = _replayed(replay, trained_on, settings)
+    candidate = train(trained_on + replayed, work / f"round-{number}", schedule)
+    new = old = reason = None
+    if held and served is not None:
+        options = {"device": settings.train.device, "box_voting_iou": settings.box_voting_iou}
+        new = promotion.holdout_metrics(candidate, held, settings.score_threshold, **options)
+        old = promotion.holdout_metrics(served, held, settings.score_threshold, **options)
+        reason = promotion.refusal(new, old, settings.promote_metric, settings.promote_tolerance)
+    metric = settings.promote_metric
+    gate = {"train_images": len(trained_on), "held_out_images": len(held), "replay_images": len(replayed),
+            "candidate": candidate.name, "promoted": reason is None, "refused": reason,
+            f"held_out_{metric}": new and new.get(metric), f"held_out_{metric}_served": old and old.get(metric)}
+    return (served if reason else candidate), gate
+
+
+def _tested(model_dir: Path, holdout: list[ImageRecord], settings: SimulationSettings,
+            tested: dict[Path, dict]) -> dict:
+    """A served version's figures on the fixed test set (once per version: a refused candidate
+    leaves the served one, and its figures, as they were)."""
+    if model_dir not in tested:
+        predictor = _predictor(model_dir, settings)
+        # screening from the most confident box: a model-quality figure, even while scores are low
+        m = evaluate(holdout, predictor([r.path for r in holdout]), predictor.classes,
+                     settings.score_threshold, decision="top").metrics
+        screening = m.get("screening") or {}
+        shown = ((m.get("effort") or {}).get("displays") or {}).get(settings.display) or {}
+        tested[model_dir] = {"ap50": m["ap50"], "ap50_lesion": m["ap50_lesion"],
+                             "category_accuracy": m.get("category_accuracy"), "test_effort_ratio": shown.get("ratio"),
+                             "sensitivity": screening.get("sensitivity"),
+                             "specificity": screening.get("specificity")}
+    return tested[model_dir]
+
+
+def _round_row(number, served, labelled, holdout, settings, edits, started, tested) -> dict:
     images = len(edits)
-    return {"round": number, "model": Path(model_dir).name, "train_images": len(labelled),
+    return {"round": number, "model": Path(served).name, "labelled_images": len(labelled),
             "batch_images": images,
             "corrections_per_image": sum(e.total for e, _ in edits) / images if images else None,
             "baseline_corrections_per_image": sum(n for _, n in edits) / images if images else None,
             "acceptance_rate": sum(e.total == 0 for e, _ in edits) / images if images else None,
-            "ap50": m["ap50"], "ap50_lesion": m["ap50_lesion"],
-            "sensitivity": screening.get("sensitivity"), "specificity": screening.get("specificity"),
+            **_tested(served, holdout, settings, tested),
             "elapsed_seconds": round(time.perf_counter() - started, 1)}
 
 
-def _plot(rows: list[dict], folder: Path) -> None:
+def _plot(rows: list[dict], folder: Path, starter: dict | None = None) -> None:
     done = [r for r in rows if r["corrections_per_image"] is not None]
     rounds = [r["round"] for r in done]
     figure, (seconds, clicks) = plt.subplots(1, 2, figsize=(9, 3.5))
@@ -179,22 +219,31 @@ def _plot(rows: list[dict], folder: Path) -> None:
     figure.tight_layout()
     figure.savefig(folder / "corrections.png", dpi=110)
     plt.close(figure)
-    figure, axes = plt.subplots(figsize=(5, 3.5))
+    figure, (axes, ratio) = plt.subplots(1, 2, figsize=(9, 3.5))
     axes.plot([r["train_images"] for r in rows], [r["ap50"] for r in rows], "o-", label="AP50 (BI-RADS)")
     axes.plot([r["train_images"] for r in rows], [r["ap50_lesion"] for r in rows], "s--", label="AP50 (lesion)")
     axes.set_xlabel("training images")
     axes.set_ylabel("held-out AP50")
     axes.legend()
+    # the served version's expert-seconds on the fixed test set: what "falling round by round" reads
+    ratio.plot([r["round"] for r in rows], [r.get("test_effort_ratio") for r in rows], "o-", label="served version")
+    if starter and starter.get("test_effort_ratio") is not None:
+        ratio.axhline(starter["test_effort_ratio"], color="grey", linestyle=":", label="starter")
+    ratio.set_xticks([r["round"] for r in rows])
+    ratio.set_xlabel("round")
+    ratio.set_ylabel("test set: seconds with / by hand")
+    ratio.legend()
     figure.tight_layout()
     figure.savefig(folder / "ap50.png", dpi=110)
     plt.close(figure)
 
 
-# A round's figures as the reports tabulate them: expert-seconds and their ratio to drawing by hand
-# (at the chosen draw cost, then at both ends of it), corrections beside them, model quality.
-ROUND_COLUMNS = ["round", "train_images", "replay_images", "batch_images", *effort.SUMMARY_KEYS,
-                 "corrections_per_image", "baseline_corrections_per_image", "acceptance_rate", "ap50",
-                 "ap50_lesion", "sensitivity", "specificity", "elapsed_seconds"]
+# (the served version's name, what the gate decided, and the test set's category accuracy and
+# expert-seconds ratio since docs/results.md item 52)
+ROUND_COLUMNS = ["round", "model", "labelled_images", "train_images", "held_out_images", "replay_images",
+                 "batch_images", *effort.SUMMARY_KEYS, "corrections_per_image", "baseline_corrections_per_image",
+                 "acceptance_rate", "promoted", "ap50", "ap50_lesion", "category_accuracy", "test_effort_ratio",
+                 "sensitivity", "specificity", "elapsed_seconds"]
 
 
 def _fmt(value) -> str:
@@ -213,18 +262,32 @@ def schedule_text(settings: dict) -> str:
     return text
 
 
+def gate_text(settings: dict) -> str:
+    """The promotion gate in words, from a simulation.json's settings (none before item 52)."""
+    fraction = settings.get("holdout_fraction") or 0
+    if not fraction:
+        return "every new version served"
+    return (f"{fraction:.0%} of the labelled images held out; a new version served unless its "
+            f"{settings['promote_metric']} on them is more than {settings['promote_tolerance']:g} below "
+            "the served version's (as the training jobs)")
+
+
 def _settings_record(settings: SimulationSettings) -> dict:
     return {**asdict(settings), "train": settings.train.to_dict()}
 
 
-def _markdown(rows: list[dict], settings: SimulationSettings) -> str:
+def _markdown(rows: list[dict], settings: SimulationSettings, starter: dict | None = None) -> str:
+    record = _settings_record(settings)
     lines = [f"# Labelling loop simulation ({settings.order} order)", "",
              f"{settings.initial} initial images, {settings.round_size} per round, {settings.rounds} rounds; "
              f"the expert sees boxes scored >= {settings.score_threshold} (display {settings.display}). "
-             f"Each fine-tune: {schedule_text(_settings_record(settings))}. "
+             f"Each fine-tune: {schedule_text(record)}; {gate_text(record)}. "
              f"Action costs in seconds: {settings.costs.to_dict()} (model/evaluation/effort.py). "
-             "Held-out screening (malignant vs benign, pathology) takes each image's most confident box.", "",
-             "| " + " | ".join(ROUND_COLUMNS) + " |", "|" + "---|" * len(ROUND_COLUMNS)]
+             "Each row's test-set figures are the served version's; held-out screening (malignant vs benign, "
+             "pathology) takes each image's most confident box.", ""]
+    if starter:
+        lines += ["The starter on the test set: " + ", ".join(f"{k} {_fmt(v)}" for k, v in starter.items()) + ".", ""]
+    lines += ["| " + " | ".join(ROUND_COLUMNS) + " |", "|" + "---|" * len(ROUND_COLUMNS)]
     lines += ["| " + " | ".join(_fmt(r.get(k)) for k in ROUND_COLUMNS) + " |" for r in rows]
     lines += ["", "![corrections](corrections.png) ![AP50](ap50.png)", ""]
     return "\n".join(lines)

@@ -10,6 +10,7 @@
 #   ARMS, item 38 (the jobs' schedule, learning rate 0.001, in augmented epochs): epochs-<E> (the 16
 #   images alone for E epochs: 0.75 is the jobs' 60 iterations) and replay-<R> (0.75 epochs of the
 #   16 and R images of BUS-BRA folds 1-3, the starter's training folds, per image).
+# Round 0 trains on all 16 (--holdout-fraction 0): the arms compare schedules, not the jobs' gate.
 # A step whose output exists is not run again; each arm's wall time goes to OUT/NAME.start/.end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,7 +32,7 @@ arm() {  # NAME [birads simulate options: the arm's schedule]
     date +%s > "$out/$name.start"
     $birads simulate --data "breast:$data/BrEaST" --coarse --splits part1 --holdout-splits part2 \
       --initial 16 --round-size 16 --rounds 0 --display top1-only --weights "$ref" --image-size 0 \
-      --batch-size 2 --bf16 --num-workers 1 --out "$out/$name" "$@"
+      --batch-size 2 --bf16 --num-workers 1 --holdout-fraction 0 --out "$out/$name" "$@"
     date +%s > "$out/$name.end"
   fi
   evaluate_part2 "$out/$name/models/round-0" "$out/$name-breast"

@@ -32,7 +32,7 @@ from model.config import cpu_name  # noqa: E402
 from model.evaluation.report import DECISION_TEXT, PAPER, effort_lines, number, pct  # noqa: E402
 from model.evaluation.screening_cut import fitted_on  # noqa: E402
 from model.modeldir import BOX_CLASSIFIER_META  # noqa: E402
-from model.simulation import ROUND_COLUMNS, schedule_text  # noqa: E402
+from model.simulation import ROUND_COLUMNS, gate_text, schedule_text  # noqa: E402
 from model.simulation import _fmt as cell  # noqa: E402
 
 DOC = REPO / "docs" / "results.md"
@@ -208,7 +208,8 @@ def simulation_section(runs: Path, pictures: Pictures) -> list[str]:
              "them from the ground truth (each box added, deleted, moved at IoU < 0.5 or relabelled is one "
              "correction; expert-seconds from the action costs "
              f"{', '.join(f'{k} {v:g} s' for k, v in (s.get('costs') or {}).items())}), they join the training "
-             "set and the model is fine-tuned from its previous version; each round's model is tested on part2. "
+             f"set and a new version is fine-tuned from the served one ({gate_text(s)}); each round's served "
+             "version is tested on part2. "
              "Hand-drawn baseline: every lesion drawn from nothing. Screening: "
              "the most confident box, against pathology. Why BrEaST and not BUS-BRA from scratch: on 2 CPU "
              "cores a model trained from nothing on a few dozen images finds no lesion, so every round would "

@@ -224,7 +224,7 @@ def test_a_version_worse_on_the_held_out_tasks_is_kept_but_not_served(worker_set
 
     install_model(worker_settings, annotated_project, tiny_model, "v-served")
     ids = [t["id"] for t in Services(worker_settings).api.annotated_tasks(annotated_project)]
-    shares = sorted(hashlib.sha1(str(i).encode()).digest()[0] / 256 for i in ids)  # backend.training.held_out
+    shares = sorted(hashlib.sha1(str(i).encode()).digest()[0] / 256 for i in ids)  # model.promotion.held_out
     fraction = (shares[0] + shares[1]) / 2  # exactly one task held out
     redis = Redis.from_url(worker_settings.redis_url)
     job_id = TrainingQueue(redis, worker_settings).request(annotated_project, "START_TRAINING", force=True)["job_id"]

@@ -1,0 +1,62 @@
+"""Which annotated images a training round holds out, and whether its new version may be served.
+
+One home for the rule the backend's training jobs apply and ``birads simulate`` models: a stable
+share of the annotated images never trains, and a new version that loses more than a tolerance of
+one held-out metric against the served version is kept but not served.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from pathlib import Path
+
+from model.records import ImageRecord
+
+HOLDOUT_FRACTION = 0.2      # share of annotated images kept out of training, to compare versions on
+PROMOTE_METRIC = "ap50_lesion"
+PROMOTE_METRICS = ("ap50_lesion", "ap50", "category_accuracy", "acceptance_rate")  # higher is better
+PROMOTE_TOLERANCE = 0.02    # how much of PROMOTE_METRIC a new version may lose and still be served
+HOLDOUT_METRICS = ("n_images", "ap", "ap50", "ap50_lesion", "acceptance_rate", "category_accuracy",
+                   "confusion_matrix")
+
+
+def held_out(key: object, fraction: float) -> bool:
+    """Stable split: an image (a task id, an image id) stays on its side across retrainings."""
+    digest = hashlib.sha1(str(key).encode()).digest()
+    return digest[0] / 256 < fraction
+
+
+def split_holdout(records: Sequence[ImageRecord], fraction: float) -> tuple[list[ImageRecord], list[ImageRecord]]:
+    """(trained on, held out) by each record's image id; all of them trained on where what would
+    train holds no box (too few to hold any out)."""
+    held = [r for r in records if held_out(r.image_id, fraction)]
+    trained_on = [r for r in records if not held_out(r.image_id, fraction)]
+    if not any(r.boxes for r in trained_on):
+        return list(records), []
+    return trained_on, held
+
+
+def holdout_metrics(model_dir: str | Path, holdout: Sequence[ImageRecord], score_threshold: float,
+                    **predictor_options: object) -> dict:
+    """A model's metrics on held-out images, predicted as it will be served (``predictor_options``:
+    ``model.predict.Predictor``'s, e.g. device, box voting, readings)."""
+    from model.evaluation.evaluate import LOW_SCORE, evaluate
+    from model.predict import Predictor
+
+    predictor = Predictor(model_dir, score_threshold=LOW_SCORE, **predictor_options)
+    evaluation = evaluate(list(holdout), predictor([r.path for r in holdout]), predictor.classes, score_threshold)
+    return {k: evaluation.metrics.get(k) for k in HOLDOUT_METRICS}
+
+
+def refusal(new: dict, served: dict | None, metric: str = PROMOTE_METRIC,
+            tolerance: float = PROMOTE_TOLERANCE, always: bool = False) -> str | None:
+    """Why a new version must not replace the served one (None: it may). Both measured on the same
+    held-out images; with nothing to compare (no holdout, nothing served) it may."""
+    if always or not served or not isinstance(new.get(metric), int | float) \
+            or not isinstance(served.get(metric), int | float):
+        return None
+    if new[metric] < served[metric] - tolerance:
+        return (f"{metric} {new[metric]:.3f} on {new.get('n_images')} held-out tasks is below the served version's "
+                f"{served[metric]:.3f} by more than the tolerance {tolerance:g}")
+    return None
