@@ -156,3 +156,22 @@ def test_a_version_whose_files_changed_is_not_promoted_again(tmp_path):
         registry.promote("v1")
     assert registry.serving().version == "v2"
     assert registry.problem("v1") is not None  # the evidence is kept
+
+
+def test_held_out_images_split_stably_and_never_leave_nothing_to_train_on():
+    from model.promotion import held_out, split_holdout
+    from model.records import Box, ImageRecord
+
+    def record(i, boxes=1):
+        return ImageRecord(image_id=str(i), path=f"{i}.png", width=10, height=10,
+                           boxes=[Box(0, 0, 5, 5, "3")] * boxes)
+
+    records = [record(i) for i in range(40)]
+    trained_on, held = split_holdout(records, 0.2)
+    assert [r.image_id for r in held] == [str(i) for i in range(40) if held_out(i, 0.2)]  # a task id or its string
+    assert 0 < len(held) < 20 and len(trained_on) + len(held) == 40
+    assert split_holdout(records, 0.2) == (trained_on, held)  # the same split every round
+    assert split_holdout(records, 0) == (records, [])
+    # what would train holds no box: too few to hold any out, all of them train
+    boxless = [record(i, boxes=0) if not held_out(i, 0.2) else record(i) for i in range(40)]
+    assert split_holdout(boxless, 0.2) == (boxless, [])
