@@ -79,9 +79,8 @@ def build_records(services: Services, project: int) -> tuple[list[ImageRecord], 
         Image.fromarray(image).save(partial)  # decoded, EXIF applied: detectron2 reads it as we saw it
         os.replace(partial, path)  # a job running beside this one never reads half a file
         boxes = [in_pixels(b, width, height) for b in labelled.boxes]
-        held = promotion.held_out(task_id, services.settings.holdout_fraction)
         records.append(ImageRecord(image_id=str(task_id), path=str(path), width=width, height=height,
-                                   boxes=boxes, split="holdout" if held else "train"))
+                                   boxes=boxes, split="train"))  # the held-out ones: promotion.split_holdout
     facts = {"annotated_tasks": len(tasks), "used_tasks": len(records),
              "label_set": list(taxonomy.label_set_for(labels.to_label)),  # what replayed images must fit
              "for_review": conversion.for_review, "unknown_labels": dict(conversion.unknown_labels),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from model.records import ImageRecord
@@ -28,13 +29,14 @@ def held_out(key: object, fraction: float) -> bool:
 
 
 def split_holdout(records: Sequence[ImageRecord], fraction: float) -> tuple[list[ImageRecord], list[ImageRecord]]:
-    """(trained on, held out) by each record's image id; all of them trained on where what would
-    train holds no box (too few to hold any out)."""
-    held = [r for r in records if held_out(r.image_id, fraction)]
-    trained_on = [r for r in records if not held_out(r.image_id, fraction)]
+    """(trained on, held out) by each record's image id, the held-out ones marked split "holdout";
+    all of them trained on where what would train holds no box (too few to hold any out)."""
+    trained_on, held = [], []
+    for r in records:
+        (held if held_out(r.image_id, fraction) else trained_on).append(r)
     if not any(r.boxes for r in trained_on):
         return list(records), []
-    return trained_on, held
+    return trained_on, [replace(r, split="holdout") for r in held]
 
 
 def holdout_metrics(model_dir: str | Path, holdout: Sequence[ImageRecord], score_threshold: float,

@@ -169,6 +169,7 @@ def test_held_out_images_split_stably_and_never_leave_nothing_to_train_on():
     records = [record(i) for i in range(40)]
     trained_on, held = split_holdout(records, 0.2)
     assert [r.image_id for r in held] == [str(i) for i in range(40) if held_out(i, 0.2)]  # a task id or its string
+    assert {r.split for r in held} == {"holdout"} and {r.split for r in trained_on} == {None}
     assert 0 < len(held) < 20 and len(trained_on) + len(held) == 40
     assert split_holdout(records, 0.2) == (trained_on, held)  # the same split every round
     assert split_holdout(records, 0) == (records, [])
