@@ -132,6 +132,15 @@ class Settings:
                "item 37: 60 iterations for 16 images)"})
     fine_tune_lr: float = field(default=fine_tuning.BASE_LR, metadata={
         "env": "FINE_TUNE_LR", "doc": "learning rate of a job that fine-tunes (a first training: 0.02)"})
+    fine_tune_freeze: tuple[str, ...] = field(default=fine_tuning.FREEZE, metadata={
+        "env": "FINE_TUNE_FREEZE",
+        "doc": "comma-separated parts of the detector a fine-tuning job holds as loaded: category-head (the "
+               "box head and the class scores, which a project's first category mix moved in "
+               "docs/results.md item 52; item 53); empty: none"})
+    fine_tune_classifier_min_lesions: int = field(default=fine_tuning.CLASSIFIER_MIN_LESIONS, metadata={
+        "env": "FINE_TUNE_CLASSIFIER_MIN_LESIONS",
+        "doc": "a fine-tuning job retrains the served version's box classifier only once the project's "
+               "annotations hold this many lesions; fewer: the new version carries it as it is (item 53)"})
     replay_data: str = field(default="", metadata={
         "env": "REPLAY_DATA",
         "doc": "FORMAT:PATH (as `birads --data`) of the starter model's own training images: a job that "
@@ -209,6 +218,10 @@ class Settings:
         if self.auth_max_failures < 0 or not 0 < self.auth_failure_window < math.inf:
             raise ValueError(f"AUTH_MAX_FAILURES={self.auth_max_failures} must be >= 0 (0: no limit) and "
                              f"AUTH_FAILURE_WINDOW={self.auth_failure_window} > 0")
+        try:
+            fine_tuning.frozen_prefixes(self.fine_tune_freeze)
+        except ValueError as exc:
+            raise ValueError(f"FINE_TUNE_FREEZE={','.join(self.fine_tune_freeze)}: {exc}") from None
         if self.replay_ratio < 0:
             raise ValueError(f"REPLAY_RATIO={self.replay_ratio} must be >= 0 (0: no replay)")
         if self.replay_data and ":" not in self.replay_data:

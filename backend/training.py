@@ -99,7 +99,8 @@ def train_settings(settings: Settings, weights: str, fine_tune: bool) -> TrainSe
                            max_iter=settings.train_max_iter or None, batch_size=settings.train_batch_size,
                            bf16=settings.train_bf16, device=settings.device, num_workers=1)
     if fine_tune:
-        chosen = fine_tuning.schedule(chosen, weights, settings.fine_tune_epochs, settings.fine_tune_lr)
+        chosen = fine_tuning.schedule(chosen, weights, settings.fine_tune_epochs, settings.fine_tune_lr,
+                                      settings.fine_tune_freeze, settings.fine_tune_classifier_min_lesions)
     return chosen
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields, replace
@@ -135,6 +136,25 @@ def train_box_classifier(records: list[ImageRecord], model_dir: str | Path, clas
         torch.save(model.inference_state(), staging / WEIGHTS)
         (staging / META).write_text(json.dumps(meta, indent=1))
     log.info("box classifier written to %s (%.0f s): %s", target, meta["wall_seconds"], metrics)
+    return target
+
+
+def names_exactly(model_dir: str | Path, classes: Sequence[str]) -> bool:
+    """Whether the model directory's classifier names exactly ``classes`` (and the background)."""
+    path = _classifier_dir(model_dir)
+    return path is not None and read_meta(path)["classes"] == [*classes, BACKGROUND]
+
+
+def carry(parent: str | Path, model_dir: str | Path) -> Path:
+    """Copy ``parent``'s classifier into ``model_dir`` as it is (atomically): a version whose
+    project has too few crops of its own to retrain it on (``model.fine_tuning``)."""
+    source, target = _classifier_dir(parent), Path(model_dir) / DIRNAME
+    if source is None:
+        raise DataError(f"{parent}: no box classifier to carry")
+    with StagedDirectory(target) as staging:
+        for name in (WEIGHTS, META):
+            shutil.copy2(source / name, staging / name)
+    log.info("box classifier carried from %s into %s", source, target)
     return target
 
 

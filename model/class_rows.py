@@ -17,9 +17,8 @@ from pathlib import Path
 import torch
 
 from model import modeldir, taxonomy
+from model.modeldir import BOX_DELTAS, CLASS_SCORES
 
-CLASS_SCORES = "roi_heads.box_predictor.cls_score"
-BOX_DELTAS = "roi_heads.box_predictor.bbox_pred"
 BOX_DIM = 4  # detectron2's Faster R-CNN regresses (dx, dy, dw, dh) per class
 
 

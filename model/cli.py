@@ -9,7 +9,7 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-from model import malignancy_reading, promotion
+from model import fine_tuning, malignancy_reading, promotion
 from model.category_reading import READINGS, SERVED_READING
 from model.io import DataError, StagedDirectory
 from model.records import BOX_VOTING_IOU, DEVICE_CHOICES
@@ -261,6 +261,10 @@ def cmd_simulate(args: argparse.Namespace) -> None:
         settings.fine_tune_epochs = args.fine_tune_epochs
     if args.fine_tune_lr is not None:
         settings.fine_tune_lr = args.fine_tune_lr
+    if args.fine_tune_freeze is not None:
+        settings.fine_tune_freeze = tuple(args.fine_tune_freeze)
+    if args.classifier_min_lesions is not None:
+        settings.classifier_min_lesions = args.classifier_min_lesions
     # never the loop's own images: a replayed holdout image would be tested on what it learnt
     taken = {r.path for r in pool + holdout}
     replay = [r for r in _replay_pool(args) if r.path not in taken]
@@ -427,6 +431,12 @@ def parser() -> argparse.ArgumentParser:
                    help="each fine-tune's augmented epochs (default: the training jobs', FINE_TUNE_EPOCHS)")
     p.add_argument("--fine-tune-lr", type=float,
                    help="each fine-tune's learning rate (default: the training jobs', FINE_TUNE_LR)")
+    p.add_argument("--fine-tune-freeze", nargs="*", choices=sorted(fine_tuning.FREEZABLE), metavar="PART",
+                   help="parts of the detector each fine-tune holds as loaded: category-head (default: the "
+                   "training jobs', FINE_TUNE_FREEZE; none given: none)")
+    p.add_argument("--classifier-min-lesions", type=int, metavar="N",
+                   help="retrain the box classifier only from N lesions among the labelled images, else carry "
+                   "the served version's (default: the jobs', FINE_TUNE_CLASSIFIER_MIN_LESIONS)")
     p.add_argument("--replay-data", metavar="FORMAT:PATH",
                    help="images to replay beside the labelled ones in each fine-tune (the starter's own "
                    "training data, as the jobs' REPLAY_DATA)")

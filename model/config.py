@@ -62,6 +62,9 @@ class TrainSettings:
     device: str = "auto"           # "auto", "cpu" or "cuda"
     num_workers: int = 2
     extra: list[str] = field(default_factory=list)  # detectron2 KEY VALUE overrides
+    frozen: tuple[str, ...] = ()   # parameter-name prefixes left as loaded (model.fine_tuning.FREEZABLE)
+    classifier_min_lesions: int = 0  # a fine-tune retrains its parent's box classifier only with this
+                                     # many lesions among its project's images; else carries it as it is
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -12,6 +12,13 @@ Replay: a project's first annotations are a small sample, and a fine-tune on the
 their category mix as the model's prior (item 37: six BI-RADS 5 among 16 images, then most
 lesions called 5). Beside them a fine-tune can replay images the starter was trained on,
 ``ratio`` per project image, so that the batch's mix is not all the model sees.
+
+What a fine-tune holds as its parent had it (docs/results.md item 53): every fine-tune of item 52
+lost 6-15 points of BI-RADS accuracy on BrEaST part2 to the first images' category mix, and each
+one's box classifier, retrained on a few dozen crops, put its top box on a lesion less often than
+the parent's. ``freeze`` names parts of the detector a fine-tune leaves as loaded (``FREEZABLE``);
+with fewer than ``classifier_min_lesions`` lesions among the project's own images (replayed ones not
+counted) the new version carries its parent's box classifier as it is.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from model import taxonomy
+from model.modeldir import BOX_HEAD, CLASS_SCORES
 
 if TYPE_CHECKING:
     from model.config import TrainSettings
@@ -31,12 +39,34 @@ EPOCHS = 0.75
 BASE_LR = 0.001  # round 0 on BrEaST: part2 lesion AP50 0.457 (0.005: 0.366; 0.02: 0.186)
 REPLAY_RATIO = 3.0  # replayed images per project image where REPLAY_DATA is given (item 38: 3 passed, 1 not)
 REPLAY_SPLIT = "replay"  # the split replayed records carry, to tell them from a project's
+# The parts a fine-tune can hold, as detectron2 parameter-name prefixes. The category head turns each
+# proposal's pooled features into its class scores: the box head's layers and the class-score rows
+# (the box deltas, the RPN and the trunk still learn where lesions are).
+FREEZABLE = {"category-head": (f"{BOX_HEAD}.", f"{CLASS_SCORES}.")}
+FREEZE: tuple[str, ...] = ()  # item 53 measures ("category-head",): the default until it is met
+CLASSIFIER_MIN_LESIONS = 0    # item 53 measures 10**6 (never retrained on BrEaST's 67 part1 images)
 
 
-def schedule(settings: TrainSettings, weights: str, epochs: float = EPOCHS,
-             base_lr: float = BASE_LR) -> TrainSettings:
-    """``settings`` fine-tuning the model directory ``weights`` (a fixed ``max_iter`` still wins)."""
-    return replace(settings, weights=weights, epochs=epochs, base_lr=base_lr)
+def frozen_prefixes(parts: Sequence[str]) -> tuple[str, ...]:
+    """The parameter-name prefixes of the named ``parts`` (``FREEZABLE``)."""
+    unknown = sorted(set(parts) - set(FREEZABLE))
+    if unknown:
+        raise ValueError(f"cannot freeze {unknown}: the parts a fine-tune can hold are {sorted(FREEZABLE)}")
+    return tuple(prefix for part in parts for prefix in FREEZABLE[part])
+
+
+def schedule(settings: TrainSettings, weights: str, epochs: float = EPOCHS, base_lr: float = BASE_LR,
+             freeze: Sequence[str] = FREEZE, classifier_min_lesions: int = CLASSIFIER_MIN_LESIONS) -> TrainSettings:
+    """``settings`` fine-tuning the model directory ``weights`` (a fixed ``max_iter`` still wins),
+    holding the parts named in ``freeze`` and, below ``classifier_min_lesions`` of the project's
+    own lesions, the parent's box classifier."""
+    return replace(settings, weights=weights, epochs=epochs, base_lr=base_lr, frozen=frozen_prefixes(freeze),
+                   classifier_min_lesions=classifier_min_lesions)
+
+
+def own_lesions(records: Sequence[ImageRecord]) -> int:
+    """The lesion boxes among a run's project images (replayed ones left out)."""
+    return sum(len(r.boxes) for r in records if r.split != REPLAY_SPLIT)
 
 
 def replayed(pool: Sequence[ImageRecord], project: Sequence[ImageRecord], ratio: float = REPLAY_RATIO,

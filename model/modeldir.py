@@ -23,6 +23,10 @@ BOX_CLASSIFIER = "box_classifier"
 BOX_CLASSIFIER_WEIGHTS = f"{BOX_CLASSIFIER}/weights.pth"
 BOX_CLASSIFIER_META = f"{BOX_CLASSIFIER}/classifier.json"
 FORMAT = 1
+# Names inside model_final.pth: the box head's layers and the box predictor's two outputs
+BOX_HEAD = "roi_heads.box_head"
+CLASS_SCORES = "roi_heads.box_predictor.cls_score"
+BOX_DELTAS = "roi_heads.box_predictor.bbox_pred"
 
 
 @dataclass

@@ -56,6 +56,8 @@ class SimulationSettings:
     fine_tune_epochs: float = fine_tuning.EPOCHS
     fine_tune_lr: float = fine_tuning.BASE_LR
     replay_ratio: float = fine_tuning.REPLAY_RATIO  # with a replay pool: its images per labelled one
+    fine_tune_freeze: tuple[str, ...] = fine_tuning.FREEZE  # parts each fine-tune holds (FREEZABLE)
+    classifier_min_lesions: int = fine_tuning.CLASSIFIER_MIN_LESIONS  # fewer: the box classifier carried
     replay_source: str = ""          # where the replay pool came from, for the report
     # the jobs' promotion gate (model.promotion); holdout_fraction 0: every version served, as
     # docs/results.md items 6-51 simulated
@@ -65,7 +67,8 @@ class SimulationSettings:
 
     def fine_tuning(self, model_dir: str | Path) -> TrainSettings:
         """The training settings of a round that fine-tunes ``model_dir``."""
-        return fine_tuning.schedule(self.train, str(model_dir), self.fine_tune_epochs, self.fine_tune_lr)
+        return fine_tuning.schedule(self.train, str(model_dir), self.fine_tune_epochs, self.fine_tune_lr,
+                                    self.fine_tune_freeze, self.classifier_min_lesions)
 
 
 def pick_next(unlabelled: list[ImageRecord], count: int, order: str,

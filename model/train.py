@@ -25,7 +25,7 @@ from detectron2.utils.env import seed_all_rng
 from detectron2.utils.events import CommonMetricPrinter, JSONWriter
 from detectron2.utils.logger import setup_logger
 
-from model import box_classifier, class_rows, modeldir, taxonomy
+from model import box_classifier, class_rows, fine_tuning, modeldir, taxonomy
 from model.augment import training_augmentations
 from model.config import TrainSettings, build_config, use_bf16
 from model.datasets.export import summary
@@ -111,6 +111,12 @@ class BiradsTrainer(DefaultTrainer):
             self.model.to(memory_format=torch.channels_last)
             self._trainer = Bf16Trainer(self.model, self.data_loader, self.optimizer)
 
+    def build_model(self, cfg):
+        """detectron2's model, the parts ``settings.frozen`` names left out of the optimizer."""
+        model = super().build_model(cfg)
+        freeze(model, self.settings.frozen)
+        return model
+
     def build_train_loader(self, cfg):
         mapper = DatasetMapper(cfg, is_train=True,
                                augmentations=training_augmentations(
@@ -136,6 +142,23 @@ class BiradsTrainer(DefaultTrainer):
         if self.progress is not None:
             hooks.append(ProgressHook(self.progress, self.settings.log_period))
         return hooks
+
+
+def freeze(model: torch.nn.Module, prefixes: tuple[str, ...]) -> int:
+    """Leave every parameter whose name starts with one of ``prefixes`` as loaded (detectron2's
+    optimizer skips those that need no gradient). Returns how many tensors; a prefix that names
+    none is an error, not a silent no-op."""
+    frozen = 0
+    for prefix in prefixes:
+        matched = [p for name, p in model.named_parameters() if name.startswith(prefix)]
+        if not matched:
+            raise DataError(f"nothing to freeze: no parameter of this model is named {prefix}*")
+        for parameter in matched:
+            parameter.requires_grad_(False)
+        frozen += len(matched)
+    if prefixes:
+        log.info("held as loaded: %d parameter tensors (%s)", frozen, ", ".join(prefixes))
+    return frozen
 
 
 class _StepClock(HookBase):
@@ -202,6 +225,23 @@ def _inherit_class_rows(trainer: BiradsTrainer, weights: str, classes: list[str]
     if inherited:
         log.info("box predictor rows from the parent's classes: %s", inherited)
     return inherited
+
+
+CARRIED = "carried from the parent"
+
+
+def _classifier_plan(records: list[ImageRecord], settings: TrainSettings, classes: list[str]) -> str | None:
+    """What a run does with its parent's box classifier: None (it has none), ``CARRIED`` (as it
+    is: fewer of the project's own lesions than ``classifier_min_lesions``, and the same classes),
+    or "retrained" (fine-tuned, or afresh where the classes differ: ``train_box_classifier``)."""
+    if not settings.weights or not box_classifier.has_classifier(settings.weights):
+        return None
+    own = fine_tuning.own_lesions(records)
+    if own < settings.classifier_min_lesions and box_classifier.names_exactly(settings.weights, classes):
+        log.info("box classifier carried from the parent: %d of the project's own lesions, fewer than %d",
+                 own, settings.classifier_min_lesions)
+        return CARRIED
+    return "retrained"
 
 
 def training_classes(records: list[ImageRecord], without_birads_4: bool = False) -> list[str]:
@@ -273,6 +313,7 @@ def train(records: list[ImageRecord], out: str | Path, settings: TrainSettings |
                             progress or _log_progress)
     trainer.resume_or_load(resume=resume)
     inherited = _inherit_class_rows(trainer, settings.weights, classes)
+    classifier = _classifier_plan(records, settings, classes)
     started = time.perf_counter()
     trainer.train()
     wall = time.perf_counter() - started
@@ -281,13 +322,17 @@ def train(records: list[ImageRecord], out: str | Path, settings: TrainSettings |
         parent=settings.weights or None, data=summary(records), settings=trainer.settings.to_dict(),
         training={"iterations": cfg.SOLVER.MAX_ITER, "wall_seconds": round(wall, 1),
                   "device": cfg.MODEL.DEVICE, "torch": torch.__version__,
-                  **({"class_rows_from_parent": inherited} if inherited else {})})
+                  **({"class_rows_from_parent": inherited} if inherited else {}),
+                  **({"frozen": list(settings.frozen)} if settings.frozen else {}),
+                  **({"box_classifier": classifier} if classifier else {})})
     with StagedDirectory(out) as staging:
         torch.save({"model": trainer.model.state_dict()}, staging / modeldir.WEIGHTS)
         (staging / modeldir.CONFIG).write_text(cfg.dump())
         (staging / modeldir.META).write_text(info.to_json())
         shutil.copy(work / modeldir.TRAIN_LOG, staging / modeldir.TRAIN_LOG)
-        if settings.weights and box_classifier.has_classifier(settings.weights):
+        if classifier == CARRIED:
+            box_classifier.carry(settings.weights, staging)
+        elif classifier:
             # The categories learnt from the experts' corrections reach the classifier too.
             box_classifier.train_box_classifier(records, staging, classes, parent=settings.weights,
                                                 progress=_epochs_as_iterations(progress) if progress else None)

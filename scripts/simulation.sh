@@ -11,6 +11,9 @@
 # Each round holds out and gates as the jobs do (HOLDOUT_FRACTION, default the jobs' 0.2: a new
 # version is served only where it keeps the held-out lesion AP50; item 52); HOLDOUT_FRACTION=0
 # serves every version, as items 6-51 simulated. ROUNDS (default 3) rounds after round 0.
+# FINE_TUNE_FREEZE (parts, e.g. category-head) and CLASSIFIER_MIN_LESIONS hold what each fine-tune
+# keeps as the served version had it, as the jobs' FINE_TUNE_FREEZE and
+# FINE_TUNE_CLASSIFIER_MIN_LESIONS (item 53).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ref=${REF:-runs/reference/model}
@@ -28,7 +31,8 @@ for order in ${ORDERS:-random uncertain}; do
     --holdout-splits part2 --initial 16 --round-size 16 --rounds "${ROUNDS:-3}" --order "$order" \
     --score-threshold "${SCORE_THRESHOLD:-0.5}" --display "${SHOW_BOXES:-top1-only}" --weights "$ref" --image-size 0 \
     ${ITERS:+--max-iter "$ITERS"} ${FINE_TUNE_EPOCHS:+--fine-tune-epochs "$FINE_TUNE_EPOCHS"} \
-    ${FINE_TUNE_LR:+--fine-tune-lr "$FINE_TUNE_LR"} ${HOLDOUT_FRACTION:+--holdout-fraction "$HOLDOUT_FRACTION"} \
+    ${FINE_TUNE_LR:+--fine-tune-lr "$FINE_TUNE_LR"} ${FINE_TUNE_FREEZE:+--fine-tune-freeze $FINE_TUNE_FREEZE} \
+    ${CLASSIFIER_MIN_LESIONS:+--classifier-min-lesions "$CLASSIFIER_MIN_LESIONS"} ${HOLDOUT_FRACTION:+--holdout-fraction "$HOLDOUT_FRACTION"} \
     --batch-size 2 --bf16 --num-workers 1 --out "$out/$order" "${replay[@]}"
 done
 date +%s > "$out.end"

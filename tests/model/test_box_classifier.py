@@ -11,6 +11,7 @@ import pytest
 from model import datasets
 from model.box_classifier import BoxClassifierSettings, train_box_classifier
 from model.config import TrainSettings
+from model.fine_tuning import REPLAY_SPLIT, schedule
 from model.io import DataError, read_image
 from model.modeldir import read_info
 from model.predict import Predictor
@@ -118,6 +119,28 @@ def test_a_fine_tuned_version_fine_tunes_its_parents_classifier(tmp_path, classi
     assert meta["settings"] == json.loads(
         (classified_tiny_model / "box_classifier" / "classifier.json").read_text())["settings"]
     assert Predictor(child, bf16=False).box_classifier is not None
+
+
+def test_a_project_with_few_lesions_of_its_own_carries_its_parents_classifier(tmp_path, classified_tiny_model, records):
+    """FINE_TUNE_CLASSIFIER_MIN_LESIONS: below it the new version's classifier is its parent's, byte
+    for byte; replayed images do not count towards it."""
+    tiny = dict(base_config="COCO-Detection/faster_rcnn_R_50_FPN_1x.yaml", image_size=0, max_iter=1,
+                num_workers=0, warmup_iters=1)
+    lesions = sum(len(r.boxes) for r in records)
+    project = records[:2] + [replace(r, split=REPLAY_SPLIT) for r in records[2:]]
+    reports = []
+    child = train(project, tmp_path / "child", schedule(
+        TrainSettings(**tiny), str(classified_tiny_model), classifier_min_lesions=3), progress=reports.append)
+    assert read_info(child).training["box_classifier"] == "carried from the parent"
+    assert reports[-1]["stage"] == "training"  # no classifier epochs
+    for name in ("weights.pth", "classifier.json"):
+        assert (child / "box_classifier" / name).read_bytes() == \
+            (classified_tiny_model / "box_classifier" / name).read_bytes()
+    retrained = train(records, tmp_path / "retrained", schedule(
+        TrainSettings(**tiny), str(classified_tiny_model), classifier_min_lesions=lesions))
+    assert read_info(retrained).training["box_classifier"] == "retrained"
+    meta = json.loads((retrained / "box_classifier" / "classifier.json").read_text())
+    assert meta["fine_tuned_from"] == str(classified_tiny_model)
 
 
 def test_a_model_of_other_classes_trains_its_own_classifier_afresh(tmp_path, classified_tiny_model, records):

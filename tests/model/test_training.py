@@ -20,6 +20,8 @@ from model.class_rows import BOX_DELTAS, CLASS_SCORES
 from model.config import TrainSettings
 from model.evaluation.evaluate import LOW_SCORE, evaluate
 from model.evaluation.report import read_detections, write_report
+from model.fine_tuning import schedule
+from model.io import DataError
 from model.predict import Predictor
 from model.train import train
 
@@ -135,6 +137,26 @@ def test_fine_tune_from_previous_version(overfit_model, records, tmp_path):
     assert (out / "config.yaml").read_text().count("GN") >= 1  # architecture kept from v1
     detections = Predictor(out, score_threshold=LOW_SCORE)([records[0].path])
     assert detections[0].boxes  # the fine-tuned model still finds lesions
+
+
+def test_a_fine_tune_holding_the_category_head_trains_everything_else(overfit_model, records, tmp_path):
+    """FINE_TUNE_FREEZE=category-head: the box head's layers and the class-score rows stay the
+    parent's, bit for bit; the box deltas, the RPN and the trunk still learn."""
+    out = tmp_path / "held"
+    held = schedule(TrainSettings(**TINY), str(overfit_model), freeze=["category-head"])
+    train(records, out, replace(held, max_iter=3, warmup_iters=1))
+    parent = torch.load(overfit_model / modeldir.WEIGHTS, weights_only=True)["model"]
+    child = torch.load(out / modeldir.WEIGHTS, weights_only=True)["model"]
+    frozen = [k for k in child if k.startswith(held.frozen)]
+    assert {k.split(".")[1] for k in frozen} == {"box_head", "box_predictor"} and f"{CLASS_SCORES}.bias" in frozen
+    assert all(torch.equal(child[k], parent[k]) for k in frozen)
+    learnt = (f"{BOX_DELTAS}.weight", "proposal_generator.rpn_head.conv.weight",
+              "backbone.bottom_up.res4.0.conv1.weight")
+    for name in learnt:
+        assert not torch.equal(child[name], parent[name]), name
+    assert modeldir.read_info(out).training["frozen"] == list(held.frozen)
+    with pytest.raises(DataError, match=r"no parameter of this model is named roi_heads.mask_head\*"):
+        train(records, tmp_path / "none", replace(held, frozen=("roi_heads.mask_head",), max_iter=1))
 
 
 def test_predictor_round_trip_in_a_fresh_process(overfit_model, records):

@@ -4,7 +4,8 @@ from dataclasses import replace
 
 import pytest
 
-from model.fine_tuning import REPLAY_SPLIT, replayed
+from model.config import TrainSettings
+from model.fine_tuning import REPLAY_SPLIT, own_lesions, replayed, schedule
 from model.records import Box, ImageRecord
 from model.taxonomy import FULL
 
@@ -54,3 +55,13 @@ def test_every_prefix_replays_the_pools_category_shares():
             count = sum(r.boxes[0].category == category for r in chosen)
             assert abs(count - share * ratio) <= 1, (ratio, category, count)
     assert len({r.image_id for r in replayed(pool, project, ratio=100)}) == 100  # each image once
+
+
+def test_a_fine_tune_holds_the_named_parts_and_counts_only_the_projects_own_lesions():
+    held = schedule(TrainSettings(), "models/starter", freeze=["category-head"], classifier_min_lesions=50)
+    assert held.frozen == ("roi_heads.box_head.", "roi_heads.box_predictor.cls_score.")
+    assert (held.classifier_min_lesions, held.weights) == (50, "models/starter")
+    with pytest.raises(ValueError, match=r"cannot freeze \['backbone'\]: the parts a fine-tune can hold are"):
+        schedule(TrainSettings(), "models/starter", freeze=["backbone"])
+    project = [record("p0", "4", "5", split="train"), record("p1", "3", split="train"), record("normal", split="train")]
+    assert own_lesions(project + replayed(POOL, project, ratio=2)) == 3  # the six replayed lesions not counted

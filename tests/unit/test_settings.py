@@ -50,6 +50,7 @@ def test_typed_values(monkeypatch):
     ("DEVICE", "gpu", "must be auto, cpu, cuda or cuda:N"),
     ("REPLAY_RATIO", "-1", "REPLAY_RATIO=-1.0 must be >= 0"),
     ("REPLAY_DATA", "/data/BUS-BRA", "must be FORMAT:PATH"),
+    ("FINE_TUNE_FREEZE", "category-head,trunk", r"FINE_TUNE_FREEZE=category-head,trunk: cannot freeze \['trunk'\]"),
 ])
 def test_bad_values_name_the_variable(monkeypatch, name, value, message):
     monkeypatch.setenv(name, value)
@@ -112,6 +113,13 @@ def test_a_job_that_fine_tunes_runs_the_gentle_schedule_and_a_first_training_the
     assert (first.base_lr, first.epochs) == (TrainSettings().base_lr, settings.train_epochs)
     monkeypatch.setenv("TRAIN_MAX_ITER", "7")  # a fixed count wins over either schedule
     assert iterations(train_settings(Settings.from_env(), "models/starter", fine_tune=True), 16) == 7
+    assert (tuned.frozen, tuned.classifier_min_lesions) == ((), 0)  # nothing held by default
+    monkeypatch.setenv("FINE_TUNE_FREEZE", "category-head")
+    monkeypatch.setenv("FINE_TUNE_CLASSIFIER_MIN_LESIONS", "200")
+    held = train_settings(Settings.from_env(), "models/starter", fine_tune=True)
+    assert held.frozen == ("roi_heads.box_head.", "roi_heads.box_predictor.cls_score.")
+    assert held.classifier_min_lesions == 200
+    assert train_settings(Settings.from_env(), "", fine_tune=False).frozen == ()  # a first training holds nothing
 
 
 def test_an_empty_number_is_its_default_as_compose_passes_an_unset_one(monkeypatch):

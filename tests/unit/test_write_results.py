@@ -42,18 +42,21 @@ def _model_json(folder: Path, settings: TrainSettings, images: int, classes=("2"
                                                    "settings": asdict(settings)}))
 
 
-def _simulation(folder: Path, seconds: list[float | None]) -> None:
+def _simulation(folder: Path, seconds: list[float | None], served: list[float] | None = None) -> None:
+    """simulation.json of rounds whose batches cost ``seconds``; with ``served``, the starter's and
+    each round's served version's test-set ratios (runs since item 52)."""
     rows = [{"round": n, "train_images": 16 * (n + 1), "batch_images": 16 if n else 0,
              "seconds_per_image": s, "by_hand_seconds_per_image": 7.0 if n else None,
              "ratio": s / 7.0 if s else None,
              "corrections_per_image": 0.5 if n else None, "baseline_corrections_per_image": 1.0 if n else None,
              "acceptance_rate": 0.5 if n else None, "ap50": 0.4, "ap50_lesion": 0.7, "sensitivity": 0.8,
-             "specificity": 0.6, "elapsed_seconds": 100.0 * n} for n, s in enumerate(seconds)]
+             "specificity": 0.6, "elapsed_seconds": 100.0 * n,
+             **({"test_effort_ratio": served[n + 1]} if served else {})} for n, s in enumerate(seconds)]
     folder.mkdir(parents=True)
     (folder / "simulation.json").write_text(json.dumps({
         "settings": {"initial": 16, "round_size": 16, "rounds": 2, "score_threshold": 0.5, "display": "top1",
                      "costs": asdict(ActionCosts()), "train": asdict(TrainSettings(max_iter=60, image_size=0))},
-        "rounds": rows}))
+        "rounds": rows, **({"starter": {"test_effort_ratio": served[0]}} if served else {})}))
 
 
 def _classifier(model: Path, settings: dict, accuracy: float, auc: float, stamps: Path, stage: str) -> None:
@@ -261,3 +264,19 @@ def test_the_loop_section_names_each_fine_tunes_schedule_old_runs_and_new():
     replaying = {**jobs, "replay_ratio": 1.0, "replay_source": "busbra:BUS-BRA (1127 images)"}
     assert schedule_text(replaying) == ("0.75 augmented epochs at learning rate 0.001, replaying 1 image(s) "
                                             "of busbra:BUS-BRA (1127 images) per labelled one")
+
+
+@pytest.mark.parametrize("served, verdict", [
+    ([0.739, 0.739, 0.739], "missed"),           # item 52: every version refused, the starter kept
+    ([0.739, 0.730, 0.715], "met"),              # steady and 0.024x below the starter
+    ([0.739, 0.700, 0.725], "missed"),           # a later version costs more than the one before it
+])
+def test_the_loop_target_reads_the_served_versions_on_the_test_set(tmp_path, writer, served, verdict):
+    """Since item 52 a loop run tests its starter: the target reads the starter's and each served
+    version's test-set ratio (not each round's batch, a different 16 images each time)."""
+    runs = tmp_path / "runs"
+    _simulation(runs / "simulation" / "uncertain", [None, 4.8], served)
+    row = next(line for line in writer.targets_section(runs) if "falling round by round" in line)
+    shown = " -> ".join(f"{v:.3f}x" for v in served)
+    assert row == (f"| expert-seconds falling round by round on BrEaST (uncertain order) | part2, the served "
+                   f"version: {shown} (the starter first); batches 4.8 s | {verdict} |")
