@@ -255,13 +255,19 @@ def _fmt(value) -> str:
 
 def schedule_text(settings: dict) -> str:
     """Each fine-tune's schedule in words, from a simulation.json's settings: a fixed count (results
-    items 6-36), else the training jobs' epochs (item 37), and what it replayed (item 38)."""
+    items 6-36), else the training jobs' epochs (item 37), what it replayed (item 38) and what it
+    held as served (item 53)."""
     train = settings["train"]
     length = (f"{train['max_iter']} iterations" if train.get("max_iter")
               else f"{settings['fine_tune_epochs']:g} augmented epochs")
     text = f"{length} at learning rate {settings.get('fine_tune_lr', train['base_lr']):g}"
     if settings.get("replay_source"):
         text += f", replaying {settings['replay_ratio']:g} image(s) of {settings['replay_source']} per labelled one"
+    if settings.get("fine_tune_freeze"):
+        text += f", holding the {' and the '.join(settings['fine_tune_freeze'])} as served"
+    if settings.get("classifier_min_lesions"):
+        text += (f", the served box classifier carried until the labelled images hold "
+                 f"{settings['classifier_min_lesions']} lesions")
     return text
 
 

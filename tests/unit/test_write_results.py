@@ -264,6 +264,10 @@ def test_the_loop_section_names_each_fine_tunes_schedule_old_runs_and_new():
     replaying = {**jobs, "replay_ratio": 1.0, "replay_source": "busbra:BUS-BRA (1127 images)"}
     assert schedule_text(replaying) == ("0.75 augmented epochs at learning rate 0.001, replaying 1 image(s) "
                                             "of busbra:BUS-BRA (1127 images) per labelled one")
+    holding = {**jobs, "fine_tune_freeze": ["category-head"], "classifier_min_lesions": 1000}
+    assert schedule_text(holding) == ("0.75 augmented epochs at learning rate 0.001, holding the category-head "
+                                      "as served, the served box classifier carried until the labelled images "
+                                      "hold 1000 lesions")
 
 
 @pytest.mark.parametrize("served, verdict", [
