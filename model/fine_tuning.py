@@ -43,8 +43,8 @@ REPLAY_SPLIT = "replay"  # the split replayed records carry, to tell them from a
 # proposal's pooled features into its class scores: the box head's layers and the class-score rows
 # (the box deltas, the RPN and the trunk still learn where lesions are).
 FREEZABLE = {"category-head": (f"{BOX_HEAD}.", f"{CLASS_SCORES}.")}
-FREEZE: tuple[str, ...] = ()  # item 53 measures ("category-head",): the default until it is met
-CLASSIFIER_MIN_LESIONS = 0    # item 53 measures 10**6 (never retrained on BrEaST's 67 part1 images)
+FREEZE: tuple[str, ...] = ()  # item 53 measured ("category-head",): its rule missed by one round
+CLASSIFIER_MIN_LESIONS = 0    # item 53 measured 10**6 (never retrained on BrEaST's 67 part1 images)
 
 
 def frozen_prefixes(parts: Sequence[str]) -> tuple[str, ...]:

@@ -227,13 +227,13 @@ def _inherit_class_rows(trainer: BiradsTrainer, weights: str, classes: list[str]
     return inherited
 
 
-CARRIED = "carried from the parent"
+CARRIED, RETRAINED = "carried from the parent", "retrained"  # model.json's training.box_classifier
 
 
 def _classifier_plan(records: list[ImageRecord], settings: TrainSettings, classes: list[str]) -> str | None:
     """What a run does with its parent's box classifier: None (it has none), ``CARRIED`` (as it
     is: fewer of the project's own lesions than ``classifier_min_lesions``, and the same classes),
-    or "retrained" (fine-tuned, or afresh where the classes differ: ``train_box_classifier``)."""
+    or ``RETRAINED`` (fine-tuned, or afresh where the classes differ: ``train_box_classifier``)."""
     if not settings.weights or not box_classifier.has_classifier(settings.weights):
         return None
     own = fine_tuning.own_lesions(records)
@@ -241,7 +241,7 @@ def _classifier_plan(records: list[ImageRecord], settings: TrainSettings, classe
         log.info("box classifier carried from the parent: %d of the project's own lesions, fewer than %d",
                  own, settings.classifier_min_lesions)
         return CARRIED
-    return "retrained"
+    return RETRAINED
 
 
 def training_classes(records: list[ImageRecord], without_birads_4: bool = False) -> list[str]:
