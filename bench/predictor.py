@@ -1,10 +1,5 @@
 """Our predictor (fp32, bf16 + channels_last) vs detectron2's DefaultPredictor, side by side.
 
-``ours-fp32-as-loaded`` is our float32 predictor without its speed-ups (frozen batch norms folded,
-channels_last; item 54): the table shows what they save, and the parity lines below it how far
-their detections move (every box up to 10 per image, read at score threshold 0 so that a barely
-trained bench model has boxes to compare).
-
 Same model directory, same real images, same input sizes; each configuration runs in its own
 process so its peak memory (max RSS) is its own; ours predicts as the backend serves (box
 classifier where the model has one, box voting). Prints a table and the time ratios, against
@@ -57,7 +52,7 @@ def run_one(mode: str, model_dir: str, size: int, paths: list[str]) -> dict:
 
         # as the backend serves: the model's box classifier where it has one, box voting on
         predictor = Predictor(model_dir, device="cpu", bf16=(mode == "ours-bf16"), image_size=size or None,
-                              box_voting_iou=BOX_VOTING_IOU, float32_speedups=(mode != "ours-fp32-as-loaded"))
+                              box_voting_iou=BOX_VOTING_IOU)
         infer = lambda: predictor(images, batch_size=1)  # noqa: E731
     infer_first = time.perf_counter()
     predictor_out = infer()  # warm-up (allocator, oneDNN kernels)
@@ -66,30 +61,8 @@ def run_one(mode: str, model_dir: str, size: int, paths: list[str]) -> dict:
     infer()
     seconds = (time.perf_counter() - start) / len(images)
     del predictor_out
-    row = {"mode": mode, "size": size, "s_per_image": round(seconds, 3), "warmup_s": round(warm, 1),
-           "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
-    if mode != "detectron2":  # after the timing, so reading every box costs the timing nothing
-        predictor.score_threshold = 0.0
-        row["detections"] = [[[b.x0, b.y0, b.x1, b.y1, b.category, b.score] for b in d.boxes] + [list(d.malignancy)]
-                             for d in infer()]
-    return row
-
-
-def parity(ours: dict, reference: dict) -> str:
-    """How far ``ours``'s boxes are from ``reference``'s, image by image and box by box."""
-    same, pixels, scores = True, 0.0, 0.0
-    for image, other in zip(ours["detections"], reference["detections"]):
-        *boxes, malignancy = image
-        *other_boxes, other_malignancy = other
-        same &= len(boxes) == len(other_boxes) and all(a[4] == b[4] for a, b in zip(boxes, other_boxes))
-        for a, b in zip(boxes, other_boxes):
-            pixels = max(pixels, *(abs(x - y) for x, y in zip(a[:4], b[:4])))
-            scores = max(scores, abs(a[5] - b[5]))
-        scores = max([scores, *(abs(x - y) for x, y in zip(malignancy, other_malignancy))])
-    count = sum(len(image) - 1 for image in ours["detections"])
-    return (f"{ours['mode']} vs {reference['mode']} at size {ours['size'] or 'model own'}: {count} boxes, "
-            f"same count, order and categories: {same}; largest coordinate difference {pixels:.4f} px, "
-            f"largest score or P(malignant) difference {scores:.6f}")
+    return {"mode": mode, "size": size, "s_per_image": round(seconds, 3), "warmup_s": round(warm, 1),
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
 
 
 def main() -> None:
@@ -108,7 +81,7 @@ def main() -> None:
     from model.config import bf16_supported
 
     paths = [r.path for r in datasets.load(args.data)[: args.images]]
-    modes = ["detectron2", "ours-fp32-as-loaded", "ours-fp32", "ours-bf16"]
+    modes = ["detectron2", "ours-fp32", "ours-bf16"]
     if not bf16_supported("cpu"):  # emulated bf16 is many times slower: nothing to learn from it
         modes.remove("ours-bf16")
         print("this CPU has no native bfloat16: ours-bf16 not run (the predictor serves float32 here)")
@@ -118,7 +91,7 @@ def main() -> None:
             done = subprocess.run([sys.executable, __file__, "--model", args.model, "--child", mode,
                                    str(size), *paths], capture_output=True, text=True, check=True)
             rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
-            print({k: v for k, v in rows[-1].items() if k != "detections"}, flush=True)
+            print(rows[-1], flush=True)
     print(f"\n{len(paths)} images, {args.model}\n")
     paper = next((r for r in rows if r["size"] == 800 and r["mode"] == "detectron2"), None)
     print("| size | predictor | s/image | peak RSS MB | vs DefaultPredictor, same size | vs DefaultPredictor, 800 px |"
@@ -129,11 +102,6 @@ def main() -> None:
             at_800 = f"{row['s_per_image'] / paper['s_per_image']:.2f}x" if paper else "n/a"
             print(f"| {size or 'model own'} | {row['mode']} | {row['s_per_image']} | {row['peak_rss_mb']} | "
                   f"{row['s_per_image'] / base['s_per_image']:.2f}x | {at_800} |")
-    print()
-    for size in args.sizes:
-        loaded = next(r for r in rows if r["size"] == size and r["mode"] == "ours-fp32-as-loaded")
-        for row in (r for r in rows if r["size"] == size and r["mode"] in ("ours-fp32", "ours-bf16")):
-            print(parity(row, loaded))
 
 
 if __name__ == "__main__":

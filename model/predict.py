@@ -23,7 +23,6 @@ from model import box_voting, modeldir
 from model.box_classifier import BoxClassifier
 from model.category_reading import SERVED_READING, reader, relabelled
 from model.config import bf16_supported, resolve_device
-from model.inference_speed import speed_up_float32
 from model.io import DataError, read_image
 from model.malignancy_reading import SERVED_READING as SERVED_MALIGNANCY
 from model.malignancy_reading import check, reread
@@ -96,8 +95,6 @@ class Predictor:
     (``model.category_reading``: argmax, or their median in rank order).
     ``malignancy_reading``: how each box's P(malignant) is read where the box classifier gives one
     (``model.malignancy_reading``: its pathology head alone, or averaged with the box's categories).
-    ``float32_speedups``: in float32, fold the frozen batch norms into their convolutions and run
-    channels_last (``model.inference_speed``, item 54); False runs the model as loaded.
     """
 
     def __init__(self, model_dir: str | Path, device: str = "auto", bf16: bool | None = None,
@@ -105,7 +102,7 @@ class Predictor:
                  image_size: int | None = None, merge_iou: float | None = 0.5,
                  box_classifier: bool = True, box_voting_iou: float | None = None,
                  category_reading: str = SERVED_READING,
-                 malignancy_reading: str = SERVED_MALIGNANCY, float32_speedups: bool = True) -> None:
+                 malignancy_reading: str = SERVED_MALIGNANCY) -> None:
         reader(category_reading)  # an unknown name fails here, not at the first image
         self.category_reading = category_reading
         self.malignancy_reading = check(malignancy_reading)
@@ -139,8 +136,6 @@ class Predictor:
         extend_inference(self.model.roi_heads.box_predictor, box_voting_iou)
         if self.bf16:
             self.model.to(memory_format=torch.channels_last)
-        elif float32_speedups:
-            speed_up_float32(self.model)
         self.resize = T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)
         self.box_classifier = BoxClassifier.of(self.model_dir, self.classes, self.device) if box_classifier else None
         log.info("loaded %s on %s (bf16 %s), classes %s, box classifier %s", self.model_dir, self.device,
