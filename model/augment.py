@@ -6,11 +6,7 @@ import numpy as np
 from detectron2.data import transforms as T
 
 from model.config import TrainSettings
-
-# How a rotation turns a box into the new training box (TrainSettings.box_rotation):
-# "corners": detectron2's box around the box's rotated corners, larger than the lesion it framed;
-# "ellipse": the box around the rotated ellipse inscribed in the box, a lesion's usual shape.
-BOX_ROTATIONS = ("corners", "ellipse")
+from model.records import BOX_ROTATIONS
 
 
 class EllipseRotationTransform(T.RotationTransform):
@@ -48,6 +44,11 @@ class EllipseRandomRotation(T.RandomRotation):
                                         center=rotation.center, interp=rotation.interp)
 
 
+# The transform behind each of records.BOX_ROTATIONS
+ROTATIONS: dict[str, type[T.RotationTransform]] = {"corners": T.RotationTransform,
+                                                   "ellipse": EllipseRotationTransform}
+
+
 def random_rotation(degrees: float, box_rotation: str) -> T.Augmentation:
     """An angle drawn uniformly in +-``degrees``, boxes rotated as ``box_rotation`` says."""
     if box_rotation not in BOX_ROTATIONS:
@@ -60,7 +61,7 @@ def training_augmentations(settings: TrainSettings, short: int, longest: int) ->
     """Resize (short side ``short``, long side at most ``longest``), then the paper's augmentations.
 
     Rotation is small (default +-10 degrees): ultrasound frames always have the transducer at the
-    top, and a rotated box is only an estimate of the rotated lesion's box (``BOX_ROTATIONS``).
+    top, and a rotated box is only an estimate of the rotated lesion's box (``ROTATIONS``).
     """
     augs: list[T.Augmentation] = [
         T.ResizeShortestEdge(short, longest, sample_style="choice"),

@@ -12,7 +12,7 @@ from pathlib import Path
 from model import fine_tuning, malignancy_reading, promotion
 from model.category_reading import READINGS, SERVED_READING
 from model.io import DataError, StagedDirectory
-from model.records import BOX_VOTING_IOU, DEVICE_CHOICES
+from model.records import BOX_ROTATIONS, BOX_VOTING_IOU, DEVICE_CHOICES
 from model.taxonomy import UnknownCategory
 
 log = logging.getLogger("birads")
@@ -329,6 +329,10 @@ def _train_options(parser: argparse.ArgumentParser) -> None:
                        ("seed", int), ("checkpoint_period", int), ("num_workers", int)):
         parser.add_argument("--" + name.replace("_", "-"), type=kind)
     parser.add_argument("--class-balanced", action="store_true", default=None)
+    parser.add_argument("--box-rotation", choices=BOX_ROTATIONS,
+                        help="how a training rotation turns a box: the box around its rotated corners "
+                             "(detectron2's, the default) or around the rotated ellipse inscribed in it "
+                             "(docs/results.md item 56)")
     parser.add_argument("--bf16", action="store_true", default=None,
                         help="train under bfloat16 autocast + channels_last")
     parser.add_argument("--device", help=DEVICE_CHOICES)

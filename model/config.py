@@ -48,7 +48,7 @@ class TrainSettings:
     warmup_iters: int = 100
     augment_factor: int = 10       # the paper's tenfold augmentation, drawn on the fly
     rotation_degrees: float = 10.0
-    box_rotation: str = "corners"  # how a rotation turns a box into a training box (model.augment.BOX_ROTATIONS)
+    box_rotation: str = "corners"  # how a rotation turns a box into a training box: one of BOX_ROTATIONS
     brightness: tuple[float, float] = (0.8, 1.2)
     roi_per_image: int = 128       # one lesion per image: 512 sampled ROIs is mostly background
     class_balanced: bool = False   # repeat images of rare categories (RepeatFactorTrainingSampler)

@@ -19,6 +19,10 @@ BOX_VOTING_IOU = 0.5
 # Where a model runs, as the backend's DEVICE and `birads --device` name it (model.config.resolve_device)
 DEVICE_NAME = r"auto|cpu|cuda(:\d+)?"
 DEVICE_CHOICES = "auto, cpu, cuda or cuda:N"
+# How a training rotation turns a box into a training box (TrainSettings.box_rotation, `birads train
+# --box-rotation`, model.augment): "corners", detectron2's box around the box's rotated corners,
+# larger than the lesion it framed; "ellipse", the box around the rotated ellipse inscribed in it.
+BOX_ROTATIONS = ("corners", "ellipse")
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 OVERRIDES = {"BUDGET_S", "ITERS", "ITERS_NO4", "PRETRAIN_EPOCHS", "PRETRAIN_SHARE", "MIN_EPOCHS", "MIN_ITERS",
              "EVAL_RESERVE_S", "CLASSIFIER_RESERVE_S", "HEADS", "MISPLACED", "ARMS", "PYTHON", "RESCORE",
              "UNTIL", "PROBE_MARGIN", "CHECKPOINT_PERIOD", "IMAGE_SIZE", "MAX_SIZE", "BATCH", "REF", "DATA", "KEEP",
-             "ORDERS", "REPLAY_RATIO", "FINE_TUNE_LR", "FINE_TUNE_EPOCHS"}
+             "ORDERS", "REPLAY_RATIO", "FINE_TUNE_LR", "FINE_TUNE_EPOCHS", "BOX_ROTATION"}
 STAND_IN = """#!/usr/bin/env bash
 echo "$*" >> "$CALLS"
 command=$1; shift
@@ -96,6 +96,13 @@ def test_the_first_model_has_groupnorm_heads_and_a_box_classifier_trained_after_
     assert "--blend 0 " in line and line.endswith("--misplaced-share 0.5 --rescore 0.5")
     evaluations = [i for i, c in enumerate(calls) if c.startswith("evaluate")]
     assert evaluations and min(evaluations) > classifier  # the figures include its malignancy
+
+
+def test_both_detectors_rotate_their_boxes_as_box_rotation_says(tmp_path):
+    for name, env in (("corners", {}), ("ellipse", {"BOX_ROTATION": "ellipse"})):
+        (tmp_path / name).mkdir()
+        trainings = [c for c in run_script(tmp_path / name, 52, 2, **env) if c.startswith("train ") and "--probe" not in c]
+        assert len(trainings) == 2 and all(re.search(rf"--box-rotation {name}\b", c) for c in trainings)
 
 
 def test_the_default_heads_stay_available_and_a_wrong_name_is_refused(tmp_path):

@@ -1,0 +1,104 @@
+"""How faithful a rotated training box is to the rotated lesion: each expert box rotated as the
+training rotates it (``model/augment.py``: the box around its rotated corners, or the rotated
+ellipse inscribed in it) against the box of the expert's rotated mask, the lesion's true extent
+after the rotation (docs/results.md item 56). Runs no model; reads the images' masks.
+
+    python scripts/rotation_targets.py --data busbra:../shared/data/BUS-BRA --splits fold1 fold2 fold3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+from tabulate import tabulate
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from model import datasets  # noqa: E402
+from model.augment import ROTATIONS  # noqa: E402
+from model.io import read_image  # noqa: E402
+from model.records import BOX_ROTATIONS  # noqa: E402
+
+
+def mask_box(mask: np.ndarray) -> np.ndarray | None:
+    """The box around a mask's lesion pixels, in the (x0, y0, x1, y1) pixel-edge convention."""
+    ys, xs = np.nonzero(mask)
+    return None if len(xs) == 0 else np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], dtype=float)
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    inter = max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def rotated_boxes(mask: np.ndarray, box: np.ndarray, angle: float) -> dict[str, np.ndarray] | None:
+    """The rotated mask's box ("mask") and the box rotated each way, clipped to the image as
+    detectron2's mapper clips them; None where the rotation pushes the lesion out of the frame."""
+    height, width = mask.shape
+    boxes: dict[str, np.ndarray] = {}
+    for name in BOX_ROTATIONS:
+        rotation = ROTATIONS[name](height, width, angle, expand=False)
+        boxes[name] = np.clip(rotation.apply_box(box[None])[0], 0, [width, height, width, height])
+    truth = mask_box(ROTATIONS["corners"](height, width, angle, expand=False).apply_segmentation(mask))
+    if truth is None:
+        return None
+    return {"mask": truth, **boxes}
+
+
+def measure(records, degrees: float, angles: int, seed: int) -> dict:
+    """Width and height ratios and IoU of each way's boxes against the rotated masks' boxes, over
+    ``angles`` angles per lesion drawn uniformly in +-``degrees``."""
+    generator = np.random.default_rng(seed)
+    rows: dict[str, list[tuple[float, float, float]]] = {name: [] for name in BOX_ROTATIONS}
+    lesions = 0
+    for record in records:
+        if len(record.masks) != 1 or len(record.boxes) != 1:  # one outline, one box: paired for sure
+            continue
+        mask = (read_image(record.masks[0]).reshape(record.height, record.width, -1)[:, :, 0] > 127).astype(np.uint8)
+        box = np.array([record.boxes[0].x0, record.boxes[0].y0, record.boxes[0].x1, record.boxes[0].y1], dtype=float)
+        lesions += 1
+        for angle in generator.uniform(-degrees, degrees, angles):
+            boxes = rotated_boxes(mask, box, float(angle))
+            if boxes is None:
+                continue
+            truth = boxes["mask"]
+            for name in BOX_ROTATIONS:
+                b = boxes[name]
+                rows[name].append(((b[2] - b[0]) / (truth[2] - truth[0]), (b[3] - b[1]) / (truth[3] - truth[1]),
+                                   iou(b, truth)))
+    summary: dict = {"lesions": lesions, "degrees": degrees, "angles_per_lesion": angles}
+    for name, values in rows.items():
+        data = np.array(values)
+        summary[name] = {"boxes": len(data),
+                         **{f"{what}_quartiles": np.percentile(data[:, i], [25, 50, 75]).round(4).tolist()
+                            for i, what in enumerate(("width_ratio", "height_ratio", "iou"))},
+                         "share_iou_at_least_0.9": float((data[:, 2] >= 0.9).mean())}
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--splits", nargs="*")
+    parser.add_argument("--degrees", type=float, default=10.0, help="the training's rotation range (default 10)")
+    parser.add_argument("--angles", type=int, default=4, help="angles drawn per lesion (default 4)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    records = [r for r in datasets.load(args.data) if not args.splits or r.split in args.splits]
+    summary = measure(records, args.degrees, args.angles, args.seed)
+    print(tabulate([[name, summary[name]["boxes"], *(" / ".join(f"{v:.3f}" for v in summary[name][f"{w}_quartiles"])
+                                                     for w in ("width_ratio", "height_ratio", "iou")),
+                     f"{summary[name]['share_iou_at_least_0.9']:.1%}"] for name in BOX_ROTATIONS],
+                   ["box rotated as", "boxes", "width / the mask's (quartiles)", "height / the mask's",
+                    "IoU with the mask's box", "IoU >= 0.9"], tablefmt="github"))
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
