@@ -1,8 +1,9 @@
 """Kept detections scored as stored and with every box tightened by the envelope the training's
 rotations taught (docs/results.md item 55, which measured it and did not keep it: the product's
-boxes stay as the detector gives them). Prints lesion AP50, the top box on a lesion and the
-expert-seconds ratio of top1-only. Reads evaluation reports' kept detections (`birads evaluate
---out REPORT`: REPORT/metrics.json and REPORT/detections.jsonl); runs no model.
+boxes stay as the detector gives them). Prints lesion AP50, the top box on a lesion, its size
+against the expert box's and the expert-seconds ratio of top1-only. Reads evaluation reports' kept
+detections (`birads evaluate --out REPORT`: REPORT/metrics.json and REPORT/detections.jsonl); runs
+no model.
 
     python scripts/box_envelope.py --degrees 10 REPORT [REPORT...]
 
@@ -24,11 +25,12 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 from tabulate import tabulate
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from model.evaluation.evaluate import evaluate  # noqa: E402
+from model.evaluation.evaluate import evaluate, on_classes  # noqa: E402
 from model.evaluation.report import read_detections, read_metrics, scored_classes  # noqa: E402
 from model.records import Box, Detection  # noqa: E402
 
@@ -59,16 +61,33 @@ def tightened_detection(detection: Detection, degrees: float) -> Detection:
     return replace(detection, boxes=tuple(tightened(box, degrees) for box in detection.boxes))
 
 
+def size_ratios(expert_boxes: list[list[Box]], detections: list[Detection]) -> tuple[float, float]:
+    """The medians of the top box's width and height over its nearest expert box's, where the two
+    overlap at IoU > 0.3 (a box elsewhere says nothing of its size)."""
+    widths, heights = [], []
+    for boxes, detection in zip(expert_boxes, detections):
+        top = detection.top()
+        if top is None or not boxes:
+            continue
+        nearest = max(boxes, key=top.iou)
+        if top.iou(nearest) > 0.3:
+            widths.append(top.width / nearest.width)
+            heights.append(top.height / nearest.height)
+    return float(np.median(widths)), float(np.median(heights))
+
+
 def figures(report: Path, degrees: float | None) -> dict:
     """The report's box figures, its boxes as stored (``degrees`` None) or tightened."""
     stored = read_metrics(report)
     pairs = read_detections(report)
     records = [record for record, _ in pairs]
     detections = [d if degrees is None else tightened_detection(d, degrees) for _, d in pairs]
-    m = evaluate(records, detections, scored_classes(report), score_threshold=stored["score_threshold"],
+    classes = scored_classes(report)
+    m = evaluate(records, detections, classes, score_threshold=stored["score_threshold"],
                  decision=stored["decision"]).metrics
+    width, height = size_ratios(*on_classes(records, detections, classes))
     return {"ap50_lesion": m["ap50_lesion"], "top_box_on_lesion": m["top_box"]["on_lesion"],
-            "median_iou": m["top_box"]["median_iou"],
+            "median_iou": m["top_box"]["median_iou"], "width_ratio": width, "height_ratio": height,
             "effort_top1_only": m["effort"]["displays"]["top1-only"]["ratio"]}
 
 
@@ -83,9 +102,11 @@ def main(argv: list[str] | None = None) -> int:
     for report, pair in results.items():
         for name, f in pair.items():
             rows.append([report, name, f"{f['ap50_lesion']:.4f}", f"{f['top_box_on_lesion']:.2%}",
-                         f"{f['median_iou']:.3f}", f"{f['effort_top1_only']:.4f}x"])
+                         f"{f['median_iou']:.3f}", f"{f['width_ratio']:.3f} x {f['height_ratio']:.3f}",
+                         f"{f['effort_top1_only']:.4f}x"])
     print(tabulate(rows, ["report", "boxes", "lesion AP50", "top box on a lesion", "top box median IoU",
-                          "effort, top1-only"], tablefmt="github"))
+                          "top box / expert box, width x height (median)", "effort, top1-only"],
+                   tablefmt="github"))
     print(json.dumps(results))
     return 0
 

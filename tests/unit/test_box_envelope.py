@@ -58,3 +58,4 @@ def test_a_report_scored_as_stored_and_tightened(box_envelope, tmp_path, busbra_
     stored, tight = box_envelope.figures(report, None), box_envelope.figures(report, 10.0)
     assert stored["median_iou"] < 0.95 < tight["median_iou"]
     assert tight["top_box_on_lesion"] == stored["top_box_on_lesion"] == 1.0
+    assert stored["height_ratio"] > 1.02 and tight["height_ratio"] == pytest.approx(1.0, abs=0.005)
