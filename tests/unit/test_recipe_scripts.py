@@ -101,7 +101,8 @@ def test_the_first_model_has_groupnorm_heads_and_a_box_classifier_trained_after_
 def test_both_detectors_rotate_their_boxes_as_box_rotation_says(tmp_path):
     for name, env in (("corners", {}), ("ellipse", {"BOX_ROTATION": "ellipse"})):
         (tmp_path / name).mkdir()
-        trainings = [c for c in run_script(tmp_path / name, 52, 2, **env) if c.startswith("train ") and "--probe" not in c]
+        calls = run_script(tmp_path / name, 52, 2, **env)
+        trainings = [c for c in calls if c.startswith("train ") and "--probe" not in c]
         assert len(trainings) == 2 and all(re.search(rf"--box-rotation {name}\b", c) for c in trainings)
 
 
