@@ -81,6 +81,38 @@ def measure(records, degrees: float, angles: int, seed: int) -> dict:
     return summary
 
 
+def picture(records, degrees: float, path: Path, count: int = 4) -> None:
+    """The first ``count`` lesions, each rotated by ``degrees``: the rotated mask's outline and its
+    box (green), the box rotated by its corners (red) and as an ellipse (blue)."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on servers
+    import matplotlib.pyplot as plt
+
+    chosen = [r for r in records if len(r.masks) == len(r.boxes) == 1][:count]
+    figure, axes_row = plt.subplots(1, len(chosen), figsize=(4 * len(chosen), 4), squeeze=False)
+    for axes, record in zip(axes_row[0], chosen):
+        image = read_image(record.path)
+        mask = (read_image(record.masks[0]).reshape(record.height, record.width, -1)[:, :, 0] > 127).astype(np.uint8)
+        rotation = ROTATIONS["corners"](record.height, record.width, degrees, expand=False)
+        b = record.boxes[0]
+        boxes = rotated_boxes(mask, np.array([b.x0, b.y0, b.x1, b.y1], dtype=float), degrees)
+        axes.imshow(rotation.apply_image(image), cmap="gray")
+        axes.contour(rotation.apply_segmentation(mask), levels=[0.5], colors="lime", linewidths=0.8)
+        for name, color in (("mask", "lime"), ("corners", "red"), ("ellipse", "deepskyblue")):
+            if boxes is None:
+                continue
+            x0, y0, x1, y1 = boxes[name]
+            axes.add_patch(plt.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, color=color, linewidth=1.2,
+                                         label={"mask": "rotated mask's box"}.get(name, f"box rotated as {name}")))
+        axes.set_title(f"{record.image_id}, {degrees:g} degrees", fontsize=9)
+        axes.axis("off")
+    axes_row[0][0].legend(loc="lower left", fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True)
@@ -88,8 +120,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--degrees", type=float, default=10.0, help="the training's rotation range (default 10)")
     parser.add_argument("--angles", type=int, default=4, help="angles drawn per lesion (default 4)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--picture", type=Path, help="also draw the first lesions rotated by --degrees (a PNG)")
     args = parser.parse_args(argv)
     records = [r for r in datasets.load(args.data) if not args.splits or r.split in args.splits]
+    if args.picture:
+        picture(records, args.degrees, args.picture)
     summary = measure(records, args.degrees, args.angles, args.seed)
     print(tabulate([[name, summary[name]["boxes"], *(" / ".join(f"{v:.3f}" for v in summary[name][f"{w}_quartiles"])
                                                      for w in ("width_ratio", "height_ratio", "iou")),

@@ -90,3 +90,11 @@ def test_birads_train_takes_the_box_rotation_and_refuses_an_unknown_one(capsys):
     with pytest.raises(SystemExit):
         parser().parse_args([*command, "--box-rotation", "square"])
     assert "invalid choice: 'square'" in capsys.readouterr().err
+
+
+def test_rotation_targets_draws_the_rotated_lesions(busbra_dir, tmp_path, capsys):
+    rotation_targets = load_script("rotation_targets")
+    path = tmp_path / "rotated.png"
+    assert rotation_targets.main(["--data", f"busbra:{busbra_dir}", "--angles", "1", "--picture", str(path)]) == 0
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
+    assert "| ellipse " in capsys.readouterr().out
