@@ -9,8 +9,10 @@ after the rotation (docs/results.md item 56). Runs no model; reads the images' m
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -20,8 +22,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from model import datasets  # noqa: E402
 from model.augment import ROTATIONS  # noqa: E402
+from model.datasets.masks import read_mask  # noqa: E402
 from model.io import read_image  # noqa: E402
-from model.records import BOX_ROTATIONS  # noqa: E402
+from model.records import BOX_ROTATIONS, Box, ImageRecord  # noqa: E402
 
 
 def mask_box(mask: np.ndarray) -> np.ndarray | None:
@@ -30,10 +33,14 @@ def mask_box(mask: np.ndarray) -> np.ndarray | None:
     return None if len(xs) == 0 else np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], dtype=float)
 
 
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    inter = max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
+def lesions(records: list[ImageRecord]) -> Iterator[tuple[ImageRecord, np.ndarray, np.ndarray]]:
+    """Each record with one outline and one box (so the two are paired for sure): the record, its
+    mask (uint8, as detectron2 rotates segmentations) and its box as an XYXY array, read lazily."""
+    for record in records:
+        if len(record.masks) == len(record.boxes) == 1:
+            mask = read_mask(Path(record.masks[0]), (record.width, record.height)).astype(np.uint8)
+            b = record.boxes[0]
+            yield record, mask, np.array([b.x0, b.y0, b.x1, b.y1], dtype=float)
 
 
 def rotated_boxes(mask: np.ndarray, box: np.ndarray, angle: float) -> dict[str, np.ndarray] | None:
@@ -55,23 +62,18 @@ def measure(records, degrees: float, angles: int, seed: int) -> dict:
     ``angles`` angles per lesion drawn uniformly in +-``degrees``."""
     generator = np.random.default_rng(seed)
     rows: dict[str, list[tuple[float, float, float]]] = {name: [] for name in BOX_ROTATIONS}
-    lesions = 0
-    for record in records:
-        if len(record.masks) != 1 or len(record.boxes) != 1:  # one outline, one box: paired for sure
-            continue
-        mask = (read_image(record.masks[0]).reshape(record.height, record.width, -1)[:, :, 0] > 127).astype(np.uint8)
-        box = np.array([record.boxes[0].x0, record.boxes[0].y0, record.boxes[0].x1, record.boxes[0].y1], dtype=float)
-        lesions += 1
+    paired = 0
+    for _, mask, box in lesions(records):
+        paired += 1
         for angle in generator.uniform(-degrees, degrees, angles):
             boxes = rotated_boxes(mask, box, float(angle))
             if boxes is None:
                 continue
-            truth = boxes["mask"]
+            truth = Box(*boxes["mask"], category="lesion")
             for name in BOX_ROTATIONS:
-                b = boxes[name]
-                rows[name].append(((b[2] - b[0]) / (truth[2] - truth[0]), (b[3] - b[1]) / (truth[3] - truth[1]),
-                                   iou(b, truth)))
-    summary: dict = {"lesions": lesions, "degrees": degrees, "angles_per_lesion": angles}
+                b = Box(*boxes[name], category="lesion")
+                rows[name].append((b.width / truth.width, b.height / truth.height, b.iou(truth)))
+    summary: dict = {"lesions": paired, "degrees": degrees, "angles_per_lesion": angles}
     for name, values in rows.items():
         data = np.array(values)
         summary[name] = {"boxes": len(data),
@@ -89,15 +91,12 @@ def picture(records, degrees: float, path: Path, count: int = 4) -> None:
     matplotlib.use("Agg")  # no display on servers
     import matplotlib.pyplot as plt
 
-    chosen = [r for r in records if len(r.masks) == len(r.boxes) == 1][:count]
+    chosen = list(itertools.islice(lesions(records), count))
     figure, axes_row = plt.subplots(1, len(chosen), figsize=(4 * len(chosen), 4), squeeze=False)
-    for axes, record in zip(axes_row[0], chosen):
-        image = read_image(record.path)
-        mask = (read_image(record.masks[0]).reshape(record.height, record.width, -1)[:, :, 0] > 127).astype(np.uint8)
+    for axes, (record, mask, box) in zip(axes_row[0], chosen):
         rotation = ROTATIONS["corners"](record.height, record.width, degrees, expand=False)
-        b = record.boxes[0]
-        boxes = rotated_boxes(mask, np.array([b.x0, b.y0, b.x1, b.y1], dtype=float), degrees)
-        axes.imshow(rotation.apply_image(image), cmap="gray")
+        boxes = rotated_boxes(mask, box, degrees)
+        axes.imshow(rotation.apply_image(read_image(record.path)), cmap="gray")
         axes.contour(rotation.apply_segmentation(mask), levels=[0.5], colors="lime", linewidths=0.8)
         for name, color in (("mask", "lime"), ("corners", "red"), ("ellipse", "deepskyblue")):
             if boxes is None:
