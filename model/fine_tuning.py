@@ -29,7 +29,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from model import taxonomy
-from model.modeldir import BOX_HEAD, CLASS_SCORES
+from model.modeldir import BOX_HEAD, CLASS_SCORES, is_model_dir, read_info
 
 if TYPE_CHECKING:
     from model.config import TrainSettings
@@ -59,9 +59,19 @@ def schedule(settings: TrainSettings, weights: str, epochs: float = EPOCHS, base
              freeze: Sequence[str] = FREEZE, classifier_min_lesions: int = CLASSIFIER_MIN_LESIONS) -> TrainSettings:
     """``settings`` fine-tuning the model directory ``weights`` (a fixed ``max_iter`` still wins),
     holding the parts named in ``freeze`` and, below ``classifier_min_lesions`` of the project's
-    own lesions, the parent's box classifier."""
+    own lesions, the parent's box classifier. Its training boxes rotate as the parent's did."""
     return replace(settings, weights=weights, epochs=epochs, base_lr=base_lr, frozen=frozen_prefixes(freeze),
-                   classifier_min_lesions=classifier_min_lesions)
+                   classifier_min_lesions=classifier_min_lesions,
+                   box_rotation=parent_box_rotation(weights, settings.box_rotation))
+
+
+def parent_box_rotation(weights: str, otherwise: str) -> str:
+    """How the model directory ``weights`` rotated its training boxes (its model.json; "corners"
+    before docs/results.md item 56 offered another), so that a fine-tune learns the same boxes and
+    does not pull its parent's towards other ones; ``otherwise`` where ``weights`` is no model."""
+    if not is_model_dir(weights):
+        return otherwise
+    return read_info(weights).settings.get("box_rotation", "corners")
 
 
 def own_lesions(records: Sequence[ImageRecord]) -> int:

@@ -6,6 +6,7 @@ import pytest
 
 from model.config import TrainSettings
 from model.fine_tuning import REPLAY_SPLIT, own_lesions, replayed, schedule
+from model.modeldir import CONFIG, META, WEIGHTS, ModelInfo
 from model.records import Box, ImageRecord
 from model.taxonomy import FULL
 
@@ -65,3 +66,20 @@ def test_a_fine_tune_holds_the_named_parts_and_counts_only_the_projects_own_lesi
         schedule(TrainSettings(), "models/starter", freeze=["backbone"])
     project = [record("p0", "4", "5", split="train"), record("p1", "3", split="train"), record("normal", split="train")]
     assert own_lesions(project + replayed(POOL, project, ratio=2)) == 3  # the six replayed lesions not counted
+
+
+def _model_dir(path, settings):
+    path.mkdir()
+    (path / WEIGHTS).write_bytes(b"")
+    (path / CONFIG).write_text("")
+    (path / META).write_text(ModelInfo(classes=["2", "3", "4", "5"], created_at="now", settings=settings).to_json())
+    return str(path)
+
+
+def test_a_fine_tune_rotates_its_training_boxes_as_its_parent_did(tmp_path):
+    ellipse_parent = _model_dir(tmp_path / "ellipse", {"box_rotation": "ellipse"})
+    assert schedule(TrainSettings(), ellipse_parent).box_rotation == "ellipse"  # the job's default is corners
+    before_item_56 = _model_dir(tmp_path / "older", {"base_lr": 0.01})  # trained before the setting existed
+    assert schedule(TrainSettings(box_rotation="ellipse"), before_item_56).box_rotation == "corners"
+    # no model directory to ask (a checkpoint, a missing path): the settings' own
+    assert schedule(TrainSettings(box_rotation="ellipse"), str(tmp_path / "none")).box_rotation == "ellipse"
