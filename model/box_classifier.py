@@ -165,7 +165,7 @@ def _classifier_dir(model_dir: str | Path) -> Path | None:
 
 # Settings added since classifiers were first saved, as the classifiers saved before them ran:
 # their classifier.json lacks the key, and a later default must not change how they are read.
-UNRECORDED = {"geometry": False, "lesion_shaped_background": False}
+UNRECORDED = {"geometry": False, "lesion_shaped_background": False, "partial_share": 0.0}
 
 
 def recorded_settings(saved: dict) -> dict:

@@ -386,6 +386,8 @@ def parser() -> argparse.ArgumentParser:
                    "the score ranks)")
     p.add_argument("--misplaced-share", type=float, help="share of the background crops drawn beside "
                    "or around a lesion, missing it (default 0): teaches P(lesion) a misplaced box")
+    p.add_argument("--partial-share", type=float, help="share of those misplaced crops drawn inside a "
+                   "lesion on part of it (IoU 0.15-0.45; default 0): teaches P(lesion) a box on part of one")
     p.set_defaults(run=cmd_box_classifier)
 
     p = commands.add_parser("predict", help="detect lesions in images (JSON lines)")

@@ -14,7 +14,7 @@ with ``--flip-at-test`` every classifier reads each crop and its mirror image (i
     .venv/bin/python scripts/classifier_naming.py --data busbra:../shared/data/BUS-BRA \
         --splits fold1 fold2 fold3 --classes 2 3 5 --out runs/naming-no4 \
         --reports REPORT [REPORT...] [--seeds 42 43 44] [--blends 0 0.5 1] [--epochs 30] [--reread] [--ensemble]
-        [--flip-at-test] [--lesion-shaped-background]
+        [--flip-at-test] [--lesion-shaped-background] [--partial-share S]
 
 A REPORT is a directory with the report's ``metrics.json`` and ``detections.jsonl``. One
 classifier per seed, trained on ``--splits`` with the reference stage's settings (misplaced
@@ -150,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="each crop read with its mirror image, the two averaged (item 49)")
     parser.add_argument("--lesion-shaped-background", action="store_true",
                         help="train on plain background crops shaped like lesions, not squares (item 51)")
+    parser.add_argument("--partial-share", type=float, default=TRAINING.partial_share,
+                        help="share of the misplaced background crops drawn inside a lesion, on part of it (item 60)")
     parser.add_argument("--out", required=True, type=Path)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -171,14 +173,16 @@ def main(argv: list[str] | None = None) -> int:
                 detections = [renamed(d, greys[r.image_id], named_by, args.reread) for r, d in pairs]
                 row = {"report": str(report), "seed": seed, "blend": blend, "epochs": args.epochs,
                        "reread": args.reread, "flip": args.flip_at_test,
-                       "lesion_shaped_background": args.lesion_shaped_background, "cpu": cpu_name(),
+                       "lesion_shaped_background": args.lesion_shaped_background,
+                       "partial_share": args.partial_share, "cpu": cpu_name(),
                        **figures(records, detections, scored[report])}
                 rows.append(row)
                 with (args.out / "rows.jsonl").open("a") as log:
                     log.write(json.dumps(row) + "\n")
                 print(json.dumps(row), flush=True)
 
-    recipe = replace(TRAINING, epochs=args.epochs, lesion_shaped_background=args.lesion_shaped_background)
+    recipe = replace(TRAINING, epochs=args.epochs, lesion_shaped_background=args.lesion_shaped_background,
+                     partial_share=args.partial_share)
     members = []
     for seed in args.seeds:
         started = time.perf_counter()

@@ -188,6 +188,26 @@ def test_misplaced_background_crops_sit_beside_a_lesion_and_miss_every_one(recor
         assert all(_covered(crop.box, c.box) < 0.1 for c in plain.lesions if c.image == crop.image)
 
 
+def test_partial_background_crops_lie_inside_a_lesion_and_cover_only_part_of_it(records):
+    """Item 60: with ``partial_share`` 1 every misplaced crop is a box inside a lesion whose IoU with
+    it lies in PARTIAL_IOU, a miss by the evaluation's IoU 0.5, and under that with every lesion."""
+    from model.pretrain import PARTIAL_IOU, CropSampler, crop_classes
+    from model.records import Box
+
+    classes = crop_classes(records[:6])
+    settings = replace(SETTINGS, misplaced_share=1.0, partial_share=1.0, background_per_lesion=2.0)
+    sampler = CropSampler(records[:6], classes, settings, train=True)
+    crops = [c for c in sampler.epoch() if c.category == len(classes) - 1]
+    assert len(crops) > len(sampler.lesions)  # most draws find a box
+    low, high = PARTIAL_IOU
+    for crop in crops:
+        box = Box(*crop.box, category="background")
+        lesions = [Box(*c.box, category="lesion") for c in sampler.lesions if c.image == crop.image]
+        assert all(box.iou(lesion) <= high + 1e-6 for lesion in lesions) and crop.malignant == -1.0
+        assert any(_covered(crop.box, lesion.box) > 0.999 and box.iou(Box(*lesion.box, category="lesion")) >= low - 1e-6
+                   for lesion in sampler.lesions if lesion.image == crop.image)
+
+
 def test_lesion_shaped_background_crops_take_a_lesions_shape_and_still_miss_every_lesion(records):
     """Item 51: plain background crops are squares unless ``lesion_shaped_background``; then each
     has some training lesion's height-to-width ratio (where the image leaves room for it)."""
