@@ -14,7 +14,7 @@ with ``--flip-at-test`` every classifier reads each crop and its mirror image (i
     .venv/bin/python scripts/classifier_naming.py --data busbra:../shared/data/BUS-BRA \
         --splits fold1 fold2 fold3 --classes 2 3 5 --out runs/naming-no4 \
         --reports REPORT [REPORT...] [--seeds 42 43 44] [--blends 0 0.5 1] [--epochs 30] [--reread] [--ensemble]
-        [--flip-at-test] [--lesion-shaped-background] [--partial-share S]
+        [--flip-at-test] [--lesion-shaped-background] [--partial-share S] [--rescores 0.5 0.75]
 
 A REPORT is a directory with the report's ``metrics.json`` and ``detections.jsonl``. One
 classifier per seed, trained on ``--splits`` with the reference stage's settings (misplaced
@@ -152,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="train on plain background crops shaped like lesions, not squares (item 51)")
     parser.add_argument("--partial-share", type=float, default=TRAINING.partial_share,
                         help="share of the misplaced background crops drawn inside a lesion, on part of it (item 60)")
+    parser.add_argument("--rescores", nargs="+", type=float, default=[TRAINING.rescore],
+                        help="P(lesion)'s share of each box's rank to re-read with (with --reread; item 61)")
     parser.add_argument("--out", required=True, type=Path)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -166,12 +168,13 @@ def main(argv: list[str] | None = None) -> int:
 
     def score(named_by: BoxClassifier, seed: int | str) -> None:
         """Each report re-read by ``named_by`` at each blend: a row each, logged as it is scored."""
-        for blend in args.blends:
-            named_by.settings = replace(named_by.settings, blend=blend, flip_at_test=args.flip_at_test)
+        for blend, rescore in ((b, r) for b in args.blends for r in args.rescores):
+            named_by.settings = replace(named_by.settings, blend=blend, rescore=rescore,
+                                        flip_at_test=args.flip_at_test)
             for report, pairs in reports.items():
                 records = [r for r, _ in pairs]
                 detections = [renamed(d, greys[r.image_id], named_by, args.reread) for r, d in pairs]
-                row = {"report": str(report), "seed": seed, "blend": blend, "epochs": args.epochs,
+                row = {"report": str(report), "seed": seed, "blend": blend, "rescore": rescore, "epochs": args.epochs,
                        "reread": args.reread, "flip": args.flip_at_test,
                        "lesion_shaped_background": args.lesion_shaped_background,
                        "partial_share": args.partial_share, "cpu": cpu_name(),
