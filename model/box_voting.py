@@ -42,14 +42,37 @@ def voters(boxes: torch.Tensor, probabilities: torch.Tensor) -> tuple[torch.Tens
 
     ``boxes``: (R, 4 * K) per-category regressed boxes (or (R, 4), class-agnostic regression);
     ``probabilities``: (R, K + 1), background last, as detectron2's box predictor gives them."""
-    lesion = 1.0 - probabilities[:, -1]
+    keep = _voting(probabilities)
+    return _own_boxes(boxes, probabilities)[keep], 1.0 - probabilities[keep, -1]
+
+
+def voted_probabilities(kept: torch.Tensor, boxes: torch.Tensor, probabilities: torch.Tensor,
+                        iou: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Category voting (docs/results.md item 62): each of the ``kept`` boxes (N, 4) given the mean
+    softmax (N, K + 1) of the voters (``voters``' proposals, its own among them) overlapping it at
+    IoU >= ``iou``, weighted by their P(lesion), and whether any voter did (else its row is 0).
+    The proposals around a lesion are so many slightly different views of it; their mean reading
+    of its category is steadier than the one winner's. ``boxes`` and ``probabilities`` as ``voters``."""
+    keep = _voting(probabilities)
+    own, weights = _own_boxes(boxes, probabilities)[keep], 1.0 - probabilities[keep, -1]
+    if not len(kept) or not len(own):
+        return torch.zeros(len(kept), probabilities.shape[1]), torch.zeros(len(kept), dtype=torch.bool)
+    agree = (box_iou(kept, own) >= iou).to(weights.dtype) * weights[None, :]
+    total = agree.sum(dim=1, keepdim=True)
+    return agree @ probabilities[keep] / total.clamp_min(1e-12), total[:, 0] > 0
+
+
+def _voting(probabilities: torch.Tensor) -> torch.Tensor:
+    """Which proposals vote: those at least MIN_VOTER_SCORE likely to be a lesion."""
+    return 1.0 - probabilities[:, -1] >= MIN_VOTER_SCORE
+
+
+def _own_boxes(boxes: torch.Tensor, probabilities: torch.Tensor) -> torch.Tensor:
+    """Each proposal's regressed box for its most probable lesion category (R, 4)."""
     if boxes.shape[1] == 4:
-        own = boxes
-    else:
-        category = probabilities[:, :-1].argmax(dim=1)
-        own = boxes.view(len(boxes), -1, 4)[torch.arange(len(boxes)), category]
-    keep = lesion >= MIN_VOTER_SCORE
-    return own[keep], lesion[keep]
+        return boxes
+    category = probabilities[:, :-1].argmax(dim=1)
+    return boxes.view(len(boxes), -1, 4)[torch.arange(len(boxes)), category]
 
 
 def moved(boxes: Sequence[Box], places: Sequence[Sequence[float]]) -> list[Box]:

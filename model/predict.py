@@ -33,9 +33,11 @@ log = logging.getLogger(__name__)
 ImageInput = str | Path | np.ndarray
 
 
-def extend_inference(box_predictor: torch.nn.Module, voting_iou: float | None) -> None:
+def extend_inference(box_predictor: torch.nn.Module, voting_iou: float | None,
+                     category_voting_iou: float | None = None) -> None:
     """Make the box head attach to each detection its full softmax (``class_scores``, K+1 columns)
-    and, with ``voting_iou``, its place by its proposals' vote (``voted_boxes``, ``model.box_voting``).
+    and, with ``voting_iou``, its place by its proposals' vote (``voted_boxes``, ``model.box_voting``);
+    with ``category_voting_iou`` that softmax is its proposals' vote too (``voted_probabilities``).
 
     detectron2 keeps only the winning class per box; the whole distribution is what ranks tasks by
     uncertainty and splits BI-RADS 4. ``fast_rcnn_inference`` already returns the kept proposals'
@@ -50,14 +52,20 @@ def extend_inference(box_predictor: torch.nn.Module, voting_iou: float | None) -
         probabilities = box_predictor.predict_probs(predictions, proposals)
         for instances, indices, probs in zip(results, kept, probabilities):
             instances.class_scores = probs[indices].float()
-        if voting_iou is not None:
-            regressed = box_predictor.predict_boxes(predictions, proposals)
-            for instances, boxes, probs, proposal in zip(results, regressed, probabilities, proposals):
-                clipped = Boxes(boxes.float().reshape(-1, 4))
-                clipped.clip(proposal.image_size)
-                voters, weights = box_voting.voters(clipped.tensor.view(len(boxes), -1), probs.float())
-                instances.voted_boxes = Boxes(box_voting.vote(instances.pred_boxes.tensor.float(), voters,
-                                                              weights, voting_iou))
+        if voting_iou is None and category_voting_iou is None:
+            return results, kept
+        regressed = box_predictor.predict_boxes(predictions, proposals)
+        for instances, boxes, probs, proposal in zip(results, regressed, probabilities, proposals):
+            clipped = Boxes(boxes.float().reshape(-1, 4))
+            clipped.clip(proposal.image_size)
+            places, probs = clipped.tensor.view(len(boxes), -1), probs.float()
+            own = instances.pred_boxes.tensor.float()
+            if category_voting_iou is not None:
+                mean, voted = box_voting.voted_probabilities(own, places, probs, category_voting_iou)
+                instances.class_scores = torch.where(voted[:, None], mean, instances.class_scores)
+            if voting_iou is not None:
+                voters, weights = box_voting.voters(places, probs)
+                instances.voted_boxes = Boxes(box_voting.vote(own, voters, weights, voting_iou))
         return results, kept
 
     box_predictor.inference = inference
@@ -91,6 +99,8 @@ class Predictor:
     ``box_voting_iou``: move each box to the vote of the proposals overlapping it this much
     (``model.box_voting``; None: off), after the box classifier has named and ranked it where the
     detector put it (docs/results.md items 18-19).
+    ``category_voting_iou``: give each box the mean class scores of the proposals overlapping it
+    this much, weighted by their P(lesion) (``box_voting.voted_probabilities``; None: off, its own).
     ``category_reading``: how each box's category is read from its class scores, last
     (``model.category_reading``: argmax, or their median in rank order).
     ``malignancy_reading``: how each box's P(malignant) is read where the box classifier gives one
@@ -101,7 +111,7 @@ class Predictor:
                  score_threshold: float = 0.5, max_boxes: int = 10,
                  image_size: int | None = None, merge_iou: float | None = 0.5,
                  box_classifier: bool = True, box_voting_iou: float | None = None,
-                 category_reading: str = SERVED_READING,
+                 category_voting_iou: float | None = None, category_reading: str = SERVED_READING,
                  malignancy_reading: str = SERVED_MALIGNANCY) -> None:
         reader(category_reading)  # an unknown name fails here, not at the first image
         self.category_reading = category_reading
@@ -133,7 +143,7 @@ class Predictor:
             DetectionCheckpointer(self.model).load(str(self.model_dir / modeldir.WEIGHTS))
         except (OSError, RuntimeError, EOFError, AssertionError, pickle.UnpicklingError) as exc:  # missing, truncated
             raise DataError(f"{self.model_dir / modeldir.WEIGHTS}: not readable weights ({exc})") from None
-        extend_inference(self.model.roi_heads.box_predictor, box_voting_iou)
+        extend_inference(self.model.roi_heads.box_predictor, box_voting_iou, category_voting_iou)
         if self.bf16:
             self.model.to(memory_format=torch.channels_last)
         self.resize = T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)

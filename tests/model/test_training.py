@@ -128,6 +128,25 @@ def test_box_voting_moves_the_boxes_and_keeps_their_scores_and_categories(overfi
     assert m["ap50_lesion"] >= 0.9, m  # the lesions are still found
 
 
+def test_category_voting_changes_the_class_scores_and_nothing_else(overfit_model, records):
+    """Category voting (item 62) in the real predictor: each box keeps its place and score; its class
+    scores become its proposals' vote (another reading on some box), and its own where none agrees."""
+    paths = [r.path for r in records]
+    options = dict(score_threshold=LOW_SCORE, max_boxes=100, bf16=False, merge_iou=None, box_classifier=False)
+    plain = Predictor(overfit_model, **options)(paths)
+    voted = Predictor(overfit_model, category_voting_iou=0.5, **options)(paths)
+    unanimous = Predictor(overfit_model, category_voting_iou=1.01, **options)(paths)  # none agrees
+    changed = 0
+    for before, after, alone in zip(plain, voted, unanimous):
+        places = [(b.x0, b.y0, b.x1, b.y1, b.score) for b in before.boxes]
+        assert places == [(b.x0, b.y0, b.x1, b.y1, b.score) for b in after.boxes]
+        assert alone.class_scores == before.class_scores
+        for own, vote in zip(before.class_scores, after.class_scores):
+            assert sum(vote.values()) <= 1.0 + 1e-5
+            changed += any(abs(own[c] - vote[c]) > 1e-4 for c in own)
+    assert changed > 0
+
+
 def test_fine_tune_from_previous_version(overfit_model, records, tmp_path):
     out = tmp_path / "v2"
     train(records[:2], out, TrainSettings(weights=str(overfit_model), max_iter=4, **TINY))
