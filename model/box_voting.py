@@ -28,12 +28,18 @@ MIN_VOTER_SCORE = 0.05
 def vote(boxes: torch.Tensor, voters: torch.Tensor, weights: torch.Tensor, iou: float) -> torch.Tensor:
     """``boxes`` (N, 4) moved to the ``weights``-weighted mean of the ``voters`` (M, 4) that overlap
     each at IoU >= ``iou``; a box no voter overlaps stays where it is."""
+    return _agreeing_mean(boxes, voters, weights, voters, boxes, iou)
+
+
+def _agreeing_mean(boxes: torch.Tensor, voters: torch.Tensor, weights: torch.Tensor, values: torch.Tensor,
+                   own: torch.Tensor, iou: float) -> torch.Tensor:
+    """For each of ``boxes`` (N, 4), the ``weights``-weighted mean of the ``values`` (M, D) of the
+    ``voters`` (M, 4) that overlap it at IoU >= ``iou``; its ``own`` row (N, D) where none does."""
     if not len(boxes) or not len(voters):
-        return boxes
+        return own
     agree = (box_iou(boxes, voters) >= iou).to(weights.dtype) * weights[None, :]
     total = agree.sum(dim=1, keepdim=True)
-    voted = agree @ voters / total.clamp_min(1e-12)
-    return torch.where(total > 0, voted, boxes)
+    return torch.where(total > 0, agree @ values / total.clamp_min(1e-12), own)
 
 
 def voters(boxes: torch.Tensor, probabilities: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -46,20 +52,15 @@ def voters(boxes: torch.Tensor, probabilities: torch.Tensor) -> tuple[torch.Tens
     return _own_boxes(boxes, probabilities)[keep], 1.0 - probabilities[keep, -1]
 
 
-def voted_probabilities(kept: torch.Tensor, boxes: torch.Tensor, probabilities: torch.Tensor,
-                        iou: float) -> tuple[torch.Tensor, torch.Tensor]:
+def voted_probabilities(kept: torch.Tensor, own: torch.Tensor, boxes: torch.Tensor, probabilities: torch.Tensor,
+                        iou: float) -> torch.Tensor:
     """Category voting (docs/results.md item 62): each of the ``kept`` boxes (N, 4) given the mean
-    softmax (N, K + 1) of the voters (``voters``' proposals, its own among them) overlapping it at
-    IoU >= ``iou``, weighted by their P(lesion), and whether any voter did (else its row is 0).
+    softmax of the voters (``voters``' proposals, its own among them) overlapping it at IoU >=
+    ``iou``, weighted by their P(lesion); its ``own`` softmax (N, K + 1) where none does.
     The proposals around a lesion are so many slightly different views of it; their mean reading
     of its category is steadier than the one winner's. ``boxes`` and ``probabilities`` as ``voters``."""
-    keep = _voting(probabilities)
-    own, weights = _own_boxes(boxes, probabilities)[keep], 1.0 - probabilities[keep, -1]
-    if not len(kept) or not len(own):
-        return torch.zeros(len(kept), probabilities.shape[1]), torch.zeros(len(kept), dtype=torch.bool)
-    agree = (box_iou(kept, own) >= iou).to(weights.dtype) * weights[None, :]
-    total = agree.sum(dim=1, keepdim=True)
-    return agree @ probabilities[keep] / total.clamp_min(1e-12), total[:, 0] > 0
+    places, weights = voters(boxes, probabilities)
+    return _agreeing_mean(kept, places, weights, probabilities[_voting(probabilities)], own, iou)
 
 
 def _voting(probabilities: torch.Tensor) -> torch.Tensor:

@@ -61,8 +61,8 @@ def extend_inference(box_predictor: torch.nn.Module, voting_iou: float | None,
             places, probs = clipped.tensor.view(len(boxes), -1), probs.float()
             own = instances.pred_boxes.tensor.float()
             if category_voting_iou is not None:
-                mean, voted = box_voting.voted_probabilities(own, places, probs, category_voting_iou)
-                instances.class_scores = torch.where(voted[:, None], mean, instances.class_scores)
+                instances.class_scores = box_voting.voted_probabilities(own, instances.class_scores, places, probs,
+                                                                        category_voting_iou)
             if voting_iou is not None:
                 voters, weights = box_voting.voters(places, probs)
                 instances.voted_boxes = Boxes(box_voting.vote(own, voters, weights, voting_iou))
