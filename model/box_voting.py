@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
+from typing import NamedTuple
 
 import torch
 from torchvision.ops import box_iou
@@ -23,6 +24,14 @@ from model.records import Box
 
 # proposals less likely than this to be a lesion do not vote: detectron2's own test-time floor
 MIN_VOTER_SCORE = 0.05
+
+
+class Voters(NamedTuple):
+    """One image's voting proposals (M of them)."""
+
+    places: torch.Tensor  # (M, 4): each one's box for its most probable lesion category
+    weights: torch.Tensor  # (M,): its probability of being a lesion (1 - background)
+    probabilities: torch.Tensor  # (M, K + 1): its softmax, background last
 
 
 def vote(boxes: torch.Tensor, voters: torch.Tensor, weights: torch.Tensor, iou: float) -> torch.Tensor:
@@ -42,30 +51,22 @@ def _agreeing_mean(boxes: torch.Tensor, voters: torch.Tensor, weights: torch.Ten
     return torch.where(total > 0, agree @ values / total.clamp_min(1e-12), own)
 
 
-def voters(boxes: torch.Tensor, probabilities: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """One image's proposals as voters: each one's box for its most probable lesion category and its
-    probability of being a lesion (1 - background), those below MIN_VOTER_SCORE left out.
+def voters(boxes: torch.Tensor, probabilities: torch.Tensor) -> Voters:
+    """One image's proposals as voters, those less than MIN_VOTER_SCORE likely to be a lesion left out.
 
     ``boxes``: (R, 4 * K) per-category regressed boxes (or (R, 4), class-agnostic regression);
     ``probabilities``: (R, K + 1), background last, as detectron2's box predictor gives them."""
-    keep = _voting(probabilities)
-    return _own_boxes(boxes, probabilities)[keep], 1.0 - probabilities[keep, -1]
+    keep = 1.0 - probabilities[:, -1] >= MIN_VOTER_SCORE
+    return Voters(_own_boxes(boxes, probabilities)[keep], 1.0 - probabilities[keep, -1], probabilities[keep])
 
 
-def voted_probabilities(kept: torch.Tensor, own: torch.Tensor, boxes: torch.Tensor, probabilities: torch.Tensor,
-                        iou: float) -> torch.Tensor:
+def voted_probabilities(kept: torch.Tensor, own: torch.Tensor, voting: Voters, iou: float) -> torch.Tensor:
     """Category voting (docs/results.md item 62): each of the ``kept`` boxes (N, 4) given the mean
-    softmax of the voters (``voters``' proposals, its own among them) overlapping it at IoU >=
-    ``iou``, weighted by their P(lesion); its ``own`` softmax (N, K + 1) where none does.
+    softmax of the ``voting`` proposals (its own among them) overlapping it at IoU >= ``iou``,
+    weighted by their P(lesion); its ``own`` softmax (N, K + 1) where none does.
     The proposals around a lesion are so many slightly different views of it; their mean reading
-    of its category is steadier than the one winner's. ``boxes`` and ``probabilities`` as ``voters``."""
-    places, weights = voters(boxes, probabilities)
-    return _agreeing_mean(kept, places, weights, probabilities[_voting(probabilities)], own, iou)
-
-
-def _voting(probabilities: torch.Tensor) -> torch.Tensor:
-    """Which proposals vote: those at least MIN_VOTER_SCORE likely to be a lesion."""
-    return 1.0 - probabilities[:, -1] >= MIN_VOTER_SCORE
+    of its category is steadier than the one winner's."""
+    return _agreeing_mean(kept, voting.places, voting.weights, voting.probabilities, own, iou)
 
 
 def _own_boxes(boxes: torch.Tensor, probabilities: torch.Tensor) -> torch.Tensor:

@@ -60,12 +60,12 @@ def extend_inference(box_predictor: torch.nn.Module, voting_iou: float | None,
             clipped.clip(proposal.image_size)
             places, probs = clipped.tensor.view(len(boxes), -1), probs.float()
             own = instances.pred_boxes.tensor.float()
+            voting = box_voting.voters(places, probs)
             if category_voting_iou is not None:
-                instances.class_scores = box_voting.voted_probabilities(own, instances.class_scores, places, probs,
+                instances.class_scores = box_voting.voted_probabilities(own, instances.class_scores, voting,
                                                                         category_voting_iou)
             if voting_iou is not None:
-                voters, weights = box_voting.voters(places, probs)
-                instances.voted_boxes = Boxes(box_voting.vote(own, voters, weights, voting_iou))
+                instances.voted_boxes = Boxes(box_voting.vote(own, voting.places, voting.weights, voting_iou))
         return results, kept
 
     box_predictor.inference = inference

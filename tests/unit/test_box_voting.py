@@ -35,14 +35,14 @@ def test_each_proposal_votes_with_its_most_probable_category_and_its_lesion_prob
                                   [0.1, 0.5, 0.4],    # category 1, lesion 0.6
                                   [0.02, 0.01, 0.97]])  # lesion 0.03 < MIN_VOTER_SCORE: no vote
     assert 0.03 < MIN_VOTER_SCORE
-    chosen, weights = voters(boxes, probabilities)
+    chosen, weights, _ = voters(boxes, probabilities)
     assert chosen.tolist() == [[0.0, 0.0, 10.0, 10.0], [3.0, 3.0, 13.0, 13.0]]
     assert weights.tolist() == pytest.approx([0.7, 0.6])
 
 
 def test_class_agnostic_regression_votes_with_its_one_box():
     boxes = torch.tensor([[0.0, 0.0, 10.0, 10.0]])
-    chosen, weights = voters(boxes, torch.tensor([[0.3, 0.5, 0.2]]))
+    chosen, weights, _ = voters(boxes, torch.tensor([[0.3, 0.5, 0.2]]))
     assert chosen.tolist() == boxes.tolist() and weights.tolist() == pytest.approx([0.8])
 
 
@@ -78,8 +78,9 @@ def test_category_voting_gives_a_box_the_lesion_weighted_mean_softmax_of_its_ove
                                   [0.9, 0.05, 0.05],
                                   [0.02, 0.01, 0.97]])
     own = torch.tensor([[0.5, 0.3, 0.2], [0.1, 0.1, 0.8]])
-    mean = voted_probabilities(kept, own, boxes, probabilities, iou=0.5)
+    mean = voted_probabilities(kept, own, voters(boxes, probabilities), iou=0.5)
     expected = (0.8 * probabilities[0] + 0.4 * probabilities[1]) / 1.2
     assert mean[0].tolist() == pytest.approx(expected.tolist())
     assert mean[1].tolist() == own[1].tolist()
-    assert voted_probabilities(kept, own, torch.zeros((0, 4)), torch.zeros((0, 3)), iou=0.5).tolist() == own.tolist()
+    nobody = voters(torch.zeros((0, 4)), torch.zeros((0, 3)))
+    assert voted_probabilities(kept, own, nobody, iou=0.5).tolist() == own.tolist()
