@@ -7,6 +7,8 @@ recovered from its stored rank and score (rank = score^(1-W) x P^W, W the classi
 and its rank becomes mass^(1-W) x P^W. Without one (ranks empty: the rank is the score) the rank
 becomes the mass, ties (one proposal's per-category boxes share a softmax) broken by the score.
 Each box keeps its place, score, category and P(malignant), read as served where the report was not.
+The ``place`` arm (item 64) ranks so too, and where the stored top box lies on the new top box
+(``ON_SHARE`` of its area inside it) the new top box takes its category, class scores and P(malignant).
 
     python scripts/lesion_rank.py [--rescore 0.5] REPORT [REPORT...]
 
@@ -27,9 +29,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from model.evaluation.report import malignancy_read_as, read_detections  # noqa: E402
 from model.malignancy_reading import SERVED_READING, reread  # noqa: E402
-from model.records import Detection  # noqa: E402
+from model.records import Box, Detection  # noqa: E402
 from scripts.classifier_naming import figures, scoring  # noqa: E402
 
+ON_SHARE = 0.5  # the stored top box "lies on" the new one with this share of its area inside it
 TIE_BREAK = 1e-6  # the score's share where ranks tie: below any difference the masses show (bf16 softmax)
 
 
@@ -58,19 +61,45 @@ def ranked_by_mass(detection: Detection, rescore: float) -> Detection:
     return replace(detection, ranks=tuple(ranks))
 
 
+def inside_share(inner: Box, outer: Box) -> float:
+    """The share of ``inner``'s area that lies inside ``outer``."""
+    width = max(0.0, min(inner.x1, outer.x1) - max(inner.x0, outer.x0))
+    height = max(0.0, min(inner.y1, outer.y1) - max(inner.y0, outer.y0))
+    return width * height / inner.area if inner.area > 0 else 0.0
+
+
+def placed_by_mass(detection: Detection, rescore: float) -> Detection:
+    """``ranked_by_mass``, its top box read as the stored top box where that lies on it (item 64)."""
+    ranked = ranked_by_mass(detection, rescore)
+    served_top, top = detection.top(), ranked.top()
+    if top is None or top == served_top or inside_share(served_top, top) < ON_SHARE:
+        return ranked
+    new, old = ranked.boxes.index(top), detection.boxes.index(served_top)
+
+    def taken(values: tuple) -> tuple:  # per-box tuples may be empty (no box classifier)
+        return tuple(values[old] if i == new else v for i, v in enumerate(values)) if values else values
+
+    boxes = tuple(replace(b, category=served_top.category) if i == new else b for i, b in enumerate(ranked.boxes))
+    return replace(ranked, boxes=boxes, class_scores=taken(ranked.class_scores), malignancy=taken(ranked.malignancy))
+
+
 def served(report: Path, detection: Detection) -> Detection:
     """``detection``'s P(malignant) read as served, where the report's were not."""
     return detection if malignancy_read_as(report) == SERVED_READING else reread(detection, SERVED_READING)
 
 
 def compare(report: Path, rescore: float) -> dict[str, dict]:
-    """The report's figures with its stored ranks and with ranks by the detector's P(lesion)."""
+    """The report's figures under each arm: its stored ranks, ranks by the detector's P(lesion)
+    (item 63), and those with the top box read as the stored one on it (item 64)."""
     pairs = read_detections(report)
     records = [record for record, _ in pairs]
     stored = [served(report, detection) for _, detection in pairs]
-    by_mass = [ranked_by_mass(detection, rescore) for detection in stored]
     scored = scoring(report)
-    return {"stored": figures(records, stored, scored), "mass": figures(records, by_mass, scored)}
+    return {arm: figures(records, [read(detection, rescore) for detection in stored], scored)
+            for arm, read in ARMS.items()}
+
+
+ARMS = {"stored": lambda detection, _: detection, "mass": ranked_by_mass, "place": placed_by_mass}
 
 
 def _cell(value: float | None) -> str:
@@ -89,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     results = {str(report): compare(report, args.rescore) for report in args.reports}
     rows = [[report, arm, *(_cell(r[arm][f]) for f in FIGURES)]
-            for report, r in results.items() for arm in ("stored", "mass")]
+            for report, r in results.items() for arm in ARMS]
     print(tabulate(rows, ["report", "rank", *FIGURES], tablefmt="github"))
     print(json.dumps(results))
     return 0

@@ -1,6 +1,6 @@
 """scripts/lesion_rank.py: a report's kept detections ranked by the detector's P(lesion), no model run."""
 
-from dataclasses import replace
+from dataclasses import astuple, replace
 
 import pytest
 
@@ -48,11 +48,27 @@ def test_a_whole_lesion_with_an_unsure_category_outranks_a_sharp_part_of_it(lesi
         detections.append(Detection((whole, part), record.width, record.height,
                                     class_scores=({"2": 0.3, "3": 0.4, "4": 0.25, "5": 0.0},
                                                   {"2": 0.0, "3": 0.0, "4": 0.6, "5": 0.05}),
-                                    malignancy=(0.5, 0.5), ranks=stored))
+                                    malignancy=(0.3, 0.8), ranks=stored))
     report = write_report(evaluate(records, detections, CLASSES, decision="top"), tmp_path / "r", "m", "busbra")
 
     result = lesion_rank.compare(report, 0.5)
     assert result["stored"]["top_box_on_lesion"] == 0.0   # the part on top in every image
     assert result["mass"]["top_box_on_lesion"] == 1.0     # mass 0.95 against 0.65: the whole lesion
     assert result["mass"]["effort_ratio"] < result["stored"]["effort_ratio"]
+    # item 64: the part lies inside the whole, so the whole lesion's box is read as the part was
+    placed = lesion_rank.placed_by_mass(detections[0], 0.5)
+    top = placed.top()
+    assert (top.x0, top.y0, top.x1, top.y1, top.category) == (*astuple(detections[0].boxes[0])[:4], "4")
+    assert placed.malignancy_of(top) == 0.8 and placed.class_scores[0] == detections[0].class_scores[1]
+    assert result["place"]["top_box_on_lesion"] == 1.0
     assert lesion_rank.main([str(report)]) == 0
+
+
+def test_a_surest_box_elsewhere_lends_the_top_box_nothing(lesion_rank):
+    lesion, elsewhere = Box(0, 0, 10, 10, "3", 0.4), Box(20, 20, 30, 30, "5", 0.6)
+    detection = Detection((lesion, elsewhere), 40, 40, class_scores=({"3": 0.4, "2": 0.5}, {"5": 0.6}),
+                          malignancy=(0.1, 0.9), ranks=(0.4 ** 0.5 * 0.9 ** 0.5, 0.6 ** 0.5 * 0.9 ** 0.5))
+    assert detection.top() == elsewhere
+    placed = lesion_rank.placed_by_mass(detection, 0.5)
+    assert placed.top() == lesion and placed.malignancy_of(lesion) == 0.1  # item 63's, as it was
+    assert lesion_rank.inside_share(Box(0, 0, 4, 4, "2"), Box(2, 0, 10, 10, "2")) == 0.5
