@@ -339,7 +339,7 @@ def paper_protocol_section(runs: Path) -> list[str]:
     for data, title in (("fold4", "BUS-BRA fold 4"), ("breast", "BrEaST part2")):
         second, first = metrics_of(runs, f"model-no4-{data}"), metrics_of(runs, f"model-{data}")
         if second:
-            lines.append(row(f"ours, second model, {title} (BI-RADS 5 vs 2-3)", second["screening_paper"],
+            lines.append(row(f"ours, second model, {title} (BI-RADS 5 vs 1-3)", second["screening_paper"],
                              auc_cell(second["screening_paper"])))
             at_cut = second["screening_paper"].get("at_cut")
             if at_cut:

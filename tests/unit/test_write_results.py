@@ -109,7 +109,7 @@ def test_results_document_from_runs(tmp_path, monkeypatch, writer, busbra_dir, b
     assert "lesion AP50 (any category) 1.000" in doc  # detections are the expert boxes
     assert "BI-RADS accuracy 100.00 % (Cohen's kappa against the experts 1.000)" in doc
     assert "| paper, Table II (second model, BI-RADS 5 vs 1-3) | 98.10 % | 97.78 % | 98.13 %" in doc
-    assert "| ours, second model, BUS-BRA fold 4 (BI-RADS 5 vs 2-3) | 100.00 % | 100.00 % | 100.00 %" in doc
+    assert "| ours, second model, BUS-BRA fold 4 (BI-RADS 5 vs 1-3) | 100.00 % | 100.00 % | 100.00 %" in doc
     assert "| ours, second model, BUS-BRA fold 4, at P(5) >= 0.500 (fitted on BrEaST part1) | 100.00 %" in doc
     second_report = (runs / "reference" / "model-no4-fold4" / "report.md").read_text()
     assert "BI-RADS 5 where P(5) >= 0.500 (the cut `birads fit-cuts` fitted on BrEaST part1)" in second_report
