@@ -145,7 +145,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         """None where the request's basic auth passes; else the answer (401, or 429 for an address
         that presented too many wrong ones)."""
         return _check(login_failures, _authorized(settings), request.authorization is not None,
-                      "basic auth", {"WWW-Authenticate": "Basic"})
+                      "basic auth", {"WWW-Authenticate": "Basic"}, request.headers.get("Authorization", ""))
 
     def requires_auth(view):
         @functools.wraps(view)
@@ -236,7 +236,7 @@ def create_app(settings: Settings | None = None) -> Flask:
             refusal = basic_auth_refusal()
         else:
             refusal = _check(secret_failures, _secret_matches(settings), WEBHOOK_SECRET_HEADER in request.headers,
-                             "the WEBHOOK_SECRET header")
+                             "the WEBHOOK_SECRET header", credential=request.headers.get(WEBHOOK_SECRET_HEADER, ""))
         return refusal or _queue_training(body.get("project"), action)
 
     @app.route("/train", methods=["POST"])
@@ -287,12 +287,13 @@ def create_app(settings: Settings | None = None) -> Flask:
 
 
 def _check(failures: FailedAttempts, passed: bool, presented: bool, what: str,
-           headers: dict | None = None) -> tuple | None:
-    """None where the credentials passed; else 401, counting them against the client's address if
-    it presented any (a request without them guesses nothing); 429 for an address that presented
-    too many wrong ones lately, whatever it sends now."""
+           headers: dict | None = None, credential: str = "") -> tuple | None:
+    """None where the credentials passed; else 401, counting them (``credential``, as presented)
+    against the client's address if it presented any (a request without them guesses nothing, the
+    same wrong ones again nothing new); 429 for an address that presented too many different wrong
+    ones lately, whatever it sends now."""
     address = request.remote_addr or "unknown"
-    wait = failures.attempt(address, passed, presented)
+    wait = failures.attempt(address, passed, presented, credential)
     if wait:
         log.warning("%s %s -> 429: %s from %s: too many wrong ones, %d s to wait", request.method,
                     request.path, what, address, wait)

@@ -10,10 +10,13 @@ read side, which ends the blocked read at once whatever the trickle rate.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import io
 import json
 import logging
 import math
+import secrets
 import socket
 import threading
 import time
@@ -137,40 +140,46 @@ def _answer(start_response, status: int, message: str, close: bool = False) -> l
 
 
 class FailedAttempts:
-    """Wrong credentials per client address: one that presented ``limit`` of them within ``window``
-    seconds is refused, right or wrong, until the oldest of those is ``window`` old, so a password
-    cannot be guessed at the speed of the network. In memory and per process (each gunicorn worker
-    counts its own: WORKERS times ``limit`` at most); ``limit`` 0: no limit."""
+    """Wrong credentials per client address: one that presented ``limit`` different ones within
+    ``window`` seconds is refused, right or wrong, until the oldest of those is ``window`` old, so a
+    password cannot be guessed at the speed of the network. The same wrong credential again counts
+    once: Label Studio retrying a stale password from one project must not lock every project out
+    (all of them call from its one address), and repeating a guess guesses nothing new. Only a keyed
+    hash of each is kept. In memory and per process (each gunicorn worker counts its own: WORKERS
+    times ``limit`` at most); ``limit`` 0: no limit."""
 
     MAX_ADDRESSES = 10_000  # the longest-quiet addresses are forgotten first
 
     def __init__(self, limit: int, window: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.limit, self.window, self.clock = limit, window, clock
-        self._failures: OrderedDict[str, deque[float]] = OrderedDict()
+        self._failures: OrderedDict[str, deque[tuple[float, bytes]]] = OrderedDict()
         self._lock = threading.Lock()
+        self._key = secrets.token_bytes(32)  # this process's: the kept hashes say nothing elsewhere
 
-    def attempt(self, address: str, passed: bool, presented: bool = True) -> int:
+    def attempt(self, address: str, passed: bool, presented: bool = True, credential: str = "") -> int:
         """Whole seconds ``address`` must wait before its credentials count (then they were not
-        looked at); 0: they count, and a failed attempt that presented any is recorded. One step
-        under the lock: parallel requests cannot all pass the check before any is recorded."""
+        looked at); 0: they count, and a failed attempt that presented any (``credential``, as
+        presented) is recorded unless the same one already is. One step under the lock: parallel
+        requests cannot all pass the check before any is recorded."""
         if self.limit <= 0:
             return 0
         with self._lock:
             times = self._recent(address)
             if len(times) >= self.limit:
                 self._failures.move_to_end(address)  # still trying: not the quietest
-                return max(1, math.ceil(times[0] + self.window - self.clock()))
-            if not passed and presented:
-                times.append(self.clock())
+                return max(1, math.ceil(times[0][0] + self.window - self.clock()))
+            fingerprint = hmac.new(self._key, credential.encode(), hashlib.sha256).digest()
+            if not passed and presented and all(seen != fingerprint for _, seen in times):
+                times.append((self.clock(), fingerprint))
                 self._failures[address] = times
                 self._failures.move_to_end(address)
                 while len(self._failures) > self.MAX_ADDRESSES:
                     self._failures.popitem(last=False)
             return 0
 
-    def _recent(self, address: str) -> deque[float]:
+    def _recent(self, address: str) -> deque[tuple[float, bytes]]:
         times = self._failures.get(address) or deque()
-        while times and times[0] <= self.clock() - self.window:
+        while times and times[0][0] <= self.clock() - self.window:
             times.popleft()
         if not times:
             self._failures.pop(address, None)

@@ -64,7 +64,7 @@ class Settings:
     basic_auth_pass: str = field(default="", metadata={"env": "BASIC_AUTH_PASS", "doc": "its password"})
     auth_max_failures: int = field(default=10, metadata={
         "env": "AUTH_MAX_FAILURES",
-        "doc": "wrong credentials one client address may present within AUTH_FAILURE_WINDOW before its "
+        "doc": "different wrong credentials one client address may present within AUTH_FAILURE_WINDOW before its "
                "requests are refused (429) for the rest of it; basic auth and the webhook secret are "
                "counted apart, per worker process; 0: no limit"})
     auth_failure_window: float = field(default=300.0, metadata={

@@ -48,7 +48,6 @@ def _hook(action: str) -> dict:
 
 def test_no_request_gets_past_auth_without_its_credentials(hardened):
     url = hardened["url"]
-    wrong = {"Authorization": "Basic " + base64.b64encode(b"ls:wrong").decode()}
     user_only = {"Authorization": "Basic " + base64.b64encode(b"ls:").decode()}
     garbage = {"Authorization": "Basic !!!"}
     bearer = {"Authorization": "Bearer basic-secret"}
@@ -58,6 +57,8 @@ def test_no_request_gets_past_auth_without_its_credentials(hardened):
                ("POST", "/webhook", _hook("START_TRAINING"))]
     refused, throttled = 0, 0
     for method, path, body in guarded:
+        # a guesser tries a new password each time (the same wrong one again counts once)
+        wrong = {"Authorization": "Basic " + base64.b64encode(f"ls:wrong{path}".encode()).decode()}
         for headers in (None, wrong, user_only, garbage, bearer, {"X-Webhook-Secret": SECRET}):
             response = requests.request(method, url + path, json=body, headers=headers, timeout=30)
             assert response.status_code in (401, 429), (method, path, headers, response.status_code)
