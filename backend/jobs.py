@@ -10,6 +10,10 @@ status. We keep RQ and write the small amount of bookkeeping ourselves:
   Studio before its webhook was sent, and a job still queued when the webhook is checked reads the
   annotations later than that. Only enqueueing takes the project's lock (one job, never two); the
   job clears the key under that lock as its very first step, so a later request queues a new job.
+* ``birads:<queue>:project:<id>:training`` is held by the job that trains the project (a lock
+  that expires a minute after JOB_TIMEOUT, so a killed worker's frees itself): with several
+  workers a second job of the project waits for the first, then fine-tunes what it served, instead
+  of training beside it from the same parent and racing it to the promotion.
 * ``birads:<queue>:project:<id>:changes`` counts annotation events since the served version; annotation
   events start training only once it reaches RETRAIN_AFTER. START_TRAINING always trains.
 """
@@ -17,9 +21,12 @@ status. We keep RQ and write the small amount of bookkeeping ourselves:
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from redis import Redis
+from redis.exceptions import LockError
 from rq import Queue
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
@@ -32,6 +39,11 @@ KEEP_RESULTS = 7 * 24 * 3600
 RECENT_JOBS = 50
 TRAIN_EVENTS = ("ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_DELETED", "START_TRAINING")
 WAITING = {JobStatus.QUEUED.value, JobStatus.DEFERRED.value, JobStatus.SCHEDULED.value}
+TRAINING_LOCK_MARGIN_S = 60  # past JOB_TIMEOUT, after which RQ has stopped the job that held it
+
+
+class ProjectBusy(RuntimeError):
+    """Another job of the project held it for longer than a job may run."""
 
 
 @dataclass
@@ -97,6 +109,26 @@ class TrainingQueue:
             if queued and queued.decode() == job_id:
                 self.redis.delete(self._key(project, "queued"))
             return int(self.redis.getset(self._key(project, "changes"), 0) or 0)
+
+    @contextmanager
+    def training(self, project: int, on_wait: Callable[[], None] = lambda: None) -> Iterator[None]:
+        """Hold the project for a job's run (module docstring): wait while another job holds it,
+        calling ``on_wait`` first."""
+        timeout = self.settings.job_timeout
+        lock = self.redis.lock(self._key(project, "training"), timeout=timeout + TRAINING_LOCK_MARGIN_S,
+                               blocking_timeout=timeout, sleep=1)
+        if lock.locked():
+            log.info("project %s: waiting for its running training job", project)
+            on_wait()
+        if not lock.acquire():
+            raise ProjectBusy(f"project {project}: another training job held it for JOB_TIMEOUT={timeout} s")
+        try:
+            yield
+        finally:
+            try:
+                lock.release()
+            except LockError:  # it expired first: the job outlived JOB_TIMEOUT, nothing to free
+                log.warning("project %s: the training lock had expired before the job ended", project)
 
     def give_back_changes(self, project: int, count: int) -> None:
         """A failed job served nothing: its changes still count towards the next retrain."""

@@ -17,7 +17,9 @@ import logging
 import os
 import shutil
 import time
+from contextlib import nullcontext
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 from PIL import Image
@@ -32,6 +34,7 @@ from model import fine_tuning, promotion, taxonomy
 from model.config import TrainSettings
 from model.records import ImageRecord
 from model.regions import convert, in_pixels
+from model.registry import Serving
 
 log = logging.getLogger(__name__)
 FETCH_CHUNK = 32  # images downloaded and decoded at once (8 at a time) by a training job
@@ -171,6 +174,26 @@ def holdout_metrics(model_dir: Path, holdout: list[ImageRecord], settings: Setti
                                      malignancy_reading=settings.malignancy_reading)
 
 
+def held_out_metrics(out: Path, served: Serving, holdout: list[ImageRecord],
+                     settings: Settings) -> tuple[dict, dict | None]:
+    """The new version's metrics on the project's held-out tasks (stored in its folder) and the
+    served version's, where it has one that can still be evaluated (else None)."""
+    from model.modeldir import update_metrics
+
+    if not holdout:
+        return {}, None
+    _report("evaluating", images=len(holdout))
+    metrics = holdout_metrics(out, holdout, settings)
+    update_metrics(out, {"holdout": metrics})
+    if served.path is None:
+        return metrics, None
+    try:
+        return metrics, holdout_metrics(served.path, holdout, settings)
+    except Exception:  # nothing to compare with: the served one is no yardstick
+        log.exception("served version %s could not be evaluated", served.version)
+        return metrics, None
+
+
 def refusal(settings: Settings, new: dict, served: dict | None) -> str | None:
     """Why a new version must not replace the served one (None: it may): model.promotion's rule
     with PROMOTE_METRIC, PROMOTE_TOLERANCE and PROMOTE_ALWAYS."""
@@ -182,71 +205,73 @@ def refusal(settings: Settings, new: dict, served: dict | None) -> str | None:
 
 def train_project(project: int) -> dict:
     """The RQ job. Returns a JSON-able summary (stored by RQ as the job's result)."""
-    from model.modeldir import update_metrics
-    from model.train import remove_abandoned_work, train, work_dir
-
     settings = Settings.from_env()
     services = Services(settings)
     job = get_current_job()
     queue = TrainingQueue(job.connection, settings) if job else None
     changes = queue.started(project, job.id) if queue else 0
     try:
-        _report("reading annotations", project=project)
-        records, facts = build_records(services, project)
-        if len(records) < max(1, settings.min_annotations):
-            raise NotEnoughAnnotations(f"{len(records)} usable annotated tasks, MIN_ANNOTATIONS is "
-                                       f"{settings.min_annotations}")
-        train_records, holdout = promotion.split_holdout(records, settings.holdout_fraction)
-        registry = services.registry(project)
-        for work in remove_abandoned_work(registry.versions_dir, settings.job_timeout):
-            log.warning("project %s: removed %s, left by a training job that was killed", project, work)
-        served = services.serving(project)  # the checked served version (or the starter model)
-        parent = served.version
-        # the served version (or the starter model, or plain initial weights) seeds the new one
-        weights = str(served.path) if served.path else settings.initial_weights
-        version = registry.new_version_name()
-        out = registry.path(version)
-
-        def progress(info: dict) -> None:
-            _report(**info)  # stage "training", iteration, max_iter, ETA, loss
-
-        fine_tune = served.path is not None
-        replayed = replay_records(settings, train_records, tuple(facts["label_set"])) if fine_tune else []
-        facts["replay_images"] = len(replayed)
-        _report("estimating", images=len(train_records), replay_images=len(replayed))
-        chosen, estimate = plan(settings, train_records + replayed, weights, fine_tune=fine_tune)
-        _report("training", iteration=0, images=len(train_records), replay_images=len(replayed), **estimate)
-        started = time.perf_counter()
-        try:
-            train(train_records + replayed, out, chosen, progress=progress)
-        finally:  # a job's checkpoints serve no other job: a failed one resumes nothing
-            shutil.rmtree(work_dir(out), ignore_errors=True)
-        estimate["training_seconds"] = round(time.perf_counter() - started)
-        metrics, served_metrics = {}, None
-        if holdout:
-            _report("evaluating", images=len(holdout))
-            metrics = holdout_metrics(out, holdout, settings)
-            update_metrics(out, {"holdout": metrics})
-            if served.path is not None:
-                try:
-                    served_metrics = holdout_metrics(served.path, holdout, settings)
-                except Exception:  # nothing to compare with: the served one is no yardstick
-                    log.exception("project %s: served version %s could not be evaluated", project, parent)
-        refused = refusal(settings, metrics, served_metrics)
-        registry.describe(version, parent=parent, project=project, job_id=job.id if job else None,
-                          train_images=len(train_records), holdout_images=len(holdout), metrics=metrics,
-                          served_metrics=served_metrics, refused=refused, timing=estimate, **facts)
-        if refused:
-            log.warning("project %s: version %s kept but not served: %s", project, version, refused)
-        else:
-            registry.promote(version)
-            log.info("project %s: version %s now served (parent %s)", project, version, parent)
-        _report("done", version=version, refused=refused)
-        return {"version": version, "parent": parent, "promoted": not refused, "refused": refused,
-                "train_images": len(train_records), "holdout_images": len(holdout), "metrics": metrics,
-                "served_metrics": served_metrics, "timing": estimate, **facts}
+        waiting = partial(_report, "waiting for the project's running job")
+        with queue.training(project, waiting) if queue else nullcontext():  # one at a time, however many workers
+            return _train(project, settings, services, job)
     except BaseException:
         if queue:
             queue.give_back_changes(project, changes)
         raise
+
+
+def _train(project: int, settings: Settings, services: Services, job) -> dict:
+    """The job's work, once it holds its project."""
+    from model.train import remove_abandoned_work, train, work_dir
+
+    _report("reading annotations", project=project)
+    records, facts = build_records(services, project)
+    if len(records) < max(1, settings.min_annotations):
+        raise NotEnoughAnnotations(f"{len(records)} usable annotated tasks, MIN_ANNOTATIONS is "
+                                   f"{settings.min_annotations}")
+    train_records, holdout = promotion.split_holdout(records, settings.holdout_fraction)
+    registry = services.registry(project)
+    for work in remove_abandoned_work(registry.versions_dir, settings.job_timeout):
+        log.warning("project %s: removed %s, left by a training job that was killed", project, work)
+    served = services.serving(project)  # the checked served version (or the starter model)
+    parent = served.version
+    # the served version (or the starter model, or plain initial weights) seeds the new one
+    weights = str(served.path) if served.path else settings.initial_weights
+    version = registry.new_version_name()
+    out = registry.path(version)
+
+    def progress(info: dict) -> None:
+        _report(**info)  # stage "training", iteration, max_iter, ETA, loss
+
+    fine_tune = served.path is not None
+    replayed = replay_records(settings, train_records, tuple(facts["label_set"])) if fine_tune else []
+    facts["replay_images"] = len(replayed)
+    _report("estimating", images=len(train_records), replay_images=len(replayed))
+    chosen, estimate = plan(settings, train_records + replayed, weights, fine_tune=fine_tune)
+    _report("training", iteration=0, images=len(train_records), replay_images=len(replayed), **estimate)
+    started = time.perf_counter()
+    try:
+        train(train_records + replayed, out, chosen, progress=progress)
+    finally:  # a job's checkpoints serve no other job: a failed one resumes nothing
+        shutil.rmtree(work_dir(out), ignore_errors=True)
+    estimate["training_seconds"] = round(time.perf_counter() - started)
+    description = {"parent": parent, "project": project, "job_id": job.id if job else None,
+                   "train_images": len(train_records), "holdout_images": len(holdout), "timing": estimate,
+                   **facts}
+    try:
+        metrics, served_metrics = held_out_metrics(out, served, holdout, settings)
+    except Exception as exc:  # the trained weights stay, described as never served automatically
+        registry.describe(version, metrics={}, refused=f"not evaluated: {exc}", **description)
+        raise
+    refused = refusal(settings, metrics, served_metrics)
+    registry.describe(version, metrics=metrics, served_metrics=served_metrics, refused=refused, **description)
+    if refused:
+        log.warning("project %s: version %s kept but not served: %s", project, version, refused)
+    else:
+        registry.promote(version)
+        log.info("project %s: version %s now served (parent %s)", project, version, parent)
+    _report("done", version=version, refused=refused)
+    return {"version": version, "parent": parent, "promoted": not refused, "refused": refused,
+            "train_images": len(train_records), "holdout_images": len(holdout), "metrics": metrics,
+            "served_metrics": served_metrics, "timing": estimate, **facts}
 

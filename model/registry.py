@@ -161,10 +161,12 @@ class Registry:
         write_atomic(self.path(version) / VERSION_META, json.dumps(meta, indent=1, default=str))
 
     def info(self, version: str) -> dict:
+        """The version's description; one its job never wrote (killed between training and
+        describing it) says so as the reason it is not served."""
         try:
             return json.loads((self.path(version) / VERSION_META).read_text())
         except FileNotFoundError:
-            return {"version": version}
+            return {"version": version, "refused": "incomplete: its training job stopped before describing it"}
 
     def versions(self) -> list[str]:
         if not self.versions_dir.is_dir():

@@ -278,10 +278,12 @@ def work_dir(out: str | Path) -> Path:
 
 
 def remove_abandoned_work(folder: str | Path, older_than_s: float) -> list[Path]:
-    """Remove the checkpoint folders in ``folder`` with nothing written for ``older_than_s``
-    seconds: runs killed before they could clean up, when no run may last that long."""
+    """Remove the hidden folders in ``folder`` (a run's checkpoints, ``.NAME.work``; a model
+    directory being written, ``.NAME.XXXX``, or replaced, ``.NAME.old``: ``StagedDirectory``) with
+    nothing written for ``older_than_s`` seconds: runs killed before they could clean up, when no
+    run may last that long."""
     removed = []
-    for work in Path(folder).glob(".*.work"):
+    for work in Path(folder).glob(".*"):
         try:
             newest = max((p.stat().st_mtime for p in work.rglob("*")), default=work.stat().st_mtime)
         except OSError:  # its run finished and removed it while we looked

@@ -4,6 +4,7 @@ chain, and a worker killed mid-training that changes nothing served."""
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import shutil
 import signal
@@ -220,12 +221,8 @@ def test_a_version_worse_on_the_held_out_tasks_is_kept_but_not_served(worker_set
                                                                       tiny_model, tmp_path):
     """A real job on the real worker: trained, evaluated beside the served version on the same
     held-out task, and refused (a tolerance below zero demands a gain this short run cannot make)."""
-    import hashlib
-
     install_model(worker_settings, annotated_project, tiny_model, "v-served")
-    ids = [t["id"] for t in Services(worker_settings).api.annotated_tasks(annotated_project)]
-    shares = sorted(hashlib.sha1(str(i).encode()).digest()[0] / 256 for i in ids)  # model.promotion.held_out
-    fraction = (shares[0] + shares[1]) / 2  # exactly one task held out
+    fraction = _one_held_out(worker_settings, annotated_project)
     redis = Redis.from_url(worker_settings.redis_url)
     job_id = TrainingQueue(redis, worker_settings).request(annotated_project, "START_TRAINING", force=True)["job_id"]
     with open(tmp_path / "worker.log", "w") as log:
@@ -246,6 +243,15 @@ def test_a_version_worse_on_the_held_out_tasks_is_kept_but_not_served(worker_set
     assert registry.info(result["version"])["refused"] == result["refused"]
 
 
+def _one_held_out(settings: Settings, project: int) -> float:
+    """A HOLDOUT_FRACTION that holds out exactly one of the project's tasks (model.promotion.held_out)."""
+    import hashlib
+
+    ids = [t["id"] for t in Services(settings).api.annotated_tasks(project)]
+    shares = sorted(hashlib.sha1(str(i).encode()).digest()[0] / 256 for i in ids)
+    return (shares[0] + shares[1]) / 2
+
+
 def _settings_env(monkeypatch, settings: Settings, **more: str) -> None:
     """The environment a worker would have (train_project reads its settings from it)."""
     for key, value in {"REDIS_URL": settings.redis_url, "RQ_QUEUE": settings.queue_name,
@@ -255,3 +261,30 @@ def _settings_env(monkeypatch, settings: Settings, **more: str) -> None:
                        "TRAIN_IMAGE_SIZE": str(settings.train_image_size),
                        "TRAIN_MAX_ITER": str(settings.train_max_iter), "BF16": "false", **more}.items():
         monkeypatch.setenv(key, value)
+
+
+def test_a_version_whose_evaluation_fails_is_kept_described_and_not_served(worker_settings, annotated_project,
+                                                                            monkeypatch):
+    """Training's hour is not thrown away when the held-out evaluation fails after it: the version
+    stays, described with the reason, and is never served automatically; the job still fails."""
+    from backend import training
+
+    def unreadable(*args, **kwargs):
+        raise OSError("held-out image unreadable")
+
+    _settings_env(monkeypatch, worker_settings, HOLDOUT_FRACTION=str(_one_held_out(worker_settings, annotated_project)))
+    monkeypatch.setattr(training, "holdout_metrics", unreadable)
+    # label_studio_ml, imported by this session's app, sets "spawn" for the whole process; a worker
+    # process never imports it and trains with Linux's "fork", as this in-process job must too
+    started_as = multiprocessing.get_start_method()
+    multiprocessing.set_start_method("fork", force=True)
+    try:
+        with pytest.raises(OSError, match="held-out image unreadable"):
+            training.train_project(annotated_project)
+    finally:
+        multiprocessing.set_start_method(started_as, force=True)
+    registry = Registry(worker_settings.model_dir / f"project-{annotated_project}")
+    [version] = registry.versions()
+    info = registry.info(version)
+    assert info["refused"] == "not evaluated: held-out image unreadable" and info["holdout_images"] == 1
+    assert registry.current() is None and (registry.path(version) / "model_final.pth").exists()

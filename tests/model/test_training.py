@@ -370,15 +370,16 @@ def test_abandoned_checkpoint_folders_are_removed_and_live_ones_kept(tmp_path):
     from model.train import remove_abandoned_work, work_dir
 
     dead, live = work_dir(tmp_path / "v1"), work_dir(tmp_path / "v2")
-    for work in (dead, live):
+    staging = tmp_path / ".v3.k2j4x9"  # a model directory a killed run was writing (StagedDirectory)
+    for work in (dead, live, staging):
         (work / "inference").mkdir(parents=True)
         (work / "log.txt").write_text("iteration 20")
     (tmp_path / "v0").mkdir()  # a finished version: never touched
     long_ago = time.time() - 7200
-    for path in (dead / "inference", dead / "log.txt", dead):
+    for path in (dead / "inference", dead / "log.txt", dead, staging / "inference", staging / "log.txt", staging):
         os.utime(path, (long_ago, long_ago))
-    assert remove_abandoned_work(tmp_path, older_than_s=3600) == [dead]
-    assert not dead.exists() and live.is_dir() and (tmp_path / "v0").is_dir()
+    assert sorted(remove_abandoned_work(tmp_path, older_than_s=3600)) == sorted([dead, staging])
+    assert not dead.exists() and not staging.exists() and live.is_dir() and (tmp_path / "v0").is_dir()
 
 
 def test_the_speed_probe_of_a_second_model_leaves_out_birads_4_as_training_does(busbra_dir):

@@ -176,3 +176,12 @@ def test_held_out_images_split_stably_and_never_leave_nothing_to_train_on():
     # what would train holds no box: too few to hold any out, all of them train
     boxless = [record(i, boxes=0) if not held_out(i, 0.2) else record(i) for i in range(40)]
     assert split_holdout(boxless, 0.2) == (boxless, [])
+
+
+def test_a_version_its_job_never_described_says_why_it_is_not_served(tmp_path):
+    registry = Registry(tmp_path / "project-3")
+    _version(registry, "v1")  # weights written, the job killed before describing them
+    assert registry.info("v1") == {"version": "v1",
+                                   "refused": "incomplete: its training job stopped before describing it"}
+    registry.describe("v1", parent=None)
+    assert "refused" not in registry.info("v1")
