@@ -4,23 +4,26 @@ predict: task images -> the served model version -> boxes as Label Studio region
 with labels of the project's config. Training is not LabelStudioMLBase.fit's business here: a
 webhook only asks backend.jobs for a (coalesced) job, which reads everything from Label Studio.
 
-Task score (``score`` of each prediction) is ``Detection.confidence``: the model's confidence in
-the whole pre-annotation. Sorting Label Studio's Data Manager by prediction score, ascending,
-puts the tasks the model is least sure of first.
+Task score (``score`` of each prediction) is ``Detection.confidence`` of the boxes shown (under
+SHOW_BOXES, with a label in the config): the model's confidence in the whole pre-annotation.
+Sorting Label Studio's Data Manager by prediction score, ascending, puts the tasks the model is
+least sure of first.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from pathlib import Path
 
 from label_studio_ml.model import LabelStudioMLBase
 
 from backend.images import ImageError
 from backend.labels import LabelMap, parse_label_config
 from backend.services import Services
+from backend.settings import Settings
 from model.evaluation.evaluate import LOW_SCORE, displayed
-from model.records import Detection
+from model.records import Box, Detection
 from model.regions import to_region
 from model.registry import Serving
 
@@ -44,14 +47,17 @@ class ModelUnavailable(RequestError):
 
 
 class ModelCache:
-    """One loaded predictor per project and process; reloaded when the served version changes.
+    """One loaded predictor per served model directory and process, shared by the projects it
+    serves (every project still on the starter model: one copy, not one each); a project's
+    predictor changes when its served version does, and one no project serves any more is let go.
 
     A version that fails to load is remembered as unusable here, and the registry's fallback
     (the last good version) is served instead, as for a version that fails its checksums."""
 
     def __init__(self, services: Services) -> None:
         self.services = services
-        self._loaded: dict[int, tuple[str, object, threading.Lock]] = {}
+        self._served: dict[int, tuple[str, str]] = {}  # project -> (version, model directory)
+        self._loaded: dict[str, tuple[object, threading.Lock]] = {}  # model directory -> predictor
         self._unusable: dict[int, frozenset[str]] = {}
         self._reported: set[tuple] = set()
         self._lock = threading.Lock()
@@ -79,19 +85,26 @@ class ModelCache:
             serving = self._checked(project)
             if serving.version is None:
                 return UNTRAINED, None, None
+            folder = str(Path(serving.path).resolve())
             with self._lock:
-                cached = self._loaded.get(project)
-                if cached is not None and cached[0] == serving.version:
-                    return cached
-                try:
-                    predictor = self._load(serving.path)
-                except Exception:  # any load failure: this version is not servable in this process
-                    log.exception("project %s: version %s cannot be loaded", project, serving.version)
-                    self._unusable[project] = self._unusable.get(project, frozenset()) | {serving.version}
-                    continue
-                cached = self._loaded[project] = (serving.version, predictor, threading.Lock())
-                log.info("project %s: serving model version %s", project, serving.version)
-                return cached
+                if folder not in self._loaded:
+                    try:
+                        self._loaded[folder] = (self._load(serving.path), threading.Lock())
+                    except Exception:  # any load failure: this version is not servable in this process
+                        log.exception("project %s: version %s cannot be loaded", project, serving.version)
+                        self._unusable[project] = self._unusable.get(project, frozenset()) | {serving.version}
+                        continue
+                if self._served.get(project) != (serving.version, folder):
+                    self._served[project] = (serving.version, folder)
+                    log.info("project %s: serving model version %s", project, serving.version)
+                    self._let_go_of_unserved()
+                return (serving.version, *self._loaded[folder])
+
+    def _let_go_of_unserved(self) -> None:
+        """Drop the predictors no project is served by any more (its old versions)."""
+        served = {folder for _, folder in self._served.values()}
+        for folder in [f for f in self._loaded if f not in served]:
+            del self._loaded[folder]
 
     def _load(self, path):
         from model.predict import Predictor
@@ -102,19 +115,38 @@ class ModelCache:
                          category_reading=s.category_reading, malignancy_reading=s.malignancy_reading)
 
 
-def regions(detection: Detection, labels: LabelMap, threshold: float, max_boxes: int,
-            show: str = "threshold") -> list[dict]:
-    result = []
+def emitted(detection: Detection, labels: LabelMap, threshold: float, max_boxes: int,
+            show: str = "threshold") -> list[Box]:
+    """The boxes the annotator will see: displayed under ``show``, each with a label in the config."""
+    boxes: list[Box] = []
     for box in displayed(detection, threshold, show):
-        if len(result) >= max_boxes:
+        if len(boxes) >= max_boxes:
             break
-        label = labels.label_for(box.category)
-        if label is None:  # never emit a label the config does not have
+        if labels.label_for(box.category) is None:  # never emit a label the config does not have
             log.warning("no label in the project's config for BI-RADS %s: box dropped", box.category)
             continue
-        result.append(to_region(box, detection.width, detection.height, label, labels.from_name,
-                                labels.to_name, f"birads-{len(result)}", detection.malignancy_of(box)))
-    return result
+        boxes.append(box)
+    return boxes
+
+
+def regions(detection: Detection, labels: LabelMap, threshold: float, max_boxes: int,
+            show: str = "threshold") -> list[dict]:
+    """The ``emitted`` boxes as Label Studio regions."""
+    return as_regions(detection, emitted(detection, labels, threshold, max_boxes, show), labels)
+
+
+def as_regions(detection: Detection, boxes: list[Box], labels: LabelMap) -> list[dict]:
+    """``boxes`` of ``detection``, each with its label in the config, as Label Studio regions."""
+    return [to_region(box, detection.width, detection.height, labels.label_for(box.category), labels.from_name,
+                      labels.to_name, f"birads-{number}", detection.malignancy_of(box))
+            for number, box in enumerate(boxes)]
+
+
+def prediction(detection: Detection, labels: LabelMap, settings: Settings, version: str) -> dict:
+    """One task's answer: its regions and the task score, the confidence in what is shown."""
+    boxes = emitted(detection, labels, settings.score_threshold, settings.max_boxes, settings.show_boxes)
+    return {"result": as_regions(detection, boxes, labels),
+            "score": round(detection.confidence(settings.score_threshold, boxes), 4), "model_version": version}
 
 
 class BiradsDetector(LabelStudioMLBase):
@@ -147,18 +179,23 @@ class BiradsDetector(LabelStudioMLBase):
         if predictor is None:  # no model trained yet: no boxes, never random ones
             return [{"result": [], "score": 0.0, "model_version": version} for _ in tasks]
         s = self.services.settings
-        results = []
+        results, failures = [], []
         for start in range(0, len(tasks), s.predict_batch):  # decode a batch at a time: bounded memory
             batch = tasks[start:start + s.predict_batch]
             images = self.services.fetcher.fetch_all(references[start:start + s.predict_batch])
-            failures = [(t.get("id"), img) for t, img in zip(batch, images) if isinstance(img, ImageError)]
-            if failures:
-                status = max(error.status for _, error in failures)
-                raise RequestError("; ".join(f"task {tid}: {error}" for tid, error in failures), status)
+            readable = [image for image in images if not isinstance(image, ImageError)]
             with lock:
-                detections = predictor(images, batch_size=s.predict_batch)
-            del images
-            results += [{"result": regions(d, self.labels, s.score_threshold, s.max_boxes, s.show_boxes),
-                         "score": round(d.confidence(s.score_threshold), 4), "model_version": version}
-                        for d in detections]
+                detections = iter(predictor(readable, batch_size=s.predict_batch) if readable else ())
+            for task, image in zip(batch, images):
+                if isinstance(image, ImageError):
+                    failures.append((f"task {task.get('id')}: {image}", image.status))
+                    # no "result": Label Studio stores nothing for this task and asks again later
+                    results.append({"error": failures[-1][0], "model_version": version})
+                else:
+                    results.append(prediction(next(detections), self.labels, s, version))
+            del images, readable
+        if len(failures) == len(tasks):  # nothing to store: the request itself failed
+            raise RequestError("; ".join(message for message, _ in failures), max(status for _, status in failures))
+        for message, _ in failures:
+            log.warning("%s: no prediction for it; the other tasks' are answered", message)
         return results

@@ -21,6 +21,7 @@ from rq import Worker
 
 from backend.jobs import TrainingQueue, job_status
 from backend.services import Services
+from model.modeldir import MODEL_FILES, is_model_dir
 
 log = logging.getLogger(__name__)
 ACTIVE = ("queued", "started", "deferred", "scheduled")
@@ -78,6 +79,23 @@ def queue_parts(services: Services, redis) -> list[Part]:
                  else "none listening: training jobs wait until a worker starts")]
 
 
+def starter_parts(initial_weights: str) -> list[Part]:
+    """INITIAL_WEIGHTS where it names a local folder or file that cannot be what it was meant to
+    be (an empty folder mounted into the container, a mistyped path): projects without a version
+    of their own would then quietly get no boxes. URLs and zoo configs are read by the first
+    training, not here."""
+    if not initial_weights or "://" in initial_weights or initial_weights.startswith("zoo:"):
+        return []
+    path = Path(initial_weights)
+    if is_model_dir(path):
+        return [Part("starter model", True, str(path))]
+    if path.is_file():
+        return [Part("starter model", True, f"{path}: weights for the first training, no starter served")]
+    what = f"a folder without a model ({', '.join(MODEL_FILES)} needed)" if path.is_dir() else "not found"
+    return [Part("starter model", False, f"INITIAL_WEIGHTS={initial_weights}: {what}; projects without a "
+                 "version of their own are served no boxes")]
+
+
 def served_parts(services: Services, serving) -> list[Part]:
     """One failing part per project whose current version cannot be served (``serving``: the
     ModelCache's, which also knows versions that failed to load)."""
@@ -119,7 +137,7 @@ def health(services: Services, redis, serving=None) -> list[Part]:
     """Every part /health and the status page report: model store, queue, workers, served versions
     and, over HTTPS, the certificate."""
     return [model_store(Path(services.settings.model_dir)), *queue_parts(services, redis),
-            *served_parts(services, serving or services.serving),
+            *starter_parts(services.settings.initial_weights), *served_parts(services, serving or services.serving),
             *certificate_parts(services.settings.tls_cert_file)]
 
 

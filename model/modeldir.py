@@ -18,6 +18,7 @@ from model.io import DataError, write_atomic
 WEIGHTS = "model_final.pth"
 CONFIG = "config.yaml"
 META = "model.json"
+MODEL_FILES = (WEIGHTS, CONFIG, META)  # what makes a folder a model directory
 TRAIN_LOG = "metrics.json"
 BOX_CLASSIFIER = "box_classifier"
 BOX_CLASSIFIER_WEIGHTS = f"{BOX_CLASSIFIER}/weights.pth"
@@ -45,12 +46,12 @@ class ModelInfo:
 
 
 def is_model_dir(path: str | Path) -> bool:
-    return all((Path(path) / name).is_file() for name in (WEIGHTS, CONFIG, META))
+    return all((Path(path) / name).is_file() for name in MODEL_FILES)
 
 
 def read_info(model_dir: str | Path) -> ModelInfo:
     model_dir = Path(model_dir)
-    missing = [n for n in (WEIGHTS, CONFIG, META) if not (model_dir / n).is_file()]
+    missing = [n for n in MODEL_FILES if not (model_dir / n).is_file()]
     if missing:
         raise DataError(f"{model_dir}: not a model directory (missing {', '.join(missing)})")
     try:

@@ -6,6 +6,7 @@ Boxes are in pixels of the image as displayed (EXIF orientation applied), XYXY, 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -121,13 +122,14 @@ class Detection:
         """The box most likely the lesion."""
         return max(self.boxes, key=self.rank_of, default=None)
 
-    def confidence(self, threshold: float) -> float:
-        """Confidence in the pre-annotation shown at ``threshold``: the lowest score among the boxes
-        shown, or with none shown, 1 minus the highest score below it (how sure "no lesion" is).
-        Low values mark the images most worth an expert's look first."""
-        shown = [b.score or 0.0 for b in self.boxes if (b.score or 0.0) >= threshold]
+    def confidence(self, threshold: float, shown: Sequence[Box] | None = None) -> float:
+        """Confidence in the pre-annotation shown: the lowest score among the boxes shown (``shown``;
+        None: those at ``threshold``), or with none shown, 1 minus the highest score of any box (how
+        sure "no lesion" is). Low values mark the images most worth an expert's look first."""
+        if shown is None:
+            shown = [b for b in self.boxes if (b.score or 0.0) >= threshold]
         if shown:
-            return min(shown)
+            return min(b.score or 0.0 for b in shown)
         return 1.0 - max((b.score or 0.0 for b in self.boxes), default=0.0)
 
 

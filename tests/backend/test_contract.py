@@ -44,6 +44,23 @@ def test_health_names_what_is_degraded_and_still_answers_200(client):
     assert "none listening" in answer["degraded"]["workers"]
 
 
+def test_health_names_an_initial_weights_folder_that_holds_no_model(settings, tmp_path, tiny_model):
+    """A starter folder mounted empty (or a mistyped path) would quietly serve no boxes."""
+    from backend.status import starter_parts
+
+    empty = tmp_path / "starter-model"
+    empty.mkdir()
+    answer = create_app(replace(settings, initial_weights=str(empty))).test_client().get("/health").get_json()
+    assert answer["status"] == "DEGRADED" and "a folder without a model" in answer["degraded"]["starter model"]
+    assert "model_final.pth" in answer["degraded"]["starter model"]
+    assert "not found" in starter_parts(str(tmp_path / "typo"))[0].detail
+    assert [part.ok for part in starter_parts(str(tiny_model))] == [True]
+    weights = tmp_path / "backbone.pth"
+    weights.write_bytes(b"weights")  # a start for the first training only: nothing to serve, nothing wrong
+    assert [part.ok for part in starter_parts(str(weights))] == [True]
+    assert starter_parts("") == starter_parts("zoo:COCO-Detection/faster_rcnn_R_101_FPN_3x.yaml") == []
+
+
 def test_setup_answers_untrained_version_and_remembers_config(client, settings):
     response = replay(client, "setup")
     assert response.status_code == 200
@@ -90,6 +107,21 @@ def test_a_starter_model_is_served_until_the_project_trains_its_own(settings, ti
     checkpoint_only = create_app(replace(settings, model_dir=settings.model_dir.with_name("fresh"),
                                          initial_weights=str(tiny_model / "model_final.pth")))
     assert replay(checkpoint_only.test_client(), "setup").get_json() == {"model_version": "untrained"}
+
+
+def test_projects_on_one_starter_share_one_loaded_model_and_old_ones_are_let_go(settings, tiny_model):
+    """Ten projects on the starter hold one R101 in memory, not ten; a version no project serves
+    any more is dropped."""
+    models = create_app(replace(settings, initial_weights=str(tiny_model))).config["backend"].models
+    (version, starter, lock), (_, same, same_lock) = models.get(1), models.get(2)
+    assert version == "starter-model" and starter is same and lock is same_lock
+    install_model(settings, 2, tiny_model, "v-own")
+    own_version, own, _ = models.get(2)
+    assert own_version == "v-own" and own is not starter
+    assert models.get(1)[1] is starter  # project 1 is still on the starter: kept
+    install_model(settings, 1, tiny_model, "v-own")
+    assert models.get(1)[1] not in (starter, own)
+    assert all(predictor is not starter for predictor, _ in models._loaded.values())  # nobody serves it now
 
 
 def _pathology_head_at_one_half(model_dir, out):
@@ -377,6 +409,20 @@ def test_unreadable_and_refused_images(client, settings, tiny_model, busbra_dir)
         assert fragment in response.get_json()["error"] and "task 1" in response.get_json()["error"]
 
 
+def test_a_batch_with_one_unreadable_image_answers_the_others(client, settings, tiny_model, busbra_dir):
+    """The failed task's entry has no "result", so Label Studio stores nothing for it (and asks
+    again later) while it stores every other task's prediction."""
+    install_model(settings, 2, tiny_model)
+    body = copy.deepcopy(recorded("predict_batch")["body"])
+    body["tasks"] = _local_tasks(busbra_dir, ["bus_0090-r.png", "missing.png", "bus_0084-r.png"])
+    response = client.post("/predict", json=body)
+    assert response.status_code == 200, response.get_json()
+    first, gone, last = response.get_json()["results"]
+    assert "result" in first and "result" in last and "result" not in gone
+    assert "no such file" in gone["error"] and gone["error"].startswith(f"task {body['tasks'][1]['id']}: ")
+    assert first["model_version"] == gone["model_version"] == last["model_version"] == "v-test"
+
+
 def test_redis_down_predict_works_training_answers_503(settings, tiny_model, busbra_dir):
     down = create_app(replace(settings, redis_url="redis://127.0.0.1:1/0")).test_client()
     connect(down)
@@ -416,22 +462,28 @@ def test_an_address_guessing_credentials_is_refused_and_no_other_address(setting
     app.wsgi_app = from_address
     guarded = app.test_client()
     good = {"Authorization": "Basic " + base64.b64encode(b"ls:secret").decode()}
-    guess = {"Authorization": "Basic " + base64.b64encode(b"ls:guess").decode()}
+
+    def guess(number: int) -> dict:
+        return {"Authorization": "Basic " + base64.b64encode(f"ls:guess{number}".encode()).decode()}
+
     guesser, label_studio = {"X-Test-Address": "10.0.0.66"}, {"X-Test-Address": "10.0.0.5"}
     connect(guarded, headers=good | label_studio)
     for _ in range(5):  # no credentials guess nothing: not counted
         assert guarded.get("/health", headers=guesser).status_code == 401
-    for _ in range(3):
-        assert guarded.get("/health", headers=guess | guesser).status_code == 401
-    for headers in (guess, good):  # locked out: even the right password is not tried
+    for _ in range(5):  # one stale password sent again and again (a project not updated) counts once
+        assert guarded.get("/health", headers=guess(0) | guesser).status_code == 401
+    assert guarded.get("/health", headers=good | guesser).status_code == 200
+    for number in (1, 2):  # the third different wrong one
+        assert guarded.get("/health", headers=guess(number) | guesser).status_code == 401
+    for headers in (guess(3), good):  # locked out: even the right password is not tried
         refused = guarded.get("/health", headers=headers | guesser)
         assert refused.status_code == 429 and 290 <= int(refused.headers["Retry-After"]) <= 300
         assert "try again in" in refused.get_json()["error"]
     assert replay(guarded, "webhook_START_TRAINING", headers=good | guesser).status_code == 429
     assert replay(guarded, "health", headers=good | label_studio).status_code == 200
     # A wrong webhook secret counts apart: it locks out webhooks from that address, nothing else.
-    for expected in (401, 401, 401, 429):
-        wrong_secret = {"X-Webhook-Secret": "s2"} | label_studio
+    for secret, expected in (("s2", 401), ("s2", 401), ("s4", 401), ("s5", 401), ("s6", 429)):
+        wrong_secret = {"X-Webhook-Secret": secret} | label_studio
         assert replay(guarded, "webhook_ANNOTATION_CREATED", headers=wrong_secret).status_code == expected
     assert replay(guarded, "predict_single", headers=good | label_studio).status_code == 200
 

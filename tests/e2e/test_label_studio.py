@@ -130,3 +130,20 @@ def test_label_studio_keeps_each_boxs_malignancy_from_a_model_with_a_box_classif
     for region in regions:
         [text] = region["meta"]["text"]
         assert note.fullmatch(text) and 0.0 <= float(note.fullmatch(text).group(1)) <= 1.0
+
+
+def test_one_unreadable_image_costs_its_own_task_only(label_studio, classified_tiny_model, busbra_dir, tmp_path):
+    """"Retrieve predictions" sends every task in one request: a task whose image is gone gets no
+    prediction (Label Studio asks again later), and every other task gets its own."""
+    from tests.e2e.conftest import start_backend
+
+    with start_backend(tmp_path, label_studio, INITIAL_WEIGHTS=str(classified_tiny_model)) as backend:
+        client, project, tasks = create_project(label_studio, busbra_dir / "Images", "One image gone")
+        broken = client.tasks.create(project=project, data={"image": f"/data/upload/{project}/gone.png"}).id
+        client.ml.create(project=project, url=backend["url"], title="BI-RADS detector", is_interactive=False)
+        retrieve_predictions(client, project)
+        stored = stored_predictions(client, project)
+        log = backend["log"].read_text()
+    assert stored[broken] == []
+    assert all(stored[task][-1]["model_version"] == "starter-model" for task in tasks)
+    assert f"task {broken}: " in log and "no prediction for it" in log

@@ -1,5 +1,7 @@
 """Label config mapping and the experts' consensus (model.regions), no services."""
 
+from pathlib import Path
+
 import pytest
 
 from backend.labels import LabelConfigError, parse_label_config
@@ -26,6 +28,15 @@ def test_predicted_values_and_roll_up_to_plain_4():
                                         '<Label value="Benign" predicted_values="2,3"/>'))
     assert labels.label_for("4C") == "Suspicious" and labels.label_for("4") == "Suspicious"
     assert labels.label_for("3") == "Benign" and labels.category_of("Benign") == "2"
+
+
+def test_the_recommended_config_names_every_category_a_model_predicts():
+    """docs/label_config.xml: a model trained on BUS-BRA names plain 4 (the backend does not split
+    it), so the config needs a plain 4 beside 4A/4B/4C, or such boxes would never be shown."""
+    labels = parse_label_config((Path(__file__).parents[2] / "docs" / "label_config.xml").read_text())
+    named = {category: labels.label_for(category) for category in ("2", "3", "4", "4A", "4B", "4C", "5")}
+    assert named == {"2": "BI-RADS 2", "3": "BI-RADS 3", "4": "BI-RADS 4", "4A": "BI-RADS 4A",
+                     "4B": "BI-RADS 4B", "4C": "BI-RADS 4C", "5": "BI-RADS 5"}
 
 
 @pytest.mark.parametrize("config, message", [
@@ -108,6 +119,24 @@ def test_regions_show_what_show_boxes_asks_for():
     assert len(regions(detection, labels, 0.1, 1, "threshold")) == 1  # MAX_BOXES still caps
     with pytest.raises(ValueError, match="SHOW_BOXES"):
         Settings(show_boxes="all")
+
+
+def test_the_task_score_is_the_confidence_in_the_boxes_shown():
+    from backend.detector import prediction
+    from backend.settings import Settings
+    from model.records import Detection
+
+    labels = parse_label_config(_config('<Label value="BI-RADS 3"/><Label value="BI-RADS 4"/>'))
+    weak = Detection((Box(10, 10, 50, 50, "4", 0.3), Box(60, 10, 90, 50, "3", 0.2)), 100, 100)
+    # top1-only shows the 0.3 box: the task scores 0.3 (least sure first), not 1 - 0.3 as if hidden
+    shown = prediction(weak, labels, Settings(show_boxes="top1-only", score_threshold=0.5), "v1")
+    assert [r["score"] for r in shown["result"]] == [0.3] and shown["score"] == 0.3
+    assert shown["model_version"] == "v1"
+    assert prediction(weak, labels, Settings(show_boxes="threshold", score_threshold=0.5), "v1")["score"] == 0.7
+    # a box the config cannot name is not shown, and the task is scored as showing nothing
+    unnamed = Detection((Box(10, 10, 50, 50, "5", 0.9),), 100, 100)
+    dropped = prediction(unnamed, labels, Settings(show_boxes="top1-only", score_threshold=0.5), "v1")
+    assert dropped["result"] == [] and dropped["score"] == pytest.approx(0.1)
 
 
 def test_each_regions_meta_text_carries_its_own_boxs_malignancy():
