@@ -16,17 +16,29 @@ class Clock:
 def test_an_address_waits_until_its_oldest_counted_failure_leaves_the_window():
     clock = Clock()
     failures = FailedAttempts(limit=3, window=60, clock=clock)
-    for _ in range(2):
-        assert failures.attempt("a", passed=False) == 0
+    for number in range(2):
+        assert failures.attempt("a", passed=False, credential=f"guess{number}") == 0
         clock.now += 10
     assert failures.attempt("a", passed=True) == 0  # two of three: right credentials still count
-    assert failures.attempt("a", passed=False) == 0  # the third
+    assert failures.attempt("a", passed=False, credential="guess2") == 0  # the third
     assert failures.attempt("a", passed=True) == 40 and failures.attempt("b", passed=True) == 0
     clock.now += 39.5
     assert failures.attempt("a", passed=True) == 1  # never 0 while refused
     clock.now += 0.5
-    assert failures.attempt("a", passed=False) == 0  # the first failure left the window: counted
+    assert failures.attempt("a", passed=False, credential="guess3") == 0  # the first one left the window
     assert failures.attempt("a", passed=True) == 10  # two still counted and this one: refused again
+
+
+def test_the_same_wrong_credential_again_counts_once():
+    """Label Studio retrying one project's stale password must not lock every project out."""
+    clock = Clock()
+    failures = FailedAttempts(limit=2, window=60, clock=clock)
+    for _ in range(20):
+        assert failures.attempt("a", passed=False, credential="Basic old-password") == 0
+    assert failures.attempt("a", passed=True) == 0  # still one counted: the right one gets in
+    assert failures.attempt("a", passed=False, credential="Basic guess") == 0  # a different one: two
+    assert failures.attempt("a", passed=True) == 60
+    assert all(b"old-password" not in fingerprint for _, fingerprint in failures._failures["a"])
 
 
 def test_no_credentials_are_not_counted_nor_is_anything_without_a_limit():
@@ -42,11 +54,11 @@ def test_parallel_guesses_cannot_slip_past_the_limit():
     failures = FailedAttempts(limit=3, window=60)
     counted, start = [], threading.Barrier(16)
 
-    def guess() -> None:
+    def guess(number: int) -> None:
         start.wait()
-        counted.append(failures.attempt("a", passed=False) == 0)
+        counted.append(failures.attempt("a", passed=False, credential=f"guess{number}") == 0)
 
-    threads = [threading.Thread(target=guess) for _ in range(16)]
+    threads = [threading.Thread(target=guess, args=(number,)) for number in range(16)]
     for thread in threads:
         thread.start()
     for thread in threads:
