@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from pathlib import Path
 
 from label_studio_ml.model import LabelStudioMLBase
@@ -149,6 +150,13 @@ def prediction(detection: Detection, labels: LabelMap, settings: Settings, versi
             "score": round(detection.confidence(settings.score_threshold, boxes), 4), "model_version": version}
 
 
+def _not_reached(tasks: list[dict], budget: float, version: str) -> list[dict]:
+    """Entries for tasks left when the time ran out: without "result", Label Studio stores nothing
+    for them and asks for them again (its next "Retrieve predictions" sends only those)."""
+    return [{"error": f"task {task.get('id')}: not reached within PREDICT_TIME_BUDGET={budget:g} s",
+             "model_version": version} for task in tasks]
+
+
 class BiradsDetector(LabelStudioMLBase):
     """Pre-annotates breast ultrasound tasks with BI-RADS boxes."""
 
@@ -162,6 +170,22 @@ class BiradsDetector(LabelStudioMLBase):
     @property
     def model_version(self) -> str:
         return self.models.version(self.project)
+
+    def _answers(self, batch: list[dict], images: list, predictor, lock: threading.Lock, version: str,
+                 failures: list[tuple[str, int]]) -> list[dict]:
+        """Each task's answer: its prediction, or where its image failed an entry without "result"
+        (Label Studio stores nothing for it and asks again later), the failure noted in ``failures``."""
+        readable = [image for image in images if not isinstance(image, ImageError)]
+        with lock:
+            detections = iter(predictor(readable, batch_size=self.services.settings.predict_batch) if readable else ())
+        answers = []
+        for task, image in zip(batch, images):
+            if isinstance(image, ImageError):
+                failures.append((f"task {task.get('id')}: {image}", image.status))
+                answers.append({"error": failures[-1][0], "model_version": version})
+            else:
+                answers.append(prediction(next(detections), self.labels, self.services.settings, version))
+        return answers
 
     def _image_references(self, tasks: list[dict]) -> list[str]:
         references = []
@@ -180,20 +204,16 @@ class BiradsDetector(LabelStudioMLBase):
             return [{"result": [], "score": 0.0, "model_version": version} for _ in tasks]
         s = self.services.settings
         results, failures = [], []
+        started = time.monotonic()
         for start in range(0, len(tasks), s.predict_batch):  # decode a batch at a time: bounded memory
-            batch = tasks[start:start + s.predict_batch]
+            if start and s.predict_time_budget and time.monotonic() - started > s.predict_time_budget:
+                results += _not_reached(tasks[start:], s.predict_time_budget, version)
+                log.warning("%d of %d tasks not reached within PREDICT_TIME_BUDGET=%g s; Label Studio asks for "
+                            "them again", len(tasks) - start, len(tasks), s.predict_time_budget)
+                break
             images = self.services.fetcher.fetch_all(references[start:start + s.predict_batch])
-            readable = [image for image in images if not isinstance(image, ImageError)]
-            with lock:
-                detections = iter(predictor(readable, batch_size=s.predict_batch) if readable else ())
-            for task, image in zip(batch, images):
-                if isinstance(image, ImageError):
-                    failures.append((f"task {task.get('id')}: {image}", image.status))
-                    # no "result": Label Studio stores nothing for this task and asks again later
-                    results.append({"error": failures[-1][0], "model_version": version})
-                else:
-                    results.append(prediction(next(detections), self.labels, s, version))
-            del images, readable
+            results += self._answers(tasks[start:start + s.predict_batch], images, predictor, lock, version, failures)
+            del images  # before the next batch is decoded: bounded memory
         if len(failures) == len(tasks):  # nothing to store: the request itself failed
             raise RequestError("; ".join(message for message, _ in failures), max(status for _, status in failures))
         for message, _ in failures:

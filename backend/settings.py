@@ -96,6 +96,11 @@ class Settings:
                "pathology head) or mean (averaged with the box's class-score mass at 4 or above, docs/results.md "
                "item 45)"})
     predict_batch: int = field(default=4, metadata={"env": "PREDICT_BATCH", "doc": "images per forward pass"})
+    predict_time_budget: float = field(default=90.0, metadata={
+        "env": "PREDICT_TIME_BUDGET",
+        "doc": "seconds one /predict spends before answering (Label Studio gives up after its ML_TIMEOUT_PREDICT, "
+               "100 s): tasks not reached are answered without a result, so Label Studio stores the others and "
+               "asks for those again; 0: no limit"})
     device: str = field(default="auto", metadata={"env": "DEVICE", "doc": DEVICE_CHOICES})
     bf16: str = field(default="auto", metadata={
         "env": "BF16", "doc": "auto (on where the hardware has bf16), true or false"})
@@ -226,6 +231,8 @@ class Settings:
             raise ValueError(f"REPLAY_RATIO={self.replay_ratio} must be >= 0 (0: no replay)")
         if self.replay_data and ":" not in self.replay_data:
             raise ValueError(f"REPLAY_DATA={self.replay_data!r} must be FORMAT:PATH (e.g. busbra:/data/BUS-BRA)")
+        if self.predict_time_budget < 0:
+            raise ValueError(f"PREDICT_TIME_BUDGET={self.predict_time_budget} must be >= 0 (0: no limit)")
         if not 0 <= self.holdout_fraction < 1:
             raise ValueError(f"HOLDOUT_FRACTION={self.holdout_fraction} must be in [0, 1)")
         if (self.tls_cert_file is None) != (self.tls_key_file is None):

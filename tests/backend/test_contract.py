@@ -423,6 +423,23 @@ def test_a_batch_with_one_unreadable_image_answers_the_others(client, settings, 
     assert first["model_version"] == gone["model_version"] == last["model_version"] == "v-test"
 
 
+def test_tasks_not_reached_within_the_time_budget_are_left_for_label_studio_to_ask_again(
+        settings, tiny_model, busbra_dir):
+    """Label Studio gives up on a /predict after 100 s and then stores nothing: the backend answers
+    in time with what it reached; the rest carry no "result", so Label Studio asks for them again."""
+    install_model(settings, 2, tiny_model)
+    hurried = create_app(replace(settings, predict_batch=1, predict_time_budget=1e-9)).test_client()
+    body = copy.deepcopy(recorded("predict_batch")["body"])
+    body["tasks"] = _local_tasks(busbra_dir, ["bus_0090-r.png", "bus_0084-r.png", "bus_0859-l.png"])
+    reached, *left = hurried.post("/predict", json=body).get_json()["results"]
+    assert "result" in reached  # the first batch always runs
+    assert [r.get("result") for r in left] == [None, None]
+    assert [r["error"] for r in left] == [f"task {t['id']}: not reached within PREDICT_TIME_BUDGET=1e-09 s"
+                                          for t in body["tasks"][1:]]
+    unhurried = create_app(replace(settings, predict_time_budget=0)).test_client()
+    assert all("result" in r for r in unhurried.post("/predict", json=body).get_json()["results"])
+
+
 def test_redis_down_predict_works_training_answers_503(settings, tiny_model, busbra_dir):
     down = create_app(replace(settings, redis_url="redis://127.0.0.1:1/0")).test_client()
     connect(down)

@@ -147,3 +147,20 @@ def test_one_unreadable_image_costs_its_own_task_only(label_studio, classified_t
     assert stored[broken] == []
     assert all(stored[task][-1]["model_version"] == "starter-model" for task in tasks)
     assert f"task {broken}: " in log and "no prediction for it" in log
+
+
+def test_retrieve_predictions_again_goes_on_where_the_time_budget_stopped(label_studio, classified_tiny_model,
+                                                                         busbra_dir, tmp_path):
+    """A project too large for one /predict within Label Studio's 100 s: each "Retrieve
+    predictions" stores what fit, and the next one sends only the tasks still without one."""
+    from tests.e2e.conftest import start_backend
+
+    with start_backend(tmp_path, label_studio, INITIAL_WEIGHTS=str(classified_tiny_model),
+                       PREDICT_TIME_BUDGET="0.000001") as backend:
+        client, project, tasks = create_project(label_studio, busbra_dir / "Images", "Time budget")
+        client.ml.create(project=project, url=backend["url"], title="BI-RADS detector", is_interactive=False)
+        stored_after = []
+        for _ in range(2):
+            retrieve_predictions(client, project)
+            stored_after.append(sum(bool(p) for p in stored_predictions(client, project).values()))
+    assert stored_after == [1, 2]  # PREDICT_BATCH=1: one task per request, never the same one twice

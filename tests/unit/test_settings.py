@@ -49,6 +49,7 @@ def test_typed_values(monkeypatch):
     ("MALIGNANCY_READING", "both", "must be one of pathology, mean"),
     ("DEVICE", "gpu", "must be auto, cpu, cuda or cuda:N"),
     ("REPLAY_RATIO", "-1", "REPLAY_RATIO=-1.0 must be >= 0"),
+    ("PREDICT_TIME_BUDGET", "-5", "PREDICT_TIME_BUDGET=-5.0 must be >= 0"),
     ("REPLAY_DATA", "/data/BUS-BRA", "must be FORMAT:PATH"),
     ("FINE_TUNE_FREEZE", "category-head,trunk", r"FINE_TUNE_FREEZE=category-head,trunk: cannot freeze \['trunk'\]"),
 ])
