@@ -115,7 +115,7 @@ def renamed(detection: Detection, grey: np.ndarray, named_by: BoxClassifier, rer
 def scoring(report: Path) -> dict:
     """How ``report`` was scored: its classes, image decision and thresholds (``evaluate``'s arguments)."""
     m = read_metrics(report)
-    return {"classes": m["classes"], "decision": m["decision"],
+    return {"classes": m.get("model_classes", m["classes"]), "decision": m["decision"],
             "score_threshold": m["score_threshold"], "biopsy_threshold": m["biopsy_threshold"]}
 
 

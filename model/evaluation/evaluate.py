@@ -85,6 +85,18 @@ def category_malignancy(detection: Detection, threshold: str = taxonomy.BIOPSY_T
                default=0.0)
 
 
+def _nameable(model_classes: Sequence[str], classes: Sequence[str]) -> list[str]:
+    """The scored ``classes`` a model of ``model_classes`` can name: a second model (no 4) scored
+    on data with 4 names no 4, and its per-category AP is not averaged over a class it cannot output."""
+    named = set()
+    for category in model_classes:
+        try:
+            named.add(taxonomy.roll_up(category, classes))
+        except taxonomy.UnknownCategory:
+            pass
+    return [c for c in classes if c in named]
+
+
 def _common_classes(records: list[ImageRecord], classes: Sequence[str]) -> list[str]:
     """The model's classes, or the coarse ones where the two do not meet: data with plain 4 and a
     model with 4A/4B/4C, or data with 4 and a model without it."""
@@ -220,7 +232,9 @@ def evaluate(records: list[ImageRecord], detections: list[Detection], classes: S
              screening_cut: dict | None = None) -> Evaluation:
     """All metrics for ``detections`` (one per record, from a model with ``classes``);
     ``screening_cut``: Table II also at that fitted cut (model.evaluation.screening_cut)."""
+    model_classes = list(classes)
     classes = _common_classes(records, classes)
+    named = _nameable(model_classes, classes)
     labels = [taxonomy.NO_LESION, *classes]
     expert_boxes, detections = on_classes(records, detections, classes)
     shown = [_shown(d, score_threshold) for d in detections]
@@ -230,6 +244,7 @@ def evaluate(records: list[ImageRecord], detections: list[Detection], classes: S
     result = {
         "n_images": len(records),
         "classes": list(classes),
+        "model_classes": model_classes,
         "score_threshold": score_threshold,
         "decision": decision,
         "biopsy_threshold": biopsy_threshold,
@@ -240,7 +255,7 @@ def evaluate(records: list[ImageRecord], detections: list[Detection], classes: S
         "screening_paper": _screening_paper(records, predicted, detections, biopsy_threshold,
                                             screening_cut),
         **_screening(records, predicted, detections, biopsy_threshold),
-        **metrics.box_ap(expert_boxes, [_ranked(d) for d in detections], classes),
+        **metrics.box_ap(expert_boxes, [_ranked(d) for d in detections], classes, scored=named),
         "ap50_lesion": metrics.box_ap(
             [[Box(b.x0, b.y0, b.x1, b.y1, "lesion") for b in boxes] for boxes in expert_boxes],
             [[replace(b, category="lesion") for b in _ranked(d)] for d in detections],

@@ -121,8 +121,9 @@ def top_box_localisation(expert: Sequence[Sequence[Box]], top: Sequence[Box | No
 
 
 def box_ap(expert: Sequence[Sequence[Box]], predicted: Sequence[Sequence[Box]],
-           classes: Sequence[str]) -> dict:
-    """COCO box AP (IoU .50:.95) and AP50 over ``classes`` with pycocotools; -1 when undefined."""
+           classes: Sequence[str], scored: Sequence[str] | None = None) -> dict:
+    """COCO box AP (IoU .50:.95) and AP50 with pycocotools, averaged over ``scored`` (default: all
+    of ``classes``, the categories the boxes may carry); -1 when undefined."""
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
@@ -146,6 +147,8 @@ def box_ap(expert: Sequence[Sequence[Box]], predicted: Sequence[Sequence[Box]],
         if not results:
             return {"ap": 0.0, "ap50": 0.0}
         evaluation = COCOeval(truth_api, truth_api.loadRes(results), "bbox")
+        if scored is not None:
+            evaluation.params.catIds = [category_id[name] for name in scored]
         evaluation.evaluate()
         evaluation.accumulate()
         evaluation.summarize()

@@ -121,6 +121,13 @@ def _at_cut_row(at_cut: dict | None) -> list[str]:
                         f"`birads fit-cuts` fitted on {fitted_on(at_cut)})", at_cut)]
 
 
+def _classes_text(m: dict) -> str:
+    """The model's classes, and the ones its boxes were scored on where those differ."""
+    own = m.get("model_classes", m["classes"])
+    text = f"model classes {', '.join(own)}"
+    return text if own == m["classes"] else f"{text} (scored on {', '.join(m['classes'])})"
+
+
 def _table_ii_name(classes: list[str]) -> str:
     if any(c.startswith("4") for c in classes):
         return ("BI-RADS 5 vs 1-3, experts' labels; this model's 4 counts as positive (the paper's "
@@ -177,7 +184,7 @@ def _by_place_line(by_place: dict | None) -> list[str]:
 
 def markdown(m: dict, model_dir: str, data: str) -> str:
     lines = [f"# Evaluation of `{model_dir}` on `{data}`", "",
-             f"{m['n_images']} images; model classes {', '.join(m['classes'])}; a box is shown at "
+             f"{m['n_images']} images; {_classes_text(m)}; a box is shown at "
              f"score >= {m['score_threshold']}; biopsy recommended at BI-RADS >= {m['biopsy_threshold']}.",
              "", DECISION_TEXT[m.get("decision", "shown")],
              "", "## Detection", "",
@@ -197,7 +204,8 @@ def markdown(m: dict, model_dir: str, data: str) -> str:
               "## Screening", "",
               "| | accuracy | sensitivity | specificity | TP/FN/FP/TN | paper (ACC / SEN / SPE) |",
               "|---|---|---|---|---|---|",
-              _binary_row(_table_ii_name(m["classes"]), m["screening_paper"], PAPER["screening_paper"]),
+              _binary_row(_table_ii_name(m.get("model_classes", m["classes"])), m["screening_paper"],
+                          PAPER["screening_paper"]),
               *_at_cut_row(m["screening_paper"].get("at_cut")),
               _binary_row("malignant vs benign, pathology: model", m.get("screening")),
               _binary_row("malignant vs benign, pathology: experts' BI-RADS", m.get("screening_experts"))]

@@ -170,3 +170,20 @@ def test_a_report_keeps_each_images_record_and_detection_as_evaluated(tmp_path, 
     kappa = evaluation.metrics["category_kappa"]
     assert f"Cohen's kappa against the experts {kappa:.3f}" in (Path(out) / "report.md").read_text()
     assert kept[0][1].malignancy_of(kept[0][1].top()) == 0.3 and kept[0][0].birads == records[0].birads
+
+
+def test_a_second_model_scored_on_data_with_4_is_named_and_averaged_as_itself():
+    """A model without 4 on images with 4: scored on the coarse classes, but its report names its
+    own classes and its per-category AP leaves out the 4 it cannot output."""
+    from model.evaluation.report import markdown
+
+    records = [_record("a", "2", "benign"), _record("b", "5", "malignant"), _record("c", "4", "malignant")]
+    detections = [_detection(("2", 0.9)), _detection(("5", 0.9)), _detection(("5", 0.8))]
+    m = evaluate(records, detections, ["2", "3", "5"], decision="top").metrics
+    assert m["model_classes"] == ["2", "3", "5"] and "4" in m["classes"]
+    assert m["ap50"] == pytest.approx(1.0)  # its 2 and 5 all found; the 4 it cannot name is not averaged in
+    report = markdown(m, "second", "busbra")
+    assert "model classes 2, 3, 5 (scored on " in report
+    assert "a model without BI-RADS 4" in report and "this model's 4 counts as positive" not in report
+    first = evaluate(records, detections, ["2", "3", "4", "5"], decision="top").metrics
+    assert first["model_classes"] == first["classes"] and first["ap50"] < 1.0  # it missed the 4
