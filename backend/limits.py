@@ -168,8 +168,10 @@ class FailedAttempts:
             if len(times) >= self.limit:
                 self._failures.move_to_end(address)  # still trying: not the quietest
                 return max(1, math.ceil(times[0][0] + self.window - self.clock()))
+            if passed or not presented:
+                return 0
             fingerprint = hmac.new(self._key, credential.encode(), hashlib.sha256).digest()
-            if not passed and presented and all(seen != fingerprint for _, seen in times):
+            if all(seen != fingerprint for _, seen in times):
                 times.append((self.clock(), fingerprint))
                 self._failures[address] = times
                 self._failures.move_to_end(address)

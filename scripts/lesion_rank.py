@@ -63,9 +63,7 @@ def ranked_by_mass(detection: Detection, rescore: float) -> Detection:
 
 def inside_share(inner: Box, outer: Box) -> float:
     """The share of ``inner``'s area that lies inside ``outer``."""
-    width = max(0.0, min(inner.x1, outer.x1) - max(inner.x0, outer.x0))
-    height = max(0.0, min(inner.y1, outer.y1) - max(inner.y0, outer.y0))
-    return width * height / inner.area if inner.area > 0 else 0.0
+    return inner.intersection(outer) / inner.area if inner.area > 0 else 0.0
 
 
 def placed_by_mass(detection: Detection, rescore: float) -> Detection:
@@ -83,17 +81,13 @@ def placed_by_mass(detection: Detection, rescore: float) -> Detection:
     return replace(ranked, boxes=boxes, class_scores=taken(ranked.class_scores), malignancy=taken(ranked.malignancy))
 
 
-def served(report: Path, detection: Detection) -> Detection:
-    """``detection``'s P(malignant) read as served, where the report's were not."""
-    return detection if malignancy_read_as(report) == SERVED_READING else reread(detection, SERVED_READING)
-
-
 def compare(report: Path, rescore: float) -> dict[str, dict]:
     """The report's figures under each arm: its stored ranks, ranks by the detector's P(lesion)
     (item 63), and those with the top box read as the stored one on it (item 64)."""
     pairs = read_detections(report)
     records = [record for record, _ in pairs]
-    stored = [served(report, detection) for _, detection in pairs]
+    read_as_served = malignancy_read_as(report) == SERVED_READING  # else each P(malignant) is read so here
+    stored = [d if read_as_served else reread(d, SERVED_READING) for _, d in pairs]
     scored = scoring(report)
     return {arm: figures(records, [read(detection, rescore) for detection in stored], scored)
             for arm, read in ARMS.items()}
