@@ -179,7 +179,8 @@ class Settings:
     promote_metric: str = field(default=promotion.PROMOTE_METRIC, metadata={
         "env": "PROMOTE_METRIC",
         "doc": "held-out metric a new version must not lose against the served one to replace it "
-               "(ap50_lesion, ap50, category_accuracy or acceptance_rate)"})
+               "(ap50_lesion, ap50, category_accuracy or acceptance_rate; the last two read the boxes "
+               "SHOW_BOXES shows)"})
     promote_tolerance: float = field(default=promotion.PROMOTE_TOLERANCE, metadata={
         "env": "PROMOTE_TOLERANCE", "doc": "how much of PROMOTE_METRIC a new version may lose and still be served"})
     promote_always: bool = field(default=False, metadata={

@@ -168,7 +168,8 @@ def replay_records(settings: Settings, project_records: list[ImageRecord],
 
 def holdout_metrics(model_dir: Path, holdout: list[ImageRecord], settings: Settings) -> dict:
     """A model's metrics on the project's held-out tasks, predicted as it will be served."""
-    return promotion.holdout_metrics(model_dir, holdout, settings.score_threshold, device=settings.device,
+    return promotion.holdout_metrics(model_dir, holdout, settings.score_threshold, settings.show_boxes,
+                                     device=settings.device,
                                      bf16=settings.bf16_choice, box_voting_iou=settings.box_voting,
                                      category_reading=settings.category_reading,
                                      malignancy_reading=settings.malignancy_reading)

@@ -19,7 +19,7 @@ PROMOTE_METRIC = "ap50_lesion"
 PROMOTE_METRICS = ("ap50_lesion", "ap50", "category_accuracy", "acceptance_rate")  # higher is better
 PROMOTE_TOLERANCE = 0.02    # how much of PROMOTE_METRIC a new version may lose and still be served
 HOLDOUT_METRICS = ("n_images", "ap", "ap50", "ap50_lesion", "acceptance_rate", "category_accuracy",
-                   "confusion_matrix")
+                   "confusion_matrix", "display")
 
 
 def held_out(key: object, fraction: float) -> bool:
@@ -40,14 +40,16 @@ def split_holdout(records: Sequence[ImageRecord], fraction: float) -> tuple[list
 
 
 def holdout_metrics(model_dir: str | Path, holdout: Sequence[ImageRecord], score_threshold: float,
-                    **predictor_options: object) -> dict:
-    """A model's metrics on held-out images, predicted as it will be served (``predictor_options``:
-    ``model.predict.Predictor``'s, e.g. device, box voting, readings)."""
+                    display: str = "threshold", **predictor_options: object) -> dict:
+    """A model's metrics on held-out images, predicted and shown as it will be served (``display``:
+    what the annotator sees, which the acceptance rate and category accuracy read;
+    ``predictor_options``: ``model.predict.Predictor``'s, e.g. device, box voting, readings)."""
     from model.evaluation.evaluate import LOW_SCORE, evaluate
     from model.predict import Predictor
 
     predictor = Predictor(model_dir, score_threshold=LOW_SCORE, **predictor_options)
-    evaluation = evaluate(list(holdout), predictor([r.path for r in holdout]), predictor.classes, score_threshold)
+    evaluation = evaluate(list(holdout), predictor([r.path for r in holdout]), predictor.classes, score_threshold,
+                          display=display)
     return {k: evaluation.metrics.get(k) for k in HOLDOUT_METRICS}
 
 

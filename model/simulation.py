@@ -166,8 +166,8 @@ def _next_version(number: int, labelled: list[ImageRecord], served: Path | None,
     new = old = reason = None
     if held and served is not None:
         options = {"device": settings.train.device, "box_voting_iou": settings.box_voting_iou}
-        new = promotion.holdout_metrics(candidate, held, settings.score_threshold, **options)
-        old = promotion.holdout_metrics(served, held, settings.score_threshold, **options)
+        new = promotion.holdout_metrics(candidate, held, settings.score_threshold, settings.display, **options)
+        old = promotion.holdout_metrics(served, held, settings.score_threshold, settings.display, **options)
         reason = promotion.refusal(new, old, settings.promote_metric, settings.promote_tolerance)
     metric = settings.promote_metric
     gate = {"train_images": len(trained_on), "held_out_images": len(held), "replay_images": len(replayed),

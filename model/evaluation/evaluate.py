@@ -57,10 +57,12 @@ def _efforts(expert_boxes, detections, threshold: float, costs: effort.ActionCos
     return {"costs": costs.to_dict(), "displays": per_display, "best_display": best}
 
 
-def image_decision(detection: Detection, threshold: float, decision: str = "shown") -> str:
-    """The image's category under ``decision`` (see the module docstring)."""
+def image_decision(detection: Detection, threshold: float, decision: str = "shown",
+                   display: str = "threshold") -> str:
+    """The image's category under ``decision`` (see the module docstring); "shown" reads the boxes
+    the annotator sees under ``display``."""
     if decision == "shown":
-        return taxonomy.image_category(b.category for b in _shown(detection, threshold))
+        return taxonomy.image_category(b.category for b in displayed(detection, threshold, display))
     if decision == "top":
         top = detection.top()
         return top.category if top is not None and (top.score or 0.0) >= LOW_SCORE else taxonomy.NO_LESION
@@ -229,16 +231,18 @@ def _by_top_box_place(records, truth, predicted, detections, expert_boxes, thres
 def evaluate(records: list[ImageRecord], detections: list[Detection], classes: Sequence[str],
              score_threshold: float = 0.5, biopsy_threshold: str = taxonomy.BIOPSY_THRESHOLD,
              decision: str = "shown", costs: effort.ActionCosts | None = None,
-             screening_cut: dict | None = None) -> Evaluation:
+             screening_cut: dict | None = None, display: str = "threshold") -> Evaluation:
     """All metrics for ``detections`` (one per record, from a model with ``classes``);
-    ``screening_cut``: Table II also at that fitted cut (model.evaluation.screening_cut)."""
+    ``screening_cut``: Table II also at that fitted cut (model.evaluation.screening_cut);
+    ``display``: what the annotator is shown (DISPLAYS), which the acceptance rate and the
+    "shown" decision read (the effort is reported under every display)."""
     model_classes = list(classes)
     classes = _common_classes(records, classes)
     named = _nameable(model_classes, classes)
     labels = [taxonomy.NO_LESION, *classes]
     expert_boxes, detections = on_classes(records, detections, classes)
-    shown = [_shown(d, score_threshold) for d in detections]
-    predicted = [image_decision(d, score_threshold, decision) for d in detections]
+    shown = [displayed(d, score_threshold, display) for d in detections]
+    predicted = [image_decision(d, score_threshold, decision, display) for d in detections]
     truth = [image_truth(r, classes) for r in records]
     matrix = metrics.confusion_matrix(truth, predicted, labels)
     result = {
@@ -247,6 +251,7 @@ def evaluate(records: list[ImageRecord], detections: list[Detection], classes: S
         "model_classes": model_classes,
         "score_threshold": score_threshold,
         "decision": decision,
+        "display": display,
         "biopsy_threshold": biopsy_threshold,
         "per_category": metrics.one_vs_rest(matrix, labels),
         "confusion_matrix": {"labels": labels, "matrix": matrix},

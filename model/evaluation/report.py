@@ -96,7 +96,8 @@ def plot_examples(evaluation: Evaluation, path: Path, score_threshold: float, co
 
 
 DECISION_TEXT = {
-    "shown": "Image-level category: the most suspicious box shown to the annotator; BI-RADS 1 when none.",
+    "shown": "Image-level category: the most suspicious box shown to the annotator (the acceptance rate's "
+             "display); BI-RADS 1 when none.",
     "top": "Image-level category: the most confident box at any score down to 0.05 (the paper's per-lesion "
            "classification; every image is assumed to hold a lesion).",
 }
@@ -192,7 +193,8 @@ def markdown(m: dict, model_dir: str, data: str) -> str:
              f"lesion AP50 (any category) {m['ap50_lesion']:.3f}",
              *_top_box_line(m.get("top_box")),
              *_by_place_line(m.get("by_top_box_place")),
-             f"- Acceptance rate (pre-annotation accepted unchanged): {pct(m['acceptance_rate'])}",
+             f"- Acceptance rate (pre-annotation accepted unchanged, {DISPLAY_TEXT[m.get('display', 'threshold')]} "
+             f"shown): {pct(m['acceptance_rate'])}",
              f"- Image-level category accuracy: {pct(m['category_accuracy'])}"
              f"{_kappa_text(m.get('category_kappa'))}", "",
              "## Per category, one vs rest (paper Table I)", "",

@@ -238,6 +238,8 @@ def test_a_version_worse_on_the_held_out_tasks_is_kept_but_not_served(worker_set
     assert result["promoted"] is False and result["holdout_images"] == 1
     assert "below the served version's" in result["refused"]
     assert result["served_metrics"]["n_images"] == result["metrics"]["n_images"] == 1
+    # both judged on what the annotator is shown (SHOW_BOXES, top1-only by default)
+    assert result["metrics"]["display"] == result["served_metrics"]["display"] == worker_settings.show_boxes
     registry = Registry(worker_settings.model_dir / f"project-{annotated_project}")
     assert registry.current() == "v-served" and result["version"] in registry.versions()
     assert registry.info(result["version"])["refused"] == result["refused"]

@@ -43,6 +43,20 @@ def test_low_scores_give_no_screening_shown_but_do_under_top():
     assert top["ap50_lesion"] == pytest.approx(1.0) and top["acceptance_rate"] == 0  # none shown at 0.5
 
 
+def test_acceptance_and_shown_category_read_the_display_the_annotator_sees():
+    # the backend serves top1-only: a held-out version is judged by the box the expert is shown,
+    # not by the boxes that would pass the 0.5 threshold
+    records = [_record("a", "5", "malignant"), _record("b", "2", "benign")]
+    detections = [_detection(("5", 0.4), ("3", 0.1)), _detection(("3", 0.3))]
+    threshold = evaluate(records, detections, ["2", "3", "4", "5"]).metrics
+    top1_only = evaluate(records, detections, ["2", "3", "4", "5"], display="top1-only").metrics
+    assert threshold["acceptance_rate"] == 0 and threshold["category_accuracy"] == 0
+    assert top1_only["acceptance_rate"] == 0.5 and top1_only["category_accuracy"] == 0.5
+    assert top1_only["display"] == "top1-only" and threshold["display"] == "threshold"
+    assert image_decision(detections[0], 0.5, "shown", "top1-only") == "5"
+    assert image_decision(detections[0], 0.05, "shown", "top1-only") == "5"   # not the 3 beside it
+
+
 def test_pathology_head_ranks_images_by_the_top_boxs_malignancy_categories_kept_beside():
     from dataclasses import replace
 
