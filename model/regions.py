@@ -1,16 +1,20 @@
 """Label Studio's rectangle regions and which annotation of a task counts: defined here once.
 
 A region is a RectangleLabels result: ``value`` holds x, y, width, height in percent of the image as
-the browser shows it (EXIF orientation applied, as ``model.io`` reads images) and the label text
-first in ``rectanglelabels``; ``from_name`` and ``to_name`` name the control and the image. Written
-by the exporter and the backend's predictions, read by the importer and the training job.
+the browser shows it (EXIF orientation applied, as ``model.io`` reads images), a ``rotation`` in
+degrees clockwise about its top-left corner (x, y) and the label text first in ``rectanglelabels``;
+``from_name`` and ``to_name`` name the control and the image. Written by the exporter and the
+backend's predictions (never rotated), read by the importer and the training job, which take a
+rotated rectangle as the upright box around it (the detector's boxes are upright).
 
 Which boxes a task stands for (the paper had three experts cross-check every image):
 - cancelled (skipped) annotations say nothing;
 - an annotation marked ground truth wins outright;
 - an annotation with no rectangle at all (drawn nothing, or every pre-annotated box deleted) is the
-  expert's "no lesion": a negative image, like an imported image without boxes;
-- an annotation whose rectangles all carry labels outside the BI-RADS mapping says nothing;
+  expert's "no lesion": a negative image, like an imported image without boxes; so is one whose
+  only rectangles are labelled BI-RADS 1 (negative), which are no lesion to learn;
+- an annotation with any rectangle whose label is outside the BI-RADS mapping says nothing: the
+  lesion under that label would otherwise be learnt as background;
 - with several annotations, a box counts when at least ``min_agreement`` annotators drew it
   (IoU >= 0.5, same category), at the mean of their coordinates; annotators who agree on no box
   (a lesion against "no lesion", or different lesions) leave the task for review.
@@ -23,8 +27,10 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from math import cos, radians, sin
 
 from model.records import MATCH_IOU, Box
+from model.taxonomy import NO_LESION
 
 TYPE = "rectanglelabels"
 DEFAULT_MIN_AGREEMENT = 2  # annotators who must draw a box (the backend's MIN_AGREEMENT default)
@@ -67,10 +73,26 @@ def rectangles(annotation: dict, from_name: str | None = None) -> list[tuple[str
             value = region["value"]
             x, y, w, h = (float(value[k]) for k in ("x", "y", "width", "height"))
             label = value["rectanglelabels"][0]
-        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            box = _upright(region, x, y, w, h, float(value.get("rotation") or 0))
+        except (KeyError, TypeError, ValueError, IndexError, ZeroDivisionError) as exc:
             raise MalformedRegion(f"result[{number}]: malformed region ({exc!r})") from None
-        found.append((str(label), Box(x, y, x + w, y + h, "")))
+        found.append((str(label), box))
     return found
+
+
+def _upright(region: dict, x: float, y: float, w: float, h: float, rotation: float) -> Box:
+    """The upright box (percent, clipped to the image) around a rectangle rotated ``rotation``
+    degrees about (x, y): turned in pixels, so the region must carry its image's original size."""
+    if rotation % 360 == 0:
+        return Box(x, y, x + w, y + h, "")
+    width, height = float(region["original_width"]), float(region["original_height"])
+    if width <= 0 or height <= 0:
+        raise ValueError(f"original size {width:g} x {height:g}")
+    angle = radians(rotation)
+    corners = [(dx * w * width / 100, dy * h * height / 100) for dx in (0, 1) for dy in (0, 1)]
+    xs = [x + 100 * (px * cos(angle) - py * sin(angle)) / width for px, py in corners]
+    ys = [y + 100 * (px * sin(angle) + py * cos(angle)) / height for px, py in corners]
+    return Box(max(0.0, min(xs)), max(0.0, min(ys)), min(100.0, max(xs)), min(100.0, max(ys)), "")
 
 
 def in_pixels(box: Box, width: int, height: int) -> Box:
@@ -124,16 +146,17 @@ def consensus(per_annotator: list[list[Box]], min_agreement: int) -> list[Box]:
 
 def _categorised(annotation: dict, category_of: Callable[[str], str | None], from_name: str | None,
                  unknown: Counter) -> tuple[bool, list[Box]]:
-    """(has any rectangle, its boxes with a BI-RADS category)."""
-    found = rectangles(annotation, from_name)
-    boxes = []
-    for label, box in found:
+    """(whether it says anything, its lesion boxes with a BI-RADS category): it says nothing when a
+    rectangle's label has no category; BI-RADS 1 (negative) rectangles mark no lesion."""
+    boxes, says = [], True
+    for label, box in rectangles(annotation, from_name):
         category = category_of(label)
         if category is None:
             unknown[label] += 1
-        else:
+            says = False
+        elif category != NO_LESION:
             boxes.append(Box(box.x0, box.y0, box.x1, box.y1, category))
-    return bool(found), boxes
+    return says, boxes
 
 
 def task_boxes(task: dict, category_of: Callable[[str], str | None], min_agreement: int,
@@ -146,7 +169,7 @@ def task_boxes(task: dict, category_of: Callable[[str], str | None], min_agreeme
     except MalformedRegion as exc:
         result.status, result.detail = MALFORMED, str(exc)
         return result
-    drawn = [(a, boxes) for a, any_rectangle, boxes in drawn if boxes or not any_rectangle]
+    drawn = [(a, boxes) for a, says, boxes in drawn if says]
     result.annotators = len(drawn)
     truth = [boxes for a, boxes in drawn if a.get("ground_truth")]
     if truth:

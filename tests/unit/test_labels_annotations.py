@@ -93,7 +93,7 @@ def test_convert_tasks_single_truth_cancelled_and_disagreement():
     assert by_id[2].boxes == [Box(50, 50, 70, 70, "5")]             # ground truth wins
     assert by_id[3].status == "no_agreement"
     assert by_id[4].status == "no_annotation"                       # cancelled: skipped
-    assert by_id[5].boxes == [Box(30, 30, 40, 40, "4")]
+    assert by_id[5].status == "no_annotation"   # the Cyst would train as background: says nothing
     assert by_id[6].status == "ok" and by_id[6].boxes == []          # submitted empty: "no lesion"
     assert by_id[7].status == "ok" and by_id[7].boxes == []          # two experts agree: no lesion
     assert by_id[8].status == "no_annotation"                       # only unknown labels: says nothing
@@ -101,7 +101,36 @@ def test_convert_tasks_single_truth_cancelled_and_disagreement():
     assert result.unknown_labels == {"Cyst": 2}
     assert by_id[10].status == "malformed" and "result[0]" in by_id[10].detail
     assert result.for_review == [3, 9, 10]
-    assert [t.task_id for t in result.usable] == [1, 2, 5, 6, 7]
+    assert [t.task_id for t in result.usable] == [1, 2, 6, 7]
+
+
+def test_a_rotated_rectangle_trains_as_the_upright_box_around_it():
+    """Label Studio turns a rectangle clockwise about its top-left corner, in pixels: on a 200 x 100
+    image, 20 % x 10 % (40 x 10 px) at (50 %, 20 %) turned 90 degrees stands 10 px wide, 40 px tall
+    to the left of (100, 20) px."""
+    region = {"type": "rectanglelabels", "from_name": "lesion", "original_width": 200, "original_height": 100,
+              "value": {"x": 50, "y": 20, "width": 20, "height": 10, "rotation": 90,
+                        "rectanglelabels": ["BI-RADS 3"]}}
+    task = {"id": 1, "annotations": [{"result": [region]}]}
+    (box,) = convert([task], LABELS.category_of, 2, LABELS.from_name).tasks[0].boxes
+    assert (box.x0, box.y0, box.x1, box.y1) == pytest.approx((45, 20, 50, 60))
+    region["value"]["rotation"] = 45                      # a diagonal: the box around its corners
+    (box,) = convert([task], LABELS.category_of, 2, LABELS.from_name).tasks[0].boxes
+    assert box.x0 < 50 < box.x1 and box.y0 == pytest.approx(20) and box.x1 == pytest.approx(50 + 40 * 0.5 ** 0.5 / 2)
+    region["value"]["rotation"] = 360                     # a full turn is upright
+    assert convert([task], LABELS.category_of, 2).tasks[0].boxes == [Box(50, 20, 70, 30, "3")]
+    del region["original_width"], region["original_height"]
+    region["value"]["rotation"] = 30                      # cannot be turned without the image's size
+    assert convert([task], LABELS.category_of, 2).tasks[0].status == "malformed"
+
+
+def test_a_bi_rads_1_rectangle_marks_no_lesion():
+    labels = parse_label_config(_config('<Label value="BI-RADS 1"/><Label value="BI-RADS 3"/>'))
+    tasks = [{"id": 1, "annotations": [_annotation((10, 10, 20, 20, "BI-RADS 1"))]},
+             {"id": 2, "annotations": [_annotation((10, 10, 20, 20, "BI-RADS 1"), (50, 50, 10, 10, "BI-RADS 3"))]}]
+    one, two = convert(tasks, labels.category_of, 2, labels.from_name).tasks
+    assert one.status == "ok" and one.boxes == []          # a negative image, not a lesion of class 1
+    assert two.boxes == [Box(50, 50, 60, 60, "3")]
 
 
 def test_regions_show_what_show_boxes_asks_for():
