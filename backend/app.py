@@ -215,10 +215,10 @@ def create_app(settings: Settings | None = None) -> Flask:
         tasks = body.get("tasks")
         if not isinstance(tasks, list) or not tasks:
             raise RequestError("'tasks' must be a non-empty list")
-        if len(tasks) > settings.max_tasks:
-            raise RequestError(f"{len(tasks)} tasks in one request, MAX_TASKS is {settings.max_tasks}", 413)
-        first = tasks[0] if isinstance(tasks[0], dict) else {}
-        project = project_id(body.get("project") or first.get("project"))
+        malformed = next((number for number, task in enumerate(tasks) if not isinstance(task, dict)), None)
+        if malformed is not None:  # never sent by Label Studio: the request itself is wrong
+            raise RequestError(f"task {malformed}: not a JSON object")
+        project = project_id(body.get("project") or tasks[0].get("project"))
         detector = backend.detector(project, body.get("label_config"))
         started = time.perf_counter()
         results = detector.predict(tasks)

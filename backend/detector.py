@@ -150,11 +150,10 @@ def prediction(detection: Detection, labels: LabelMap, settings: Settings, versi
             "score": round(detection.confidence(settings.score_threshold, boxes), 4), "model_version": version}
 
 
-def _not_reached(tasks: list[dict], budget: float, version: str) -> list[dict]:
-    """Entries for tasks left when the time ran out: without "result", Label Studio stores nothing
-    for them and asks for them again (its next "Retrieve predictions" sends only those)."""
-    return [{"error": f"task {task.get('id')}: not reached within PREDICT_TIME_BUDGET={budget:g} s",
-             "model_version": version} for task in tasks]
+def _deferred(tasks: list[dict], why: str, version: str) -> list[dict]:
+    """Entries for tasks this request does not reach (``why``): without "result", Label Studio
+    stores nothing for them and asks for them again (its next "Retrieve predictions" sends only those)."""
+    return [{"error": f"task {task.get('id')}: {why}", "model_version": version} for task in tasks]
 
 
 class BiradsDetector(LabelStudioMLBase):
@@ -187,33 +186,40 @@ class BiradsDetector(LabelStudioMLBase):
                 answers.append(prediction(next(detections), self.labels, self.services.settings, version))
         return answers
 
-    def _image_references(self, tasks: list[dict]) -> list[str]:
+    def _image_references(self, tasks: list[dict]) -> list[str | ImageError]:
+        """Each task's image reference, or the error that costs that task alone."""
         references = []
-        for number, task in enumerate(tasks):
-            data = task.get("data") if isinstance(task, dict) else None
-            name = f"task {task.get('id', number) if isinstance(task, dict) else number}"
-            if not isinstance(data, dict) or not data.get(self.labels.data_key):
-                raise RequestError(f"{name}: no '{self.labels.data_key}' image field in its data")
-            references.append(data[self.labels.data_key])
+        for task in tasks:
+            data = task.get("data")
+            if isinstance(data, dict) and data.get(self.labels.data_key):
+                references.append(data[self.labels.data_key])
+            else:
+                references.append(ImageError(f"no '{self.labels.data_key}' image field in its data", 400))
         return references
 
     def predict(self, tasks: list[dict], **kwargs) -> list[dict]:
-        references = self._image_references(tasks)
-        version, predictor, lock = self.models.get(self.project)
-        if predictor is None:  # no model trained yet: no boxes, never random ones
-            return [{"result": [], "score": 0.0, "model_version": version} for _ in tasks]
         s = self.services.settings
+        version, predictor, lock = self.models.get(self.project)
+        tasks, beyond = tasks[:s.max_tasks], tasks[s.max_tasks:]  # Label Studio sends the rest next time
+        if beyond:
+            log.warning("%d tasks in one request, MAX_TASKS is %d: the last %d are answered without a result, "
+                        "and Label Studio asks for them again", len(tasks) + len(beyond), s.max_tasks, len(beyond))
+        if predictor is None:  # no model trained yet: no boxes, never random ones
+            return [{"result": [], "score": 0.0, "model_version": version} for _ in tasks + beyond]
+        references = self._image_references(tasks)
         results, failures = [], []
         started = time.monotonic()
         for start in range(0, len(tasks), s.predict_batch):  # decode a batch at a time: bounded memory
             if start and s.predict_time_budget and time.monotonic() - started > s.predict_time_budget:
-                results += _not_reached(tasks[start:], s.predict_time_budget, version)
+                results += _deferred(tasks[start:], f"not reached within PREDICT_TIME_BUDGET="
+                                                    f"{s.predict_time_budget:g} s", version)
                 log.warning("%d of %d tasks not reached within PREDICT_TIME_BUDGET=%g s; Label Studio asks for "
                             "them again", len(tasks) - start, len(tasks), s.predict_time_budget)
                 break
             images = self.services.fetcher.fetch_all(references[start:start + s.predict_batch])
             results += self._answers(tasks[start:start + s.predict_batch], images, predictor, lock, version, failures)
             del images  # before the next batch is decoded: bounded memory
+        results += _deferred(beyond, f"beyond MAX_TASKS={s.max_tasks} in one request", version)
         if len(failures) == len(tasks):  # nothing to store: the request itself failed
             raise RequestError("; ".join(message for message, _ in failures), max(status for _, status in failures))
         for message, _ in failures:

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from urllib.parse import urljoin, urlparse
+from urllib.parse import quote, urljoin, urlparse
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -112,6 +112,9 @@ def _addresses(host: str, port: int) -> list[str]:
     return list(dict.fromkeys(info[4][0] for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)))
 
 
+URL_SAFE = "/?&=%:@!$'()*+,;~[]"  # characters a request target keeps as they are (RFC 3986's reserved, and %)
+
+
 class _PinnedHTTPConnection(http.client.HTTPConnection):
     """Connects to the address that was checked, whatever DNS says by now."""
 
@@ -167,9 +170,11 @@ class ImageFetcher:
             return decode(self._read_local(parsed.path if parsed.scheme else reference), reference, self.max_pixels)
         raise ImageError(f"{reference}: unsupported URL scheme {parsed.scheme!r}", 400)
 
-    def fetch_all(self, references: Sequence[str], workers: int = 8) -> list[np.ndarray | ImageError]:
-        """Fetch concurrently; a failure is returned in place of its image."""
-        def one(reference: str) -> np.ndarray | ImageError:
+    def fetch_all(self, references: Sequence[str | ImageError], workers: int = 8) -> list[np.ndarray | ImageError]:
+        """Fetch concurrently; a failure (or a reference already failed) is returned in place of its image."""
+        def one(reference: str | ImageError) -> np.ndarray | ImageError:
+            if isinstance(reference, ImageError):
+                return reference
             try:
                 return self.fetch(reference)
             except ImageError as exc:
@@ -205,7 +210,8 @@ class ImageFetcher:
         kind = _PinnedHTTPSConnection if parsed.scheme == "https" else _PinnedHTTPConnection
         connection = kind(parsed.hostname, port, address, self.timeout)
         headers = self._label_studio_headers(url) if own else {}  # never send Label Studio's key elsewhere
-        target = (parsed.path or "/") + (f"?{parsed.query}" if parsed.query else "")
+        # as typed into a task (a patient's name with an umlaut, a space): percent-encoded, escapes kept
+        target = quote((parsed.path or "/") + (f"?{parsed.query}" if parsed.query else ""), safe=URL_SAFE)
         started = time.monotonic()
         try:
             connection.connect()
@@ -230,7 +236,7 @@ class ImageFetcher:
             if watchdog.expired:
                 raise OSError("cut off")
             return bytes(content)
-        except (OSError, http.client.HTTPException) as exc:
+        except (OSError, http.client.HTTPException, UnicodeError) as exc:
             if watchdog.expired:
                 raise ImageError(f"{url}: download not complete within FETCH_TIMEOUT={self.timeout:g} s", 504) from None
             raise ImageError(f"{url}: download failed ({exc.__class__.__name__})", 502) from None

@@ -58,7 +58,8 @@ class Settings:
     max_request_bytes: int = field(default=20_000_000, metadata={
         "env": "MAX_REQUEST_BYTES", "doc": "largest request body (then 413)"})
     max_tasks: int = field(default=1000, metadata={
-        "env": "MAX_TASKS", "doc": "most tasks in one /predict (then 413); they are decoded PREDICT_BATCH at a time"})
+        "env": "MAX_TASKS", "doc": "most tasks predicted in one /predict (the rest are answered without a result, so "
+               "Label Studio asks for them again); they are decoded PREDICT_BATCH at a time"})
     basic_auth_user: str = field(default="", metadata={
         "env": "BASIC_AUTH_USER", "doc": "require HTTP basic auth (as set in Label Studio's model settings)"})
     basic_auth_pass: str = field(default="", metadata={"env": "BASIC_AUTH_PASS", "doc": "its password"})

@@ -363,12 +363,20 @@ def test_no_tasks(client):
     assert response.status_code == 400 and "non-empty list" in response.get_json()["error"]
 
 
-def test_task_without_the_image_field(client):
+def test_task_without_the_image_field(client, settings, tiny_model, busbra_dir):
+    install_model(settings, 2, tiny_model)
     body = copy.deepcopy(recorded("predict_single")["body"])
     body["tasks"][0]["data"] = {"text": "no image"}
     response = client.post("/predict", json=body)
     assert response.status_code == 400
     assert "task 1: no 'image' image field" in response.get_json()["error"]
+    # in a batch it costs its own task only (imported under another key, say)
+    body = copy.deepcopy(recorded("predict_batch")["body"])
+    body["tasks"] = _local_tasks(busbra_dir, ["bus_0090-r.png", "bus_0084-r.png"])
+    body["tasks"][1]["data"] = {"picture": body["tasks"][1]["data"]["image"]}
+    first, second = client.post("/predict", json=body).get_json()["results"]
+    assert "result" in first and "result" not in second
+    assert second["error"] == f"task {body['tasks'][1]['id']}: no 'image' image field in its data"
 
 
 def test_label_config_without_rectangle_labels(client, settings):
@@ -537,14 +545,24 @@ def test_webhook_secret(settings):
 
 # --- request size -----------------------------------------------------------------------------------
 
-def test_too_many_tasks_or_too_large_a_body_is_413(settings):
-    client = create_app(replace(settings, max_tasks=3, max_request_bytes=50_000)).test_client()
-    body = copy.deepcopy(recorded("predict_single")["body"])
-    body["tasks"] = body["tasks"] * 4
-    response = client.post("/predict", json=body)
-    assert response.status_code == 413 and "MAX_TASKS is 3" in response.get_json()["error"]
+def test_too_large_a_body_is_413(settings):
+    client = create_app(replace(settings, max_request_bytes=50_000)).test_client()
     response = client.post("/predict", data="x" * 60_000, content_type="application/json")
     assert response.status_code == 413 and "MAX_REQUEST_BYTES" in response.get_json()["error"]
+
+
+def test_tasks_beyond_max_tasks_are_left_for_label_studio_to_ask_again(settings, tiny_model, busbra_dir):
+    """"Retrieve predictions" sends every selected task in one request: a 413 would store nothing,
+    and the next press would send the same tasks again. The first MAX_TASKS are answered."""
+    install_model(settings, 2, tiny_model)
+    client = create_app(replace(settings, max_tasks=2)).test_client()
+    body = copy.deepcopy(recorded("predict_batch")["body"])
+    body["tasks"] = _local_tasks(busbra_dir, ["bus_0090-r.png", "bus_0084-r.png", "bus_0859-l.png"])
+    response = client.post("/predict", json=body)
+    assert response.status_code == 200
+    *answered, left = response.get_json()["results"]
+    assert all("result" in r for r in answered) and "result" not in left
+    assert left["error"] == f"task {body['tasks'][2]['id']}: beyond MAX_TASKS=2 in one request"
 
 
 # --- what is served is checked ----------------------------------------------------------------------

@@ -29,11 +29,12 @@ def _png(size=(40, 30), mode="L", noise=False) -> bytes:
 def server():
     """Serves /ok.png, /big.png, /text; records request headers."""
     seen = []
-    files = {"/ok.png": _png(), "/big.png": _png((200, 100), noise=True), "/text": b"<html>hello</html>"}
+    files = {"/ok.png": _png(), "/big.png": _png((200, 100), noise=True), "/text": b"<html>hello</html>",
+             "/M%C3%BCller%20ok.png": _png()}
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):  # noqa: N802
-            seen.append(dict(self.headers))
+            seen.append(dict(self.headers, target=self.path))
             name = "/" + self.path.split("?")[0].rsplit("/", 1)[-1]
             body = files.get(name)
             self.send_response(401 if name == "/denied.png" else 200 if body else 404)
@@ -59,6 +60,19 @@ def test_label_studio_urls_carry_the_key_other_hosts_do_not(server):
                          allowed_hosts=[host.split(":")[0]], allow_private=True)
     assert other.fetch(f"http://{host}/ok.png").shape == (30, 40, 3)
     assert "Authorization" not in seen[-1]
+
+
+def test_names_as_typed_with_umlauts_and_spaces_are_percent_encoded(server):
+    """A task's URL as a person typed it: the request target carries it percent-encoded (http.client
+    refuses raw non-ASCII), and escapes already there are kept."""
+    host, seen = server
+    fetcher = ImageFetcher(f"http://{host}", dict)
+    assert fetcher.fetch("/data/upload/1/Müller ok.png").shape == (30, 40, 3)
+    assert seen[-1]["target"] == "/data/upload/1/M%C3%BCller%20ok.png"
+    assert fetcher.fetch("/data/upload/1/M%C3%BCller%20ok.png").shape == (30, 40, 3)
+    with pytest.raises(ImageError, match="HTTP 404"):  # an answer from the host, not a crash
+        fetcher.fetch("/data/local-files/?d=scans/Müller ok.png")
+    assert seen[-1]["target"] == "/data/local-files/?d=scans/M%C3%BCller%20ok.png"
 
 
 def test_refusals_and_failures(server, tmp_path):
