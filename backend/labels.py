@@ -42,9 +42,11 @@ class LabelMap:
         return self.to_category.get(label)
 
 
-def _categories_of_label(value: str, attrs: dict) -> list[str]:
+def _categories_of_label(text: str, attrs: dict) -> list[str]:
+    """The categories a label stands for: its predicted_values, else its value (``text`` is the
+    label's name in results: its alias where it has one, e.g. value="BI-RADS 3" alias="b3")."""
     predicted = attrs.get("predicted_values")
-    candidates = [v for v in predicted.split(",") if v.strip()] if predicted else [value]
+    candidates = [v for v in predicted.split(",") if v.strip()] if predicted else [attrs.get("value") or text]
     categories = []
     for candidate in candidates:
         try:
@@ -64,6 +66,7 @@ def parse_label_config(config: str) -> LabelMap:
     except Exception as exc:  # the SDK raises various parser errors
         raise LabelConfigError(f"label config is not valid XML: {exc}") from None
     images = {o.name: o for o in interface.objects if o.tag == "Image"}
+    without_birads = []  # RectangleLabels for something else (calipers, artefacts): the next one may do
     for control in interface.controls:
         if control.tag != "RectangleLabels":
             continue
@@ -77,9 +80,12 @@ def parse_label_config(config: str) -> LabelMap:
                 to_label.setdefault(category, text)
                 to_category.setdefault(text, category)
         if not to_label:
-            raise LabelConfigError(f"RectangleLabels '{control.name}' has no BI-RADS labels "
-                                   "(expected e.g. 'BI-RADS 3', or predicted_values=\"3\")")
+            without_birads.append(control.name)
+            continue
         return LabelMap(from_name=control.name, to_name=target,
                         data_key=images[target].value.lstrip("$"), to_label=to_label,
                         to_category=to_category)
+    if without_birads:
+        raise LabelConfigError(f"RectangleLabels '{without_birads[0]}' has no BI-RADS labels "
+                               "(expected e.g. 'BI-RADS 3', or predicted_values=\"3\")")
     raise LabelConfigError("label config has no RectangleLabels bound to an Image")

@@ -39,6 +39,20 @@ def test_the_recommended_config_names_every_category_a_model_predicts():
                      "4B": "BI-RADS 4B", "4C": "BI-RADS 4C", "5": "BI-RADS 5"}
 
 
+def test_a_label_with_an_alias_keeps_its_category_and_is_written_by_its_alias():
+    """Label Studio writes a label's alias into results: the category comes from its value."""
+    labels = parse_label_config(_config('<Label value="BI-RADS 3" alias="b3"/><Label value="BI-RADS 5"/>'))
+    assert labels.label_for("3") == "b3" and labels.category_of("b3") == "3"
+    assert labels.label_for("5") == "BI-RADS 5"
+
+
+def test_rectangle_labels_for_something_else_are_passed_over():
+    config = (f'<View>{IMAGE}<RectangleLabels name="marks" toName="img"><Label value="Caliper"/></RectangleLabels>'
+              '<RectangleLabels name="lesion" toName="img"><Label value="BI-RADS 3"/></RectangleLabels></View>')
+    labels = parse_label_config(config)
+    assert labels.from_name == "lesion" and labels.label_for("3") == "BI-RADS 3"
+
+
 @pytest.mark.parametrize("config, message", [
     (f"<View>{IMAGE}</View>", "no RectangleLabels bound to an Image"),
     ('<View><Text name="t" value="$t"/><RectangleLabels name="l" toName="t"><Label value="2"/>'
