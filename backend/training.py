@@ -89,9 +89,26 @@ def build_records(services: Services, project: int) -> tuple[list[ImageRecord], 
              "for_review": conversion.for_review, "unknown_labels": dict(conversion.unknown_labels),
              "image_errors": failed}
     if conversion.unknown_labels:
-        log.warning("project %s: labels not in the BI-RADS mapping were skipped: %s", project,
+        log.warning("project %s: annotations with labels not in the BI-RADS mapping were skipped: %s", project,
                     dict(conversion.unknown_labels))
+    if failed:
+        log.warning("project %s: %d of %d task images could not be downloaded (first: %s)", project, len(failed),
+                    len(usable), next(iter(failed.values())))
     return records, facts
+
+
+def not_enough(records: list[ImageRecord], facts: dict, settings: Settings) -> NotEnoughAnnotations | None:
+    """Why a job cannot train (None: it can), saying where the annotated tasks went: a failed
+    download (Label Studio's key refused, say) is no missing annotation."""
+    if len(records) >= max(1, settings.min_annotations):
+        return None
+    failed = facts.get("image_errors") or {}
+    lost = (f"; {len(failed)} task images could not be downloaded, e.g. {next(iter(failed.values()))}"
+            if failed else "")
+    unknown = facts.get("unknown_labels")
+    skipped = f"; annotations with labels outside the BI-RADS mapping were skipped: {unknown}" if unknown else ""
+    return NotEnoughAnnotations(f"{len(records)} usable annotated tasks of {facts.get('annotated_tasks')}, "
+                                f"MIN_ANNOTATIONS is {settings.min_annotations}{lost}{skipped}")
 
 
 def train_settings(settings: Settings, weights: str, fine_tune: bool) -> TrainSettings:
@@ -227,9 +244,8 @@ def _train(project: int, settings: Settings, services: Services, job) -> dict:
 
     _report("reading annotations", project=project)
     records, facts = build_records(services, project)
-    if len(records) < max(1, settings.min_annotations):
-        raise NotEnoughAnnotations(f"{len(records)} usable annotated tasks, MIN_ANNOTATIONS is "
-                                   f"{settings.min_annotations}")
+    if (refusal_to_train := not_enough(records, facts, settings)) is not None:
+        raise refusal_to_train
     train_records, holdout = promotion.split_holdout(records, settings.holdout_fraction)
     registry = services.registry(project)
     for work in remove_abandoned_work(registry.versions_dir, settings.job_timeout):

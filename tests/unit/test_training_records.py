@@ -48,3 +48,16 @@ def test_images_are_fetched_a_chunk_at_a_time_and_failures_recorded(tmp_path, bu
     for record in records:
         assert record.width > 100 and record.boxes and (images / f"task-{record.image_id}.png").is_file()
     assert records[0].boxes[0].x0 == pytest.approx(0.2 * records[0].width)
+
+
+def test_a_job_without_enough_tasks_says_where_they_went(tmp_path, busbra_dir):
+    """Every download refused (Label Studio's key, say): the error names the download, not the
+    annotations the experts did make."""
+    services = Services(Settings(model_dir=tmp_path, local_files_root=tmp_path / "elsewhere"))
+    services.__dict__["api"] = AnnotatedProject(busbra_dir / "Images")
+    records, facts = training.build_records(services, 7)
+    refusal = training.not_enough(records, facts, services.settings)
+    assert records == [] and isinstance(refusal, training.NotEnoughAnnotations)
+    assert str(refusal).startswith("0 usable annotated tasks of 5, MIN_ANNOTATIONS is ")
+    assert "5 task images could not be downloaded, e.g. " in str(refusal) and "outside" in str(refusal)
+    assert training.not_enough(records, facts, Settings(min_annotations=0)) is not None  # one at least
