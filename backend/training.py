@@ -34,7 +34,7 @@ from model import fine_tuning, promotion, taxonomy
 from model.config import TrainSettings
 from model.records import ImageRecord
 from model.regions import convert, in_pixels
-from model.registry import Serving
+from model.registry import Registry, Serving
 
 log = logging.getLogger(__name__)
 FETCH_CHUNK = 32  # images downloaded and decoded at once (8 at a time) by a training job
@@ -221,6 +221,16 @@ def refusal(settings: Settings, new: dict, served: dict | None) -> str | None:
                        "`birads promote` overrides)")
 
 
+def replaced_meanwhile(registry: Registry, current_at_start: str | None) -> str | None:
+    """Why a job must not promote over a version someone served by hand (`birads promote`, a
+    rollback) while it trained: that choice stands, and the job was compared with another."""
+    now = registry.current()
+    if now == current_at_start:
+        return None
+    return (f"the served version changed from {current_at_start or 'none'} to {now or 'none'} while this job "
+            "trained; not served over it (`birads promote` serves this one)")
+
+
 def train_project(project: int) -> dict:
     """The RQ job. Returns a JSON-able summary (stored by RQ as the job's result)."""
     settings = Settings.from_env()
@@ -251,7 +261,7 @@ def _train(project: int, settings: Settings, services: Services, job) -> dict:
     for work in remove_abandoned_work(registry.versions_dir, settings.job_timeout):
         log.warning("project %s: removed %s, left by a training job that was killed", project, work)
     served = services.serving(project)  # the checked served version (or the starter model)
-    parent = served.version
+    parent, current_at_start = served.version, registry.current()
     # the served version (or the starter model, or plain initial weights) seeds the new one
     weights = str(served.path) if served.path else settings.initial_weights
     version = registry.new_version_name()
@@ -280,7 +290,7 @@ def _train(project: int, settings: Settings, services: Services, job) -> dict:
     except Exception as exc:  # the trained weights stay, described as never served automatically
         registry.describe(version, metrics={}, refused=f"not evaluated: {exc}", **description)
         raise
-    refused = refusal(settings, metrics, served_metrics)
+    refused = refusal(settings, metrics, served_metrics) or replaced_meanwhile(registry, current_at_start)
     registry.describe(version, metrics=metrics, served_metrics=served_metrics, refused=refused, **description)
     if refused:
         log.warning("project %s: version %s kept but not served: %s", project, version, refused)

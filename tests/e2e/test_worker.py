@@ -290,3 +290,31 @@ def test_a_version_whose_evaluation_fails_is_kept_described_and_not_served(worke
     info = registry.info(version)
     assert info["refused"] == "not evaluated: held-out image unreadable" and info["holdout_images"] == 1
     assert registry.current() is None and (registry.path(version) / "model_final.pth").exists()
+
+
+def test_a_version_served_by_hand_while_a_job_trains_stays_served(worker_settings, annotated_project,
+                                                                  tiny_model, monkeypatch):
+    """An administrator rolls back (`birads promote`) while a job fine-tunes from the version it
+    replaces: the job's version is kept and described, the rollback stays served."""
+    from backend import training
+
+    install_model(worker_settings, annotated_project, tiny_model, version="v-good")
+    install_model(worker_settings, annotated_project, tiny_model, version="v-bad")
+    registry = Registry(worker_settings.model_dir / f"project-{annotated_project}")
+    evaluate = training.held_out_metrics
+
+    def rolled_back_meanwhile(*args, **kwargs):  # after training, before the job promotes
+        registry.promote("v-good")
+        return evaluate(*args, **kwargs)
+
+    _settings_env(monkeypatch, worker_settings, HOLDOUT_FRACTION="0")
+    monkeypatch.setattr(training, "held_out_metrics", rolled_back_meanwhile)
+    started_as = multiprocessing.get_start_method()  # see the test above
+    multiprocessing.set_start_method("fork", force=True)
+    try:
+        result = training.train_project(annotated_project)
+    finally:
+        multiprocessing.set_start_method(started_as, force=True)
+    assert result["parent"] == "v-bad" and result["promoted"] is False
+    assert "changed from v-bad to v-good while this job trained" in result["refused"]
+    assert registry.current() == "v-good" and registry.info(result["version"])["refused"] == result["refused"]
