@@ -21,7 +21,7 @@ from label_studio_ml.model import LabelStudioMLBase
 
 from backend.images import ImageError
 from backend.labels import LabelMap, parse_label_config
-from backend.services import Services
+from backend.services import STARTER_PREFIX, Services
 from backend.settings import Settings
 from model.evaluation.evaluate import LOW_SCORE, displayed
 from model.records import Box, Detection
@@ -59,12 +59,13 @@ class ModelCache:
         self.services = services
         self._served: dict[int, tuple[str, str]] = {}  # project -> (version, model directory)
         self._loaded: dict[str, tuple[object, threading.Lock]] = {}  # model directory -> predictor
-        self._unusable: dict[int, frozenset[str]] = {}
+        self._unusable: dict[int | None, frozenset[str]] = {}  # project (None: every project's) -> versions
         self._reported: set[tuple] = set()
         self._lock = threading.Lock()
 
     def serving(self, project: int) -> Serving:
-        serving = self.services.serving(project, self._unusable.get(project, frozenset()))
+        serving = self.services.serving(project, self._unusable.get(project, frozenset())
+                                        | self._unusable.get(None, frozenset()))
         if serving.problem and (project, serving.problem) not in self._reported:
             self._reported.add((project, serving.problem))
             log.error("project %s: %s; serving %s instead", project, serving.problem,
@@ -93,7 +94,9 @@ class ModelCache:
                         self._loaded[folder] = (self._load(serving.path), threading.Lock())
                     except Exception:  # any load failure: this version is not servable in this process
                         log.exception("project %s: version %s cannot be loaded", project, serving.version)
-                        self._unusable[project] = self._unusable.get(project, frozenset()) | {serving.version}
+                        shared = serving.version.startswith(STARTER_PREFIX)  # one starter for all projects
+                        key = None if shared else project
+                        self._unusable[key] = self._unusable.get(key, frozenset()) | {serving.version}
                         continue
                 if self._served.get(project) != (serving.version, folder):
                     self._served[project] = (serving.version, folder)

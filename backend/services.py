@@ -46,9 +46,14 @@ class Services:
         else the starter model; version None: untrained, or (with ``problem``) nothing servable."""
         serving = self.registry(project).serving(unusable)
         starter = self.starter
-        if serving.version is None and starter is not None and STARTER_PREFIX + starter.name not in unusable:
-            return Serving(STARTER_PREFIX + starter.name, starter, serving.problem, serving.fallback_from)
-        return serving
+        if serving.version is not None or starter is None:
+            return serving
+        name = STARTER_PREFIX + starter.name
+        if name not in unusable:
+            return Serving(name, starter, serving.problem, serving.fallback_from)
+        # a starter that fails to load is no untrained project: its predictions would be empty
+        return Serving(None, None, serving.problem or f"starter model {name} cannot be loaded",
+                       serving.fallback_from or name)
 
     def is_connected(self, project: int) -> bool:
         """Label Studio has called /setup for this project (or it has trained here)."""

@@ -109,6 +109,22 @@ def test_a_starter_model_is_served_until_the_project_trains_its_own(settings, ti
     assert replay(checkpoint_only.test_client(), "setup").get_json() == {"model_version": "untrained"}
 
 
+def test_a_starter_model_that_fails_to_load_is_reported_not_served_as_untrained(settings, tiny_model, tmp_path):
+    """Corrupt weights under INITIAL_WEIGHTS: 503 with the reason and a degraded /health, never
+    empty "untrained" predictions that Label Studio would store."""
+    broken = tmp_path / "starter"
+    shutil.copytree(tiny_model, broken)
+    (broken / "model_final.pth").write_bytes(b"not a checkpoint")
+    client = create_app(replace(settings, initial_weights=str(broken))).test_client()
+    assert replay(client, "setup").get_json() == {"model_version": "starter-starter"}  # not loaded yet
+    response = client.post("/predict", json=recorded("predict_single")["body"])
+    reason = "starter model starter-starter cannot be loaded"
+    assert response.status_code == 503 and reason in response.get_json()["error"]
+    assert replay(client, "setup").status_code == 503  # from then on, for every project on it
+    health = client.get("/health").get_json()
+    assert health["status"] == "DEGRADED" and reason in health["degraded"]["project 1"]
+
+
 def test_projects_on_one_starter_share_one_loaded_model_and_old_ones_are_let_go(settings, tiny_model):
     """Ten projects on the starter hold one R101 in memory, not ten; a version no project serves
     any more is dropped."""
