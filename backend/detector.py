@@ -202,6 +202,7 @@ class BiradsDetector(LabelStudioMLBase):
 
     def predict(self, tasks: list[dict], **kwargs) -> list[dict]:
         s = self.services.settings
+        started = time.monotonic()  # loading a newly served version counts against the budget too
         version, predictor, lock = self.models.get(self.project)
         tasks, beyond = tasks[:s.max_tasks], tasks[s.max_tasks:]  # Label Studio sends the rest next time
         if beyond:
@@ -211,9 +212,11 @@ class BiradsDetector(LabelStudioMLBase):
             return [{"result": [], "score": 0.0, "model_version": version} for _ in tasks + beyond]
         references = self._image_references(tasks)
         results, failures = [], []
-        started = time.monotonic()
+        last_batch = 0.0
         for start in range(0, len(tasks), s.predict_batch):  # decode a batch at a time: bounded memory
-            if start and s.predict_time_budget and time.monotonic() - started > s.predict_time_budget:
+            batch_started = time.monotonic()
+            # a batch is started only if one as long as the last still ends within the budget
+            if start and s.predict_time_budget and batch_started - started + last_batch > s.predict_time_budget:
                 results += _deferred(tasks[start:], f"not reached within PREDICT_TIME_BUDGET="
                                                     f"{s.predict_time_budget:g} s", version)
                 log.warning("%d of %d tasks not reached within PREDICT_TIME_BUDGET=%g s; Label Studio asks for "
@@ -222,6 +225,7 @@ class BiradsDetector(LabelStudioMLBase):
             images = self.services.fetcher.fetch_all(references[start:start + s.predict_batch])
             results += self._answers(tasks[start:start + s.predict_batch], images, predictor, lock, version, failures)
             del images  # before the next batch is decoded: bounded memory
+            last_batch = time.monotonic() - batch_started
         results += _deferred(beyond, f"beyond MAX_TASKS={s.max_tasks} in one request", version)
         if len(failures) == len(tasks):  # nothing to store: the request itself failed
             raise RequestError("; ".join(message for message, _ in failures), max(status for _, status in failures))

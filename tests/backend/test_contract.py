@@ -10,6 +10,7 @@ import copy
 import shutil
 import time
 from dataclasses import replace
+from types import SimpleNamespace
 
 import pytest
 from rq import Queue
@@ -462,6 +463,23 @@ def test_tasks_not_reached_within_the_time_budget_are_left_for_label_studio_to_a
                                           for t in body["tasks"][1:]]
     unhurried = create_app(replace(settings, predict_time_budget=0)).test_client()
     assert all("result" in r for r in unhurried.post("/predict", json=body).get_json()["results"])
+
+
+def test_a_batch_that_would_end_past_the_time_budget_is_not_started(settings, tiny_model, busbra_dir,
+                                                                   monkeypatch):
+    """Each batch seen to take 25 s on the clock: after the first, 50 s have passed; a second would
+    end at 100 s, past the 90 s budget (Label Studio would then store nothing at all)."""
+    from backend import detector
+
+    install_model(settings, 2, tiny_model)
+    client = create_app(replace(settings, predict_batch=1, predict_time_budget=90)).test_client()
+    client.post("/predict", json=recorded("predict_single")["body"])  # loaded before the clock is faked
+    ticks = iter(range(0, 10_000, 25))
+    monkeypatch.setattr(detector, "time", SimpleNamespace(monotonic=lambda: float(next(ticks))))
+    body = copy.deepcopy(recorded("predict_batch")["body"])
+    body["tasks"] = _local_tasks(busbra_dir, ["bus_0090-r.png", "bus_0084-r.png"])
+    reached, left = client.post("/predict", json=body).get_json()["results"]
+    assert "result" in reached and "result" not in left and "PREDICT_TIME_BUDGET=90 s" in left["error"]
 
 
 def test_redis_down_predict_works_training_answers_503(settings, tiny_model, busbra_dir):
