@@ -16,6 +16,10 @@ status. We keep RQ and write the small amount of bookkeeping ourselves:
   of training beside it from the same parent and racing it to the promotion.
 * ``birads:<queue>:project:<id>:changes`` counts annotation events since the served version; annotation
   events start training only once it reaches RETRAIN_AFTER. START_TRAINING always trains.
+* ``birads:<queue>:project:<id>:taken`` holds, per running job, the changes it took when it
+  started. A job that ends clears its entry (given back to ``changes`` if it failed); one killed
+  outright (the kernel's out-of-memory killer, a SIGKILLed worker) cannot, so the next request
+  gives back the entries of jobs no longer running: their changes still count.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from redis import Redis
 from redis.exceptions import LockError
@@ -40,6 +45,9 @@ RECENT_JOBS = 50
 TRAIN_EVENTS = ("ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_DELETED", "START_TRAINING")
 WAITING = {JobStatus.QUEUED.value, JobStatus.DEFERRED.value, JobStatus.SCHEDULED.value}
 TRAINING_LOCK_MARGIN_S = 60  # past JOB_TIMEOUT, after which RQ has stopped the job that held it
+# a started job whose worker has not beaten for this long is dead: RQ's worker beats every 30 s
+# (job_monitoring_interval) while its job runs, and a SIGKILLed worker leaves the job "started"
+HEARTBEAT_STALE_S = 120
 
 
 class ProjectBusy(RuntimeError):
@@ -68,6 +76,7 @@ class TrainingQueue:
 
         A request carries nothing but the project: the job reads the label config, tasks and
         annotations from Label Studio's API with the backend's own key."""
+        self._reclaim_abandoned(project)
         if not force:  # INCR is atomic: counting needs no lock, and most events only count
             changes = int(self.redis.incr(self._key(project, "changes")))
             if changes < self.settings.retrain_after:
@@ -103,12 +112,49 @@ class TrainingQueue:
         return job_id.decode() if status and status.decode() in WAITING else None
 
     def started(self, project: int, job_id: str) -> int:
-        """Called first thing by the job: stop folding events into it; take the change count."""
+        """Called first thing by the job: stop folding events into it; take the change count
+        (kept under the job's id until it ends: ``ended``)."""
         with self._lock(project, wait=10):  # the worker can wait; nothing times it out
             queued = self.redis.get(self._key(project, "queued"))
             if queued and queued.decode() == job_id:
                 self.redis.delete(self._key(project, "queued"))
-            return int(self.redis.getset(self._key(project, "changes"), 0) or 0)
+            taken = int(self.redis.getset(self._key(project, "changes"), 0) or 0)
+            if taken:
+                self.redis.hset(self._key(project, "taken"), job_id, taken)
+            return taken
+
+    def ended(self, project: int, job_id: str, finished: bool) -> None:
+        """Called last by the job: one that failed gives its changes back, so they still count
+        towards the next retrain."""
+        self._settle(project, job_id, give_back=not finished)
+
+    def _settle(self, project: int, job_id: str, give_back: bool) -> None:
+        taken = self.redis.hget(self._key(project, "taken"), job_id)
+        # HDEL answers 1 to one caller only: a count is never given back twice
+        if self.redis.hdel(self._key(project, "taken"), job_id) and give_back and taken:
+            self.redis.incrby(self._key(project, "changes"), int(taken))
+
+    def _reclaim_abandoned(self, project: int) -> None:
+        """Give back the changes of jobs killed before they could (module docstring)."""
+        for job_id in self.redis.hkeys(self._key(project, "taken")):
+            if not self._running(job_id.decode()):
+                log.warning("project %s: training job %s was killed; its changes count again", project,
+                            job_id.decode())
+                self._settle(project, job_id.decode(), give_back=True)
+
+    def _running(self, job_id: str) -> bool:
+        status, beat = self.redis.hmget(Job.key_for(job_id), "status", "last_heartbeat")
+        if not status or status.decode() != JobStatus.STARTED.value:
+            return False
+        try:
+            beaten = datetime.fromisoformat(beat.decode().replace("Z", "+00:00")) if beat else None
+        except ValueError:
+            return True  # a heartbeat we cannot read: assume alive rather than count twice
+        if beaten is None:
+            return True
+        if beaten.tzinfo is None:
+            beaten = beaten.replace(tzinfo=UTC)
+        return (datetime.now(UTC) - beaten).total_seconds() < HEARTBEAT_STALE_S
 
     @contextmanager
     def training(self, project: int, on_wait: Callable[[], None] = lambda: None) -> Iterator[None]:
@@ -129,11 +175,6 @@ class TrainingQueue:
                 lock.release()
             except LockError:  # it expired first: the job outlived JOB_TIMEOUT, nothing to free
                 log.warning("project %s: the training lock had expired before the job ended", project)
-
-    def give_back_changes(self, project: int, count: int) -> None:
-        """A failed job served nothing: its changes still count towards the next retrain."""
-        if count:
-            self.redis.incrby(self._key(project, "changes"), count)
 
     def recent_jobs(self, project: int) -> list[str]:
         return [j.decode() for j in self.redis.lrange(self._key(project, "jobs"), 0, RECENT_JOBS - 1)]

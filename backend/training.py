@@ -237,15 +237,18 @@ def train_project(project: int) -> dict:
     services = Services(settings)
     job = get_current_job()
     queue = TrainingQueue(job.connection, settings) if job else None
-    changes = queue.started(project, job.id) if queue else 0
+    if queue:
+        queue.started(project, job.id)
+    finished = False
     try:
         waiting = partial(_report, "waiting for the project's running job")
         with queue.training(project, waiting) if queue else nullcontext():  # one at a time, however many workers
-            return _train(project, settings, services, job)
-    except BaseException:
+            summary = _train(project, settings, services, job)
+        finished = True
+        return summary
+    finally:
         if queue:
-            queue.give_back_changes(project, changes)
-        raise
+            queue.ended(project, job.id, finished)
 
 
 def _train(project: int, settings: Settings, services: Services, job) -> dict:

@@ -44,3 +44,38 @@ def test_a_job_finding_its_project_held_past_job_timeout_fails_without_training(
         with pytest.raises(ProjectBusy, match="JOB_TIMEOUT=1"):
             training.train_project(7)
     assert not (short.model_dir / "project-7").exists()
+
+
+def test_the_changes_a_job_took_count_again_when_it_fails_or_is_killed(settings, redis_conn):
+    """RETRAIN_AFTER 3: two edits, then a job takes them. Finished: they are spent. Failed, or
+    killed outright (left "started" by a SIGKILLed worker, its heartbeat going stale): the next
+    edit finds them again and queues training."""
+    from datetime import UTC, datetime, timedelta
+
+    from rq.job import JobStatus
+
+    queue = TrainingQueue(redis_conn, replace(settings, retrain_after=3))
+
+    def job_taking_two_edits(project: int):
+        for _ in range(2):
+            assert queue.request(project, "ANNOTATION_CREATED", force=False)["status"] == "waiting"
+        job = queue.queue.enqueue("backend.training.train_project", project)
+        assert queue.started(project, job.id) == 2
+        return job
+
+    finished = job_taking_two_edits(7)
+    queue.ended(7, finished.id, finished=True)
+    assert queue.request(7, "ANNOTATION_CREATED", force=False) == {"status": "waiting", "changes": 1,
+                                                                   "retrain_after": 3}
+    failed = job_taking_two_edits(8)
+    queue.ended(8, failed.id, finished=False)
+    assert queue.request(8, "ANNOTATION_CREATED", force=False)["status"] == "queued"
+
+    killed = job_taking_two_edits(9)
+    killed.set_status(JobStatus.STARTED)
+    killed.heartbeat(datetime.now(UTC), ttl=60)
+    assert queue.request(9, "ANNOTATION_CREATED", force=False)["status"] == "waiting"  # still running
+    killed.heartbeat(datetime.now(UTC) - timedelta(minutes=5), ttl=60)  # its worker stopped beating
+    assert queue.request(9, "ANNOTATION_CREATED", force=False)["status"] == "queued"   # 2 + 2 edits
+    queue.ended(9, killed.id, finished=False)  # a job that comes back to life gives nothing twice
+    assert int(redis_conn.get(queue._key(9, "changes"))) == 4

@@ -181,10 +181,14 @@ def test_a_projects_first_training_fine_tunes_the_starter_model(worker_settings,
 
 
 def test_worker_killed_mid_training_leaves_served_version(worker_settings, annotated_project, tiny_model, tmp_path):
-    settings = replace(worker_settings, train_max_iter=2000)  # long enough to be killed in the middle
+    # long enough to be killed in the middle; two edits made before it, of the three that retrain
+    settings = replace(worker_settings, train_max_iter=2000, retrain_after=3)
     install_model(settings, annotated_project, tiny_model, "v-served")
     redis = Redis.from_url(worker_settings.redis_url)
-    job_id = TrainingQueue(redis, settings).request(annotated_project, "START_TRAINING", force=True)["job_id"]
+    queue = TrainingQueue(redis, settings)
+    for _ in range(2):
+        queue.request(annotated_project, "ANNOTATION_UPDATED", force=False)
+    job_id = queue.request(annotated_project, "START_TRAINING", force=True)["job_id"]
     with open(tmp_path / "worker.log", "w") as log:
         worker = start_worker(settings, log)
         try:
@@ -204,6 +208,8 @@ def test_worker_killed_mid_training_leaves_served_version(worker_settings, annot
     status = job_status(redis, job_id)
     assert status["status"] == "failed", status
     assert Registry(settings.model_dir / f"project-{annotated_project}").current() == "v-served"
+    # the killed job's two edits count again: the next one makes three and queues training
+    assert queue.request(annotated_project, "ANNOTATION_UPDATED", force=False)["status"] == "queued"
 
 
 def test_a_job_for_a_project_label_studio_does_not_know_creates_nothing(worker_settings, monkeypatch):
