@@ -11,7 +11,7 @@ status. We keep RQ and write the small amount of bookkeeping ourselves:
   annotations later than that. Only enqueueing takes the project's lock (one job, never two); the
   job clears the key under that lock as its very first step, so a later request queues a new job.
 * ``birads:<queue>:project:<id>:training`` is held by the job that trains the project (a lock
-  that expires a minute after JOB_TIMEOUT, so a killed worker's frees itself): with several
+  that expires a minute after RQ's limit on its holder, so a killed worker's frees itself): with several
   workers a second job of the project waits for the first, then fine-tunes what it served, instead
   of training beside it from the same parent and racing it to the promotion.
 * ``birads:<queue>:project:<id>:changes`` counts annotation events since the served version; annotation
@@ -63,6 +63,12 @@ class TrainingQueue:
         return f"birads:{self.settings.queue_name}:project:{project}:{name}"
 
     @property
+    def rq_timeout(self) -> int:
+        """RQ's limit on a job: up to JOB_TIMEOUT waiting for the project's running job (``training``),
+        and JOB_TIMEOUT to run once it holds the project, so a wait does not eat into its run."""
+        return 2 * self.settings.job_timeout
+
+    @property
     def queue(self) -> Queue:
         return Queue(self.settings.queue_name, connection=self.redis)
 
@@ -92,7 +98,7 @@ class TrainingQueue:
 
     def _enqueue(self, project: int, reason: str) -> dict:
         job = self.queue.enqueue(
-            TRAIN_FUNCTION, project, job_timeout=self.settings.job_timeout,
+            TRAIN_FUNCTION, project, job_timeout=self.rq_timeout,
             result_ttl=KEEP_RESULTS, failure_ttl=KEEP_RESULTS,
             meta={"project": project, "reason": reason, "stage": "queued"},
             description=f"train BI-RADS detector for project {project}")
@@ -161,7 +167,8 @@ class TrainingQueue:
         """Hold the project for a job's run (module docstring): wait while another job holds it,
         calling ``on_wait`` first."""
         timeout = self.settings.job_timeout
-        lock = self.redis.lock(self._key(project, "training"), timeout=timeout + TRAINING_LOCK_MARGIN_S,
+        # it expires only after RQ has stopped its holder, however long that one waited first
+        lock = self.redis.lock(self._key(project, "training"), timeout=self.rq_timeout + TRAINING_LOCK_MARGIN_S,
                                blocking_timeout=timeout, sleep=1)
         if lock.locked():
             log.info("project %s: waiting for its running training job", project)

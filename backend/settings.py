@@ -189,7 +189,9 @@ class Settings:
     worker_nice: int = field(default=10, metadata={
         "env": "WORKER_NICE",
         "doc": "niceness of the training worker: on a shared machine the server's requests come first"})
-    job_timeout: int = field(default=6 * 3600, metadata={"env": "JOB_TIMEOUT", "doc": "seconds a training job may run"})
+    job_timeout: int = field(default=6 * 3600, metadata={"env": "JOB_TIMEOUT",
+        "doc": "seconds a training job may run once it holds its project (and as long again waiting for the "
+               "project's running job)"})
 
     @classmethod
     def from_env(cls) -> Settings:

@@ -34,6 +34,16 @@ def test_a_projects_second_training_waits_for_the_first_and_other_projects_do_no
         pass
 
 
+def test_waiting_for_the_project_does_not_eat_into_a_jobs_run(settings, redis_conn):
+    """RQ stops a job at its timeout, the wait included: a job may wait JOB_TIMEOUT and still run
+    JOB_TIMEOUT; the lock outlives RQ's limit on its holder, so it never frees a running job's project."""
+    queue = TrainingQueue(redis_conn, replace(settings, job_timeout=100))
+    job = queue.queue.fetch_job(queue.request(7, "START_TRAINING", force=True)["job_id"])
+    assert job.timeout == queue.rq_timeout == 200
+    with queue.training(7):
+        assert 200 < redis_conn.ttl(queue._key(7, "training")) <= 200 + 60
+
+
 def test_a_job_finding_its_project_held_past_job_timeout_fails_without_training(settings, redis_conn, monkeypatch):
     """The RQ job itself takes the lock before it reads anything from Label Studio."""
     short = replace(settings, job_timeout=1)
