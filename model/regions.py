@@ -15,6 +15,8 @@ Which boxes a task stands for (the paper had three experts cross-check every ima
   only rectangles are labelled BI-RADS 1 (negative), which are no lesion to learn;
 - an annotation with any rectangle whose label is outside the BI-RADS mapping says nothing: the
   lesion under that label would otherwise be learnt as background;
+- an annotator who submitted several annotations of one task counts once, by the latest (their
+  ground truth, where one is marked);
 - with several annotations, a box counts when at least ``min_agreement`` annotators drew it
   (IoU >= 0.5, same category), at the mean of their coordinates; annotators who agree on no box
   (a lesion against "no lesion", or different lesions) leave the task for review.
@@ -159,11 +161,31 @@ def _categorised(annotation: dict, category_of: Callable[[str], str | None], fro
     return says, boxes
 
 
+def _annotator(annotation: dict) -> object:
+    who = annotation.get("completed_by")
+    return who.get("id") if isinstance(who, dict) else who
+
+
+def _one_per_annotator(annotations: list[dict]) -> list[dict]:
+    """Each annotator's ground truth or latest annotation (by update time, then id); annotations
+    that name no annotator are each their own."""
+    kept: dict[object, tuple[tuple, dict]] = {}
+    for number, annotation in enumerate(annotations):
+        who = _annotator(annotation)
+        key = ("unnamed", number) if who is None else who
+        rank = (bool(annotation.get("ground_truth")), str(annotation.get("updated_at") or ""),
+                annotation.get("id") if isinstance(annotation.get("id"), int) else -1)
+        if key not in kept or rank >= kept[key][0]:
+            kept[key] = (rank, annotation)
+    return [annotation for _, annotation in kept.values()]
+
+
 def task_boxes(task: dict, category_of: Callable[[str], str | None], min_agreement: int,
                unknown: Counter, from_name: str | None = None) -> TaskBoxes:
     """The boxes a task stands for, by the rules in this module's docstring."""
     result = TaskBoxes(task_id=task.get("id"))
-    annotations = [a for a in task.get("annotations") or [] if isinstance(a, dict) and not a.get("was_cancelled")]
+    annotations = _one_per_annotator([a for a in task.get("annotations") or []
+                                      if isinstance(a, dict) and not a.get("was_cancelled")])
     try:
         drawn = [(a, *_categorised(a, category_of, from_name, unknown)) for a in annotations]
     except MalformedRegion as exc:

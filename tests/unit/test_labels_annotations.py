@@ -118,6 +118,20 @@ def test_convert_tasks_single_truth_cancelled_and_disagreement():
     assert [t.task_id for t in result.usable] == [1, 2, 6, 7]
 
 
+def test_an_annotator_with_two_annotations_of_a_task_counts_once():
+    """Label Studio lets one user add a second annotation: it is no second expert agreeing."""
+    def by(user, *boxes, **more):
+        return dict(_annotation(*boxes), completed_by=user, **more)
+
+    lesion, other = (10, 10, 20, 20, "BI-RADS 3"), (60, 60, 20, 20, "BI-RADS 4")
+    tasks = [{"id": 1, "annotations": [by(5, lesion, id=1), by(5, lesion, id=2), by({"id": 6}, other, id=3)]},
+             {"id": 2, "annotations": [by(5, other, id=4, updated_at="2026-12-06T08:00"),
+                                       by(5, lesion, id=5, updated_at="2026-12-06T07:00")]}]
+    one, two = convert(tasks, LABELS.category_of, 2, LABELS.from_name).tasks
+    assert one.status == "no_agreement" and one.annotators == 2
+    assert two.annotators == 1 and two.boxes == [Box(60, 60, 80, 80, "4")]   # the latest, not the last listed
+
+
 def test_a_rotated_rectangle_trains_as_the_upright_box_around_it():
     """Label Studio turns a rectangle clockwise about its top-left corner, in pixels: on a 200 x 100
     image, 20 % x 10 % (40 x 10 px) at (50 %, 20 %) turned 90 degrees stands 10 px wide, 40 px tall
