@@ -195,7 +195,8 @@ def holdout_metrics(model_dir: Path, holdout: list[ImageRecord], settings: Setti
 def held_out_metrics(out: Path, served: Serving, holdout: list[ImageRecord],
                      settings: Settings) -> tuple[dict, dict | None]:
     """The new version's metrics on the project's held-out tasks (stored in its folder) and the
-    served version's, where it has one that can still be evaluated (else None)."""
+    served version's (None where nothing is served; where it cannot be evaluated, why, so the
+    version's description says it was served without a comparison)."""
     from model.modeldir import update_metrics
 
     if not holdout:
@@ -207,9 +208,9 @@ def held_out_metrics(out: Path, served: Serving, holdout: list[ImageRecord],
         return metrics, None
     try:
         return metrics, holdout_metrics(served.path, holdout, settings)
-    except Exception:  # nothing to compare with: the served one is no yardstick
+    except Exception as exc:  # nothing to compare with: the served one is no yardstick
         log.exception("served version %s could not be evaluated", served.version)
-        return metrics, None
+        return metrics, {"not_evaluated": f"{exc.__class__.__name__}: {exc}"}
 
 
 def refusal(settings: Settings, new: dict, served: dict | None) -> str | None:

@@ -61,3 +61,27 @@ def test_a_job_without_enough_tasks_says_where_they_went(tmp_path, busbra_dir):
     assert str(refusal).startswith("0 usable annotated tasks of 5, MIN_ANNOTATIONS is ")
     assert "5 task images could not be downloaded, e.g. " in str(refusal) and "outside" in str(refusal)
     assert training.not_enough(records, facts, Settings(min_annotations=0)) is not None  # one at least
+
+
+def test_a_served_version_that_cannot_be_evaluated_is_named_where_the_comparison_would_be(
+        tmp_path, tiny_model, busbra_dir):
+    """The new version is served (the old one is no yardstick), and its description says why it
+    was served without a comparison."""
+    import shutil
+
+    from PIL import Image
+
+    from model.records import Box, ImageRecord
+    from model.registry import Serving
+
+    new, old = tmp_path / "new", tmp_path / "old"
+    shutil.copytree(tiny_model, new)
+    shutil.copytree(tiny_model, old)
+    (old / "model_final.pth").write_bytes(b"not a checkpoint")
+    path = busbra_dir / "Images" / "bus_0090-r.png"
+    width, height = Image.open(path).size
+    held = [ImageRecord("1", str(path), width, height, [Box(20, 20, 80, 80, "3")], split="holdout")]
+    settings = Settings(model_dir=tmp_path, bf16="false")
+    metrics, served = training.held_out_metrics(new, Serving("v-old", old), held, settings)
+    assert metrics["n_images"] == 1 and served["not_evaluated"].startswith("DataError: ")
+    assert training.refusal(settings, metrics, served) is None
