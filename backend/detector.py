@@ -19,7 +19,7 @@ from pathlib import Path
 
 from label_studio_ml.model import LabelStudioMLBase
 
-from backend.images import ImageError
+from backend.images import ImageError, through_label_studio
 from backend.labels import LabelMap, parse_label_config
 from backend.services import STARTER_PREFIX, Services
 from backend.settings import Settings
@@ -195,7 +195,7 @@ class BiradsDetector(LabelStudioMLBase):
         for task in tasks:
             data = task.get("data")
             if isinstance(data, dict) and data.get(self.labels.data_key):
-                references.append(data[self.labels.data_key])
+                references.append(through_label_studio(data[self.labels.data_key], task.get("id")))
             else:
                 references.append(ImageError(f"no '{self.labels.data_key}' image field in its data", 400))
         return references

@@ -13,6 +13,7 @@ applied) and DICOM.
 
 from __future__ import annotations
 
+import base64
 import http.client
 import io
 import ipaddress
@@ -112,6 +113,21 @@ def _addresses(host: str, port: int) -> list[str]:
     return list(dict.fromkeys(info[4][0] for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)))
 
 
+CLOUD_SCHEMES = ("s3:", "gs:", "azure-blob:")  # a project's cloud storage, as Label Studio writes tasks
+# Label Studio's own addresses, relative to it: uploads, local files, its storage proxy, presign
+LABEL_STUDIO_PATHS = ("/data/", "data/", "/tasks/", "/storage-data/")
+REDIRECTS, MAX_REDIRECTS = (301, 302, 303, 307, 308), 3
+
+
+def through_label_studio(reference: object, task_id: object) -> object:
+    """A task's image reference as the backend fetches it: a cloud storage URI (s3://, gs://,
+    azure-blob://) through Label Studio's presign endpoint for that task, which signs it with the
+    project's storage credentials; anything else as it is."""
+    if not isinstance(reference, str) or not reference.startswith(CLOUD_SCHEMES) or not isinstance(task_id, int):
+        return reference
+    return f"/tasks/{task_id}/presign/?fileuri={base64.urlsafe_b64encode(reference.encode()).decode()}"
+
+
 URL_SAFE = "/?&=%:@!$'()*+,;~[]"  # characters a request target keeps as they are (RFC 3986's reserved, and %)
 
 
@@ -154,7 +170,9 @@ class ImageFetcher:
     def fetch(self, reference: str) -> np.ndarray:
         if not isinstance(reference, str) or not reference:
             raise ImageError(f"image reference {reference!r} is empty or not a string", 400)
-        if reference.startswith("/data/"):  # Label Studio upload or local-files URL
+        if reference.startswith(CLOUD_SCHEMES):
+            raise ImageError(f"{reference}: a cloud storage URI is fetched through its task (no task id given)", 400)
+        if reference.startswith(LABEL_STUDIO_PATHS):  # upload, local-files, storage proxy, presign
             reference = urljoin(self.label_studio_url + "/", reference.lstrip("/"))
         try:
             parsed = urlparse(reference)
@@ -203,10 +221,13 @@ class ImageFetcher:
                                              "(ALLOW_PRIVATE_IMAGE_HOSTS is off)")
         return addresses[0]
 
-    def _download(self, url: str, parsed) -> bytes:
+    def _download(self, url: str, parsed, redirects: int = 0) -> bytes:
+        """``redirects``: how many Label Studio redirects led here (its presign endpoint sends the
+        browser, and us, to the storage's signed URL): Label Studio vouches for their host, which
+        therefore skips ALLOWED_IMAGE_HOSTS, but only its own host ever gets its key."""
         own = _host(parsed) == self.label_studio_host
         port = parsed.port or (443 if parsed.scheme == "https" else 80)
-        address = self._address(url, parsed, port, own)
+        address = self._address(url, parsed, port, own or redirects > 0)
         kind = _PinnedHTTPSConnection if parsed.scheme == "https" else _PinnedHTTPConnection
         connection = kind(parsed.hostname, port, address, self.timeout)
         headers = self._label_studio_headers(url) if own else {}  # never send Label Studio's key elsewhere
@@ -223,6 +244,13 @@ class ImageFetcher:
         try:
             connection.request("GET", target, headers=headers)
             response = connection.getresponse()
+            if response.status in REDIRECTS and own and response.getheader("Location"):
+                target = urljoin(url, response.getheader("Location"))
+                if redirects >= MAX_REDIRECTS or urlparse(target).scheme not in ("http", "https"):
+                    raise ImageError(f"{url}: too many redirects, or one to a non-HTTP address", 422)
+                watchdog.cancel()
+                connection.close()
+                return self._download(target, urlparse(target), redirects + 1)
             if response.status in (401, 403) and own:
                 raise ImageError(f"{url}: Label Studio refused the download (HTTP {response.status}): "
                                  "set LABEL_STUDIO_API_KEY to a valid token", 422)

@@ -25,7 +25,7 @@ from pathlib import Path
 from PIL import Image
 from rq import get_current_job
 
-from backend.images import ImageError
+from backend.images import ImageError, through_label_studio
 from backend.jobs import TrainingQueue
 from backend.labels import parse_label_config
 from backend.services import Services
@@ -71,8 +71,8 @@ def build_records(services: Services, project: int) -> tuple[list[ImageRecord], 
     folder = services.project_dir(project) / "images"
     folder.mkdir(parents=True, exist_ok=True)
     records, failed = [], {}
-    for task_id, labelled, image in _fetched(services, [(i, t, by_id[i]["data"].get(labels.data_key))
-                                                        for i, t in usable.items()]):
+    for task_id, labelled, image in _fetched(services, [(i, t, through_label_studio(by_id[i]["data"].get(
+                                                            labels.data_key), i)) for i, t in usable.items()]):
         if isinstance(image, ImageError):
             failed[task_id] = str(image)
             continue

@@ -1,5 +1,6 @@
 """Task image fetching: what is allowed, limits, formats (a real local HTTP server)."""
 
+import base64
 import http.server
 import io
 import socket
@@ -11,7 +12,7 @@ import pydicom
 import pytest
 from PIL import Image
 
-from backend.images import ImageError, ImageFetcher, decode
+from backend.images import ImageError, ImageFetcher, decode, through_label_studio
 from tests.bombs import dicom, png_claiming
 from tests.conftest import TLS
 
@@ -73,6 +74,55 @@ def test_names_as_typed_with_umlauts_and_spaces_are_percent_encoded(server):
     with pytest.raises(ImageError, match="HTTP 404"):  # an answer from the host, not a crash
         fetcher.fetch("/data/local-files/?d=scans/Müller ok.png")
     assert seen[-1]["target"] == "/data/local-files/?d=scans/M%C3%BCller%20ok.png"
+
+
+@pytest.fixture()
+def label_studio_with_cloud_storage(server):
+    """Label Studio's presign endpoint: redirects to the storage's signed URL (the `server`
+    fixture, a host no setting allows), or streams the image itself (its storage proxy)."""
+    storage, _ = server
+    seen = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            seen.append(dict(self.headers, target=self.path))
+            uri = base64.urlsafe_b64decode(self.path.split("fileuri=")[1]).decode() if "fileuri=" in self.path else ""
+            if uri == "s3://bucket/ok.png":
+                self.send_response(302)
+                self.send_header("Location", f"http://{storage}/bucket/ok.png?X-Amz-Signature=abc")
+            elif uri == "s3://bucket/loop.png":
+                self.send_response(302)
+                self.send_header("Location", self.path)
+            else:
+                self.send_response(200 if uri == "gs://bucket/proxied.png" else 404)
+            self.end_headers()
+            self.wfile.write(_png() if uri == "gs://bucket/proxied.png" else b"")
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"127.0.0.1:{httpd.server_address[1]}", seen
+    httpd.shutdown()
+
+
+def test_cloud_storage_images_come_through_label_studios_presign_endpoint(server, label_studio_with_cloud_storage):
+    _, storage_seen = server
+    host, seen = label_studio_with_cloud_storage
+    fetcher = ImageFetcher(f"http://{host}", lambda: {"Authorization": "Token secret"})
+    reference = through_label_studio("s3://bucket/ok.png", 7)
+    assert reference == f"/tasks/7/presign/?fileuri={base64.urlsafe_b64encode(b's3://bucket/ok.png').decode()}"
+    assert fetcher.fetch(reference).shape == (30, 40, 3)
+    assert seen[-1]["Authorization"] == "Token secret"          # Label Studio signs it for us
+    assert storage_seen[-1]["target"] == "/bucket/ok.png?X-Amz-Signature=abc"
+    assert "Authorization" not in storage_seen[-1]                # its key never goes to the storage
+    assert fetcher.fetch(through_label_studio("gs://bucket/proxied.png", 7)).shape == (30, 40, 3)
+    with pytest.raises(ImageError, match="too many redirects"):
+        fetcher.fetch(through_label_studio("s3://bucket/loop.png", 7))
+    with pytest.raises(ImageError, match="fetched through its task") as caught:
+        fetcher.fetch(through_label_studio("azure-blob://c/a.png", None))
+    assert caught.value.status == 400
 
 
 def test_refusals_and_failures(server, tmp_path):
