@@ -11,7 +11,8 @@ status. We keep RQ and write the small amount of bookkeeping ourselves:
   annotations later than that. Only enqueueing takes the project's lock (one job, never two); the
   job clears the key under that lock as its very first step, so a later request queues a new job.
 * ``birads:<queue>:project:<id>:training`` is held by the job that trains the project (a lock
-  that expires a minute after RQ's limit on its holder, so a killed worker's frees itself): with several
+  naming the job; a job waiting for it frees it once that job is no longer running, and it expires
+  a minute after RQ's limit on its holder in any case): with several
   workers a second job of the project waits for the first, then fine-tunes what it served, instead
   of training beside it from the same parent and racing it to the promotion.
 * ``birads:<queue>:project:<id>:changes`` counts annotation events since the served version; annotation
@@ -19,22 +20,24 @@ status. We keep RQ and write the small amount of bookkeeping ourselves:
 * ``birads:<queue>:project:<id>:taken`` holds, per running job, the changes it took when it
   started. A job that ends clears its entry (given back to ``changes`` if it failed); one killed
   outright (the kernel's out-of-memory killer, a SIGKILLed worker) cannot, so the next request
-  gives back the entries of jobs no longer running: their changes still count.
+  gives back the entries of jobs no longer running: their changes still count. "Running" is
+  RQ's word for it: the job started, on a worker whose key RQ still renews.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from redis import Redis
-from redis.exceptions import LockError
+from redis.exceptions import LockError, WatchError
 from rq import Queue
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
+from rq.worker import Worker
 
 from backend.settings import Settings
 
@@ -44,10 +47,7 @@ KEEP_RESULTS = 7 * 24 * 3600
 RECENT_JOBS = 50
 TRAIN_EVENTS = ("ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_DELETED", "START_TRAINING")
 WAITING = {JobStatus.QUEUED.value, JobStatus.DEFERRED.value, JobStatus.SCHEDULED.value}
-TRAINING_LOCK_MARGIN_S = 60  # past JOB_TIMEOUT, after which RQ has stopped the job that held it
-# a started job whose worker has not beaten for this long is dead: RQ's worker beats every 30 s
-# (job_monitoring_interval) while its job runs, and a SIGKILLed worker leaves the job "started"
-HEARTBEAT_STALE_S = 120
+TRAINING_LOCK_MARGIN_S = 60  # past RQ's limit on its holder, after which RQ has stopped that job
 
 
 class ProjectBusy(RuntimeError):
@@ -148,40 +148,59 @@ class TrainingQueue:
                             job_id.decode())
                 self._settle(project, job_id.decode(), give_back=True)
 
-    def _running(self, job_id: str) -> bool:
-        status, beat = self.redis.hmget(Job.key_for(job_id), "status", "last_heartbeat")
-        if not status or status.decode() != JobStatus.STARTED.value:
+    def _running(self, job_id: str) -> bool | None:
+        """Whether the job is running: started, on a worker whose key RQ still renews (a SIGKILLed
+        worker's expires within 90 s, by Redis's clock, whatever the machines' clocks say).
+        None: no such job (a token that names none)."""
+        status, worker = self.redis.hmget(Job.key_for(job_id), "status", "worker_name")
+        if status is None:
+            return None
+        if status.decode() != JobStatus.STARTED.value or not worker:
             return False
-        try:
-            beaten = datetime.fromisoformat(beat.decode().replace("Z", "+00:00")) if beat else None
-        except ValueError:
-            return True  # a heartbeat we cannot read: assume alive rather than count twice
-        if beaten is None:
-            return True
-        if beaten.tzinfo is None:
-            beaten = beaten.replace(tzinfo=UTC)
-        return (datetime.now(UTC) - beaten).total_seconds() < HEARTBEAT_STALE_S
+        return bool(self.redis.exists(Worker.redis_worker_namespace_prefix + worker.decode()))
 
     @contextmanager
-    def training(self, project: int, on_wait: Callable[[], None] = lambda: None) -> Iterator[None]:
+    def training(self, project: int, job_id: str | None = None,
+                 on_wait: Callable[[], None] = lambda: None) -> Iterator[None]:
         """Hold the project for a job's run (module docstring): wait while another job holds it,
-        calling ``on_wait`` first."""
+        calling ``on_wait`` first, for up to JOB_TIMEOUT; a holder that was killed is no holder."""
         timeout = self.settings.job_timeout
-        # it expires only after RQ has stopped its holder, however long that one waited first
-        lock = self.redis.lock(self._key(project, "training"), timeout=self.rq_timeout + TRAINING_LOCK_MARGIN_S,
-                               blocking_timeout=timeout, sleep=1)
-        if lock.locked():
-            log.info("project %s: waiting for its running training job", project)
-            on_wait()
-        if not lock.acquire():
-            raise ProjectBusy(f"project {project}: another training job held it for JOB_TIMEOUT={timeout} s")
+        # a fallback: it expires only after RQ has stopped its holder, however long that one waited
+        lock = self.redis.lock(self._key(project, "training"), timeout=self.rq_timeout + TRAINING_LOCK_MARGIN_S)
+        deadline, waited = time.monotonic() + timeout, False
+        while not lock.acquire(blocking=False, token=job_id):
+            if not waited:
+                log.info("project %s: waiting for its running training job", project)
+                on_wait()
+                waited = True
+            self._free_if_abandoned(project, lock.name)
+            if time.monotonic() > deadline:
+                raise ProjectBusy(f"project {project}: another training job held it for JOB_TIMEOUT={timeout} s")
+            time.sleep(1)
         try:
             yield
         finally:
             try:
                 lock.release()
-            except LockError:  # it expired first: the job outlived JOB_TIMEOUT, nothing to free
+            except LockError:  # it expired first: the job outlived RQ's limit, nothing to free
                 log.warning("project %s: the training lock had expired before the job ended", project)
+
+    def _free_if_abandoned(self, project: int, name: str) -> None:
+        """Delete the project's lock if the job holding it was killed (and only that holder's)."""
+        holder = self.redis.get(name)
+        if holder is None or self._running(holder.decode()) is not False:
+            return
+        with self.redis.pipeline() as pipe:
+            try:
+                pipe.watch(name)
+                if pipe.get(name) == holder:
+                    pipe.multi()
+                    pipe.delete(name)
+                    pipe.execute()
+                    log.warning("project %s: its training job %s was killed; the project is free", project,
+                                holder.decode())
+            except WatchError:  # taken or freed meanwhile: the next look decides
+                pass
 
     def recent_jobs(self, project: int) -> list[str]:
         return [j.decode() for j in self.redis.lrange(self._key(project, "jobs"), 0, RECENT_JOBS - 1)]

@@ -190,8 +190,8 @@ class Settings:
         "env": "WORKER_NICE",
         "doc": "niceness of the training worker: on a shared machine the server's requests come first"})
     job_timeout: int = field(default=6 * 3600, metadata={"env": "JOB_TIMEOUT",
-        "doc": "seconds a training job may run once it holds its project (and as long again waiting for the "
-               "project's running job)"})
+        "doc": "seconds a training job may wait for the project's running job; RQ stops a job after twice "
+               "this, so a wait never shortens a run below it"})
 
     @classmethod
     def from_env(cls) -> Settings:

@@ -243,7 +243,8 @@ def train_project(project: int) -> dict:
     finished = False
     try:
         waiting = partial(_report, "waiting for the project's running job")
-        with queue.training(project, waiting) if queue else nullcontext():  # one at a time, however many workers
+        # one at a time, however many workers
+        with queue.training(project, job.id, waiting) if queue else nullcontext():
             summary = _train(project, settings, services, job)
         finished = True
         return summary

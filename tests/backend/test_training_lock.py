@@ -7,7 +7,8 @@ import time
 from dataclasses import replace
 
 import pytest
-from rq import Queue
+from rq import Queue, Worker
+from rq.job import JobStatus
 
 from backend import training
 from backend.jobs import ProjectBusy, TrainingQueue
@@ -18,7 +19,7 @@ def test_a_projects_second_training_waits_for_the_first_and_other_projects_do_no
     waited, order = [], []
 
     def second() -> None:
-        with queue.training(7, lambda: waited.append(time.monotonic())):
+        with queue.training(7, on_wait=lambda: waited.append(time.monotonic())):
             order.append("second")
 
     with queue.training(7):
@@ -56,14 +57,18 @@ def test_a_job_finding_its_project_held_past_job_timeout_fails_without_training(
     assert not (short.model_dir / "project-7").exists()
 
 
+def _started_on(job, worker) -> None:
+    """The job as RQ leaves it running on ``worker`` (``worker`` None: one SIGKILLed since, whose
+    key has expired)."""
+    job.worker_name = worker.name if worker else "killed-worker"
+    job.set_status(JobStatus.STARTED)
+    job.save()
+
+
 def test_the_changes_a_job_took_count_again_when_it_fails_or_is_killed(settings, redis_conn):
     """RETRAIN_AFTER 3: two edits, then a job takes them. Finished: they are spent. Failed, or
-    killed outright (left "started" by a SIGKILLed worker, its heartbeat going stale): the next
-    edit finds them again and queues training."""
-    from datetime import UTC, datetime, timedelta
-
-    from rq.job import JobStatus
-
+    killed outright (left "started" by a SIGKILLed worker, whose key then expires): the next edit
+    finds them again and queues training."""
     queue = TrainingQueue(redis_conn, replace(settings, retrain_after=3))
 
     def job_taking_two_edits(project: int):
@@ -82,10 +87,35 @@ def test_the_changes_a_job_took_count_again_when_it_fails_or_is_killed(settings,
     assert queue.request(8, "ANNOTATION_CREATED", force=False)["status"] == "queued"
 
     killed = job_taking_two_edits(9)
-    killed.set_status(JobStatus.STARTED)
-    killed.heartbeat(datetime.now(UTC), ttl=60)
+    worker = Worker([queue.queue], connection=redis_conn)
+    worker.register_birth()
+    _started_on(killed, worker)
     assert queue.request(9, "ANNOTATION_CREATED", force=False)["status"] == "waiting"  # still running
-    killed.heartbeat(datetime.now(UTC) - timedelta(minutes=5), ttl=60)  # its worker stopped beating
+    worker.register_death()
+    redis_conn.delete(worker.key)  # what Redis does once a SIGKILLed worker stops renewing it
     assert queue.request(9, "ANNOTATION_CREATED", force=False)["status"] == "queued"   # 2 + 2 edits
     queue.ended(9, killed.id, finished=False)  # a job that comes back to life gives nothing twice
     assert int(redis_conn.get(queue._key(9, "changes"))) == 4
+
+
+def test_a_project_held_by_a_killed_job_is_freed_for_the_next(settings, redis_conn):
+    """A job SIGKILLed with its worker leaves the project's lock behind; the next job of the
+    project does not wait out the lock's expiry (RQ's limit, hours) once that job is not running."""
+    queue = TrainingQueue(redis_conn, replace(settings, job_timeout=3))
+    holder = queue.queue.enqueue("backend.training.train_project", 7)
+    worker = Worker([queue.queue], connection=redis_conn)
+    worker.register_birth()
+    _started_on(holder, worker)
+    with queue.training(7, holder.id):
+        with pytest.raises(ProjectBusy):  # a running holder is waited for
+            with queue.training(7, "the-next-job"):
+                pass
+    assert redis_conn.get(queue._key(7, "training")) is None  # released at its end
+    held = queue.training(7, holder.id)
+    held.__enter__()  # and now killed inside it: nothing releases the lock
+    _started_on(holder, None)
+    started = time.monotonic()
+    with queue.training(7, "the-next-job"):
+        assert redis_conn.get(queue._key(7, "training")) == b"the-next-job"
+    assert time.monotonic() - started < 3
+    worker.register_death()
