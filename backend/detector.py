@@ -200,9 +200,10 @@ class BiradsDetector(LabelStudioMLBase):
                 references.append(ImageError(f"no '{self.labels.data_key}' image field in its data", 400))
         return references
 
-    def predict(self, tasks: list[dict], **kwargs) -> list[dict]:
+    def predict(self, tasks: list[dict], started: float | None = None, **kwargs) -> list[dict]:
+        """``started``: when the request arrived (time.monotonic), which PREDICT_TIME_BUDGET counts from."""
         s = self.services.settings
-        started = time.monotonic()  # loading a newly served version counts against the budget too
+        started = time.monotonic() if started is None else started  # loading a version counts too
         version, predictor, lock = self.models.get(self.project)
         tasks, beyond = tasks[:s.max_tasks], tasks[s.max_tasks:]  # Label Studio sends the rest next time
         if beyond:
@@ -215,8 +216,9 @@ class BiradsDetector(LabelStudioMLBase):
         last_batch = 0.0
         for start in range(0, len(tasks), s.predict_batch):  # decode a batch at a time: bounded memory
             batch_started = time.monotonic()
-            # a batch is started only if one as long as the last still ends within the budget
-            if start and s.predict_time_budget and batch_started - started + last_batch > s.predict_time_budget:
+            # a batch is started only if one as long as the last still ends within the budget (the
+            # first, only if loading left any of it)
+            if s.predict_time_budget and batch_started - started + last_batch > s.predict_time_budget:
                 results += _deferred(tasks[start:], f"not reached within PREDICT_TIME_BUDGET="
                                                     f"{s.predict_time_budget:g} s", version)
                 log.warning("%d of %d tasks not reached within PREDICT_TIME_BUDGET=%g s; Label Studio asks for "

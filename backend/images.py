@@ -18,6 +18,7 @@ import http.client
 import io
 import ipaddress
 import logging
+import re
 import socket
 import ssl
 import time
@@ -115,8 +116,30 @@ def _addresses(host: str, port: int) -> list[str]:
 
 CLOUD_SCHEMES = ("s3:", "gs:", "azure-blob:")  # a project's cloud storage, as Label Studio writes tasks
 # Label Studio's own addresses, relative to it: uploads, local files, its storage proxy, presign
-LABEL_STUDIO_PATHS = ("/data/", "data/", "/tasks/", "/storage-data/")
+LABEL_STUDIO_PATHS = ("/data/", "/tasks/", "/storage-data/")
+# its endpoints that may redirect to a project's storage (the signed URL): the only redirects followed
+STORAGE_ENDPOINTS = ("/tasks/", "/storage-data/")
 REDIRECTS, MAX_REDIRECTS = (301, 302, 303, 307, 308), 3
+
+
+def _checked_url(url: str, status: int):
+    """``url`` parsed, or an ImageError with ``status`` if it cannot be trusted to say its host."""
+    try:
+        parsed = urlparse(url)
+        parsed.port  # noqa: B018  (raises on a malformed port)
+    except ValueError:
+        raise ImageError(f"{url}: malformed URL", status) from None
+    if parsed.username is not None or parsed.password is not None:
+        # http://allowed:x@other-host/ would otherwise be read as "allowed" by a careless check
+        raise ImageError(f"{url}: URLs with user information are refused", status)
+    return parsed
+
+
+def _request_target(parsed) -> str:
+    """Path and query as typed into a task (a patient's name with an umlaut, a space, a lone %)
+    percent-encoded, escapes already there kept."""
+    raw = (parsed.path or "/") + (f"?{parsed.query}" if parsed.query else "")
+    return quote(re.sub(r"%(?![0-9A-Fa-f]{2})", "%25", raw), safe=URL_SAFE)
 
 
 def through_label_studio(reference: object, task_id: object) -> object:
@@ -174,14 +197,7 @@ class ImageFetcher:
             raise ImageError(f"{reference}: a cloud storage URI is fetched through its task (no task id given)", 400)
         if reference.startswith(LABEL_STUDIO_PATHS):  # upload, local-files, storage proxy, presign
             reference = urljoin(self.label_studio_url + "/", reference.lstrip("/"))
-        try:
-            parsed = urlparse(reference)
-            parsed.port  # noqa: B018  (raises on a malformed port)
-        except ValueError:
-            raise ImageError(f"{reference}: malformed URL", 400) from None
-        if parsed.username is not None or parsed.password is not None:
-            # http://allowed:x@other-host/ would otherwise be read as "allowed" by a careless check
-            raise ImageError(f"{reference}: URLs with user information are refused", 400)
+        parsed = _checked_url(reference, 400)
         if parsed.scheme in ("http", "https"):
             return decode(self._download(reference, parsed), reference, self.max_pixels)
         if parsed.scheme in ("", "file"):
@@ -205,10 +221,11 @@ class ImageFetcher:
         log.warning("%s: %s", url, why)  # the detail stays in our log
         return ImageError(f"{url}: {UNREACHABLE}", 502)
 
-    def _address(self, url: str, parsed, port: int, own: bool) -> str:
-        """The checked address to connect to; the same error for a refused host and a dead one."""
+    def _address(self, url: str, parsed, port: int, own: bool, vouched: bool = False) -> str:
+        """The checked address to connect to; the same error for a refused host and a dead one.
+        ``vouched``: Label Studio sent us there (ALLOWED_IMAGE_HOSTS is not asked; the address is)."""
         name = (parsed.hostname or "").lower()
-        if not own and name not in self.allowed_hosts and _host(parsed) not in self.allowed_hosts:
+        if not own and not vouched and name not in self.allowed_hosts and _host(parsed) not in self.allowed_hosts:
             raise self._unreachable(url, "host neither Label Studio's nor in ALLOWED_IMAGE_HOSTS")
         try:
             addresses = _addresses(name, port)
@@ -221,36 +238,37 @@ class ImageFetcher:
                                              "(ALLOW_PRIVATE_IMAGE_HOSTS is off)")
         return addresses[0]
 
-    def _download(self, url: str, parsed, redirects: int = 0) -> bytes:
-        """``redirects``: how many Label Studio redirects led here (its presign endpoint sends the
-        browser, and us, to the storage's signed URL): Label Studio vouches for their host, which
-        therefore skips ALLOWED_IMAGE_HOSTS, but only its own host ever gets its key."""
+    def _download(self, url: str, parsed, deadline: float | None = None, redirects: int = 0) -> bytes:
+        """Within FETCH_TIMEOUT from the first request to the last byte, redirects included.
+        ``redirects``: how many led here. Only Label Studio's storage endpoints are followed (its
+        presign endpoint sends the browser, and us, to the storage's signed URL): that host skips
+        ALLOWED_IMAGE_HOSTS, not the private-address check, and only Label Studio's own host ever
+        gets its key."""
+        deadline = time.monotonic() + self.timeout if deadline is None else deadline
         own = _host(parsed) == self.label_studio_host
         port = parsed.port or (443 if parsed.scheme == "https" else 80)
-        address = self._address(url, parsed, port, own or redirects > 0)
+        address = self._address(url, parsed, port, own, vouched=redirects > 0)
         kind = _PinnedHTTPSConnection if parsed.scheme == "https" else _PinnedHTTPConnection
-        connection = kind(parsed.hostname, port, address, self.timeout)
+        connection = kind(parsed.hostname, port, address, max(0.1, deadline - time.monotonic()))
         headers = self._label_studio_headers(url) if own else {}  # never send Label Studio's key elsewhere
-        # as typed into a task (a patient's name with an umlaut, a space): percent-encoded, escapes kept
-        target = quote((parsed.path or "/") + (f"?{parsed.query}" if parsed.query else ""), safe=URL_SAFE)
-        started = time.monotonic()
         try:
             connection.connect()
         except (OSError, ssl.SSLError) as exc:
             connection.close()
             raise self._unreachable(url, f"connection failed ({exc})") from None
-        watchdog = Watchdog(connection.sock, max(0.0, self.timeout - (time.monotonic() - started)),
-                            socket.SHUT_RDWR)
+        watchdog = Watchdog(connection.sock, max(0.0, deadline - time.monotonic()), socket.SHUT_RDWR)
         try:
-            connection.request("GET", target, headers=headers)
+            connection.request("GET", _request_target(parsed), headers=headers)
             response = connection.getresponse()
-            if response.status in REDIRECTS and own and response.getheader("Location"):
-                target = urljoin(url, response.getheader("Location"))
-                if redirects >= MAX_REDIRECTS or urlparse(target).scheme not in ("http", "https"):
-                    raise ImageError(f"{url}: too many redirects, or one to a non-HTTP address", 422)
+            location = response.getheader("Location")
+            if response.status in REDIRECTS and own and parsed.path.startswith(STORAGE_ENDPOINTS) and location:
+                target = urljoin(url, location)
+                checked = _checked_url(target, 502)
+                if redirects >= MAX_REDIRECTS or checked.scheme not in ("http", "https"):
+                    raise ImageError(f"{url}: too many redirects, or one to a non-HTTP address", 502)
                 watchdog.cancel()
                 connection.close()
-                return self._download(target, urlparse(target), redirects + 1)
+                return self._download(target, checked, deadline, redirects + 1)
             if response.status in (401, 403) and own:
                 raise ImageError(f"{url}: Label Studio refused the download (HTTP {response.status}): "
                                  "set LABEL_STUDIO_API_KEY to a valid token", 422)

@@ -79,6 +79,8 @@ def parse_label_config(config: str) -> LabelMap:
             for category in _categories_of_label(text, label.attr):
                 to_label.setdefault(category, text)
                 to_category.setdefault(text, category)
+                # annotations made before the alias was added carry the value
+                to_category.setdefault(label.attr.get("value") or text, category)
         if not to_label:
             without_birads.append(control.name)
             continue

@@ -110,8 +110,8 @@ class Settings:
         "env": "ALLOWED_IMAGE_HOSTS", "doc": "comma-separated hosts images may come from, besides Label Studio's"})
     allow_private_image_hosts: bool = field(default=False, metadata={
         "env": "ALLOW_PRIVATE_IMAGE_HOSTS",
-        "doc": "let ALLOWED_IMAGE_HOSTS resolve to private, loopback or link-local addresses (Label Studio's "
-               "own host always may)"})
+        "doc": "let ALLOWED_IMAGE_HOSTS, and the cloud storage Label Studio's presign endpoint redirects to, "
+               "resolve to private, loopback or link-local addresses (Label Studio's own host always may)"})
     local_files_root: Path | None = field(default=None, metadata={
         "env": "LOCAL_FILES_ROOT", "doc": "task images given as local paths must lie under this folder"})
     max_image_bytes: int = field(default=50_000_000, metadata={

@@ -29,6 +29,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from math import cos, radians, sin
 
 from model.records import MATCH_IOU, Box
@@ -166,6 +167,15 @@ def _annotator(annotation: dict) -> object:
     return who.get("id") if isinstance(who, dict) else who
 
 
+def _moment(stamp: object) -> datetime:
+    """An ISO time as Label Studio writes it ("...Z", with or without fractions), or the earliest."""
+    try:
+        moment = datetime.fromisoformat(str(stamp).replace("Z", "+00:00"))
+    except ValueError:
+        return datetime.min.replace(tzinfo=UTC)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
 def _one_per_annotator(annotations: list[dict]) -> list[dict]:
     """Each annotator's ground truth or latest annotation (by update time, then id); annotations
     that name no annotator are each their own."""
@@ -173,7 +183,7 @@ def _one_per_annotator(annotations: list[dict]) -> list[dict]:
     for number, annotation in enumerate(annotations):
         who = _annotator(annotation)
         key = ("unnamed", number) if who is None else who
-        rank = (bool(annotation.get("ground_truth")), str(annotation.get("updated_at") or ""),
+        rank = (bool(annotation.get("ground_truth")), _moment(annotation.get("updated_at")),
                 annotation.get("id") if isinstance(annotation.get("id"), int) else -1)
         if key not in kept or rank >= kept[key][0]:
             kept[key] = (rank, annotation)

@@ -74,6 +74,9 @@ def test_names_as_typed_with_umlauts_and_spaces_are_percent_encoded(server):
     with pytest.raises(ImageError, match="HTTP 404"):  # an answer from the host, not a crash
         fetcher.fetch("/data/local-files/?d=scans/Müller ok.png")
     assert seen[-1]["target"] == "/data/local-files/?d=scans/M%C3%BCller%20ok.png"
+    with pytest.raises(ImageError, match="HTTP 404"):
+        fetcher.fetch("/data/upload/1/50% off.png")
+    assert seen[-1]["target"] == "/data/upload/1/50%25%20off.png"  # a lone % is a character
 
 
 @pytest.fixture()
@@ -93,6 +96,12 @@ def label_studio_with_cloud_storage(server):
             elif uri == "s3://bucket/loop.png":
                 self.send_response(302)
                 self.send_header("Location", self.path)
+            elif uri == "s3://bucket/malformed.png":
+                self.send_response(302)
+                self.send_header("Location", "http://storage:abc/x.png")
+            elif self.path.startswith("/data/upload/"):  # not a storage endpoint: never followed
+                self.send_response(302)
+                self.send_header("Location", f"http://{storage}/ok.png")
             else:
                 self.send_response(200 if uri == "gs://bucket/proxied.png" else 404)
             self.end_headers()
@@ -110,7 +119,8 @@ def label_studio_with_cloud_storage(server):
 def test_cloud_storage_images_come_through_label_studios_presign_endpoint(server, label_studio_with_cloud_storage):
     _, storage_seen = server
     host, seen = label_studio_with_cloud_storage
-    fetcher = ImageFetcher(f"http://{host}", lambda: {"Authorization": "Token secret"})
+    # the storage is at a private address here, as an on-premises MinIO would be
+    fetcher = ImageFetcher(f"http://{host}", lambda: {"Authorization": "Token secret"}, allow_private=True)
     reference = through_label_studio("s3://bucket/ok.png", 7)
     assert reference == f"/tasks/7/presign/?fileuri={base64.urlsafe_b64encode(b's3://bucket/ok.png').decode()}"
     assert fetcher.fetch(reference).shape == (30, 40, 3)
@@ -120,6 +130,14 @@ def test_cloud_storage_images_come_through_label_studios_presign_endpoint(server
     assert fetcher.fetch(through_label_studio("gs://bucket/proxied.png", 7)).shape == (30, 40, 3)
     with pytest.raises(ImageError, match="too many redirects"):
         fetcher.fetch(through_label_studio("s3://bucket/loop.png", 7))
+    with pytest.raises(ImageError, match="malformed URL") as caught:   # the image fails, not the request
+        fetcher.fetch(through_label_studio("s3://bucket/malformed.png", 7))
+    assert caught.value.status == 502
+    with pytest.raises(ImageError, match="HTTP 302"):                 # an upload's redirect is not followed
+        fetcher.fetch("/data/upload/1/moved.png")
+    strict = ImageFetcher(f"http://{host}", lambda: {"Authorization": "Token secret"})
+    with pytest.raises(ImageError, match="not allowed or not reachable"):  # the address is still checked
+        strict.fetch(reference)
     with pytest.raises(ImageError, match="fetched through its task") as caught:
         fetcher.fetch(through_label_studio("azure-blob://c/a.png", None))
     assert caught.value.status == 400

@@ -43,6 +43,7 @@ def test_a_label_with_an_alias_keeps_its_category_and_is_written_by_its_alias():
     """Label Studio writes a label's alias into results: the category comes from its value."""
     labels = parse_label_config(_config('<Label value="BI-RADS 3" alias="b3"/><Label value="BI-RADS 5"/>'))
     assert labels.label_for("3") == "b3" and labels.category_of("b3") == "3"
+    assert labels.category_of("BI-RADS 3") == "3"   # annotated before the alias was added
     assert labels.label_for("5") == "BI-RADS 5"
 
 
@@ -125,11 +126,14 @@ def test_an_annotator_with_two_annotations_of_a_task_counts_once():
 
     lesion, other = (10, 10, 20, 20, "BI-RADS 3"), (60, 60, 20, 20, "BI-RADS 4")
     tasks = [{"id": 1, "annotations": [by(5, lesion, id=1), by(5, lesion, id=2), by({"id": 6}, other, id=3)]},
-             {"id": 2, "annotations": [by(5, other, id=4, updated_at="2026-12-06T08:00"),
-                                       by(5, lesion, id=5, updated_at="2026-12-06T07:00")]}]
-    one, two = convert(tasks, LABELS.category_of, 2, LABELS.from_name).tasks
+             {"id": 2, "annotations": [by(5, other, id=4, updated_at="2026-12-06T08:00:00.500000Z"),
+                                       by(5, lesion, id=5, updated_at="2026-12-06T08:00:00Z")]}]
+    tasks.append({"id": 3, "annotations": [by(5, lesion, id=6, ground_truth=True), by(5, other, id=7),
+                                           by(6, other, id=8)]})
+    one, two, three = convert(tasks, LABELS.category_of, 2, LABELS.from_name).tasks
     assert one.status == "no_agreement" and one.annotators == 2
     assert two.annotators == 1 and two.boxes == [Box(60, 60, 80, 80, "4")]   # the latest, not the last listed
+    assert three.boxes == [Box(10, 10, 30, 30, "3")]                         # their ground truth wins
 
 
 def test_a_rotated_rectangle_trains_as_the_upright_box_around_it():
