@@ -50,7 +50,20 @@ def _everything(args: argparse.Namespace):
     from model import datasets
 
     records = datasets.load(args.data, args.image_root)
+    _splits_found(records, args)
     return datasets.coarse(records) if args.coarse else records
+
+
+def _splits_found(records, args: argparse.Namespace) -> None:
+    """Refuse a split name the data does not hold (a typo, or a fold the publisher's table lacks):
+    the run would quietly train or score on less than it says."""
+    from model.datasets import SplitsNotFound
+
+    found = {r.split for r in records}
+    named = [*(args.splits or ()), *(args.exclude_splits or ()), *(getattr(args, "holdout_splits", None) or ())]
+    if missing := list(dict.fromkeys(s for s in named if s not in found)):
+        raise SplitsNotFound(f"{args.data} has no images in {', '.join(missing)} "
+                             f"(its splits: {', '.join(sorted(map(str, found)))})")
 
 
 def _records(args: argparse.Namespace):
@@ -345,11 +358,18 @@ def _train_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--extra", nargs="*", help="detectron2 overrides: KEY VALUE ...")
 
 
+class _Parser(argparse.ArgumentParser):
+    """No abbreviated options: ``--out`` on a command without it must not be read as ``--outline-loss``."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, allow_abbrev=False, **kwargs)
+
+
 def parser() -> argparse.ArgumentParser:
     from model.evaluation.evaluate import DISPLAYS
 
-    root = argparse.ArgumentParser(prog="birads", description=__doc__)
-    commands = root.add_subparsers(dest="command", required=True)
+    root = _Parser(prog="birads", description=__doc__)
+    commands = root.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = commands.add_parser("import", help="convert a dataset to Label Studio and COCO JSON")
     _add_data(p)
@@ -470,7 +490,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         args.run(args)
-    except (DataError, UnknownCategory, FileNotFoundError) as exc:
+    except (DataError, UnknownCategory, OSError) as exc:  # OSError: a path that cannot be used, a full disk
         print(f"birads {args.command}: error: {exc}", file=sys.stderr)
         return 2
     return 0

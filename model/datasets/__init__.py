@@ -30,12 +30,13 @@ def load(spec: str, image_root: Path | None = None) -> list[ImageRecord]:
     fmt, sep, path = spec.partition(":")
     if not sep or fmt not in FORMATS or not path:
         raise DataError(f"--data {spec!r}: expected FORMAT:PATH with FORMAT one of {', '.join(FORMATS)}")
-    if not Path(path).exists():
+    folder = Path(path).expanduser()  # the shell leaves the ~ of "busbra:~/data" as it is
+    if not folder.exists():
         raise DataError(f"{path}: not found")
     try:
         if fmt == "labelstudio":
-            return load_labelstudio(Path(path), image_root)
-        return FORMATS[fmt](Path(path))
+            return load_labelstudio(folder, image_root and Path(image_root).expanduser())
+        return FORMATS[fmt](folder)
     except DataError:
         raise
     except (KeyError, TypeError, ValueError) as exc:  # files written by hand, truncated JSON

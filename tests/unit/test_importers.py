@@ -312,8 +312,35 @@ def test_holdout_splits_never_train(busbra_dir):
     assert holdout and {r.split for r in holdout} == {"fold4"}
     assert training and "fold4" not in {r.split for r in training}
     args.holdout_splits = ["fold9"]
-    with pytest.raises(DataError, match="no images in --holdout-splits fold9"):
+    with pytest.raises(datasets.SplitsNotFound, match=r"has no images in fold9 \(its splits: fold1"):
         _training_and_holdout(args)
+
+
+@pytest.mark.parametrize("option", ["--splits", "--exclude-splits"])
+def test_a_split_name_the_data_does_not_hold_is_refused_not_ignored(busbra_dir, tmp_path, capsys, option):
+    """A typo, or the publisher's 5-fold table where a 4-fold one was meant: the import would
+    quietly hold less, or more, than it says."""
+    assert birads(["import", "--data", f"busbra:{busbra_dir}", option, "fold2", "fold99",
+                   "--out", str(tmp_path / "out")]) == 2
+    assert "has no images in fold99" in capsys.readouterr().err and not (tmp_path / "out").exists()
+
+
+def test_a_home_folder_in_data_is_expanded(busbra_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(busbra_dir.parent))
+    assert datasets.load(f"busbra:~/{busbra_dir.name}") == datasets.load(f"busbra:{busbra_dir}")
+
+
+def test_an_out_folder_that_cannot_be_made_is_an_error_not_a_traceback(busbra_dir, tmp_path, capsys):
+    (tmp_path / "a-file").write_text("")
+    assert birads(["import", "--data", f"busbra:{busbra_dir}", "--out", str(tmp_path / "a-file" / "out")]) == 2
+    assert "birads import: error:" in capsys.readouterr().err
+
+
+def test_abbreviated_options_are_not_read_as_another_option():
+    from model.cli import parser
+
+    with pytest.raises(SystemExit):  # --out is no option of box-classifier, not its --outline-loss
+        parser().parse_args(["box-classifier", "--data", "busbra:x", "--model", "m", "--out", "1"])
 
 
 def test_load_splits_names_a_split_the_data_does_not_hold(busbra_dir):
@@ -348,7 +375,7 @@ def test_simulate_refuses_resume_it_cannot_honour(capsys):
 
 
 def test_simulate_names_a_replay_split_the_replay_data_does_not_hold(tmp_path, busbra_dir, breast_dir, capsys):
-    assert birads(["simulate", "--data", f"breast:{breast_dir}", "--holdout-splits", "part2",
+    assert birads(["simulate", "--data", f"breast:{breast_dir}", "--holdout-splits", "part1",
                    "--out", str(tmp_path / "o"), "--replay-data", f"busbra:{busbra_dir}",
                    "--replay-splits", "fold1", "fold9"]) == 2
     assert "has no images in fold9" in capsys.readouterr().err
