@@ -5,9 +5,21 @@ from __future__ import annotations
 
 import sys
 
+BACKEND_COMMANDS = {
+    "serve": "run the backend for Label Studio (gunicorn; settings from the environment, README)",
+    "worker": "run the RQ training worker (settings from the environment: REDIS_URL, MODEL_DIR, ...)",
+    "promote": "serve a project's version by hand (birads promote --help)",
+}
+HELP = ("-h", "--help")
+
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] in (["worker"], ["serve"]) and any(a in HELP for a in argv[1:]):
+        print(f"usage: birads {argv[0]}\n\n{BACKEND_COMMANDS[argv[0]]}; it takes no options")
+        return 0
+    if not argv or argv[0] in HELP:
+        print("backend commands:\n" + "".join(f"  {name:9} {text}\n" for name, text in BACKEND_COMMANDS.items()))
     if argv[:1] == ["worker"]:
         from backend.worker import main as worker
 

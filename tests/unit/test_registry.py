@@ -185,3 +185,15 @@ def test_a_version_its_job_never_described_says_why_it_is_not_served(tmp_path):
                                    "refused": "incomplete: its training job stopped before describing it"}
     registry.describe("v1", parent=None)
     assert "refused" not in registry.info("v1")
+
+
+def test_birads_help_names_the_backend_commands_and_worker_help_starts_nothing(capsys, monkeypatch):
+    from backend.cli import main
+
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    assert main(["worker", "--help"]) == 0  # a worker would refuse to start without REDIS_URL
+    assert capsys.readouterr().out.startswith("usage: birads worker")
+    with pytest.raises(SystemExit):  # argparse's own help for the model's commands follows
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert "backend commands:" in out and "promote" in out and "simulate" in out
