@@ -6,6 +6,8 @@ import io
 import socket
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import pydicom
@@ -26,6 +28,22 @@ def _png(size=(40, 30), mode="L", noise=False) -> bytes:
     return buffer.getvalue()
 
 
+class _Quiet(http.server.BaseHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@contextmanager
+def _served(handler: type) -> Iterator[str]:
+    """"host:port" of a local HTTP server answering with ``handler``, for the block's duration."""
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield f"127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+
+
 @pytest.fixture(scope="module")
 def server():
     """Serves /ok.png, /big.png, /text; records request headers."""
@@ -33,7 +51,7 @@ def server():
     files = {"/ok.png": _png(), "/big.png": _png((200, 100), noise=True), "/text": b"<html>hello</html>",
              "/M%C3%BCller%20ok.png": _png()}
 
-    class Handler(http.server.BaseHTTPRequestHandler):
+    class Handler(_Quiet):
         def do_GET(self):  # noqa: N802
             seen.append(dict(self.headers, target=self.path))
             name = "/" + self.path.split("?")[0].rsplit("/", 1)[-1]
@@ -42,13 +60,8 @@ def server():
             self.end_headers()
             self.wfile.write(body or b"")
 
-        def log_message(self, *args):
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"127.0.0.1:{httpd.server_address[1]}", seen
-    httpd.shutdown()
+    with _served(Handler) as host:
+        yield host, seen
 
 
 def test_label_studio_urls_carry_the_key_other_hosts_do_not(server):
@@ -86,7 +99,7 @@ def label_studio_with_cloud_storage(server):
     storage, _ = server
     seen = []
 
-    class Handler(http.server.BaseHTTPRequestHandler):
+    class Handler(_Quiet):
         def do_GET(self):  # noqa: N802
             seen.append(dict(self.headers, target=self.path))
             uri = base64.urlsafe_b64decode(self.path.split("fileuri=")[1]).decode() if "fileuri=" in self.path else ""
@@ -107,13 +120,8 @@ def label_studio_with_cloud_storage(server):
             self.end_headers()
             self.wfile.write(_png() if uri == "gs://bucket/proxied.png" else b"")
 
-        def log_message(self, *args):
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"127.0.0.1:{httpd.server_address[1]}", seen
-    httpd.shutdown()
+    with _served(Handler) as host:
+        yield host, seen
 
 
 def test_cloud_storage_images_come_through_label_studios_presign_endpoint(server, label_studio_with_cloud_storage):
