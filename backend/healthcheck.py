@@ -57,7 +57,8 @@ def healthy(port: int, user: str = "", password: str = "", host: str = "127.0.0.
 def main() -> int:
     host, port, user, password, cert = (os.environ.get(name, default) for name, default in NEEDED.values())
     hosts = LOOPBACKS.get(host.strip("[]"), (host,))
-    return 0 if any(healthy(int(port), user, password, host=h, tls=bool(cert)) for h in hosts) else 1
+    port = int(port or 9090)  # empty, as compose passes an unset one: the server's default too
+    return 0 if any(healthy(port, user, password, host=h, tls=bool(cert)) for h in hosts) else 1
 
 
 if __name__ == "__main__":

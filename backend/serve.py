@@ -45,14 +45,25 @@ def gunicorn_command(settings: Settings) -> list[str]:
     return command + ["backend.app:create_app()"]
 
 
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m backend.serve", description=__doc__.split("\n\n")[0])
     parser.add_argument("--server-only", action="store_true",
                         help="become gunicorn alone (no worker, no embedded Redis): the Docker image's server")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = Settings.from_env()
-    settings.check_tls()
+    try:
+        settings = Settings.from_env()
+        settings.check_tls()
+    except ValueError as exc:  # a setting or a certificate that cannot serve: one line, not a traceback
+        print(f"backend not started: {exc}", file=sys.stderr)
+        sys.exit(2)
+    if not settings.basic_auth_user and settings.bind_host not in LOOPBACK_HOSTS:
+        log.warning("no BASIC_AUTH_USER/BASIC_AUTH_PASS: anyone who reaches %s:%d can predict, train and read the "
+                    "status page (set both, and the same in Label Studio's model settings)", settings.bind_host,
+                    settings.port)
     if args.server_only:
         command = gunicorn_command(settings)
         os.execv(command[0], command)

@@ -199,8 +199,8 @@ class Settings:
         for f in fields(cls):
             raw = os.environ.get(f.metadata["env"])
             kind = f.type if isinstance(f.type, str) else f.type.__name__
-            if raw is None or (not raw and kind.startswith(("int", "float", "bool"))):
-                continue  # unset, or empty (compose passes `${X:-}` through): the default
+            if not raw:
+                continue  # unset, or empty (compose passes every setting as `${X:-}`): the default
             values[f.name] = _convert(raw, kind, f.metadata["env"])
         return cls(**values)
 
@@ -241,6 +241,8 @@ class Settings:
             raise ValueError(f"HOLDOUT_FRACTION={self.holdout_fraction} must be in [0, 1)")
         if (self.tls_cert_file is None) != (self.tls_key_file is None):
             raise ValueError("TLS_CERT_FILE and TLS_KEY_FILE go together: set both (HTTPS) or neither (HTTP)")
+        if bool(self.basic_auth_user) != bool(self.basic_auth_pass):  # one alone left the door open
+            raise ValueError("BASIC_AUTH_USER and BASIC_AUTH_PASS go together: set both (basic auth) or neither")
 
     def check_tls(self) -> None:
         """Refuse, before serving, a certificate and key gunicorn could not serve (it would fail on
@@ -255,8 +257,10 @@ class Settings:
             ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
                 self.tls_cert_file, self.tls_key_file, password=encrypted)
         except (OSError, ssl.SSLError, ValueError) as exc:
+            hint = (" (does TLS_CERT_FILE hold the certificate, PEM, and TLS_KEY_FILE its private key?)"
+                    if isinstance(exc, ssl.SSLError) else "")
             raise ValueError(f"TLS_CERT_FILE={self.tls_cert_file} with TLS_KEY_FILE={self.tls_key_file} "
-                             f"cannot be served: {exc}") from None
+                             f"cannot be served: {exc}{hint}") from None
 
     @property
     def scheme(self) -> str:

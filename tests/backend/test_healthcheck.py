@@ -60,3 +60,12 @@ def test_health_check_of_a_server_on_every_interface_asks_the_loopback(settings,
             assert main() == 0, host
         monkeypatch.setenv("BIND_HOST", "192.0.2.1")  # an address this machine does not have
         assert main() == 1
+
+
+def test_an_empty_port_is_the_servers_default_not_a_crash(monkeypatch, capsys):
+    """compose passes an unset PORT as empty; the server reads that as 9090, and so must the check."""
+    from backend.healthcheck import main
+
+    monkeypatch.setenv("PORT", "")
+    monkeypatch.setenv("BIND_HOST", "192.0.2.1")  # nothing answers there: unhealthy, said in one line
+    assert main() == 1 and "unhealthy" in capsys.readouterr().err

@@ -65,6 +65,28 @@ def test_compose_file_is_valid_and_has_every_service():
     assert all(service["restart"] == "unless-stopped" for service in config["services"].values())
 
 
+CONTAINERS_OWN = {"BIND_HOST", "PORT", "LOCAL_FILES_ROOT"}  # fixed by the image and its port mapping
+SERVER_ONLY = {"TLS_CERT_FILE", "TLS_KEY_FILE", "WORKERS", "THREADS"}  # never where images are decoded for training
+
+
+def test_every_setting_reaches_the_containers_and_empty_ones_are_their_defaults():
+    """A setting the README documents (ALLOW_PRIVATE_IMAGE_HOSTS for an on-premises MinIO, say)
+    must reach the backend set in the shell or docker/.env; unset, it arrives empty: its default."""
+    from dataclasses import fields
+
+    from backend.settings import Settings
+
+    done = _config(SECRETS | {"ALLOW_PRIVATE_IMAGE_HOSTS": "true", "WORKERS": "3"})
+    assert done.returncode == 0, done.stderr
+    services = yaml.safe_load(done.stdout)["services"]
+    names = {f.metadata["env"] for f in fields(Settings)} - CONTAINERS_OWN
+    backend, worker = services["backend"]["environment"], services["worker"]["environment"]
+    assert names <= set(backend) and names - SERVER_ONLY <= set(worker)
+    assert not SERVER_ONLY & set(worker)
+    assert backend["ALLOW_PRIVATE_IMAGE_HOSTS"] == worker["ALLOW_PRIVATE_IMAGE_HOSTS"] == "true"
+    assert backend["WORKERS"] == "3" and backend["SHOW_BOXES"] in ("", None)
+
+
 def test_compose_serves_https_and_label_studio_trusts_its_authority_when_given():
     tls = {"TLS_CERT_FILE": "/tls/server.pem", "TLS_KEY_FILE": "/tls/server.key",
            "LABEL_STUDIO_CA_BUNDLE": "/ca/bundle.pem"}

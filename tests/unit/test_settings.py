@@ -88,6 +88,28 @@ def test_https_needs_a_certificate_and_its_key_that_can_be_served(monkeypatch):
     assert s.scheme == "https" and s.tls_key_file == TLS / "server.key"
 
 
+def test_a_certificate_and_key_given_the_wrong_way_round_stop_the_server_with_one_line(monkeypatch, capsys):
+    from backend.serve import main
+
+    monkeypatch.setenv("TLS_CERT_FILE", str(TLS / "server.key"))
+    monkeypatch.setenv("TLS_KEY_FILE", str(TLS / "server.pem"))
+    with pytest.raises(SystemExit) as stopped:
+        main(["--server-only"])
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err.startswith("backend not started: TLS_CERT_FILE=")
+
+
+@pytest.mark.parametrize("given", [{"BASIC_AUTH_USER": "pm"}, {"BASIC_AUTH_PASS": "secret"}])
+def test_basic_auth_needs_its_user_and_its_password(monkeypatch, given):
+    """With the password alone every request passed; with the user alone, an empty password did."""
+    for name in ("BASIC_AUTH_USER", "BASIC_AUTH_PASS"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in given.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ValueError, match="BASIC_AUTH_USER and BASIC_AUTH_PASS go together"):
+        Settings.from_env()
+
+
 def test_the_server_command_listens_where_asked_and_over_https_with_a_certificate():
     from backend.serve import gunicorn_command
 
@@ -123,10 +145,11 @@ def test_a_job_that_fine_tunes_runs_the_gentle_schedule_and_a_first_training_the
     assert train_settings(Settings.from_env(), "", fine_tune=False).frozen == ()  # a first training holds nothing
 
 
-def test_an_empty_number_is_its_default_as_compose_passes_an_unset_one(monkeypatch):
-    monkeypatch.setenv("REPLAY_RATIO", "")
-    monkeypatch.setenv("PORT", "")
-    assert (Settings.from_env().replay_ratio, Settings.from_env().port) == (Settings().replay_ratio, 9090)
+def test_an_empty_setting_is_its_default_as_compose_passes_an_unset_one(monkeypatch):
+    """docker/docker-compose.yml passes every setting as `${X:-}`: empty must mean "not set"."""
+    for field in fields(Settings):
+        monkeypatch.setenv(field.metadata["env"], "")
+    assert Settings.from_env() == Settings()
 
 
 def test_a_fine_tuning_job_replays_the_starters_data_where_it_is_given(monkeypatch, busbra_dir):
