@@ -69,7 +69,10 @@ def _splits_found(records, args: argparse.Namespace) -> None:
 def _records(args: argparse.Namespace):
     from model import datasets
 
-    records = datasets.select(_everything(args), args.splits, args.exclude_splits)
+    everything = _everything(args)
+    if not everything:
+        raise DataError(f"{args.data}: no images found (is its images folder, or its table, empty?)")
+    records = datasets.select(everything, args.splits, args.exclude_splits)
     if not records:
         raise DataError(f"{args.data}: no images left after choosing splits")
     return records

@@ -146,10 +146,13 @@ def load_labelstudio(path: Path, image_root: Path | None = None,
         image_path = _existing(resolve_task_image(url, path.parent, image_root), where)
         width, height = image_size(image_path)
         boxes = [regions.in_pixels(b, width, height) for b in labelled.boxes]
+        data = task["data"]
+        # what our own export writes beside the image (model.datasets.export): kept on the way back
+        kept = {key: data[key] for key in ("patient", "split", "pathology") if isinstance(data.get(key), str)}
         records.append(ImageRecord(
-            image_id=str(task.get("id", index)), path=str(image_path.resolve()), width=width,
-            height=height, boxes=boxes,
-            birads=taxonomy.image_category(b.category for b in boxes)))
+            image_id=str(data["image_id"] if isinstance(data.get("image_id"), str) else task.get("id", index)),
+            path=str(image_path.resolve()), width=width, height=height, boxes=boxes,
+            birads=taxonomy.image_category(b.category for b in boxes), **kept))
     if skipped:
         log.warning("%s: %d tasks left out (not annotated, or experts disagree): %s", path, len(skipped),
                     skipped[:20])

@@ -78,6 +78,9 @@ def test_export_round_trips_through_coco_and_labelstudio(tmp_path, busbra_dir, b
             for a, b in zip(mine, theirs):
                 assert a.iou(b) > 0.999
         assert c.patient == original.patient and c.split == original.split
+        # our own Label Studio export comes back with its patients, splits and pathology too
+        assert (s.image_id, s.patient, s.split, s.pathology) == (original.image_id, original.patient,
+                                                                 original.split, original.pathology)
 
 
 def test_labelstudio_tasks_as_predictions_with_local_files_urls(tmp_path, busbra_dir):
