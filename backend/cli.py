@@ -6,7 +6,8 @@ from __future__ import annotations
 import sys
 
 BACKEND_COMMANDS = {
-    "serve": "run the backend for Label Studio (gunicorn; settings from the environment, README)",
+    "serve": "run the backend for Label Studio (gunicorn; settings from the environment, README; "
+             "birads serve --help)",
     "worker": "run the RQ training worker (settings from the environment: REDIS_URL, MODEL_DIR, ...)",
     "promote": "serve a project's version by hand (birads promote --help)",
 }
@@ -15,7 +16,7 @@ HELP = ("-h", "--help")
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] in (["worker"], ["serve"]) and any(a in HELP for a in argv[1:]):
+    if argv[:1] == ["worker"] and any(a in HELP for a in argv[1:]):
         print(f"usage: birads {argv[0]}\n\n{BACKEND_COMMANDS[argv[0]]}; it takes no options")
         return 0
     if not argv or argv[0] in HELP:
@@ -28,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["serve"]:
         from backend.serve import main as serve
 
-        serve()
+        serve(argv[1:])
         return 0
     if argv[:1] == ["promote"]:
         return promote(argv[1:])

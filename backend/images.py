@@ -182,6 +182,7 @@ class ImageFetcher:
                  allow_private: bool = False) -> None:
         self.label_studio_url = label_studio_url.rstrip("/")
         self.label_studio_host = _host(urlparse(self.label_studio_url))
+        self.label_studio_base = urlparse(self.label_studio_url).path.rstrip("/")  # behind a proxy: /ls
         self.auth_headers = auth_headers
         self.allowed_hosts = {h.lower() for h in allowed_hosts}
         self.local_root = Path(local_root).resolve() if local_root else None
@@ -261,7 +262,8 @@ class ImageFetcher:
             connection.request("GET", _request_target(parsed), headers=headers)
             response = connection.getresponse()
             location = response.getheader("Location")
-            if response.status in REDIRECTS and own and parsed.path.startswith(STORAGE_ENDPOINTS) and location:
+            endpoint = parsed.path.removeprefix(self.label_studio_base)
+            if response.status in REDIRECTS and own and endpoint.startswith(STORAGE_ENDPOINTS) and location:
                 target = urljoin(url, location)
                 checked = _checked_url(target, 502)
                 if redirects >= MAX_REDIRECTS or checked.scheme not in ("http", "https"):

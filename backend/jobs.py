@@ -11,8 +11,8 @@ status. We keep RQ and write the small amount of bookkeeping ourselves:
   annotations later than that. Only enqueueing takes the project's lock (one job, never two); the
   job clears the key under that lock as its very first step, so a later request queues a new job.
 * ``birads:<queue>:project:<id>:training`` is held by the job that trains the project (a lock
-  naming the job; a job waiting for it frees it once that job is no longer running, and it expires
-  a minute after RQ's limit on its holder in any case): with several
+  naming the job, renewed from the job's own process, so it expires soon after that process
+  dies however it was killed): with several
   workers a second job of the project waits for the first, then fine-tunes what it served, instead
   of training beside it from the same parent and racing it to the promotion.
 * ``birads:<queue>:project:<id>:changes`` counts annotation events since the served version; annotation
@@ -20,20 +20,21 @@ status. We keep RQ and write the small amount of bookkeeping ourselves:
 * ``birads:<queue>:project:<id>:taken`` holds, per running job, the changes it took when it
   started. A job that ends clears its entry (given back to ``changes`` if it failed); one killed
   outright (the kernel's out-of-memory killer, a SIGKILLed worker) cannot, so the next request
-  gives back the entries of jobs no longer running: their changes still count. "Running" is
-  RQ's word for it: the job started, on a worker whose key RQ still renews.
+  gives back the entries of jobs no longer running: their changes still count. A job runs while
+  it holds a project's lock, or while RQ sees it started on a worker whose key RQ still renews.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 from redis import Redis
-from redis.exceptions import LockError, WatchError
+from redis.exceptions import LockError, RedisError
 from rq import Queue
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
@@ -47,7 +48,9 @@ KEEP_RESULTS = 7 * 24 * 3600
 RECENT_JOBS = 50
 TRAIN_EVENTS = ("ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_DELETED", "START_TRAINING")
 WAITING = {JobStatus.QUEUED.value, JobStatus.DEFERRED.value, JobStatus.SCHEDULED.value}
-TRAINING_LOCK_MARGIN_S = 60  # past RQ's limit on its holder, after which RQ has stopped that job
+# the project's training lock expires this long after its holder last renewed it (every
+# RENEW_EVERY_S, from a thread of the job's own process): a killed job frees its project soon
+LOCK_TTL_S, RENEW_EVERY_S = 120, 30
 
 
 class ProjectBusy(RuntimeError):
@@ -143,67 +146,62 @@ class TrainingQueue:
     def _reclaim_abandoned(self, project: int) -> None:
         """Give back the changes of jobs killed before they could (module docstring)."""
         for job_id in self.redis.hkeys(self._key(project, "taken")):
-            if not self._running(job_id.decode()):
+            if not self._running(project, job_id.decode()):
                 log.warning("project %s: training job %s was killed; its changes count again", project,
                             job_id.decode())
                 self._settle(project, job_id.decode(), give_back=True)
 
-    def _running(self, job_id: str) -> bool | None:
-        """Whether the job is running: started, on a worker whose key RQ still renews (a SIGKILLed
-        worker's expires within 90 s, by Redis's clock, whatever the machines' clocks say).
-        None: no such job (a token that names none)."""
+    def _running(self, project: int, job_id: str) -> bool:
+        """Whether the job still runs: it holds the project's training lock (renewed by its own
+        process), or RQ sees it started on a worker whose key RQ still renews (a SIGKILLed
+        worker's expires within 90 s, by Redis's clock, whatever the machines' clocks say)."""
+        if self.redis.get(self._key(project, "training")) == job_id.encode():
+            return True
         status, worker = self.redis.hmget(Job.key_for(job_id), "status", "worker_name")
-        if status is None:
-            return None
-        if status.decode() != JobStatus.STARTED.value or not worker:
-            return False
-        return bool(self.redis.exists(Worker.redis_worker_namespace_prefix + worker.decode()))
+        return bool(status and status.decode() == JobStatus.STARTED.value and worker
+                    and self.redis.exists(Worker.redis_worker_namespace_prefix + worker.decode()))
 
     @contextmanager
     def training(self, project: int, job_id: str | None = None,
                  on_wait: Callable[[], None] = lambda: None) -> Iterator[None]:
         """Hold the project for a job's run (module docstring): wait while another job holds it,
-        calling ``on_wait`` first, for up to JOB_TIMEOUT; a holder that was killed is no holder."""
+        calling ``on_wait`` first, for up to JOB_TIMEOUT. The lock lives while its holder's process
+        renews it: a holder killed in any way frees the project within LOCK_TTL_S."""
         timeout = self.settings.job_timeout
-        # a fallback: it expires only after RQ has stopped its holder, however long that one waited
-        lock = self.redis.lock(self._key(project, "training"), timeout=self.rq_timeout + TRAINING_LOCK_MARGIN_S)
+        lock = self.redis.lock(self._key(project, "training"), timeout=LOCK_TTL_S, thread_local=False)
         deadline, waited = time.monotonic() + timeout, False
         while not lock.acquire(blocking=False, token=job_id):
             if not waited:
                 log.info("project %s: waiting for its running training job", project)
                 on_wait()
                 waited = True
-            self._free_if_abandoned(project, lock.name)
             if time.monotonic() > deadline:
                 raise ProjectBusy(f"project {project}: another training job held it for JOB_TIMEOUT={timeout} s")
             time.sleep(1)
+        stop = threading.Event()
+        renewer = threading.Thread(target=_renew, args=(lock, stop, project), daemon=True)
+        renewer.start()
         try:
             yield
         finally:
+            stop.set()
+            renewer.join()
             try:
                 lock.release()
-            except LockError:  # it expired first: the job outlived RQ's limit, nothing to free
+            except LockError:  # it expired first (Redis unreachable for LOCK_TTL_S): nothing to free
                 log.warning("project %s: the training lock had expired before the job ended", project)
-
-    def _free_if_abandoned(self, project: int, name: str) -> None:
-        """Delete the project's lock if the job holding it was killed (and only that holder's)."""
-        holder = self.redis.get(name)
-        if holder is None or self._running(holder.decode()) is not False:
-            return
-        with self.redis.pipeline() as pipe:
-            try:
-                pipe.watch(name)
-                if pipe.get(name) == holder:
-                    pipe.multi()
-                    pipe.delete(name)
-                    pipe.execute()
-                    log.warning("project %s: its training job %s was killed; the project is free", project,
-                                holder.decode())
-            except WatchError:  # taken or freed meanwhile: the next look decides
-                pass
 
     def recent_jobs(self, project: int) -> list[str]:
         return [j.decode() for j in self.redis.lrange(self._key(project, "jobs"), 0, RECENT_JOBS - 1)]
+
+
+def _renew(lock, stop: threading.Event, project: int) -> None:
+    """Keep the project's lock for as long as the job's process lives."""
+    while not stop.wait(RENEW_EVERY_S):
+        try:
+            lock.extend(LOCK_TTL_S, replace_ttl=True)
+        except (LockError, RedisError) as exc:
+            log.warning("project %s: the training lock could not be renewed: %s", project, exc)
 
 
 def events_key(job_id: str) -> str:

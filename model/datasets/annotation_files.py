@@ -126,7 +126,7 @@ def load_labelstudio(path: Path, image_root: Path | None = None,
     tasks = _read_json(path)
     if not isinstance(tasks, list):
         raise DataError(f"{path}: a Label Studio export is a JSON list of tasks")
-    records, skipped = [], []
+    records, skipped, ids = [], [], set()
     for index, task in enumerate(tasks):
         where = f"{path} task[{index}]"
         if not isinstance(task, dict) or not isinstance(task.get("data"), dict):
@@ -149,8 +149,11 @@ def load_labelstudio(path: Path, image_root: Path | None = None,
         data = task["data"]
         # what our own export writes beside the image (model.datasets.export): kept on the way back
         kept = {key: data[key] for key in ("patient", "split", "pathology") if isinstance(data.get(key), str)}
+        named = data.get("image_id")
+        image_id = str(named if isinstance(named, str) and named not in ids else task.get("id", index))
+        ids.add(image_id)  # a task duplicated in Label Studio keeps an id of its own
         records.append(ImageRecord(
-            image_id=str(data["image_id"] if isinstance(data.get("image_id"), str) else task.get("id", index)),
+            image_id=image_id,
             path=str(image_path.resolve()), width=width, height=height, boxes=boxes,
             birads=taxonomy.image_category(b.category for b in boxes), **kept))
     if skipped:

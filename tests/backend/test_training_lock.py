@@ -37,12 +37,10 @@ def test_a_projects_second_training_waits_for_the_first_and_other_projects_do_no
 
 def test_waiting_for_the_project_does_not_eat_into_a_jobs_run(settings, redis_conn):
     """RQ stops a job at its timeout, the wait included: a job may wait JOB_TIMEOUT and still run
-    JOB_TIMEOUT; the lock outlives RQ's limit on its holder, so it never frees a running job's project."""
+    JOB_TIMEOUT."""
     queue = TrainingQueue(redis_conn, replace(settings, job_timeout=100))
     job = queue.queue.fetch_job(queue.request(7, "START_TRAINING", force=True)["job_id"])
     assert job.timeout == queue.rq_timeout == 200
-    with queue.training(7):
-        assert 200 < redis_conn.ttl(queue._key(7, "training")) <= 200 + 60
 
 
 def test_a_job_finding_its_project_held_past_job_timeout_fails_without_training(settings, redis_conn, monkeypatch):
@@ -93,29 +91,31 @@ def test_the_changes_a_job_took_count_again_when_it_fails_or_is_killed(settings,
     assert queue.request(9, "ANNOTATION_CREATED", force=False)["status"] == "waiting"  # still running
     worker.register_death()
     redis_conn.delete(worker.key)  # what Redis does once a SIGKILLed worker stops renewing it
-    assert queue.request(9, "ANNOTATION_CREATED", force=False)["status"] == "queued"   # 2 + 2 edits
+    redis_conn.set(queue._key(9, "training"), killed.id)  # its training process outlived the worker
+    assert queue.request(9, "ANNOTATION_CREATED", force=False)["status"] == "waiting"
+    redis_conn.delete(queue._key(9, "training"))          # and then died too: its lock expired
+    assert queue.request(9, "ANNOTATION_CREATED", force=False)["status"] == "queued"   # 2 + 3 edits
     queue.ended(9, killed.id, finished=False)  # a job that comes back to life gives nothing twice
-    assert int(redis_conn.get(queue._key(9, "changes"))) == 4
+    assert int(redis_conn.get(queue._key(9, "changes"))) == 5
 
 
-def test_a_project_held_by_a_killed_job_is_freed_for_the_next(settings, redis_conn):
-    """A job SIGKILLed with its worker leaves the project's lock behind; the next job of the
-    project does not wait out the lock's expiry (RQ's limit, hours) once that job is not running."""
-    queue = TrainingQueue(redis_conn, replace(settings, job_timeout=3))
-    holder = queue.queue.enqueue("backend.training.train_project", 7)
-    worker = Worker([queue.queue], connection=redis_conn)
-    worker.register_birth()
-    _started_on(holder, worker)
-    with queue.training(7, holder.id):
-        with pytest.raises(ProjectBusy):  # a running holder is waited for
+def test_the_project_lock_lives_while_its_holder_renews_it(settings, redis_conn, monkeypatch):
+    """The lock expires LOCK_TTL_S after its holder's process stops renewing it (killed in any
+    way, its worker's parent too): never while the job runs, never hours after it died."""
+    from backend import jobs
+
+    monkeypatch.setattr(jobs, "LOCK_TTL_S", 2)
+    monkeypatch.setattr(jobs, "RENEW_EVERY_S", 0.3)
+    queue = TrainingQueue(redis_conn, replace(settings, job_timeout=4))
+    with queue.training(7, "the-running-job"):
+        with pytest.raises(ProjectBusy):  # waited for 4 s, twice the lock's TTL: renewed all along
             with queue.training(7, "the-next-job"):
                 pass
     assert redis_conn.get(queue._key(7, "training")) is None  # released at its end
-    held = queue.training(7, holder.id)
-    held.__enter__()  # and now killed inside it: nothing releases the lock
-    _started_on(holder, None)
+    monkeypatch.setattr(jobs, "_renew", lambda *args: None)  # a holder whose process died
+    queue.training(7, "the-killed-job").__enter__()          # and so never releases it either
     started = time.monotonic()
-    with queue.training(7, "the-next-job"):
+    monkeypatch.undo()
+    with TrainingQueue(redis_conn, replace(settings, job_timeout=10)).training(7, "the-next-job"):
         assert redis_conn.get(queue._key(7, "training")) == b"the-next-job"
-    assert time.monotonic() - started < 3
-    worker.register_death()
+    assert time.monotonic() - started < 4

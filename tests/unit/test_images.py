@@ -136,6 +136,9 @@ def test_cloud_storage_images_come_through_label_studios_presign_endpoint(server
     assert storage_seen[-1]["target"] == "/bucket/ok.png?X-Amz-Signature=abc"
     assert "Authorization" not in storage_seen[-1]                # its key never goes to the storage
     assert fetcher.fetch(through_label_studio("gs://bucket/proxied.png", 7)).shape == (30, 40, 3)
+    behind_a_proxy = ImageFetcher(f"http://{host}/studio", dict, allow_private=True)  # Label Studio under /studio
+    assert behind_a_proxy.fetch(reference).shape == (30, 40, 3)
+    assert seen[-1]["target"].startswith("/studio/tasks/7/presign/")
     with pytest.raises(ImageError, match="too many redirects"):
         fetcher.fetch(through_label_studio("s3://bucket/loop.png", 7))
     with pytest.raises(ImageError, match="malformed URL") as caught:   # the image fails, not the request

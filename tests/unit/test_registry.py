@@ -197,3 +197,6 @@ def test_birads_help_names_the_backend_commands_and_worker_help_starts_nothing(c
         main(["--help"])
     out = capsys.readouterr().out
     assert "backend commands:" in out and "promote" in out and "simulate" in out
+    with pytest.raises(SystemExit) as helped:  # serve's own options reach it (it read "serve" as one)
+        main(["serve", "--help"])
+    assert helped.value.code == 0 and "--server-only" in capsys.readouterr().out
