@@ -216,9 +216,9 @@ class BiradsDetector(LabelStudioMLBase):
         last_batch = 0.0
         for start in range(0, len(tasks), s.predict_batch):  # decode a batch at a time: bounded memory
             batch_started = time.monotonic()
-            # a batch is started only if one as long as the last still ends within the budget (the
-            # first, only if loading left any of it)
-            if s.predict_time_budget and batch_started - started + last_batch > s.predict_time_budget:
+            # a batch is started only if one as long as the last still ends within the budget; the
+            # first always is, so that each "Retrieve predictions" stores something
+            if start and s.predict_time_budget and batch_started - started + last_batch > s.predict_time_budget:
                 results += _deferred(tasks[start:], f"not reached within PREDICT_TIME_BUDGET="
                                                     f"{s.predict_time_budget:g} s", version)
                 log.warning("%d of %d tasks not reached within PREDICT_TIME_BUDGET=%g s; Label Studio asks for "

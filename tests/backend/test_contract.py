@@ -456,10 +456,11 @@ def test_tasks_not_reached_within_the_time_budget_are_left_for_label_studio_to_a
     hurried = create_app(replace(settings, predict_batch=1, predict_time_budget=1e-9)).test_client()
     body = copy.deepcopy(recorded("predict_batch")["body"])
     body["tasks"] = _local_tasks(busbra_dir, ["bus_0090-r.png", "bus_0084-r.png", "bus_0859-l.png"])
-    left = hurried.post("/predict", json=body).get_json()["results"]
-    assert [r.get("result") for r in left] == [None, None, None]  # past it before the first batch
+    reached, *left = hurried.post("/predict", json=body).get_json()["results"]
+    assert "result" in reached  # the first batch always runs: each press stores something
+    assert [r.get("result") for r in left] == [None, None]
     assert [r["error"] for r in left] == [f"task {t['id']}: not reached within PREDICT_TIME_BUDGET=1e-09 s"
-                                          for t in body["tasks"]]
+                                          for t in body["tasks"][1:]]
     unhurried = create_app(replace(settings, predict_time_budget=0)).test_client()
     assert all("result" in r for r in unhurried.post("/predict", json=body).get_json()["results"])
 
