@@ -120,6 +120,7 @@ LABEL_STUDIO_PATHS = ("/data/", "/tasks/", "/storage-data/")
 # its endpoints that may redirect to a project's storage (the signed URL): the only redirects followed
 STORAGE_ENDPOINTS = ("/tasks/", "/storage-data/")
 REDIRECTS, MAX_REDIRECTS = (301, 302, 303, 307, 308), 3
+URL_SAFE = "/?&=%:@!$'()*+,;~[]"  # characters a request target keeps as they are (RFC 3986's reserved, and %)
 
 
 def _checked_url(url: str, status: int):
@@ -149,9 +150,6 @@ def through_label_studio(reference: object, task_id: object) -> object:
     if not isinstance(reference, str) or not reference.startswith(CLOUD_SCHEMES) or not isinstance(task_id, int):
         return reference
     return f"/tasks/{task_id}/presign/?fileuri={base64.urlsafe_b64encode(reference.encode()).decode()}"
-
-
-URL_SAFE = "/?&=%:@!$'()*+,;~[]"  # characters a request target keeps as they are (RFC 3986's reserved, and %)
 
 
 class _PinnedHTTPConnection(http.client.HTTPConnection):
