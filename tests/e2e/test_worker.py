@@ -21,7 +21,7 @@ from rq import Queue
 from rq.job import Job
 from rq.registry import StartedJobRegistry
 
-from backend.jobs import TrainingQueue, job_status
+from backend.jobs import LOCK_TTL_S, TrainingQueue, job_status
 from backend.services import Services
 from backend.settings import Settings
 from model.registry import Registry
@@ -208,6 +208,10 @@ def test_worker_killed_mid_training_leaves_served_version(worker_settings, annot
     status = job_status(redis, job_id)
     assert status["status"] == "failed", status
     assert Registry(settings.model_dir / f"project-{annotated_project}").current() == "v-served"
+    # its project lock, no longer renewed by its dead process, expires within LOCK_TTL_S: fast-forward
+    lock = queue._key(annotated_project, "training")
+    assert redis.get(lock) == job_id.encode() and 0 < redis.ttl(lock) <= LOCK_TTL_S
+    redis.delete(lock)
     # the killed job's two edits count again: the next one makes three and queues training
     assert queue.request(annotated_project, "ANNOTATION_UPDATED", force=False)["status"] == "queued"
 
