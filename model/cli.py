@@ -55,15 +55,11 @@ def _everything(args: argparse.Namespace):
 
 
 def _splits_found(records, args: argparse.Namespace) -> None:
-    """Refuse a split name the data does not hold (a typo, or a fold the publisher's table lacks):
-    the run would quietly train or score on less than it says."""
-    from model.datasets import SplitsNotFound
+    """Every split the command names (to train on, leave out or hold out) must be in ``--data``."""
+    from model.datasets import check_splits
 
-    found = {r.split for r in records}
-    named = [*(args.splits or ()), *(args.exclude_splits or ()), *(getattr(args, "holdout_splits", None) or ())]
-    if missing := list(dict.fromkeys(s for s in named if s not in found)):
-        raise SplitsNotFound(f"{args.data} has no images in {', '.join(missing)} "
-                             f"(its splits: {', '.join(sorted(map(str, found)))})")
+    check_splits(records, args.data, [*(args.splits or ()), *(args.exclude_splits or ()),
+                                      *(getattr(args, "holdout_splits", None) or ())])
 
 
 def _records(args: argparse.Namespace):

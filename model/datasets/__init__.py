@@ -57,14 +57,20 @@ class SplitsNotFound(DataError):
     """Splits asked for that the data does not hold."""
 
 
+def check_splits(records: Iterable[ImageRecord], spec: str, named: Iterable[str]) -> None:
+    """Refuse split names ``spec``'s records do not hold (a typo, or a fold the publisher's table
+    lacks): a run that quietly went without them would not be the run asked for."""
+    found = {r.split for r in records}
+    if missing := list(dict.fromkeys(s for s in named if s not in found)):
+        raise SplitsNotFound(f"{spec} has no images in {', '.join(missing)} "
+                             f"(its splits: {', '.join(sorted(map(str, found)))})")
+
+
 def load_splits(spec: str, splits: Iterable[str] | None = None, image_root: Path | None = None) -> list[ImageRecord]:
     """``load`` then ``select``, refusing where a named split holds no image or nothing is left:
     a run that quietly trained or replayed without them would not be the run asked for."""
     everything = load(spec, image_root)
-    found = {r.split for r in everything}
-    if missing := [s for s in splits or () if s not in found]:
-        raise SplitsNotFound(f"{spec} has no images in {', '.join(missing)} "
-                             f"(its splits: {', '.join(sorted(map(str, found)))})")
+    check_splits(everything, spec, splits or ())
     if not (chosen := select(everything, splits)):
         raise DataError(f"{spec}: no images")
     return chosen
