@@ -257,8 +257,10 @@ def create_app(settings: Settings | None = None) -> Flask:
     @app.route("/versions", methods=["GET"])
     @requires_auth
     def versions():
+        # Label Studio's GET names no project: every project's then; ours may (?project=ID)
+        asked = request.args.get("project")
         found = []
-        for project in backend.services.projects():
+        for project in backend.services.projects() if asked is None else [project_id(asked)]:
             registry = backend.services.registry(project)
             found += [dict(registry.info(v), project=project, current=v == registry.current())
                       for v in registry.versions()]

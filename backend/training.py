@@ -34,7 +34,7 @@ from model import fine_tuning, promotion, taxonomy
 from model.config import TrainSettings
 from model.records import ImageRecord
 from model.regions import convert, in_pixels
-from model.registry import Registry, Serving
+from model.registry import Registry, ReplacedMeanwhile, Serving
 
 log = logging.getLogger(__name__)
 FETCH_CHUNK = 32  # images downloaded and decoded at once (8 at a time) by a training job
@@ -226,10 +226,23 @@ def replaced_meanwhile(registry: Registry, current_at_start: str | None) -> str 
     """Why a job must not promote over a version someone served by hand (`birads promote`, a
     rollback) while it trained: that choice stands, and the job was compared with another."""
     now = registry.current()
-    if now == current_at_start:
-        return None
-    return (f"the served version changed from {current_at_start or 'none'} to {now or 'none'} while this job "
-            "trained; not served over it (`birads promote` serves this one)")
+    return None if now == current_at_start else _replaced(ReplacedMeanwhile(current_at_start, now))
+
+
+def _replaced(change: ReplacedMeanwhile) -> str:
+    return f"{change} while this job trained; not served over it (`birads promote` serves this one)"
+
+
+def _promote_unless_replaced(registry: Registry, version: str, current_at_start: str | None) -> str | None:
+    """Promote ``version``; a rollback that lands between the job's check and this switch stands,
+    and is the job's refusal."""
+    try:
+        registry.promote(version, replacing=current_at_start)
+    except ReplacedMeanwhile as change:
+        refused = _replaced(change)
+        registry.describe(**dict(registry.info(version), refused=refused))
+        return refused
+    return None
 
 
 def train_project(project: int) -> dict:
@@ -297,10 +310,11 @@ def _train(project: int, settings: Settings, services: Services, job) -> dict:
         raise
     refused = refusal(settings, metrics, served_metrics) or replaced_meanwhile(registry, current_at_start)
     registry.describe(version, metrics=metrics, served_metrics=served_metrics, refused=refused, **description)
+    if not refused:
+        refused = _promote_unless_replaced(registry, version, current_at_start)
     if refused:
         log.warning("project %s: version %s kept but not served: %s", project, version, refused)
     else:
-        registry.promote(version)
         log.info("project %s: version %s now served (parent %s)", project, version, parent)
     _report("done", version=version, refused=refused)
     return {"version": version, "parent": parent, "promoted": not refused, "refused": refused,

@@ -15,11 +15,14 @@ Before a version is served, ``serving`` checks it against its checksums; a versi
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,6 +39,15 @@ SEALED_FILES = (WEIGHTS, CONFIG, META)
 OPTIONAL_SEALED_FILES = (BOX_CLASSIFIER_WEIGHTS, BOX_CLASSIFIER_META)  # sealed where present
 _SAFE = re.compile(r"^[A-Za-z0-9._-]+$")
 _verified: dict[tuple, str | None] = {}  # (file stats) -> problem; a version is hashed once per process
+_ANY = object()  # ``promote``'s default: whatever is served now
+
+
+class ReplacedMeanwhile(DataError):
+    """``promote(replacing=...)`` found another version served than the caller expected."""
+
+    def __init__(self, expected: str | None, now: str | None) -> None:
+        super().__init__(f"the served version changed from {expected or 'none'} to {now or 'none'}")
+        self.expected, self.now = expected, now
 
 
 def _sha256(path: Path) -> str:
@@ -139,20 +151,36 @@ class Registry:
             log.warning("%s unreadable (%s): the promotion history starts again", self.root / HISTORY, exc)
             return []
 
-    def promote(self, version: str) -> None:
-        """Make ``version`` the served one: seal it, build a new symlink, rename it over ``current``."""
-        if not self.path(version).is_dir():
-            raise DataError(f"model version {version} does not exist")
-        if not (self.path(version) / CHECKSUMS).is_file():
-            self.seal(version)
-        elif problem := self.problem(version):  # re-sealing would record changed files as good
-            raise DataError(f"{problem}: not promoted")
-        history = [v for v in self.history() if v != version] + [version]
-        write_atomic(self.root / HISTORY, json.dumps(history))
-        tmp = self.root / f".current.{os.getpid()}"
-        tmp.unlink(missing_ok=True)
-        os.symlink(Path("versions") / version, tmp)
-        os.replace(tmp, self.root / "current")
+    def promote(self, version: str, *, replacing: str | None | object = _ANY) -> None:
+        """Make ``version`` the served one: seal it, build a new symlink, rename it over ``current``.
+
+        ``replacing``: promote only if that version (None: nothing) is still the served one, else
+        raise ``ReplacedMeanwhile``. Promotions hold the registry's lock, so a training job's check
+        and its switch cannot straddle a rollback made by hand (`birads promote`) in between."""
+        with self._promotion_lock():
+            if replacing is not _ANY and (now := self.current()) != replacing:
+                raise ReplacedMeanwhile(replacing, now)
+            if not self.path(version).is_dir():
+                raise DataError(f"model version {version} does not exist")
+            if not (self.path(version) / CHECKSUMS).is_file():
+                self.seal(version)
+            elif problem := self.problem(version):  # re-sealing would record changed files as good
+                raise DataError(f"{problem}: not promoted")
+            history = [v for v in self.history() if v != version] + [version]
+            write_atomic(self.root / HISTORY, json.dumps(history))
+            tmp = self.root / f".current.{os.getpid()}"
+            tmp.unlink(missing_ok=True)
+            os.symlink(Path("versions") / version, tmp)
+            os.replace(tmp, self.root / "current")
+
+    @contextmanager
+    def _promotion_lock(self) -> Iterator[None]:
+        """An exclusive lock across processes (the worker's jobs, `birads promote`), freed by the
+        kernel when its holder dies, however it dies."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / ".promotion.lock", "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            yield
 
     def describe(self, version: str, **facts: object) -> None:
         """Write the version's metadata (parent, data size, metrics, created at, ...)."""

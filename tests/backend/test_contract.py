@@ -650,3 +650,17 @@ def test_a_refused_version_is_listed_with_its_reason(client, settings, tiny_mode
     details = {d["version"]: d for d in answer["details"]}
     assert details["v2"]["refused"].startswith("ap50_lesion") and details["v2"]["current"] is False
     assert details["v1"]["current"] is True
+
+
+def test_versions_of_one_project_on_request(client, settings, tiny_model):
+    """Label Studio asks for every project's versions (its GET names none); `?project=ID` narrows
+    the list to one, and a project without versions lists none."""
+    install_model(settings, 2, tiny_model, "v1")
+    install_model(settings, 5, tiny_model, "v7")
+    every = client.get("/versions").get_json()
+    assert sorted(every["versions"]) == ["v1", "v7"]
+    answer = client.get("/versions", query_string={"project": 5}).get_json()
+    assert answer["versions"] == ["v7"] and answer["details"][0]["project"] == 5
+    assert client.get("/versions", query_string={"project": 9}).get_json() == {"versions": [], "details": []}
+    bad = client.get("/versions", query_string={"project": "../2"})
+    assert bad.status_code == 400 and "invalid project" in bad.get_json()["error"]

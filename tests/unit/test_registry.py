@@ -200,3 +200,58 @@ def test_birads_help_names_the_backend_commands_and_worker_help_starts_nothing(c
     with pytest.raises(SystemExit) as helped:  # serve's own options reach it (it read "serve" as one)
         main(["serve", "--help"])
     assert helped.value.code == 0 and "--server-only" in capsys.readouterr().out
+
+
+def test_a_promotion_expecting_another_served_version_changes_nothing(tmp_path):
+    from model.registry import ReplacedMeanwhile
+
+    registry = Registry(tmp_path / "project-3")
+    for name in ("v1", "v2", "v3"):
+        _version(registry, name)
+    registry.promote("v1", replacing=None)  # nothing served yet, as expected
+    registry.promote("v2")                   # a rollback by hand, say
+    with pytest.raises(ReplacedMeanwhile, match="changed from v1 to v2"):
+        registry.promote("v3", replacing="v1")
+    assert registry.current() == "v2" and registry.history() == ["v1", "v2"]
+    assert not (registry.path("v3") / "checksums.json").exists()
+    registry.promote("v3", replacing="v2")
+    assert registry.current() == "v3"
+
+
+def test_a_promotion_waits_for_the_one_in_progress(tmp_path):
+    """Promotions of one registry run one at a time across processes (an flock: a second open
+    file of this process stands in for another process holding it)."""
+    import fcntl
+    import threading
+
+    registry = Registry(tmp_path / "project-3")
+    _version(registry, "v1")
+    registry.promote("v1")
+    _version(registry, "v2")
+    with open(registry.root / ".promotion.lock", "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        waiting = threading.Thread(target=registry.promote, args=("v2",), kwargs={"replacing": "v1"})
+        waiting.start()
+        waiting.join(timeout=0.5)
+        assert waiting.is_alive() and registry.current() == "v1"
+        fcntl.flock(held, fcntl.LOCK_UN)
+    waiting.join(timeout=10)
+    assert not waiting.is_alive() and registry.current() == "v2"
+
+
+def test_a_rollback_between_the_jobs_check_and_its_promotion_stands(tmp_path):
+    from backend.training import _promote_unless_replaced, replaced_meanwhile
+
+    registry = Registry(tmp_path / "project-3")
+    for name in ("v1", "v2", "v3"):
+        _version(registry, name)
+    registry.promote("v1")
+    assert replaced_meanwhile(registry, "v1") is None  # the job's check passes ...
+    registry.promote("v2")                              # ... then someone rolls back by hand
+    registry.describe("v3", parent="v1", refused=None, metrics={"ap50_lesion": 0.7})
+    refused = _promote_unless_replaced(registry, "v3", "v1")
+    assert refused and "changed from v1 to v2 while this job trained" in refused
+    assert registry.current() == "v2"
+    info = registry.info("v3")
+    assert info["refused"] == refused and info["metrics"] == {"ap50_lesion": 0.7} and info["parent"] == "v1"
+    assert _promote_unless_replaced(registry, "v3", "v2") is None and registry.current() == "v3"
