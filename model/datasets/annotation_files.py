@@ -113,6 +113,32 @@ def _category_or_none(label: str) -> str | None:
         return None
 
 
+def _birads_control(tasks: list, where: Path) -> str | None:
+    """The RectangleLabels control (``from_name``) whose labels are BI-RADS categories, where an
+    export holds several (calipers or other tools beside the lesions); None where it holds one.
+    An export carries no label config, so the labels used tell the controls apart."""
+    labels: dict[object, set[str]] = {}
+    for task in tasks:
+        annotations = task.get("annotations") if isinstance(task, dict) else None
+        for annotation in annotations if isinstance(annotations, list) else []:
+            result = annotation.get("result") if isinstance(annotation, dict) else None
+            for region in result if isinstance(result, list) else []:
+                if isinstance(region, dict) and region.get("type") == regions.TYPE:
+                    value = region.get("value")
+                    named = value.get("rectanglelabels") if isinstance(value, dict) else None
+                    labels.setdefault(region.get("from_name"), set()).update(
+                        str(n) for n in (named if isinstance(named, list) else []))
+    if len(labels) < 2:
+        return None
+    birads = [c for c, names in labels.items() if any(_category_or_none(n) is not None for n in names)]
+    if len(birads) != 1 or not isinstance(birads[0], str):
+        raise DataError(f"{where}: {len(birads)} of its {len(labels)} rectangle tools "
+                        f"({', '.join(sorted(map(str, labels)))}) hold BI-RADS labels; one must")
+    log.info("%s: rectangles of %s read; %s hold no BI-RADS label and are passed over", where, birads[0],
+             ", ".join(sorted(str(c) for c in labels if c != birads[0])))
+    return birads[0]
+
+
 def load_labelstudio(path: Path, image_root: Path | None = None,
                      min_agreement: int = regions.DEFAULT_MIN_AGREEMENT) -> list[ImageRecord]:
     """A Label Studio JSON export: RectangleLabels regions over an Image, percent coordinates.
@@ -120,19 +146,21 @@ def load_labelstudio(path: Path, image_root: Path | None = None,
     Which annotation counts follows ``model.regions``, as in the backend's training: ground truth,
     consensus of several experts, an empty annotation as "no lesion". Tasks without a usable
     annotation, or whose experts disagree, are left out (and logged); a label that is no BI-RADS
-    category is an error.
+    category is an error, but for those of a second rectangle tool with no BI-RADS label at all
+    (calipers), which is passed over.
     """
     path = Path(path)
     tasks = _read_json(path)
     if not isinstance(tasks, list):
         raise DataError(f"{path}: a Label Studio export is a JSON list of tasks")
     records, skipped, ids = [], [], set()
+    control = _birads_control(tasks, path)
     for index, task in enumerate(tasks):
         where = f"{path} task[{index}]"
         if not isinstance(task, dict) or not isinstance(task.get("data"), dict):
             raise DataError(f"{where}: malformed task (no 'data' object)")
         unknown: Counter = Counter()
-        labelled = regions.task_boxes(task, _category_or_none, min_agreement, unknown)
+        labelled = regions.task_boxes(task, _category_or_none, min_agreement, unknown, control)
         if labelled.status == regions.MALFORMED:
             raise DataError(f"{where} {labelled.detail}")
         if unknown:

@@ -143,6 +143,29 @@ def test_labelstudio_import_reads_annotations_as_training_does(tmp_path, busbra_
     assert [b.category for b in records["1"].boxes] == ["3"] and records["3"].boxes[0].category == "5"
 
 
+
+def _region(control: str, x: float, label: str) -> dict:
+    return {"type": "rectanglelabels", "from_name": control, "to_name": "image",
+            "value": {"x": x, "y": 10, "width": 20, "height": 20, "rectanglelabels": [label]}}
+
+
+def test_labelstudio_passes_over_a_second_rectangle_tool_without_birads_labels(tmp_path, busbra_dir, capsys):
+    """Calipers drawn with a tool of their own are no lesions; the export has no config to say
+    which tool is which, so the labels tell. A second tool with BI-RADS labels is ambiguous."""
+    image = str(busbra_dir / "Images" / "bus_0859-l.png")
+    export = [{"id": 1, "data": {"image": image}, "annotations": [{"result": [
+        _region("lesion", 10, "BI-RADS 4"), _region("caliper", 50, "distance"), _region("caliper", 60, "depth")]}]},
+              {"id": 2, "data": {"image": image}, "annotations": [{"result": [_region("caliper", 5, "distance")]}]}]
+    (tmp_path / "export.json").write_text(json.dumps(export))
+    records = {r.image_id: r for r in datasets.load(f"labelstudio:{tmp_path / 'export.json'}")}
+    width, _ = image_size(Path(image))
+    assert [(b.category, b.x0) for b in records["1"].boxes] == [("4", pytest.approx(0.1 * width))]
+    assert records["2"].boxes == [] and records["2"].birads == "1"  # only calipers: no lesion
+    export[1]["annotations"][0]["result"].append(_region("second", 30, "BI-RADS 2"))
+    (tmp_path / "export.json").write_text(json.dumps(export))
+    _import_fails(tmp_path, f"labelstudio:{tmp_path / 'export.json'}", "2 of its 3 rectangle tools",
+                  "caliper, lesion, second", capsys=capsys)
+
 # --- bad input: a clear message naming the file (and row); nothing written ---------------------
 
 def _import_fails(tmp_path, spec: str, *expected: str, capsys) -> None:
