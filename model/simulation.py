@@ -72,14 +72,16 @@ class SimulationSettings:
 
 
 def pick_next(unlabelled: list[ImageRecord], count: int, order: str,
-              detections: Sequence[Detection] | None = None, threshold: float = 0.5) -> list[int]:
-    """Indices into ``unlabelled`` of the next batch: in order, or least confident first."""
+              detections: Sequence[Detection] | None = None, threshold: float = 0.5,
+              display: str = "threshold") -> list[int]:
+    """Indices into ``unlabelled`` of the next batch: in order, or least confident first, by the
+    task score the backend gives what ``display`` shows."""
     if order == "random":
         return list(range(min(count, len(unlabelled))))
     if order != "uncertain" or detections is None:
         raise ValueError(f"order must be one of {ORDERS} (uncertain needs detections)")
-    ranked = sorted(range(len(unlabelled)), key=lambda i: detections[i].confidence(threshold))
-    return ranked[:count]
+    confidence = [d.confidence(threshold, displayed(d, threshold, display)) for d in detections]
+    return sorted(range(len(unlabelled)), key=confidence.__getitem__)[:count]
 
 
 def _rolled(boxes: Sequence[Box], classes: Sequence[str]) -> list[Box]:
@@ -121,7 +123,8 @@ def simulate(pool: list[ImageRecord], holdout: list[ImageRecord], out: str | Pat
         predictor = _predictor(served, settings)
         classes = predictor.classes
         seen = predictor([r.path for r in unlabelled]) if settings.order == "uncertain" else None
-        chosen = pick_next(unlabelled, settings.round_size, settings.order, seen, settings.score_threshold)
+        chosen = pick_next(unlabelled, settings.round_size, settings.order, seen, settings.score_threshold,
+                           settings.display)
         batch = [unlabelled[i] for i in chosen]
         unlabelled = [r for i, r in enumerate(unlabelled) if i not in set(chosen)]
         detections = [seen[i] for i in chosen] if seen else predictor([r.path for r in batch])
@@ -184,7 +187,7 @@ def _tested(model_dir: Path, holdout: list[ImageRecord], settings: SimulationSet
         predictor = _predictor(model_dir, settings)
         # screening from the most confident box: a model-quality figure, even while scores are low
         m = evaluate(holdout, predictor([r.path for r in holdout]), predictor.classes,
-                     settings.score_threshold, decision="top").metrics
+                     settings.score_threshold, decision="top", costs=settings.costs).metrics
         screening = m.get("screening") or {}
         shown = ((m.get("effort") or {}).get("displays") or {}).get(settings.display) or {}
         tested[model_dir] = {"ap50": m["ap50"], "ap50_lesion": m["ap50_lesion"],

@@ -3,6 +3,8 @@
 Each box added, deleted, moved (the nearest predicted box overlaps the true one at IoU < 0.5) or
 relabelled counts as one correction; a box both moved and relabelled is one correction (one drag,
 one click on the same region). Zero corrections means the pre-annotation is accepted unchanged.
+Where two shown boxes fit one lesion, the expert keeps the one with the right category (and
+deletes the other) rather than relabel one: pairs with the right category come first, then by IoU.
 """
 
 from __future__ import annotations
@@ -27,11 +29,12 @@ class Corrections:
 
 
 def _pairs(truth: list[Box], predicted: list[Box], accept) -> list[tuple[Box, Box]]:
-    """Greedy one-to-one pairs by IoU, best first, among those ``accept`` allows."""
-    candidates = sorted(((t.iou(p), i, j) for i, t in enumerate(truth) for j, p in enumerate(predicted)
-                         if accept(t.iou(p))), reverse=True)
+    """Greedy one-to-one pairs among those ``accept`` allows: the right category first, then by
+    IoU, best first."""
+    candidates = sorted(((t.category == p.category, t.iou(p), i, j) for i, t in enumerate(truth)
+                         for j, p in enumerate(predicted) if accept(t.iou(p))), reverse=True)
     used_t, used_p, pairs = set(), set(), []
-    for _, i, j in candidates:
+    for *_, i, j in candidates:
         if i not in used_t and j not in used_p:
             used_t.add(i)
             used_p.add(j)

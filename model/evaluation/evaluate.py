@@ -143,7 +143,8 @@ def image_truth(record: ImageRecord, classes: Sequence[str]) -> str:
 
 def _screening(records, predicted_categories, detections, threshold) -> dict:
     """Against pathology (biopsy or follow-up); None when the data has none. ``auc`` ranks by
-    ``malignancy_score``; ``auc_categories`` by the categories alone, for comparison."""
+    ``malignancy_score``; ``auc_categories`` by the detector's class scores alone (the
+    highest P(BI-RADS >= threshold) over the image's boxes, not the top box's), for comparison."""
     rows = [(r, p, d) for r, p, d in zip(records, predicted_categories, detections) if r.pathology]
     if not rows:
         return {}

@@ -217,7 +217,8 @@ def markdown(m: dict, model_dir: str, data: str) -> str:
     if m.get("screening"):
         auc, by_categories = m["screening"]["auc"], m["screening"].get("auc_categories")
         lines += ["", f"Screening AUC (model, against pathology): {number(auc)}; ranked by the "
-                  f"predicted categories alone: {number(by_categories)}"]
+                  f"detector's class scores alone (any box's highest P(BI-RADS >= {m['biopsy_threshold']})): "
+                  f"{number(by_categories)}"]
     if "subcategories" in m:
         sub = m["subcategories"]
         lines += ["", "## BI-RADS 4A vs 4B (paper Table III)", "",

@@ -24,6 +24,17 @@ def test_uncertain_order_picks_least_confident_pre_annotations():
         pick_next(list(range(5)), 2, "uncertain")
 
 
+def test_uncertain_order_reads_what_the_display_shows_as_the_backend_scores_it():
+    """Under top1-only one box is shown: its score is the task's (backend.detector.prediction)."""
+    def detection(*scores):
+        return Detection(tuple(Box(0, 0, 10, 10, "3", s) for s in scores), 20, 20)
+
+    seen = [detection(0.9, 0.55), detection(0.3)]
+    # top1-only: 0.9 and 0.3 (the low box is shown); threshold: 0.55 and 0.7 (none shown)
+    assert pick_next(list(range(2)), 1, "uncertain", seen, 0.5, "top1-only") == [1]
+    assert pick_next(list(range(2)), 1, "uncertain", seen, 0.5, "threshold") == [0]
+
+
 def _simulate(out: Path, data: str, *options: str) -> dict:
     done = subprocess.run(
         [sys.executable, "-m", "model.cli", "simulate", "--data", data, "--holdout-splits", "fold2", "--out", str(out),
@@ -113,3 +124,24 @@ def test_a_starter_is_served_until_a_version_passes_the_gate(tmp_path, tiny_mode
     assert 0 <= result["starter"]["ap50_lesion"] <= 1 and result["starter"]["test_effort_ratio"] > 0
     _gated_as_the_jobs_are(rows, out / "models", tiny_model.name)
     assert "The starter on the test set: ap50" in (out / "simulation.md").read_text()
+
+
+
+def test_the_test_sets_effort_is_priced_at_the_costs_asked_for(busbra_dir, monkeypatch):
+    """The served version's test-set ratio (what "falling round by round" reads) uses the same
+    cost model as the rounds' batches. The model is a stand-in: one far-off box on every image."""
+    from model import datasets, simulation
+    from model.evaluation.effort import ActionCosts
+
+    class FarOff:
+        classes = ["2", "3", "4", "5"]
+
+        def __call__(self, paths):
+            return [Detection((Box(0, 0, 5, 5, "3", 0.9),), 400, 300) for _ in paths]
+
+    monkeypatch.setattr(simulation, "_predictor", lambda model_dir, settings: FarOff())
+    holdout = datasets.load(f"busbra:{busbra_dir}")[:3]
+    ratios = {d: simulation._tested(Path(f"v-{d}"), holdout, simulation.SimulationSettings(
+        costs=ActionCosts(draw=d), display="top1-only"), {})["test_effort_ratio"] for d in (7.0, 35.0)}
+    # each image: verify 1.6 + delete 2.9 + draw, against draw by hand
+    assert ratios == {d: pytest.approx((1.6 + 2.9 + d) / d) for d in (7.0, 35.0)}

@@ -29,3 +29,15 @@ def test_no_lesion_image_and_two_lesions():
     second = Box(100, 100, 140, 130, "5")
     found = count([LESION, second], [Box(101, 99, 141, 131, "5", 0.9), Box(12, 12, 48, 52, "2", 0.7)])
     assert found == Corrections(relabelled=1) and found.total == 1
+
+
+def test_of_two_boxes_on_one_lesion_the_rightly_named_one_is_kept():
+    """Both halves overlap the lesion at IoU 0.55, the wrongly named one a hair more: the expert
+    deletes it and keeps the other, rather than relabel it and delete the right one."""
+    truth = Box(0, 0, 10, 10, "3")
+    wrong, right = Box(0, 0, 10, 5.55, "5", 0.9), Box(0, 4.5, 10, 10, "3", 0.8)
+    assert truth.iou(wrong) > truth.iou(right) >= 0.5
+    assert count([truth], [wrong, right]) == Corrections(deleted=1)
+    far_wrong, far_right = Box(15, 0, 30, 10, "5", 0.9), Box(0, 20, 10, 30, "3", 0.8)
+    moved = count([Box(0, 5, 30, 25, "3")], [far_wrong, far_right])  # neither fits: the right one is moved
+    assert moved == Corrections(moved=1, deleted=1)

@@ -115,6 +115,7 @@ def test_results_document_from_runs(tmp_path, monkeypatch, writer, busbra_dir, b
     assert "BI-RADS 5 where P(5) >= 0.500 (the cut `birads fit-cuts` fitted on BrEaST part1)" in second_report
     assert "| lesion AP50 >= 0.85, BUS-BRA fold 4 | 1.000 | met |" in doc
     assert "| against pathology, AUC >= 0.85 (fold 4) | not measured | |" not in doc
+    assert "| expert-seconds with pre-annotation <= 0.5x by hand (fold 4, shown: top1-only) | 0.23x | met |" in doc
     assert "(random order) | 3.0 s -> 2.5 s | met |" in doc and "(uncertain order) | 2.0 s -> 2.5 s | missed |" in doc
     assert "| ours, against the experts' subcategory | 50.00 % | 0.00 % | 100.00 % | 0/1/0/1 | 1 |" in doc
     assert "| only the most confident box" in doc and "expert-seconds" in doc
