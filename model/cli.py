@@ -215,7 +215,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from model.evaluation.evaluate import evaluate
     from model.evaluation.report import write_report
     from model.evaluation.screening_cut import load_cut
-    from model.subcategory import SPLIT_CLASSES
+    from model.subcategory import SPLIT_CLASSES, load_cuts
 
     StagedDirectory(args.out).check()  # before minutes of predictions, not after
     records = _records(args)
@@ -226,7 +226,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         classes = list(SPLIT_CLASSES)
     detections = predict([r.path for r in records], args.batch_size)
     evaluation = evaluate(records, detections, classes, args.score_threshold, args.biopsy_threshold,
-                          args.image_decision, _costs(args), load_cut(args.model, args.biopsy_threshold))
+                          args.image_decision, _costs(args), load_cut(args.model, args.biopsy_threshold),
+                          subcategory_cuts=load_cuts(args.model))  # read where the model has no 4
     # how the kept detections were read, for what reads them again (scripts/top_box_reading.py)
     evaluation.metrics["readings"] = {"category": args.category_reading, "malignancy": args.malignancy_reading,
                                       "category_voting": args.category_voting}

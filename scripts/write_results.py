@@ -364,7 +364,13 @@ def split_section(runs: Path, pictures: Pictures) -> list[str]:
              "|---|---|---|---|---|---|", paper_row("paper, Table III (4A vs 4B, its test set)", "4A_vs_4B"),
              row("ours, against the experts' subcategory", sub["4A_vs_4B"], str(sub["predicted_outside_4"])),
              row("ours, against pathology", sub.get("4A_vs_4B_pathology")),
-             row("experts' own 4B or above, against pathology", sub.get("experts_4A_vs_4B_pathology")), ""]
+             row("experts' own 4B or above, against pathology", sub.get("experts_4A_vs_4B_pathology"))]
+    paper = (metrics_of(runs, "model-no4-breast") or {}).get("subcategories_paper")
+    if paper:  # the paper's protocol: the second model alone, on every lesion the experts call 4
+        lines += [row("ours the paper's way (the second model on each expert 4A/4B/4C lesion), against the "
+                      "experts' subcategory", paper["4A_vs_4B"], f"no box on {paper['not_found']}"),
+                  row("ours the paper's way, against pathology", paper.get("4A_vs_4B_pathology"))]
+    lines += [""]
     picture = runs / RECIPE / "split-breast" / "confusion_matrix_4abc.png"
     if picture.is_file():
         lines += [f"![4A/4B/4C confusion]({pictures.copy(picture, 'split_4abc.png')})", ""]

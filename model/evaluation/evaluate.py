@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from model import taxonomy
+from model import subcategory, taxonomy
 from model.evaluation import effort, metrics
 from model.malignancy_reading import category_mass
 from model.records import MATCH_IOU, Box, Detection, ImageRecord
@@ -211,6 +211,32 @@ def _subcategories(records, predicted_categories) -> dict | None:
     }
 
 
+def subcategories_paper(records, detections, cuts: tuple[float, float]) -> dict | None:
+    """The paper's Table III: a second model (trained without BI-RADS 4) reads every lesion the
+    experts put in 4A/4B/4C, whatever a first model calls it: its box that best overlaps the
+    lesion (``model.subcategory``) and the cuts give 4A/4B/4C; positive: 4B or above. Lesions it
+    has no box on are counted apart."""
+    rows = [(box.category, subcategory.matched_likeness(box, detection), record.pathology)
+            for record, detection in zip(records, detections)
+            for box in record.boxes if box.category in taxonomy.SUBCATEGORIES_OF_4]
+    if not rows:
+        return None
+    found = [(truth, subcategory.subcategory(likeness, cuts), pathology)
+             for truth, likeness, pathology in rows if likeness is not None]
+    suspicious = taxonomy.rank("4B")
+    proven = [(named, pathology == "malignant") for _, named, pathology in found if pathology]
+    labels = list(taxonomy.SUBCATEGORIES_OF_4)
+    return {
+        "lesions": len(rows), "not_found": len(rows) - len(found), "cuts": list(cuts),
+        "4A_vs_4B": metrics.binary_from_labels([taxonomy.rank(t) >= suspicious for t, _, _ in found],
+                                               [taxonomy.rank(n) >= suspicious for _, n, _ in found]),
+        "4A_vs_4B_pathology": metrics.binary_from_labels([m for _, m in proven],
+                                                         [taxonomy.rank(n) >= suspicious for n, _ in proven]),
+        "labels": labels,
+        "confusion_matrix": metrics.confusion_matrix([t for t, _, _ in found], [n for _, n, _ in found], labels),
+    }
+
+
 def _by_top_box_place(records, truth, predicted, detections, expert_boxes, threshold) -> dict:
     """Category accuracy and the AUC against pathology on the images (with an expert box) whose most
     confident box is on a lesion, and on the rest: how much of each miss is the place and how much
@@ -232,12 +258,16 @@ def _by_top_box_place(records, truth, predicted, detections, expert_boxes, thres
 def evaluate(records: list[ImageRecord], detections: list[Detection], classes: Sequence[str],
              score_threshold: float = 0.5, biopsy_threshold: str = taxonomy.BIOPSY_THRESHOLD,
              decision: str = "shown", costs: effort.ActionCosts | None = None,
-             screening_cut: dict | None = None, display: str = "threshold") -> Evaluation:
+             screening_cut: dict | None = None, display: str = "threshold",
+             subcategory_cuts: tuple[float, float] | None = None) -> Evaluation:
     """All metrics for ``detections`` (one per record, from a model with ``classes``);
     ``screening_cut``: Table II also at that fitted cut (model.evaluation.screening_cut);
+    ``subcategory_cuts``: a second model's 4A/4B/4C cuts, for Table III the paper's way;
     ``display``: what the annotator is shown (DISPLAYS), which the acceptance rate and the
     "shown" decision read (the effort is reported under every display)."""
     model_classes = list(classes)
+    paper_table_iii = (subcategories_paper(records, detections, subcategory_cuts)
+                       if subcategory_cuts and all(taxonomy.rank(c) != 4 for c in model_classes) else None)
     classes = _common_classes(records, classes)
     named = _nameable(model_classes, classes)
     labels = [taxonomy.NO_LESION, *classes]
@@ -276,4 +306,6 @@ def evaluate(records: list[ImageRecord], detections: list[Detection], classes: S
     subcategories = _subcategories(records, predicted)
     if subcategories:
         result["subcategories"] = subcategories
+    if paper_table_iii:
+        result["subcategories_paper"] = paper_table_iii
     return Evaluation(metrics=result, labels=labels, records=records, detections=detections)

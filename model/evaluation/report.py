@@ -18,6 +18,7 @@ from model.evaluation.metrics import NEAR_IOU  # noqa: E402
 from model.evaluation.screening_cut import fitted_on  # noqa: E402
 from model.io import StagedDirectory, read_image  # noqa: E402
 from model.records import MATCH_IOU, Detection, ImageRecord  # noqa: E402
+from model.subcategory import MIN_IOU as SUBCATEGORY_MIN_IOU  # noqa: E402
 
 DETECTIONS = "detections.jsonl"
 METRICS = "metrics.json"
@@ -230,9 +231,22 @@ def markdown(m: dict, model_dir: str, data: str) -> str:
                   "", f"{sub['predicted_outside_4']} of these images were called outside BI-RADS 4 "
                   "(counted by rank: 1-3, and a 4 left unsplit, as below 4B; 5 as 4B or above).", "",
                   "![4A/4B/4C confusion](confusion_matrix_4abc.png)"]
+    if "subcategories_paper" in m:
+        lines += paper_table_iii_lines(m["subcategories_paper"])
     lines += effort_lines(m.get("effort"))
     lines += ["", "## Examples (green: experts, red: model)", "", "![examples](examples.png)", ""]
     return "\n".join(lines)
+
+
+def paper_table_iii_lines(sub: dict) -> list[str]:
+    """Table III the paper's way: this second model on every lesion the experts put in 4A/4B/4C."""
+    low, high = sub["cuts"]
+    return ["", "## BI-RADS 4A vs 4B the paper's way (Table III: this model on the experts' 4A/4B/4C lesions)",
+            "", "| | accuracy | sensitivity | specificity | TP/FN/FP/TN | paper |", "|---|---|---|---|---|---|",
+            _binary_row("4B or above vs 4A, experts' subcategory", sub["4A_vs_4B"], PAPER["4A_vs_4B"]),
+            _binary_row("4B or above vs 4A, pathology", sub.get("4A_vs_4B_pathology")),
+            "", f"{sub['lesions']} lesions; {sub['not_found']} with no box of this model on them (IoU < "
+            f"{SUBCATEGORY_MIN_IOU}), left out above. Cuts: 4A below {low:.3f}, 4C from {high:.3f}."]
 
 
 def read_detections(report: str | Path) -> list[tuple[ImageRecord, Detection]]:

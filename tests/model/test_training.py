@@ -309,8 +309,14 @@ def test_second_model_without_birads_4_splits_4_into_subcategories(overfit_model
                  "--no-bf16"]) == 0
     assert main(["evaluate", "--data", f"records:{tmp_path / 'both.json'}", "--model", str(second_dir),
                  "--image-decision", "top", "--out", str(tmp_path / "second"), "--no-bf16"]) == 0
-    at_cut = json.loads((tmp_path / "second" / "metrics.json").read_text())["screening_paper"]["at_cut"]
+    second_metrics = json.loads((tmp_path / "second" / "metrics.json").read_text())
+    at_cut = second_metrics["screening_paper"]["at_cut"]
     assert at_cut["cut"] == cut["cut"] and at_cut["n"] == 2
+    # Table III the paper's way: the second model on each of the experts' 4A/4B/4C lesions, at its cuts
+    paper = second_metrics["subcategories_paper"]
+    assert paper["lesions"] == sum(len(r.boxes) for r in relabelled) and paper["cuts"] == list(load_cuts(second_dir))
+    assert paper["4A_vs_4B"]["n"] + paper["not_found"] == paper["lesions"]
+    assert "4A vs 4B the paper's way" in (tmp_path / "second" / "report.md").read_text()
     report = tmp_path / "report"
     assert main(["evaluate", "--data", f"records:{tmp_path / 'sub.json'}", "--model", str(overfit_model),
                  "--split-4-with", str(second_dir), "--image-decision", "top", "--out", str(report),

@@ -114,6 +114,31 @@ def test_table_iii_against_subcategory_and_pathology():
     assert sub["predicted_outside_4"] == 1 and sub["confusion_matrix"][0] == [1, 1, 0]
 
 
+def test_table_iii_the_papers_way_reads_the_second_model_on_every_expert_4():
+    """Each 4A/4B/4C lesion is read by the second model's best-overlapping box (likeness P(5) among
+    2/3/5, cut at 0.1 and 0.5), whatever its top box is; a lesion with no box on it is left out."""
+    records = [_record("a", "4A", "benign"), _record("b", "4B", "malignant"), _record("c", "4C", "malignant"),
+               _record("d", "4A", "benign"), _record("e", "2", "benign")]
+
+    def read(likeness: float | None) -> Detection:
+        if likeness is None:  # a box far from the lesion
+            return Detection((Box(60, 60, 90, 90, "2", 0.9),), 100, 100, class_scores=({"2": 0.9, "3": 0.0, "5": 0.1},))
+        scores = {"2": 1 - likeness, "3": 0.0, "5": likeness}
+        return Detection((Box(*LESION, "2", 0.9), Box(12, 10, 52, 50, "5", 0.2)), 100, 100,
+                         class_scores=(scores, {"2": 0.0, "3": 0.0, "5": 1.0}))
+
+    detections = [read(0.05), read(0.3), read(0.2), read(None), read(0.9)]
+    m = evaluate(records, detections, ["2", "3", "5"], subcategory_cuts=(0.1, 0.5)).metrics
+    paper = m["subcategories_paper"]
+    assert (paper["lesions"], paper["not_found"], paper["cuts"]) == (4, 1, [0.1, 0.5])
+    table = paper["4A_vs_4B"]  # 4A -> 4A, 4B -> 4B, 4C -> 4B: both positives found, the negative right
+    assert (table["tp"], table["fn"], table["fp"], table["tn"]) == (2, 0, 0, 1)
+    assert paper["confusion_matrix"] == [[1, 0, 0], [0, 1, 0], [0, 1, 0]]
+    assert "subcategories_paper" not in evaluate(records, detections, ["2", "3", "4", "5"],
+                                                 subcategory_cuts=(0.1, 0.5)).metrics  # a first model
+    assert "subcategories_paper" not in evaluate(records, detections, ["2", "3", "5"]).metrics
+
+
 def test_coarse_reads_subcategories_as_four():
     from model.datasets import coarse
 

@@ -97,6 +97,16 @@ def test_results_document_from_runs(tmp_path, monkeypatch, writer, busbra_dir, b
     _reference(runs, busbra, breast)
     _simulation(runs / "simulation" / "random", [None, 3.0, 2.5])
     _simulation(runs / "simulation" / "uncertain", [None, 2.0, 2.5])
+    # the second model's own BrEaST report: P(5) 0.9 on the experts' 4B and 4C lesions, 0.05 elsewhere
+    seconds = [Detection(tuple(replace(b, score=0.9, category="5" if b.category in ("4B", "4C") else "2")
+                               for b in r.boxes), r.width, r.height,
+                         class_scores=tuple({"2": 1 - q, "3": 0.0, "5": q} for b in r.boxes
+                                            for q in [0.9 if b.category in ("4B", "4C") else 0.05]))
+               for r in breast]
+    write_report(evaluate(breast, seconds, ["2", "3", "5"], decision="top", subcategory_cuts=(0.1, 0.5)),
+                 runs / "reference" / "model-no4-breast", "m", "data")
+    fours = [b.category for r in breast for b in r.boxes if b.category in ("4A", "4B", "4C")]
+    positives = sum(c != "4A" for c in fours)
 
     monkeypatch.setattr(sys, "argv", ["write_results.py", str(runs)])
     writer.main()
@@ -118,6 +128,9 @@ def test_results_document_from_runs(tmp_path, monkeypatch, writer, busbra_dir, b
     assert "| expert-seconds with pre-annotation <= 0.5x by hand (fold 4, shown: top1-only) | 0.23x | met |" in doc
     assert "(random order) | 3.0 s -> 2.5 s | met |" in doc and "(uncertain order) | 2.0 s -> 2.5 s | missed |" in doc
     assert "| ours, against the experts' subcategory | 50.00 % | 0.00 % | 100.00 % | 0/1/0/1 | 1 |" in doc
+    assert ("| ours the paper's way (the second model on each expert 4A/4B/4C lesion), against the experts' "
+            f"subcategory | 100.00 % | 100.00 % | 100.00 % | {positives}/0/0/{len(fours) - positives} | "
+            "no box on 0 |") in doc
     assert "| only the most confident box" in doc and "expert-seconds" in doc
     assert "| 2 | 48 | 16 | 2.500 | 7.000 | 0.357 |" in doc  # uncertain order, round 2
     assert "display top1" in doc and "draw 7 s" in doc

@@ -1,0 +1,67 @@
+"""Table III the paper's way, re-read on kept reference runs: the second model (trained without
+BI-RADS 4) reads every lesion the experts put in 4A/4B/4C, at the cuts fitted for it on BrEaST
+part1, beside Table III as the runs reported it (the first model's BI-RADS 4 boxes split, each
+image read by its top box). Runs no model.
+
+    python scripts/table_iii_paper.py RUNS [RUNS...]
+
+A RUNS folder is a reference run's (``scripts/reference_model.sh``'s ``$out``, as kept under
+docs/results/*/runs): ``model-no4-breast`` (the second model's BrEaST part2 report, its
+detections gzipped or not), ``subcategory_cuts.json`` and ``split-breast``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import sys
+from pathlib import Path
+
+from tabulate import tabulate
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from model.evaluation.evaluate import subcategories_paper  # noqa: E402
+from model.evaluation.report import read_metrics  # noqa: E402
+from model.records import Detection, ImageRecord  # noqa: E402
+
+
+def kept_detections(report: Path) -> list[tuple[ImageRecord, Detection]]:
+    plain, packed = report / "detections.jsonl", report / "detections.jsonl.gz"
+    text = plain.read_text() if plain.is_file() else gzip.decompress(packed.read_bytes()).decode()
+    rows = [json.loads(line) for line in text.splitlines()]
+    return [(ImageRecord.from_dict(r["record"]), Detection.from_dict(r["detection"])) for r in rows]
+
+
+def figures(runs: Path) -> dict:
+    pairs = kept_detections(runs / "model-no4-breast")
+    cuts = tuple(json.loads((runs / "subcategory_cuts.json").read_text())["cuts"])
+    paper = subcategories_paper([r for r, _ in pairs], [d for _, d in pairs], cuts)
+    as_run = read_metrics(runs / "split-breast").get("subcategories") or {}
+    return {"paper's way": paper, "as run": as_run}
+
+
+def _row(runs: Path, arm: str, table: dict) -> list:
+    binary = table.get("4A_vs_4B") or {}
+    counts = "/".join(str(binary.get(k, "-")) for k in ("tp", "fn", "fp", "tn"))
+    left = table.get("not_found", table.get("predicted_outside_4"))
+    return [str(runs), arm, *(f"{100 * binary[k]:.2f}" if binary.get(k) is not None else "n/a"
+                              for k in ("accuracy", "sensitivity", "specificity")), counts, left]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+", type=Path)
+    args = parser.parse_args(argv)
+    results = {str(runs): figures(runs) for runs in args.runs}
+    rows = [_row(runs, arm, results[str(runs)][arm]) for runs in args.runs for arm in ("as run", "paper's way")]
+    print(tabulate(rows, ["runs", "Table III", "accuracy %", "sensitivity %", "specificity %", "TP/FN/FP/TN",
+                          "left out (as run: called outside 4; paper's way: no box on the lesion)"],
+                   tablefmt="github"))
+    print(json.dumps(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
