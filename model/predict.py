@@ -50,11 +50,14 @@ def extend_inference(box_predictor: torch.nn.Module, voting_iou: float | None,
     def inference(predictions, proposals):
         results, kept = original(predictions, proposals)
         probabilities = box_predictor.predict_probs(predictions, proposals)
-        for instances, indices, probs in zip(results, kept, probabilities):
-            instances.class_scores = probs[indices].float()
+        regressed = box_predictor.predict_boxes(predictions, proposals)
+        for instances, indices, probs, boxes in zip(results, kept, probabilities, regressed):
+            # detectron2 first drops the proposals with a non-finite box or score; its indices
+            # count the rest
+            finite = torch.isfinite(boxes).all(dim=1) & torch.isfinite(probs).all(dim=1)
+            instances.class_scores = probs[finite][indices].float()
         if voting_iou is None and category_voting_iou is None:
             return results, kept
-        regressed = box_predictor.predict_boxes(predictions, proposals)
         for instances, boxes, probs, proposal in zip(results, regressed, probabilities, proposals):
             clipped = Boxes(boxes.float().reshape(-1, 4))
             clipped.clip(proposal.image_size)

@@ -7,6 +7,7 @@ completes, so a failed or killed run never leaves a half-written model.
 
 from __future__ import annotations
 
+import copy
 import logging
 import shutil
 import time
@@ -15,8 +16,10 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import torch
-from detectron2.data import DatasetMapper, build_detection_train_loader
+from detectron2.data import DatasetMapper, build_detection_train_loader, detection_utils
+from detectron2.data import transforms as T
 from detectron2.data.samplers import RepeatFactorTrainingSampler, TrainingSampler
 from detectron2.engine import DefaultTrainer, HookBase, SimpleTrainer
 from detectron2.engine.hooks import EvalHook
@@ -29,7 +32,7 @@ from model import box_classifier, class_rows, fine_tuning, modeldir, taxonomy
 from model.augment import training_augmentations
 from model.config import TrainSettings, build_config, use_bf16
 from model.datasets.export import summary
-from model.io import DataError, StagedDirectory
+from model.io import DataError, StagedDirectory, read_image
 from model.records import ImageRecord
 
 log = logging.getLogger(__name__)
@@ -98,6 +101,23 @@ class ProgressHook(HookBase):
                        "loss": None if loss is None else round(float(loss), 4)})
 
 
+class PixelsAsPredicted(DatasetMapper):
+    """detectron2's training mapper with the pixels read as prediction reads them
+    (``model.io.read_image``): detectron2's own reader clips 16-bit grey at 255, where the
+    predictor, the trunk and the box classifier stretch it onto 0-255. 8-bit images read alike."""
+
+    def __call__(self, dataset_dict: dict) -> dict:
+        record = copy.deepcopy(dataset_dict)
+        image = read_image(record["file_name"])
+        image = image[:, :, ::-1] if self.image_format == "BGR" else image
+        detection_utils.check_image_size(record, image)
+        augmented = T.AugInput(np.ascontiguousarray(image))
+        transforms = self.augmentations(augmented)
+        record["image"] = torch.as_tensor(np.ascontiguousarray(augmented.image.transpose(2, 0, 1)))
+        self._transform_annotations(record, transforms, augmented.image.shape[:2])
+        return record
+
+
 class BiradsTrainer(DefaultTrainer):
     """DefaultTrainer fed from our records, with the paper's augmentation and optional bf16."""
 
@@ -118,7 +138,7 @@ class BiradsTrainer(DefaultTrainer):
         return model
 
     def build_train_loader(self, cfg):
-        mapper = DatasetMapper(cfg, is_train=True,
+        mapper = PixelsAsPredicted(cfg, is_train=True,
                                augmentations=training_augmentations(
             self.settings, cfg.INPUT.MIN_SIZE_TRAIN[0], cfg.INPUT.MAX_SIZE_TRAIN))
         if self.settings.class_balanced:

@@ -84,3 +84,27 @@ def test_category_voting_gives_a_box_the_lesion_weighted_mean_softmax_of_its_ove
     assert mean[1].tolist() == own[1].tolist()
     nobody = voters(torch.zeros((0, 4)), torch.zeros((0, 3)))
     assert voted_probabilities(kept, own, nobody, iou=0.5).tolist() == own.tolist()
+
+
+def test_each_kept_box_gets_its_own_proposals_class_scores_when_detectron2_drops_a_non_finite_one():
+    """detectron2's inference drops proposals whose box or scores are not finite before it keeps
+    boxes, so the indices it returns count the finite ones (a diverging fine-tune makes such rows)."""
+    from detectron2.layers import ShapeSpec
+    from detectron2.modeling.box_regression import Box2BoxTransform
+    from detectron2.modeling.roi_heads.fast_rcnn import FastRCNNOutputLayers
+    from detectron2.structures import Boxes, Instances
+
+    from model.predict import extend_inference
+
+    head = FastRCNNOutputLayers(ShapeSpec(channels=4), box2box_transform=Box2BoxTransform((10, 10, 5, 5)),
+                                num_classes=2, test_score_thresh=0.05, test_nms_thresh=0.5, test_topk_per_image=10)
+    extend_inference(head, voting_iou=None)
+    logits = torch.tensor([[float("nan"), 0.0, 0.0], [3.0, 0.0, 0.0], [0.0, 3.0, 0.0]])  # last column: background
+    deltas = torch.zeros(3, 8)
+    proposals = Instances((100, 100), proposal_boxes=Boxes(torch.tensor(
+        [[0.0, 0.0, 10.0, 10.0], [20.0, 20.0, 40.0, 40.0], [60.0, 60.0, 90.0, 90.0]])))
+    [result], _ = head.inference((logits, deltas), [proposals])
+    expected = torch.softmax(logits[1:], dim=1)
+    for box, label, scores in zip(result.pred_boxes.tensor, result.pred_classes, result.class_scores):
+        row = 0 if box[0] == 20 else 1  # the proposal this box came from
+        assert torch.allclose(scores, expected[row]) and int(scores[:2].argmax()) == int(label)
