@@ -49,16 +49,16 @@ def extend_inference(box_predictor: torch.nn.Module, voting_iou: float | None,
 
     def inference(predictions, proposals):
         results, kept = original(predictions, proposals)
-        probabilities = box_predictor.predict_probs(predictions, proposals)
-        regressed = box_predictor.predict_boxes(predictions, proposals)
-        for instances, indices, probs, boxes in zip(results, kept, probabilities, regressed):
-            # detectron2 first drops the proposals with a non-finite box or score; its indices
-            # count the rest
-            finite = torch.isfinite(boxes).all(dim=1) & torch.isfinite(probs).all(dim=1)
-            instances.class_scores = probs[finite][indices].float()
+        # detectron2 first drops the proposals with a non-finite box or score: its indices count the rest
+        finite = [(boxes[rows], probs[rows]) for boxes, probs in zip(
+                      box_predictor.predict_boxes(predictions, proposals),
+                      box_predictor.predict_probs(predictions, proposals))
+                  for rows in [torch.isfinite(boxes).all(dim=1) & torch.isfinite(probs).all(dim=1)]]
+        for instances, indices, (_, probs) in zip(results, kept, finite):
+            instances.class_scores = probs[indices].float()
         if voting_iou is None and category_voting_iou is None:
             return results, kept
-        for instances, boxes, probs, proposal in zip(results, regressed, probabilities, proposals):
+        for instances, (boxes, probs), proposal in zip(results, finite, proposals):
             clipped = Boxes(boxes.float().reshape(-1, 4))
             clipped.clip(proposal.image_size)
             places, probs = clipped.tensor.view(len(boxes), -1), probs.float()

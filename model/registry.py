@@ -157,11 +157,11 @@ class Registry:
         ``replacing``: promote only if that version (None: nothing) is still the served one, else
         raise ``ReplacedMeanwhile``. Promotions hold the registry's lock, so a training job's check
         and its switch cannot straddle a rollback made by hand (`birads promote`) in between."""
+        if not self.path(version).is_dir():  # before the lock, which would make the folder
+            raise DataError(f"model version {version} does not exist")
         with self._promotion_lock():
             if replacing is not _ANY and (now := self.current()) != replacing:
                 raise ReplacedMeanwhile(replacing, now)
-            if not self.path(version).is_dir():
-                raise DataError(f"model version {version} does not exist")
             if not (self.path(version) / CHECKSUMS).is_file():
                 self.seal(version)
             elif problem := self.problem(version):  # re-sealing would record changed files as good
@@ -176,11 +176,14 @@ class Registry:
     @contextmanager
     def _promotion_lock(self) -> Iterator[None]:
         """An exclusive lock across processes (the worker's jobs, `birads promote`), freed by the
-        kernel when its holder dies, however it dies."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / ".promotion.lock", "a") as handle:
+        kernel when its holder dies, however it dies. Read-only: whoever made the file, any user
+        who may write the folder can take it."""
+        handle = os.open(self.root / ".promotion.lock", os.O_RDONLY | os.O_CREAT, 0o666)
+        try:
             fcntl.flock(handle, fcntl.LOCK_EX)
             yield
+        finally:
+            os.close(handle)
 
     def describe(self, version: str, **facts: object) -> None:
         """Write the version's metadata (parent, data size, metrics, created at, ...)."""

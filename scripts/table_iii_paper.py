@@ -39,7 +39,7 @@ def figures(runs: Path) -> dict:
     cuts = tuple(json.loads((runs / "subcategory_cuts.json").read_text())["cuts"])
     paper = subcategories_paper([r for r, _ in pairs], [d for _, d in pairs], cuts)
     as_run = read_metrics(runs / "split-breast").get("subcategories") or {}
-    return {"paper's way": paper, "as run": as_run}
+    return {"paper's way": paper or {}, "as run": as_run}
 
 
 def _row(runs: Path, arm: str, table: dict) -> list:

@@ -117,21 +117,22 @@ def _birads_control(tasks: list, where: Path) -> str | None:
     """The RectangleLabels control (``from_name``) whose labels are BI-RADS categories, where an
     export holds several (calipers or other tools beside the lesions); None where it holds one.
     An export carries no label config, so the labels used tell the controls apart."""
-    labels: dict[object, set[str]] = {}
+    labels: dict[str, set[str]] = {}
     for task in tasks:
         annotations = task.get("annotations") if isinstance(task, dict) else None
         for annotation in annotations if isinstance(annotations, list) else []:
             result = annotation.get("result") if isinstance(annotation, dict) else None
             for region in result if isinstance(result, list) else []:
-                if isinstance(region, dict) and region.get("type") == regions.TYPE:
+                # a region naming no tool is read with any (model.regions), so it names none here
+                if isinstance(region, dict) and region.get("type") == regions.TYPE and region.get("from_name"):
                     value = region.get("value")
                     named = value.get("rectanglelabels") if isinstance(value, dict) else None
-                    labels.setdefault(region.get("from_name"), set()).update(
+                    labels.setdefault(str(region["from_name"]), set()).update(
                         str(n) for n in (named if isinstance(named, list) else []))
     if len(labels) < 2:
         return None
     birads = [c for c, names in labels.items() if any(_category_or_none(n) is not None for n in names)]
-    if len(birads) != 1 or not isinstance(birads[0], str):
+    if len(birads) != 1:
         raise DataError(f"{where}: {len(birads)} of its {len(labels)} rectangle tools "
                         f"({', '.join(sorted(map(str, labels)))}) hold BI-RADS labels; one must")
     log.info("%s: rectangles of %s read; %s hold no BI-RADS label and are passed over", where, birads[0],

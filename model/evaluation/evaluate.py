@@ -267,7 +267,7 @@ def evaluate(records: list[ImageRecord], detections: list[Detection], classes: S
     "shown" decision read (the effort is reported under every display)."""
     model_classes = list(classes)
     paper_table_iii = (subcategories_paper(records, detections, subcategory_cuts)
-                       if subcategory_cuts and all(taxonomy.rank(c) != 4 for c in model_classes) else None)
+                       if subcategory_cuts and all(int(taxonomy.rank(c)) != 4 for c in model_classes) else None)
     classes = _common_classes(records, classes)
     named = _nameable(model_classes, classes)
     labels = [taxonomy.NO_LESION, *classes]

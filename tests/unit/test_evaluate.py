@@ -137,6 +137,9 @@ def test_table_iii_the_papers_way_reads_the_second_model_on_every_expert_4():
     assert "subcategories_paper" not in evaluate(records, detections, ["2", "3", "4", "5"],
                                                  subcategory_cuts=(0.1, 0.5)).metrics  # a first model
     assert "subcategories_paper" not in evaluate(records, detections, ["2", "3", "5"]).metrics
+    first_with_subcategories = ["2", "3", "4A", "4B", "4C", "5"]  # trained on BrEaST's own labels
+    assert "subcategories_paper" not in evaluate(records, detections, first_with_subcategories,
+                                                 subcategory_cuts=(0.1, 0.5)).metrics
 
 
 def test_coarse_reads_subcategories_as_four():

@@ -161,6 +161,10 @@ def test_labelstudio_passes_over_a_second_rectangle_tool_without_birads_labels(t
     width, _ = image_size(Path(image))
     assert [(b.category, b.x0) for b in records["1"].boxes] == [("4", pytest.approx(0.1 * width))]
     assert records["2"].boxes == [] and records["2"].birads == "1"  # only calipers: no lesion
+    unnamed = dict(_region("", 70, "BI-RADS 5"), from_name=None)  # hand-made: read with any tool
+    export.append({"id": 3, "data": {"image": image}, "annotations": [{"result": [unnamed]}]})
+    (tmp_path / "export.json").write_text(json.dumps(export))
+    assert [b.category for b in datasets.load(f"labelstudio:{tmp_path / 'export.json'}")[2].boxes] == ["5"]
     export[1]["annotations"][0]["result"].append(_region("second", 30, "BI-RADS 2"))
     (tmp_path / "export.json").write_text(json.dumps(export))
     _import_fails(tmp_path, f"labelstudio:{tmp_path / 'export.json'}", "2 of its 3 rectangle tools",

@@ -203,6 +203,7 @@ def test_birads_help_names_the_backend_commands_and_worker_help_starts_nothing(c
 
 
 def test_a_promotion_expecting_another_served_version_changes_nothing(tmp_path):
+    from model.io import DataError
     from model.registry import ReplacedMeanwhile
 
     registry = Registry(tmp_path / "project-3")
@@ -216,6 +217,10 @@ def test_a_promotion_expecting_another_served_version_changes_nothing(tmp_path):
     assert not (registry.path("v3") / "checksums.json").exists()
     registry.promote("v3", replacing="v2")
     assert registry.current() == "v3"
+    elsewhere = Registry(tmp_path / "project-9")  # a project with no versions: nothing is made for it
+    with pytest.raises(DataError, match="does not exist"):
+        elsewhere.promote("v1", replacing=None)
+    assert not elsewhere.root.exists()
 
 
 def test_a_promotion_waits_for_the_one_in_progress(tmp_path):
