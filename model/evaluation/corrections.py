@@ -3,14 +3,19 @@
 Each box added, deleted, moved (the nearest predicted box overlaps the true one at IoU < 0.5) or
 relabelled counts as one correction; a box both moved and relabelled is one correction (one drag,
 one click on the same region). Zero corrections means the pre-annotation is accepted unchanged.
-Where two shown boxes fit one lesion, the expert keeps the one with the right category (and
-deletes the other) rather than relabel one: pairs with the right category come first, then by IoU.
+The expert corrects the cheapest way: which shown box stands for which lesion is the pairing with
+the least cost (``count``'s ``weigh``: the expert-seconds in ``model.evaluation.effort``; by
+default the fewest corrections, then the fewest moves),
+so where two shown boxes fit one lesion the rightly named one is kept and the other deleted. Among
+equally cheap pairings, the closer boxes pair.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from model.records import MATCH_IOU, Box
 
@@ -28,26 +33,59 @@ class Corrections:
         return self.added + self.deleted + self.moved + self.relabelled
 
 
-def _pairs(truth: list[Box], predicted: list[Box], accept) -> list[tuple[Box, Box]]:
-    """Greedy one-to-one pairs among those ``accept`` allows: the right category first, then by
-    IoU, best first."""
-    candidates = sorted(((t.category == p.category, t.iou(p), i, j) for i, t in enumerate(truth)
-                         for j, p in enumerate(predicted) if accept(t.iou(p))), reverse=True)
-    used_t, used_p, pairs = set(), set(), []
-    for *_, i, j in candidates:
-        if i not in used_t and j not in used_p:
-            used_t.add(i)
-            used_p.add(j)
-            pairs.append((truth[i], predicted[j]))
-    return pairs
+EXACT_LIMIT = 20_000  # pairings searched at most; beyond, greedy by IoU (images with many lesions)
 
 
-def count(truth: Sequence[Box], predicted: Sequence[Box]) -> Corrections:
+def fewest(edits: Corrections) -> tuple[int, int, int]:
+    """``count``'s default cost: the fewest corrections, then the fewest moves (the dearest edit),
+    then the fewest moved boxes relabelled as well."""
+    return edits.total, edits.moved, edits.moved_relabelled
+
+
+def _edits(truth: list[Box], predicted: list[Box], choice: Sequence[int | None]) -> Corrections:
+    """What pairing truth i with predicted box ``choice[i]`` (None: drawn anew) costs in edits."""
+    pairs = [(truth[i], predicted[j]) for i, j in enumerate(choice) if j is not None]
+    kept = [(t, p) for t, p in pairs if t.iou(p) >= MATCH_IOU]
+    moved = [(t, p) for t, p in pairs if t.iou(p) < MATCH_IOU]
+    return Corrections(added=len(truth) - len(pairs), deleted=len(predicted) - len(pairs), moved=len(moved),
+                       relabelled=sum(t.category != p.category for t, p in kept),
+                       moved_relabelled=sum(t.category != p.category for t, p in moved))
+
+
+def _choices(overlapping: list[list[int]], used: frozenset = frozenset()) -> Iterator[tuple[int | None, ...]]:
+    """Every one-to-one pairing: each truth with one of its overlapping boxes not yet taken, or none."""
+    if not overlapping:
+        yield ()
+        return
+    for j in [None, *(j for j in overlapping[0] if j not in used)]:
+        for rest in _choices(overlapping[1:], used if j is None else used | {j}):
+            yield (j, *rest)
+
+
+def _greedy(truth: list[Box], predicted: list[Box]) -> tuple[int | None, ...]:
+    """Pairs by IoU, best first: those that fit (IoU >= 0.5), then any overlap."""
+    choice: list[int | None] = [None] * len(truth)
+    used: set[int] = set()
+    for fits in (True, False):
+        candidates = sorted(((t.iou(p), i, j) for i, t in enumerate(truth) for j, p in enumerate(predicted)
+                             if (t.iou(p) >= MATCH_IOU) == fits and t.iou(p) > 0), reverse=True)
+        for _, i, j in candidates:
+            if choice[i] is None and j not in used:
+                choice[i] = j
+                used.add(j)
+    return tuple(choice)
+
+
+def count(truth: Sequence[Box], predicted: Sequence[Box],
+          weigh: Callable[[Corrections], Any] = fewest) -> Corrections:
+    """The corrections that turn ``predicted`` into ``truth`` the cheapest way by ``weigh``."""
     truth, predicted = list(truth), list(predicted)
-    matched = _pairs(truth, predicted, lambda iou: iou >= MATCH_IOU)
-    relabelled = sum(t.category != p.category for t, p in matched)
-    rest_t = [t for t in truth if all(t is not m for m, _ in matched)]
-    rest_p = [p for p in predicted if all(p is not m for _, m in matched)]
-    moved = _pairs(rest_t, rest_p, lambda iou: iou > 0)
-    return Corrections(added=len(rest_t) - len(moved), deleted=len(rest_p) - len(moved), moved=len(moved),
-                       relabelled=relabelled, moved_relabelled=sum(t.category != p.category for t, p in moved))
+    overlapping = [[j for j, p in enumerate(predicted) if t.iou(p) > 0] for t in truth]
+    if math.prod(len(o) + 1 for o in overlapping) > EXACT_LIMIT:
+        return _edits(truth, predicted, _greedy(truth, predicted))
+
+    def cost(choice: tuple[int | None, ...]) -> tuple:
+        closeness = sum(truth[i].iou(predicted[j]) for i, j in enumerate(choice) if j is not None)
+        return weigh(_edits(truth, predicted, choice)), -closeness
+
+    return _edits(truth, predicted, min(_choices(overlapping), key=cost))

@@ -59,14 +59,18 @@ class Effort:
 ACTIONS = ("verify", "relabel", "delete", "adjust", "draw")
 
 
-def _action_seconds(truth: Sequence[Box], shown: Sequence[Box], costs: ActionCosts) -> dict[str, float]:
-    """One image's seconds with pre-annotation, per action: verify every shown box, then fix what is
-    wrong (a box both moved and relabelled costs both)."""
-    edits = corrections.count(truth, shown)
-    return {"verify": len(shown) * costs.verify,
-            "relabel": (edits.relabelled + edits.moved_relabelled) * costs.relabel,
+def _fixing_seconds(edits: corrections.Corrections, costs: ActionCosts) -> dict[str, float]:
+    """What ``edits`` cost, per action (a box both moved and relabelled costs both)."""
+    return {"relabel": (edits.relabelled + edits.moved_relabelled) * costs.relabel,
             "delete": edits.deleted * costs.delete, "adjust": edits.moved * costs.adjust,
             "draw": edits.added * costs.draw}
+
+
+def _action_seconds(truth: Sequence[Box], shown: Sequence[Box], costs: ActionCosts) -> dict[str, float]:
+    """One image's seconds with pre-annotation, per action: verify every shown box, then fix what is
+    wrong the cheapest way at ``costs``."""
+    edits = corrections.count(truth, shown, lambda e: sum(_fixing_seconds(e, costs).values()))
+    return {"verify": len(shown) * costs.verify, **_fixing_seconds(edits, costs)}
 
 
 def by_hand_seconds(truth: Sequence[Box], costs: ActionCosts) -> float:

@@ -41,3 +41,20 @@ def test_of_two_boxes_on_one_lesion_the_rightly_named_one_is_kept():
     far_wrong, far_right = Box(15, 0, 30, 10, "5", 0.9), Box(0, 20, 10, 30, "3", 0.8)
     moved = count([Box(0, 5, 30, 25, "3")], [far_wrong, far_right])  # neither fits: the right one is moved
     assert moved == Corrections(moved=1, deleted=1)
+
+
+def test_the_cheapest_pairing_wins_where_the_greedy_one_by_overlap_or_by_name_would_not():
+    """Two overlapping lesions: pairing the rightly named box first with the first lesion leaves the
+    second to be moved; the cheapest is one relabel."""
+    lesions = [Box(0, 0, 10, 10, "3"), Box(3, 0, 13, 10, "3")]
+    shown = [Box(1.4, 0, 11.4, 10, "3", 0.9), Box(-0.5, 0, 9.5, 10, "5", 0.8)]
+    assert count(lesions, shown) == Corrections(relabelled=1)
+
+
+def test_effort_prices_the_pairing_it_chooses():
+    from model.evaluation.effort import ActionCosts, image_effort
+
+    truth = [Box(0, 0, 10, 10, "3")]
+    wrong, right = Box(0, 0, 10, 5.55, "5", 0.9), Box(0, 4.5, 10, 10, "3", 0.8)
+    costs = ActionCosts()
+    assert image_effort(truth, [wrong, right], costs).with_model == pytest.approx(2 * costs.verify + costs.delete)
