@@ -58,3 +58,14 @@ def test_effort_prices_the_pairing_it_chooses():
     wrong, right = Box(0, 0, 10, 5.55, "5", 0.9), Box(0, 4.5, 10, 10, "3", 0.8)
     costs = ActionCosts()
     assert image_effort(truth, [wrong, right], costs).with_model == pytest.approx(2 * costs.verify + costs.delete)
+
+
+def test_past_the_search_limit_boxes_pair_greedily_by_overlap(monkeypatch):
+    from model.evaluation import corrections
+
+    monkeypatch.setattr(corrections, "EXACT_LIMIT", 0)
+    truth = Box(0, 0, 10, 10, "3")
+    wrong, right = Box(0, 0, 10, 5.55, "5", 0.9), Box(0, 4.5, 10, 10, "3", 0.8)
+    assert count([truth], [wrong, right]) == Corrections(relabelled=1, deleted=1)  # the closer one kept
+    assert count([truth], [Box(30, 30, 40, 40, "3", 0.9)]) == Corrections(added=1, deleted=1)
+    assert count([LESION], [Box(30, 30, 70, 70, "5", 0.9)]) == Corrections(moved=1, moved_relabelled=1)
