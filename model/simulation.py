@@ -28,7 +28,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from model import fine_tuning, promotion, taxonomy  # noqa: E402
 from model.config import TrainSettings  # noqa: E402
-from model.evaluation import corrections, effort  # noqa: E402
+from model.evaluation import effort  # noqa: E402
 from model.evaluation.evaluate import LOW_SCORE, displayed, evaluate  # noqa: E402
 from model.io import DataError, StagedDirectory  # noqa: E402
 from model.modeldir import is_model_dir  # noqa: E402
@@ -130,7 +130,7 @@ def simulate(pool: list[ImageRecord], holdout: list[ImageRecord], out: str | Pat
         detections = [seen[i] for i in chosen] if seen else predictor([r.path for r in batch])
         truths = [_rolled(r.boxes, classes) for r in batch]
         shown = [displayed(d, settings.score_threshold, settings.display) for d in detections]
-        edits = [corrections.count(t, s) for t, s in zip(truths, shown)]
+        edits = [effort.edits(t, s, settings.costs) for t, s in zip(truths, shown)]  # the seconds' pairing
         seconds = effort.summary(truths, shown, settings.costs)
         labelled = labelled + batch  # the expert's corrected boxes are the ground truth
         served, gate = _next_version(number, labelled, served, settings.fine_tuning(served), replay, settings, work)

@@ -33,7 +33,7 @@ class Corrections:
         return self.added + self.deleted + self.moved + self.relabelled
 
 
-EXACT_LIMIT = 20_000  # pairings searched at most; beyond, greedy by IoU (images with many lesions)
+EXACT_LIMIT = 20_000  # bound on the pairings to search; beyond, greedy by IoU (images with many lesions)
 
 
 def fewest(edits: Corrections) -> tuple[int, int, int]:
@@ -42,14 +42,15 @@ def fewest(edits: Corrections) -> tuple[int, int, int]:
     return edits.total, edits.moved, edits.moved_relabelled
 
 
-def _edits(truth: list[Box], predicted: list[Box], choice: Sequence[int | None]) -> Corrections:
+def _edits(truth: list[Box], predicted: list[Box], ious: list[list[float]],
+           choice: Sequence[int | None]) -> Corrections:
     """What pairing truth i with predicted box ``choice[i]`` (None: drawn anew) costs in edits."""
-    pairs = [(truth[i], predicted[j]) for i, j in enumerate(choice) if j is not None]
-    kept = [(t, p) for t, p in pairs if t.iou(p) >= MATCH_IOU]
-    moved = [(t, p) for t, p in pairs if t.iou(p) < MATCH_IOU]
+    pairs = [(i, j) for i, j in enumerate(choice) if j is not None]
+    kept = [(i, j) for i, j in pairs if ious[i][j] >= MATCH_IOU]
+    moved = [(i, j) for i, j in pairs if ious[i][j] < MATCH_IOU]
     return Corrections(added=len(truth) - len(pairs), deleted=len(predicted) - len(pairs), moved=len(moved),
-                       relabelled=sum(t.category != p.category for t, p in kept),
-                       moved_relabelled=sum(t.category != p.category for t, p in moved))
+                       relabelled=sum(truth[i].category != predicted[j].category for i, j in kept),
+                       moved_relabelled=sum(truth[i].category != predicted[j].category for i, j in moved))
 
 
 def _choices(overlapping: list[list[int]], used: frozenset = frozenset()) -> Iterator[tuple[int | None, ...]]:
@@ -62,13 +63,13 @@ def _choices(overlapping: list[list[int]], used: frozenset = frozenset()) -> Ite
             yield (j, *rest)
 
 
-def _greedy(truth: list[Box], predicted: list[Box]) -> tuple[int | None, ...]:
+def _greedy(ious: list[list[float]]) -> tuple[int | None, ...]:
     """Pairs by IoU, best first: those that fit (IoU >= 0.5), then any overlap."""
-    choice: list[int | None] = [None] * len(truth)
+    choice: list[int | None] = [None] * len(ious)
     used: set[int] = set()
     for fits in (True, False):
-        candidates = sorted(((t.iou(p), i, j) for i, t in enumerate(truth) for j, p in enumerate(predicted)
-                             if (t.iou(p) >= MATCH_IOU) == fits and t.iou(p) > 0), reverse=True)
+        candidates = sorted(((iou, i, j) for i, row in enumerate(ious) for j, iou in enumerate(row)
+                             if (iou >= MATCH_IOU) == fits and iou > 0), reverse=True)
         for _, i, j in candidates:
             if choice[i] is None and j not in used:
                 choice[i] = j
@@ -80,12 +81,20 @@ def count(truth: Sequence[Box], predicted: Sequence[Box],
           weigh: Callable[[Corrections], Any] = fewest) -> Corrections:
     """The corrections that turn ``predicted`` into ``truth`` the cheapest way by ``weigh``."""
     truth, predicted = list(truth), list(predicted)
-    overlapping = [[j for j, p in enumerate(predicted) if t.iou(p) > 0] for t in truth]
+    ious = [[t.iou(p) for p in predicted] for t in truth]
+    near = [i for i, row in enumerate(ious) if any(iou > 0 for iou in row)]  # the others are drawn anew
+    overlapping = [[j for j, iou in enumerate(ious[i]) if iou > 0] for i in near]
     if math.prod(len(o) + 1 for o in overlapping) > EXACT_LIMIT:
-        return _edits(truth, predicted, _greedy(truth, predicted))
+        return _edits(truth, predicted, ious, _greedy(ious))
+
+    def spread(chosen: tuple[int | None, ...]) -> tuple[int | None, ...]:
+        choice: list[int | None] = [None] * len(truth)
+        for i, j in zip(near, chosen):
+            choice[i] = j
+        return tuple(choice)
 
     def cost(choice: tuple[int | None, ...]) -> tuple:
-        closeness = sum(truth[i].iou(predicted[j]) for i, j in enumerate(choice) if j is not None)
-        return weigh(_edits(truth, predicted, choice)), -closeness
+        closeness = sum(ious[i][j] for i, j in enumerate(choice) if j is not None)
+        return weigh(_edits(truth, predicted, ious, choice)), -closeness
 
-    return _edits(truth, predicted, min(_choices(overlapping), key=cost))
+    return _edits(truth, predicted, ious, min((spread(c) for c in _choices(overlapping)), key=cost))

@@ -66,11 +66,15 @@ def _fixing_seconds(edits: corrections.Corrections, costs: ActionCosts) -> dict[
             "draw": edits.added * costs.draw}
 
 
+def edits(truth: Sequence[Box], shown: Sequence[Box], costs: ActionCosts) -> corrections.Corrections:
+    """What the expert changes: the corrections that cost the fewest seconds at ``costs``."""
+    return corrections.count(truth, shown, lambda e: sum(_fixing_seconds(e, costs).values()))
+
+
 def _action_seconds(truth: Sequence[Box], shown: Sequence[Box], costs: ActionCosts) -> dict[str, float]:
     """One image's seconds with pre-annotation, per action: verify every shown box, then fix what is
     wrong the cheapest way at ``costs``."""
-    edits = corrections.count(truth, shown, lambda e: sum(_fixing_seconds(e, costs).values()))
-    return {"verify": len(shown) * costs.verify, **_fixing_seconds(edits, costs)}
+    return {"verify": len(shown) * costs.verify, **_fixing_seconds(edits(truth, shown, costs), costs)}
 
 
 def by_hand_seconds(truth: Sequence[Box], costs: ActionCosts) -> float:

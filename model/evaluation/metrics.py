@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from model.evaluation import corrections
 from model.records import MATCH_IOU, Box
 
 
@@ -80,18 +81,11 @@ def auc(truth: Sequence[bool], scores: Sequence[float]) -> float | None:
     return float((greater + 0.5 * ties) / (len(positives) * len(negatives)))
 
 
-def accepted(expert: Sequence[Box], predicted: Sequence[Box], iou: float = 0.5) -> bool:
-    """Would an expert accept this pre-annotation unchanged? Every expert box matched one-to-one
-    by a predicted box (IoU >= ``iou``, same category) and no predicted box left over."""
-    if len(expert) != len(predicted):
-        return False
-    unmatched = list(predicted)
-    for box in expert:
-        match = next((p for p in unmatched if p.category == box.category and p.iou(box) >= iou), None)
-        if match is None:
-            return False
-        unmatched.remove(match)
-    return True
+def accepted(expert: Sequence[Box], predicted: Sequence[Box]) -> bool:
+    """Would an expert accept this pre-annotation unchanged? Nothing to correct under the simulated
+    expert's pairing (``model.evaluation.corrections``): every expert box fitted (IoU >= 0.5) by a
+    rightly named box of its own, and no box left over."""
+    return len(expert) == len(predicted) and corrections.count(expert, predicted).total == 0
 
 
 # Where the most confident box lands, by its IoU with the nearest expert box: on the lesion (at
