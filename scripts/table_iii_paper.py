@@ -3,7 +3,10 @@ BI-RADS 4) reads every lesion the experts put in 4A/4B/4C, at the cuts fitted fo
 part1, beside Table III as the runs reported it (the first model's BI-RADS 4 boxes split, each
 image read by its top box). Runs no model.
 
-    python scripts/table_iii_paper.py RUNS [RUNS...]
+    python scripts/table_iii_paper.py [--pictures DIR] RUNS [RUNS...]
+
+With ``--pictures``, each run's paper's-way confusion matrix is drawn into DIR (named after the
+run's folder above ``runs``).
 
 A RUNS folder is a reference run's (``scripts/reference_model.sh``'s ``$out``, as kept under
 docs/results/*/runs): ``model-no4-breast`` (the second model's BrEaST part2 report, its
@@ -23,7 +26,7 @@ from tabulate import tabulate
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from model.evaluation.evaluate import subcategories_paper  # noqa: E402
-from model.evaluation.report import read_metrics  # noqa: E402
+from model.evaluation.report import plot_confusion, read_metrics  # noqa: E402
 from model.records import Detection, ImageRecord  # noqa: E402
 
 
@@ -53,8 +56,15 @@ def _row(runs: Path, arm: str, table: dict) -> list:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", type=Path)
+    parser.add_argument("--pictures", type=Path, help="draw each run's paper's-way confusion matrix here")
     args = parser.parse_args(argv)
     results = {str(runs): figures(runs) for runs in args.runs}
+    for runs in args.runs if args.pictures else []:
+        paper = results[str(runs)]["paper's way"]
+        if paper:
+            args.pictures.mkdir(parents=True, exist_ok=True)
+            plot_confusion(paper["confusion_matrix"], paper["labels"],
+                           args.pictures / f"{runs.resolve().parent.name}.png", "4A/4B/4C, the paper's way")
     rows = [_row(runs, arm, results[str(runs)][arm]) for runs in args.runs for arm in ("as run", "paper's way")]
     print(tabulate(rows, ["runs", "Table III", "accuracy %", "sensitivity %", "specificity %", "TP/FN/FP/TN",
                           "left out (as run: called outside 4; paper's way: no box on the lesion)"],

@@ -29,7 +29,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from model.config import cpu_name  # noqa: E402
-from model.evaluation.report import DECISION_TEXT, PAPER, effort_lines, number, pct  # noqa: E402
+from model.evaluation.report import DECISION_TEXT, PAPER, PAPER_TABLE_III_PICTURE, effort_lines, number, pct  # noqa: E402
 from model.evaluation.screening_cut import fitted_on  # noqa: E402
 from model.modeldir import BOX_CLASSIFIER_META  # noqa: E402
 from model.simulation import ROUND_COLUMNS, gate_text, schedule_text  # noqa: E402
@@ -371,9 +371,11 @@ def split_section(runs: Path, pictures: Pictures) -> list[str]:
                       "experts' subcategory", paper["4A_vs_4B"], f"no box on {paper['not_found']}"),
                   row("ours the paper's way, against pathology", paper.get("4A_vs_4B_pathology"))]
     lines += [""]
-    picture = runs / RECIPE / "split-breast" / "confusion_matrix_4abc.png"
-    if picture.is_file():
-        lines += [f"![4A/4B/4C confusion]({pictures.copy(picture, 'split_4abc.png')})", ""]
+    for report, name, title in (("split-breast/confusion_matrix_4abc.png", "split_4abc.png", "4A/4B/4C confusion"),
+                                (f"model-no4-breast/{PAPER_TABLE_III_PICTURE}", "split_4abc_paper.png",
+                                 "4A/4B/4C the paper's way")):
+        if (runs / RECIPE / report).is_file():
+            lines += [f"![{title}]({pictures.copy(runs / RECIPE / report, name)})", ""]
     return lines
 
 

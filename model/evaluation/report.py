@@ -21,6 +21,7 @@ from model.records import MATCH_IOU, Detection, ImageRecord  # noqa: E402
 from model.subcategory import MIN_IOU as SUBCATEGORY_MIN_IOU  # noqa: E402
 
 DETECTIONS = "detections.jsonl"
+PAPER_TABLE_III_PICTURE = "confusion_matrix_4abc_paper.png"
 METRICS = "metrics.json"
 PAPER = {  # Wang et al., Tables II and III
     "screening_paper": {"accuracy": 0.9810, "sensitivity": 0.9778, "specificity": 0.9813},
@@ -246,7 +247,8 @@ def paper_table_iii_lines(sub: dict) -> list[str]:
             _binary_row("4B or above vs 4A, experts' subcategory", sub["4A_vs_4B"], PAPER["4A_vs_4B"]),
             _binary_row("4B or above vs 4A, pathology", sub.get("4A_vs_4B_pathology")),
             "", f"{sub['lesions']} lesions; {sub['not_found']} with no box of this model on them (IoU < "
-            f"{SUBCATEGORY_MIN_IOU}), left out above. Cuts: 4A below {low:.3f}, 4C from {high:.3f}."]
+            f"{SUBCATEGORY_MIN_IOU}), left out above. Cuts: 4A below {low:.3f}, 4C from {high:.3f}.",
+            "", f"![4A/4B/4C the paper's way (rows: experts)]({PAPER_TABLE_III_PICTURE})"]
 
 
 def read_detections(report: str | Path) -> list[tuple[ImageRecord, Detection]]:
@@ -287,6 +289,10 @@ def write_report(evaluation: Evaluation, out: str | Path, model_dir: str, data: 
             sub = m["subcategories"]
             plot_confusion(sub["confusion_matrix"], sub["labels"],
                            staging / "confusion_matrix_4abc.png", "BI-RADS 4 subcategories")
+        if "subcategories_paper" in m:
+            sub = m["subcategories_paper"]
+            plot_confusion(sub["confusion_matrix"], sub["labels"], staging / PAPER_TABLE_III_PICTURE,
+                           "4A/4B/4C, the paper's way")
         plot_examples(evaluation, staging / "examples.png", m["score_threshold"],
                       decision=m.get("decision", "shown"))
         (staging / "report.md").write_text(markdown(m, model_dir, data))

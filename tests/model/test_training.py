@@ -317,6 +317,7 @@ def test_second_model_without_birads_4_splits_4_into_subcategories(overfit_model
     assert paper["lesions"] == sum(len(r.boxes) for r in relabelled) and paper["cuts"] == list(load_cuts(second_dir))
     assert paper["4A_vs_4B"]["n"] + paper["not_found"] == paper["lesions"]
     assert "4A vs 4B the paper's way" in (tmp_path / "second" / "report.md").read_text()
+    assert (tmp_path / "second" / "confusion_matrix_4abc_paper.png").stat().st_size > 1000
     report = tmp_path / "report"
     assert main(["evaluate", "--data", f"records:{tmp_path / 'sub.json'}", "--model", str(overfit_model),
                  "--split-4-with", str(second_dir), "--image-decision", "top", "--out", str(report),

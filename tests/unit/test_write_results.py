@@ -134,7 +134,8 @@ def test_results_document_from_runs(tmp_path, monkeypatch, writer, busbra_dir, b
     assert "| only the most confident box" in doc and "expert-seconds" in doc
     assert "| 2 | 48 | 16 | 2.500 | 7.000 | 0.357 |" in doc  # uncertain order, round 2
     assert "display top1" in doc and "draw 7 s" in doc
-    for picture in ("fold4_confusion_matrix.png", "breast_examples.png", "simulation.png", "split_4abc.png"):
+    for picture in ("fold4_confusion_matrix.png", "breast_examples.png", "simulation.png", "split_4abc.png",
+                    "split_4abc_paper.png"):
         assert (writer.PICTURES / picture).stat().st_size > 1000
     # the hand-written discussion survives a rewrite
     writer.DOC.write_text(doc.replace("To be written.", "Because of reasons."))
