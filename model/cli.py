@@ -351,6 +351,9 @@ def _train_options(parser: argparse.ArgumentParser) -> None:
                         help="how a training rotation turns a box: the box around its rotated corners "
                              "(detectron2's, the default) or around the rotated ellipse inscribed in it "
                              "(docs/results.md item 56)")
+    parser.add_argument("--roi-align-fp32", action="store_true", default=None,
+                        help="under bf16, pool each box's features in float32 at its exact corners "
+                             "(docs/results.md item 68; recorded in the model, which predicts so too)")
     parser.add_argument("--bf16", action="store_true", default=None,
                         help="train under bfloat16 autocast + channels_last")
     parser.add_argument("--device", help=DEVICE_CHOICES)

@@ -49,6 +49,7 @@ class TrainSettings:
     augment_factor: int = 10       # the paper's tenfold augmentation, drawn on the fly
     rotation_degrees: float = 10.0
     box_rotation: str = "corners"  # how a rotation turns a box into a training box: one of BOX_ROTATIONS
+    roi_align_fp32: bool = False   # pool box features at the exact corners under bf16 (model.roi_pooling)
     brightness: tuple[float, float] = (0.8, 1.2)
     roi_per_image: int = 128       # one lesion per image: 512 sampled ROIs is mostly background
     class_balanced: bool = False   # repeat images of rare categories (RepeatFactorTrainingSampler)

@@ -59,19 +59,21 @@ def schedule(settings: TrainSettings, weights: str, epochs: float = EPOCHS, base
              freeze: Sequence[str] = FREEZE, classifier_min_lesions: int = CLASSIFIER_MIN_LESIONS) -> TrainSettings:
     """``settings`` fine-tuning the model directory ``weights`` (a fixed ``max_iter`` still wins),
     holding the parts named in ``freeze`` and, below ``classifier_min_lesions`` of the project's
-    own lesions, the parent's box classifier. Its training boxes rotate as the parent's did."""
+    own lesions, the parent's box classifier. Its training boxes rotate and pool as the parent's did."""
     return replace(settings, weights=weights, epochs=epochs, base_lr=base_lr, frozen=frozen_prefixes(freeze),
                    classifier_min_lesions=classifier_min_lesions,
-                   box_rotation=parent_box_rotation(weights, settings.box_rotation))
+                   box_rotation=parent_setting(weights, "box_rotation", settings.box_rotation, "corners"),
+                   roi_align_fp32=parent_setting(weights, "roi_align_fp32", settings.roi_align_fp32, False))
 
 
-def parent_box_rotation(weights: str, otherwise: str) -> str:
-    """How the model directory ``weights`` rotated its training boxes (its model.json; "corners"
-    before docs/results.md item 56 offered another), so that a fine-tune learns the same boxes and
-    does not pull its parent's towards other ones; ``otherwise`` where ``weights`` is no model."""
+def parent_setting(weights: str, name: str, otherwise: object, before: object) -> object:
+    """The model directory ``weights``' training setting ``name`` (its model.json; ``before`` for
+    a model trained before the setting existed), so that a fine-tune learns as its parent did:
+    how it rotated its training boxes (docs/results.md item 56), how it pooled them (item 68);
+    ``otherwise`` where ``weights`` is no model."""
     if not is_model_dir(weights):
         return otherwise
-    return read_info(weights).settings.get("box_rotation", "corners")
+    return read_info(weights).settings.get(name, before)
 
 
 def own_lesions(records: Sequence[ImageRecord]) -> int:

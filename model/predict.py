@@ -28,6 +28,7 @@ from model.malignancy_reading import SERVED_READING as SERVED_MALIGNANCY
 from model.malignancy_reading import check, reread
 from model.merge import merged, one_box_per_lesion
 from model.records import Box, Detection
+from model.roi_pooling import pool_at_exact_corners
 
 log = logging.getLogger(__name__)
 ImageInput = str | Path | np.ndarray
@@ -142,6 +143,8 @@ class Predictor:
         self.max_boxes = max_boxes
         self.merge_iou = merge_iou
         self.model = build_model(cfg).eval()
+        if self.info.settings.get("roi_align_fp32"):  # pooled as it was trained
+            pool_at_exact_corners(self.model)
         try:
             DetectionCheckpointer(self.model).load(str(self.model_dir / modeldir.WEIGHTS))
         except (OSError, RuntimeError, EOFError, AssertionError, pickle.UnpicklingError) as exc:  # missing, truncated

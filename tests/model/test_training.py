@@ -158,6 +158,25 @@ def test_fine_tune_from_previous_version(overfit_model, records, tmp_path):
     assert detections[0].boxes  # the fine-tuned model still finds lesions
 
 
+def test_a_model_pooled_in_float32_records_it_and_predicts_so(overfit_model, records, tmp_path):
+    """docs/results.md item 68: trained with --roi-align-fp32 under bf16, the model says so and its
+    predictor pools as it was trained."""
+    import types
+
+    from detectron2.layers import ROIAlign
+
+    out = tmp_path / "fp32-pooled"
+    train(records[:2], out, TrainSettings(weights=str(overfit_model), max_iter=2, roi_align_fp32=True,
+                                          **dict(TINY, bf16=True)))
+    assert modeldir.read_info(out).settings["roi_align_fp32"] is True
+    poolers = [m for m in Predictor(out).model.modules() if isinstance(m, ROIAlign)]
+    plain = [m for m in Predictor(overfit_model).model.modules() if isinstance(m, ROIAlign)]
+    assert poolers and all(isinstance(m.forward, types.MethodType) and m.forward.__func__ is not ROIAlign.forward
+                           for m in poolers)
+    assert plain and all(m.forward.__func__ is ROIAlign.forward for m in plain)
+    assert Predictor(out, score_threshold=LOW_SCORE)([records[0].path])[0].width > 0
+
+
 def test_a_fine_tune_holding_the_category_head_trains_everything_else(overfit_model, records, tmp_path):
     """FINE_TUNE_FREEZE=category-head: the box head's layers and the class-score rows stay the
     parent's, bit for bit; the box deltas, the RPN and the trunk still learn."""

@@ -19,7 +19,7 @@ SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 OVERRIDES = {"BUDGET_S", "ITERS", "ITERS_NO4", "PRETRAIN_EPOCHS", "PRETRAIN_SHARE", "MIN_EPOCHS", "MIN_ITERS",
              "EVAL_RESERVE_S", "CLASSIFIER_RESERVE_S", "HEADS", "MISPLACED", "ARMS", "PYTHON", "RESCORE",
              "UNTIL", "PROBE_MARGIN", "CHECKPOINT_PERIOD", "IMAGE_SIZE", "MAX_SIZE", "BATCH", "REF", "DATA", "KEEP",
-             "ORDERS", "REPLAY_RATIO", "FINE_TUNE_LR", "FINE_TUNE_EPOCHS", "BOX_ROTATION"}
+             "ORDERS", "REPLAY_RATIO", "FINE_TUNE_LR", "FINE_TUNE_EPOCHS", "BOX_ROTATION", "ROI_ALIGN_FP32"}
 STAND_IN = """#!/usr/bin/env bash
 echo "$*" >> "$CALLS"
 command=$1; shift
@@ -104,6 +104,14 @@ def test_both_detectors_rotate_their_boxes_as_box_rotation_says(tmp_path):
         calls = run_script(tmp_path / name, 52, 2, **env)
         trainings = [c for c in calls if c.startswith("train ") and "--probe" not in c]
         assert len(trainings) == 2 and all(re.search(rf"--box-rotation {name}\b", c) for c in trainings)
+
+
+def test_both_detectors_pool_in_float32_when_roi_align_fp32_says_so(tmp_path):
+    for name, env, wanted in (("off", {}, False), ("on", {"ROI_ALIGN_FP32": "1"}, True)):
+        (tmp_path / name).mkdir()
+        calls = run_script(tmp_path / name, 52, 2, **env)
+        trainings = [c for c in calls if c.startswith("train ") and "--probe" not in c]
+        assert len(trainings) == 2 and all(("--roi-align-fp32" in c) is wanted for c in trainings)
 
 
 def test_the_default_heads_stay_available_and_a_wrong_name_is_refused(tmp_path):
