@@ -16,7 +16,6 @@ detections gzipped or not), ``subcategory_cuts.json`` and ``split-breast``.
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import sys
 from pathlib import Path
@@ -26,19 +25,11 @@ from tabulate import tabulate
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from model.evaluation.evaluate import subcategories_paper  # noqa: E402
-from model.evaluation.report import plot_confusion, read_metrics  # noqa: E402
-from model.records import Detection, ImageRecord  # noqa: E402
-
-
-def kept_detections(report: Path) -> list[tuple[ImageRecord, Detection]]:
-    plain, packed = report / "detections.jsonl", report / "detections.jsonl.gz"
-    text = plain.read_text() if plain.is_file() else gzip.decompress(packed.read_bytes()).decode()
-    rows = [json.loads(line) for line in text.splitlines()]
-    return [(ImageRecord.from_dict(r["record"]), Detection.from_dict(r["detection"])) for r in rows]
+from model.evaluation.report import plot_confusion, read_detections, read_metrics  # noqa: E402
 
 
 def figures(runs: Path) -> dict:
-    pairs = kept_detections(runs / "model-no4-breast")
+    pairs = read_detections(runs / "model-no4-breast")
     cuts = tuple(json.loads((runs / "subcategory_cuts.json").read_text())["cuts"])
     paper = subcategories_paper([r for r, _ in pairs], [d for _, d in pairs], cuts)
     as_run = read_metrics(runs / "split-breast").get("subcategories") or {}

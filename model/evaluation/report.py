@@ -3,6 +3,7 @@ image's detection (detections.jsonl, with its expert record)."""
 
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
 
@@ -253,8 +254,11 @@ def paper_table_iii_lines(sub: dict) -> list[str]:
 
 def read_detections(report: str | Path) -> list[tuple[ImageRecord, Detection]]:
     """Each image's expert record and the model's detection, as a report kept them (for analyses
-    that need no second pass of the model)."""
-    lines = (Path(report) / DETECTIONS).read_text().splitlines()
+    that need no second pass of the model); gzipped as docs/results keeps them, or not."""
+    plain = Path(report) / DETECTIONS
+    packed = plain.with_name(plain.name + ".gz")
+    lines = (plain.read_text() if plain.is_file() or not packed.is_file()
+             else gzip.decompress(packed.read_bytes()).decode()).splitlines()
     return [(ImageRecord.from_dict(row["record"]), Detection.from_dict(row["detection"]))
             for row in map(json.loads, lines)]
 
