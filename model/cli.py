@@ -23,6 +23,9 @@ def _add_data(parser: argparse.ArgumentParser) -> None:
                         help="busbra:DIR, breast:DIR, coco:FILE, labelstudio:FILE or records:FILE")
     parser.add_argument("--image-root", type=Path,
                         help="where Label Studio /data/local-files and /data/upload URLs point")
+    parser.add_argument("--label", action="append", type=_label_name, default=[], metavar="NAME=CATEGORY",
+                        help="read a coco or labelstudio file's label NAME as this BI-RADS category "
+                             "(a label config's alias, e.g. b3=3); repeat for each")
     parser.add_argument("--splits", nargs="*", help="use only these splits (e.g. fold1 fold2)")
     parser.add_argument("--exclude-splits", nargs="*", help="leave these splits out")
     parser.add_argument("--coarse", action="store_true",
@@ -45,11 +48,18 @@ def _category(text: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _label_name(text: str) -> tuple[str, str]:
+    name, sep, category = text.rpartition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"{text!r} is not NAME=CATEGORY (e.g. b3=3)")
+    return name, _category(category)
+
+
 def _everything(args: argparse.Namespace):
     """All records of ``--data``, 4A/4B/4C read as 4 under ``--coarse``."""
     from model import datasets
 
-    records = datasets.load(args.data, args.image_root)
+    records = datasets.load(args.data, args.image_root, dict(args.label))
     _splits_found(records, args)
     return datasets.coarse(records) if args.coarse else records
 

@@ -11,7 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from model import taxonomy
-from model.datasets.annotation_files import load_coco, load_labelstudio
+from model.datasets.annotation_files import LabelNames, load_coco, load_labelstudio
 from model.datasets.breast_ultrasound import load_breast, load_busbra
 from model.io import DataError
 from model.records import ImageRecord, load_records
@@ -25,17 +25,26 @@ FORMATS: dict[str, Callable[..., list[ImageRecord]]] = {
 }
 
 
-def load(spec: str, image_root: Path | None = None) -> list[ImageRecord]:
-    """Load ``FORMAT:PATH``. ``image_root`` resolves Label Studio ``/data/...`` image URLs."""
+LABELLED_FILES = ("coco", "labelstudio")  # the formats whose boxes are named by a tool's label names
+
+
+def load(spec: str, image_root: Path | None = None, labels: LabelNames | None = None) -> list[ImageRecord]:
+    """Load ``FORMAT:PATH``. ``image_root`` resolves Label Studio ``/data/...`` image URLs; ``labels``
+    maps label names that are no BI-RADS name (a label config's aliases) to categories."""
     fmt, sep, path = spec.partition(":")
     if not sep or fmt not in FORMATS or not path:
         raise DataError(f"--data {spec!r}: expected FORMAT:PATH with FORMAT one of {', '.join(FORMATS)}")
+    if labels and fmt not in LABELLED_FILES:
+        raise DataError(f"--label maps the label names of {' and '.join(LABELLED_FILES)} files; "
+                        f"{fmt} data names no labels")
     folder = Path(path).expanduser()  # the shell leaves the ~ of "busbra:~/data" as it is
     if not folder.exists():
         raise DataError(f"{path}: not found")
     try:
         if fmt == "labelstudio":
-            return load_labelstudio(folder, image_root and Path(image_root).expanduser())
+            return load_labelstudio(folder, image_root and Path(image_root).expanduser(), labels=labels)
+        if fmt == "coco":
+            return load_coco(folder, labels)
         return FORMATS[fmt](folder)
     except DataError:
         raise
@@ -66,10 +75,11 @@ def check_splits(records: Iterable[ImageRecord], spec: str, named: Iterable[str]
                              f"(its splits: {', '.join(sorted(map(str, found)))})")
 
 
-def load_splits(spec: str, splits: Iterable[str] | None = None, image_root: Path | None = None) -> list[ImageRecord]:
+def load_splits(spec: str, splits: Iterable[str] | None = None, image_root: Path | None = None,
+                labels: LabelNames | None = None) -> list[ImageRecord]:
     """``load`` then ``select``, refusing where a named split holds no image or nothing is left:
     a run that quietly trained or replayed without them would not be the run asked for."""
-    everything = load(spec, image_root)
+    everything = load(spec, image_root, labels)
     check_splits(everything, spec, splits or ())
     if not (chosen := select(everything, splits)):
         raise DataError(f"{spec}: no images")

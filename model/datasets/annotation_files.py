@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
+from collections.abc import Mapping
+from functools import partial
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlparse
 
@@ -13,6 +15,11 @@ from model.io import DataError, image_size
 from model.records import Box, ImageRecord
 
 log = logging.getLogger(__name__)
+
+# A label's name in a file -> its BI-RADS category, for names that are none (``--label b3=3``):
+# a Label Studio export holds a label's alias, and no config to map it back.
+LabelNames = Mapping[str, str]
+ALIAS_HINT = "a label config's aliases? map them: --label NAME=CATEGORY"
 
 
 def _read_json(path: Path) -> object:
@@ -24,9 +31,16 @@ def _read_json(path: Path) -> object:
         raise DataError(f"{path}: malformed JSON ({exc})") from None
 
 
-def _category(name: object, where: str) -> str:
+def _named_category(name: object, labels: LabelNames | None = None) -> str:
+    """The category a label name stands for: as ``labels`` maps it, else read as a BI-RADS name."""
+    if labels and str(name) in labels:
+        return labels[str(name)]
+    return taxonomy.normalize(name)
+
+
+def _category(name: object, where: str, labels: LabelNames | None = None) -> str:
     try:
-        return taxonomy.normalize(name)
+        return _named_category(name, labels)
     except taxonomy.UnknownCategory as exc:
         raise DataError(f"{where}: {exc}") from None
 
@@ -37,11 +51,11 @@ def _existing(path: Path, where: str) -> Path:
     return path
 
 
-def load_coco(path: Path) -> list[ImageRecord]:
+def load_coco(path: Path, labels: LabelNames | None = None) -> list[ImageRecord]:
     """COCO detection JSON; ``file_name`` relative to the JSON's folder (or absolute).
 
-    Category names are BI-RADS values ("4A", "BI-RADS 3", ...). Optional per-image keys
-    ``patient``, ``split``, ``birads`` and ``pathology`` are kept (our exporter writes them).
+    Category names are BI-RADS values ("4A", "BI-RADS 3", ...) or names ``labels`` maps. Optional
+    per-image keys ``patient``, ``split``, ``birads`` and ``pathology`` are kept (our exporter writes them).
     """
     path = Path(path)
     data = _read_json(path)
@@ -60,7 +74,7 @@ def load_coco(path: Path) -> list[ImageRecord]:
             image_id = ann["image_id"]
         except (KeyError, TypeError, ValueError) as exc:
             raise DataError(f"{where}: malformed annotation ({exc!r})") from None
-        boxes.setdefault(image_id, []).append(Box(x, y, x + w, y + h, _category(cat_name, where)))
+        boxes.setdefault(image_id, []).append(Box(x, y, x + w, y + h, _category(cat_name, where, labels)))
     records, known = [], set()
     for index, image in enumerate(images):
         where = f"{path} images[{index}]"
@@ -106,18 +120,18 @@ def resolve_task_image(url: str, base: Path, image_root: Path | None) -> Path:
     return base / unquote(parsed.path)
 
 
-def _category_or_none(label: str) -> str | None:
+def _category_or_none(label: str, labels: LabelNames | None = None) -> str | None:
     try:
-        return taxonomy.normalize(label)
+        return _named_category(label, labels)
     except taxonomy.UnknownCategory:
         return None
 
 
-def _birads_control(tasks: list, where: Path) -> str | None:
+def _birads_control(tasks: list, where: Path, labels: LabelNames | None = None) -> str | None:
     """The RectangleLabels control (``from_name``) whose labels are BI-RADS categories, where an
     export holds several (calipers or other tools beside the lesions); None where it holds one.
     An export carries no label config, so the labels used tell the controls apart."""
-    labels: dict[str, set[str]] = {}
+    used: dict[str, set[str]] = {}  # tool -> the label names its regions hold
     for task in tasks:
         annotations = task.get("annotations") if isinstance(task, dict) else None
         for annotation in annotations if isinstance(annotations, list) else []:
@@ -127,21 +141,23 @@ def _birads_control(tasks: list, where: Path) -> str | None:
                 if isinstance(region, dict) and region.get("type") == regions.TYPE and region.get("from_name"):
                     value = region.get("value")
                     named = value.get("rectanglelabels") if isinstance(value, dict) else None
-                    labels.setdefault(str(region["from_name"]), set()).update(
+                    used.setdefault(str(region["from_name"]), set()).update(
                         str(n) for n in (named if isinstance(named, list) else []))
-    if len(labels) < 2:
+    if len(used) < 2:
         return None
-    birads = [c for c, names in labels.items() if any(_category_or_none(n) is not None for n in names)]
+    birads = [c for c, names in used.items() if any(_category_or_none(n, labels) is not None for n in names)]
     if len(birads) != 1:
-        raise DataError(f"{where}: {len(birads)} of its {len(labels)} rectangle tools "
-                        f"({', '.join(sorted(map(str, labels)))}) hold BI-RADS labels; one must")
+        raise DataError(f"{where}: {len(birads)} of its {len(used)} rectangle tools "
+                        f"({', '.join(sorted(map(str, used)))}) hold BI-RADS labels; one must"
+                        + ("" if birads else f" ({ALIAS_HINT})"))
     log.info("%s: rectangles of %s read; %s hold no BI-RADS label and are passed over", where, birads[0],
-             ", ".join(sorted(str(c) for c in labels if c != birads[0])))
+             ", ".join(sorted(str(c) for c in used if c != birads[0])))
     return birads[0]
 
 
 def load_labelstudio(path: Path, image_root: Path | None = None,
-                     min_agreement: int = regions.DEFAULT_MIN_AGREEMENT) -> list[ImageRecord]:
+                     min_agreement: int = regions.DEFAULT_MIN_AGREEMENT,
+                     labels: LabelNames | None = None) -> list[ImageRecord]:
     """A Label Studio JSON export: RectangleLabels regions over an Image, percent coordinates.
 
     Which annotation counts follows ``model.regions``, as in the backend's training: ground truth,
@@ -155,17 +171,19 @@ def load_labelstudio(path: Path, image_root: Path | None = None,
     if not isinstance(tasks, list):
         raise DataError(f"{path}: a Label Studio export is a JSON list of tasks")
     records, skipped, ids = [], [], set()
-    control = _birads_control(tasks, path)
+    control = _birads_control(tasks, path, labels)
+    read = partial(_category_or_none, labels=labels)
     for index, task in enumerate(tasks):
         where = f"{path} task[{index}]"
         if not isinstance(task, dict) or not isinstance(task.get("data"), dict):
             raise DataError(f"{where}: malformed task (no 'data' object)")
         unknown: Counter = Counter()
-        labelled = regions.task_boxes(task, _category_or_none, min_agreement, unknown, control)
+        labelled = regions.task_boxes(task, read, min_agreement, unknown, control)
         if labelled.status == regions.MALFORMED:
             raise DataError(f"{where} {labelled.detail}")
         if unknown:
-            raise DataError(f"{where}: labels that are no BI-RADS category: {', '.join(sorted(unknown))}")
+            raise DataError(f"{where}: labels that are no BI-RADS category: {', '.join(sorted(unknown))} "
+                            f"({ALIAS_HINT})")
         if labelled.status != regions.OK:  # not labelled yet, or the experts disagree
             skipped.append((task.get("id", index), labelled.status))
             continue

@@ -170,6 +170,39 @@ def test_labelstudio_passes_over_a_second_rectangle_tool_without_birads_labels(t
     _import_fails(tmp_path, f"labelstudio:{tmp_path / 'export.json'}", "2 of its 3 rectangle tools",
                   "caliper, lesion, second", capsys=capsys)
 
+
+def test_aliased_labels_are_mapped_back_with_label_options(tmp_path, busbra_dir, capsys):
+    """An export holds a label's alias (value="BI-RADS 3" alias="b3" exports "b3") and no config:
+    ``--label b3=3`` names it, for Label Studio exports and COCO files; a calipers tool stays apart."""
+    image = str(busbra_dir / "Images" / "bus_0859-l.png")
+    export = [{"id": 1, "data": {"image": image}, "annotations": [{"result": [
+        _region("lesion", 10, "b3"), _region("lesion", 40, "b4a"), _region("caliper", 60, "distance")]}]}]
+    (tmp_path / "export.json").write_text(json.dumps(export))
+    spec = f"labelstudio:{tmp_path / 'export.json'}"
+    _import_fails(tmp_path, spec, "0 of its 2 rectangle tools", "--label NAME=CATEGORY", capsys=capsys)
+    export[0]["annotations"][0]["result"].pop()  # the lesion tool alone
+    (tmp_path / "export.json").write_text(json.dumps(export))
+    _import_fails(tmp_path, spec, "no BI-RADS category: b3, b4a", "--label NAME=CATEGORY", capsys=capsys)
+    out = tmp_path / "imported"
+    assert birads(["import", "--data", spec, "--label", "b3=3", "--label", "b4a=BI-RADS 4A", "--out", str(out)]) == 0
+    (record,) = json.loads((out / "records.json").read_text())
+    assert [b["category"] for b in record["boxes"]] == ["3", "4A"] and record["birads"] == "4A"
+    export[0]["annotations"][0]["result"].append(_region("caliper", 60, "distance"))
+    (tmp_path / "export.json").write_text(json.dumps(export))  # the calipers' tool told apart by the map
+    assert [b.category for b in datasets.load(spec, labels={"b3": "3", "b4a": "4A"})[0].boxes] == ["3", "4A"]
+    coco = {"images": [{"id": 1, "file_name": image}], "categories": [{"id": 7, "name": "b3"}],
+            "annotations": [{"image_id": 1, "category_id": 7, "bbox": [5, 5, 20, 20]}]}
+    (tmp_path / "c.json").write_text(json.dumps(coco))
+    assert [b.category for b in datasets.load(f"coco:{tmp_path / 'c.json'}", labels={"b3": "3"})[0].boxes] == ["3"]
+    with pytest.raises(DataError, match="--label maps the label names of coco and labelstudio files"):
+        datasets.load(f"busbra:{busbra_dir}", labels={"b3": "3"})
+    with pytest.raises(SystemExit):  # argparse: a usage error, not a traceback
+        birads(["import", "--data", spec, "--label", "b3", "--out", str(out)])
+    assert "is not NAME=CATEGORY" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        birads(["import", "--data", spec, "--label", "b3=7", "--out", str(out)])
+    assert "unknown BI-RADS category '7'" in capsys.readouterr().err
+
 # --- bad input: a clear message naming the file (and row); nothing written ---------------------
 
 def _import_fails(tmp_path, spec: str, *expected: str, capsys) -> None:
