@@ -32,7 +32,7 @@ from backend import status
 from backend.detector import UNTRAINED, BiradsDetector, ModelCache, RequestError
 from backend.jobs import TRAIN_EVENTS, TrainingQueue, job_status
 from backend.labels import LabelConfigError, parse_label_config
-from backend.limits import BodyLimits, FailedAttempts
+from backend.limits import ARRIVED, BodyLimits, FailedAttempts
 from backend.services import Services
 from backend.settings import Settings
 from model.io import write_atomic
@@ -211,7 +211,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     @app.route("/predict", methods=["POST"])
     @requires_auth
     def predict():
-        arrived = time.monotonic()  # PREDICT_TIME_BUDGET counts the body's upload too
+        arrived = request.environ.get(ARRIVED, time.monotonic())  # the budget counts the body's upload too
         body = _json_body()
         tasks = body.get("tasks")
         if not isinstance(tasks, list) or not tasks:

@@ -30,6 +30,7 @@ from model.registry import Serving
 
 log = logging.getLogger(__name__)
 UNTRAINED = "untrained"
+MIN_FETCH_SECONDS = 1.0  # a batch's downloads get at least this, however little of the budget is left
 
 
 class RequestError(ValueError):
@@ -57,8 +58,9 @@ class ModelCache:
 
     def __init__(self, services: Services) -> None:
         self.services = services
-        self._served: dict[int, tuple[str, str]] = {}  # project -> (version, model directory)
-        self._loaded: dict[str, tuple[object, threading.Lock]] = {}  # model directory -> predictor
+        self._served: dict[int, tuple[str, str]] = {}  # project -> (version, model directory): its key
+        # (version, model directory) -> predictor: a starter replaced in place is another version
+        self._loaded: dict[tuple[str, str], tuple[object, threading.Lock]] = {}
         self._unusable: dict[int | None, frozenset[str]] = {}  # project (None: every project's) -> versions
         self._reported: set[tuple] = set()
         self._lock = threading.Lock()
@@ -87,28 +89,28 @@ class ModelCache:
             serving = self._checked(project)
             if serving.version is None:
                 return UNTRAINED, None, None
-            folder = str(Path(serving.path).resolve())
+            key = (serving.version, str(Path(serving.path).resolve()))
             with self._lock:
-                if folder not in self._loaded:
+                if key not in self._loaded:
                     try:
-                        self._loaded[folder] = (self._load(serving.path), threading.Lock())
+                        self._loaded[key] = (self._load(serving.path), threading.Lock())
                     except Exception:  # any load failure: this version is not servable in this process
                         log.exception("project %s: version %s cannot be loaded", project, serving.version)
                         shared = serving.version.startswith(STARTER_PREFIX)  # one starter for all projects
                         key = None if shared else project
                         self._unusable[key] = self._unusable.get(key, frozenset()) | {serving.version}
                         continue
-                if self._served.get(project) != (serving.version, folder):
-                    self._served[project] = (serving.version, folder)
+                if self._served.get(project) != key:
+                    self._served[project] = key
                     log.info("project %s: serving model version %s", project, serving.version)
                     self._let_go_of_unserved()
-                return (serving.version, *self._loaded[folder])
+                return (serving.version, *self._loaded[key])
 
     def _let_go_of_unserved(self) -> None:
         """Drop the predictors no project is served by any more (its old versions)."""
-        served = {folder for _, folder in self._served.values()}
-        for folder in [f for f in self._loaded if f not in served]:
-            del self._loaded[folder]
+        served = set(self._served.values())
+        for key in [k for k in self._loaded if k not in served]:
+            del self._loaded[key]
 
     def _load(self, path):
         from model.predict import Predictor
@@ -200,6 +202,15 @@ class BiradsDetector(LabelStudioMLBase):
                 references.append(ImageError(f"no '{self.labels.data_key}' image field in its data", 400))
         return references
 
+    def _fetch_seconds(self, started: float, inference: float) -> float | None:
+        """The most a batch's downloads may take: what the budget leaves once the batch's inference
+        (as long as the last one's) is set aside, so that one slow image cannot push the answer past
+        Label Studio's limit (it would store nothing). At least MIN_FETCH_SECONDS: each batch started tries."""
+        budget = self.services.settings.predict_time_budget
+        if not budget:
+            return None
+        return max(MIN_FETCH_SECONDS, budget - (time.monotonic() - started) - inference)
+
     def predict(self, tasks: list[dict], started: float | None = None, **kwargs) -> list[dict]:
         """``started``: when the request arrived (time.monotonic), which PREDICT_TIME_BUDGET counts from."""
         s = self.services.settings
@@ -213,7 +224,7 @@ class BiradsDetector(LabelStudioMLBase):
             return [{"result": [], "score": 0.0, "model_version": version} for _ in tasks + beyond]
         references = self._image_references(tasks)
         results, failures = [], []
-        last_batch = 0.0
+        last_batch = last_inference = 0.0
         for start in range(0, len(tasks), s.predict_batch):  # decode a batch at a time: bounded memory
             batch_started = time.monotonic()
             # a batch is started only if one as long as the last still ends within the budget; the
@@ -224,10 +235,12 @@ class BiradsDetector(LabelStudioMLBase):
                 log.warning("%d of %d tasks not reached within PREDICT_TIME_BUDGET=%g s; Label Studio asks for "
                             "them again", len(tasks) - start, len(tasks), s.predict_time_budget)
                 break
-            images = self.services.fetcher.fetch_all(references[start:start + s.predict_batch])
+            images = self.services.fetcher.fetch_all(references[start:start + s.predict_batch],
+                                                     seconds=self._fetch_seconds(started, last_inference))
+            fetched = time.monotonic()
             results += self._answers(tasks[start:start + s.predict_batch], images, predictor, lock, version, failures)
             del images  # before the next batch is decoded: bounded memory
-            last_batch = time.monotonic() - batch_started
+            last_batch, last_inference = time.monotonic() - batch_started, time.monotonic() - fetched
         results += _deferred(beyond, f"beyond MAX_TASKS={s.max_tasks} in one request", version)
         if len(failures) == len(tasks):  # nothing to store: the request itself failed
             raise RequestError("; ".join(message for message, _ in failures), max(status for _, status in failures))

@@ -153,24 +153,43 @@ def through_label_studio(reference: object, task_id: object) -> object:
 
 
 class _PinnedHTTPConnection(http.client.HTTPConnection):
-    """Connects to the address that was checked, whatever DNS says by now."""
+    """Connects to the addresses that were checked, whatever DNS says by now, each in turn as
+    ``socket.create_connection`` tries a name's (``localhost`` is ``::1`` first on many systems, and
+    Label Studio listens on IPv4); the watchdog bounds all of it, a TLS handshake included."""
 
-    def __init__(self, host: str, port: int, address: str, timeout: float) -> None:
-        super().__init__(host, port, timeout=timeout)
-        self.address = address
+    def __init__(self, host: str, port: int, addresses: Sequence[str], deadline: float, watchdog: Watchdog) -> None:
+        super().__init__(host, port, timeout=max(0.1, deadline - time.monotonic()))
+        self.addresses, self.deadline, self.watchdog = addresses, deadline, watchdog
+
+    def _watched(self, sock: socket.socket) -> socket.socket:
+        self.watchdog.sock = sock
+        if self.watchdog.expired:  # it fired before it had this socket to shut
+            sock.close()
+            raise TimeoutError("cut off")
+        return sock
+
+    def _tcp(self) -> socket.socket:
+        failure: OSError = TimeoutError("no time left to connect")
+        for address in self.addresses:
+            if (left := self.deadline - time.monotonic()) <= 0:
+                break
+            try:
+                return self._watched(socket.create_connection((address, self.port), left))
+            except OSError as exc:
+                failure = exc
+        raise failure
 
     def connect(self) -> None:
-        self.sock = socket.create_connection((self.address, self.port), self.timeout)
+        self.sock = self._tcp()
 
 
-class _PinnedHTTPSConnection(http.client.HTTPSConnection):
-    def __init__(self, host: str, port: int, address: str, timeout: float) -> None:
-        super().__init__(host, port, timeout=timeout, context=ssl.create_default_context())
-        self.address = address
-
+class _PinnedHTTPSConnection(_PinnedHTTPConnection):
     def connect(self) -> None:
-        raw = socket.create_connection((self.address, self.port), self.timeout)
-        self.sock = self._context.wrap_socket(raw, server_hostname=self.host)  # certificate of the name
+        context = ssl.create_default_context()
+        sock = self._watched(context.wrap_socket(self._tcp(), server_hostname=self.host,  # the name's certificate
+                                                 do_handshake_on_connect=False))
+        sock.do_handshake()  # under the watchdog: a peer trickling its handshake is cut off too
+        self.sock = sock
 
 
 class ImageFetcher:
@@ -189,27 +208,33 @@ class ImageFetcher:
         self.max_pixels = max_pixels
         self.allow_private = allow_private
 
-    def fetch(self, reference: str) -> np.ndarray:
+    def fetch(self, reference: str, seconds: float | None = None) -> np.ndarray:
+        """``seconds``: the most the download may take, where less than FETCH_TIMEOUT is left to the request."""
         if not isinstance(reference, str) or not reference:
             raise ImageError(f"image reference {reference!r} is empty or not a string", 400)
         if reference.startswith(CLOUD_SCHEMES):
             raise ImageError(f"{reference}: a cloud storage URI is fetched through its task (no task id given)", 400)
-        if reference.startswith(LABEL_STUDIO_PATHS):  # upload, local-files, storage proxy, presign
+        if self.label_studio_base and reference.startswith(self.label_studio_base + "/") and \
+                reference.removeprefix(self.label_studio_base).startswith(LABEL_STUDIO_PATHS):
+            reference = urljoin(self.label_studio_url, reference)  # under a sub-path, its URLs carry it
+        elif reference.startswith(LABEL_STUDIO_PATHS):  # upload, local-files, storage proxy, presign
             reference = urljoin(self.label_studio_url + "/", reference.lstrip("/"))
         parsed = _checked_url(reference, 400)
         if parsed.scheme in ("http", "https"):
-            return decode(self._download(reference, parsed), reference, self.max_pixels)
+            allowed = self.timeout if seconds is None else min(self.timeout, seconds)
+            return decode(self._download(reference, parsed, time.monotonic() + allowed), reference, self.max_pixels)
         if parsed.scheme in ("", "file"):
             return decode(self._read_local(parsed.path if parsed.scheme else reference), reference, self.max_pixels)
         raise ImageError(f"{reference}: unsupported URL scheme {parsed.scheme!r}", 400)
 
-    def fetch_all(self, references: Sequence[str | ImageError], workers: int = 8) -> list[np.ndarray | ImageError]:
+    def fetch_all(self, references: Sequence[str | ImageError], workers: int = 8,
+                  seconds: float | None = None) -> list[np.ndarray | ImageError]:
         """Fetch concurrently; a failure (or a reference already failed) is returned in place of its image."""
         def one(reference: str | ImageError) -> np.ndarray | ImageError:
             if isinstance(reference, ImageError):
                 return reference
             try:
-                return self.fetch(reference)
+                return self.fetch(reference, seconds)
             except ImageError as exc:
                 return exc
 
@@ -220,8 +245,8 @@ class ImageFetcher:
         log.warning("%s: %s", url, why)  # the detail stays in our log
         return ImageError(f"{url}: {UNREACHABLE}", 502)
 
-    def _address(self, url: str, parsed, port: int, own: bool, vouched: bool = False) -> str:
-        """The checked address to connect to; the same error for a refused host and a dead one.
+    def _address(self, url: str, parsed, port: int, own: bool, vouched: bool = False) -> list[str]:
+        """The checked addresses to connect to; the same error for a refused host and a dead one.
         ``vouched``: Label Studio sent us there (ALLOWED_IMAGE_HOSTS is not asked; the address is)."""
         name = (parsed.hostname or "").lower()
         if not own and not vouched and name not in self.allowed_hosts and _host(parsed) not in self.allowed_hosts:
@@ -235,7 +260,7 @@ class ImageFetcher:
             if private:
                 raise self._unreachable(url, f"resolves to non-public {', '.join(private)} "
                                              "(ALLOW_PRIVATE_IMAGE_HOSTS is off)")
-        return addresses[0]
+        return addresses
 
     def _download(self, url: str, parsed, deadline: float | None = None, redirects: int = 0) -> bytes:
         """Within FETCH_TIMEOUT from the first request to the last byte, redirects included.
@@ -246,16 +271,17 @@ class ImageFetcher:
         deadline = time.monotonic() + self.timeout if deadline is None else deadline
         own = _host(parsed) == self.label_studio_host
         port = parsed.port or (443 if parsed.scheme == "https" else 80)
-        address = self._address(url, parsed, port, own, vouched=redirects > 0)
-        kind = _PinnedHTTPSConnection if parsed.scheme == "https" else _PinnedHTTPConnection
-        connection = kind(parsed.hostname, port, address, max(0.1, deadline - time.monotonic()))
+        addresses = self._address(url, parsed, port, own, vouched=redirects > 0)
         headers = self._label_studio_headers(url) if own else {}  # never send Label Studio's key elsewhere
+        watchdog = Watchdog(None, max(0.0, deadline - time.monotonic()), socket.SHUT_RDWR)  # given the socket
+        kind = _PinnedHTTPSConnection if parsed.scheme == "https" else _PinnedHTTPConnection
+        connection = kind(parsed.hostname, port, addresses, deadline, watchdog)
         try:
             connection.connect()
         except (OSError, ssl.SSLError) as exc:
+            watchdog.cancel()
             connection.close()
             raise self._unreachable(url, f"connection failed ({exc})") from None
-        watchdog = Watchdog(connection.sock, max(0.0, deadline - time.monotonic()), socket.SHUT_RDWR)
         try:
             connection.request("GET", _request_target(parsed), headers=headers)
             response = connection.getresponse()
@@ -284,7 +310,8 @@ class ImageFetcher:
             return bytes(content)
         except (OSError, http.client.HTTPException, UnicodeError) as exc:
             if watchdog.expired:
-                raise ImageError(f"{url}: download not complete within FETCH_TIMEOUT={self.timeout:g} s", 504) from None
+                raise ImageError(f"{url}: download not complete within FETCH_TIMEOUT={self.timeout:g} s "
+                                 "(or the less the request had left)", 504) from None
             raise ImageError(f"{url}: download failed ({exc.__class__.__name__})", 502) from None
         finally:
             watchdog.cancel()

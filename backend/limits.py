@@ -25,6 +25,7 @@ from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 CHUNK = 64 * 1024
+ARRIVED = "birads.arrived"  # WSGI environ key: when the request's body began to arrive (time.monotonic)
 
 
 class BodyLimits:
@@ -43,7 +44,7 @@ class BodyLimits:
         if declared > self.max_bytes:
             return _answer(start_response, 413, f"request body of {declared} bytes is larger than "
                                                 f"MAX_REQUEST_BYTES={self.max_bytes}", close=True)
-        started = time.monotonic()
+        started = environ[ARRIVED] = time.monotonic()
         body, status = self._read(environ, declared)  # body is None unless complete
         if status == 413:
             return _answer(start_response, 413, f"request body is larger than MAX_REQUEST_BYTES={self.max_bytes}",

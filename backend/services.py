@@ -3,16 +3,26 @@ per-project model registries and folders."""
 
 from __future__ import annotations
 
+import hashlib
 from functools import cached_property
 from pathlib import Path
 
 from backend.images import ImageFetcher
 from backend.labelstudio import LabelStudioAPI
 from backend.settings import Settings
-from model.modeldir import is_model_dir
+from model.modeldir import META, WEIGHTS, is_model_dir
 from model.registry import Registry, Serving
 
 STARTER_PREFIX = "starter-"  # version name of INITIAL_WEIGHTS while a project has none of its own
+
+
+def starter_version(folder: Path) -> str:
+    """The starter's version name: its folder's name and a fingerprint of what it holds (its record,
+    the weights' size), so that a starter replaced in place is a new version: Label Studio asks again
+    for the tasks the old one pre-annotated, and no process goes on serving the old weights."""
+    digest = hashlib.sha256((folder / META).read_bytes())
+    digest.update(str((folder / WEIGHTS).stat().st_size).encode())
+    return f"{STARTER_PREFIX}{folder.name}-{digest.hexdigest()[:8]}"
 
 
 class Services:
@@ -35,9 +45,10 @@ class Services:
     def registry(self, project: int) -> Registry:
         return Registry(self.project_dir(project))
 
-    @cached_property
+    @property
     def starter(self) -> Path | None:
-        """INITIAL_WEIGHTS when it is a model directory: served until a project trains its own."""
+        """INITIAL_WEIGHTS when it is a model directory: served until a project trains its own.
+        Looked at each time: a volume mounted empty and filled later serves without a restart."""
         weights = self.settings.initial_weights
         return Path(weights) if weights and is_model_dir(weights) else None
 
@@ -48,7 +59,11 @@ class Services:
         starter = self.starter
         if serving.version is not None or starter is None:
             return serving
-        name = STARTER_PREFIX + starter.name
+        try:
+            name = starter_version(starter)
+        except OSError as exc:  # replaced while we looked
+            return Serving(None, None, serving.problem or f"starter model {starter} cannot be read ({exc})",
+                           serving.fallback_from)
         if name not in unusable:
             return Serving(name, starter, serving.problem, serving.fallback_from)
         # a starter that fails to load is no untrained project: its predictions would be empty

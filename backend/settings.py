@@ -204,7 +204,22 @@ class Settings:
             values[f.name] = _convert(raw, kind, f.metadata["env"])
         return cls(**values)
 
+    # sizes and counts that make no sense below 1 (0 would answer every /predict with a 500)
+    AT_LEAST_ONE = ("port", "workers", "threads", "max_request_bytes", "max_tasks", "max_boxes", "predict_batch",
+                    "max_image_bytes", "max_image_pixels", "train_batch_size", "min_agreement")
+    POSITIVE_SECONDS = ("request_timeout", "fetch_timeout")
+
+    def _check_ranges(self) -> None:
+        env = {f.name: f.metadata["env"] for f in fields(self)}
+        for name in self.AT_LEAST_ONE:
+            if getattr(self, name) < 1:
+                raise ValueError(f"{env[name]}={getattr(self, name)} must be at least 1")
+        for name in self.POSITIVE_SECONDS:
+            if not 0 < getattr(self, name) < math.inf:
+                raise ValueError(f"{env[name]}={getattr(self, name)} must be a positive number of seconds")
+
     def __post_init__(self) -> None:
+        self._check_ranges()
         if self.bf16.lower() not in _BF16:
             raise ValueError(f"environment variable BF16={self.bf16!r} must be auto, true or false")
         if not re.fullmatch(DEVICE_NAME, self.device):

@@ -16,6 +16,7 @@ import pytest
 from rq import Queue
 
 from backend.app import create_app
+from backend.services import starter_version
 from model.registry import Registry
 from tests.backend.conftest import install_model, recorded
 
@@ -98,16 +99,40 @@ def test_predict_before_training_gives_no_boxes_with_explicit_version(client, na
 def test_a_starter_model_is_served_until_the_project_trains_its_own(settings, tiny_model, busbra_dir):
     """INITIAL_WEIGHTS naming a model directory pre-annotates a new project from its first task."""
     client = create_app(replace(settings, initial_weights=str(tiny_model), score_threshold=0.0)).test_client()
-    assert replay(client, "setup").get_json() == {"model_version": "starter-model"}
+    starter = starter_version(tiny_model)
+    assert starter.startswith("starter-model-") and replay(client, "setup").get_json() == {"model_version": starter}
     body = copy.deepcopy(recorded("predict_batch")["body"])
     body["tasks"] = _local_tasks(busbra_dir, ["bus_0859-l.png", "bus_0084-r.png"])
     answer = client.post("/predict", json=body).get_json()
-    assert [r["model_version"] for r in answer["results"]] == ["starter-model"] * 2
+    assert [r["model_version"] for r in answer["results"]] == [starter] * 2
     install_model(settings, 1, tiny_model, "v20261126-090000")  # the project's own version wins
     assert replay(client, "setup").get_json() == {"model_version": "v20261126-090000"}
     checkpoint_only = create_app(replace(settings, model_dir=settings.model_dir.with_name("fresh"),
                                          initial_weights=str(tiny_model / "model_final.pth")))
     assert replay(checkpoint_only.test_client(), "setup").get_json() == {"model_version": "untrained"}
+
+
+def test_a_starter_filled_or_replaced_in_place_is_served_without_a_restart(settings, tiny_model, tmp_path):
+    """A starter volume mounted empty and filled later serves at once (its /health turns UP then
+    too); one replaced in place is a new version, so Label Studio asks again and the old weights go."""
+    import json
+
+    starter = tmp_path / "starter"
+    starter.mkdir()
+    app = create_app(replace(settings, initial_weights=str(starter)))
+    client, models = app.test_client(), app.config["backend"].models
+    assert replay(client, "setup").get_json() == {"model_version": "untrained"}
+    shutil.copytree(tiny_model, starter, dirs_exist_ok=True)
+    first = starter_version(starter)
+    assert replay(client, "setup").get_json() == {"model_version": first}
+    version, loaded, _ = models.get(1)
+    info = json.loads((starter / "model.json").read_text())
+    (starter / "model.json").write_text(json.dumps({**info, "created_at": "2026-12-06T14:00:00"}))
+    second = starter_version(starter)
+    assert second != first and second.startswith("starter-starter-")
+    assert replay(client, "setup").get_json() == {"model_version": second}
+    version, reloaded, _ = models.get(1)
+    assert version == second and reloaded is not loaded
 
 
 def test_a_starter_model_that_fails_to_load_is_reported_not_served_as_untrained(settings, tiny_model, tmp_path):
@@ -117,9 +142,10 @@ def test_a_starter_model_that_fails_to_load_is_reported_not_served_as_untrained(
     shutil.copytree(tiny_model, broken)
     (broken / "model_final.pth").write_bytes(b"not a checkpoint")
     client = create_app(replace(settings, initial_weights=str(broken))).test_client()
-    assert replay(client, "setup").get_json() == {"model_version": "starter-starter"}  # not loaded yet
+    version = starter_version(broken)
+    assert replay(client, "setup").get_json() == {"model_version": version}  # not loaded yet
     response = client.post("/predict", json=recorded("predict_single")["body"])
-    reason = "starter model starter-starter cannot be loaded"
+    reason = f"starter model {version} cannot be loaded"
     assert response.status_code == 503 and reason in response.get_json()["error"]
     assert replay(client, "setup").status_code == 503  # from then on, for every project on it
     health = client.get("/health").get_json()
@@ -131,7 +157,7 @@ def test_projects_on_one_starter_share_one_loaded_model_and_old_ones_are_let_go(
     any more is dropped."""
     models = create_app(replace(settings, initial_weights=str(tiny_model))).config["backend"].models
     (version, starter, lock), (_, same, same_lock) = models.get(1), models.get(2)
-    assert version == "starter-model" and starter is same and lock is same_lock
+    assert version == starter_version(tiny_model) and starter is same and lock is same_lock
     install_model(settings, 2, tiny_model, "v-own")
     own_version, own, _ = models.get(2)
     assert own_version == "v-own" and own is not starter
@@ -467,23 +493,40 @@ def test_tasks_not_reached_within_the_time_budget_are_left_for_label_studio_to_a
 
 def test_a_batch_that_would_end_past_the_time_budget_is_not_started(settings, tiny_model, busbra_dir,
                                                                    monkeypatch):
-    """The clock moves 25 s at each look: the request arrives at 0, the first batch starts at 25 s
-    and takes 25 s; at the second's start (75 s) one as long would end at 100 s, past the 90 s
-    budget (Label Studio would then store nothing at all)."""
-    from backend import app as app_module
-    from backend import detector
+    """A faked clock: each batch's downloads take 30 s, its inference 10 s. The request's body
+    arrived at 0; the third batch (at 80 s) would end at 120 s, past the 90 s budget (Label Studio
+    would then store nothing at all). The downloads of each batch may take only what the budget
+    leaves once an inference as long as the last is set aside: one slow image cannot overrun it."""
+    from backend import detector, limits
 
     install_model(settings, 2, tiny_model)
-    client = create_app(replace(settings, predict_batch=1, predict_time_budget=90)).test_client()
+    app = create_app(replace(settings, predict_batch=1, predict_time_budget=90))
+    client = app.test_client()
     client.post("/predict", json=recorded("predict_single")["body"])  # loaded before the clock is faked
-    ticks = iter(range(0, 10_000, 25))
-    clock = SimpleNamespace(monotonic=lambda: float(next(ticks)), perf_counter=time.perf_counter)
+    now, allowed = [0.0], []
+    clock = SimpleNamespace(monotonic=lambda: now[0], perf_counter=time.perf_counter)
     monkeypatch.setattr(detector, "time", clock)
-    monkeypatch.setattr(app_module, "time", clock)  # the request's arrival: the budget's start
+    monkeypatch.setattr(limits, "time", clock)  # the body's arrival: the budget's start
+    fetcher = app.config["backend"].services.fetcher
+    fetch_all, answers = fetcher.fetch_all, detector.BiradsDetector._answers
+
+    def slow_fetch(references, workers=8, seconds=None):
+        allowed.append(seconds)
+        now[0] += 30
+        return fetch_all(references, workers, seconds)
+
+    def slow_inference(*args, **kwargs):
+        now[0] += 10
+        return answers(*args, **kwargs)
+
+    monkeypatch.setattr(fetcher, "fetch_all", slow_fetch)
+    monkeypatch.setattr(detector.BiradsDetector, "_answers", slow_inference)
     body = copy.deepcopy(recorded("predict_batch")["body"])
-    body["tasks"] = _local_tasks(busbra_dir, ["bus_0090-r.png", "bus_0084-r.png"])
-    reached, left = client.post("/predict", json=body).get_json()["results"]
-    assert "result" in reached and "result" not in left and "PREDICT_TIME_BUDGET=90 s" in left["error"]
+    body["tasks"] = _local_tasks(busbra_dir, ["bus_0090-r.png", "bus_0084-r.png", "bus_0859-l.png"])
+    *reached, left = client.post("/predict", json=body).get_json()["results"]
+    assert all("result" in r for r in reached) and "result" not in left
+    assert "PREDICT_TIME_BUDGET=90 s" in left["error"]
+    assert allowed == [90, 90 - 40 - 10]  # the second batch's downloads: 40 s, not FETCH_TIMEOUT's own
 
 
 def test_redis_down_predict_works_training_answers_503(settings, tiny_model, busbra_dir):

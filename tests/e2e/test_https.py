@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from backend.services import starter_version
 from tests.conftest import TLS
 from tests.e2e.conftest import (
     HTTPS,
@@ -47,7 +48,7 @@ def test_label_studio_pre_annotates_over_https_with_basic_auth(label_studio, cla
         stored = stored_predictions(client, project)
     assert set(stored) == set(tasks)
     for predictions in stored.values():  # every task pre-annotated by the starter model, over HTTPS
-        assert predictions and predictions[-1]["model_version"] == "starter-model"
+        assert predictions and predictions[-1]["model_version"] == starter_version(classified_tiny_model)
         assert len(predictions[-1]["result"]) == 2
 
 

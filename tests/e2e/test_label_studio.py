@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from backend.services import starter_version
 from model.predict import Predictor
 from model.records import BOX_VOTING_IOU
 from tests.e2e.conftest import CONFIG, annotate, create_project, image_name, retrieve_predictions, stored_predictions
@@ -115,7 +116,7 @@ def test_label_studio_keeps_each_boxs_malignancy_from_a_model_with_a_box_classif
         stored = stored_predictions(client, project)
     note = re.compile(r"P\(malignant\) (\d\.\d\d), model estimate")
     regions = [r for predictions in stored.values() for r in predictions[-1]["result"]]
-    assert all(p[-1]["model_version"] == "starter-model" for p in stored.values())
+    assert all(p[-1]["model_version"] == starter_version(classified_tiny_model) for p in stored.values())
     assert len(regions) == 3 * len(tasks)  # the boxes the backend showed, each with its figure
     # box by box, what Label Studio stored is what the model finds (the round trip's model, six
     # iterations from random weights, shows no box to compare)
@@ -145,7 +146,7 @@ def test_one_unreadable_image_costs_its_own_task_only(label_studio, classified_t
         stored = stored_predictions(client, project)
         log = backend["log"].read_text()
     assert stored[broken] == []
-    assert all(stored[task][-1]["model_version"] == "starter-model" for task in tasks)
+    assert all(stored[task][-1]["model_version"] == starter_version(classified_tiny_model) for task in tasks)
     assert f"task {broken}: " in log and "no prediction for it" in log
 
 

@@ -296,6 +296,71 @@ def test_a_trickling_download_is_cut_at_the_deadline():
     listener.close()
 
 
+def test_each_checked_address_is_tried_in_turn(server, monkeypatch):
+    """``localhost`` resolves to ::1 first on many systems while Label Studio listens on IPv4: a
+    refused first address is no reason to give up on the next."""
+    from backend import images
+
+    host, _ = server
+    port = int(host.split(":")[1])
+    monkeypatch.setattr(images, "_addresses", lambda name, port: ["127.0.0.2", "127.0.0.1"])  # 127.0.0.2 refuses
+    assert ImageFetcher(f"http://localhost:{port}", dict).fetch("/data/upload/1/ok.png").shape == (30, 40, 3)
+
+
+def test_label_studio_under_a_sub_path_serves_its_own_urls(server):
+    """Behind a proxy at /ls, Label Studio writes its upload URLs with the prefix."""
+    host, seen = server
+    fetcher = ImageFetcher(f"http://{host}/ls", dict)
+    assert fetcher.fetch("/ls/data/upload/1/ok.png").shape == (30, 40, 3)
+    assert seen[-1]["target"] == "/ls/data/upload/1/ok.png"
+    assert fetcher.fetch("/data/upload/1/ok.png").shape == (30, 40, 3)
+    assert seen[-1]["target"] == "/ls/data/upload/1/ok.png"
+
+
+def _trickler(first: bytes, then: bytes) -> tuple[socket.socket, threading.Thread]:
+    """A listener whose one connection gets ``first``, then ``then`` a byte every 0.1 s for 20 s."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+
+    def trickle():
+        connection, _ = listener.accept()
+        try:
+            connection.sendall(first)
+            for _ in range(200):
+                connection.sendall(then)
+                time.sleep(0.1)
+        except OSError:
+            pass
+        connection.close()
+
+    thread = threading.Thread(target=trickle, daemon=True)
+    thread.start()
+    return listener, thread
+
+
+def test_a_trickled_tls_handshake_is_cut_at_the_deadline():
+    """The deadline covers the TLS handshake too: a peer that sends a record's header, then its
+    body a byte at a time, holds no thread for longer than FETCH_TIMEOUT."""
+    listener, _ = _trickler(b"\x16\x03\x03\x40\x00", b"\x02")  # a 16 kB handshake record, trickled
+    fetcher = ImageFetcher(f"https://127.0.0.1:{listener.getsockname()[1]}", dict, timeout=1.0)
+    started = time.monotonic()
+    with pytest.raises(ImageError) as caught:
+        fetcher.fetch("/data/upload/slow.png")
+    assert caught.value.status == 502 and time.monotonic() - started < 5
+    listener.close()
+
+
+def test_a_download_is_cut_at_the_time_the_request_has_left():
+    listener, _ = _trickler(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n", b"x")
+    fetcher = ImageFetcher(f"http://127.0.0.1:{listener.getsockname()[1]}", dict, timeout=30.0)
+    started = time.monotonic()
+    with pytest.raises(ImageError, match="or the less the request had left") as caught:
+        fetcher.fetch("/data/upload/slow.png", seconds=0.5)
+    assert caught.value.status == 504 and time.monotonic() - started < 5
+    listener.close()
+
+
 @pytest.mark.parametrize("size", [(2000, 1), (4, 40), (400, 30)])
 def test_slivers_are_refused_not_resized_to_nothing(size):
     with pytest.raises(ImageError, match="is not an ultrasound image") as caught:

@@ -51,6 +51,10 @@ def test_typed_values(monkeypatch):
     ("REPLAY_RATIO", "-1", "REPLAY_RATIO=-1.0 must be >= 0"),
     ("PREDICT_TIME_BUDGET", "-5", "PREDICT_TIME_BUDGET=-5.0 must be >= 0"),
     ("REPLAY_DATA", "/data/BUS-BRA", "must be FORMAT:PATH"),
+    ("PREDICT_BATCH", "0", "PREDICT_BATCH=0 must be at least 1"),  # each /predict would answer 500
+    ("MAX_TASKS", "-1", "MAX_TASKS=-1 must be at least 1"),
+    ("FETCH_TIMEOUT", "0", "FETCH_TIMEOUT=0.0 must be a positive number of seconds"),
+    ("REQUEST_TIMEOUT", "inf", "REQUEST_TIMEOUT=inf must be a positive number of seconds"),
     ("FINE_TUNE_FREEZE", "category-head,trunk", r"FINE_TUNE_FREEZE=category-head,trunk: cannot freeze \['trunk'\]"),
 ])
 def test_bad_values_name_the_variable(monkeypatch, name, value, message):
