@@ -85,7 +85,9 @@ def build_records(services: Services, project: int) -> tuple[list[ImageRecord], 
         records.append(ImageRecord(image_id=str(task_id), path=str(path), width=width, height=height,
                                    boxes=boxes, split="train"))  # the held-out ones: promotion.split_holdout
     facts = {"annotated_tasks": len(tasks), "used_tasks": len(records),
-             "label_set": list(taxonomy.label_set_for(labels.to_label)),  # what replayed images must fit
+             # what replayed images must fit
+             "label_set": list(taxonomy.project_label_set(labels.to_label, (b.category for r in records
+                                                                             for b in r.boxes))),
              "for_review": conversion.for_review, "unknown_labels": dict(conversion.unknown_labels),
              "image_errors": failed}
     if conversion.unknown_labels:

@@ -114,3 +114,13 @@ def label_set_for(categories: Iterable[str]) -> tuple[str, ...]:
     if "4" in seen or not seen & set(SUBCATEGORIES_OF_4):
         return COARSE
     return FULL
+
+
+def project_label_set(config: Iterable[str], boxes: Iterable[str]) -> tuple[str, ...]:
+    """The label set a project learns in: the one its config's categories can name; where the
+    config names both plain 4 and 4A/4B/4C (docs/label_config.xml), the one its boxes need, so
+    that experts who refine every 4 keep their subcategories (``label_set_for``)."""
+    named = {normalize(c) for c in config}
+    if "4" in named and named & set(SUBCATEGORIES_OF_4):
+        return label_set_for(boxes)
+    return label_set_for(named)

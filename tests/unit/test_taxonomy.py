@@ -41,6 +41,13 @@ def test_label_sets_and_detector_classes():
     assert taxonomy.label_set_for(["2", "4A", "5"]) == taxonomy.FULL
     assert taxonomy.label_set_for(["4", "4A"]) == taxonomy.COARSE
     assert taxonomy.detector_classes(taxonomy.FULL) == ["2", "3", "4A", "4B", "4C", "5"]
+    # a project's: its config's, or where that names 4 and 4A/4B/4C both, what its boxes need
+    both = ["2", "3", "4", "4A", "4B", "4C", "5"]
+    assert taxonomy.project_label_set(both, ["3", "4A", "4C"]) == taxonomy.FULL
+    assert taxonomy.project_label_set(both, ["3", "4A", "4"]) == taxonomy.COARSE  # one unrefined 4
+    assert taxonomy.project_label_set(both, ["2", "5"]) == taxonomy.COARSE
+    assert taxonomy.project_label_set(["2", "4A", "4B", "5"], ["2"]) == taxonomy.FULL
+    assert taxonomy.project_label_set(["2", "4", "5"], ["2"]) == taxonomy.COARSE
     assert all(c in taxonomy.MEANING for c in taxonomy.FULL + taxonomy.COARSE)
 
 

@@ -85,3 +85,35 @@ def test_a_served_version_that_cannot_be_evaluated_is_named_where_the_comparison
     metrics, served = training.held_out_metrics(new, Serving("v-old", old), held, settings)
     assert metrics["n_images"] == 1 and served["not_evaluated"].startswith("DataError: ")
     assert training.refusal(settings, metrics, served) is None
+
+
+def test_a_project_that_refines_every_4_keeps_its_subcategories(tmp_path, busbra_dir):
+    """The recommended config offers plain 4 beside 4A/4B/4C: a project whose experts refined
+    every 4 learns 4A/4B/4C (its replay then holds no plain-4 image), one with a plain 4 left
+    learns plain 4."""
+    import copy
+    from pathlib import Path
+
+    from model import taxonomy
+
+    config = (Path(__file__).resolve().parents[2] / "docs" / "label_config.xml").read_text()
+
+    class Refined(AnnotatedProject):
+        labels = ["BI-RADS 4A", "BI-RADS 3", "BI-RADS 4C"]
+
+        def label_config(self, project: int) -> str:
+            return config
+
+        def annotated_tasks(self, project: int) -> list[dict]:
+            tasks = [copy.deepcopy(t) for t in super().annotated_tasks(project)[:3]]  # each box its own
+            for task, label in zip(tasks, self.labels):
+                task["annotations"][0]["result"][0]["value"]["rectanglelabels"] = [label]
+            return tasks
+
+    services = Services(Settings(model_dir=tmp_path, local_files_root=busbra_dir))
+    services.__dict__["api"] = Refined(busbra_dir / "Images")
+    records, facts = training.build_records(services, 7)
+    assert sorted(b.category for r in records for b in r.boxes) == ["3", "4A", "4C"]
+    assert tuple(facts["label_set"]) == taxonomy.FULL
+    Refined.labels = ["BI-RADS 4A", "BI-RADS 4", "BI-RADS 3"]
+    assert tuple(training.build_records(services, 8)[1]["label_set"]) == taxonomy.COARSE
