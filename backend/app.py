@@ -30,7 +30,7 @@ from redis.exceptions import RedisError
 
 from backend import status
 from backend.detector import UNTRAINED, BiradsDetector, ModelCache, RequestError
-from backend.jobs import TRAIN_EVENTS, TrainingQueue, job_status
+from backend.jobs import TRAIN_EVENTS, TrainingQueue, changes_in, job_status
 from backend.labels import LabelConfigError, parse_label_config
 from backend.limits import ARRIVED, BodyLimits, FailedAttempts
 from backend.services import Services
@@ -238,7 +238,12 @@ def create_app(settings: Settings | None = None) -> Flask:
         else:
             refusal = _check(secret_failures, _secret_matches(settings), WEBHOOK_SECRET_HEADER in request.headers,
                              "the WEBHOOK_SECRET header", credential=request.headers.get(WEBHOOK_SECRET_HEADER, ""))
-        return refusal or _queue_training(body.get("project"), action)
+        if refusal:
+            return refusal
+        changes = 1 if action == "START_TRAINING" else changes_in(action, body)
+        if not changes:
+            return jsonify({"status": "ignored", "action": action, "why": "a skipped task: no annotation"}), 200
+        return _queue_training(body.get("project"), action, changes)
 
     @app.route("/train", methods=["POST"])
     @requires_auth
@@ -247,11 +252,12 @@ def create_app(settings: Settings | None = None) -> Flask:
         # START_TRAINING does; the annotations it carries are not used, the job reads them itself
         return _queue_training(_json_body().get("project"), "START_TRAINING")
 
-    def _queue_training(project_field: object, action: str):
+    def _queue_training(project_field: object, action: str, changes: int = 1):
         project = project_id(project_field)
         if not backend.services.is_connected(project):  # an outsider's request creates nothing
             raise RequestError(f"project {project} is not connected to this backend (no /setup yet)", 404)
-        answer = backend.training_queue().request(project, reason=action, force=action == "START_TRAINING")
+        answer = backend.training_queue().request(project, reason=action, force=action == "START_TRAINING",
+                                                  changes=changes)
         return jsonify(answer), 201 if answer["status"] == "queued" else 200
 
     @app.route("/versions", methods=["GET"])

@@ -46,11 +46,27 @@ log = logging.getLogger(__name__)
 TRAIN_FUNCTION = "backend.training.train_project"
 KEEP_RESULTS = 7 * 24 * 3600
 RECENT_JOBS = 50
-TRAIN_EVENTS = ("ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_DELETED", "START_TRAINING")
+TRAIN_EVENTS = ("ANNOTATION_CREATED", "ANNOTATIONS_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_DELETED",
+                "START_TRAINING")
+# the webhooks that report several annotations, and the list of them they carry (Label Studio's
+# WebhookAction: "Create Annotations From Predictions" sends ANNOTATIONS_CREATED)
+MANY_ANNOTATIONS = {"ANNOTATIONS_CREATED": "annotation", "ANNOTATIONS_DELETED": "annotations"}
 WAITING = {JobStatus.QUEUED.value, JobStatus.DEFERRED.value, JobStatus.SCHEDULED.value}
 # the project's training lock expires this long after its holder last renewed it (every
 # RENEW_EVERY_S, from a thread of the job's own process): a killed job frees its project soon
 LOCK_TTL_S, RENEW_EVERY_S = 120, 30
+
+
+def changes_in(action: str, body: dict) -> int:
+    """How many annotation changes one webhook reports: one; a bulk one's annotations; none for a
+    skipped task (an annotation created cancelled: nothing new to learn from)."""
+    if action in MANY_ANNOTATIONS:
+        listed = body.get(MANY_ANNOTATIONS[action])
+        return len(listed) if isinstance(listed, list) else 1
+    annotation = body.get("annotation")
+    if action == "ANNOTATION_CREATED" and isinstance(annotation, dict) and annotation.get("was_cancelled") is True:
+        return 0
+    return 1
 
 
 class ProjectBusy(RuntimeError):
@@ -80,14 +96,16 @@ class TrainingQueue:
         # waiting here must still answer within Label Studio's 1 s; the lock is held for milliseconds
         return self.redis.lock(self._key(project, "lock"), timeout=10, blocking_timeout=wait, sleep=0.002)
 
-    def request(self, project: int, reason: str, force: bool) -> dict:
+    def request(self, project: int, reason: str, force: bool, changes: int = 1) -> dict:
         """Enqueue a training job for ``project``, or fold this request into the queued one.
 
-        A request carries nothing but the project: the job reads the label config, tasks and
-        annotations from Label Studio's API with the backend's own key."""
+        A request carries nothing but the project and how many ``changes`` it reports (one webhook
+        counts RETRAIN_AFTER at most): the job reads the label config, tasks and annotations from
+        Label Studio's API with the backend's own key."""
         self._reclaim_abandoned(project)
-        if not force:  # INCR is atomic: counting needs no lock, and most events only count
-            changes = int(self.redis.incr(self._key(project, "changes")))
+        if not force:  # INCRBY is atomic: counting needs no lock, and most events only count
+            step = min(changes, self.settings.retrain_after)
+            changes = int(self.redis.incrby(self._key(project, "changes"), step))
             if changes < self.settings.retrain_after:
                 return {"status": "waiting", "changes": changes, "retrain_after": self.settings.retrain_after}
         queued = self._queued_job(project)

@@ -348,6 +348,25 @@ def test_a_deleted_annotation_counts_toward_retraining(client, settings, redis_c
     assert [a["status"] for a in answers] == ["waiting", "waiting", "queued"]  # RETRAIN_AFTER=3
 
 
+def test_bulk_created_annotations_count_each_and_a_skipped_task_none(client, settings, redis_conn):
+    """"Create Annotations From Predictions" sends one ANNOTATIONS_CREATED listing them all (Label
+    Studio's WebhookAction: key "annotation", many); skipping a task creates a cancelled annotation,
+    nothing to learn from."""
+    connect(client)
+    created = recorded("webhook_ANNOTATION_CREATED")["body"]
+    skipped = copy.deepcopy(created)
+    skipped["annotation"]["was_cancelled"] = True
+    answers = [replay(client, "webhook_ANNOTATION_CREATED", body=skipped).get_json() for _ in range(3)]
+    assert all(a["status"] == "ignored" and "skipped" in a["why"] for a in answers)
+    bulk = dict(created, action="ANNOTATIONS_CREATED", annotation=[created["annotation"]] * 2)
+    assert replay(client, "webhook_ANNOTATION_CREATED", body=bulk).get_json() == {
+        "status": "waiting", "changes": 2, "retrain_after": 3}
+    assert replay(client, "webhook_ANNOTATION_CREATED", body=bulk).get_json()["status"] == "queued"
+    flood = dict(bulk, annotation=[created["annotation"]] * 50)  # one webhook counts RETRAIN_AFTER at most
+    assert replay(client, "webhook_ANNOTATION_CREATED", body=flood).get_json()["status"] == "coalesced"
+    assert int(redis_conn.get(f"birads:{settings.queue_name}:project:2:changes")) == 2 + 2 + 3
+
+
 def test_an_interactive_predict_request_is_answered_as_a_plain_one(client):
     """A predict request with ``params.context`` (a user's click) gets the model's boxes for the
     task, as without it: this backend has no interactive mode."""
