@@ -38,6 +38,9 @@ from model.registry import Registry, ReplacedMeanwhile, Serving
 
 log = logging.getLogger(__name__)
 FETCH_CHUNK = 32  # images downloaded and decoded at once (8 at a time) by a training job
+# a job never resumes (its work folder goes when it ends): checkpoints on the way, 0.45 GB each
+# with the optimizer's state, would only cost disk
+NO_CHECKPOINTS = 10**9
 
 
 class NotEnoughAnnotations(RuntimeError):
@@ -119,7 +122,8 @@ def train_settings(settings: Settings, weights: str, fine_tune: bool) -> TrainSe
     chosen = TrainSettings(base_config=settings.train_base_config, weights=weights,
                            image_size=settings.train_image_size, epochs=settings.train_epochs,
                            max_iter=settings.train_max_iter or None, batch_size=settings.train_batch_size,
-                           bf16=settings.train_bf16, device=settings.device, num_workers=1)
+                           bf16=settings.train_bf16, device=settings.device, num_workers=1,
+                           checkpoint_period=NO_CHECKPOINTS)
     if fine_tune:
         chosen = fine_tuning.schedule(chosen, weights, settings.fine_tune_epochs, settings.fine_tune_lr,
                                       settings.fine_tune_freeze, settings.fine_tune_classifier_min_lesions)

@@ -59,7 +59,7 @@ def image_size(path: str | Path) -> tuple[int, int]:
     return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
 
 
-def _sync_folder(folder: Path) -> None:
+def sync_folder(folder: Path) -> None:
     """Make a rename in ``folder`` durable (POSIX; Windows cannot open folders and needs none)."""
     try:
         fd = os.open(folder, os.O_RDONLY)
@@ -80,8 +80,8 @@ def _sync_tree(folder: Path) -> None:
             with open(path, "rb") as handle:
                 os.fsync(handle.fileno())
         elif path.is_dir():
-            _sync_folder(path)
-    _sync_folder(folder)
+            sync_folder(path)
+    sync_folder(folder)
 
 
 def write_atomic(path: str | Path, text: str) -> None:
@@ -96,7 +96,7 @@ def write_atomic(path: str | Path, text: str) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-        _sync_folder(path.parent)
+        sync_folder(path.parent)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -146,4 +146,4 @@ class StagedDirectory:
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(self.tmp, self.destination)
-        _sync_folder(self.destination.parent)
+        sync_folder(self.destination.parent)

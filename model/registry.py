@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from model.io import DataError, write_atomic
+from model.io import DataError, sync_folder, write_atomic
 from model.modeldir import BOX_CLASSIFIER_META, BOX_CLASSIFIER_WEIGHTS, CONFIG, META, WEIGHTS
 
 log = logging.getLogger(__name__)
@@ -172,6 +172,7 @@ class Registry:
             tmp.unlink(missing_ok=True)
             os.symlink(Path("versions") / version, tmp)
             os.replace(tmp, self.root / "current")
+            sync_folder(self.root)  # the switch survives a power cut, as the history beside it does
 
     @contextmanager
     def _promotion_lock(self) -> Iterator[None]:

@@ -35,6 +35,20 @@ def test_promotion_seals_and_the_current_version_is_served(tmp_path):
     assert (serving.version, serving.problem) == ("v1", None) and registry.history() == ["v1"]
 
 
+def test_the_switch_to_a_promoted_version_is_made_durable(tmp_path, monkeypatch):
+    """After the rename of ``current`` the folder is synced, as after the history's: a power cut
+    cannot leave the history saying one version and ``current`` pointing at the one before."""
+    from model import registry as registry_module
+
+    registry = Registry(tmp_path)
+    _version(registry, "v1")
+    synced = []
+    monkeypatch.setattr(registry_module, "sync_folder", lambda folder: synced.append(
+        (folder, os.readlink(folder / "current"))))
+    registry.promote("v1")
+    assert synced == [(tmp_path, os.path.join("versions", "v1"))]
+
+
 def test_a_changed_file_falls_back_to_the_last_good_version(tmp_path):
     registry = Registry(tmp_path)
     for name in ("v1", "v2", "v3"):

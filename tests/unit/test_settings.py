@@ -138,6 +138,8 @@ def test_a_job_that_fine_tunes_runs_the_gentle_schedule_and_a_first_training_the
     assert iterations(tuned, 16) == 60  # 0.75 augmented epochs: the simulated loops' 60 iterations of 2
     first = train_settings(settings, "", fine_tune=False)
     assert (first.base_lr, first.epochs) == (TrainSettings().base_lr, settings.train_epochs)
+    # a job resumes nothing: no checkpoint on the way (0.45 GB each), the final weights only
+    assert tuned.checkpoint_period == first.checkpoint_period > 10**6 > TrainSettings().checkpoint_period
     monkeypatch.setenv("TRAIN_MAX_ITER", "7")  # a fixed count wins over either schedule
     assert iterations(train_settings(Settings.from_env(), "models/starter", fine_tune=True), 16) == 7
     assert (tuned.frozen, tuned.classifier_min_lesions) == ((), 0)  # nothing held by default
