@@ -228,6 +228,16 @@ def refusal(settings: Settings, new: dict, served: dict | None) -> str | None:
                        "`birads promote` overrides)")
 
 
+def nothing_sound_to_compare(served: Serving) -> str | None:
+    """Why a version waits for a person where every version of the project fails its checks and
+    no starter stands in (predictions answer 503 then): it started afresh and was compared with
+    nothing, so it may be far worse than what they were before they broke."""
+    if served.version is None and served.problem:
+        return (f"not compared with the project's versions ({served.problem}, and no earlier version is "
+                "sound): `birads promote` serves this one, or restore theirs")
+    return None
+
+
 def replaced_meanwhile(registry: Registry, current_at_start: str | None) -> str | None:
     """Why a job must not promote over a version someone served by hand (`birads promote`, a
     rollback) while it trained: that choice stands, and the job was compared with another."""
@@ -314,7 +324,8 @@ def _train(project: int, settings: Settings, services: Services, job) -> dict:
     except Exception as exc:  # the trained weights stay, described as never served automatically
         registry.describe(version, metrics={}, refused=f"not evaluated: {exc}", **description)
         raise
-    refused = refusal(settings, metrics, served_metrics) or replaced_meanwhile(registry, current_at_start)
+    refused = (refusal(settings, metrics, served_metrics) or nothing_sound_to_compare(served)
+               or replaced_meanwhile(registry, current_at_start))
     registry.describe(version, metrics=metrics, served_metrics=served_metrics, refused=refused, **description)
     if not refused:
         refused = _promote_unless_replaced(registry, version, current_at_start)

@@ -49,6 +49,21 @@ def test_the_switch_to_a_promoted_version_is_made_durable(tmp_path, monkeypatch)
     assert synced == [(tmp_path, os.path.join("versions", "v1"))]
 
 
+def test_a_job_after_every_version_broke_waits_for_a_person(tmp_path):
+    """Every version of a project fails its checks and no starter stands in: a job trains afresh,
+    compared with nothing, and is kept, not served over them; an untrained project's first is served."""
+    from backend.training import nothing_sound_to_compare
+
+    registry = Registry(tmp_path)
+    assert nothing_sound_to_compare(registry.serving()) is None  # untrained: the first version is served
+    _version(registry, "v1")
+    registry.promote("v1")
+    assert nothing_sound_to_compare(registry.serving()) is None
+    (registry.path("v1") / WEIGHTS).write_bytes(b"changed")
+    reason = nothing_sound_to_compare(registry.serving())
+    assert reason.startswith("not compared with the project's versions") and "birads promote" in reason
+
+
 def test_a_changed_file_falls_back_to_the_last_good_version(tmp_path):
     registry = Registry(tmp_path)
     for name in ("v1", "v2", "v3"):
