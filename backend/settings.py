@@ -189,6 +189,10 @@ class Settings:
     worker_nice: int = field(default=10, metadata={
         "env": "WORKER_NICE",
         "doc": "niceness of the training worker: on a shared machine the server's requests come first"})
+    keep_versions: int = field(default=20, metadata={
+        "env": "KEEP_VERSIONS",
+        "doc": "model versions a project keeps (each about 240 MB), the newest; the served one and its "
+               "fallback always; 0: every one"})
     job_timeout: int = field(default=6 * 3600, metadata={"env": "JOB_TIMEOUT",
         "doc": "seconds a training job may wait for the project's running job; RQ stops a job after twice "
                "this, so a wait never shortens a run below it"})
@@ -246,6 +250,8 @@ class Settings:
             fine_tuning.frozen_prefixes(self.fine_tune_freeze)
         except ValueError as exc:
             raise ValueError(f"FINE_TUNE_FREEZE={','.join(self.fine_tune_freeze)}: {exc}") from None
+        if self.keep_versions < 0:
+            raise ValueError(f"KEEP_VERSIONS={self.keep_versions} must be >= 0 (0: keep every version)")
         if self.replay_ratio < 0:
             raise ValueError(f"REPLAY_RATIO={self.replay_ratio} must be >= 0 (0: no replay)")
         if self.replay_data and ":" not in self.replay_data:

@@ -87,6 +87,7 @@ def build_records(services: Services, project: int) -> tuple[list[ImageRecord], 
         boxes = [in_pixels(b, width, height) for b in labelled.boxes]
         records.append(ImageRecord(image_id=str(task_id), path=str(path), width=width, height=height,
                                    boxes=boxes, split="train"))  # the held-out ones: promotion.split_holdout
+    _forget_images(folder, keep=set(usable))
     facts = {"annotated_tasks": len(tasks), "used_tasks": len(records),
              # what replayed images must fit
              "label_set": list(taxonomy.project_label_set(labels.to_label, (b.category for r in records
@@ -100,6 +101,15 @@ def build_records(services: Services, project: int) -> tuple[list[ImageRecord], 
         log.warning("project %s: %d of %d task images could not be downloaded (first: %s)", project, len(failed),
                     len(usable), next(iter(failed.values())))
     return records, facts
+
+
+def _forget_images(folder: Path, keep: set) -> None:
+    """Remove the copies of task images no annotation uses any more (a task deleted in Label
+    Studio, an annotation withdrawn): a patient's image is kept only while it is training data."""
+    for path in folder.glob("task-*.png"):
+        task_id = path.stem.removeprefix("task-")
+        if not (task_id.isdigit() and int(task_id) in keep):
+            path.unlink(missing_ok=True)
 
 
 def not_enough(records: list[ImageRecord], facts: dict, settings: Settings) -> NotEnoughAnnotations | None:
@@ -333,8 +343,12 @@ def _train(project: int, settings: Settings, services: Services, job) -> dict:
         log.warning("project %s: version %s kept but not served: %s", project, version, refused)
     else:
         log.info("project %s: version %s now served (parent %s)", project, version, parent)
+    if removed := registry.prune(settings.keep_versions):
+        log.info("project %s: removed versions %s (KEEP_VERSIONS=%d)", project, ", ".join(removed),
+                 settings.keep_versions)
     _report("done", version=version, refused=refused)
     return {"version": version, "parent": parent, "promoted": not refused, "refused": refused,
+            "removed_versions": removed,
             "train_images": len(train_records), "holdout_images": len(holdout), "metrics": metrics,
             "served_metrics": served_metrics, "timing": estimate, **facts}
 

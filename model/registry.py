@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import re
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -199,6 +200,22 @@ class Registry:
             return json.loads((self.path(version) / VERSION_META).read_text())
         except FileNotFoundError:
             return {"version": version, "refused": "incomplete: its training job stopped before describing it"}
+
+    def prune(self, keep: int) -> list[str]:
+        """Remove all but the newest ``keep`` versions (0: keep every one), never the one served
+        nor the one serving would fall back to: each is a whole model (R101-FPN: about 240 MB).
+        A version leaves the listing at once (renamed hidden) before its files go; what a crash
+        leaves behind, ``model.train.remove_abandoned_work`` clears."""
+        if keep <= 0:
+            return []
+        with self._promotion_lock():  # not while someone serves an old version by hand
+            spared = {self.current(), self.serving().version}
+            removed = [v for v in self.versions()[:-keep] if v not in spared]
+            for version in removed:
+                hidden = self.versions_dir / f".{version}.removed.{os.getpid()}"
+                os.replace(self.path(version), hidden)
+                shutil.rmtree(hidden, ignore_errors=True)
+        return removed
 
     def versions(self) -> list[str]:
         if not self.versions_dir.is_dir():

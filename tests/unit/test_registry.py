@@ -64,6 +64,21 @@ def test_a_job_after_every_version_broke_waits_for_a_person(tmp_path):
     assert reason.startswith("not compared with the project's versions") and "birads promote" in reason
 
 
+def test_old_versions_are_removed_but_the_served_one_and_its_fallback(tmp_path):
+    registry = Registry(tmp_path)
+    for name in ("v1", "v2", "v3", "v4", "v5"):
+        _version(registry, name)
+    registry.promote("v1")
+    registry.promote("v2")
+    assert registry.prune(0) == [] and len(registry.versions()) == 5  # 0: every one kept
+    (registry.path("v2") / WEIGHTS).write_bytes(b"changed")  # served v2 broken: v1 serves
+    assert registry.serving().version == "v1"
+    assert registry.prune(2) == ["v3"]  # older than the newest two; v1 (the fallback) and v2 (current) spared
+    assert registry.prune(1) == ["v4"]
+    assert registry.versions() == ["v1", "v2", "v5"] and registry.serving().version == "v1"
+    assert not list(registry.versions_dir.glob(".*"))  # nothing left half-removed
+
+
 def test_a_changed_file_falls_back_to_the_last_good_version(tmp_path):
     registry = Registry(tmp_path)
     for name in ("v1", "v2", "v3"):

@@ -117,3 +117,19 @@ def test_a_project_that_refines_every_4_keeps_its_subcategories(tmp_path, busbra
     assert tuple(facts["label_set"]) == taxonomy.FULL
     Refined.labels = ["BI-RADS 4A", "BI-RADS 4", "BI-RADS 3"]
     assert tuple(training.build_records(services, 8)[1]["label_set"]) == taxonomy.COARSE
+
+
+def test_a_task_no_longer_annotated_leaves_no_copy_of_its_image(tmp_path, busbra_dir):
+    """A task deleted in Label Studio (or its annotation withdrawn): the next job removes the
+    copy of its patient's image that an earlier job made."""
+    services = Services(Settings(model_dir=tmp_path, local_files_root=busbra_dir))
+    project = AnnotatedProject(busbra_dir / "Images")
+    services.__dict__["api"] = project
+    training.build_records(services, 7)
+    images = tmp_path / "project-7" / "images"
+    assert sorted(p.name for p in images.iterdir()) == ["task-1.png", "task-2.png", "task-3.png", "task-5.png"]
+    all_tasks = project.annotated_tasks
+    project.annotated_tasks = lambda p: [t for t in all_tasks(p) if t["id"] != 2]
+    records, _ = training.build_records(services, 7)
+    assert [r.image_id for r in records] == ["1", "3", "5"]
+    assert sorted(p.name for p in images.iterdir()) == ["task-1.png", "task-3.png", "task-5.png"]
