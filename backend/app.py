@@ -241,8 +241,6 @@ def create_app(settings: Settings | None = None) -> Flask:
         if refusal:
             return refusal
         changes = 1 if action == "START_TRAINING" else changes_in(action, body)
-        if not changes:
-            return jsonify({"status": "ignored", "action": action, "why": "a skipped task: no annotation"}), 200
         return _queue_training(body.get("project"), action, changes)
 
     @app.route("/train", methods=["POST"])
@@ -256,6 +254,9 @@ def create_app(settings: Settings | None = None) -> Flask:
         project = project_id(project_field)
         if not backend.services.is_connected(project):  # an outsider's request creates nothing
             raise RequestError(f"project {project} is not connected to this backend (no /setup yet)", 404)
+        if not changes:
+            return jsonify({"status": "ignored", "action": action,
+                            "why": "no annotation to count (a skipped task, or none listed)"}), 200
         answer = backend.training_queue().request(project, reason=action, force=action == "START_TRAINING",
                                                   changes=changes)
         return jsonify(answer), 201 if answer["status"] == "queued" else 200

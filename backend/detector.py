@@ -202,14 +202,15 @@ class BiradsDetector(LabelStudioMLBase):
                 references.append(ImageError(f"no '{self.labels.data_key}' image field in its data", 400))
         return references
 
-    def _fetch_seconds(self, started: float, inference: float) -> float | None:
-        """The most a batch's downloads may take: what the budget leaves once the batch's inference
+    def _fetch_deadline(self, started: float, inference: float) -> float | None:
+        """When a batch's downloads must be done: what the budget leaves once the batch's inference
         (as long as the last one's) is set aside, so that one slow image cannot push the answer past
         Label Studio's limit (it would store nothing). At least MIN_FETCH_SECONDS: each batch started tries."""
         budget = self.services.settings.predict_time_budget
         if not budget:
             return None
-        return max(MIN_FETCH_SECONDS, budget - (time.monotonic() - started) - inference)
+        now = time.monotonic()
+        return now + max(MIN_FETCH_SECONDS, budget - (now - started) - inference)
 
     def predict(self, tasks: list[dict], started: float | None = None, **kwargs) -> list[dict]:
         """``started``: when the request arrived (time.monotonic), which PREDICT_TIME_BUDGET counts from."""
@@ -236,7 +237,7 @@ class BiradsDetector(LabelStudioMLBase):
                             "them again", len(tasks) - start, len(tasks), s.predict_time_budget)
                 break
             images = self.services.fetcher.fetch_all(references[start:start + s.predict_batch],
-                                                     seconds=self._fetch_seconds(started, last_inference))
+                                                     deadline=self._fetch_deadline(started, last_inference))
             fetched = time.monotonic()
             results += self._answers(tasks[start:start + s.predict_batch], images, predictor, lock, version, failures)
             del images  # before the next batch is decoded: bounded memory

@@ -111,7 +111,10 @@ def _host(parsed) -> str:
 
 
 def _addresses(host: str, port: int) -> list[str]:
-    return list(dict.fromkeys(info[4][0] for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)))
+    """Each address ``host`` resolves to, a link-local IPv6 one with its scope (``fe80::1%2``)."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return list(dict.fromkeys(f"{info[4][0]}%{info[4][3]}" if info[0] == socket.AF_INET6 and info[4][3]
+                              and "%" not in info[4][0] else info[4][0] for info in infos))
 
 
 CLOUD_SCHEMES = ("s3:", "gs:", "azure-blob:")  # a project's cloud storage, as Label Studio writes tasks
@@ -184,6 +187,8 @@ class _PinnedHTTPConnection(http.client.HTTPConnection):
 
 
 class _PinnedHTTPSConnection(_PinnedHTTPConnection):
+    default_port = http.client.HTTPS_PORT  # else the Host header says name:443 (a signed URL's signature fails)
+
     def connect(self) -> None:
         context = ssl.create_default_context()
         sock = self._watched(context.wrap_socket(self._tcp(), server_hostname=self.host,  # the name's certificate
@@ -208,8 +213,9 @@ class ImageFetcher:
         self.max_pixels = max_pixels
         self.allow_private = allow_private
 
-    def fetch(self, reference: str, seconds: float | None = None) -> np.ndarray:
-        """``seconds``: the most the download may take, where less than FETCH_TIMEOUT is left to the request."""
+    def fetch(self, reference: str, deadline: float | None = None) -> np.ndarray:
+        """``deadline`` (time.monotonic): when the download must be done, where the request has less
+        time left than FETCH_TIMEOUT."""
         if not isinstance(reference, str) or not reference:
             raise ImageError(f"image reference {reference!r} is empty or not a string", 400)
         if reference.startswith(CLOUD_SCHEMES):
@@ -221,25 +227,32 @@ class ImageFetcher:
             reference = urljoin(self.label_studio_url + "/", reference.lstrip("/"))
         parsed = _checked_url(reference, 400)
         if parsed.scheme in ("http", "https"):
-            allowed = self.timeout if seconds is None else min(self.timeout, seconds)
-            return decode(self._download(reference, parsed, time.monotonic() + allowed), reference, self.max_pixels)
+            own = time.monotonic() + self.timeout
+            return decode(self._download(reference, parsed, own if deadline is None else min(own, deadline)),
+                          reference, self.max_pixels)
         if parsed.scheme in ("", "file"):
             return decode(self._read_local(parsed.path if parsed.scheme else reference), reference, self.max_pixels)
         raise ImageError(f"{reference}: unsupported URL scheme {parsed.scheme!r}", 400)
 
     def fetch_all(self, references: Sequence[str | ImageError], workers: int = 8,
-                  seconds: float | None = None) -> list[np.ndarray | ImageError]:
-        """Fetch concurrently; a failure (or a reference already failed) is returned in place of its image."""
+                  deadline: float | None = None) -> list[np.ndarray | ImageError]:
+        """Fetch concurrently, all by ``deadline`` where one is given (an image that waits for a
+        thread gets no time of its own); a failure (or a reference already failed) is returned in
+        place of its image."""
         def one(reference: str | ImageError) -> np.ndarray | ImageError:
             if isinstance(reference, ImageError):
                 return reference
             try:
-                return self.fetch(reference, seconds)
+                return self.fetch(reference, deadline)
             except ImageError as exc:
                 return exc
 
         with ThreadPoolExecutor(max_workers=max(1, min(workers, len(references)))) as pool:
             return list(pool.map(one, references))
+
+    def _out_of_time(self, url: str) -> ImageError:
+        return ImageError(f"{url}: download not complete within FETCH_TIMEOUT={self.timeout:g} s "
+                          "(or the less the request had left)", 504)
 
     def _unreachable(self, url: str, why: str) -> ImageError:
         log.warning("%s: %s", url, why)  # the detail stays in our log
@@ -281,6 +294,8 @@ class ImageFetcher:
         except (OSError, ssl.SSLError) as exc:
             watchdog.cancel()
             connection.close()
+            if watchdog.expired or time.monotonic() >= deadline:  # out of time, not unreachable
+                raise self._out_of_time(url) from None
             raise self._unreachable(url, f"connection failed ({exc})") from None
         try:
             connection.request("GET", _request_target(parsed), headers=headers)
@@ -310,8 +325,7 @@ class ImageFetcher:
             return bytes(content)
         except (OSError, http.client.HTTPException, UnicodeError) as exc:
             if watchdog.expired:
-                raise ImageError(f"{url}: download not complete within FETCH_TIMEOUT={self.timeout:g} s "
-                                 "(or the less the request had left)", 504) from None
+                raise self._out_of_time(url) from None
             raise ImageError(f"{url}: download failed ({exc.__class__.__name__})", 502) from None
         finally:
             watchdog.cancel()

@@ -10,7 +10,7 @@ from pathlib import Path
 from backend.images import ImageFetcher
 from backend.labelstudio import LabelStudioAPI
 from backend.settings import Settings
-from model.modeldir import META, WEIGHTS, is_model_dir
+from model.modeldir import META, is_model_dir
 from model.registry import Registry, Serving
 
 STARTER_PREFIX = "starter-"  # version name of INITIAL_WEIGHTS while a project has none of its own
@@ -18,10 +18,13 @@ STARTER_PREFIX = "starter-"  # version name of INITIAL_WEIGHTS while a project h
 
 def starter_version(folder: Path) -> str:
     """The starter's version name: its folder's name and a fingerprint of what it holds (its record,
-    the weights' size), so that a starter replaced in place is a new version: Label Studio asks again
-    for the tasks the old one pre-annotated, and no process goes on serving the old weights."""
+    and each file's size and time: the weights, a box classifier or cuts added later), so that a
+    starter changed in place is a new version: Label Studio asks again for the tasks the old one
+    pre-annotated, and no process goes on serving the old weights."""
     digest = hashlib.sha256((folder / META).read_bytes())
-    digest.update(str((folder / WEIGHTS).stat().st_size).encode())
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        stat = path.stat()
+        digest.update(f"{path.relative_to(folder)}:{stat.st_size}:{stat.st_mtime_ns}".encode())
     return f"{STARTER_PREFIX}{folder.name}-{digest.hexdigest()[:8]}"
 
 

@@ -311,7 +311,8 @@ def _replay_pool(args: argparse.Namespace):
 
     if not args.replay_data:
         return []
-    records = datasets.load_splits(args.replay_data, args.replay_splits, args.image_root)
+    named = dict(args.label) if args.replay_data.partition(":")[0] in datasets.LABELLED_FILES else None
+    records = datasets.load_splits(args.replay_data, args.replay_splits, args.image_root, named)
     return datasets.coarse(records) if args.coarse else records
 
 

@@ -161,6 +161,8 @@ class Registry:
         if not self.path(version).is_dir():  # before the lock, which would make the folder
             raise DataError(f"model version {version} does not exist")
         with self._promotion_lock():
+            if not self.path(version).is_dir():  # removed meanwhile (``prune``)
+                raise DataError(f"model version {version} does not exist")
             if replacing is not _ANY and (now := self.current()) != replacing:
                 raise ReplacedMeanwhile(replacing, now)
             if not (self.path(version) / CHECKSUMS).is_file():
@@ -209,7 +211,9 @@ class Registry:
         if keep <= 0:
             return []
         with self._promotion_lock():  # not while someone serves an old version by hand
-            spared = {self.current(), self.serving().version}
+            current = self.current()
+            # what serves now, and what would if the served one broke (or failed to load)
+            spared = {current, self.serving().version, self.serving(unusable={current}).version}
             removed = [v for v in self.versions()[:-keep] if v not in spared]
             for version in removed:
                 hidden = self.versions_dir / f".{version}.removed.{os.getpid()}"

@@ -33,9 +33,7 @@ def _read_json(path: Path) -> object:
 
 def _named_category(name: object, labels: LabelNames | None = None) -> str:
     """The category a label name stands for: as ``labels`` maps it, else read as a BI-RADS name."""
-    if labels and str(name) in labels:
-        return labels[str(name)]
-    return taxonomy.normalize(name)
+    return taxonomy.normalize(labels[str(name)] if labels and str(name) in labels else name)
 
 
 def _category(name: object, where: str, labels: LabelNames | None = None) -> str:

@@ -133,6 +133,8 @@ def test_a_starter_filled_or_replaced_in_place_is_served_without_a_restart(setti
     assert replay(client, "setup").get_json() == {"model_version": second}
     version, reloaded, _ = models.get(1)
     assert version == second and reloaded is not loaded
+    (starter / "screening_cut.json").write_text("{}")  # a file added beside it: changed too
+    assert starter_version(starter) != second
 
 
 def test_a_starter_model_that_fails_to_load_is_reported_not_served_as_untrained(settings, tiny_model, tmp_path):
@@ -358,6 +360,8 @@ def test_bulk_created_annotations_count_each_and_a_skipped_task_none(client, set
     skipped["annotation"]["was_cancelled"] = True
     answers = [replay(client, "webhook_ANNOTATION_CREATED", body=skipped).get_json() for _ in range(3)]
     assert all(a["status"] == "ignored" and "skipped" in a["why"] for a in answers)
+    elsewhere = dict(skipped, project=99)  # a project never set up: 404, as for any other webhook
+    assert replay(client, "webhook_ANNOTATION_CREATED", body=elsewhere).status_code == 404
     bulk = dict(created, action="ANNOTATIONS_CREATED", annotation=[created["annotation"]] * 2)
     assert replay(client, "webhook_ANNOTATION_CREATED", body=bulk).get_json() == {
         "status": "waiting", "changes": 2, "retrain_after": 3}
@@ -529,10 +533,10 @@ def test_a_batch_that_would_end_past_the_time_budget_is_not_started(settings, ti
     fetcher = app.config["backend"].services.fetcher
     fetch_all, answers = fetcher.fetch_all, detector.BiradsDetector._answers
 
-    def slow_fetch(references, workers=8, seconds=None):
-        allowed.append(seconds)
+    def slow_fetch(references, workers=8, deadline=None):
+        allowed.append(deadline - now[0])
         now[0] += 30
-        return fetch_all(references, workers, seconds)
+        return fetch_all(references, workers, deadline)
 
     def slow_inference(*args, **kwargs):
         now[0] += 10

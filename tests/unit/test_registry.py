@@ -12,6 +12,7 @@ import pytest
 
 from backend.settings import Settings
 from backend.training import refusal
+from model.io import DataError
 from model.modeldir import BOX_CLASSIFIER_META, BOX_CLASSIFIER_WEIGHTS, CONFIG, META, WEIGHTS
 from model.registry import Registry
 
@@ -77,6 +78,14 @@ def test_old_versions_are_removed_but_the_served_one_and_its_fallback(tmp_path):
     assert registry.prune(1) == ["v4"]
     assert registry.versions() == ["v1", "v2", "v5"] and registry.serving().version == "v1"
     assert not list(registry.versions_dir.glob(".*"))  # nothing left half-removed
+    sound = Registry(tmp_path / "sound")  # current sound: the version it would fall back to is kept too
+    for name in ("v1", "v2", "v3", "v4", "v5"):
+        _version(sound, name)
+    sound.promote("v1")
+    sound.promote("v2")
+    assert sound.prune(1) == ["v3", "v4"] and sound.versions() == ["v1", "v2", "v5"]
+    with pytest.raises(DataError, match="does not exist"):  # a hand promotion of a removed version
+        sound.promote("v3")
 
 
 def test_a_changed_file_falls_back_to_the_last_good_version(tmp_path):
@@ -188,8 +197,6 @@ def test_an_unreadable_history_is_reported_and_starts_again(tmp_path, caplog):
 
 
 def test_a_version_whose_files_changed_is_not_promoted_again(tmp_path):
-    from model.io import DataError
-
     registry = Registry(tmp_path / "project-3")
     _version(registry, "v1")
     registry.promote("v1")
@@ -247,7 +254,6 @@ def test_birads_help_names_the_backend_commands_and_worker_help_starts_nothing(c
 
 
 def test_a_promotion_expecting_another_served_version_changes_nothing(tmp_path):
-    from model.io import DataError
     from model.registry import ReplacedMeanwhile
 
     registry = Registry(tmp_path / "project-3")
