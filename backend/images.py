@@ -139,6 +139,11 @@ def _checked_url(url: str, status: int):
     return parsed
 
 
+def _without_query(parsed) -> str:
+    """A URL as logs may name it: scheme, host and path, not a signed URL's query."""
+    return f"{parsed.scheme}://{parsed.netloc}{parsed.path}"
+
+
 def _request_target(parsed) -> str:
     """Path and query as typed into a task (a patient's name with an umlaut, a space, a lone %)
     percent-encoded, escapes already there kept."""
@@ -275,17 +280,20 @@ class ImageFetcher:
                                              "(ALLOW_PRIVATE_IMAGE_HOSTS is off)")
         return addresses
 
-    def _download(self, url: str, parsed, deadline: float | None = None, redirects: int = 0) -> bytes:
+    def _download(self, url: str, parsed, deadline: float | None = None, redirects: int = 0,
+                  named: str | None = None) -> bytes:
         """Within FETCH_TIMEOUT from the first request to the last byte, redirects included.
         ``redirects``: how many led here. Only Label Studio's storage endpoints are followed (its
         presign endpoint sends the browser, and us, to the storage's signed URL): that host skips
         ALLOWED_IMAGE_HOSTS, not the private-address check, and only Label Studio's own host ever
-        gets its key."""
+        gets its key. ``named``: how errors and the log name it; a signed URL's query (its signature)
+        never: whoever reads a log or a job's result could fetch the patient's image with it."""
+        named = url if named is None else named
         deadline = time.monotonic() + self.timeout if deadline is None else deadline
         own = _host(parsed) == self.label_studio_host
         port = parsed.port or (443 if parsed.scheme == "https" else 80)
-        addresses = self._address(url, parsed, port, own, vouched=redirects > 0)
-        headers = self._label_studio_headers(url) if own else {}  # never send Label Studio's key elsewhere
+        addresses = self._address(named, parsed, port, own, vouched=redirects > 0)
+        headers = self._label_studio_headers(named) if own else {}  # never send Label Studio's key elsewhere
         watchdog = Watchdog(None, max(0.0, deadline - time.monotonic()), socket.SHUT_RDWR)  # given the socket
         kind = _PinnedHTTPSConnection if parsed.scheme == "https" else _PinnedHTTPConnection
         connection = kind(parsed.hostname, port, addresses, deadline, watchdog)
@@ -295,8 +303,8 @@ class ImageFetcher:
             watchdog.cancel()
             connection.close()
             if watchdog.expired or time.monotonic() >= deadline:  # out of time, not unreachable
-                raise self._out_of_time(url) from None
-            raise self._unreachable(url, f"connection failed ({exc})") from None
+                raise self._out_of_time(named) from None
+            raise self._unreachable(named, f"connection failed ({exc})") from None
         try:
             connection.request("GET", _request_target(parsed), headers=headers)
             response = connection.getresponse()
@@ -304,29 +312,33 @@ class ImageFetcher:
             endpoint = parsed.path.removeprefix(self.label_studio_base)
             if response.status in REDIRECTS and own and endpoint.startswith(STORAGE_ENDPOINTS) and location:
                 target = urljoin(url, location)
-                checked = _checked_url(target, 502)
+                try:
+                    checked = _checked_url(target, 502)
+                except ImageError:  # its text would carry the signature
+                    raise ImageError(f"{named}: redirected to a malformed address", 502) from None
                 if redirects >= MAX_REDIRECTS or checked.scheme not in ("http", "https"):
-                    raise ImageError(f"{url}: too many redirects, or one to a non-HTTP address", 502)
+                    raise ImageError(f"{named}: too many redirects, or one to a non-HTTP address", 502)
                 watchdog.cancel()
                 connection.close()
-                return self._download(target, checked, deadline, redirects + 1)
+                return self._download(target, checked, deadline, redirects + 1,
+                                      f"{named} -> {_without_query(checked)}")
             if response.status in (401, 403) and own:
-                raise ImageError(f"{url}: Label Studio refused the download (HTTP {response.status}): "
+                raise ImageError(f"{named}: Label Studio refused the download (HTTP {response.status}): "
                                  "set LABEL_STUDIO_API_KEY to a valid token", 422)
             if response.status != 200:
-                raise ImageError(f"{url}: HTTP {response.status} from the image host", 422)
+                raise ImageError(f"{named}: HTTP {response.status} from the image host", 422)
             content = bytearray()
             while chunk := response.read1(64 * 1024):
                 content += chunk
                 if len(content) > self.max_bytes:
-                    raise ImageError(f"{url}: larger than MAX_IMAGE_BYTES={self.max_bytes}", 413)
+                    raise ImageError(f"{named}: larger than MAX_IMAGE_BYTES={self.max_bytes}", 413)
             if watchdog.expired:
                 raise OSError("cut off")
             return bytes(content)
         except (OSError, http.client.HTTPException, UnicodeError) as exc:
             if watchdog.expired:
-                raise self._out_of_time(url) from None
-            raise ImageError(f"{url}: download failed ({exc.__class__.__name__})", 502) from None
+                raise self._out_of_time(named) from None
+            raise ImageError(f"{named}: download failed ({exc.__class__.__name__})", 502) from None
         finally:
             watchdog.cancel()
             connection.close()

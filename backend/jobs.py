@@ -69,6 +69,9 @@ def changes_in(action: str, body: dict) -> int:
     return 1
 
 
+LOST = "lost"  # a job RQ still calls started whose worker is gone
+
+
 class ProjectBusy(RuntimeError):
     """Another job of the project held it for longer than a job may run."""
 
@@ -177,7 +180,7 @@ class TrainingQueue:
             return True
         status, worker = self.redis.hmget(Job.key_for(job_id), "status", "worker_name")
         return bool(status and status.decode() == JobStatus.STARTED.value and worker
-                    and self.redis.exists(Worker.redis_worker_namespace_prefix + worker.decode()))
+                    and _worker_alive(self.redis, worker.decode()))
 
     @contextmanager
     def training(self, project: int, job_id: str | None = None,
@@ -227,6 +230,11 @@ def events_key(job_id: str) -> str:
     return f"birads:job:{job_id}:events"
 
 
+def _worker_alive(redis: Redis, worker_name: str | None) -> bool:
+    """A worker's key, which it renews while it lives (a SIGKILLed one's expires within 90 s)."""
+    return bool(worker_name) and bool(redis.exists(Worker.redis_worker_namespace_prefix + worker_name))
+
+
 def job_status(redis: Redis, job_id: str) -> dict | None:
     try:
         job = Job.fetch(job_id, connection=redis)
@@ -234,6 +242,12 @@ def job_status(redis: Redis, job_id: str) -> dict | None:
         return None
     status = job.get_status()
     progress = dict(job.get_meta(), events=int(redis.get(events_key(job_id)) or 1))
+    if status == JobStatus.STARTED and not _worker_alive(redis, job.worker_name):
+        # RQ still says "started" until a maintenance run, minutes later or never without a worker
+        return {"job_id": job.id, "status": LOST, "progress": progress, "enqueued_at": job.enqueued_at,
+                "started_at": job.started_at, "ended_at": None,
+                "error": "its worker stopped (shut down, killed or out of memory) while it ran; the project's "
+                         "changes count again towards the next job"}
     answer = {"job_id": job.id, "status": str(status.value if hasattr(status, "value") else status),
               "progress": progress, "enqueued_at": job.enqueued_at, "started_at": job.started_at,
               "ended_at": job.ended_at}

@@ -46,6 +46,7 @@ def gunicorn_command(settings: Settings) -> list[str]:
 
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
+RQ_SECOND_SIGNAL_AFTER = 1.5  # seconds: RQ reads a second signal within 1 s of the first as the same one
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -71,8 +72,9 @@ def main(argv: list[str] | None = None) -> None:
     embedded = None
     if not settings.redis_url:
         embedded, env["REDIS_URL"] = start_embedded_redis(Path(settings.model_dir))
-    children = [subprocess.Popen([sys.executable, "-m", "backend.worker"], env=env)]
-    children.append(subprocess.Popen(gunicorn_command(settings), env=env))
+    # the worker in a session of its own: a Ctrl-C reaches it only through stop_worker, in order
+    worker = subprocess.Popen([sys.executable, "-m", "backend.worker"], env=env, start_new_session=True)
+    children = [worker, subprocess.Popen(gunicorn_command(settings), env=env)]
     log.info("backend on %s:%d (Label Studio: connect %s://<this host>:%d)", settings.bind_host, settings.port,
              settings.scheme, settings.port)
     stopping = False
@@ -87,10 +89,11 @@ def main(argv: list[str] | None = None) -> None:
         while not stopping and all(child.poll() is None for child in children):
             time.sleep(0.5)
     finally:
-        for child in children:
+        for child in children[1:]:
             if child.poll() is None:
                 child.terminate()
-        for child in children:
+        stop_worker(worker)
+        for child in children[1:]:
             try:
                 child.wait(timeout=20)
             except subprocess.TimeoutExpired:
@@ -98,6 +101,24 @@ def main(argv: list[str] | None = None) -> None:
         if embedded is not None:
             embedded.shutdown()
     sys.exit(0 if stopping else 1)
+
+
+def stop_worker(worker: subprocess.Popen) -> None:
+    """Stop the RQ worker and the training job it runs. Its first SIGTERM only asks it to finish
+    the job (RQ's warm shutdown), which may take an hour, and the job's process (RQ's "horse",
+    in a process group of its own) would outlive us; a second one, more than a second later (RQ
+    ignores one sooner), kills the job (cold shutdown). A killed job is taken up again later:
+    its project's changes go back to the count."""
+    if worker.poll() is None:
+        worker.terminate()
+    try:
+        worker.wait(timeout=RQ_SECOND_SIGNAL_AFTER)
+    except subprocess.TimeoutExpired:
+        worker.terminate()
+        try:
+            worker.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            worker.kill()
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from pathlib import Path
 from redis.exceptions import RedisError
 from rq import Worker
 
-from backend.jobs import TrainingQueue, job_status
+from backend.jobs import LOST, TrainingQueue, job_status
 from backend.services import Services
 from model.modeldir import MODEL_FILES, is_model_dir
 
@@ -43,7 +43,8 @@ class ProjectStatus:
     served_info: dict = field(default_factory=dict)
     versions: list[dict] = field(default_factory=list)     # oldest first, with holdout metrics
     active: list[dict] = field(default_factory=list)       # running or queued jobs
-    failures: list[dict] = field(default_factory=list)
+    failures: list[dict] = field(default_factory=list)     # failed, or lost with their worker
+    jobs_known: bool = False                                # the queue answered
 
     @property
     def latest_metrics(self) -> dict:
@@ -151,12 +152,13 @@ def project_status(services: Services, project: int, redis, serving=None) -> Pro
     if redis is not None:
         try:
             jobs = [job_status(redis, i) for i in TrainingQueue(redis, services.settings).recent_jobs(project)]
+            status.jobs_known = True
         except RedisError as exc:
             log.warning("status page: jobs of project %s unavailable: %s", project, exc)
             jobs = []
         jobs = [j for j in jobs if j]
         status.active = [j for j in jobs if j["status"] in ACTIVE]
-        status.failures = [j for j in jobs if j["status"] == "failed"][:RECENT_FAILURES]
+        status.failures = [j for j in jobs if j["status"] in ("failed", LOST)][:RECENT_FAILURES]
     return status
 
 

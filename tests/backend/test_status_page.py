@@ -63,6 +63,32 @@ def test_page_shows_refused_versions_and_an_unservable_current_one(settings, tin
     assert f'<b class="served">{names[0]}</b>' in page
 
 
+def test_a_job_whose_worker_died_is_shown_lost_not_running(settings, redis_conn, tiny_model):
+    """RQ calls a job "started" until a maintenance run, minutes after its worker died (or never,
+    with no worker left): the page and /jobs say it was lost instead of showing it running."""
+    from rq.job import JobStatus
+
+    from backend.jobs import job_status
+
+    _versions(settings, 7, tiny_model, 1)
+    queued = TrainingQueue(redis_conn, settings).request(7, "START_TRAINING", force=True)
+    job = Queue(settings.queue_name, connection=redis_conn).fetch_job(queued["job_id"])
+    job.meta.update({"stage": "training", "iteration": 40, "max_iter": 100})
+    job.save_meta()
+    job.set_status(JobStatus.STARTED)
+    redis_conn.hset(job.key, "worker_name", "gone-worker")  # a worker whose key expired: killed
+    assert job_status(redis_conn, job.id)["status"] == "lost"
+    client = create_app(settings).test_client()
+    page = " ".join(client.get("/").get_data(as_text=True).split())
+    assert '<progress value="40"' not in page and "No job running or queued." in page
+    assert "Recent failures" in page and "its worker stopped" in page
+    answer = client.get("/jobs?project=7").get_json()
+    assert answer["jobs"][0]["status"] == "lost"
+    down = create_app(replace(settings, redis_url="redis://127.0.0.1:1/0")).test_client()
+    install_model(replace(settings, redis_url="redis://127.0.0.1:1/0"), 8, tiny_model, "v1")
+    assert "Jobs unknown: the training queue does not answer." in down.get("/").get_data(as_text=True)
+
+
 def test_page_reports_a_queue_down_and_needs_basic_auth(settings):
     down = create_app(replace(settings, redis_url="redis://127.0.0.1:1/0")).test_client()
     page = " ".join(down.get("/").get_data(as_text=True).split())

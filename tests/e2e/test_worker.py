@@ -22,7 +22,7 @@ from rq.job import Job
 from rq.registry import StartedJobRegistry
 
 from backend.jobs import LOCK_TTL_S, TrainingQueue, job_status
-from backend.services import Services
+from backend.services import Services, starter_version
 from backend.settings import Settings
 from model.registry import Registry
 from tests.backend.conftest import install_model
@@ -160,7 +160,7 @@ def test_a_projects_first_training_fine_tunes_the_starter_model(worker_settings,
     status = job_status(redis, job_id)
     assert status["status"] == "finished", (tmp_path / "worker.log").read_text()[-3000:]
     version = status["result"]["version"]
-    assert status["result"]["parent"] == "starter-reference"
+    assert status["result"]["parent"] == starter_version(starter)
     registry = Registry(worker_settings.model_dir / f"project-{annotated_project}")
     assert registry.current() == version and registry.info(version)["parent"] == status["result"]["parent"]
     trained = registry.path(version)

@@ -103,9 +103,9 @@ def label_studio_with_cloud_storage(server):
         def do_GET(self):  # noqa: N802
             seen.append(dict(self.headers, target=self.path))
             uri = base64.urlsafe_b64decode(self.path.split("fileuri=")[1]).decode() if "fileuri=" in self.path else ""
-            if uri == "s3://bucket/ok.png":
+            if uri in ("s3://bucket/ok.png", "s3://bucket/gone.png"):
                 self.send_response(302)
-                self.send_header("Location", f"http://{storage}/bucket/ok.png?X-Amz-Signature=abc")
+                self.send_header("Location", f"http://{storage}/bucket/{uri.rsplit('/', 1)[1]}?X-Amz-Signature=abc")
             elif uri == "s3://bucket/loop.png":
                 self.send_response(302)
                 self.send_header("Location", self.path)
@@ -141,9 +141,12 @@ def test_cloud_storage_images_come_through_label_studios_presign_endpoint(server
     assert seen[-1]["target"].startswith("/studio/tasks/7/presign/")
     with pytest.raises(ImageError, match="too many redirects"):
         fetcher.fetch(through_label_studio("s3://bucket/loop.png", 7))
-    with pytest.raises(ImageError, match="malformed URL") as caught:   # the image fails, not the request
+    with pytest.raises(ImageError, match="malformed address") as caught:  # the image fails, not the request
         fetcher.fetch(through_label_studio("s3://bucket/malformed.png", 7))
     assert caught.value.status == 502
+    with pytest.raises(ImageError, match="HTTP 404") as caught:  # the storage's answer, named without the signature
+        fetcher.fetch(through_label_studio("s3://bucket/gone.png", 7))
+    assert f"-> http://{server[0]}/bucket/gone.png: " in str(caught.value) and "Signature" not in str(caught.value)
     with pytest.raises(ImageError, match="HTTP 302"):                 # an upload's redirect is not followed
         fetcher.fetch("/data/upload/1/moved.png")
     strict = ImageFetcher(f"http://{host}", lambda: {"Authorization": "Token secret"})
