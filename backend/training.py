@@ -319,6 +319,7 @@ def _train(project: int, settings: Settings, services: Services, job) -> dict:
     facts["replay_images"] = len(replayed)
     _report("estimating", images=len(train_records), replay_images=len(replayed))
     chosen, estimate = plan(settings, train_records + replayed, weights, fine_tune=fine_tune)
+    chosen = replace(chosen, label_set=tuple(facts["label_set"]))  # classes its config can name
     _report("training", iteration=0, images=len(train_records), replay_images=len(replayed), **estimate)
     started = time.perf_counter()
     try:

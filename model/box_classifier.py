@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import pickle
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -159,8 +160,16 @@ def carry(parent: str | Path, model_dir: str | Path) -> Path:
 
 
 def _classifier_dir(model_dir: str | Path) -> Path | None:
+    """The model directory's box classifier folder; None where it has none. Half of one (a file
+    lost) is an error: served without it, the boxes would lose their P(malignant) unannounced."""
     path = Path(model_dir) / DIRNAME
-    return path if (path / WEIGHTS).is_file() and (path / META).is_file() else None
+    present = [(path / name).is_file() for name in (WEIGHTS, META)]
+    if all(present):
+        return path
+    if any(present):
+        missing = [name for name, there in zip((WEIGHTS, META), present) if not there]
+        raise DataError(f"{path}: box classifier incomplete (missing {', '.join(missing)})")
+    return None
 
 
 # Settings added since classifiers were first saved, as the classifiers saved before them ran:
@@ -207,16 +216,23 @@ class BoxClassifier:
 
     def __init__(self, path: Path, classes: Sequence[str], device: str) -> None:
         meta = read_meta(path)
-        self.settings = _settings(meta)
-        self.crop_classes = list(meta["classes"])
+        try:
+            self.settings = _settings(meta)
+            self.crop_classes = list(meta["classes"])
+        except (KeyError, TypeError) as exc:
+            raise DataError(f"{path / META}: malformed ({exc!r})") from None
         missing = set(classes) - set(self.crop_classes)
         if missing:
             raise DataError(f"{path}: classifier of {self.crop_classes} cannot name {sorted(missing)}")
         self.device = device
         self.model = build(len(self.crop_classes), geometry=self.settings.geometry)
         try:
-            self.model.load_inference_state(torch.load(path / WEIGHTS, map_location="cpu", weights_only=True))
-        except RuntimeError as exc:  # weights of another shape than classifier.json describes
+            state = torch.load(path / WEIGHTS, map_location="cpu", weights_only=True)
+        except (OSError, EOFError, RuntimeError, pickle.UnpicklingError) as exc:  # empty, truncated, not torch's
+            raise DataError(f"{path / WEIGHTS}: unreadable ({exc.__class__.__name__}: {exc})") from None
+        try:
+            self.model.load_inference_state(state)
+        except (RuntimeError, KeyError, TypeError, AttributeError) as exc:  # another shape than META describes
             raise DataError(f"{path / WEIGHTS}: not the weights {META} describes ({exc})") from None
         self.model.to(device, memory_format=torch.channels_last).eval()
 

@@ -6,11 +6,14 @@ random weights and forget what its parent knew of every category: the paper's se
 BI-RADS 4) fine-tuned from the first, or a project that labels 4A/4B/4C fine-tuned from a starter
 model of plain 4. Here each new class takes its parent's rows: the same class, else the class it
 rolls up to (4A, 4B, 4C <- 4), else the mean of the parent's classes that roll up to it
-(4 <- 4A, 4B, 4C). The background row is kept. A class with no counterpart keeps its random rows.
+(4 <- 4A, 4B, 4C), its class score's bias moved so that the split or merged classes hold the
+parent's share of the softmax. The background row is kept. A class with no counterpart keeps its
+random rows.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -48,6 +51,18 @@ def _copy_rows(target: torch.Tensor, source: torch.Tensor, rows: dict[int, list[
         target[child * width:(child + 1) * width] = blocks.mean(0).to(target.device, target.dtype)
 
 
+def _keep_shares(bias: torch.Tensor, rows: dict[int, list[int]]) -> None:
+    """Copied rows keep each parent's share of the softmax: the n classes split from one parent
+    class (4A, 4B, 4C <- 4) each take log n off their bias, so that together they hold what it
+    held, not n times that; a class merged from m parents (4 <- 4A, 4B, 4C) adds log m to their
+    mean, as the log of a sum of m equal exponentials would."""
+    sharing: dict[tuple[int, ...], int] = {}
+    for parents in rows.values():
+        sharing[tuple(parents)] = sharing.get(tuple(parents), 0) + 1
+    for child, parents in rows.items():
+        bias[child] += math.log(len(parents)) - math.log(sharing[tuple(parents)])
+
+
 def _changed(parent: Sequence[str], classes: Sequence[str]) -> dict[str, list[str]]:
     """``parent_classes_of``; empty where the classes are the same (the checkpointer then loads
     every row as it is)."""
@@ -73,6 +88,8 @@ def inherit(model: torch.nn.Module, parent_dir: str | Path, classes: Sequence[st
         for suffix in ("weight", "bias"):
             scores, source = params[f"{CLASS_SCORES}.{suffix}"], state[f"{CLASS_SCORES}.{suffix}"]
             _copy_rows(scores, source, rows, 1)
+            if suffix == "bias":
+                _keep_shares(scores, rows)
             scores[-1] = source[-1].to(scores.device, scores.dtype)  # background, last in detectron2
             deltas, source = params[f"{BOX_DELTAS}.{suffix}"], state[f"{BOX_DELTAS}.{suffix}"]
             if source.shape[0] == BOX_DIM * len(parent):  # class-agnostic deltas were loaded as they are

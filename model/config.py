@@ -57,6 +57,8 @@ class TrainSettings:
     # (detectron2's default 0.0 would repeat nothing).
     repeat_threshold: float = 0.3
     without_birads_4: bool = False  # the paper's second model: no BI-RADS 4, later splits 4 into 4A/4B/4C
+    label_set: tuple[str, ...] = ()  # the categories the model must name (a project's label config can
+                                     # name only these: 4A/4B/4C, or plain 4); empty: what the boxes need
     seed: int = 42
     checkpoint_period: int = 500
     log_period: int = 20

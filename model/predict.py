@@ -60,19 +60,28 @@ def extend_inference(box_predictor: torch.nn.Module, voting_iou: float | None,
         if voting_iou is None and category_voting_iou is None:
             return results, kept
         for instances, (boxes, probs), proposal in zip(results, finite, proposals):
-            clipped = Boxes(boxes.float().reshape(-1, 4))
-            clipped.clip(proposal.image_size)
-            places, probs = clipped.tensor.view(len(boxes), -1), probs.float()
-            own = instances.pred_boxes.tensor.float()
-            voting = box_voting.voters(places, probs)
-            if category_voting_iou is not None:
-                instances.class_scores = box_voting.voted_probabilities(own, instances.class_scores, voting,
-                                                                        category_voting_iou)
-            if voting_iou is not None:
-                instances.voted_boxes = Boxes(box_voting.vote(own, voting.places, voting.weights, voting_iou))
+            _vote(instances, boxes, probs, proposal.image_size, voting_iou, category_voting_iou)
         return results, kept
 
     box_predictor.inference = inference
+
+
+def _vote(instances, boxes: torch.Tensor, probs: torch.Tensor, image_size: tuple[int, int],
+          voting_iou: float | None, category_voting_iou: float | None) -> None:
+    """Move ``instances``' boxes (and, with ``category_voting_iou``, their class scores) to the vote
+    of the proposals around them, in float32 whatever autocast the forward pass runs under (bf16
+    would put the corners on a 2-4 px grid)."""
+    with torch.autocast(boxes.device.type, enabled=False):
+        clipped = Boxes(boxes.float().reshape(-1, 4))
+        clipped.clip(image_size)
+        places, probs = clipped.tensor.view(len(boxes), -1), probs.float()
+        own = instances.pred_boxes.tensor.float()
+        voting = box_voting.voters(places, probs)
+        if category_voting_iou is not None:
+            instances.class_scores = box_voting.voted_probabilities(own, instances.class_scores, voting,
+                                                                    category_voting_iou)
+        if voting_iou is not None:
+            instances.voted_boxes = Boxes(box_voting.vote(own, voting.places, voting.weights, voting_iou))
 
 
 def as_rgb(image: ImageInput) -> np.ndarray:

@@ -237,6 +237,17 @@ def seconds_per_iteration(records: list[ImageRecord], settings: TrainSettings, s
     return overlapped_step_seconds(step_seconds, clock.data_times[1:], settings.num_workers)
 
 
+def _class_scores_learn_where_classes_change(settings: TrainSettings, classes: list[str]) -> TrainSettings:
+    """A fine-tune onto other classes than its parent's (4A/4B/4C from 4) must learn its class
+    scores: held as loaded, the subcategories copied from one parent row would stay one forever."""
+    held = [p for p in settings.frozen if modeldir.CLASS_SCORES.startswith(p.rstrip("."))]
+    if not held or not modeldir.is_model_dir(settings.weights) or not class_rows.from_parent(settings.weights,
+                                                                                              classes):
+        return settings
+    log.warning("classes %s differ from the parent's: its class scores learn (not held: %s)", classes, held)
+    return replace(settings, frozen=tuple(p for p in settings.frozen if p not in held))
+
+
 def _inherit_class_rows(trainer: BiradsTrainer, weights: str, classes: list[str]) -> dict[str, list[str]]:
     """Fine-tuning a model directory onto other classes: the box predictor's rows from the parent's
     (model.class_rows). On a resumed run the checkpoint already holds them; only the record is made."""
@@ -267,12 +278,22 @@ def _classifier_plan(records: list[ImageRecord], settings: TrainSettings, classe
     return RETRAINED
 
 
-def training_classes(records: list[ImageRecord], without_birads_4: bool = False) -> list[str]:
-    """The detector classes the boxes of ``records`` need (4A/4B/4C or plain 4, never 1)."""
+def training_classes(records: list[ImageRecord], without_birads_4: bool = False,
+                     label_set: tuple[str, ...] = ()) -> list[str]:
+    """The detector classes the boxes of ``records`` need (4A/4B/4C or plain 4, never 1), or
+    ``label_set``'s where it names them all: a project whose config names 4A/4B/4C and no plain 4
+    needs a model that says 4A/4B/4C before its experts have drawn one (a "4" would be dropped)."""
     categories = [b.category for r in records for b in r.boxes]
     if not categories:
         raise DataError("no lesion boxes in the training images: nothing to learn")
-    classes = taxonomy.detector_classes(taxonomy.label_set_for(categories))
+    chosen = taxonomy.label_set_for(categories)
+    if label_set:
+        if {taxonomy.normalize(c) for c in categories} <= set(label_set):
+            chosen = tuple(label_set)
+        else:
+            log.warning("boxes of categories the label set %s cannot name: classes %s from the boxes",
+                        list(label_set), list(chosen))
+    classes = taxonomy.detector_classes(chosen)
     return [c for c in classes if not (without_birads_4 and _is_four(c))]
 
 
@@ -325,7 +346,8 @@ def train(records: list[ImageRecord], out: str | Path, settings: TrainSettings |
     out = Path(out)
     StagedDirectory(out).check()
     work = work_dir(out)
-    classes = training_classes(records, settings.without_birads_4)
+    classes = training_classes(records, settings.without_birads_4, settings.label_set)
+    settings = _class_scores_learn_where_classes_change(settings, classes)
     cfg = build_config(settings, classes, len(records), work)  # a bad setting fails before any folder
     if work.exists() and not resume:
         shutil.rmtree(work)

@@ -7,6 +7,8 @@ default (R101-FPN, 800 px) runs through the same code in ``test_cli_trains_produ
 """
 
 import json
+import math
+import re
 import subprocess
 import sys
 from dataclasses import replace
@@ -23,7 +25,7 @@ from model.evaluation.report import read_detections, write_report
 from model.fine_tuning import schedule
 from model.io import DataError
 from model.predict import Predictor
-from model.train import train
+from model.train import train, training_classes
 
 pytestmark = pytest.mark.slow
 
@@ -369,6 +371,30 @@ def test_fine_tuning_onto_other_classes_starts_from_the_parents_rows(overfit_mod
     for row in (2, 3, 4):  # 4A, 4B, 4C all start as the parent's 4
         assert torch.equal(scores[row], parent_scores[2])
     assert torch.equal(scores[[0, 1, 5, 6]], parent_scores[[0, 1, 3, 4]])
+    # and together hold the parent's 4's share: each takes log 3 off its bias
+    bias = torch.load(fine / modeldir.WEIGHTS, weights_only=True)["model"][f"{CLASS_SCORES}.bias"]
+    parent_bias = torch.load(overfit_model / modeldir.WEIGHTS, weights_only=True)["model"][f"{CLASS_SCORES}.bias"]
+    assert bias[2:5].tolist() == pytest.approx([parent_bias[2].item() - math.log(3)] * 3, abs=1e-5)
+    assert bias[[0, 1, 5, 6]].tolist() == pytest.approx(parent_bias[[0, 1, 3, 4]].tolist())
+
+
+def test_a_project_that_names_only_subcategories_gets_a_model_that_does(overfit_model, records, tmp_path):
+    """A project whose config names 4A/4B/4C and no plain 4, before its experts drew one: the model
+    names 4A/4B/4C (a "4" would be dropped, no label to show it with), and holding the category
+    head does not hold the three copies of the parent's 4 together for good."""
+    no_four = [r for r in records if r.birads != "4"]
+    label_set = ("1", "2", "3", "4A", "4B", "4C", "5")
+    assert training_classes(no_four) == ["2", "3", "4", "5"]
+    assert training_classes(no_four, label_set=label_set) == ["2", "3", "4A", "4B", "4C", "5"]
+    assert training_classes(records, label_set=label_set) == ["2", "3", "4", "5"]  # a plain 4 it cannot name
+    out = tmp_path / "fine"
+    held = schedule(TrainSettings(**TINY), str(overfit_model), freeze=["category-head"])
+    train(no_four, out, replace(held, label_set=label_set, max_iter=3, warmup_iters=1))
+    info = modeldir.read_info(out)
+    assert info.classes == ["2", "3", "4A", "4B", "4C", "5"]
+    assert info.training["frozen"] == ["roi_heads.box_head."]  # the class scores learnt
+    scores = torch.load(out / modeldir.WEIGHTS, weights_only=True)["model"][f"{CLASS_SCORES}.weight"]
+    assert not torch.equal(scores[2], scores[3])
 
 
 def test_interrupted_training_resumes_from_its_checkpoint(records, tmp_path):
@@ -418,6 +444,33 @@ def test_the_speed_probe_of_a_second_model_leaves_out_birads_4_as_training_does(
     settings = TrainSettings(base_config="COCO-Detection/faster_rcnn_R_50_FPN_1x.yaml", image_size=128,
                              num_workers=0, without_birads_4=True)
     assert seconds_per_iteration(records, settings, steps=2) > 0
+
+
+@pytest.mark.parametrize("damage, expected", [
+    ("empty weights", "weights.pth: unreadable"), ("no weights", "box classifier incomplete (missing weights.pth)"),
+    ("classifier.json without classes", "classifier.json: malformed")])
+def test_a_damaged_box_classifier_is_a_data_error_not_a_silent_loss(tmp_path, classified_tiny_model, damage,
+                                                                     expected):
+    """Served without its box classifier a model's boxes would lose their P(malignant) unannounced."""
+    import json
+    import shutil
+
+    from model.box_classifier import DIRNAME
+    from model.io import DataError
+    from model.predict import Predictor
+
+    model = tmp_path / "model"
+    shutil.copytree(classified_tiny_model, model)
+    folder = model / DIRNAME
+    if damage == "empty weights":
+        (folder / "weights.pth").write_bytes(b"")
+    elif damage == "no weights":
+        (folder / "weights.pth").unlink()
+    else:
+        meta = json.loads((folder / "classifier.json").read_text())
+        (folder / "classifier.json").write_text(json.dumps({k: v for k, v in meta.items() if k != "classes"}))
+    with pytest.raises(DataError, match=re.escape(expected)):
+        Predictor(model, device="cpu")
 
 
 @pytest.mark.parametrize("broken, expected", [("model_final.pth", "not readable weights"),

@@ -108,3 +108,25 @@ def test_each_kept_box_gets_its_own_proposals_class_scores_when_detectron2_drops
     for box, label, scores in zip(result.pred_boxes.tensor, result.pred_classes, result.class_scores):
         row = 0 if box[0] == 20 else 1  # the proposal this box came from
         assert torch.allclose(scores, expected[row]) and int(scores[:2].argmax()) == int(label)
+
+
+def test_the_served_vote_is_float32_under_bf16_autocast():
+    """The vote runs inside the detector's forward pass: under bf16 autocast its matrix product
+    would put the corners on a 2-4 px grid at 512-1024 px (model.predict._vote)."""
+    from detectron2.structures import Boxes, Instances
+
+    from model.predict import _vote
+
+    generator = torch.Generator().manual_seed(0)
+    corners = torch.tensor([[301.3, 517.1, 677.4, 791.4]])
+    proposals = corners.repeat(40, 2) + torch.randn(40, 8, generator=generator) * 6  # 2 classes, 40 proposals
+    probs = torch.softmax(torch.randn(40, 3, generator=generator), dim=1)
+
+    def voted(autocast: bool) -> list[float]:
+        instances = Instances((1024, 1024), pred_boxes=Boxes(corners.clone()), class_scores=probs[:1].clone())
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            _vote(instances, proposals, probs, (1024, 1024), 0.5, None)
+        return instances.voted_boxes.tensor[0].tolist()
+
+    assert voted(True) == voted(False)
+    assert voted(False) != pytest.approx([round(v / 4) * 4 for v in voted(False)], abs=0.01)  # not on a grid
