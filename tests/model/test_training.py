@@ -387,14 +387,17 @@ def test_a_project_that_names_only_subcategories_gets_a_model_that_does(overfit_
     assert training_classes(no_four) == ["2", "3", "4", "5"]
     assert training_classes(no_four, label_set=label_set) == ["2", "3", "4A", "4B", "4C", "5"]
     assert training_classes(records, label_set=label_set) == ["2", "3", "4", "5"]  # a plain 4 it cannot name
+    # once the experts name a 4A, the copies of the parent's 4 must be free to part
+    refined = [replace(r, birads="4A", boxes=[replace(b, category="4A") for b in r.boxes])
+               if r.birads == "4" else r for r in records]
     out = tmp_path / "fine"
     held = schedule(TrainSettings(**TINY), str(overfit_model), freeze=["category-head"])
-    train(no_four, out, replace(held, label_set=label_set, max_iter=3, warmup_iters=1))
+    train(refined, out, replace(held, label_set=label_set, max_iter=3, warmup_iters=1))
     info = modeldir.read_info(out)
     assert info.classes == ["2", "3", "4A", "4B", "4C", "5"]
     assert info.training["frozen"] == ["roi_heads.box_head."]  # the class scores learnt
     scores = torch.load(out / modeldir.WEIGHTS, weights_only=True)["model"][f"{CLASS_SCORES}.weight"]
-    assert not torch.equal(scores[2], scores[3])
+    assert not torch.equal(scores[2], scores[3]) and torch.equal(scores[3], scores[4])  # 4A parted; no 4B, 4C yet
 
 
 def test_interrupted_training_resumes_from_its_checkpoint(records, tmp_path):
