@@ -126,10 +126,12 @@ def not_enough(records: list[ImageRecord], facts: dict, settings: Settings) -> N
                                 f"MIN_ANNOTATIONS is {settings.min_annotations}{lost}{skipped}")
 
 
-def train_settings(settings: Settings, weights: str, fine_tune: bool) -> TrainSettings:
+def train_settings(settings: Settings, weights: str, fine_tune: bool,
+                   label_set: tuple[str, ...] = ()) -> TrainSettings:
     """A job's schedule: fine-tuning a model directory (the served version, the starter model) is
-    short and gentle (FINE_TUNE_*), a first training from scratch or a checkpoint is not."""
-    chosen = TrainSettings(base_config=settings.train_base_config, weights=weights,
+    short and gentle (FINE_TUNE_*), a first training from scratch or a checkpoint is not. Its
+    classes are those ``label_set`` (the project's) can name."""
+    chosen = TrainSettings(base_config=settings.train_base_config, weights=weights, label_set=label_set,
                            image_size=settings.train_image_size, epochs=settings.train_epochs,
                            max_iter=settings.train_max_iter or None, batch_size=settings.train_batch_size,
                            bf16=settings.train_bf16, device=settings.device, num_workers=1,
@@ -141,7 +143,7 @@ def train_settings(settings: Settings, weights: str, fine_tune: bool) -> TrainSe
 
 
 def plan(settings: Settings, records: list[ImageRecord], weights: str,
-         fine_tune: bool) -> tuple[TrainSettings, dict]:
+         fine_tune: bool, label_set: tuple[str, ...] = ()) -> tuple[TrainSettings, dict]:
     """Training settings sized to this machine, and the estimate recorded in the job status.
 
     A few probe iterations measure this machine's speed for these settings; the schedule
@@ -150,7 +152,7 @@ def plan(settings: Settings, records: list[ImageRecord], weights: str,
     from model.config import iterations
     from model.train import seconds_per_iteration
 
-    chosen = train_settings(settings, weights, fine_tune)
+    chosen = train_settings(settings, weights, fine_tune, label_set)
     wanted = iterations(chosen, len(records))
     rate = seconds_per_iteration(records, chosen)
     facts = {"seconds_per_iter_probe": round(rate, 3), "iterations_wanted": wanted,
@@ -318,8 +320,7 @@ def _train(project: int, settings: Settings, services: Services, job) -> dict:
     replayed = replay_records(settings, train_records, tuple(facts["label_set"])) if fine_tune else []
     facts["replay_images"] = len(replayed)
     _report("estimating", images=len(train_records), replay_images=len(replayed))
-    chosen, estimate = plan(settings, train_records + replayed, weights, fine_tune=fine_tune)
-    chosen = replace(chosen, label_set=tuple(facts["label_set"]))  # classes its config can name
+    chosen, estimate = plan(settings, train_records + replayed, weights, fine_tune, tuple(facts["label_set"]))
     _report("training", iteration=0, images=len(train_records), replay_images=len(replayed), **estimate)
     started = time.perf_counter()
     try:

@@ -225,7 +225,7 @@ def seconds_per_iteration(records: list[ImageRecord], settings: TrainSettings, s
 
     records = _trainable(records, settings)
     probe = replace(settings, max_iter=max(2, steps), checkpoint_period=10**9, warmup_iters=1, num_workers=0)
-    classes = training_classes(records, settings.without_birads_4)
+    classes = training_classes(records, settings.without_birads_4, settings.label_set)
     with tempfile.TemporaryDirectory(prefix="birads-probe-") as work:
         cfg = build_config(probe, classes, len(records), work)
         trainer = BiradsTrainer(cfg, to_detectron2(records, classes), probe, progress=lambda info: None)
@@ -238,11 +238,14 @@ def seconds_per_iteration(records: list[ImageRecord], settings: TrainSettings, s
 
 
 def _class_scores_learn_where_classes_change(settings: TrainSettings, classes: list[str]) -> TrainSettings:
-    """A fine-tune onto other classes than its parent's (4A/4B/4C from 4) must learn its class
-    scores: held as loaded, the subcategories copied from one parent row would stay one forever."""
+    """A fine-tune that splits a parent class (4A/4B/4C from 4) must learn its class scores: held
+    as loaded, the subcategories copied from one parent row would stay one forever. Dropping or
+    merging classes (the second model, 4 from 4A/4B/4C) copies no row twice: the hold stands."""
     held = [p for p in settings.frozen if modeldir.CLASS_SCORES.startswith(p.rstrip("."))]
-    if not held or not modeldir.is_model_dir(settings.weights) or not class_rows.from_parent(settings.weights,
-                                                                                              classes):
+    if not held or not modeldir.is_model_dir(settings.weights):
+        return settings
+    sources = [tuple(parents) for parents in class_rows.from_parent(settings.weights, classes).values()]
+    if len(sources) == len(set(sources)):
         return settings
     log.warning("classes %s differ from the parent's: its class scores learn (not held: %s)", classes, held)
     return replace(settings, frozen=tuple(p for p in settings.frozen if p not in held))
@@ -288,13 +291,21 @@ def training_classes(records: list[ImageRecord], without_birads_4: bool = False,
         raise DataError("no lesion boxes in the training images: nothing to learn")
     chosen = taxonomy.label_set_for(categories)
     if label_set:
-        if {taxonomy.normalize(c) for c in categories} <= set(label_set):
+        if all(_rolls_into(c, label_set) for c in categories):  # a 4A into plain 4's set: rolled up
             chosen = tuple(label_set)
         else:
             log.warning("boxes of categories the label set %s cannot name: classes %s from the boxes",
                         list(label_set), list(chosen))
     classes = taxonomy.detector_classes(chosen)
     return [c for c in classes if not (without_birads_4 and _is_four(c))]
+
+
+def _rolls_into(category: str, label_set: tuple[str, ...]) -> bool:
+    try:
+        taxonomy.roll_up(category, label_set)
+    except taxonomy.UnknownCategory:
+        return False
+    return True
 
 
 def _is_four(category: str) -> bool:

@@ -70,8 +70,12 @@ TRAINING = BoxClassifierSettings(misplaced_share=0.5, rescore=0.5)
 
 
 def _kept(folder: Path, classes: list[str], settings: BoxClassifierSettings) -> bool:
-    """Whether ``folder`` holds a classifier of ``classes`` trained with ``settings``."""
-    if not has_classifier(folder):
+    """Whether ``folder`` holds a classifier of ``classes`` trained with ``settings`` (a half
+    written one is not: it is trained again)."""
+    try:
+        if not has_classifier(folder):
+            return False
+    except DataError:
         return False
     meta = read_meta(folder / DIRNAME)
     return meta["classes"] == [*classes, BACKGROUND] and recorded_settings(meta["settings"]) == asdict(settings)

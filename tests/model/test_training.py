@@ -25,7 +25,7 @@ from model.evaluation.report import read_detections, write_report
 from model.fine_tuning import schedule
 from model.io import DataError
 from model.predict import Predictor
-from model.train import train, training_classes
+from model.train import _class_scores_learn_where_classes_change, train, training_classes
 
 pytestmark = pytest.mark.slow
 
@@ -390,8 +390,10 @@ def test_a_project_that_names_only_subcategories_gets_a_model_that_does(overfit_
     # once the experts name a 4A, the copies of the parent's 4 must be free to part
     refined = [replace(r, birads="4A", boxes=[replace(b, category="4A") for b in r.boxes])
                if r.birads == "4" else r for r in records]
+    assert training_classes(refined, label_set=("1", "2", "3", "4", "5")) == ["2", "3", "4", "5"]  # rolled up
     out = tmp_path / "fine"
     held = schedule(TrainSettings(**TINY), str(overfit_model), freeze=["category-head"])
+    assert _class_scores_learn_where_classes_change(held, ["2", "3", "5"]) == held  # the second model: no split
     train(refined, out, replace(held, label_set=label_set, max_iter=3, warmup_iters=1))
     info = modeldir.read_info(out)
     assert info.classes == ["2", "3", "4A", "4B", "4C", "5"]
