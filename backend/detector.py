@@ -97,8 +97,8 @@ class ModelCache:
                     except Exception:  # any load failure: this version is not servable in this process
                         log.exception("project %s: version %s cannot be loaded", project, serving.version)
                         shared = serving.version.startswith(STARTER_PREFIX)  # one starter for all projects
-                        key = None if shared else project
-                        self._unusable[key] = self._unusable.get(key, frozenset()) | {serving.version}
+                        owner = None if shared else project
+                        self._unusable[owner] = self._unusable.get(owner, frozenset()) | {serving.version}
                         continue
                 if self._served.get(project) != key:
                     self._served[project] = key
