@@ -96,10 +96,11 @@ def replayed(pool: Sequence[ImageRecord], project: Sequence[ImageRecord], ratio:
         raise ValueError(f"replay ratio {ratio} must be >= 0")
     if labels is None:
         labels = taxonomy.label_set_for(b.category for r in project for b in r.boxes)
-    fitting = _in_shares([r for r in pool if all(_names(b.category, labels) for b in r.boxes)], seed)
+    fitting = _in_shares([r for r in pool if all(taxonomy.names(b.category, labels) for b in r.boxes)], seed)
     return [replace(r, image_id=f"{REPLAY_SPLIT}-{r.image_id}", split=REPLAY_SPLIT,
                     boxes=[replace(b, category=taxonomy.roll_up(b.category, labels)) for b in r.boxes],
-                    birads=taxonomy.roll_up(r.birads, labels) if r.birads and _names(r.birads, labels) else r.birads)
+                    birads=taxonomy.roll_up(r.birads, labels) if r.birads and taxonomy.names(r.birads, labels)
+                    else r.birads)
             for r in fitting[:round(ratio * len(project))]]
 
 
@@ -125,11 +126,3 @@ def _in_shares(records: list[ImageRecord], seed: int) -> list[ImageRecord]:
 def _category(record: ImageRecord) -> str:
     """The image's category: the experts' for the image, else its first box's; "" where neither."""
     return record.birads or next((b.category for b in record.boxes), "")
-
-
-def _names(category: str, labels: Sequence[str]) -> bool:
-    try:
-        taxonomy.roll_up(category, labels)
-    except taxonomy.UnknownCategory:
-        return False
-    return True

@@ -88,6 +88,15 @@ def roll_up(category: str, label_set: Sequence[str]) -> str:
     raise UnknownCategory(f"BI-RADS {category} has no counterpart in labels {list(label_set)}")
 
 
+def names(category: str, label_set: Sequence[str]) -> bool:
+    """Whether ``label_set`` can name ``category``, as it is or rolled up (4A by a set of plain 4)."""
+    try:
+        roll_up(category, label_set)
+    except UnknownCategory:
+        return False
+    return True
+
+
 def is_malignant(category: str, threshold: str = BIOPSY_THRESHOLD) -> bool:
     """Biopsy recommended: the category ranks at or above ``threshold`` (4 counts 4A/4B/4C)."""
     return rank(category) >= rank(threshold)

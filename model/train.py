@@ -291,21 +291,13 @@ def training_classes(records: list[ImageRecord], without_birads_4: bool = False,
         raise DataError("no lesion boxes in the training images: nothing to learn")
     chosen = taxonomy.label_set_for(categories)
     if label_set:
-        if all(_rolls_into(c, label_set) for c in categories):  # a 4A into plain 4's set: rolled up
+        if all(taxonomy.names(c, label_set) for c in categories):  # a 4A into plain 4's set: rolled up
             chosen = tuple(label_set)
         else:
             log.warning("boxes of categories the label set %s cannot name: classes %s from the boxes",
                         list(label_set), list(chosen))
     classes = taxonomy.detector_classes(chosen)
     return [c for c in classes if not (without_birads_4 and _is_four(c))]
-
-
-def _rolls_into(category: str, label_set: tuple[str, ...]) -> bool:
-    try:
-        taxonomy.roll_up(category, label_set)
-    except taxonomy.UnknownCategory:
-        return False
-    return True
 
 
 def _is_four(category: str) -> bool:

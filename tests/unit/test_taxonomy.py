@@ -48,6 +48,7 @@ def test_label_sets_and_detector_classes():
     assert taxonomy.project_label_set(both, ["2", "5"]) == taxonomy.COARSE
     assert taxonomy.project_label_set(["2", "4A", "4B", "5"], ["2"]) == taxonomy.FULL
     assert taxonomy.project_label_set(["2", "4", "5"], ["2"]) == taxonomy.COARSE
+    assert taxonomy.names("4A", taxonomy.COARSE) and not taxonomy.names("4", taxonomy.FULL)  # up, never down
     assert all(c in taxonomy.MEANING for c in taxonomy.FULL + taxonomy.COARSE)
 
 
