@@ -242,16 +242,14 @@ def job_status(redis: Redis, job_id: str) -> dict | None:
         return None
     status = job.get_status()
     progress = dict(job.get_meta(), events=int(redis.get(events_key(job_id)) or 1))
-    if status == JobStatus.STARTED and not _worker_alive(redis, job.worker_name):
-        # RQ still says "started" until a maintenance run, minutes later or never without a worker
-        return {"job_id": job.id, "status": LOST, "progress": progress, "enqueued_at": job.enqueued_at,
-                "started_at": job.started_at, "ended_at": None,
-                "error": "its worker stopped (shut down, killed or out of memory) while it ran; the project's "
-                         "changes count again towards the next job"}
     answer = {"job_id": job.id, "status": str(status.value if hasattr(status, "value") else status),
               "progress": progress, "enqueued_at": job.enqueued_at, "started_at": job.started_at,
               "ended_at": job.ended_at}
-    if status == JobStatus.FINISHED:
+    if status == JobStatus.STARTED and not _worker_alive(redis, job.worker_name):
+        # RQ still says "started" until a maintenance run, minutes later or never without a worker
+        answer.update(status=LOST, error="its worker stopped (shut down, killed or out of memory) while it ran; "
+                                         "the project's changes count again towards the next job")
+    elif status == JobStatus.FINISHED:
         answer["result"] = job.return_value()
     elif status == JobStatus.FAILED:
         error = job.exc_info or ""
