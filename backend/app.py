@@ -223,9 +223,10 @@ def create_app(settings: Settings | None = None) -> Flask:
         detector = backend.detector(project, body.get("label_config"))
         started = time.perf_counter()
         results = detector.predict(tasks, started=arrived)
-        log.info("project %s: predicted %d tasks with %s in %.2f s", project, len(tasks),
-                 detector.model_version, time.perf_counter() - started)
-        return jsonify({"results": results, "model_version": results[0]["model_version"]})
+        version = results[0]["model_version"]  # what predicted them; asking again could name a newer one
+        log.info("project %s: predicted %d tasks with %s in %.2f s", project, len(tasks), version,
+                 time.perf_counter() - started)
+        return jsonify({"results": results, "model_version": version})
 
     @app.route("/webhook", methods=["POST"])
     def webhook():

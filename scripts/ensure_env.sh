@@ -26,15 +26,6 @@ if [ ! -f "$env/.complete" ]; then
   "$env/bin/pip" install --quiet -r "$repo/requirements.txt"
   "$env/bin/pip" install --quiet --no-deps "$cache"/wheels/pb1_detectron2-0.6-*.whl
   touch "$env/.complete"
-  # Keep the disk from filling with environments for pins nobody uses any more, but never one a
-  # running process has loaded files from (another checkout's `make run`, serving).
-  for old in "$cache"/env-*; do
-    [ "$old" = "$env" ] && continue
-    if grep -qsF "$old/" /proc/[0-9]*/maps; then
-      echo "keeping $old: a running process uses it"
-    else
-      rm -rf "$old"
-    fi
-  done
+  "$repo/scripts/prune_envs.sh" "$cache" "$env"
 fi
 ln -sfn "$env" "$repo/.venv"

@@ -2,6 +2,7 @@
 and the image must install exactly as `make` does."""
 
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -106,6 +107,15 @@ def test_image_installs_with_the_same_script_as_make():
     makefile = (REPO / "Makefile").read_text()
     assert "scripts/ensure_env.sh" in dockerfile and "scripts/ensure_env.sh" in makefile
     assert "pip install" not in dockerfile  # no second, drifting list of packages
+
+
+def test_image_holds_every_script_the_install_runs():
+    copied = " ".join(line for line in (REPO / "docker" / "Dockerfile").read_text().splitlines()
+                      if line.startswith("COPY scripts/"))
+    install = (REPO / "scripts" / "ensure_env.sh").read_text()
+    called = set(re.findall(r'"\$repo/(scripts/[\w.]+)"', install))
+    assert "scripts/prune_envs.sh" in called
+    assert all(script in copied for script in called), (called, copied)
 
 
 def test_image_serves_as_an_unprivileged_user_with_a_health_check():
