@@ -66,8 +66,10 @@ def decode(content: bytes, source: str, max_pixels: int = DEFAULT_MAX_PIXELS) ->
             return _usable_shape(to_rgb_array(image), source)
     except Image.DecompressionBombError as exc:  # Pillow's own limit, met first at twice model.io's
         raise ImageError(f"{source}: refused, too many pixels ({exc})", 413) from None
-    except (UnidentifiedImageError, OSError) as exc:
-        raise ImageError(f"{source}: not an image ({exc})") from None
+    except (ImageError, MemoryError):
+        raise
+    except Exception as exc:  # damaged files raise more than OSError: SyntaxError, ValueError, struct.error
+        raise ImageError(f"{source}: not an image ({type(exc).__name__}: {exc})") from None
 
 
 def _usable_shape(rgb: np.ndarray, source: str) -> np.ndarray:
@@ -104,6 +106,13 @@ def _decode_dicom(content: bytes, source: str, max_pixels: int) -> np.ndarray:
     return pixels[:, :, :3]
 
 
+def _origin(parsed) -> tuple[str, str, int]:
+    """Scheme, host and port (the default where none is given): Label Studio's key goes only to its
+    own origin, never over plain HTTP to the same name when Label Studio is on HTTPS."""
+    scheme = parsed.scheme.lower()
+    return scheme, (parsed.hostname or "").lower(), parsed.port or (443 if scheme == "https" else 80)
+
+
 def _host(parsed) -> str:
     """"hostname:port" of a parsed URL, lower case, port only when given, userinfo never."""
     name = (parsed.hostname or "").lower()
@@ -119,7 +128,8 @@ def _addresses(host: str, port: int) -> list[str]:
 
 CLOUD_SCHEMES = ("s3:", "gs:", "azure-blob:")  # a project's cloud storage, as Label Studio writes tasks
 # Label Studio's own addresses, relative to it: uploads, local files, its storage proxy, presign
-LABEL_STUDIO_PATHS = ("/data/", "/tasks/", "/storage-data/")
+# (exactly these: a local path such as /data/images/a.png under LOCAL_FILES_ROOT is read from the disk)
+LABEL_STUDIO_PATHS = ("/data/upload/", "/data/local-files/", "/tasks/", "/storage-data/")
 # its endpoints that may redirect to a project's storage (the signed URL): the only redirects followed
 STORAGE_ENDPOINTS = ("/tasks/", "/storage-data/")
 REDIRECTS, MAX_REDIRECTS = (301, 302, 303, 307, 308), 3
@@ -208,7 +218,7 @@ class ImageFetcher:
                  max_bytes: int = 50_000_000, timeout: float = 15.0, max_pixels: int = DEFAULT_MAX_PIXELS,
                  allow_private: bool = False) -> None:
         self.label_studio_url = label_studio_url.rstrip("/")
-        self.label_studio_host = _host(urlparse(self.label_studio_url))
+        self.label_studio_origin = _origin(urlparse(self.label_studio_url))
         self.label_studio_base = urlparse(self.label_studio_url).path.rstrip("/")  # behind a proxy: /ls
         self.auth_headers = auth_headers
         self.allowed_hosts = {h.lower() for h in allowed_hosts}
@@ -251,6 +261,10 @@ class ImageFetcher:
                 return self.fetch(reference, deadline)
             except ImageError as exc:
                 return exc
+            except Exception as exc:  # unforeseen: it costs this image, not the whole request
+                named = reference.split("?", 1)[0]  # a signed URL's query never reaches a log
+                log.exception("%s: unexpected failure", named)
+                return ImageError(f"{named}: internal error ({type(exc).__name__})", 500)
 
         with ThreadPoolExecutor(max_workers=max(1, min(workers, len(references)))) as pool:
             return list(pool.map(one, references))
@@ -290,7 +304,7 @@ class ImageFetcher:
         never: whoever reads a log or a job's result could fetch the patient's image with it."""
         named = url if named is None else named
         deadline = time.monotonic() + self.timeout if deadline is None else deadline
-        own = _host(parsed) == self.label_studio_host
+        own = _origin(parsed) == self.label_studio_origin
         port = parsed.port or (443 if parsed.scheme == "https" else 80)
         addresses = self._address(named, parsed, port, own, vouched=redirects > 0)
         headers = self._label_studio_headers(named) if own else {}  # never send Label Studio's key elsewhere

@@ -4,8 +4,10 @@ import base64
 import http.server
 import io
 import socket
+import struct
 import threading
 import time
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -74,6 +76,54 @@ def test_label_studio_urls_carry_the_key_other_hosts_do_not(server):
                          allowed_hosts=[host.split(":")[0]], allow_private=True)
     assert other.fetch(f"http://{host}/ok.png").shape == (30, 40, 3)
     assert "Authorization" not in seen[-1]
+
+
+def test_the_key_never_goes_over_plain_http_to_an_https_label_studios_name(server):
+    host, seen = server
+    fetcher = ImageFetcher(f"https://{host}", lambda: {"Authorization": "Token secret"},
+                           allowed_hosts=[host.split(":")[0]], allow_private=True)
+    assert fetcher.fetch(f"http://{host}/data/upload/1/ok.png").shape == (30, 40, 3)
+    assert "Authorization" not in seen[-1]  # same name and port, another scheme: not Label Studio
+
+
+def test_local_paths_that_look_like_label_studios_are_read_from_the_disk(tmp_path):
+    """Only Label Studio's own routes go to it: /data/images/a.png is a path on this machine."""
+    fetcher = ImageFetcher("http://127.0.0.1:9", lambda: {}, local_root=tmp_path)
+    with pytest.raises(ImageError, match="outside LOCAL_FILES_ROOT") as caught:
+        fetcher.fetch("/data/images/a.png")
+    assert caught.value.status == 403
+
+
+def _damaged_png() -> bytes:
+    """A PNG whose pixel data is cut short by a chunk with a type that is not letters: Pillow raises
+    SyntaxError, not OSError, when it reads on for the rest of the pixels."""
+    content = _png(noise=True)
+    start = content.index(b"IDAT") - 4
+    pixels = content[start + 8:start + 8 + struct.unpack(">I", content[start:start + 4])[0]]
+    half = pixels[:len(pixels) // 2]
+    idat = struct.pack(">I", len(half)) + b"IDAT" + half + struct.pack(">I", zlib.crc32(b"IDAT" + half))
+    broken = b"\x00\x00\x00\x00" + b"\x00\x01\x02\x03" + b"\x00\x00\x00\x00"
+    return content[:start] + idat + broken + content[content.index(b"IEND") - 4:]
+
+
+def test_a_damaged_image_costs_its_own_task_only(server, monkeypatch):
+    with pytest.raises(ImageError, match="not an image .*SyntaxError") as caught:
+        decode(_damaged_png(), "damaged.png")
+    assert caught.value.status == 422
+    host, _ = server
+    fetcher = ImageFetcher(f"http://{host}", dict)
+    real_fetch = fetcher.fetch
+
+    def failing(reference: str, deadline: float | None = None):  # a fault no one foresaw, in one image
+        if "boom" in reference:
+            raise RuntimeError("unforeseen")
+        return real_fetch(reference, deadline)
+
+    monkeypatch.setattr(fetcher, "fetch", failing)
+    results = fetcher.fetch_all(["/data/upload/ok.png", "/data/upload/boom.png?X-Amz-Signature=s"])
+    assert isinstance(results[0], np.ndarray)
+    assert isinstance(results[1], ImageError) and results[1].status == 500
+    assert "internal error (RuntimeError)" in str(results[1]) and "Signature" not in str(results[1])
 
 
 def test_names_as_typed_with_umlauts_and_spaces_are_percent_encoded(server):
