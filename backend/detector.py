@@ -53,21 +53,31 @@ class ModelCache:
     serves (every project still on the starter model: one copy, not one each); a project's
     predictor changes when its served version does, and one no project serves any more is let go.
 
-    A version that fails to load is remembered as unusable here, and the registry's fallback
-    (the last good version) is served instead, as for a version that fails its checksums."""
+    A version that fails to load is remembered as unusable here for RELOAD_AFTER_S, and the
+    registry's fallback (the last good version) is served instead, as for a version that fails its
+    checksums; then it is tried again (the failure may have been passing: memory, a network disk)."""
+
+    RELOAD_AFTER_S = 300.0
 
     def __init__(self, services: Services) -> None:
         self.services = services
         self._served: dict[int, tuple[str, str]] = {}  # project -> (version, model directory): its key
         # (version, model directory) -> predictor: a starter replaced in place is another version
         self._loaded: dict[tuple[str, str], tuple[object, threading.Lock]] = {}
-        self._unusable: dict[int | None, frozenset[str]] = {}  # project (None: every project's) -> versions
+        self._loading: dict[tuple[str, str], threading.Lock] = {}  # one load per key, others not held up
+        # project (None: every project's) -> version -> when it failed to load (time.monotonic)
+        self._unusable: dict[int | None, dict[str, float]] = {}
         self._reported: set[tuple] = set()
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the dictionaries; never held while a model loads
+
+    def _unusable_now(self, project: int) -> frozenset[str]:
+        since = time.monotonic() - self.RELOAD_AFTER_S
+        with self._lock:
+            return frozenset(version for owner in (project, None)
+                             for version, failed in self._unusable.get(owner, {}).items() if failed > since)
 
     def serving(self, project: int) -> Serving:
-        serving = self.services.serving(project, self._unusable.get(project, frozenset())
-                                        | self._unusable.get(None, frozenset()))
+        serving = self.services.serving(project, self._unusable_now(project))
         if serving.problem and (project, serving.problem) not in self._reported:
             self._reported.add((project, serving.problem))
             log.error("project %s: %s; serving %s instead", project, serving.problem,
@@ -91,26 +101,48 @@ class ModelCache:
                 return UNTRAINED, None, None
             key = (serving.version, str(Path(serving.path).resolve()))
             with self._lock:
-                if key not in self._loaded:
-                    try:
-                        self._loaded[key] = (self._load(serving.path), threading.Lock())
-                    except Exception:  # any load failure: this version is not servable in this process
-                        log.exception("project %s: version %s cannot be loaded", project, serving.version)
-                        shared = serving.version.startswith(STARTER_PREFIX)  # one starter for all projects
-                        owner = None if shared else project
-                        self._unusable[owner] = self._unusable.get(owner, frozenset()) | {serving.version}
-                        continue
+                loaded = self._loaded.get(key)
+                loading = self._loading.setdefault(key, threading.Lock())
+            if loaded is None:
+                with loading:  # a second request for this version waits for the first's load
+                    loaded = self._loaded.get(key) or self._load_once(project, serving, key)
+                if loaded is None:
+                    continue
+                if self._checked(project).version != serving.version:
+                    with self._lock:  # promoted while it loaded: never put an older version back in service
+                        self._let_go_of_unserved()
+                    continue
+            with self._lock:
+                if key not in self._loaded:  # let go meanwhile by a request on a newer version
+                    continue
                 if self._served.get(project) != key:
                     self._served[project] = key
                     log.info("project %s: serving model version %s", project, serving.version)
                     self._let_go_of_unserved()
                 return (serving.version, *self._loaded[key])
 
+    def _load_once(self, project: int, serving: Serving, key: tuple[str, str]):
+        """The predictor of ``key``, loaded and kept; None where it cannot be (marked unusable)."""
+        try:
+            loaded = (self._load(serving.path), threading.Lock())
+        except Exception:  # any load failure: this version is not servable in this process for now
+            log.exception("project %s: version %s cannot be loaded", project, serving.version)
+            owner = None if serving.version.startswith(STARTER_PREFIX) else project  # one starter for all
+            with self._lock:
+                self._unusable.setdefault(owner, {})[serving.version] = time.monotonic()
+            return None
+        with self._lock:
+            self._loaded[key] = loaded
+        return loaded
+
     def _let_go_of_unserved(self) -> None:
         """Drop the predictors no project is served by any more (its old versions)."""
         served = set(self._served.values())
         for key in [k for k in self._loaded if k not in served]:
             del self._loaded[key]
+        for key in [k for k in self._loading if k not in served and k not in self._loaded]:
+            if not self._loading[key].locked():  # one being loaded now keeps its lock
+                del self._loading[key]
 
     def _load(self, path):
         from model.predict import Predictor

@@ -169,6 +169,71 @@ def test_projects_on_one_starter_share_one_loaded_model_and_old_ones_are_let_go(
     assert all(predictor is not starter for predictor, _ in models._loaded.values())  # nobody serves it now
 
 
+def test_a_version_that_failed_to_load_once_is_tried_again_later(settings, tiny_model):
+    """A load that failed for a passing reason (memory, a network disk) does not bar the version for
+    the life of the process: the last good one is served meanwhile, then it is tried again."""
+    models = create_app(settings).config["backend"].models
+    install_model(settings, 1, tiny_model, "v-good")
+    install_model(settings, 1, tiny_model, "v-new")
+    real_load, failures = models._load, []
+
+    def load_failing_once(path):  # the neighbour fails once, as an out-of-memory would
+        if path.name == "v-new" and not failures:
+            failures.append(path)
+            raise MemoryError("passing")
+        return real_load(path)
+
+    models._load = load_failing_once
+    assert models.get(1)[0] == "v-good" and failures
+    assert models.get(1)[0] == "v-good"  # within RELOAD_AFTER_S: not tried again
+    models.RELOAD_AFTER_S = 0.0
+    assert models.get(1)[0] == "v-new"
+
+
+def test_a_version_promoted_while_an_older_one_loads_is_the_one_served(settings, tiny_model):
+    """A request that chose a version just before a promotion does not put it back in service (and
+    in memory) once it has loaded: it serves the new one."""
+    models = create_app(settings).config["backend"].models
+    install_model(settings, 1, tiny_model, "v-old")
+    real_load = models._load
+
+    def load_while_promoting(path):
+        if path.name == "v-old":
+            install_model(settings, 1, tiny_model, "v-new")  # promoted while v-old loads
+        return real_load(path)
+
+    models._load = load_while_promoting
+    version, predictor, _ = models.get(1)
+    assert version == "v-new"
+    assert [key[0] for key in models._loaded] == ["v-new"]
+
+
+def test_loading_one_version_holds_up_no_other_projects_requests(settings, tiny_model):
+    import threading
+
+    models = create_app(settings).config["backend"].models
+    install_model(settings, 1, tiny_model, "v-one")
+    install_model(settings, 2, tiny_model, "v-two")
+    assert models.get(2)[0] == "v-two"
+    started, release, real_load = threading.Event(), threading.Event(), models._load
+
+    def slow_load(path):
+        started.set()
+        assert release.wait(30)
+        return real_load(path)
+
+    models._load = slow_load
+    loader = threading.Thread(target=models.get, args=(1,))
+    loader.start()
+    try:
+        assert started.wait(30)
+        assert models.get(2)[0] == "v-two"  # answered while project 1's model is still loading
+    finally:
+        release.set()
+        loader.join(60)
+    assert models.get(1)[0] == "v-one"
+
+
 def _pathology_head_at_one_half(model_dir, out):
     """A copy of ``model_dir`` whose box classifier's pathology head says 0.5 of every box."""
     import torch
