@@ -28,7 +28,7 @@ from pathlib import Path
 from urllib.parse import quote, urljoin, urlparse
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from backend.limits import Watchdog
 from model.io import stretch_to_8bit, to_rgb_array
