@@ -47,10 +47,13 @@ TRAIN_FUNCTION = "backend.training.train_project"
 KEEP_RESULTS = 7 * 24 * 3600
 RECENT_JOBS = 50
 TRAIN_EVENTS = ("ANNOTATION_CREATED", "ANNOTATIONS_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_DELETED",
-                "START_TRAINING")
-# the webhooks that report several annotations, and the list of them they carry (Label Studio's
-# WebhookAction: "Create Annotations From Predictions" sends ANNOTATIONS_CREATED)
-MANY_ANNOTATIONS = {"ANNOTATIONS_CREATED": "annotation", "ANNOTATIONS_DELETED": "annotations"}
+                "TASKS_DELETED", "START_TRAINING")
+# the webhooks that report several changes, and the list of them they carry (Label Studio's
+# WebhookAction: "Create Annotations From Predictions" sends ANNOTATIONS_CREATED; deleting tasks
+# deletes their annotations and sends TASKS_DELETED alone, with the tasks' ids and nothing of
+# whether they were annotated: each counts)
+MANY_ANNOTATIONS = {"ANNOTATIONS_CREATED": "annotation", "ANNOTATIONS_DELETED": "annotations",
+                    "TASKS_DELETED": "tasks"}
 WAITING = {JobStatus.QUEUED.value, JobStatus.DEFERRED.value, JobStatus.SCHEDULED.value}
 # the project's training lock expires this long after its holder last renewed it (every
 # RENEW_EVERY_S, from a thread of the job's own process): a killed job frees its project soon
@@ -82,7 +85,7 @@ class TrainingQueue:
     settings: Settings
 
     def _key(self, project: int, name: str) -> str:
-        return f"birads:{self.settings.queue_name}:project:{project}:{name}"
+        return project_key(self.settings.queue_name, project, name)
 
     @property
     def rq_timeout(self) -> int:
@@ -115,10 +118,18 @@ class TrainingQueue:
         if queued is None:
             with self._lock(project):
                 queued = self._queued_job(project)
+                if queued is None and not force and self._changes(project) < self.settings.retrain_after:
+                    # a job started since the count was read and took it (``started`` holds this
+                    # lock): it reads this event's annotation, so a second job would learn nothing new
+                    return {"status": "taken", "changes": self._changes(project),
+                            "retrain_after": self.settings.retrain_after}
                 if queued is None:
                     return self._enqueue(project, reason)
         events = int(self.redis.incr(events_key(queued)))
         return {"status": "coalesced", "job_id": queued, "events": events}
+
+    def _changes(self, project: int) -> int:
+        return int(self.redis.get(self._key(project, "changes")) or 0)
 
     def _enqueue(self, project: int, reason: str) -> dict:
         job = self.queue.enqueue(
@@ -225,6 +236,11 @@ def _renew(lock, stop: threading.Event, project: int) -> None:
             log.warning("project %s: the training lock could not be renewed: %s", project, exc)
 
 
+def project_key(queue_name: str, project: int, name: str) -> str:
+    """A project's bookkeeping key in Redis (module docstring)."""
+    return f"birads:{queue_name}:project:{project}:{name}"
+
+
 def events_key(job_id: str) -> str:
     """How many requests a job stands for (it grows while the job waits in the queue)."""
     return f"birads:job:{job_id}:events"
@@ -245,7 +261,9 @@ def job_status(redis: Redis, job_id: str) -> dict | None:
     answer = {"job_id": job.id, "status": str(status.value if hasattr(status, "value") else status),
               "progress": progress, "enqueued_at": job.enqueued_at, "started_at": job.started_at,
               "ended_at": job.ended_at}
-    if status == JobStatus.STARTED and not _worker_alive(redis, job.worker_name):
+    project = job.meta.get("project")
+    holds_project = project is not None and redis.get(project_key(job.origin, project, "training")) == job.id.encode()
+    if status == JobStatus.STARTED and not holds_project and not _worker_alive(redis, job.worker_name):
         # RQ still says "started" until a maintenance run, minutes later or never without a worker
         answer.update(status=LOST, error="its worker stopped (shut down, killed or out of memory) while it ran; "
                                          "the project's changes count again towards the next job")

@@ -415,6 +415,17 @@ def test_a_deleted_annotation_counts_toward_retraining(client, settings, redis_c
     assert [a["status"] for a in answers] == ["waiting", "waiting", "queued"]  # RETRAIN_AFTER=3
 
 
+def test_deleted_tasks_count_toward_retraining(client, settings, redis_conn):
+    """Deleting tasks deletes their annotations, and Label Studio sends TASKS_DELETED alone (ids only,
+    nothing of whether they were annotated): each task counts, as a deleted annotation would."""
+    connect(client)
+    deleted = recorded("webhook_TASKS_DELETED")["body"]
+    assert replay(client, "webhook_TASKS_DELETED").get_json() == {"status": "waiting", "changes": 1,
+                                                                  "retrain_after": 3}
+    two = dict(deleted, tasks=[{"id": 3}, {"id": 4}])
+    assert replay(client, "webhook_TASKS_DELETED", body=two).get_json()["status"] == "queued"
+
+
 def test_bulk_created_annotations_count_each_and_a_skipped_task_none(client, settings, redis_conn):
     """"Create Annotations From Predictions" sends one ANNOTATIONS_CREATED listing them all (Label
     Studio's WebhookAction: key "annotation", many); skipping a task creates a cancelled annotation,
@@ -446,7 +457,7 @@ def test_an_interactive_predict_request_is_answered_as_a_plain_one(client):
     assert result["model_version"] == "untrained" and result["result"] == []
 
 
-@pytest.mark.parametrize("name", ["webhook_TASKS_CREATED", "webhook_TASKS_DELETED", "webhook_PROJECT_UPDATED"])
+@pytest.mark.parametrize("name", ["webhook_TASKS_CREATED", "webhook_PROJECT_UPDATED"])
 def test_other_webhooks_are_acknowledged_and_ignored(client, settings, redis_conn, name):
     response = replay(client, name)
     assert response.status_code == 200 and response.get_json()["status"] == "ignored"

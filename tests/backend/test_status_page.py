@@ -77,6 +77,10 @@ def test_a_job_whose_worker_died_is_shown_lost_not_running(settings, redis_conn,
     job.save_meta()
     job.set_status(JobStatus.STARTED)
     redis_conn.hset(job.key, "worker_name", "gone-worker")  # a worker whose key expired: killed
+    holder = TrainingQueue(redis_conn, settings)._key(7, "training")
+    redis_conn.set(holder, job.id)  # its training process outlived the worker and still holds the project
+    assert job_status(redis_conn, job.id)["status"] == "started"
+    redis_conn.delete(holder)  # and then died too: its lock expired
     assert job_status(redis_conn, job.id)["status"] == "lost"
     client = create_app(settings).test_client()
     page = " ".join(client.get("/").get_data(as_text=True).split())

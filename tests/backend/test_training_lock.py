@@ -119,3 +119,26 @@ def test_the_project_lock_lives_while_its_holder_renews_it(settings, redis_conn,
     with TrainingQueue(redis_conn, replace(settings, job_timeout=10)).training(7, "the-next-job"):
         assert redis_conn.get(queue._key(7, "training")) == b"the-next-job"
     assert time.monotonic() - started < 4
+
+
+def test_an_event_whose_count_a_starting_job_took_queues_no_second_job(settings, redis_conn):
+    """RETRAIN_AFTER 2: the second edit reaches it, but before it looks for a queued job, the queued
+    one starts and takes the count (and will read that edit's annotation): no second job."""
+    queue = TrainingQueue(redis_conn, replace(settings, retrain_after=2))
+    job_id = queue.request(7, "START_TRAINING", force=True)["job_id"]
+    assert queue.request(7, "ANNOTATION_CREATED", force=False)["status"] == "waiting"
+
+    class StartingBetween:  # the real Redis, with the job starting right after the count is read
+        def __getattr__(self, name):
+            return getattr(redis_conn, name)
+
+        def incrby(self, key, amount):
+            counted = redis_conn.incrby(key, amount)
+            queue.redis = redis_conn
+            assert queue.started(7, job_id) == 2
+            return counted
+
+    queue.redis = StartingBetween()
+    answer = queue.request(7, "ANNOTATION_CREATED", force=False)
+    assert answer == {"status": "taken", "changes": 0, "retrain_after": 2}
+    assert queue._queued_job(7) is None and queue.recent_jobs(7) == [job_id]
