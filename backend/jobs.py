@@ -164,10 +164,11 @@ class TrainingQueue:
                 self.redis.hset(self._key(project, "taken"), job_id, taken)
             return taken
 
-    def ended(self, project: int, job_id: str, finished: bool) -> None:
+    def ended(self, project: int, job_id: str, give_back: bool) -> None:
         """Called last by the job: one that failed gives its changes back, so they still count
-        towards the next retrain."""
-        self._settle(project, job_id, give_back=not finished)
+        towards the next retrain (one refused for too few annotations does not: the next
+        RETRAIN_AFTER changes ask again)."""
+        self._settle(project, job_id, give_back=give_back)
 
     def _settle(self, project: int, job_id: str, give_back: bool) -> None:
         taken = self.redis.hget(self._key(project, "taken"), job_id)

@@ -23,6 +23,7 @@ from functools import partial
 from pathlib import Path
 
 from PIL import Image
+from redis.exceptions import RedisError
 from rq import get_current_job
 
 from backend.images import ImageError, through_label_studio
@@ -52,7 +53,10 @@ def _report(stage: str, **facts: object) -> None:
     log.info("training: %s %s", stage, facts or "")
     if job is not None:
         job.meta.update({"stage": stage, **facts, "updated_at": time.time()})
-        job.save_meta()
+        try:
+            job.save_meta()
+        except RedisError as exc:  # progress is for people: a queue outage must not fail the training
+            log.warning("training: progress not saved (%s)", exc)
 
 
 def _fetched(services: Services, tasks: list[tuple]):
@@ -69,6 +73,9 @@ def build_records(services: Services, project: int) -> tuple[list[ImageRecord], 
     tasks = services.api.annotated_tasks(project)
     conversion = convert(tasks, labels.category_of, services.settings.min_agreement, labels.from_name)
     usable = {t.task_id: t for t in conversion.usable}
+    counted = {"annotated_tasks": len(tasks), "unknown_labels": dict(conversion.unknown_labels)}
+    if (too_few := not_enough(len(usable), counted, services.settings)) is not None:
+        raise too_few  # before any image is downloaded
     by_id = {t["id"]: t for t in tasks if t["id"] in usable}
     _report("downloading images", tasks=len(tasks), usable=len(usable))
     folder = services.project_dir(project) / "images"
@@ -88,12 +95,11 @@ def build_records(services: Services, project: int) -> tuple[list[ImageRecord], 
         records.append(ImageRecord(image_id=str(task_id), path=str(path), width=width, height=height,
                                    boxes=boxes, split="train"))  # the held-out ones: promotion.split_holdout
     _forget_images(folder, keep=set(usable))
-    facts = {"annotated_tasks": len(tasks), "used_tasks": len(records),
+    facts = {**counted, "used_tasks": len(records),
              # what replayed images must fit
              "label_set": list(taxonomy.project_label_set(labels.to_label, (b.category for r in records
                                                                              for b in r.boxes))),
-             "for_review": conversion.for_review, "unknown_labels": dict(conversion.unknown_labels),
-             "image_errors": failed}
+             "for_review": conversion.for_review, "image_errors": failed}
     if conversion.unknown_labels:
         log.warning("project %s: annotations with labels not in the BI-RADS mapping were skipped: %s", project,
                     dict(conversion.unknown_labels))
@@ -112,17 +118,17 @@ def _forget_images(folder: Path, keep: set) -> None:
             path.unlink(missing_ok=True)
 
 
-def not_enough(records: list[ImageRecord], facts: dict, settings: Settings) -> NotEnoughAnnotations | None:
-    """Why a job cannot train (None: it can), saying where the annotated tasks went: a failed
-    download (Label Studio's key refused, say) is no missing annotation."""
-    if len(records) >= max(1, settings.min_annotations):
+def not_enough(usable: int, facts: dict, settings: Settings) -> NotEnoughAnnotations | None:
+    """Why a job with ``usable`` annotated tasks cannot train (None: it can), saying where the
+    annotated tasks went: a failed download (Label Studio's key refused, say) is no missing annotation."""
+    if usable >= max(1, settings.min_annotations):
         return None
     failed = facts.get("image_errors") or {}
     lost = (f"; {len(failed)} task images could not be downloaded, e.g. {next(iter(failed.values()))}"
             if failed else "")
     unknown = facts.get("unknown_labels")
     skipped = f"; annotations with labels outside the BI-RADS mapping were skipped: {unknown}" if unknown else ""
-    return NotEnoughAnnotations(f"{len(records)} usable annotated tasks of {facts.get('annotated_tasks')}, "
+    return NotEnoughAnnotations(f"{usable} usable annotated tasks of {facts.get('annotated_tasks')}, "
                                 f"MIN_ANNOTATIONS is {settings.min_annotations}{lost}{skipped}")
 
 
@@ -281,17 +287,20 @@ def train_project(project: int) -> dict:
     queue = TrainingQueue(job.connection, settings) if job else None
     if queue:
         queue.started(project, job.id)
-    finished = False
+    spent = False  # the changes it took: spent, or given back to count towards the next job
     try:
         waiting = partial(_report, "waiting for the project's running job")
         # one at a time, however many workers
         with queue.training(project, job.id, waiting) if queue else nullcontext():
             summary = _train(project, settings, services, job)
-        finished = True
+        spent = True
         return summary
+    except NotEnoughAnnotations:
+        spent = True  # given back, every later annotation would queue a job that fails alike
+        raise
     finally:
         if queue:
-            queue.ended(project, job.id, finished)
+            queue.ended(project, job.id, give_back=not spent)
 
 
 def _train(project: int, settings: Settings, services: Services, job) -> dict:
@@ -300,7 +309,7 @@ def _train(project: int, settings: Settings, services: Services, job) -> dict:
 
     _report("reading annotations", project=project)
     records, facts = build_records(services, project)
-    if (refusal_to_train := not_enough(records, facts, settings)) is not None:
+    if (refusal_to_train := not_enough(len(records), facts, settings)) is not None:
         raise refusal_to_train
     train_records, holdout = promotion.split_holdout(records, settings.holdout_fraction)
     registry = services.registry(project)
@@ -345,7 +354,12 @@ def _train(project: int, settings: Settings, services: Services, job) -> dict:
         log.warning("project %s: version %s kept but not served: %s", project, version, refused)
     else:
         log.info("project %s: version %s now served (parent %s)", project, version, parent)
-    if removed := registry.prune(settings.keep_versions):
+    try:  # what is served is decided: failing to tidy old versions must not fail the job
+        removed = registry.prune(settings.keep_versions)
+    except OSError:
+        log.exception("project %s: old versions could not be removed", project)
+        removed = []
+    if removed:
         log.info("project %s: removed versions %s (KEEP_VERSIONS=%d)", project, ", ".join(removed),
                  settings.keep_versions)
     _report("done", version=version, refused=refused)

@@ -77,11 +77,11 @@ def test_the_changes_a_job_took_count_again_when_it_fails_or_is_killed(settings,
         return job
 
     finished = job_taking_two_edits(7)
-    queue.ended(7, finished.id, finished=True)
+    queue.ended(7, finished.id, give_back=False)
     assert queue.request(7, "ANNOTATION_CREATED", force=False) == {"status": "waiting", "changes": 1,
                                                                    "retrain_after": 3}
     failed = job_taking_two_edits(8)
-    queue.ended(8, failed.id, finished=False)
+    queue.ended(8, failed.id, give_back=True)
     assert queue.request(8, "ANNOTATION_CREATED", force=False)["status"] == "queued"
 
     killed = job_taking_two_edits(9)
@@ -95,7 +95,7 @@ def test_the_changes_a_job_took_count_again_when_it_fails_or_is_killed(settings,
     assert queue.request(9, "ANNOTATION_CREATED", force=False)["status"] == "waiting"
     redis_conn.delete(queue._key(9, "training"))          # and then died too: its lock expired
     assert queue.request(9, "ANNOTATION_CREATED", force=False)["status"] == "queued"   # 2 + 3 edits
-    queue.ended(9, killed.id, finished=False)  # a job that comes back to life gives nothing twice
+    queue.ended(9, killed.id, give_back=True)  # a job that comes back to life gives nothing twice
     assert int(redis_conn.get(queue._key(9, "changes"))) == 5
 
 

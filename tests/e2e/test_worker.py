@@ -317,14 +317,41 @@ def test_a_version_served_by_hand_while_a_job_trains_stays_served(worker_setting
         registry.promote("v-good")
         return evaluate(*args, **kwargs)
 
+    def unremovable(self, keep):  # old versions on a disk that refuses: the job's outcome stands
+        raise PermissionError("read-only file system")
+
     _settings_env(monkeypatch, worker_settings, HOLDOUT_FRACTION="0")
     monkeypatch.setattr(training, "held_out_metrics", rolled_back_meanwhile)
+    monkeypatch.setattr(Registry, "prune", unremovable)
     started_as = multiprocessing.get_start_method()  # see the test above
     multiprocessing.set_start_method("fork", force=True)
     try:
         result = training.train_project(annotated_project)
     finally:
         multiprocessing.set_start_method(started_as, force=True)
-    assert result["parent"] == "v-bad" and result["promoted"] is False
+    assert result["parent"] == "v-bad" and result["promoted"] is False and result["removed_versions"] == []
     assert "changed from v-bad to v-good while this job trained" in result["refused"]
     assert registry.current() == "v-good" and registry.info(result["version"])["refused"] == result["refused"]
+
+
+def test_a_job_refused_for_too_few_annotations_spends_its_changes(worker_settings, annotated_project, tmp_path):
+    """MIN_ANNOTATIONS above what the project has: the job fails before downloading anything, and its
+    changes are not given back, so the next annotations do not each queue a job that fails alike;
+    the next RETRAIN_AFTER of them ask again."""
+    settings = replace(worker_settings, retrain_after=2)
+    redis = Redis.from_url(settings.redis_url)
+    queue = TrainingQueue(redis, settings)
+    assert queue.request(annotated_project, "ANNOTATION_CREATED", force=False)["status"] == "waiting"
+    job_id = queue.request(annotated_project, "ANNOTATION_CREATED", force=False)["job_id"]
+    with open(tmp_path / "worker.log", "w") as log:
+        worker = start_worker(settings, log, MIN_ANNOTATIONS="1000")
+        try:
+            status = wait(lambda: (s := job_status(redis, job_id))["status"] in ("finished", "failed") and s, 120,
+                          "job did not end")
+        finally:
+            worker.terminate()
+            worker.wait(timeout=30)
+    assert status["status"] == "failed" and "MIN_ANNOTATIONS is 1000" in status["error"], status
+    assert not (settings.model_dir / f"project-{annotated_project}" / "images").exists()
+    assert queue.request(annotated_project, "ANNOTATION_CREATED", force=False) == {
+        "status": "waiting", "changes": 1, "retrain_after": 2}

@@ -56,11 +56,21 @@ def test_a_job_without_enough_tasks_says_where_they_went(tmp_path, busbra_dir):
     services = Services(Settings(model_dir=tmp_path, local_files_root=tmp_path / "elsewhere"))
     services.__dict__["api"] = AnnotatedProject(busbra_dir / "Images")
     records, facts = training.build_records(services, 7)
-    refusal = training.not_enough(records, facts, services.settings)
+    refusal = training.not_enough(len(records), facts, services.settings)
     assert records == [] and isinstance(refusal, training.NotEnoughAnnotations)
     assert str(refusal).startswith("0 usable annotated tasks of 5, MIN_ANNOTATIONS is ")
     assert "5 task images could not be downloaded, e.g. " in str(refusal) and "outside" in str(refusal)
-    assert training.not_enough(records, facts, Settings(min_annotations=0)) is not None  # one at least
+    assert training.not_enough(0, facts, Settings(min_annotations=0)) is not None  # one at least
+
+
+def test_too_few_annotated_tasks_are_refused_before_any_image_is_downloaded(tmp_path, busbra_dir, monkeypatch):
+    services = Services(Settings(model_dir=tmp_path, local_files_root=busbra_dir, min_annotations=6))
+    services.__dict__["api"] = AnnotatedProject(busbra_dir / "Images")
+    fetched = []
+    monkeypatch.setattr(services.fetcher, "fetch_all", lambda refs: fetched.extend(refs) or [])
+    with pytest.raises(training.NotEnoughAnnotations, match="^5 usable annotated tasks of 5, MIN_ANNOTATIONS is 6"):
+        training.build_records(services, 7)
+    assert fetched == [] and not (tmp_path / "project-7" / "images").exists()
 
 
 def test_a_served_version_that_cannot_be_evaluated_is_named_where_the_comparison_would_be(
@@ -133,3 +143,14 @@ def test_a_task_no_longer_annotated_leaves_no_copy_of_its_image(tmp_path, busbra
     records, _ = training.build_records(services, 7)
     assert [r.image_id for r in records] == ["1", "3", "5"]
     assert sorted(p.name for p in images.iterdir()) == ["task-1.png", "task-3.png", "task-5.png"]
+
+
+def test_progress_a_queue_outage_cannot_save_is_logged_not_raised(monkeypatch, caplog):
+    """An hour of training is not failed by Redis going away for a moment: only its progress is lost."""
+    from redis import Redis
+    from rq.job import Job
+
+    job = Job.create("backend.training.train_project", args=(7,), connection=Redis.from_url("redis://127.0.0.1:1/0"))
+    monkeypatch.setattr(training, "get_current_job", lambda: job)
+    training._report("training", iteration=3)
+    assert job.meta["iteration"] == 3 and "progress not saved" in caplog.text
