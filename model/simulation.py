@@ -1,8 +1,9 @@
 """The paper's labelling loop, simulated on expert-labelled data (`birads simulate`).
 
 Start from ``initial`` labelled images; each round the served model pre-annotates the next
-``round_size`` unlabelled images, a simulated expert corrects them from the ground truth (each box
-added, deleted, moved or relabelled is one correction: ``model.evaluation.corrections``), the
+``round_size`` unlabelled images, a simulated expert corrects them from the ground truth the way
+that costs it the fewest seconds (``model.evaluation.effort``; each box added, deleted, moved or
+relabelled is one correction of that count: ``model.evaluation.corrections``), the
 corrected batch joins the labelled images, and a new version is fine-tuned from the served one as
 the training jobs do: on their schedule (``model.fine_tuning``), a share of the labelled images held
 out, and served only where it does not lose the promotion metric on them (``model.promotion``).
@@ -29,7 +30,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from model import fine_tuning, promotion, taxonomy  # noqa: E402
 from model.config import TrainSettings  # noqa: E402
 from model.evaluation import effort  # noqa: E402
-from model.evaluation.evaluate import LOW_SCORE, displayed, evaluate  # noqa: E402
+from model.evaluation.evaluate import LOW_SCORE, displayed, evaluate, shown_text  # noqa: E402
 from model.io import DataError, StagedDirectory  # noqa: E402
 from model.modeldir import is_model_dir  # noqa: E402
 from model.predict import Predictor  # noqa: E402
@@ -292,7 +293,7 @@ def _markdown(rows: list[dict], settings: SimulationSettings, starter: dict | No
     record = _settings_record(settings)
     lines = [f"# Labelling loop simulation ({settings.order} order)", "",
              f"{settings.initial} initial images, {settings.round_size} per round, {settings.rounds} rounds; "
-             f"the expert sees boxes scored >= {settings.score_threshold} (display {settings.display}). "
+             f"the expert is shown {shown_text(settings.display, settings.score_threshold)}. "
              f"Each fine-tune: {schedule_text(record)}; {gate_text(record)}. "
              f"Action costs in seconds: {settings.costs.to_dict()} (model/evaluation/effort.py). "
              "Each row's test-set figures are the served version's; held-out screening (malignant vs benign, "

@@ -29,6 +29,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from model.config import cpu_name  # noqa: E402
+from model.evaluation.evaluate import shown_text  # noqa: E402
 from model.evaluation.report import DECISION_TEXT, PAPER, PAPER_TABLE_III_PICTURE, effort_lines, number, pct  # noqa: E402
 from model.evaluation.screening_cut import fitted_on  # noqa: E402
 from model.modeldir import BOX_CLASSIFIER_META  # noqa: E402
@@ -203,8 +204,7 @@ def simulation_section(runs: Path, pictures: Pictures) -> list[str]:
              "(BUS-BRA) arrives at another hospital (BrEaST, read as BI-RADS 2/3/4/5). Experts label "
              f"{s['initial']} part1 images; the model is fine-tuned on them ({schedule_text(s)}, "
              f"{_size(s['train'])}); then each round it pre-annotates {s['round_size']} more "
-             "(boxes shown at score >= "
-             f"{s['score_threshold']}, display {s.get('display', 'threshold')}), the simulated expert corrects "
+             f"({shown_text(s.get('display', 'threshold'), s['score_threshold'])}), the simulated expert corrects "
              "them from the ground truth (each box added, deleted, moved at IoU < 0.5 or relabelled is one "
              "correction; expert-seconds from the action costs "
              f"{', '.join(f'{k} {v:g} s' for k, v in (s.get('costs') or {}).items())}), they join the training "
@@ -358,8 +358,10 @@ def split_section(runs: Path, pictures: Pictures) -> list[str]:
     if not sub:
         return []
     lines = ["## BI-RADS 4 -> 4A / 4B / 4C by the second model (Table III), BrEaST part2", "",
-             "The first model's BI-RADS 4 boxes on BrEaST part2, split by the second model with cuts fitted "
-             "on part1 (`birads fit-cuts`). Positive: 4B or above.", "",
+             "Every BrEaST part2 image the experts put in 4A, 4B or 4C, named by the first model and, where it "
+             "said 4, split by the second model with cuts fitted on part1 (`birads fit-cuts`). Positive: 4B or "
+             "above; an image the model called 2 or 3 counts as negative, 5 as positive (the last column "
+             "counts them).", "",
              "| 4B or above vs 4A | accuracy | sensitivity | specificity | TP/FN/FP/TN | images called outside 4 |",
              "|---|---|---|---|---|---|", paper_row("paper, Table III (4A vs 4B, its test set)", "4A_vs_4B"),
              row("ours, against the experts' subcategory", sub["4A_vs_4B"], str(sub["predicted_outside_4"])),

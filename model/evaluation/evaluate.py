@@ -36,6 +36,14 @@ def _shown(detection: Detection, threshold: float) -> list[Box]:
     return [b for b in detection.boxes if (b.score or 0.0) >= threshold]
 
 
+def shown_text(display: str, threshold: float) -> str:
+    """What an annotator sees under ``display``, in words for reports: top1-only shows the most
+    confident box whatever its score."""
+    if display == "top1-only":
+        return "the most confident box shown, whatever its score: display top1-only"
+    return f"boxes shown at score >= {threshold:g}, display {display}"
+
+
 def displayed(detection: Detection, threshold: float, display: str = "threshold") -> list[Box]:
     """The boxes an annotator sees under ``display`` (see DISPLAYS)."""
     if display not in DISPLAYS:

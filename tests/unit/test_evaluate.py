@@ -229,3 +229,10 @@ def test_a_second_model_scored_on_data_with_4_is_named_and_averaged_as_itself():
     assert "a model without BI-RADS 4" in report and "this model's 4 counts as positive" not in report
     first = evaluate(records, detections, ["2", "3", "4", "5"], decision="top").metrics
     assert first["model_classes"] == first["classes"] and first["ap50"] < 1.0  # it missed the 4
+
+
+def test_reports_say_what_each_display_shows():
+    from model.evaluation.evaluate import shown_text
+
+    assert shown_text("threshold", 0.5) == "boxes shown at score >= 0.5, display threshold"
+    assert "0.5" not in shown_text("top1-only", 0.5) and "whatever its score" in shown_text("top1-only", 0.5)

@@ -73,6 +73,10 @@ def test_box_ap_perfect_and_wrong_class():
     swapped = [[Box(10, 10, 50, 50, "5", 0.9)], [Box(5, 5, 30, 40, "3", 0.8)]]
     assert metrics.box_ap(truth, swapped, ["3", "5"])["ap50"] == 0.0
     assert metrics.box_ap(truth, [[], []], ["3", "5"]) == {"ap": 0.0, "ap50": 0.0}
+    # scored classes without an expert box: undefined with no detection as with one (pycocotools' -1)
+    assert metrics.box_ap(truth, [[], []], ["2", "3", "5"], scored=["2"]) == {"ap": -1.0, "ap50": -1.0}
+    one = [[Box(10, 10, 50, 50, "2", 0.9)], []]
+    assert metrics.box_ap(truth, one, ["2", "3", "5"], scored=["2"]) == {"ap": -1.0, "ap50": -1.0}
 
 
 def test_top_box_localisation_tells_on_near_and_elsewhere_apart():
