@@ -276,6 +276,9 @@ def _promote_unless_replaced(registry: Registry, version: str, current_at_start:
         refused = _replaced(change)
         registry.describe(**dict(registry.info(version), refused=refused))
         return refused
+    except Exception as exc:  # the version stays, listed with why it is not served; the job fails
+        registry.describe(**dict(registry.info(version), refused=f"promotion failed: {exc}"))
+        raise
     return None
 
 

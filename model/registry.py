@@ -169,13 +169,14 @@ class Registry:
                 self.seal(version)
             elif problem := self.problem(version):  # re-sealing would record changed files as good
                 raise DataError(f"{problem}: not promoted")
-            history = [v for v in self.history() if v != version] + [version]
-            write_atomic(self.root / HISTORY, json.dumps(history))
             tmp = self.root / f".current.{os.getpid()}"
             tmp.unlink(missing_ok=True)
             os.symlink(Path("versions") / version, tmp)
             os.replace(tmp, self.root / "current")
             sync_folder(self.root)  # the switch survives a power cut, as the history beside it does
+            # only a version that was switched to is history (the fallback): a failed switch leaves none
+            history = [v for v in self.history() if v != version] + [version]
+            write_atomic(self.root / HISTORY, json.dumps(history))
 
     @contextmanager
     def _promotion_lock(self) -> Iterator[None]:

@@ -50,6 +50,24 @@ def test_the_switch_to_a_promoted_version_is_made_durable(tmp_path, monkeypatch)
     assert synced == [(tmp_path, os.path.join("versions", "v1"))]
 
 
+def test_a_failed_switch_leaves_no_trace_in_the_history(tmp_path, monkeypatch):
+    """The history is the fallback's list of versions once served: a switch that fails (a full
+    disk, a read-only folder) must not list the version, or a broken current would fall back to it."""
+    registry = Registry(tmp_path)
+    _version(registry, "v1")
+    registry.promote("v1")
+    _version(registry, "v2")
+
+    def no_room(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "symlink", no_room)
+    with pytest.raises(OSError, match="No space left"):
+        registry.promote("v2")
+    monkeypatch.undo()
+    assert registry.current() == "v1" and registry.history() == ["v1"]
+
+
 def test_a_job_after_every_version_broke_waits_for_a_person(tmp_path):
     """Every version of a project fails its checks and no starter stands in: a job trains afresh,
     compared with nothing, and is kept, not served over them; an untrained project's first is served."""
@@ -310,3 +328,23 @@ def test_a_rollback_between_the_jobs_check_and_its_promotion_stands(tmp_path):
     info = registry.info("v3")
     assert info["refused"] == refused and info["metrics"] == {"ap50_lesion": 0.7} and info["parent"] == "v1"
     assert _promote_unless_replaced(registry, "v3", "v2") is None and registry.current() == "v3"
+
+
+def test_a_promotion_that_fails_lists_the_version_with_why(tmp_path, monkeypatch):
+    """/versions and the status page show a job's version that could not be switched to as refused,
+    with the reason, not as a candidate no one decided on."""
+    from backend.training import _promote_unless_replaced
+
+    registry = Registry(tmp_path / "project-3")
+    _version(registry, "v1")
+    registry.describe("v1", parent=None, refused=None)
+
+    def no_room(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "symlink", no_room)
+    with pytest.raises(OSError):
+        _promote_unless_replaced(registry, "v1", None)
+    monkeypatch.undo()
+    assert registry.current() is None
+    assert registry.info("v1")["refused"] == "promotion failed: [Errno 28] No space left on device"
