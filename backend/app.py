@@ -289,7 +289,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         ids = backend.training_queue().recent_jobs(project)
         serving = backend.models.serving(project)  # a broken model must not hide the jobs that made it
         answer = {"project": project, "current_version": serving.version or (None if serving.problem else UNTRAINED),
-                  "jobs": [job_status(backend.redis, i) for i in ids]}
+                  "jobs": [status for i in ids if (status := job_status(backend.redis, i))]}  # expired: gone
         if serving.problem:
             answer["problem"] = serving.problem
         return jsonify(answer)

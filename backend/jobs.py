@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -77,6 +78,25 @@ LOST = "lost"  # a job RQ still calls started whose worker is gone
 
 class ProjectBusy(RuntimeError):
     """Another job of the project held it for longer than a job may run."""
+
+
+class ProjectLost(RuntimeError):
+    """The job's hold on its project expired while it ran: another job may train it now."""
+
+
+class Holding:
+    """A job's hold on its project (``TrainingQueue.training``): ``check`` stops the job once the
+    hold is lost (Redis unreachable for LOCK_TTL_S: the lock expired, and another job may have
+    taken it), so that two jobs never train one project and race to promote."""
+
+    def __init__(self, project: int) -> None:
+        self.project = project
+        self.lost = threading.Event()
+
+    def check(self) -> None:
+        if self.lost.is_set():
+            raise ProjectLost(f"project {self.project}: its training lock expired while this job ran "
+                              f"(Redis unreachable for {LOCK_TTL_S} s?); stopped, nothing promoted")
 
 
 @dataclass
@@ -132,15 +152,20 @@ class TrainingQueue:
         return int(self.redis.get(self._key(project, "changes")) or 0)
 
     def _enqueue(self, project: int, reason: str) -> dict:
+        # the bookkeeping first, in one transaction, then the job under the id it names: stopped in
+        # between, the id names no RQ job, which ``_queued_job`` and ``job_status`` both see as none
+        job_id = str(uuid.uuid4())
+        with self.redis.pipeline() as bookkeeping:
+            bookkeeping.set(events_key(job_id), 1, ex=KEEP_RESULTS)
+            bookkeeping.set(self._key(project, "queued"), job_id)
+            bookkeeping.lpush(self._key(project, "jobs"), job_id)
+            bookkeeping.ltrim(self._key(project, "jobs"), 0, RECENT_JOBS - 1)
+            bookkeeping.execute()
         job = self.queue.enqueue(
-            TRAIN_FUNCTION, project, job_timeout=self.rq_timeout,
+            TRAIN_FUNCTION, project, job_id=job_id, job_timeout=self.rq_timeout,
             result_ttl=KEEP_RESULTS, failure_ttl=KEEP_RESULTS,
             meta={"project": project, "reason": reason, "stage": "queued"},
             description=f"train BI-RADS detector for project {project}")
-        self.redis.set(events_key(job.id), 1, ex=KEEP_RESULTS)
-        self.redis.set(self._key(project, "queued"), job.id)
-        self.redis.lpush(self._key(project, "jobs"), job.id)
-        self.redis.ltrim(self._key(project, "jobs"), 0, RECENT_JOBS - 1)
         log.info("project %s: training job %s queued (%s)", project, job.id, reason)
         return {"status": "queued", "job_id": job.id}
 
@@ -159,10 +184,9 @@ class TrainingQueue:
             queued = self.redis.get(self._key(project, "queued"))
             if queued and queued.decode() == job_id:
                 self.redis.delete(self._key(project, "queued"))
-            taken = int(self.redis.getset(self._key(project, "changes"), 0) or 0)
-            if taken:
-                self.redis.hset(self._key(project, "taken"), job_id, taken)
-            return taken
+            # one script, so that no failure can take the count without recording who took it
+            return int(self.redis.eval(_TAKE_CHANGES, 2, self._key(project, "changes"),
+                                       self._key(project, "taken"), job_id) or 0)
 
     def ended(self, project: int, job_id: str, give_back: bool) -> None:
         """Called last by the job: one that failed gives its changes back, so they still count
@@ -171,10 +195,9 @@ class TrainingQueue:
         self._settle(project, job_id, give_back=give_back)
 
     def _settle(self, project: int, job_id: str, give_back: bool) -> None:
-        taken = self.redis.hget(self._key(project, "taken"), job_id)
-        # HDEL answers 1 to one caller only: a count is never given back twice
-        if self.redis.hdel(self._key(project, "taken"), job_id) and give_back and taken:
-            self.redis.incrby(self._key(project, "changes"), int(taken))
+        # one script: a count is given back once, never twice, never lost half way
+        self.redis.eval(_SETTLE_CHANGES, 2, self._key(project, "taken"), self._key(project, "changes"),
+                        job_id, int(give_back))
 
     def _reclaim_abandoned(self, project: int) -> None:
         """Give back the changes of jobs killed before they could (module docstring)."""
@@ -196,7 +219,7 @@ class TrainingQueue:
 
     @contextmanager
     def training(self, project: int, job_id: str | None = None,
-                 on_wait: Callable[[], None] = lambda: None) -> Iterator[None]:
+                 on_wait: Callable[[], None] = lambda: None) -> Iterator[Holding]:
         """Hold the project for a job's run (module docstring): wait while another job holds it,
         calling ``on_wait`` first, for up to JOB_TIMEOUT. The lock lives while its holder's process
         renews it: a holder killed in any way frees the project within LOCK_TTL_S."""
@@ -211,11 +234,11 @@ class TrainingQueue:
             if time.monotonic() > deadline:
                 raise ProjectBusy(f"project {project}: another training job held it for JOB_TIMEOUT={timeout} s")
             time.sleep(1)
-        stop = threading.Event()
-        renewer = threading.Thread(target=_renew, args=(lock, stop, project), daemon=True)
+        stop, holding = threading.Event(), Holding(project)
+        renewer = threading.Thread(target=_renew, args=(lock, stop, holding), daemon=True)
         renewer.start()
         try:
-            yield
+            yield holding
         finally:
             stop.set()
             renewer.join()
@@ -228,13 +251,33 @@ class TrainingQueue:
         return [j.decode() for j in self.redis.lrange(self._key(project, "jobs"), 0, RECENT_JOBS - 1)]
 
 
-def _renew(lock, stop: threading.Event, project: int) -> None:
-    """Keep the project's lock for as long as the job's process lives."""
+def _renew(lock, stop: threading.Event, holding: Holding) -> None:
+    """Keep the project's lock for as long as the job's process lives; mark it lost once it has
+    expired (a Redis outage longer than LOCK_TTL_S): renewing it then cannot get it back."""
     while not stop.wait(RENEW_EVERY_S):
         try:
             lock.extend(LOCK_TTL_S, replace_ttl=True)
-        except (LockError, RedisError) as exc:
-            log.warning("project %s: the training lock could not be renewed: %s", project, exc)
+        except LockError as exc:  # no longer ours: expired, perhaps taken by another job
+            log.error("project %s: the training lock was lost: %s", holding.project, exc)
+            holding.lost.set()
+            return
+        except RedisError as exc:  # unreachable for now: try again before it expires
+            log.warning("project %s: the training lock could not be renewed: %s", holding.project, exc)
+
+
+# Lua, run atomically by Redis. KEYS: changes, taken; ARGV: job id. Returns the count taken.
+_TAKE_CHANGES = """
+local taken = tonumber(redis.call('GETSET', KEYS[1], 0) or 0)
+if taken > 0 then redis.call('HSET', KEYS[2], ARGV[1], taken) end
+return taken
+"""
+# KEYS: taken, changes; ARGV: job id, 1 to give the count back (0: spent)
+_SETTLE_CHANGES = """
+local taken = redis.call('HGET', KEYS[1], ARGV[1])
+if redis.call('HDEL', KEYS[1], ARGV[1]) == 1 and ARGV[2] == '1' and taken then
+  redis.call('INCRBY', KEYS[2], taken)
+end
+"""
 
 
 def project_key(queue_name: str, project: int, name: str) -> str:

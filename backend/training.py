@@ -27,7 +27,7 @@ from redis.exceptions import RedisError
 from rq import get_current_job
 
 from backend.images import ImageError, through_label_studio
-from backend.jobs import TrainingQueue
+from backend.jobs import Holding, TrainingQueue
 from backend.labels import parse_label_config
 from backend.services import Services
 from backend.settings import Settings
@@ -294,8 +294,8 @@ def train_project(project: int) -> dict:
     try:
         waiting = partial(_report, "waiting for the project's running job")
         # one at a time, however many workers
-        with queue.training(project, job.id, waiting) if queue else nullcontext():
-            summary = _train(project, settings, services, job)
+        with queue.training(project, job.id, waiting) if queue else nullcontext(Holding(project)) as holding:
+            summary = _train(project, settings, services, job, holding)
         spent = True
         return summary
     except NotEnoughAnnotations:
@@ -306,8 +306,8 @@ def train_project(project: int) -> dict:
             queue.ended(project, job.id, give_back=not spent)
 
 
-def _train(project: int, settings: Settings, services: Services, job) -> dict:
-    """The job's work, once it holds its project."""
+def _train(project: int, settings: Settings, services: Services, job, holding: Holding) -> dict:
+    """The job's work, once it holds its project (``holding``, checked as it goes)."""
     from model.train import remove_abandoned_work, train, work_dir
 
     _report("reading annotations", project=project)
@@ -326,6 +326,7 @@ def _train(project: int, settings: Settings, services: Services, job) -> dict:
     out = registry.path(version)
 
     def progress(info: dict) -> None:
+        holding.check()
         _report(**info)  # stage "training", iteration, max_iter, ETA, loss
 
     fine_tune = served.path is not None
@@ -350,6 +351,7 @@ def _train(project: int, settings: Settings, services: Services, job) -> dict:
         raise
     refused = (refusal(settings, metrics, served_metrics) or nothing_sound_to_compare(served)
                or replaced_meanwhile(registry, current_at_start))
+    holding.check()  # the last moment a job that lost its project could promote beside another
     registry.describe(version, metrics=metrics, served_metrics=served_metrics, refused=refused, **description)
     if not refused:
         refused = _promote_unless_replaced(registry, version, current_at_start)

@@ -142,3 +142,46 @@ def test_an_event_whose_count_a_starting_job_took_queues_no_second_job(settings,
     answer = queue.request(7, "ANNOTATION_CREATED", force=False)
     assert answer == {"status": "taken", "changes": 0, "retrain_after": 2}
     assert queue._queued_job(7) is None and queue.recent_jobs(7) == [job_id]
+
+
+def test_a_job_whose_lock_expired_is_told_so_and_the_next_job_holds_the_project(settings, redis_conn, monkeypatch):
+    """Redis away for longer than LOCK_TTL_S: the lock expires and another job may take the project.
+    The first job's hold reports it lost (its next progress report stops it) instead of training on
+    beside the other and racing it to the promotion."""
+    from backend import jobs
+
+    monkeypatch.setattr(jobs, "LOCK_TTL_S", 1)
+    monkeypatch.setattr(jobs, "RENEW_EVERY_S", 0.2)
+    queue = TrainingQueue(redis_conn, replace(settings, job_timeout=10))
+    with queue.training(7, "the-first-job") as holding:
+        holding.check()  # held: nothing to say
+        redis_conn.delete(queue._key(7, "training"))  # expired during an outage ...
+        with queue.training(7, "the-second-job"):    # ... and taken by the next job
+            assert holding.lost.wait(5)
+            with pytest.raises(jobs.ProjectLost, match="training lock expired while this job ran"):
+                holding.check()
+            assert redis_conn.get(queue._key(7, "training")) == b"the-second-job"
+
+
+def test_a_request_stopped_before_its_job_was_queued_leaves_no_phantom(settings, redis_conn, monkeypatch):
+    """The bookkeeping is written first, in one transaction; stopped before RQ has the job (Redis
+    gone for a moment), the next request queues a job, and the lost id is listed nowhere."""
+    from backend.jobs import job_status
+
+    queue = TrainingQueue(redis_conn, settings)
+
+    def stopped(*args, **kwargs):
+        raise ConnectionError("Redis went away")
+
+    monkeypatch.setattr(Queue, "enqueue", stopped)
+    with pytest.raises(ConnectionError):
+        queue.request(7, "START_TRAINING", force=True)
+    monkeypatch.undo()
+    [phantom] = queue.recent_jobs(7)
+    assert job_status(redis_conn, phantom) is None and queue._queued_job(7) is None
+    answer = queue.request(7, "START_TRAINING", force=True)
+    assert answer["status"] == "queued" and queue._queued_job(7) == answer["job_id"] != phantom
+    from backend.app import create_app
+
+    listed = create_app(settings).test_client().get("/jobs?project=7").get_json()["jobs"]
+    assert [job["job_id"] for job in listed] == [answer["job_id"]]
