@@ -53,9 +53,9 @@ class ModelCache:
     serves (every project still on the starter model: one copy, not one each); a project's
     predictor changes when its served version does, and one no project serves any more is let go.
 
-    A version that fails to load is remembered as unusable here for RELOAD_AFTER_S, and the
-    registry's fallback (the last good version) is served instead, as for a version that fails its
-    checksums; then it is tried again (the failure may have been passing: memory, a network disk)."""
+    A version that fails to load is remembered as unusable here, and the registry's fallback (the
+    last good version) is served instead, as for a version that fails its checksums; a request
+    RELOAD_AFTER_S later tries it again (the failure may have been passing: memory, a network disk)."""
 
     RELOAD_AFTER_S = 300.0
 
@@ -64,20 +64,30 @@ class ModelCache:
         self._served: dict[int, tuple[str, str]] = {}  # project -> (version, model directory): its key
         # (version, model directory) -> predictor: a starter replaced in place is another version
         self._loaded: dict[tuple[str, str], tuple[object, threading.Lock]] = {}
-        self._loading: dict[tuple[str, str], threading.Lock] = {}  # one load per key, others not held up
+        # one load at a time per key, never holding up other versions' requests (never removed:
+        # a small lock per version this process has served)
+        self._loading: dict[tuple[str, str], threading.Lock] = {}
         # project (None: every project's) -> version -> when it failed to load (time.monotonic)
         self._unusable: dict[int | None, dict[str, float]] = {}
         self._reported: set[tuple] = set()
         self._lock = threading.Lock()  # the dictionaries; never held while a model loads
 
-    def _unusable_now(self, project: int) -> frozenset[str]:
+    def _unusable_for(self, project: int) -> frozenset[str]:
+        with self._lock:
+            return frozenset(version for owner in (project, None) for version in self._unusable.get(owner, {}))
+
+    def _retry_failed_loads(self, project: int) -> None:
+        """Forget the project's (and the starter's) load failures older than RELOAD_AFTER_S, so that
+        this request tries those versions again; until then /health and the status page report them."""
         since = time.monotonic() - self.RELOAD_AFTER_S
         with self._lock:
-            return frozenset(version for owner in (project, None)
-                             for version, failed in self._unusable.get(owner, {}).items() if failed > since)
+            for owner in (project, None):
+                marks = self._unusable.get(owner, {})
+                for version in [v for v, failed in marks.items() if failed <= since]:
+                    del marks[version]
 
     def serving(self, project: int) -> Serving:
-        serving = self.services.serving(project, self._unusable_now(project))
+        serving = self.services.serving(project, self._unusable_for(project))
         if serving.problem and (project, serving.problem) not in self._reported:
             self._reported.add((project, serving.problem))
             log.error("project %s: %s; serving %s instead", project, serving.problem,
@@ -95,7 +105,8 @@ class ModelCache:
 
     def get(self, project: int):
         """(version, predictor or None, lock serialising inference on it)."""
-        while True:  # each failed load marks one more version unusable: this ends
+        self._retry_failed_loads(project)
+        while True:  # each failed load marks one more version unusable for RELOAD_AFTER_S: this ends
             serving = self._checked(project)
             if serving.version is None:
                 return UNTRAINED, None, None
@@ -105,24 +116,20 @@ class ModelCache:
                 loading = self._loading.setdefault(key, threading.Lock())
             if loaded is None:
                 with loading:  # a second request for this version waits for the first's load
-                    loaded = self._loaded.get(key) or self._load_once(project, serving, key)
-                if loaded is None:
-                    continue
-                if self._checked(project).version != serving.version:
-                    with self._lock:  # promoted while it loaded: never put an older version back in service
-                        self._let_go_of_unserved()
-                    continue
+                    loaded = self._loaded.get(key)
+                    if loaded is None and self._checked(project).version == serving.version:
+                        loaded = self._load_once(project, serving, key)
+                if loaded is None or self._checked(project).version != serving.version:
+                    continue  # it failed (now marked), or a newer version was promoted meanwhile
             with self._lock:
                 if key not in self._loaded:  # let go meanwhile by a request on a newer version
                     continue
-                if self._served.get(project) != key:
-                    self._served[project] = key
-                    log.info("project %s: serving model version %s", project, serving.version)
-                    self._let_go_of_unserved()
+                self._serve(project, key)
                 return (serving.version, *self._loaded[key])
 
     def _load_once(self, project: int, serving: Serving, key: tuple[str, str]):
-        """The predictor of ``key``, loaded and kept; None where it cannot be (marked unusable)."""
+        """The predictor of ``key``, loaded, kept and served to ``project`` (so no other project's
+        switch lets it go before it is used); None where it cannot be loaded (marked unusable)."""
         try:
             loaded = (self._load(serving.path), threading.Lock())
         except Exception:  # any load failure: this version is not servable in this process for now
@@ -133,16 +140,21 @@ class ModelCache:
             return None
         with self._lock:
             self._loaded[key] = loaded
+            self._serve(project, key)
         return loaded
+
+    def _serve(self, project: int, key: tuple[str, str]) -> None:
+        """(Under ``_lock``) serve ``key`` to ``project``, letting go of what no project serves any more."""
+        if self._served.get(project) != key:
+            self._served[project] = key
+            log.info("project %s: serving model version %s", project, key[0])
+            self._let_go_of_unserved()
 
     def _let_go_of_unserved(self) -> None:
         """Drop the predictors no project is served by any more (its old versions)."""
         served = set(self._served.values())
         for key in [k for k in self._loaded if k not in served]:
             del self._loaded[key]
-        for key in [k for k in self._loading if k not in served and k not in self._loaded]:
-            if not self._loading[key].locked():  # one being loaded now keeps its lock
-                del self._loading[key]
 
     def _load(self, path):
         from model.predict import Predictor

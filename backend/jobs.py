@@ -85,18 +85,30 @@ class ProjectLost(RuntimeError):
 
 
 class Holding:
-    """A job's hold on its project (``TrainingQueue.training``): ``check`` stops the job once the
-    hold is lost (Redis unreachable for LOCK_TTL_S: the lock expired, and another job may have
-    taken it), so that two jobs never train one project and race to promote."""
+    """A job's hold on its project (``TrainingQueue.training``). Its lock can expire while the job
+    runs (Redis unreachable for LOCK_TTL_S); ``check``, at each progress report, takes it back where
+    no other job has taken it, and stops the job where one has, so that two jobs never train one
+    project at once. While Redis cannot be asked, the job goes on: the promotion's own check
+    (``Registry.promote(replacing=...)``) still keeps a second job from serving over the first."""
 
-    def __init__(self, project: int) -> None:
+    def __init__(self, project: int, lock=None) -> None:
         self.project = project
-        self.lost = threading.Event()
+        self.lock = lock  # None: a job run outside RQ, which holds nothing
+        self.lost = threading.Event()  # set by the renewer when the lock is no longer this job's
 
     def check(self) -> None:
-        if self.lost.is_set():
-            raise ProjectLost(f"project {self.project}: its training lock expired while this job ran "
-                              f"(Redis unreachable for {LOCK_TTL_S} s?); stopped, nothing promoted")
+        if not self.lost.is_set():
+            return
+        try:
+            if self.lock.acquire(blocking=False, token=self.lock.local.token):
+                log.warning("project %s: the training lock had expired; taken back", self.project)
+                self.lost.clear()
+                return
+            holder = self.lock.redis.get(self.lock.name)
+        except RedisError:  # cannot tell: train on (see above)
+            return
+        raise ProjectLost(f"project {self.project}: its training lock expired while this job ran and job "
+                          f"{(holder or b'?').decode()} holds it now; stopped, nothing promoted")
 
 
 @dataclass
@@ -234,7 +246,7 @@ class TrainingQueue:
             if time.monotonic() > deadline:
                 raise ProjectBusy(f"project {project}: another training job held it for JOB_TIMEOUT={timeout} s")
             time.sleep(1)
-        stop, holding = threading.Event(), Holding(project)
+        stop, holding = threading.Event(), Holding(project, lock)
         renewer = threading.Thread(target=_renew, args=(lock, stop, holding), daemon=True)
         renewer.start()
         try:
@@ -253,14 +265,15 @@ class TrainingQueue:
 
 def _renew(lock, stop: threading.Event, holding: Holding) -> None:
     """Keep the project's lock for as long as the job's process lives; mark it lost once it has
-    expired (a Redis outage longer than LOCK_TTL_S): renewing it then cannot get it back."""
+    expired (a Redis outage longer than LOCK_TTL_S), for ``Holding.check`` to take back."""
     while not stop.wait(RENEW_EVERY_S):
+        if holding.lost.is_set():
+            continue
         try:
             lock.extend(LOCK_TTL_S, replace_ttl=True)
         except LockError as exc:  # no longer ours: expired, perhaps taken by another job
             log.error("project %s: the training lock was lost: %s", holding.project, exc)
             holding.lost.set()
-            return
         except RedisError as exc:  # unreachable for now: try again before it expires
             log.warning("project %s: the training lock could not be renewed: %s", holding.project, exc)
 

@@ -48,6 +48,11 @@ class NotEnoughAnnotations(RuntimeError):
     pass
 
 
+class TooFewAnnotated(NotEnoughAnnotations):
+    """Fewer annotated tasks than MIN_ANNOTATIONS, known before any download: the changes that
+    asked for the job are spent (the next RETRAIN_AFTER ask again), not given back."""
+
+
 def _report(stage: str, **facts: object) -> None:
     job = get_current_job()
     log.info("training: %s %s", stage, facts or "")
@@ -75,7 +80,7 @@ def build_records(services: Services, project: int) -> tuple[list[ImageRecord], 
     usable = {t.task_id: t for t in conversion.usable}
     counted = {"annotated_tasks": len(tasks), "unknown_labels": dict(conversion.unknown_labels)}
     if (too_few := not_enough(len(usable), counted, services.settings)) is not None:
-        raise too_few  # before any image is downloaded
+        raise TooFewAnnotated(str(too_few))  # before any image is downloaded
     by_id = {t["id"]: t for t in tasks if t["id"] in usable}
     _report("downloading images", tasks=len(tasks), usable=len(usable))
     folder = services.project_dir(project) / "images"
@@ -276,8 +281,15 @@ def _promote_unless_replaced(registry: Registry, version: str, current_at_start:
         refused = _replaced(change)
         registry.describe(**dict(registry.info(version), refused=refused))
         return refused
-    except Exception as exc:  # the version stays, listed with why it is not served; the job fails
-        registry.describe(**dict(registry.info(version), refused=f"promotion failed: {exc}"))
+    except Exception as exc:
+        if registry.current() == version:  # switched, then failing to record it: served all the same
+            log.exception("project %s: version %s served, but its promotion was not fully recorded",
+                          registry.root.name, version)
+            return None
+        try:  # the version stays, listed with why it is not served; the job fails
+            registry.describe(**dict(registry.info(version), refused=f"promotion failed: {exc}"))
+        except OSError:
+            log.exception("version %s: its refusal could not be recorded", version)
         raise
     return None
 
@@ -298,7 +310,7 @@ def train_project(project: int) -> dict:
             summary = _train(project, settings, services, job, holding)
         spent = True
         return summary
-    except NotEnoughAnnotations:
+    except TooFewAnnotated:
         spent = True  # given back, every later annotation would queue a job that fails alike
         raise
     finally:
@@ -351,7 +363,6 @@ def _train(project: int, settings: Settings, services: Services, job, holding: H
         raise
     refused = (refusal(settings, metrics, served_metrics) or nothing_sound_to_compare(served)
                or replaced_meanwhile(registry, current_at_start))
-    holding.check()  # the last moment a job that lost its project could promote beside another
     registry.describe(version, metrics=metrics, served_metrics=served_metrics, refused=refused, **description)
     if not refused:
         refused = _promote_unless_replaced(registry, version, current_at_start)

@@ -187,7 +187,8 @@ def test_a_version_that_failed_to_load_once_is_tried_again_later(settings, tiny_
     assert models.get(1)[0] == "v-good" and failures
     assert models.get(1)[0] == "v-good"  # within RELOAD_AFTER_S: not tried again
     models.RELOAD_AFTER_S = 0.0
-    assert models.get(1)[0] == "v-new"
+    assert "version v-new cannot be loaded" in models.serving(1).problem  # /health says so until a retry
+    assert models.get(1)[0] == "v-new" and models.serving(1).problem is None
 
 
 def test_a_version_promoted_while_an_older_one_loads_is_the_one_served(settings, tiny_model):
@@ -228,6 +229,7 @@ def test_loading_one_version_holds_up_no_other_projects_requests(settings, tiny_
     try:
         assert started.wait(30)
         assert models.get(2)[0] == "v-two"  # answered while project 1's model is still loading
+        assert loader.is_alive() and not release.is_set()
     finally:
         release.set()
         loader.join(60)

@@ -144,23 +144,30 @@ def test_an_event_whose_count_a_starting_job_took_queues_no_second_job(settings,
     assert queue._queued_job(7) is None and queue.recent_jobs(7) == [job_id]
 
 
-def test_a_job_whose_lock_expired_is_told_so_and_the_next_job_holds_the_project(settings, redis_conn, monkeypatch):
-    """Redis away for longer than LOCK_TTL_S: the lock expires and another job may take the project.
-    The first job's hold reports it lost (its next progress report stops it) instead of training on
-    beside the other and racing it to the promotion."""
+def test_a_job_whose_lock_expired_takes_it_back_or_stops_where_another_job_has_it(settings, redis_conn, monkeypatch):
+    """Redis away for longer than LOCK_TTL_S: the lock expires. At its next progress report the job
+    takes it back where no other job did; where the next job has taken the project, it stops instead
+    of training on beside it."""
     from backend import jobs
 
     monkeypatch.setattr(jobs, "LOCK_TTL_S", 1)
     monkeypatch.setattr(jobs, "RENEW_EVERY_S", 0.2)
     queue = TrainingQueue(redis_conn, replace(settings, job_timeout=10))
+    key = queue._key(7, "training")
     with queue.training(7, "the-first-job") as holding:
         holding.check()  # held: nothing to say
-        redis_conn.delete(queue._key(7, "training"))  # expired during an outage ...
-        with queue.training(7, "the-second-job"):    # ... and taken by the next job
+        redis_conn.delete(key)  # expired during an outage, and no one took it
+        assert holding.lost.wait(5)
+        holding.check()
+        assert redis_conn.get(key) == b"the-first-job" and not holding.lost.is_set()
+        time.sleep(1.5)  # renewed again since, past the lock's TTL
+        assert redis_conn.get(key) == b"the-first-job"
+        redis_conn.delete(key)  # expired again, and this time taken by the next job
+        with queue.training(7, "the-second-job"):
             assert holding.lost.wait(5)
-            with pytest.raises(jobs.ProjectLost, match="training lock expired while this job ran"):
+            with pytest.raises(jobs.ProjectLost, match="job the-second-job holds it now"):
                 holding.check()
-            assert redis_conn.get(queue._key(7, "training")) == b"the-second-job"
+            assert redis_conn.get(key) == b"the-second-job"
 
 
 def test_a_request_stopped_before_its_job_was_queued_leaves_no_phantom(settings, redis_conn, monkeypatch):
@@ -185,3 +192,28 @@ def test_a_request_stopped_before_its_job_was_queued_leaves_no_phantom(settings,
 
     listed = create_app(settings).test_client().get("/jobs?project=7").get_json()["jobs"]
     assert [job["job_id"] for job in listed] == [answer["job_id"]]
+
+
+@pytest.mark.parametrize("refusal, counted_again", [("too few annotated", 0), ("downloads failed", 2)])
+def test_a_refused_job_spends_its_changes_only_when_too_few_tasks_are_annotated(
+        settings, redis_conn, monkeypatch, refusal, counted_again):
+    """Too few annotated tasks (known before any download): the next RETRAIN_AFTER changes ask
+    again. Too few usable once the images were fetched (Label Studio's key refused, say): a fault to
+    retry, so the changes count again."""
+    queue = TrainingQueue(redis_conn, replace(settings, retrain_after=3))
+    for _ in range(2):
+        queue.request(7, "ANNOTATION_CREATED", force=False)
+    job = queue.queue.enqueue("backend.training.train_project", 7)
+    error = (training.TooFewAnnotated if refusal == "too few annotated" else training.NotEnoughAnnotations)(refusal)
+
+    def refused(*args, **kwargs):
+        raise error
+
+    monkeypatch.setenv("REDIS_URL", settings.redis_url)
+    monkeypatch.setenv("RQ_QUEUE", settings.queue_name)
+    monkeypatch.setenv("MODEL_DIR", str(settings.model_dir))
+    monkeypatch.setattr(training, "get_current_job", lambda: job)
+    monkeypatch.setattr(training, "_train", refused)
+    with pytest.raises(training.NotEnoughAnnotations, match=refusal):
+        training.train_project(7)
+    assert int(redis_conn.get(queue._key(7, "changes"))) == counted_again

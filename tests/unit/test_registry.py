@@ -348,3 +348,23 @@ def test_a_promotion_that_fails_lists_the_version_with_why(tmp_path, monkeypatch
     monkeypatch.undo()
     assert registry.current() is None
     assert registry.info("v1")["refused"] == "promotion failed: [Errno 28] No space left on device"
+
+
+def test_a_promotion_switched_but_not_recorded_is_served_not_called_refused(tmp_path, monkeypatch):
+    """The switch made, the history's write then failing (a disk filling up): the version is
+    served, so the job reports it promoted, not refused."""
+    from backend.training import _promote_unless_replaced
+    from model import registry as registry_module
+
+    registry = Registry(tmp_path / "project-3")
+    _version(registry, "v1")
+    registry.describe("v1", parent=None, refused=None)
+    registry.seal("v1")  # sealed while there was room
+
+    def no_room(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(registry_module, "write_atomic", no_room)
+    assert _promote_unless_replaced(registry, "v1", None) is None
+    monkeypatch.undo()
+    assert registry.current() == "v1" and registry.info("v1")["refused"] is None
