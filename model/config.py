@@ -113,8 +113,12 @@ def cpu_supports_bf16() -> bool:
 
 
 def bf16_supported(device: str) -> bool:
+    """Whether ``device`` runs bfloat16 natively: a GPU of compute capability 8 or above (a T4 or
+    V100 emulates it, slower than float32, which torch's own check counts as support), a CPU with
+    AVX-512 BF16 or AMX."""
     if device.startswith("cuda"):
-        return torch.cuda.is_bf16_supported()
+        index = torch.device(device).index
+        return torch.cuda.is_available() and torch.cuda.get_device_capability(index)[0] >= 8
     return cpu_supports_bf16()
 
 

@@ -29,11 +29,13 @@ def held_out(key: object, fraction: float) -> bool:
 
 
 def split_holdout(records: Sequence[ImageRecord], fraction: float) -> tuple[list[ImageRecord], list[ImageRecord]]:
-    """(trained on, held out) by each record's image id, the held-out ones marked split "holdout";
-    all of them trained on where what would train holds no box (too few to hold any out)."""
+    """(trained on, held out) by each record's patient where it has one (a patient's other images
+    on the trained side would flatter the held-out check), else its image id (a Label Studio task);
+    the held-out ones marked split "holdout"; all of them trained on where what would train holds
+    no box (too few to hold any out)."""
     trained_on, held = [], []
     for r in records:
-        (held if held_out(r.image_id, fraction) else trained_on).append(r)
+        (held if held_out(r.patient or r.image_id, fraction) else trained_on).append(r)
     if not any(r.boxes for r in trained_on):
         return list(records), []
     return trained_on, [replace(r, split="holdout") for r in held]

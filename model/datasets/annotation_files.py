@@ -72,7 +72,13 @@ def load_coco(path: Path, labels: LabelNames | None = None) -> list[ImageRecord]
             image_id = ann["image_id"]
         except (KeyError, TypeError, ValueError) as exc:
             raise DataError(f"{where}: malformed annotation ({exc!r})") from None
-        boxes.setdefault(image_id, []).append(Box(x, y, x + w, y + h, _category(cat_name, where, labels)))
+        category = _category(cat_name, where, labels)
+        if category == taxonomy.NO_LESION:  # BI-RADS 1 is "no lesion": no box, as from Label Studio
+            log.warning("%s: a box labelled BI-RADS 1 (no lesion) is left out", where)
+            continue
+        if w <= 0 or h <= 0:
+            raise DataError(f"{where}: a box of no size ({w:g} x {h:g})")
+        boxes.setdefault(image_id, []).append(Box(x, y, x + w, y + h, category))
     records, known = [], set()
     for index, image in enumerate(images):
         where = f"{path} images[{index}]"
@@ -82,8 +88,15 @@ def load_coco(path: Path, labels: LabelNames | None = None) -> list[ImageRecord]
         except (KeyError, TypeError) as exc:
             raise DataError(f"{where}: malformed image entry ({exc!r})") from None
         width, height = image_size(image_path)
+        declared = (image.get("width"), image.get("height"))
+        if None not in declared and declared != (width, height):  # its boxes are in another image's scale
+            raise DataError(f"{where}: declared {declared[0]}x{declared[1]} px, but {image_path} is "
+                            f"{width}x{height} (as displayed, EXIF orientation applied)")
         known.add(image_id)
         image_boxes = boxes.get(image_id, [])
+        outside = [b for b in image_boxes if b.x1 <= 0 or b.y1 <= 0 or b.x0 >= width or b.y0 >= height]
+        if outside:
+            raise DataError(f"{where}: a box outside its {width}x{height} image: {outside[0]}")
         birads = image.get("birads")
         records.append(ImageRecord(
             image_id=str(image.get("name", image_id)), path=str(image_path.resolve()),
@@ -98,6 +111,18 @@ def load_coco(path: Path, labels: LabelNames | None = None) -> list[ImageRecord]
                         f"({sum(len(boxes[i]) for i in orphans)} boxes; ids must match the images' "
                         "exactly, type included)")
     return records
+
+
+def _image_reference(task: dict) -> str | None:
+    """The task's image: the data key its regions are drawn on (``to_name``), else "image", else
+    its first text value (an export holds no label config to say which)."""
+    data = task["data"]
+    drawn_on = [r.get("to_name") for a in task.get("annotations") or [] if isinstance(a, dict)
+                for r in a.get("result") or [] if isinstance(r, dict)]
+    for key in (*drawn_on, "image"):
+        if isinstance(key, str) and isinstance(data.get(key), str):
+            return data[key]
+    return next((v for v in data.values() if isinstance(v, str)), None)
 
 
 def resolve_task_image(url: str, base: Path, image_root: Path | None) -> Path:
@@ -185,7 +210,7 @@ def load_labelstudio(path: Path, image_root: Path | None = None,
         if labelled.status != regions.OK:  # not labelled yet, or the experts disagree
             skipped.append((task.get("id", index), labelled.status))
             continue
-        url = next((v for v in task["data"].values() if isinstance(v, str)), None)
+        url = _image_reference(task)
         if url is None:
             raise DataError(f"{where}: task data has no image reference")
         image_path = _existing(resolve_task_image(url, path.parent, image_root), where)

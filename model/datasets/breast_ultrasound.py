@@ -33,7 +33,7 @@ BREAST_FOLDERS = ("images_and_masks", "*images_and_masks")
 
 def _read_csv(path: Path) -> list[dict[str, str]]:
     try:
-        with open(path, newline="") as handle:
+        with open(path, newline="", encoding="utf-8-sig") as handle:  # a table re-saved by Excel starts with a BOM
             return list(csv.DictReader(handle))
     except FileNotFoundError:
         raise DataError(f"{path}: not found") from None
@@ -56,10 +56,14 @@ def _read_xlsx(path: Path) -> list[dict[str, str]]:
         book = load_workbook(path, read_only=True, data_only=True)
     except Exception as exc:  # openpyxl raises several kinds for a damaged file
         raise DataError(f"{path}: not a readable spreadsheet ({exc})") from None
-    rows = book.worksheets[0].iter_rows(values_only=True)
-    header = [_cell(v).strip() for v in next(rows, ())]
-    table = [{h: _cell(v).strip() for h, v in zip(header, row) if h} for row in rows]
-    book.close()
+    try:  # read-only: the sheet itself is parsed here, row by row
+        rows = book.worksheets[0].iter_rows(values_only=True)
+        header = [_cell(v).strip() for v in next(rows, ())]
+        table = [{h: _cell(v).strip() for h, v in zip(header, row) if h} for row in rows]
+    except Exception as exc:  # a damaged sheet: XML or zip errors
+        raise DataError(f"{path}: not a readable spreadsheet ({type(exc).__name__}: {exc})") from None
+    finally:
+        book.close()
     return [row for row in table if any(row.values())]
 
 
@@ -95,11 +99,25 @@ def _boxes_from_masks(mask_paths: list[Path], size: tuple[int, int], category: s
     return boxes
 
 
-def load_busbra(root: Path) -> list[ImageRecord]:
-    """BUS-BRA: Images/, Masks/, bus_data.csv and a fold file. Boxes come from the masks (the BBOX
-    column is off by one pixel and wrong for bus_0845-s); splits are the patient-disjoint folds of
-    the first of ``BUSBRA_FOLD_FILES`` present (fold1..foldK); with none, images have no split."""
+def _unpacked(root: Path, patterns: tuple[str, ...]) -> Path:
+    """``root``, or its only folder where the download unpacked into one (BUSBRA.zip -> BUSBRA/)
+    and ``root`` itself holds none of ``patterns``."""
     root = Path(root)
+    if any(next(root.glob(p), None) for p in patterns):
+        return root
+    folders = [f for f in root.iterdir() if f.is_dir() and not f.name.startswith(".")] if root.is_dir() else []
+    if len(folders) == 1 and any(next(folders[0].glob(p), None) for p in patterns):
+        log.info("%s: reading the dataset unpacked in %s", root, folders[0].name)
+        return folders[0]
+    return root
+
+
+def load_busbra(root: Path) -> list[ImageRecord]:
+    """BUS-BRA: Images/, Masks/, bus_data.csv and a fold file (in ``root`` or the one folder the
+    download unpacked into). Boxes come from the masks (the BBOX column is off by one pixel and
+    wrong for bus_0845-s); splits are the patient-disjoint folds of the first of
+    ``BUSBRA_FOLD_FILES`` present (fold1..foldK); with none, images have no split."""
+    root = _unpacked(root, ("bus_data.csv",))
     folds = _busbra_folds(root)
     records, skipped = [], 0
     for line, row in enumerate(_read_csv(root / "bus_data.csv"), start=2):
@@ -162,23 +180,24 @@ def load_breast(root: Path) -> list[ImageRecord]:
     "normal" images count as not malignant. Splits "part1" / "part2": two halves stratified by
     BI-RADS (``_halves``), so that one can fine-tune or fit and the other test.
     """
-    root = Path(root)
+    root = _unpacked(root, BREAST_TABLES)
     folder = _first(root, BREAST_FOLDERS, "image and mask folder")
     table = _first(root, BREAST_TABLES, "clinical data table")
     records, skipped = [], 0
     for line, row in enumerate(_read_table(table), start=2):
         where = f"{table} row {line}"
         _require(row, ("CaseID", "Image_filename", "Mask_tumor_filename", "BIRADS"), where)
-        category = _category(row["BIRADS"], where)
         images = _split_names(row["Image_filename"])
+        present = [name for name in images if (folder / name).exists()]
+        skipped += len(images) - len(present)
+        if not present:  # a subset of the images: the rows of the others are not checked either
+            continue
+        category = _category(row["BIRADS"], where)
         masks = _split_names(row["Mask_tumor_filename"])
         if category != taxonomy.NO_LESION and not masks:
             raise DataError(f"{where}: BI-RADS {category} but no tumor mask")
-        for name in images:
+        for name in present:
             image_path = folder / name
-            if not image_path.exists():
-                skipped += 1
-                continue
             size = image_size(image_path)
             own = [folder / m for m in masks if _owner(m, images) == Path(name).stem]
             boxes = _boxes_from_masks(own, size, category)

@@ -96,3 +96,20 @@ def test_a_cpu_is_named_with_its_family_and_model(tmp_path):
     info.write_text("model name\t: Some ARM core\n")
     assert cpu_name(info) == "Some ARM core"
     assert cpu_name(tmp_path / "none")  # no /proc: the platform's word for it, never an error
+
+
+def test_bf16_counts_as_supported_only_on_gpus_that_run_it_natively(monkeypatch):
+    """A T4 or V100 (compute capability 7) emulates bfloat16, slower than float32: BF16=auto must
+    not pick it there. The configured device's own capability decides, not the current one's."""
+    import torch
+
+    from model.config import bf16_supported
+
+    asked = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index=None: asked.append(index) or
+                        {0: (7, 5), 1: (8, 0)}[index or 0])
+    assert not bf16_supported("cuda") and not bf16_supported("cuda:0") and bf16_supported("cuda:1")
+    assert asked == [None, 0, 1]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert not bf16_supported("cuda")

@@ -316,6 +316,17 @@ def test_busbra_as_published_reads_the_five_fold_file(tmp_path, busbra_dir):
     assert {r.split for r in datasets.load(f"busbra:{shipped}")} == {None}  # no fold file: no splits
 
 
+def test_busbra_unpacked_into_its_own_folder_with_a_bom_table_is_read(tmp_path, busbra_dir):
+    """The archive unpacks to BUSBRA/ inside the folder named; a table re-saved by Excel starts
+    with a byte-order mark: both read as the download itself."""
+    shipped = tmp_path / "downloads" / "BUSBRA"
+    shutil.copytree(busbra_dir, shipped)
+    table = shipped / "bus_data.csv"
+    table.write_bytes(b"\xef\xbb\xbf" + table.read_bytes())
+    records = datasets.load(f"busbra:{tmp_path / 'downloads'}")
+    assert sorted(r.image_id for r in records) == sorted(r.image_id for r in datasets.load(f"busbra:{busbra_dir}"))
+
+
 def _as_spreadsheet(csv_path: Path, xlsx_path: Path) -> None:
     """Write the CSV as TCIA ships it: an .xlsx whose numeric cells are numbers."""
     import csv
@@ -329,6 +340,20 @@ def _as_spreadsheet(csv_path: Path, xlsx_path: Path) -> None:
             sheet.append([int(v) if v.isdigit() else float(v) if v.replace(".", "", 1).isdigit() else v or None
                           for v in row])
     book.save(xlsx_path)
+
+
+def _damaged_sheet(xlsx: Path) -> Path:
+    """A copy of the spreadsheet whose sheet XML is cut short (in a folder of its own)."""
+    import zipfile
+
+    out = xlsx.parent.parent / "damaged" / xlsx.name
+    out.parent.mkdir()
+    shutil.copytree(next(xlsx.parent.glob("*images_and_masks")), out.parent / "BrEaST-Lesions_USG-images_and_masks")
+    with zipfile.ZipFile(xlsx) as source, zipfile.ZipFile(out, "w") as target:
+        for item in source.infolist():
+            content = source.read(item)
+            target.writestr(item, content[: len(content) // 2] if item.filename.endswith("sheet1.xml") else content)
+    return out
 
 
 def test_breast_as_published_reads_the_spreadsheet_and_folder(tmp_path, breast_dir):
@@ -350,6 +375,21 @@ def test_breast_as_published_reads_the_spreadsheet_and_folder(tmp_path, breast_d
     subset = datasets.load(f"breast:{shipped}")
     assert sorted(map(key, subset)) == sorted(key(r) for r in converted if not r.image_id.endswith("case092"))
     assert len(subset) == 3
+    # rows of absent images are not checked either: one with no tumour mask does not stop the rest
+    from openpyxl import load_workbook
+
+    book = load_workbook(shipped / "BrEaST-Lesions-USG-clinical-data-Dec-15-2023.xlsx")
+    sheet = book.active
+    header = [c.value for c in sheet[1]]
+    absent = [None] * len(header)
+    absent[header.index("CaseID")], absent[header.index("Image_filename")] = 999, "case999.png"
+    absent[header.index("BIRADS")] = "3"
+    sheet.append(absent)
+    book.save(shipped / "BrEaST-Lesions-USG-clinical-data-Dec-15-2023.xlsx")
+    assert len(datasets.load(f"breast:{shipped}")) == 3
+    damaged = _damaged_sheet(shipped / "BrEaST-Lesions-USG-clinical-data-Dec-15-2023.xlsx")
+    with pytest.raises(DataError, match="not a readable spreadsheet"):  # its sheet is parsed row by row
+        datasets.load(f"breast:{damaged.parent}")
     (shipped / "BrEaST-Lesions-USG-clinical-data-Dec-15-2023.xlsx").write_bytes(b"not a spreadsheet")
     with pytest.raises(DataError, match="not a readable spreadsheet"):
         datasets.load(f"breast:{shipped}")
@@ -474,3 +514,39 @@ def test_an_unknown_biopsy_threshold_is_refused_before_any_prediction(tmp_path, 
         birads(["evaluate", "--data", "busbra:x", "--model", "m", "--out", str(tmp_path / "o"),
                 "--biopsy-threshold", "6"])
     assert exited.value.code == 2 and "unknown BI-RADS category '6'" in capsys.readouterr().err
+
+
+def test_coco_boxes_in_another_scale_or_of_no_lesion_are_caught(tmp_path, busbra_dir, capsys):
+    """A COCO file whose image is declared at another size holds boxes in that size's pixels: refused,
+    as a box outside its image or of no size is. A box labelled BI-RADS 1 ("no lesion") is left out,
+    as the Label Studio importer leaves it out."""
+    image = busbra_dir / "Images" / "bus_0859-l.png"
+    shutil.copy(image, tmp_path / "a.png")
+    width, height = Image.open(image).size
+
+    def coco(declared: tuple[int, int], box: list[float], name: str = "3") -> str:
+        data = {"images": [{"id": 1, "file_name": "a.png", "width": declared[0], "height": declared[1]}],
+                "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": box}],
+                "categories": [{"id": 1, "name": name}]}
+        (tmp_path / "c.json").write_text(json.dumps(data))
+        return f"coco:{tmp_path / 'c.json'}"
+
+    _import_fails(tmp_path, coco((800, 600), [500, 400, 200, 150]), "declared 800x600", f"{width}x{height}",
+                  capsys=capsys)
+    _import_fails(tmp_path, coco((width, height), [width + 5, 10, 20, 20]), "a box outside", capsys=capsys)
+    _import_fails(tmp_path, coco((width, height), [10, 10, 0, 20]), "a box of no size", capsys=capsys)
+    [record] = datasets.load(coco((width, height), [10, 10, 20, 20], name="BI-RADS 1"))
+    assert record.boxes == []
+    [record] = datasets.load(coco((width, height), [10, 10, 20, 20]))
+    assert record.boxes[0].category == "3"
+
+
+def test_a_labelstudio_export_s_image_is_the_field_its_regions_are_drawn_on(tmp_path, busbra_dir):
+    records = datasets.load(f"busbra:{busbra_dir}")[:1]
+    write_dataset(records, tmp_path / "out")
+    export = tmp_path / "out" / "labelstudio.json"
+    tasks = json.loads(export.read_text())
+    tasks[0]["data"] = {"pid": "P12", **tasks[0]["data"]}  # a text field before the image
+    export.write_text(json.dumps(tasks))
+    [record] = datasets.load(f"labelstudio:{export}")
+    assert record.path == records[0].path

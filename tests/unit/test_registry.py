@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 
@@ -245,6 +246,10 @@ def test_held_out_images_split_stably_and_never_leave_nothing_to_train_on():
     # what would train holds no box: too few to hold any out, all of them train
     boxless = [record(i, boxes=0) if not held_out(i, 0.2) else record(i) for i in range(40)]
     assert split_holdout(boxless, 0.2) == (boxless, [])
+    # a patient's images stay on one side: none trained on while another is held out to judge it
+    both_breasts = [replace(record(f"{i}-{side}"), patient=f"p{i}") for i in range(40) for side in "lr"]
+    trained_on, held = split_holdout(both_breasts, 0.2)
+    assert held and {r.patient for r in held}.isdisjoint(r.patient for r in trained_on)
 
 
 def test_a_version_its_job_never_described_says_why_it_is_not_served(tmp_path):
