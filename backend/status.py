@@ -45,6 +45,7 @@ class ProjectStatus:
     active: list[dict] = field(default_factory=list)       # running or queued jobs
     failures: list[dict] = field(default_factory=list)     # failed, or lost with their worker
     jobs_known: bool = False                                # the queue answered
+    problem: str | None = None                              # why the current version is not served
 
     @property
     def latest_metrics(self) -> dict:
@@ -145,10 +146,11 @@ def health(services: Services, redis, serving=None) -> list[Part]:
 def project_status(services: Services, project: int, redis, serving=None) -> ProjectStatus:
     """``serving``: as for ``health``, so the page names the version the health lines speak of."""
     registry = services.registry(project)
-    served = (serving or services.serving)(project).version
+    found = (serving or services.serving)(project)
+    served = found.version
     versions = _with_parent_deltas([registry.info(v) for v in registry.versions()])
     status = ProjectStatus(project, served, next((v for v in versions if v["version"] == served), {}),
-                           sorted(versions, key=lambda v: str(v.get("created_at", ""))))
+                           sorted(versions, key=lambda v: str(v.get("created_at", ""))), problem=found.problem)
     if redis is not None:
         try:
             jobs = [job_status(redis, i) for i in TrainingQueue(redis, services.settings).recent_jobs(project)]

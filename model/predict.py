@@ -34,6 +34,17 @@ log = logging.getLogger(__name__)
 ImageInput = str | Path | np.ndarray
 
 
+def _same_size(inputs: Sequence[dict]) -> list[list[int]]:
+    """The inputs' indices, grouped by the network's input size. detectron2 pads a batch to its
+    largest image, and GroupNorm's statistics (the recipe's FPN and box head) take the padding in:
+    batched with a larger image, a task's boxes and categories would depend on which images happen
+    to share its request. One forward per size keeps each image's detections its own."""
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for index, item in enumerate(inputs):
+        groups.setdefault(tuple(item["image"].shape[-2:]), []).append(index)
+    return list(groups.values())
+
+
 def extend_inference(box_predictor: torch.nn.Module, voting_iou: float | None,
                      category_voting_iou: float | None = None) -> None:
     """Make the box head attach to each detection its full softmax (``class_scores``, K+1 columns)
@@ -49,6 +60,9 @@ def extend_inference(box_predictor: torch.nn.Module, voting_iou: float | None,
     original = box_predictor.inference
 
     def inference(predictions, proposals):
+        # scores' softmax and boxes' decoding in float32: under CPU bf16 autocast they would stay
+        # bfloat16, the scores on a 0.002-0.008 grid near 0.5 (CUDA's autocast lifts softmax itself)
+        predictions = tuple(p.float() for p in predictions)
         results, kept = original(predictions, proposals)
         # detectron2 first drops the proposals with a non-finite box or score: its indices count the rest
         finite = [(boxes[rows], probs[rows]) for boxes, probs in zip(
@@ -92,12 +106,13 @@ def as_rgb(image: ImageInput) -> np.ndarray:
         image = image[:, :, None]
     if image.ndim != 3 or image.shape[2] not in (1, 3, 4):
         raise ValueError(f"expected an HxW, HxWx1, HxWx3 or HxWx4 image, got shape {image.shape}")
+    image = image[:, :, :3]  # alpha is no pixel: never part of the stretch below
     if image.dtype != np.uint8:
         low, high = float(image.min()), float(image.max())
         image = ((image - low) * (255.0 / max(high - low, 1e-6))).astype(np.uint8)
     if image.shape[2] == 1:
         return np.repeat(image, 3, axis=2)
-    return image[:, :, :3]
+    return image
 
 
 class Predictor:
@@ -154,10 +169,7 @@ class Predictor:
         self.model = build_model(cfg).eval()
         if self.info.settings.get("roi_align_fp32"):  # pooled as it was trained
             pool_at_exact_corners(self.model)
-        try:
-            DetectionCheckpointer(self.model).load(str(self.model_dir / modeldir.WEIGHTS))
-        except (OSError, RuntimeError, EOFError, AssertionError, pickle.UnpicklingError) as exc:  # missing, truncated
-            raise DataError(f"{self.model_dir / modeldir.WEIGHTS}: not readable weights ({exc})") from None
+        self._load_weights(cfg)
         extend_inference(self.model.roi_heads.box_predictor, box_voting_iou, category_voting_iou)
         if self.bf16:
             self.model.to(memory_format=torch.channels_last)
@@ -165,6 +177,24 @@ class Predictor:
         self.box_classifier = BoxClassifier.of(self.model_dir, self.classes, self.device) if box_classifier else None
         log.info("loaded %s on %s (bf16 %s), classes %s, box classifier %s", self.model_dir, self.device,
                  self.bf16, self.classes, "on" if self.box_classifier else "off")
+
+    def _load_weights(self, cfg) -> None:
+        """The model's weights, refused where they cannot be its own: detectron2 would only log a
+        layer of another shape and leave it random (a class list that does not match the weights
+        would name every box wrongly)."""
+        weights = self.model_dir / modeldir.WEIGHTS
+        if len(self.classes) != cfg.MODEL.ROI_HEADS.NUM_CLASSES:
+            raise DataError(f"{self.model_dir / modeldir.META}: {len(self.classes)} classes, but its config's "
+                            f"detector has {cfg.MODEL.ROI_HEADS.NUM_CLASSES}")
+        checkpointer = DetectionCheckpointer(self.model)
+        try:
+            incompatible = checkpointer._load_model(checkpointer._load_file(str(weights)))
+        except (OSError, RuntimeError, EOFError, AssertionError, KeyError, pickle.UnpicklingError) as exc:
+            raise DataError(f"{weights}: not readable weights ({exc})") from None  # missing, truncated
+        if incompatible is not None and incompatible.incorrect_shapes:
+            key, theirs, ours = incompatible.incorrect_shapes[0]
+            raise DataError(f"{weights}: {key} is {tuple(theirs)}, the model's config makes it {tuple(ours)} "
+                            f"({len(incompatible.incorrect_shapes)} such layers): not this model's weights")
 
     def _input(self, rgb: np.ndarray) -> dict:
         height, width = rgb.shape[:2]
@@ -229,7 +259,12 @@ class Predictor:
                                    dtype=torch.bfloat16) if self.bf16 else nullcontext())
         for start in range(0, len(images), batch_size):
             rgbs = [as_rgb(image) for image in images[start:start + batch_size]]
+            inputs = [self._input(rgb) for rgb in rgbs]
+            found: list[Detection | None] = [None] * len(rgbs)
             with autocast:  # the box classifier, in _detection, runs under it too
-                outputs = self.model([self._input(rgb) for rgb in rgbs])
-                detections += [self._detection(o, rgb) for o, rgb in zip(outputs, rgbs)]
+                for members in _same_size(inputs):
+                    outputs = self.model([inputs[i] for i in members])
+                    for i, output in zip(members, outputs):
+                        found[i] = self._detection(output, rgbs[i])
+            detections += found
         return detections

@@ -9,7 +9,8 @@ keep=$2
 for old in "$cache"/env-*; do
   [ -d "$old" ] || continue
   [ "$old" = "$keep" ] && continue
-  if grep -qsF "$old/" /proc/[0-9]*/maps; then
+  real=$(realpath "$old")  # maps name files by their real path: a cache under a symlinked home too
+  if grep -qsF "$real/" /proc/[0-9]*/maps; then
     echo "keeping $old: a running process uses it"
   else
     rm -rf "$old"

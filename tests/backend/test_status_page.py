@@ -61,6 +61,9 @@ def test_page_shows_refused_versions_and_an_unservable_current_one(settings, tin
     assert re.search(rf"<td>project 4</td><td class=\"bad\">DOWN</td> <td>version {names[1]}: config.yaml "
                      rf"changed since it was sealed; serving {names[0]}", page)
     assert f'<b class="served">{names[0]}</b>' in page
+    (registry.path(names[0]) / "config.yaml").write_text("changed too")  # nothing sound left: not "untrained"
+    page = " ".join(create_app(settings).test_client().get("/").get_data(as_text=True).split())
+    assert '<b class="served">nothing: predictions answer 503</b>' in page and "untrained" not in page
 
 
 def test_a_job_whose_worker_died_is_shown_lost_not_running(settings, redis_conn, tiny_model):

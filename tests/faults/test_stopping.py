@@ -34,7 +34,9 @@ def _worker(server: int) -> int:
     return next(p for p in _children(server) if b"backend.worker" in Path(f"/proc/{p}/cmdline").read_bytes())
 
 
-def test_stopping_the_backend_stops_the_training_job_it_runs(tmp_path, redis_server):
+# as a service manager stops it, and as a closed terminal (or a dropped SSH session) does
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_stopping_the_backend_stops_the_training_job_it_runs(tmp_path, redis_server, stop):
     queue_name = f"stop-{uuid.uuid4().hex[:8]}"
     redis_url = redis_database(redis_server, 12)
     closed = {"url": f"http://127.0.0.1:{free_port()}", "token": "x"}
@@ -43,8 +45,10 @@ def test_stopping_the_backend_stops_the_training_job_it_runs(tmp_path, redis_ser
         job = Queue(queue_name, connection=Redis.from_url(redis_url)).enqueue("time.sleep", 600)
         assert wait_until(lambda: job.get_status(refresh=True) == JobStatus.STARTED and _children(worker), 60)
         [horse] = _children(worker)
+        gunicorn = [p for p in _children(backend["pid"]) if p != worker]
         started = time.monotonic()
-        os.kill(backend["pid"], signal.SIGTERM)  # as Ctrl-C or a service manager would stop it
+        os.kill(backend["pid"], stop)
         assert wait_until(lambda: not _alive(backend["pid"]), 40)
     assert time.monotonic() - started < 30  # not the job's 600 s
     assert not _alive(worker) and not _alive(horse)
+    assert gunicorn and not any(_alive(p) for p in gunicorn)  # the server is gone too, not orphaned

@@ -14,6 +14,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -232,6 +233,27 @@ def test_predictor_accepts_arrays_grayscale_and_any_size(overfit_model, records)
     assert from_big.boxes and from_path.boxes  # the overfit model finds its training lesion
     # boxes come back in the input's pixels
     assert from_big.boxes[0].x1 == pytest.approx(2 * from_path.boxes[0].x1, rel=0.1)
+
+
+def test_an_images_detections_do_not_depend_on_the_images_batched_with_it(overfit_model, records, tmp_path):
+    """With GroupNorm in the FPN (the recipe's heads), an image padded up to a larger batch partner
+    would be normalised with the padding in: its boxes would change with what shares its request."""
+    import shutil
+
+    import yaml
+
+    from model.io import read_image
+
+    grouped = shutil.copytree(overfit_model, tmp_path / "gn")
+    config = yaml.safe_load((grouped / modeldir.CONFIG).read_text())
+    config["MODEL"]["FPN"]["NORM"] = "GN"  # its norms start at the identity: a model with the recipe's FPN
+    (grouped / modeldir.CONFIG).write_text(yaml.safe_dump(config))
+    predictor = Predictor(grouped, score_threshold=0.0, max_boxes=5, bf16=False)
+    rgb = read_image(records[0].path)
+    wide = rgb.repeat(2, axis=1)  # another input size: the batch would be padded to it
+    [alone] = predictor([rgb])
+    together, _ = predictor([rgb, wide], batch_size=2)
+    assert alone.boxes and together.boxes == alone.boxes and together.class_scores == alone.class_scores
 
 
 def test_each_served_box_is_named_by_the_median_of_its_class_scores(overfit_model, records):
@@ -493,6 +515,47 @@ def test_a_damaged_model_directory_is_a_data_error_naming_the_file(tmp_path, tin
     with pytest.raises(DataError, match=expected) as caught:
         Predictor(model, device="cpu")
     assert broken in str(caught.value)
+
+
+def test_a_class_list_that_is_not_the_weights_is_a_data_error(tmp_path, tiny_model):
+    """model.json naming classes the weights were not trained for: refused, never served with a
+    random class layer (detectron2 alone would only log it) and every box named wrongly."""
+    import shutil
+
+    import yaml
+
+    from model.io import DataError
+    from model.predict import Predictor
+
+    model = shutil.copytree(tiny_model, tmp_path / "model")
+    meta = json.loads((model / modeldir.META).read_text())
+    (model / modeldir.META).write_text(json.dumps({**meta, "classes": [*meta["classes"], "4A"]}))
+    with pytest.raises(DataError, match="classes, but its config's detector has"):
+        Predictor(model, device="cpu")
+    config = yaml.safe_load((model / modeldir.CONFIG).read_text())
+    config["MODEL"]["ROI_HEADS"]["NUM_CLASSES"] += 1  # config and list agree; the weights do not
+    (model / modeldir.CONFIG).write_text(yaml.safe_dump(config))
+    with pytest.raises(DataError, match="cls_score.weight is .*not this model's weights"):
+        Predictor(model, device="cpu")
+
+
+def test_scores_under_bf16_are_read_in_float32_not_on_the_bfloat16_grid(overfit_model, records):
+    """CPU autocast leaves softmax in bfloat16: a score of 0.499 would read 0.5 and pass the
+    threshold. The box head's scores are read in float32 (CUDA's autocast does it by itself)."""
+    predictor = Predictor(overfit_model, device="cpu", bf16=True, score_threshold=0.0, max_boxes=20)
+    [detection] = predictor([records[0].path])
+    scores = [box.score for box in detection.boxes] + [p for row in detection.class_scores for p in row.values()]
+    assert scores and any(torch.tensor(s).bfloat16().float().item() != s for s in scores)
+
+
+def test_an_rgba_array_of_more_than_8_bits_is_stretched_on_its_pixels_not_its_alpha():
+    from model.predict import as_rgb
+
+    image = np.zeros((4, 4, 4), np.uint16)
+    image[:, :, :3] = np.arange(16, dtype=np.uint16).reshape(4, 4, 1) * 273  # 12-bit content, 0..4095
+    image[:, :, 3] = 65535
+    rgb = as_rgb(image)
+    assert rgb.dtype == np.uint8 and rgb.shape == (4, 4, 3) and (rgb.min(), rgb.max()) == (0, 255)
 
 
 def test_asking_for_bf16_where_the_cpu_would_emulate_it_is_said(tiny_model, monkeypatch, caplog):

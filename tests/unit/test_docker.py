@@ -94,6 +94,7 @@ def test_compose_serves_https_and_label_studio_trusts_its_authority_when_given()
     done = _config(SECRETS | tls)
     assert done.returncode == 0, done.stderr
     services = yaml.safe_load(done.stdout)["services"]
+    assert services["backend"]["stop_grace_period"] in ("20s", 20, 20.0)  # past gunicorn's own grace (serve.py)
     backend = services["backend"]["environment"]
     assert (backend["TLS_CERT_FILE"], backend["TLS_KEY_FILE"]) == ("/tls/server.pem", "/tls/server.key")
     studio = services["label-studio"]

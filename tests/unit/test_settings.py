@@ -53,6 +53,8 @@ def test_typed_values(monkeypatch):
     ("REPLAY_DATA", "/data/BUS-BRA", "must be FORMAT:PATH"),
     ("PREDICT_BATCH", "0", "PREDICT_BATCH=0 must be at least 1"),  # each /predict would answer 500
     ("MAX_TASKS", "-1", "MAX_TASKS=-1 must be at least 1"),
+    ("JOB_TIMEOUT", "0", "JOB_TIMEOUT=0 must be at least 1"),  # RQ would refuse every job
+    ("WORKER_NICE", "-5", "WORKER_NICE=-5 must not be negative"),  # only root may: the worker would not start
     ("FETCH_TIMEOUT", "0", "FETCH_TIMEOUT=0.0 must be a positive number of seconds"),
     ("REQUEST_TIMEOUT", "inf", "REQUEST_TIMEOUT=inf must be a positive number of seconds"),
     ("FINE_TUNE_FREEZE", "category-head,trunk", r"FINE_TUNE_FREEZE=category-head,trunk: cannot freeze \['trunk'\]"),
