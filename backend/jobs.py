@@ -18,7 +18,8 @@ status. We keep RQ and write the small amount of bookkeeping ourselves:
 * ``birads:<queue>:project:<id>:changes`` counts annotation events since the served version; annotation
   events start training only once it reaches RETRAIN_AFTER. START_TRAINING always trains.
 * ``birads:<queue>:project:<id>:taken`` holds, per running job, the changes it took when it
-  started. A job that ends clears its entry (given back to ``changes`` if it failed); one killed
+  started. A job that ends clears its entry (given back to ``changes`` if it failed, unless it
+  was refused for too few annotated tasks: then the next RETRAIN_AFTER changes ask again); one killed
   outright (the kernel's out-of-memory killer, a SIGKILLed worker) cannot, so the next request
   gives back the entries of jobs no longer running: their changes still count. A job runs while
   it holds a project's lock, or while RQ sees it started on a worker whose key RQ still renews.

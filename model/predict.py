@@ -191,7 +191,10 @@ class Predictor:
             incompatible = checkpointer._load_model(checkpointer._load_file(str(weights)))
         except (OSError, RuntimeError, EOFError, AssertionError, KeyError, pickle.UnpicklingError) as exc:
             raise DataError(f"{weights}: not readable weights ({exc})") from None  # missing, truncated
-        if incompatible is not None and incompatible.incorrect_shapes:
+        if incompatible is None:
+            return
+        checkpointer._log_incompatible_keys(incompatible)  # what detectron2's own load says of them
+        if incompatible.incorrect_shapes:
             key, theirs, ours = incompatible.incorrect_shapes[0]
             raise DataError(f"{weights}: {key} is {tuple(theirs)}, the model's config makes it {tuple(ours)} "
                             f"({len(incompatible.incorrect_shapes)} such layers): not this model's weights")

@@ -51,6 +51,20 @@ def start_worker(settings: Settings, log, **more: str) -> subprocess.Popen:
                             stderr=subprocess.STDOUT, start_new_session=True)
 
 
+def run_on_worker(settings: Settings, redis: Redis, job_id: str, tmp_path: Path, seconds: float,
+                  **more: str) -> dict:
+    """Start a worker, wait up to ``seconds`` for the job to end, stop the worker: the job's status
+    (the worker's log in tmp_path/worker.log)."""
+    with open(tmp_path / "worker.log", "w") as log:
+        worker = start_worker(settings, log, **more)
+        try:
+            return wait(lambda: (s := job_status(redis, job_id))["status"] in ("finished", "failed") and s,
+                        seconds, "job did not end")
+        finally:
+            worker.terminate()
+            worker.wait(timeout=30)
+
+
 def kill_tree(pid: int) -> list[int]:
     """SIGKILL a process and all its descendants (RQ's work horse runs in its own process group)."""
     os.kill(pid, signal.SIGSTOP)  # no new children while we walk the tree
@@ -235,14 +249,8 @@ def test_a_version_worse_on_the_held_out_tasks_is_kept_but_not_served(worker_set
     fraction = _one_held_out(worker_settings, annotated_project)
     redis = Redis.from_url(worker_settings.redis_url)
     job_id = TrainingQueue(redis, worker_settings).request(annotated_project, "START_TRAINING", force=True)["job_id"]
-    with open(tmp_path / "worker.log", "w") as log:
-        worker = start_worker(worker_settings, log, HOLDOUT_FRACTION=str(fraction), PROMOTE_TOLERANCE="-1")
-        try:
-            status = wait(lambda: (s := job_status(redis, job_id))["status"] in ("finished", "failed") and s, 480,
-                          "job did not finish")
-        finally:
-            worker.terminate()
-            worker.wait(timeout=30)
+    status = run_on_worker(worker_settings, redis, job_id, tmp_path, 480, HOLDOUT_FRACTION=str(fraction),
+                           PROMOTE_TOLERANCE="-1")
     assert status["status"] == "finished", (tmp_path / "worker.log").read_text()[-3000:]
     result = status["result"]
     assert result["promoted"] is False and result["holdout_images"] == 1
@@ -343,14 +351,7 @@ def test_a_job_refused_for_too_few_annotations_spends_its_changes(worker_setting
     queue = TrainingQueue(redis, settings)
     assert queue.request(annotated_project, "ANNOTATION_CREATED", force=False)["status"] == "waiting"
     job_id = queue.request(annotated_project, "ANNOTATION_CREATED", force=False)["job_id"]
-    with open(tmp_path / "worker.log", "w") as log:
-        worker = start_worker(settings, log, MIN_ANNOTATIONS="1000")
-        try:
-            status = wait(lambda: (s := job_status(redis, job_id))["status"] in ("finished", "failed") and s, 120,
-                          "job did not end")
-        finally:
-            worker.terminate()
-            worker.wait(timeout=30)
+    status = run_on_worker(settings, redis, job_id, tmp_path, 120, MIN_ANNOTATIONS="1000")
     assert status["status"] == "failed" and "MIN_ANNOTATIONS is 1000" in status["error"], status
     assert not (settings.model_dir / f"project-{annotated_project}" / "images").exists()
     assert queue.request(annotated_project, "ANNOTATION_CREATED", force=False) == {
