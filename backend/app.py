@@ -29,7 +29,7 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from backend import status
-from backend.detector import UNTRAINED, BiradsDetector, ModelCache, RequestError
+from backend.detector import UNTRAINED, BiradsDetector, ModelCache, RecentFailures, RequestError
 from backend.jobs import TRAIN_EVENTS, TrainingQueue, changes_in, job_status
 from backend.labels import LabelConfigError, parse_label_config
 from backend.limits import ARRIVED, BodyLimits, FailedAttempts
@@ -67,6 +67,7 @@ class Backend:
         self.settings = settings
         self.services = Services(settings)
         self.models = ModelCache(self.services)
+        self.recent_failures = RecentFailures()
         self._redis: Redis | None = None
 
     @property
@@ -95,7 +96,8 @@ class Backend:
         raise RequestError(f"project {project}: no label config (call /setup first)")
 
     def detector(self, project: int, label_config: str | None) -> BiradsDetector:
-        return BiradsDetector(project, self.label_config(project, label_config), self.services, self.models)
+        return BiradsDetector(project, self.label_config(project, label_config), self.services, self.models,
+                              self.recent_failures)
 
     def redis_or_none(self) -> Redis | None:
         try:

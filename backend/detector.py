@@ -205,15 +205,45 @@ def _deferred(tasks: list[dict], why: str, version: str) -> list[dict]:
     return [{"error": f"task {task.get('id')}: {why}", "model_version": version} for task in tasks]
 
 
+class RecentFailures:
+    """The tasks whose image failed within KEEP_S, per project: a request reads them after the
+    others. Label Studio sends a failed task first again (it stored nothing for it), so images that
+    keep failing slowly (a host that drops packets) would spend every request's time budget before
+    the rest were reached."""
+
+    KEEP_S = 600.0
+
+    def __init__(self) -> None:
+        self._failed: dict[tuple[int, object], float] = {}  # (project, task id) -> when (monotonic)
+        self._lock = threading.Lock()
+
+    def order(self, project: int, tasks: list[dict]) -> list[int]:
+        """The tasks' indices, those that failed lately last (each group in the order given)."""
+        since = time.monotonic() - self.KEEP_S
+        with self._lock:
+            self._failed = {key: when for key, when in self._failed.items() if when > since}
+            late = set(self._failed)
+        return sorted(range(len(tasks)), key=lambda i: (project, tasks[i].get("id")) in late)
+
+    def note(self, project: int, task: dict, failed: bool) -> None:
+        with self._lock:
+            if failed:
+                self._failed[(project, task.get("id"))] = time.monotonic()
+            else:
+                self._failed.pop((project, task.get("id")), None)
+
+
 class BiradsDetector(LabelStudioMLBase):
     """Pre-annotates breast ultrasound tasks with BI-RADS boxes."""
 
-    def __init__(self, project: int, label_config: str, services: Services, models: ModelCache) -> None:
+    def __init__(self, project: int, label_config: str, services: Services, models: ModelCache,
+                 failures: RecentFailures | None = None) -> None:
         self.labels = parse_label_config(label_config)  # LabelConfigError before anything else
         super().__init__(label_config=label_config)
         self.project = project
         self.services = services
         self.models = models
+        self.recent_failures = failures or RecentFailures()
 
     @property
     def model_version(self) -> str:
@@ -228,6 +258,7 @@ class BiradsDetector(LabelStudioMLBase):
             detections = iter(predictor(readable, batch_size=self.services.settings.predict_batch) if readable else ())
         answers = []
         for task, image in zip(batch, images):
+            self.recent_failures.note(self.project, task, failed=isinstance(image, ImageError))
             if isinstance(image, ImageError):
                 failures.append((f"task {task.get('id')}: {image}", image.status))
                 answers.append({"error": failures[-1][0], "model_version": version})
@@ -267,6 +298,16 @@ class BiradsDetector(LabelStudioMLBase):
                         "and Label Studio asks for them again", len(tasks) + len(beyond), s.max_tasks, len(beyond))
         if predictor is None:  # no model trained yet: no boxes, never random ones
             return [{"result": [], "score": 0.0, "model_version": version} for _ in tasks + beyond]
+        order = self.recent_failures.order(self.project, tasks)
+        answered = self._predict_in_turn([tasks[i] for i in order], started, version, predictor, lock)
+        position = {task: place for place, task in enumerate(order)}
+        results = [answered[position[i]] for i in range(len(tasks))]  # in the order Label Studio sent
+        return results + _deferred(beyond, f"beyond MAX_TASKS={s.max_tasks} in one request", version)
+
+    def _predict_in_turn(self, tasks: list[dict], started: float, version: str, predictor,
+                         lock: threading.Lock) -> list[dict]:
+        """Each task's answer, a batch at a time while PREDICT_TIME_BUDGET allows."""
+        s = self.services.settings
         references = self._image_references(tasks)
         results, failures = [], []
         last_batch = last_inference = 0.0
@@ -286,7 +327,6 @@ class BiradsDetector(LabelStudioMLBase):
             results += self._answers(tasks[start:start + s.predict_batch], images, predictor, lock, version, failures)
             del images  # before the next batch is decoded: bounded memory
             last_batch, last_inference = time.monotonic() - batch_started, time.monotonic() - fetched
-        results += _deferred(beyond, f"beyond MAX_TASKS={s.max_tasks} in one request", version)
         if len(failures) == len(tasks):  # nothing to store: the request itself failed
             raise RequestError("; ".join(message for message, _ in failures), max(status for _, status in failures))
         for message, _ in failures:

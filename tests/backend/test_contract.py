@@ -592,6 +592,22 @@ def test_tasks_not_reached_within_the_time_budget_are_left_for_label_studio_to_a
     assert all("result" in r for r in unhurried.post("/predict", json=body).get_json()["results"])
 
 
+def test_tasks_whose_image_failed_lately_are_read_after_the_others(settings, tiny_model, busbra_dir):
+    """Label Studio sends a failed task first again (it stored nothing for it): read first each time,
+    images that keep failing slowly would spend every request's budget before the rest are reached.
+    Answers stay in the order Label Studio sent the tasks."""
+    install_model(settings, 2, tiny_model)
+    hurried = create_app(replace(settings, predict_batch=1, predict_time_budget=1e-9)).test_client()
+    body = copy.deepcopy(recorded("predict_batch")["body"])
+    body["tasks"] = _local_tasks(busbra_dir, ["missing.png", "bus_0084-r.png"])
+    failed, waiting = hurried.post("/predict", json=body).get_json()["results"]
+    assert "no such file" in failed["error"] and "not reached" in waiting["error"]  # the first batch: the bad one
+    failed, answered = hurried.post("/predict", json=body).get_json()["results"]
+    assert "not reached" in failed["error"] and "result" in answered  # now the good one goes first
+    failed, answered = hurried.post("/predict", json=body).get_json()["results"]
+    assert "not reached" in failed["error"] and "result" in answered
+
+
 def test_a_batch_that_would_end_past_the_time_budget_is_not_started(settings, tiny_model, busbra_dir,
                                                                    monkeypatch):
     """A faked clock: each batch's downloads take 30 s, its inference 10 s. The request's body
