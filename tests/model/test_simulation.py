@@ -70,11 +70,11 @@ def test_two_rounds_grow_the_training_set_and_chain_versions(tmp_path, busbra_di
     result = _simulate(out, f"busbra:{busbra_dir}", "--initial", "2", "--rounds", "2", "--order", "uncertain",
                        "--cost-draw", "10", "--cost-verify", "2", "--fine-tune-lr", "0.003",
                        "--replay-data", f"breast:{breast_dir}", "--replay-ratio", "0.5",
-                       "--holdout-fraction", "0.5", "--promote-tolerance", "-1")
+                       "--holdout-fraction", "0.1", "--promote-tolerance", "-1")
     rows = result["rounds"]
     assert result["settings"]["box_voting_iou"] == 0.5  # the expert sees the places the backend serves
     assert [r["labelled_images"] for r in rows] == [2, 4, 6]          # 6 pool images, fold2 held out
-    # two of the six hash into the held-out half (model.promotion.held_out): none trains
+    # two of the six patients hash into the held-out tenth (model.promotion.held_out): none trains
     assert rows[-1]["held_out_images"] == 2 and rows[-1]["train_images"] == 4
     assert [r["batch_images"] for r in rows] == [0, 2, 2]
     _gated_as_the_jobs_are(rows, out / "models", None)
@@ -107,7 +107,7 @@ def test_two_rounds_grow_the_training_set_and_chain_versions(tmp_path, busbra_di
     assert {"corrections.png", "ap50.png", "simulation.md"} <= {p.name for p in out.iterdir()}
     table = (out / "simulation.md").read_text()
     assert (f"Each fine-tune: 3 iterations at learning rate 0.003, replaying 0.5 image(s) of breast:{breast_dir} "
-            "(4 images) per labelled one; 50% of the labelled images held out; a new version served unless its "
+            "(4 images) per labelled one; 10% of the labelled images held out; a new version served unless its "
             "ap50_lesion on them is more than -1 below the served version's") in table
     assert "'draw': 10.0" in table and "ratio_draw_35s" in table and "seconds_per_image" in table
     assert "| promoted |" in table and "test_effort_ratio" in table
@@ -117,7 +117,7 @@ def test_two_rounds_grow_the_training_set_and_chain_versions(tmp_path, busbra_di
 def test_a_starter_is_served_until_a_version_passes_the_gate(tmp_path, tiny_model, busbra_dir):
     out = tmp_path / "sim"
     result = _simulate(out, f"busbra:{busbra_dir}", "--initial", "4", "--rounds", "1", "--weights", str(tiny_model),
-                       "--holdout-fraction", "0.5", "--promote-tolerance", "-1")
+                       "--holdout-fraction", "0.1", "--promote-tolerance", "-1")
     rows = result["rounds"]
     # the starter is what a project serves before its first job: on the test set, and the first
     # version's yardstick
