@@ -421,7 +421,10 @@ def test_a_project_that_names_only_subcategories_gets_a_model_that_does(overfit_
     assert info.classes == ["2", "3", "4A", "4B", "4C", "5"]
     assert info.training["frozen"] == ["roi_heads.box_head."]  # the class scores learnt
     scores = torch.load(out / modeldir.WEIGHTS, weights_only=True)["model"][f"{CLASS_SCORES}.weight"]
-    assert not torch.equal(scores[2], scores[3]) and torch.equal(scores[3], scores[4])  # 4A parted; no 4B, 4C yet
+    # 4A parted; 4B and 4C, with no box yet, took the same steps (equal up to the order a CPU's
+    # matrix kernels add in: bit-equal on an AVX-512 Xeon, not on an AVX2 EPYC)
+    assert (scores[2] - scores[3]).abs().max() > 1e-4
+    assert torch.allclose(scores[3], scores[4], rtol=0, atol=1e-6)
 
 
 def test_interrupted_training_resumes_from_its_checkpoint(records, tmp_path):
