@@ -151,12 +151,12 @@ class TrainingQueue:
         if queued is None:
             with self._lock(project):
                 queued = self._queued_job(project)
-                if queued is None and not force and self._changes(project) < self.settings.retrain_after:
-                    # a job started since the count was read and took it (``started`` holds this
-                    # lock): it reads this event's annotation, so a second job would learn nothing new
-                    return {"status": "taken", "changes": self._changes(project),
-                            "retrain_after": self.settings.retrain_after}
                 if queued is None:
+                    left = self._changes(project)
+                    if not force and left < self.settings.retrain_after:
+                        # a job started since the count was read and took it (``started`` holds this
+                        # lock): it reads this event's annotation, so a second job would learn nothing new
+                        return {"status": "taken", "changes": left, "retrain_after": self.settings.retrain_after}
                     return self._enqueue(project, reason)
         events = int(self.redis.incr(events_key(queued)))
         return {"status": "coalesced", "job_id": queued, "events": events}
