@@ -28,7 +28,7 @@ from pathlib import Path
 from urllib.parse import quote, urljoin, urlparse
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from backend.limits import Watchdog
 from model.io import stretch_to_8bit, to_rgb_array
@@ -39,6 +39,9 @@ DEFAULT_MAX_PIXELS = 40_000_000
 # no ultrasound frame is this small or this thin; a thinner one would resize to 0 px at the model's size
 MIN_IMAGE_SIDE = 8
 MAX_ASPECT_RATIO = 10
+# raster formats whose Pillow opener reads only the header: ICO and ICNS decode their embedded
+# image inside Image.open, before MAX_IMAGE_PIXELS could be checked
+IMAGE_FORMATS = ("PNG", "JPEG", "BMP", "TIFF", "WEBP", "GIF")
 
 
 class ImageError(ValueError):
@@ -59,7 +62,7 @@ def decode(content: bytes, source: str, max_pixels: int = DEFAULT_MAX_PIXELS) ->
     if len(content) > 132 and content[128:132] == b"DICM":
         return _usable_shape(_decode_dicom(content, source, max_pixels), source)
     try:
-        with Image.open(io.BytesIO(content)) as image:
+        with Image.open(io.BytesIO(content), formats=IMAGE_FORMATS) as image:
             width, height = image.size
             if width * height > max_pixels:
                 raise _too_many(width * height, max_pixels, source)
@@ -68,6 +71,9 @@ def decode(content: bytes, source: str, max_pixels: int = DEFAULT_MAX_PIXELS) ->
         raise ImageError(f"{source}: refused, too many pixels ({exc})", 413) from None
     except (ImageError, MemoryError):
         raise
+    except UnidentifiedImageError:
+        raise ImageError(f"{source}: not an image in a format read here ({', '.join(IMAGE_FORMATS)}, "
+                         "DICOM)") from None
     except Exception as exc:  # damaged files raise more than OSError: SyntaxError, ValueError, struct.error
         raise ImageError(f"{source}: not an image ({type(exc).__name__}: {exc})") from None
 
@@ -142,16 +148,17 @@ def _checked_url(url: str, status: int):
         parsed = urlparse(url)
         parsed.port  # noqa: B018  (raises on a malformed port)
     except ValueError:
-        raise ImageError(f"{url}: malformed URL", status) from None
+        raise ImageError(f"{url.split('?', 1)[0]}: malformed URL", status) from None
     if parsed.username is not None or parsed.password is not None:
         # http://allowed:x@other-host/ would otherwise be read as "allowed" by a careless check
-        raise ImageError(f"{url}: URLs with user information are refused", status)
+        raise ImageError(f"{_without_query(parsed)}: URLs with user information are refused", status)
     return parsed
 
 
 def _without_query(parsed) -> str:
-    """A URL as logs may name it: scheme, host and path, not a signed URL's query."""
-    return f"{parsed.scheme}://{parsed.netloc}{parsed.path}"
+    """A URL as logs may name it: scheme, host and path, not a signed URL's query (its signature)
+    nor the user information before its host (a password)."""
+    return f"{parsed.scheme}://{parsed.netloc.rpartition('@')[2]}{parsed.path}"
 
 
 def _request_target(parsed) -> str:
@@ -243,8 +250,9 @@ class ImageFetcher:
         parsed = _checked_url(reference, 400)
         if parsed.scheme in ("http", "https"):
             own = time.monotonic() + self.timeout
-            return decode(self._download(reference, parsed, own if deadline is None else min(own, deadline)),
-                          reference, self.max_pixels)
+            named = _without_query(parsed)  # whoever reads a log or a job's result must not fetch with it
+            return decode(self._download(reference, parsed, own if deadline is None else min(own, deadline),
+                                         named=named), named, self.max_pixels)
         if parsed.scheme in ("", "file"):
             return decode(self._read_local(parsed.path if parsed.scheme else reference), reference, self.max_pixels)
         raise ImageError(f"{reference}: unsupported URL scheme {parsed.scheme!r}", 400)
@@ -302,7 +310,7 @@ class ImageFetcher:
         ALLOWED_IMAGE_HOSTS, not the private-address check, and only Label Studio's own host ever
         gets its key. ``named``: how errors and the log name it; a signed URL's query (its signature)
         never: whoever reads a log or a job's result could fetch the patient's image with it."""
-        named = url if named is None else named
+        named = _without_query(parsed) if named is None else named
         deadline = time.monotonic() + self.timeout if deadline is None else deadline
         own = _origin(parsed) == self.label_studio_origin
         port = parsed.port or (443 if parsed.scheme == "https" else 80)

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 import numpy as np
 import pydicom
 import pytest
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
 from backend.images import ImageError, ImageFetcher, decode, through_label_studio
 from tests.bombs import dicom, png_claiming
@@ -496,3 +496,34 @@ def test_label_studio_over_https_is_trusted_through_ssl_cert_file(https_label_st
     monkeypatch.setenv("SSL_CERT_FILE", str(authority))
     assert fetcher.fetch("/data/upload/1/ok.png").shape == (30, 40, 3)
     assert LabelStudioAPI(url, "secret").label_config(7) == "<View/>"
+
+
+def _icon_holding(size: tuple[int, int]) -> bytes:
+    """An ICO whose directory claims 1 x 1 px around a PNG of ``size``: Pillow's ICO opener
+    decodes the PNG inside Image.open, before any size check could run."""
+    png = _png(size)
+    directory = struct.pack("<BBBBHHII", 1, 1, 0, 0, 1, 32, len(png), 6 + 16)
+    return struct.pack("<HHH", 0, 1, 1) + directory + png
+
+
+def test_formats_that_decode_while_opening_are_refused_before_any_pixel(monkeypatch):
+    decoded, load = [], PngImagePlugin.PngImageFile.load
+    monkeypatch.setattr(PngImagePlugin.PngImageFile, "load", lambda self: decoded.append(self.size) or load(self))
+    with pytest.raises(ImageError, match="not an image in a format read here") as caught:
+        decode(_icon_holding((300, 200)), "scan.png", max_pixels=1000)
+    assert caught.value.status == 422 and decoded == []  # its PNG was never decoded
+    assert decode(_png((40, 30)), "scan.png").shape == (30, 40, 3) and (40, 30) in decoded  # PNG still reads
+
+
+def test_a_signed_urls_signature_and_a_urls_password_reach_no_error(server, caplog):
+    host, _ = server
+    fetcher = ImageFetcher("http://label-studio.invalid", dict, allowed_hosts=["127.0.0.1"], allow_private=True)
+    for name, status in (("missing.png", 422), ("text", 422)):  # the host's 404; no image in the answer
+        with pytest.raises(ImageError) as caught:
+            fetcher.fetch(f"http://{host}/bucket/{name}?X-Amz-Credential=key&X-Amz-Signature=s1gn")
+        assert caught.value.status == status and f"http://{host}/bucket/{name}" in str(caught.value)
+        assert "s1gn" not in str(caught.value) and "X-Amz" not in str(caught.value)
+    with pytest.raises(ImageError, match="user information") as caught:
+        fetcher.fetch(f"http://user:pa55word@{host}/ok.png")
+    assert "pa55word" not in str(caught.value)
+    assert "s1gn" not in caplog.text and "pa55word" not in caplog.text
