@@ -230,8 +230,21 @@ def create_app(settings: Settings | None = None) -> Flask:
                  time.perf_counter() - started)
         return jsonify({"results": results, "model_version": version})
 
+    def unknown_sender() -> tuple | None:
+        """Before a webhook's body is parsed: where WEBHOOK_SECRET and basic auth are set, a request
+        with neither passing is refused (401, counted as the credential it presented), so an outsider's
+        megabytes of JSON are never parsed; the action then decides which of the two it needed."""
+        if _secret_matches(settings) or _authorized(settings):
+            return None
+        if request.authorization is not None and WEBHOOK_SECRET_HEADER not in request.headers:
+            return basic_auth_refusal()
+        return _check(secret_failures, False, WEBHOOK_SECRET_HEADER in request.headers, "the WEBHOOK_SECRET header",
+                      credential=request.headers.get(WEBHOOK_SECRET_HEADER, ""))
+
     @app.route("/webhook", methods=["POST"])
     def webhook():
+        if (refusal := unknown_sender()) is not None:
+            return refusal
         body = _json_body()
         action = body.get("action")
         if action not in TRAIN_EVENTS:

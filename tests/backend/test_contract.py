@@ -741,6 +741,24 @@ def test_webhook_secret(settings):
     assert answer.status_code == 200 and answer.get_json()["status"] == "waiting"
 
 
+def test_a_webhook_without_credentials_is_refused_before_its_body_is_parsed(settings):
+    """An outsider's 20 MB of JSON would hold a worker for a second: with WEBHOOK_SECRET and basic
+    auth set, a webhook carrying neither is refused from its headers (a body that is no JSON at all
+    answers 401, not 400); each kind of sender still gets in with its own credential."""
+    client = create_app(replace(settings, webhook_secret="s3cret", basic_auth_user="ls",
+                                basic_auth_pass="pw")).test_client()
+    good, wrong = ({"Authorization": "Basic " + base64.b64encode(pair).decode()} for pair in (b"ls:pw", b"ls:no"))
+    connect(client, headers=good)
+    for headers in (None, {"X-Webhook-Secret": "wrong"}, wrong):
+        refused = client.post("/webhook", data="[" * 1000, content_type="application/json", headers=headers)
+        assert refused.status_code == 401 and refused.get_json() == {"error": "authentication required"}
+    assert client.post("/webhook", data="[", content_type="application/json",
+                       headers={"X-Webhook-Secret": "s3cret"}).status_code == 400  # in: then its body is read
+    assert replay(client, "webhook_ANNOTATION_CREATED", headers={"X-Webhook-Secret": "s3cret"}).status_code == 200
+    assert replay(client, "webhook_START_TRAINING", headers=good).status_code == 201
+    assert replay(client, "webhook_START_TRAINING", headers={"X-Webhook-Secret": "s3cret"}).status_code == 401
+
+
 # --- request size -----------------------------------------------------------------------------------
 
 def test_too_large_a_body_is_413(settings):
