@@ -168,19 +168,19 @@ def create_app(settings: Settings | None = None) -> Flask:
     @app.errorhandler(LabelConfigError)
     def bad_request(error):
         status = getattr(error, "status", 400)
-        log.warning("%s %s -> %d: %s", request.method, request.path, status, error)
+        log.warning("%s %s -> %d: %s", request.method, _logged_path(), status, error)
         return jsonify({"error": str(error)}), status
 
     @app.errorhandler(RedisError)
     def queue_down(error):
-        log.error("%s %s -> 503: training queue unavailable: %s", request.method, request.path, error)
+        log.error("%s %s -> 503: training queue unavailable: %s", request.method, _logged_path(), error)
         return jsonify({"error": f"training queue unavailable: {error}"}), 503
 
     @app.errorhandler(Exception)
     def unexpected(error):
         if hasattr(error, "code") and hasattr(error, "description"):  # werkzeug HTTP errors
             return jsonify({"error": error.description}), error.code
-        log.exception("%s %s -> 500", request.method, request.path)
+        log.exception("%s %s -> 500", request.method, _logged_path())
         return jsonify({"error": f"internal error: {error.__class__.__name__}: {error}"}), 500
 
     @app.route("/", methods=["GET"])
@@ -322,14 +322,20 @@ def _check(failures: FailedAttempts, passed: bool, presented: bool, what: str,
     wait = failures.attempt(address, passed, presented, credential)
     if wait:
         log.warning("%s %s -> 429: %s from %s: too many wrong ones, %d s to wait", request.method,
-                    request.path, what, address, wait)
+                    _logged_path(), what, address, wait)
         return (jsonify({"error": f"too many wrong credentials from this address: try again in {wait} s"}),
                 429, {"Retry-After": str(wait)})
     if passed:
         return None
-    log.warning("%s %s -> 401: %s %s from %s", request.method, request.path, "wrong" if presented else "no",
+    log.warning("%s %s -> 401: %s %s from %s", request.method, _logged_path(), "wrong" if presented else "no",
                 what, address)
     return jsonify({"error": "authentication required"}), 401, headers or {}
+
+
+def _logged_path() -> str:
+    """The request's path as a log line may show it: decoded %0A and %1B escaped, so no caller can
+    forge a line of its own or a terminal escape in it."""
+    return request.path.encode("unicode_escape").decode("ascii")
 
 
 def _same(given: str | None, expected: str) -> bool:

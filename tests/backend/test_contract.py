@@ -842,3 +842,11 @@ def test_versions_of_one_project_on_request(client, settings, tiny_model):
     assert client.get("/versions", query_string={"project": 9}).get_json() == {"versions": [], "details": []}
     bad = client.get("/versions", query_string={"project": "../2"})
     assert bad.status_code == 400 and "invalid project" in bad.get_json()["error"]
+
+
+def test_a_path_cannot_forge_a_log_line(settings, caplog):
+    client = create_app(replace(settings, basic_auth_user="ls", basic_auth_pass="pw")).test_client()
+    forged = "x%0A2026-07-01 09:00:00,000 INFO backend: project 1: serving v7%1B[2J"
+    assert client.get(f"/jobs/{forged}").status_code == 401
+    refusal = next(r.getMessage() for r in caplog.records if "-> 401" in r.getMessage())
+    assert "\n" not in refusal and "\x1b" not in refusal and "\\n2026-07-01" in refusal

@@ -49,6 +49,7 @@ def test_compose_file_is_valid_and_has_every_service():
     assert worker["command"] == ["python", "-m", "backend.worker"]
     studio = config["services"]["label-studio"]["environment"]
     assert studio["ML_BLOCK_LOCAL_IP"] == "false" and studio["SSRF_PROTECTION_ENABLED"] == "false"
+    assert studio["LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK"] == "true"  # no account without an invitation
     targets = {v["target"] if isinstance(v, dict) else v.split(":")[1] for v in backend["volumes"]}
     assert targets == {"/data", "/starter-model", "/tls"}
     worker_targets = {v["target"] if isinstance(v, dict) else v.split(":")[1] for v in worker["volumes"]}
