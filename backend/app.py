@@ -218,9 +218,10 @@ def create_app(settings: Settings | None = None) -> Flask:
         tasks = body.get("tasks")
         if not isinstance(tasks, list) or not tasks:
             raise RequestError("'tasks' must be a non-empty list")
-        malformed = next((number for number, task in enumerate(tasks) if not isinstance(task, dict)), None)
+        malformed = next((number for number, task in enumerate(tasks) if not isinstance(task, dict)
+                          or "id" not in task or not isinstance(task.get("data"), dict)), None)
         if malformed is not None:  # never sent by Label Studio: the request itself is wrong
-            raise RequestError(f"task {malformed}: not a JSON object")
+            raise RequestError(f"task {malformed}: not a JSON object with an 'id' and a 'data' object")
         project = project_id(body.get("project") or tasks[0].get("project"))
         detector = backend.detector(project, body.get("label_config"))
         started = time.perf_counter()

@@ -480,10 +480,13 @@ def test_malformed_json(client):
     assert response.status_code == 400 and "JSON object" in response.get_json()["error"]
 
 
-def test_tasks_that_are_not_objects(client):
-    body = dict(recorded("predict_single")["body"], tasks=["not a task"])
+@pytest.mark.parametrize("task", ["task", {}, {"id": 1}, {"data": {"image": "a.png"}}, {"id": 1, "data": "a.png"}])
+def test_tasks_that_are_not_label_studios_are_a_bad_request(client, task):
+    """Label Studio sends every task with its id and data: a list of millions of empty objects
+    would otherwise be answered one error each, an answer far larger than the request."""
+    body = dict(recorded("predict_single")["body"], tasks=[recorded("predict_single")["body"]["tasks"][0], task])
     response = client.post("/predict", json=body)
-    assert response.status_code == 400 and "task 0" in response.get_json()["error"]
+    assert response.status_code == 400 and "task 1: not a JSON object with an 'id'" in response.get_json()["error"]
 
 
 @pytest.mark.parametrize("project", ["-3", "0", "9" * 4000, "../1", "abc", "\u00b2", "\u0663"])
