@@ -9,6 +9,7 @@ label when the config has no subcategories; a category with no label is dropped 
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -43,17 +44,21 @@ class LabelMap:
 
 
 def _categories_of_label(text: str, attrs: dict) -> list[str]:
-    """The categories a label stands for: its predicted_values, else its value (``text`` is the
-    label's name in results: its alias where it has one, e.g. value="BI-RADS 3" alias="b3")."""
-    predicted = attrs.get("predicted_values")
-    candidates = [v for v in predicted.split(",") if v.strip()] if predicted else [attrs.get("value") or text]
-    categories = []
-    for candidate in candidates:
-        try:
-            categories.append(taxonomy.normalize(candidate))
-        except taxonomy.UnknownCategory:
-            pass
-    return categories
+    """The categories a label stands for: the first of its predicted_values, its value and its name
+    in results (``text``: its alias where it has one) that names any, so value="BI-RADS 3"
+    alias="b3", value="Probably benign" alias="BI-RADS 3" and predicted_values left by another
+    backend ("mass") beside value="BI-RADS 4" are all read."""
+    predicted = attrs.get("predicted_values") or ""
+    for candidates in ([v for v in predicted.split(",") if v.strip()], [attrs.get("value") or text], [text]):
+        categories = []
+        for candidate in candidates:
+            try:
+                categories.append(taxonomy.normalize(candidate))
+            except taxonomy.UnknownCategory:
+                pass
+        if categories:
+            return categories
+    return []
 
 
 @lru_cache(maxsize=64)  # every /predict carries the config; parse each distinct one once
@@ -84,6 +89,10 @@ def parse_label_config(config: str) -> LabelMap:
         if not to_label:
             without_birads.append(control.name)
             continue
+        if "valueList" in images[target].attr or not re.fullmatch(r"\$[\w-]+", images[target].value or ""):
+            raise LabelConfigError(f"Image '{target}' takes its image from {images[target].value!r}: only one "
+                                   "image per task, named by a task data field (value=\"$image\"), can be "
+                                   "pre-annotated")
         return LabelMap(from_name=control.name, to_name=target,
                         data_key=images[target].value.lstrip("$"), to_label=to_label,
                         to_category=to_category)

@@ -47,6 +47,14 @@ def test_a_label_with_an_alias_keeps_its_category_and_is_written_by_its_alias():
     assert labels.label_for("5") == "BI-RADS 5"
 
 
+def test_a_bi_rads_code_in_the_alias_or_beside_another_backends_predicted_values_is_read():
+    labels = parse_label_config(_config('<Label value="Probably benign" alias="BI-RADS 3"/>'
+                                        '<Label value="BI-RADS 4" predicted_values="mass"/>'))
+    assert labels.label_for("3") == "BI-RADS 3" and labels.category_of("BI-RADS 3") == "3"
+    assert labels.category_of("Probably benign") == "3"
+    assert labels.label_for("4") == "BI-RADS 4" and labels.category_of("BI-RADS 4") == "4"
+
+
 def test_rectangle_labels_for_something_else_are_passed_over():
     config = (f'<View>{IMAGE}<RectangleLabels name="marks" toName="img"><Label value="Caliper"/></RectangleLabels>'
               '<RectangleLabels name="lesion" toName="img"><Label value="BI-RADS 3"/></RectangleLabels></View>')
@@ -61,6 +69,8 @@ def test_rectangle_labels_for_something_else_are_passed_over():
     (_config('<Label value="Cyst"/>'), "has no BI-RADS labels"),
     ("<View><Image", "not valid XML"),
     ("", "empty label config"),
+    (_config('<Label value="BI-RADS 3"/>').replace('value="$scan"', 'valueList="$scans"'), "only one image per task"),
+    (_config('<Label value="BI-RADS 3"/>').replace('value="$scan"', 'value="$scan.url"'), "only one image per task"),
 ])
 def test_unusable_configs(config, message):
     with pytest.raises(LabelConfigError, match=message):
