@@ -55,14 +55,29 @@ def holdout_metrics(model_dir: str | Path, holdout: Sequence[ImageRecord], score
     return {k: evaluation.metrics.get(k) for k in HOLDOUT_METRICS}
 
 
+FALLBACK_METRIC = "acceptance_rate"  # defined on any held-out image, a normal scan's too
+
+
+def _defined(metrics: dict, metric: str) -> bool:
+    value = metrics.get(metric)
+    return isinstance(value, int | float) and value >= 0  # box AP is -1 where no held-out box defines it
+
+
 def refusal(new: dict, served: dict | None, metric: str = PROMOTE_METRIC,
             tolerance: float = PROMOTE_TOLERANCE, always: bool = False) -> str | None:
     """Why a new version must not replace the served one (None: it may). Both measured on the same
-    held-out images; with nothing to compare (no holdout, nothing served) it may."""
-    if always or not served or not isinstance(new.get(metric), int | float) \
-            or not isinstance(served.get(metric), int | float):
+    held-out images; with nothing to compare (no holdout, nothing served) it may. Where ``metric``
+    is undefined there (box AP on held-out tasks without a lesion), the acceptance rate decides: a
+    version that draws boxes on every normal scan is no better for having no AP to lose."""
+    if always or not served:
         return None
+    why = ""
+    if not (_defined(new, metric) and _defined(served, metric)):
+        why = f" ({metric} is undefined on them: no held-out lesion)"
+        metric = FALLBACK_METRIC
+        if not (_defined(new, metric) and _defined(served, metric)):
+            return None
     if new[metric] < served[metric] - tolerance:
         return (f"{metric} {new[metric]:.3f} on {new.get('n_images')} held-out tasks is below the served version's "
-                f"{served[metric]:.3f} by more than the tolerance {tolerance:g}")
+                f"{served[metric]:.3f} by more than the tolerance {tolerance:g}{why}")
     return None

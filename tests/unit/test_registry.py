@@ -175,6 +175,17 @@ def test_a_worse_version_is_refused(new, served, tolerance, always, refused):
         assert "ap50_lesion 0.500 on 7 held-out tasks" in reason and "PROMOTE_ALWAYS" in reason
 
 
+def test_where_no_held_out_task_holds_a_lesion_the_acceptance_rate_decides():
+    """Box AP is -1 on held-out tasks without a lesion, for both versions: a new one drawing a box
+    on every normal scan must not pass as if -1 had been compared with -1."""
+    settings = Settings(promote_tolerance=0.02)
+    served = {"ap50_lesion": -1, "acceptance_rate": 1.0}
+    reason = refusal(settings, {"ap50_lesion": -1, "acceptance_rate": 0.0, "n_images": 3}, served)
+    assert reason and "acceptance_rate 0.000 on 3 held-out tasks" in reason and "no held-out lesion" in reason
+    assert refusal(settings, {"ap50_lesion": -1, "acceptance_rate": 1.0, "n_images": 3}, served) is None
+    assert refusal(settings, {"ap50_lesion": -1, "n_images": 3}, {"ap50_lesion": -1}) is None  # nothing to compare
+
+
 def test_promote_metric_must_be_known():
     with pytest.raises(ValueError, match="PROMOTE_METRIC"):
         Settings(promote_metric="loss")
