@@ -98,7 +98,8 @@ def build_records(services: Services, project: int) -> tuple[list[ImageRecord], 
         os.replace(partial, path)  # a job running beside this one never reads half a file
         boxes = [in_pixels(b, width, height) for b in labelled.boxes]
         records.append(ImageRecord(image_id=str(task_id), path=str(path), width=width, height=height,
-                                   boxes=boxes, split="train"))  # the held-out ones: promotion.split_holdout
+                                   boxes=boxes, split="train",  # the held-out ones: promotion.split_holdout
+                                   patient=task_patient(by_id[task_id]["data"])))
     _forget_images(folder, keep=set(usable))
     facts = {**counted, "used_tasks": len(records),
              # what replayed images must fit
@@ -112,6 +113,15 @@ def build_records(services: Services, project: int) -> tuple[list[ImageRecord], 
         log.warning("project %s: %d of %d task images could not be downloaded (first: %s)", project, len(failed),
                     len(usable), next(iter(failed.values())))
     return records, facts
+
+
+def task_patient(data: dict) -> str | None:
+    """The patient a task's image shows, where its data names one (``patient``, as `birads export`
+    writes it): a patient's images then stay on one side of the held-out split, so another view of
+    a held-out lesion never trains the version it judges."""
+    patient = data.get("patient")
+    return str(patient) if isinstance(patient, str | int) and not isinstance(patient, bool) and patient != "" \
+        else None
 
 
 def _forget_images(folder: Path, keep: set) -> None:

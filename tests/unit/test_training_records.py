@@ -50,6 +50,27 @@ def test_images_are_fetched_a_chunk_at_a_time_and_failures_recorded(tmp_path, bu
     assert records[0].boxes[0].x0 == pytest.approx(0.2 * records[0].width)
 
 
+def test_a_tasks_patient_keeps_its_images_on_one_side_of_the_held_out_split(tmp_path, busbra_dir):
+    """Tasks imported with `birads export` name their patient: two views of one lesion must not
+    be split between the version's training and the tasks that judge it."""
+    from model.promotion import split_holdout
+
+    class TwoViewsEach(AnnotatedProject):
+        def annotated_tasks(self, project: int) -> list[dict]:
+            tasks = super().annotated_tasks(project)
+            for task, patient in zip(tasks, ["p1", "p1", 7, None, ""]):
+                task["data"]["patient"] = patient
+            return tasks
+
+    services = Services(Settings(model_dir=tmp_path, local_files_root=busbra_dir))
+    services.__dict__["api"] = TwoViewsEach(busbra_dir / "Images")
+    records, _ = training.build_records(services, 7)
+    assert [r.patient for r in records] == ["p1", "p1", "7", None]
+    for fraction in (0.1, 0.3, 0.5, 0.7, 0.9):
+        held = {r.image_id for r in split_holdout(records, fraction)[1]}
+        assert ("1" in held) == ("2" in held)  # tasks 1 and 2: one patient, one side
+
+
 def test_a_job_without_enough_tasks_says_where_they_went(tmp_path, busbra_dir):
     """Every download refused (Label Studio's key, say): the error names the download, not the
     annotations the experts did make."""
