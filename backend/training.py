@@ -53,10 +53,16 @@ class TooFewAnnotated(NotEnoughAnnotations):
     asked for the job are spent (the next RETRAIN_AFTER ask again), not given back."""
 
 
+STAGE_PROGRESS = ("iteration", "max_iter", "seconds_per_iter", "eta_seconds", "loss")  # one stage's own
+
+
 def _report(stage: str, **facts: object) -> None:
     job = get_current_job()
     log.info("training: %s %s", stage, facts or "")
     if job is not None:
+        if job.meta.get("stage") != stage:  # the box classifier's "10 / 10, ETA 0" is no evaluation's
+            for key in STAGE_PROGRESS:
+                job.meta.pop(key, None)
         job.meta.update({"stage": stage, **facts, "updated_at": time.time()})
         try:
             job.save_meta()

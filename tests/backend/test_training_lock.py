@@ -217,3 +217,20 @@ def test_a_refused_job_spends_its_changes_only_when_too_few_tasks_are_annotated(
     with pytest.raises(training.NotEnoughAnnotations, match=refusal):
         training.train_project(7)
     assert int(redis_conn.get(queue._key(7, "changes"))) == counted_again
+
+
+def test_a_new_stage_leaves_the_last_ones_progress_behind(redis_conn, monkeypatch):
+    """The status page read the box classifier's "10 / 10, ETA 0.0 min" all through the evaluation."""
+    from rq.job import Job
+
+    job = Job.create(print, connection=redis_conn)
+    job.save()
+    monkeypatch.setattr(training, "get_current_job", lambda: job)
+    training._report("box classifier", iteration=10, max_iter=10, eta_seconds=0, loss=0.1, seconds_per_iter=2.0)
+    training._report("evaluating", images=4)
+    meta = Job.fetch(job.id, connection=redis_conn).get_meta()
+    assert meta["stage"] == "evaluating" and meta["images"] == 4
+    assert not set(training.STAGE_PROGRESS) & set(meta)
+    training._report("training", iteration=1, max_iter=60)
+    training._report("training", iteration=2, max_iter=60)  # the same stage: its progress moves on
+    assert Job.fetch(job.id, connection=redis_conn).get_meta()["iteration"] == 2
