@@ -111,7 +111,10 @@ def build_records(services: Services, project: int) -> tuple[list[ImageRecord], 
              # what replayed images must fit
              "label_set": list(taxonomy.project_label_set(labels.to_label, (b.category for r in records
                                                                              for b in r.boxes))),
-             "for_review": conversion.for_review, "image_errors": failed}
+             "for_review": conversion.for_review, "image_errors": failed,
+             # what the gate may score: a box no label names is never shown (detector.emitted)
+             "shown_categories": [c for c in sorted({*taxonomy.FULL, *taxonomy.COARSE}, key=taxonomy.rank)
+                                  if labels.label_for(c) is not None]}
     if conversion.unknown_labels:
         log.warning("project %s: annotations with labels not in the BI-RADS mapping were skipped: %s", project,
                     dict(conversion.unknown_labels))
@@ -228,17 +231,19 @@ def replay_records(settings: Settings, project_records: list[ImageRecord],
     return chosen
 
 
-def holdout_metrics(model_dir: Path, holdout: list[ImageRecord], settings: Settings) -> dict:
-    """A model's metrics on the project's held-out tasks, predicted as it will be served."""
+def holdout_metrics(model_dir: Path, holdout: list[ImageRecord], settings: Settings,
+                    shown_categories: list[str] | None = None) -> dict:
+    """A model's metrics on the project's held-out tasks, predicted as it will be served (only
+    boxes of ``shown_categories``, the ones the project's labels name; None: all)."""
     return promotion.holdout_metrics(model_dir, holdout, settings.score_threshold, settings.show_boxes,
-                                     device=settings.device,
+                                     shown_categories, device=settings.device,
                                      bf16=settings.bf16_choice, box_voting_iou=settings.box_voting,
                                      category_reading=settings.category_reading,
                                      malignancy_reading=settings.malignancy_reading)
 
 
 def held_out_metrics(out: Path, served: Serving, holdout: list[ImageRecord],
-                     settings: Settings) -> tuple[dict, dict | None]:
+                     settings: Settings, shown_categories: list[str] | None = None) -> tuple[dict, dict | None]:
     """The new version's metrics on the project's held-out tasks (stored in its folder) and the
     served version's (None where nothing is served; where it cannot be evaluated, why, so the
     version's description says it was served without a comparison)."""
@@ -247,12 +252,12 @@ def held_out_metrics(out: Path, served: Serving, holdout: list[ImageRecord],
     if not holdout:
         return {}, None
     _report("evaluating", images=len(holdout))
-    metrics = holdout_metrics(out, holdout, settings)
+    metrics = holdout_metrics(out, holdout, settings, shown_categories)
     update_metrics(out, {"holdout": metrics})
     if served.path is None:
         return metrics, None
     try:
-        return metrics, holdout_metrics(served.path, holdout, settings)
+        return metrics, holdout_metrics(served.path, holdout, settings, shown_categories)
     except Exception as exc:  # nothing to compare with: the served one is no yardstick
         log.exception("served version %s could not be evaluated", served.version)
         return metrics, {"not_evaluated": f"{exc.__class__.__name__}: {exc}"}
@@ -373,7 +378,7 @@ def _train(project: int, settings: Settings, services: Services, job, holding: H
                    "train_images": len(train_records), "holdout_images": len(holdout), "timing": estimate,
                    **facts}
     try:
-        metrics, served_metrics = held_out_metrics(out, served, holdout, settings)
+        metrics, served_metrics = held_out_metrics(out, served, holdout, settings, facts["shown_categories"])
     except Exception as exc:  # the trained weights stay, described as never served automatically
         registry.describe(version, metrics={}, refused=f"not evaluated: {exc}", **description)
         raise

@@ -8,11 +8,11 @@ one held-out metric against the served version is kept but not served.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from model.records import ImageRecord
+from model.records import Detection, ImageRecord
 
 HOLDOUT_FRACTION = 0.2      # share of annotated images kept out of training, to compare versions on
 PROMOTE_METRIC = "ap50_lesion"
@@ -42,17 +42,33 @@ def split_holdout(records: Sequence[ImageRecord], fraction: float) -> tuple[list
 
 
 def holdout_metrics(model_dir: str | Path, holdout: Sequence[ImageRecord], score_threshold: float,
-                    display: str = "threshold", **predictor_options: object) -> dict:
+                    display: str = "threshold", shown_categories: Collection[str] | None = None,
+                    **predictor_options: object) -> dict:
     """A model's metrics on held-out images, predicted and shown as it will be served (``display``:
     what the annotator sees, which the acceptance rate and category accuracy read;
-    ``predictor_options``: ``model.predict.Predictor``'s, e.g. device, box voting, readings)."""
+    ``shown_categories``: the categories the project's labels can name, None: all; a box of another
+    (a plain-4 starter's "4" where the config has only 4A/4B/4C) is never shown, so it scores
+    nothing; ``predictor_options``: ``model.predict.Predictor``'s, e.g. device, box voting, readings)."""
     from model.evaluation.evaluate import LOW_SCORE, evaluate
     from model.predict import Predictor
 
     predictor = Predictor(model_dir, score_threshold=LOW_SCORE, **predictor_options)
-    evaluation = evaluate(list(holdout), predictor([r.path for r in holdout]), predictor.classes, score_threshold,
-                          display=display)
+    detections = predictor([r.path for r in holdout])
+    if shown_categories is not None:
+        detections = [_only(d, set(shown_categories)) for d in detections]
+    evaluation = evaluate(list(holdout), detections, predictor.classes, score_threshold, display=display)
     return {k: evaluation.metrics.get(k) for k in HOLDOUT_METRICS}
+
+
+def _only(detection: Detection, categories: set[str]) -> Detection:
+    """``detection`` without the boxes (and their per-box values) of other categories."""
+    kept = [i for i, b in enumerate(detection.boxes) if b.category in categories]
+
+    def pick(values: tuple) -> tuple:
+        return tuple(values[i] for i in kept) if values else values
+
+    return replace(detection, boxes=pick(detection.boxes), class_scores=pick(detection.class_scores),
+                   malignancy=pick(detection.malignancy), ranks=pick(detection.ranks))
 
 
 FALLBACK_METRIC = "acceptance_rate"  # defined on any held-out image, a normal scan's too

@@ -48,6 +48,7 @@ def test_images_are_fetched_a_chunk_at_a_time_and_failures_recorded(tmp_path, bu
     for record in records:
         assert record.width > 100 and record.boxes and (images / f"task-{record.image_id}.png").is_file()
     assert records[0].boxes[0].x0 == pytest.approx(0.2 * records[0].width)
+    assert facts["shown_categories"] == ["2", "3", "4A", "5"]  # the config's labels: no plain 4
 
 
 def test_a_tasks_patient_keeps_its_images_on_one_side_of_the_held_out_split(tmp_path, busbra_dir):
@@ -175,3 +176,19 @@ def test_progress_a_queue_outage_cannot_save_is_logged_not_raised(monkeypatch, c
     monkeypatch.setattr(training, "get_current_job", lambda: job)
     training._report("training", iteration=3)
     assert job.meta["iteration"] == 3 and "progress not saved" in caplog.text
+
+
+def test_the_gate_scores_only_the_boxes_the_projects_labels_can_show(tmp_path, classified_tiny_model, busbra_dir):
+    """A plain-4 starter on a config with only 4A/4B/4C shows none of its "4" boxes: the held-out
+    comparison must not count them for it (nor against it)."""
+    from PIL import Image
+
+    from model.records import ImageRecord
+
+    path = busbra_dir / "Images" / "bus_0090-r.png"
+    width, height = Image.open(path).size
+    normal_scan = [ImageRecord("1", str(path), width, height, [], split="holdout")]
+    settings = Settings(model_dir=tmp_path, bf16="false")
+    every = training.holdout_metrics(classified_tiny_model, normal_scan, settings)
+    assert every["acceptance_rate"] == 0.0  # its top box, shown on a normal scan
+    assert training.holdout_metrics(classified_tiny_model, normal_scan, settings, [])["acceptance_rate"] == 1.0
