@@ -168,13 +168,16 @@ COMPARED = ("ap50", "ap50_lesion", "category_accuracy")
 
 
 def _with_parent_deltas(versions: list[dict]) -> list[dict]:
-    """Each version's holdout metrics minus its parent's (``delta``), where both were measured."""
-    by_name = {v["version"]: v for v in versions}
+    """Each version's holdout metrics minus its parent's on the same held-out tasks (``delta``:
+    ``served_metrics``, the version served when it trained, measured beside it; the parent's own
+    metrics came from its own, older held-out set), where both are defined (box AP is -1 on tasks
+    without a lesion)."""
+    def defined(metrics: dict, key: str) -> bool:
+        return isinstance(metrics.get(key), int | float) and metrics[key] >= 0
+
     for version in versions:
-        mine = version.get("metrics") or {}
-        theirs = (by_name.get(version.get("parent")) or {}).get("metrics") or {}
-        version["delta"] = {k: mine[k] - theirs[k] for k in COMPARED
-                            if isinstance(mine.get(k), int | float) and isinstance(theirs.get(k), int | float)}
+        mine, theirs = version.get("metrics") or {}, version.get("served_metrics") or {}
+        version["delta"] = {k: mine[k] - theirs[k] for k in COMPARED if defined(mine, k) and defined(theirs, k)}
     return versions
 
 

@@ -22,7 +22,9 @@ def _versions(settings, project: int, tiny_model, count: int) -> list[str]:
         name = install_model(settings, project, tiny_model, f"v2026112{n // 10}-{n:06d}")
         registry.describe(name, parent=names[-1] if names else None, train_images=10 + n, holdout_images=3,
                           metrics={"ap50": n / count, "ap50_lesion": 0.5, "category_accuracy": 0.4,
-                                   "confusion_matrix": {"labels": ["1", "2"], "matrix": [[1, 0], [2, 3]]}})
+                                   "confusion_matrix": {"labels": ["1", "2"], "matrix": [[1, 0], [2, 3]]}},
+                          # the parent on this version's held-out tasks
+                          served_metrics={"ap50": (n - 1) / count, "ap50_lesion": -1} if names else None)
         names.append(name)
     return names
 
@@ -42,6 +44,8 @@ def test_page_shows_versions_job_progress_failures_and_health(settings, redis_co
     assert f'<b class="served">{names[-1]}</b>' in page and "on 29 tasks (3 held out)" in page
     assert page.count('<tr class="version">') == 20 and "0.950" in page
     assert '0.950 <span class="muted">(+0.050 vs parent)</span>' in page  # holdout AP50 against the parent
+    assert "vs parent" not in page.split('<tr class="version">')[-1]  # the first: no parent measured beside it
+    assert page.count("vs parent") == 19  # AP50 only: lesion AP50 is undefined (-1) on the parents' side
     assert '<progress value="40" max="100">' in page and '<td class="stage">training</td>' in page
     assert "0.8123" in page and "4.0 min" in page and "1.5 min" in page
     assert re.search(r"<td>queue</td><td class=\"ok\">OK</td>", page)
