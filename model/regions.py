@@ -64,8 +64,9 @@ def malignancy_note(malignancy: float) -> str:
     return f"P(malignant) {malignancy:.2f}, model estimate"
 
 
-def rectangles(annotation: dict, from_name: str | None = None) -> list[tuple[str, Box]]:
-    """(label text, box in percent with category "") of each rectangle of ``from_name`` (any if None)."""
+def rectangles(annotation: dict, from_name: str | None = None) -> list[tuple[tuple[str, ...], Box]]:
+    """(label texts, box in percent with category "") of each rectangle of ``from_name`` (any if
+    None): a region of a RectangleLabels with choice="multiple" carries several."""
     found = []
     for number, region in enumerate(annotation.get("result") or []):
         if not isinstance(region, dict) or region.get("type") != TYPE:
@@ -75,11 +76,12 @@ def rectangles(annotation: dict, from_name: str | None = None) -> list[tuple[str
         try:
             value = region["value"]
             x, y, w, h = (float(value[k]) for k in ("x", "y", "width", "height"))
-            label = value["rectanglelabels"][0]
+            labels = tuple(str(label) for label in value["rectanglelabels"])
+            labels[0]  # noqa: B018  (a region without a label is malformed)
             box = _upright(region, x, y, w, h, float(value.get("rotation") or 0))
         except (KeyError, TypeError, ValueError, IndexError, ZeroDivisionError) as exc:
             raise MalformedRegion(f"result[{number}]: malformed region ({exc!r})") from None
-        found.append((str(label), box))
+        found.append((labels, box))
     return found
 
 
@@ -150,12 +152,14 @@ def consensus(per_annotator: list[list[Box]], min_agreement: int) -> list[Box]:
 def _categorised(annotation: dict, category_of: Callable[[str], str | None], from_name: str | None,
                  unknown: Counter) -> tuple[bool, list[Box]]:
     """(whether it says anything, its lesion boxes with a BI-RADS category): it says nothing when a
-    rectangle's label has no category; BI-RADS 1 (negative) rectangles mark no lesion."""
+    rectangle has no label with a category, or labels of two; other labels beside one BI-RADS label
+    ("Calcified", "BI-RADS 4A") leave its category; BI-RADS 1 (negative) rectangles mark no lesion."""
     boxes, says = [], True
-    for label, box in rectangles(annotation, from_name):
-        category = category_of(label)
+    for labels, box in rectangles(annotation, from_name):
+        categories = {c for c in map(category_of, labels) if c is not None}
+        category = categories.pop() if len(categories) == 1 else None
         if category is None:
-            unknown[label] += 1
+            unknown[" + ".join(labels)] += 1
             says = False
         elif category != NO_LESION:
             boxes.append(Box(box.x0, box.y0, box.x1, box.y1, category))

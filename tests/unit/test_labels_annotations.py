@@ -227,3 +227,23 @@ def test_each_regions_meta_text_carries_its_own_boxs_malignancy():
     # a model without a box classifier gives no meta at all
     plain = Detection(boxes, 100, 100)
     assert all("meta" not in r for r in regions(plain, labels, 0.5, 5))
+
+
+def test_a_region_with_several_labels_takes_its_one_bi_rads_category():
+    """choice="multiple": "Calcified" beside "BI-RADS 4A" leaves the region its category; two
+    categories on one region, or none, say nothing (the lesion would train as background)."""
+    labels = parse_label_config(_config('<Label value="Calcified"/><Label value="BI-RADS 4A"/>'
+                                        '<Label value="BI-RADS 3"/>'))
+
+    def task(number: int, *names: str) -> dict:
+        region = {"type": "rectanglelabels", "from_name": "lesion",
+                  "value": {"x": 10, "y": 10, "width": 20, "height": 20, "rectanglelabels": list(names)}}
+        return {"id": number, "annotations": [{"was_cancelled": False, "ground_truth": False, "result": [region]}]}
+
+    result = convert([task(1, "Calcified", "BI-RADS 4A"), task(2, "BI-RADS 3", "BI-RADS 4A"), task(3, "Calcified"),
+                      task(4)], labels.category_of, 1, labels.from_name)
+    by_id = {t.task_id: t for t in result.tasks}
+    assert by_id[1].status == "ok" and by_id[1].boxes == [Box(10, 10, 30, 30, "4A")]
+    assert by_id[2].status == by_id[3].status == "no_annotation"
+    assert result.unknown_labels == {"BI-RADS 3 + BI-RADS 4A": 1, "Calcified": 1}
+    assert by_id[4].status == "malformed"  # a region without a label
