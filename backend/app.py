@@ -168,7 +168,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     @app.errorhandler(LabelConfigError)
     def bad_request(error):
         status = getattr(error, "status", 400)
-        log.warning("%s %s -> %d: %s", request.method, _logged_path(), status, error)
+        log.warning("%s %s -> %d: %s", request.method, _logged_path(), status, _escaped(str(error)))
         return jsonify({"error": str(error)}), status
 
     @app.errorhandler(RedisError)
@@ -232,15 +232,22 @@ def create_app(settings: Settings | None = None) -> Flask:
         return jsonify({"results": results, "model_version": version})
 
     def unknown_sender() -> tuple | None:
-        """Before a webhook's body is parsed: where WEBHOOK_SECRET and basic auth are set, a request
-        with neither passing is refused (401, counted as the credential it presented), so an outsider's
-        megabytes of JSON are never parsed; the action then decides which of the two it needed."""
-        if _secret_matches(settings) or _authorized(settings):
+        """Before a webhook's body is parsed: where WEBHOOK_SECRET and basic auth are both set, a
+        request neither of whose credentials passes is refused, so an outsider's megabytes of JSON
+        are never parsed. Each credential presented goes through its own check (lockout first, a
+        wrong one counted); the action then decides which of the two it needed."""
+        if not (settings.webhook_secret and settings.basic_auth_user):
             return None
-        if request.authorization is not None and WEBHOOK_SECRET_HEADER not in request.headers:
-            return basic_auth_refusal()
-        return _check(secret_failures, False, WEBHOOK_SECRET_HEADER in request.headers, "the WEBHOOK_SECRET header",
-                      credential=request.headers.get(WEBHOOK_SECRET_HEADER, ""))
+        refusals = []
+        if request.authorization is not None:
+            refusals.append(basic_auth_refusal())
+        if WEBHOOK_SECRET_HEADER in request.headers or request.authorization is None:
+            refusals.append(secret_refusal())
+        return None if None in refusals else refusals[0]
+
+    def secret_refusal() -> tuple | None:
+        return _check(secret_failures, _secret_matches(settings), WEBHOOK_SECRET_HEADER in request.headers,
+                      "the WEBHOOK_SECRET header", credential=request.headers.get(WEBHOOK_SECRET_HEADER, ""))
 
     @app.route("/webhook", methods=["POST"])
     def webhook():
@@ -250,11 +257,8 @@ def create_app(settings: Settings | None = None) -> Flask:
         action = body.get("action")
         if action not in TRAIN_EVENTS:
             return jsonify({"status": "ignored", "action": action}), 200
-        if action == "START_TRAINING":  # Label Studio sends basic auth with it
-            refusal = basic_auth_refusal()
-        else:
-            refusal = _check(secret_failures, _secret_matches(settings), WEBHOOK_SECRET_HEADER in request.headers,
-                             "the WEBHOOK_SECRET header", credential=request.headers.get(WEBHOOK_SECRET_HEADER, ""))
+        # Label Studio sends basic auth with START_TRAINING, the secret header with the others
+        refusal = basic_auth_refusal() if action == "START_TRAINING" else secret_refusal()
         if refusal:
             return refusal
         changes = 1 if action == "START_TRAINING" else changes_in(action, body)
@@ -333,10 +337,14 @@ def _check(failures: FailedAttempts, passed: bool, presented: bool, what: str,
     return jsonify({"error": "authentication required"}), 401, headers or {}
 
 
+def _escaped(text: str) -> str:
+    """``text`` as a log line may show it: line breaks and terminal escapes (a decoded %0A, %1B)
+    escaped, so no caller can forge a line of its own in it."""
+    return text.encode("unicode_escape").decode("ascii")
+
+
 def _logged_path() -> str:
-    """The request's path as a log line may show it: decoded %0A and %1B escaped, so no caller can
-    forge a line of its own or a terminal escape in it."""
-    return request.path.encode("unicode_escape").decode("ascii")
+    return _escaped(request.path)
 
 
 def _same(given: str | None, expected: str) -> bool:

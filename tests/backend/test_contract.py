@@ -760,6 +760,13 @@ def test_a_webhook_without_credentials_is_refused_before_its_body_is_parsed(sett
     assert replay(client, "webhook_ANNOTATION_CREATED", headers={"X-Webhook-Secret": "s3cret"}).status_code == 200
     assert replay(client, "webhook_START_TRAINING", headers=good).status_code == 201
     assert replay(client, "webhook_START_TRAINING", headers={"X-Webhook-Secret": "s3cret"}).status_code == 401
+    # guessing the password there counts as anywhere: a constant wrong secret beside it hides nothing
+    for number in range(9):  # and "ls:no" above: AUTH_MAX_FAILURES (10) different wrong ones
+        guess = {"Authorization": "Basic " + base64.b64encode(f"ls:guess{number}".encode()).decode(),
+                 "X-Webhook-Secret": "x"}
+        assert client.post("/webhook", json={"action": "PROJECT_UPDATED"}, headers=guess).status_code == 401
+    assert replay(client, "webhook_START_TRAINING", headers=good).status_code == 429
+    assert client.get("/health", headers=good).status_code == 429
 
 
 # --- request size -----------------------------------------------------------------------------------
@@ -853,3 +860,7 @@ def test_a_path_cannot_forge_a_log_line(settings, caplog):
     assert client.get(f"/jobs/{forged}").status_code == 401
     refusal = next(r.getMessage() for r in caplog.records if "-> 401" in r.getMessage())
     assert "\n" not in refusal and "\x1b" not in refusal and "\\n2026-07-01" in refusal
+    open_client = create_app(settings).test_client()  # and in an error's own text (a job id)
+    assert open_client.get(f"/jobs/{forged}").status_code == 404
+    missing = next(r.getMessage() for r in caplog.records if "-> 404" in r.getMessage())
+    assert "\n" not in missing and "\x1b" not in missing and "no job x\\n2026-07-01" in missing
