@@ -72,8 +72,8 @@ def decode(content: bytes, source: str, max_pixels: int = DEFAULT_MAX_PIXELS) ->
     except (ImageError, MemoryError):
         raise
     except UnidentifiedImageError:
-        raise ImageError(f"{source}: not an image in a format read here ({', '.join(IMAGE_FORMATS)}, "
-                         "DICOM)") from None
+        raise ImageError(f"{source}: not an image, or a damaged one, in a format read here "
+                         f"({', '.join(IMAGE_FORMATS)}, DICOM)") from None
     except Exception as exc:  # damaged files raise more than OSError: SyntaxError, ValueError, struct.error
         raise ImageError(f"{source}: not an image ({type(exc).__name__}: {exc})") from None
 
@@ -148,7 +148,7 @@ def _checked_url(url: str, status: int):
         parsed = urlparse(url)
         parsed.port  # noqa: B018  (raises on a malformed port)
     except ValueError:
-        raise ImageError(f"{url.split('?', 1)[0]}: malformed URL", status) from None
+        raise ImageError(f"{re.sub(r'//[^/]*@', '//', url.split('?', 1)[0])}: malformed URL", status) from None
     if parsed.username is not None or parsed.password is not None:
         # http://allowed:x@other-host/ would otherwise be read as "allowed" by a careless check
         raise ImageError(f"{_without_query(parsed)}: URLs with user information are refused", status)
@@ -250,7 +250,9 @@ class ImageFetcher:
         parsed = _checked_url(reference, 400)
         if parsed.scheme in ("http", "https"):
             own = time.monotonic() + self.timeout
-            named = _without_query(parsed)  # whoever reads a log or a job's result must not fetch with it
+            # a signed URL's query: whoever reads a log or a job's result must not fetch with it;
+            # Label Studio's own (?d=path, ?fileuri=) signs nothing and says which image failed
+            named = reference if _origin(parsed) == self.label_studio_origin else _without_query(parsed)
             return decode(self._download(reference, parsed, own if deadline is None else min(own, deadline),
                                          named=named), named, self.max_pixels)
         if parsed.scheme in ("", "file"):

@@ -509,7 +509,7 @@ def _icon_holding(size: tuple[int, int]) -> bytes:
 def test_formats_that_decode_while_opening_are_refused_before_any_pixel(monkeypatch):
     decoded, load = [], PngImagePlugin.PngImageFile.load
     monkeypatch.setattr(PngImagePlugin.PngImageFile, "load", lambda self: decoded.append(self.size) or load(self))
-    with pytest.raises(ImageError, match="not an image in a format read here") as caught:
+    with pytest.raises(ImageError, match="not an image, or a damaged one, in a format read here") as caught:
         decode(_icon_holding((300, 200)), "scan.png", max_pixels=1000)
     assert caught.value.status == 422 and decoded == []  # its PNG was never decoded
     assert decode(_png((40, 30)), "scan.png").shape == (30, 40, 3) and (40, 30) in decoded  # PNG still reads
@@ -526,4 +526,10 @@ def test_a_signed_urls_signature_and_a_urls_password_reach_no_error(server, capl
     with pytest.raises(ImageError, match="user information") as caught:
         fetcher.fetch(f"http://user:pa55word@{host}/ok.png")
     assert "pa55word" not in str(caught.value)
+    with pytest.raises(ImageError, match="malformed URL") as caught:
+        fetcher.fetch(f"http://user:pa55word@{host}:port/ok.png")
+    assert "pa55word" not in str(caught.value)
     assert "s1gn" not in caplog.text and "pa55word" not in caplog.text
+    # Label Studio's own URLs sign nothing: their query says which image failed
+    with pytest.raises(ImageError, match=r"/data/local-files/\?d=scans/missing.png: HTTP 404"):
+        ImageFetcher(f"http://{host}", dict).fetch("/data/local-files/?d=scans/missing.png")
