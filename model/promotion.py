@@ -12,7 +12,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from model.records import Detection, ImageRecord
+from model.records import ImageRecord
 
 HOLDOUT_FRACTION = 0.2      # share of annotated images kept out of training, to compare versions on
 PROMOTE_METRIC = "ap50_lesion"
@@ -53,30 +53,12 @@ def holdout_metrics(model_dir: str | Path, holdout: Sequence[ImageRecord], score
     from model.predict import Predictor
 
     predictor = Predictor(model_dir, score_threshold=LOW_SCORE, **predictor_options)
-    detections = predictor([r.path for r in holdout])
-    if shown_categories is not None:
-        detections = [_only(d, set(shown_categories)) for d in detections]
-    evaluation = evaluate(list(holdout), detections, predictor.classes, score_threshold, display=display)
+    evaluation = evaluate(list(holdout), predictor([r.path for r in holdout]), predictor.classes, score_threshold,
+                          display=display, shown_categories=shown_categories)
     return {k: evaluation.metrics.get(k) for k in HOLDOUT_METRICS}
 
 
-def _only(detection: Detection, categories: set[str]) -> Detection:
-    """``detection`` without the boxes (and their per-box values) of other categories."""
-    kept = [i for i, b in enumerate(detection.boxes) if b.category in categories]
-
-    def pick(values: tuple) -> tuple:
-        return tuple(values[i] for i in kept) if values else values
-
-    return replace(detection, boxes=pick(detection.boxes), class_scores=pick(detection.class_scores),
-                   malignancy=pick(detection.malignancy), ranks=pick(detection.ranks))
-
-
 FALLBACK_METRIC = "acceptance_rate"  # defined on any held-out image, a normal scan's too
-
-
-def _defined(metrics: dict, metric: str) -> bool:
-    value = metrics.get(metric)
-    return isinstance(value, int | float) and value >= 0  # box AP is -1 where no held-out box defines it
 
 
 def refusal(new: dict, served: dict | None, metric: str = PROMOTE_METRIC,
@@ -88,11 +70,11 @@ def refusal(new: dict, served: dict | None, metric: str = PROMOTE_METRIC,
     if always or not served:
         return None
     why = ""
-    if not (_defined(new, metric) and _defined(served, metric)):
-        why = f" ({metric} is undefined on them: no held-out lesion)"
+    if metric != FALLBACK_METRIC and new.get(metric) == served.get(metric) == -1:  # neither has a box to score
+        why = f" ({metric} is undefined on them: no held-out box it scores)"
         metric = FALLBACK_METRIC
-        if not (_defined(new, metric) and _defined(served, metric)):
-            return None
+    if not (isinstance(new.get(metric), int | float) and isinstance(served.get(metric), int | float)):
+        return None
     if new[metric] < served[metric] - tolerance:
         return (f"{metric} {new[metric]:.3f} on {new.get('n_images')} held-out tasks is below the served version's "
                 f"{served[metric]:.3f} by more than the tolerance {tolerance:g}{why}")

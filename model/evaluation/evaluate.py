@@ -9,7 +9,7 @@ data where every image holds a lesion. Box AP uses all detections down to a low 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, replace
 
 from model import subcategory, taxonomy
@@ -44,33 +44,53 @@ def shown_text(display: str, threshold: float) -> str:
     return f"boxes shown at score >= {threshold:g}, display {display}"
 
 
-def displayed(detection: Detection, threshold: float, display: str = "threshold") -> list[Box]:
-    """The boxes an annotator sees under ``display`` (see DISPLAYS)."""
+def displayed(detection: Detection, threshold: float, display: str = "threshold",
+              named: Collection[str] | None = None) -> list[Box]:
+    """The boxes an annotator sees under ``display`` (see DISPLAYS); ``named``: the categories the
+    project's labels name (None: all), the others' boxes dropped after the choice, as the backend
+    drops them (a top box no label names leaves top1-only showing nothing)."""
     if display not in DISPLAYS:
         raise ValueError(f"display must be one of {DISPLAYS}, not {display!r}")
     shown = _shown(detection, threshold)
     top = detection.top()
     if display == "threshold" or top is None or (top.score or 0.0) < LOW_SCORE:
-        return [] if display == "top1-only" else shown
-    if display == "top1-only":
-        return [top]
-    return shown if top in shown else [top, *shown]
+        chosen = [] if display == "top1-only" else shown
+    elif display == "top1-only":
+        chosen = [top]
+    else:
+        chosen = shown if top in shown else [top, *shown]
+    return chosen if named is None else [b for b in chosen if b.category in named]
 
 
-def _efforts(expert_boxes, detections, threshold: float, costs: effort.ActionCosts) -> dict:
+def only_named(detection: Detection, named: Collection[str] | None) -> Detection:
+    """``detection`` without the boxes (and their per-box values) of categories not ``named``
+    (None: all named): what can rank among the boxes ever drawn."""
+    if named is None:
+        return detection
+    kept = [i for i, b in enumerate(detection.boxes) if b.category in named]
+
+    def pick(values: tuple) -> tuple:
+        return tuple(values[i] for i in kept) if values else values
+
+    return replace(detection, boxes=pick(detection.boxes), class_scores=pick(detection.class_scores),
+                   malignancy=pick(detection.malignancy), ranks=pick(detection.ranks))
+
+
+def _efforts(expert_boxes, detections, threshold: float, costs: effort.ActionCosts,
+             named: Collection[str] | None = None) -> dict:
     """Expert-seconds under each display policy, and the cheapest one."""
-    per_display = {d: effort.summary(expert_boxes, [displayed(x, threshold, d) for x in detections], costs)
+    per_display = {d: effort.summary(expert_boxes, [displayed(x, threshold, d, named) for x in detections], costs)
                    for d in DISPLAYS}
     best = min(DISPLAYS, key=lambda d: per_display[d]["seconds_per_image"])
     return {"costs": costs.to_dict(), "displays": per_display, "best_display": best}
 
 
 def image_decision(detection: Detection, threshold: float, decision: str = "shown",
-                   display: str = "threshold") -> str:
+                   display: str = "threshold", named: Collection[str] | None = None) -> str:
     """The image's category under ``decision`` (see the module docstring); "shown" reads the boxes
-    the annotator sees under ``display``."""
+    the annotator sees under ``display`` (of ``named`` categories)."""
     if decision == "shown":
-        return taxonomy.image_category(b.category for b in displayed(detection, threshold, display))
+        return taxonomy.image_category(b.category for b in displayed(detection, threshold, display, named))
     if decision == "top":
         top = detection.top()
         return top.category if top is not None and (top.score or 0.0) >= LOW_SCORE else taxonomy.NO_LESION
@@ -267,12 +287,15 @@ def evaluate(records: list[ImageRecord], detections: list[Detection], classes: S
              score_threshold: float = 0.5, biopsy_threshold: str = taxonomy.BIOPSY_THRESHOLD,
              decision: str = "shown", costs: effort.ActionCosts | None = None,
              screening_cut: dict | None = None, display: str = "threshold",
-             subcategory_cuts: tuple[float, float] | None = None) -> Evaluation:
+             subcategory_cuts: tuple[float, float] | None = None,
+             shown_categories: Collection[str] | None = None) -> Evaluation:
     """All metrics for ``detections`` (one per record, from a model with ``classes``);
     ``screening_cut``: Table II also at that fitted cut (model.evaluation.screening_cut);
     ``subcategory_cuts``: a second model's 4A/4B/4C cuts, for Table III the paper's way;
     ``display``: what the annotator is shown (DISPLAYS), which the acceptance rate and the
-    "shown" decision read (the effort is reported under every display)."""
+    "shown" decision read (the effort is reported under every display); ``shown_categories``: the
+    categories a project's labels name (None: all): other boxes are never drawn, so they are
+    neither shown nor ranked for AP (a training job's promotion gate)."""
     model_classes = list(classes)
     paper_table_iii = (subcategories_paper(records, detections, subcategory_cuts)
                        if subcategory_cuts and all(int(taxonomy.rank(c)) != 4 for c in model_classes) else None)
@@ -280,8 +303,10 @@ def evaluate(records: list[ImageRecord], detections: list[Detection], classes: S
     named = _nameable(model_classes, classes)
     labels = [taxonomy.NO_LESION, *classes]
     expert_boxes, detections = on_classes(records, detections, classes)
-    shown = [displayed(d, score_threshold, display) for d in detections]
-    predicted = [image_decision(d, score_threshold, decision, display) for d in detections]
+    labelled = shown_categories
+    shown = [displayed(d, score_threshold, display, labelled) for d in detections]
+    predicted = [image_decision(d, score_threshold, decision, display, labelled) for d in detections]
+    drawable = [only_named(d, labelled) for d in detections]  # what AP ranks
     truth = [image_truth(r, classes) for r in records]
     matrix = metrics.confusion_matrix(truth, predicted, labels)
     result = {
@@ -299,17 +324,17 @@ def evaluate(records: list[ImageRecord], detections: list[Detection], classes: S
         "screening_paper": _screening_paper(records, predicted, detections, biopsy_threshold,
                                             screening_cut),
         **_screening(records, predicted, detections, biopsy_threshold),
-        **metrics.box_ap(expert_boxes, [_ranked(d) for d in detections], classes, scored=named),
+        **metrics.box_ap(expert_boxes, [_ranked(d) for d in drawable], classes, scored=named),
         "ap50_lesion": metrics.box_ap(
             [[Box(b.x0, b.y0, b.x1, b.y1, "lesion") for b in boxes] for boxes in expert_boxes],
-            [[replace(b, category="lesion") for b in _ranked(d)] for d in detections],
+            [[replace(b, category="lesion") for b in _ranked(d)] for d in drawable],
             ["lesion"])["ap50"],
         "top_box": metrics.top_box_localisation(expert_boxes, [d.top() for d in detections]),
         "by_top_box_place": _by_top_box_place(records, truth, predicted, detections, expert_boxes,
                                               biopsy_threshold),
         "acceptance_rate": sum(metrics.accepted(e, s) for e, s in zip(expert_boxes, shown))
         / max(1, len(records)),
-        "effort": _efforts(expert_boxes, detections, score_threshold, costs or effort.ActionCosts()),
+        "effort": _efforts(expert_boxes, detections, score_threshold, costs or effort.ActionCosts(), labelled),
     }
     subcategories = _subcategories(records, predicted)
     if subcategories:

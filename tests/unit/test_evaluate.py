@@ -236,3 +236,22 @@ def test_reports_say_what_each_display_shows():
 
     assert shown_text("threshold", 0.5) == "boxes shown at score >= 0.5, display threshold"
     assert "0.5" not in shown_text("top1-only", 0.5) and "whatever its score" in shown_text("top1-only", 0.5)
+
+
+def test_boxes_no_label_names_are_dropped_after_the_display_chooses_as_the_backend_drops_them():
+    """A plain-4 starter on a config with only 4A/4B/4C: its top "4" box is chosen, then dropped,
+    so top1-only shows nothing (not the next box), and no unnamed box ranks for AP."""
+    from model.evaluation.evaluate import displayed
+
+    named = ["2", "3", "4A", "4B", "4C", "5"]
+    detection = Detection((Box(*LESION, "4", 0.9), Box(60, 60, 90, 90, "3", 0.6)), 100, 100)
+    assert displayed(detection, 0.5, "top1-only", named) == []
+    assert displayed(detection, 0.5, "threshold", named) == [detection.boxes[1]]
+    assert displayed(detection, 0.5, "top1-only") == [detection.boxes[0]]
+    record = ImageRecord("a", "/nonexistent/a.png", 100, 100, [Box(*LESION, "4A")], birads="4A")
+    every = evaluate([record], [detection], ["2", "3", "4", "5"], display="top1-only").metrics
+    shown = evaluate([record], [detection], ["2", "3", "4", "5"], display="top1-only", shown_categories=named).metrics
+    assert every["ap50_lesion"] == pytest.approx(1.0) and every["acceptance_rate"] == 1.0
+    assert shown["ap50_lesion"] == pytest.approx(0.0) and shown["acceptance_rate"] == 0.0
+    assert shown["effort"]["displays"]["top1-only"]["seconds_per_image"] > \
+        every["effort"]["displays"]["top1-only"]["seconds_per_image"]  # the lesion drawn by hand

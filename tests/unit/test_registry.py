@@ -181,9 +181,11 @@ def test_where_no_held_out_task_holds_a_lesion_the_acceptance_rate_decides():
     settings = Settings(promote_tolerance=0.02)
     served = {"ap50_lesion": -1, "acceptance_rate": 1.0}
     reason = refusal(settings, {"ap50_lesion": -1, "acceptance_rate": 0.0, "n_images": 3}, served)
-    assert reason and "acceptance_rate 0.000 on 3 held-out tasks" in reason and "no held-out lesion" in reason
+    assert reason and "acceptance_rate 0.000 on 3 held-out tasks" in reason and "undefined on them" in reason
     assert refusal(settings, {"ap50_lesion": -1, "acceptance_rate": 1.0, "n_images": 3}, served) is None
     assert refusal(settings, {"ap50_lesion": -1, "n_images": 3}, {"ap50_lesion": -1}) is None  # nothing to compare
+    # one side undefined (PROMOTE_METRIC=ap50, classes of two class lists): compared as before
+    assert refusal(Settings(promote_metric="ap50"), {"ap50": -1, "acceptance_rate": 1.0}, {"ap50": 0.4})
 
 
 def test_promote_metric_must_be_known():
