@@ -34,7 +34,7 @@ from backend.settings import Settings
 from model import fine_tuning, promotion, taxonomy
 from model.config import TrainSettings
 from model.records import ImageRecord
-from model.regions import convert, in_pixels
+from model.regions import convert, in_pixels, task_patient
 from model.registry import Registry, ReplacedMeanwhile, Serving
 
 log = logging.getLogger(__name__)
@@ -122,15 +122,6 @@ def build_records(services: Services, project: int) -> tuple[list[ImageRecord], 
         log.warning("project %s: %d of %d task images could not be downloaded (first: %s)", project, len(failed),
                     len(usable), next(iter(failed.values())))
     return records, facts
-
-
-def task_patient(data: dict) -> str | None:
-    """The patient a task's image shows, where its data names one (``patient``, as `birads export`
-    writes it): a patient's images then stay on one side of the held-out split, so another view of
-    a held-out lesion never trains the version it judges."""
-    patient = data.get("patient")
-    return str(patient) if isinstance(patient, str | int) and not isinstance(patient, bool) and patient != "" \
-        else None
 
 
 def _forget_images(folder: Path, keep: set) -> None:

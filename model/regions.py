@@ -60,6 +60,14 @@ def to_region(box: Box, width: int, height: int, label: str, from_name: str, to_
     return region
 
 
+def task_patient(data: dict) -> str | None:
+    """The patient a task's image shows, where its data names one (``patient``, as `birads export`
+    writes it): a patient's images stay on one side of a held-out split."""
+    patient = data.get("patient")
+    return str(patient) if isinstance(patient, str | int) and not isinstance(patient, bool) and patient != "" \
+        else None
+
+
 def malignancy_note(malignancy: float) -> str:
     return f"P(malignant) {malignancy:.2f}, model estimate"
 

@@ -218,14 +218,14 @@ def load_labelstudio(path: Path, image_root: Path | None = None,
         boxes = [regions.in_pixels(b, width, height) for b in labelled.boxes]
         data = task["data"]
         # what our own export writes beside the image (model.datasets.export): kept on the way back
-        kept = {key: data[key] for key in ("patient", "split", "pathology") if isinstance(data.get(key), str)}
+        kept = {key: data[key] for key in ("split", "pathology") if isinstance(data.get(key), str)}
         named = data.get("image_id")
         image_id = str(named if isinstance(named, str) and named not in ids else task.get("id", index))
         ids.add(image_id)  # a task duplicated in Label Studio keeps an id of its own
         records.append(ImageRecord(
             image_id=image_id,
             path=str(image_path.resolve()), width=width, height=height, boxes=boxes,
-            birads=taxonomy.image_category(b.category for b in boxes), **kept))
+            birads=taxonomy.image_category(b.category for b in boxes), patient=regions.task_patient(data), **kept))
     if skipped:
         log.warning("%s: %d tasks left out (not annotated, or experts disagree): %s", path, len(skipped),
                     skipped[:20])
