@@ -315,9 +315,12 @@ class ImageFetcher:
         named = _without_query(parsed) if named is None else named
         deadline = time.monotonic() + self.timeout if deadline is None else deadline
         own = _origin(parsed) == self.label_studio_origin
+        endpoint = parsed.path.removeprefix(self.label_studio_base)
         port = parsed.port or (443 if parsed.scheme == "https" else 80)
         addresses = self._address(named, parsed, port, own, vouched=redirects > 0)
-        headers = self._label_studio_headers(named) if own else {}  # never send Label Studio's key elsewhere
+        # Label Studio's key goes to its image routes only: never elsewhere, nor to its API (/api/...)
+        keyed = own and endpoint.startswith(LABEL_STUDIO_PATHS)
+        headers = self._label_studio_headers(named) if keyed else {}
         watchdog = Watchdog(None, max(0.0, deadline - time.monotonic()), socket.SHUT_RDWR)  # given the socket
         kind = _PinnedHTTPSConnection if parsed.scheme == "https" else _PinnedHTTPConnection
         connection = kind(parsed.hostname, port, addresses, deadline, watchdog)
@@ -333,7 +336,6 @@ class ImageFetcher:
             connection.request("GET", _request_target(parsed), headers=headers)
             response = connection.getresponse()
             location = response.getheader("Location")
-            endpoint = parsed.path.removeprefix(self.label_studio_base)
             if response.status in REDIRECTS and own and endpoint.startswith(STORAGE_ENDPOINTS) and location:
                 target = urljoin(url, location)
                 try:
@@ -346,7 +348,7 @@ class ImageFetcher:
                 connection.close()
                 return self._download(target, checked, deadline, redirects + 1,
                                       f"{named} -> {_without_query(checked)}")
-            if response.status in (401, 403) and own:
+            if response.status in (401, 403) and keyed:
                 raise ImageError(f"{named}: Label Studio refused the download (HTTP {response.status}): "
                                  "set LABEL_STUDIO_API_KEY to a valid token", 422)
             if response.status != 200:

@@ -72,6 +72,8 @@ def test_label_studio_urls_carry_the_key_other_hosts_do_not(server):
                            allowed_hosts=["localhost"])
     assert fetcher.fetch("/data/upload/1/ok.png").shape == (30, 40, 3)
     assert seen[-1]["Authorization"] == "Token secret"
+    assert fetcher.fetch(f"http://{host}/api/ok.png").shape == (30, 40, 3)  # its API: a task cannot aim the key there
+    assert "Authorization" not in seen[-1]
     other = ImageFetcher("http://label-studio.invalid", lambda: {"Authorization": "Token secret"},
                          allowed_hosts=[host.split(":")[0]], allow_private=True)
     assert other.fetch(f"http://{host}/ok.png").shape == (30, 40, 3)
