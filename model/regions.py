@@ -61,7 +61,7 @@ def to_region(box: Box, width: int, height: int, label: str, from_name: str, to_
 
 
 def task_patient(data: dict) -> str | None:
-    """The patient a task's image shows, where its data names one (``patient``, as `birads export`
+    """The patient a task's image shows, where its data names one (``patient``, as `birads import`
     writes it): a patient's images stay on one side of a held-out split."""
     patient = data.get("patient")
     return str(patient) if isinstance(patient, str | int) and not isinstance(patient, bool) and patient != "" \
