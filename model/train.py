@@ -30,7 +30,7 @@ from detectron2.utils.logger import setup_logger
 
 from model import box_classifier, class_rows, fine_tuning, modeldir, taxonomy
 from model.augment import training_augmentations
-from model.config import TrainSettings, build_config, use_bf16
+from model.config import TRUNK_FILE, TrainSettings, build_config, use_bf16
 from model.datasets.export import summary
 from model.io import DataError, StagedDirectory, read_image
 from model.records import ImageRecord
@@ -341,6 +341,23 @@ def remove_abandoned_work(folder: str | Path, older_than_s: float) -> list[Path]
     return removed
 
 
+def trunk_misfits(trunk: dict, state: dict) -> list[str]:
+    """The pretrained trunk's tensors this detector has no place for, or one of another shape
+    (detectron2's checkpointer skips them with a log line: the detector would train from a random
+    or half-random trunk, and only weak figures would say so)."""
+    return [name for name, tensor in trunk.items()
+            if name not in state or tuple(state[name].shape) != tuple(tensor.shape)]
+
+
+def _check_trunk_fits(path: str, state: dict) -> None:
+    trunk = torch.load(path, map_location="cpu", weights_only=True)["model"]
+    misfits = trunk_misfits(trunk, state)
+    if misfits:
+        raise DataError(f"{path}: {len(misfits)} of the trunk's {len(trunk)} tensors do not fit this detector "
+                        f"(first: {misfits[0]}): its backbone is not the one the trunk was pretrained as "
+                        "(an --extra MODEL.RESNETS.* or another base config?)")
+
+
 def train(records: list[ImageRecord], out: str | Path, settings: TrainSettings | None = None,
           resume: bool = False, progress: Progress | None = None) -> Path:
     """Train on ``records`` and write the model directory ``out``. Returns ``out``."""
@@ -362,6 +379,8 @@ def train(records: list[ImageRecord], out: str | Path, settings: TrainSettings |
     trainer = BiradsTrainer(cfg, to_detectron2(records, classes), settings,
                             progress or _log_progress)
     trainer.resume_or_load(resume=resume)
+    if not resume and Path(cfg.MODEL.WEIGHTS).name == TRUNK_FILE:
+        _check_trunk_fits(cfg.MODEL.WEIGHTS, trainer.model.state_dict())
     inherited = _inherit_class_rows(trainer, settings.weights, classes)
     classifier = _classifier_plan(records, settings, classes)
     started = time.perf_counter()

@@ -113,3 +113,19 @@ def test_bf16_counts_as_supported_only_on_gpus_that_run_it_natively(monkeypatch)
     assert asked == [None, 0, 1]
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert not bf16_supported("cuda")
+
+
+def test_a_trunk_that_does_not_fit_the_detector_is_named_tensor_by_tensor():
+    import torch
+
+    from model.train import trunk_misfits
+
+    trunk = {"backbone.bottom_up.stem.conv1.weight": torch.zeros(64, 3, 7, 7),
+             "backbone.bottom_up.res4.22.conv1.weight": torch.zeros(256, 1024, 1, 1)}
+    fits = {"backbone.bottom_up.stem.conv1.weight": torch.ones(64, 3, 7, 7),
+            "backbone.bottom_up.res4.22.conv1.weight": torch.ones(256, 1024, 1, 1), "roi_heads.x": torch.ones(1)}
+    assert trunk_misfits(trunk, fits) == []
+    r50 = {"backbone.bottom_up.stem.conv1.weight": torch.ones(64, 3, 7, 7)}  # no res4 block 22
+    assert trunk_misfits(trunk, r50) == ["backbone.bottom_up.res4.22.conv1.weight"]
+    other_stem = dict(fits, **{"backbone.bottom_up.stem.conv1.weight": torch.ones(64, 1, 7, 7)})
+    assert trunk_misfits(trunk, other_stem) == ["backbone.bottom_up.stem.conv1.weight"]
