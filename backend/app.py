@@ -233,17 +233,16 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     def unknown_sender() -> tuple | None:
         """Before a webhook's body is parsed: where WEBHOOK_SECRET and basic auth are both set, a
-        request neither of whose credentials passes is refused, so an outsider's megabytes of JSON
-        are never parsed. Each credential presented goes through its own check (lockout first, a
-        wrong one counted); the action then decides which of the two it needed."""
+        request whose credential does not pass is refused, so an outsider's megabytes of JSON are
+        never parsed. One credential is checked (lockout first, a wrong one counted): the secret
+        header where there is one (Label Studio's annotation webhooks), else basic auth where there
+        is (its START_TRAINING), else the missing secret; so a guess of one beside a constant wrong
+        other learns nothing. The action then decides which of the two it needed."""
         if not (settings.webhook_secret and settings.basic_auth_user):
             return None
-        refusals = []
-        if request.authorization is not None:
-            refusals.append(basic_auth_refusal())
-        if WEBHOOK_SECRET_HEADER in request.headers or request.authorization is None:
-            refusals.append(secret_refusal())
-        return None if None in refusals else refusals[0]
+        if WEBHOOK_SECRET_HEADER not in request.headers and request.authorization is not None:
+            return basic_auth_refusal()
+        return secret_refusal()
 
     def secret_refusal() -> tuple | None:
         return _check(secret_failures, _secret_matches(settings), WEBHOOK_SECRET_HEADER in request.headers,

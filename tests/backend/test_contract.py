@@ -760,13 +760,21 @@ def test_a_webhook_without_credentials_is_refused_before_its_body_is_parsed(sett
     assert replay(client, "webhook_ANNOTATION_CREATED", headers={"X-Webhook-Secret": "s3cret"}).status_code == 200
     assert replay(client, "webhook_START_TRAINING", headers=good).status_code == 201
     assert replay(client, "webhook_START_TRAINING", headers={"X-Webhook-Secret": "s3cret"}).status_code == 401
-    # guessing the password there counts as anywhere: a constant wrong secret beside it hides nothing
-    for number in range(9):  # and "ls:no" above: AUTH_MAX_FAILURES (10) different wrong ones
-        guess = {"Authorization": "Basic " + base64.b64encode(f"ls:guess{number}".encode()).decode(),
+    # beside a (constant, wrong) secret a password is not looked at: a right guess passes no better
+    for password in ("guess", "pw"):
+        guess = {"Authorization": "Basic " + base64.b64encode(f"ls:{password}".encode()).decode(),
                  "X-Webhook-Secret": "x"}
+        assert client.post("/webhook", json={"action": "PROJECT_UPDATED"}, headers=guess).status_code == 401
+    # alone, a password is checked and counted as anywhere: locked out, the right one gets 429 too
+    for number in range(9):  # and "ls:no" above: AUTH_MAX_FAILURES (10) different wrong ones
+        guess = {"Authorization": "Basic " + base64.b64encode(f"ls:guess{number}".encode()).decode()}
         assert client.post("/webhook", json={"action": "PROJECT_UPDATED"}, headers=guess).status_code == 401
     assert replay(client, "webhook_START_TRAINING", headers=good).status_code == 429
     assert client.get("/health", headers=good).status_code == 429
+    # a locked-out secret guesser's right secret: 429 before any body is read
+    for number in range(10):
+        client.post("/webhook", json={"action": "PROJECT_UPDATED"}, headers={"X-Webhook-Secret": f"s{number}"})
+    assert replay(client, "webhook_ANNOTATION_CREATED", headers={"X-Webhook-Secret": "s3cret"}).status_code == 429
 
 
 # --- request size -----------------------------------------------------------------------------------
