@@ -42,6 +42,11 @@ class LabelMap:
     def category_of(self, label: str) -> str | None:
         return self.to_category.get(label)
 
+    def shown_categories(self) -> list[str]:
+        """The categories whose boxes can be shown (``label_for`` names them), in rank order."""
+        return [c for c in sorted({*taxonomy.FULL, *taxonomy.COARSE}, key=taxonomy.rank)
+                if self.label_for(c) is not None]
+
 
 def _categories_of_label(text: str, attrs: dict) -> list[str]:
     """The categories a label stands for: the first of its predicted_values, its value and its name

@@ -113,8 +113,7 @@ def build_records(services: Services, project: int) -> tuple[list[ImageRecord], 
                                                                              for b in r.boxes))),
              "for_review": conversion.for_review, "image_errors": failed,
              # what the gate may score: a box no label names is never shown (detector.emitted)
-             "shown_categories": [c for c in sorted({*taxonomy.FULL, *taxonomy.COARSE}, key=taxonomy.rank)
-                                  if labels.label_for(c) is not None]}
+             "shown_categories": labels.shown_categories()}
     if conversion.unknown_labels:
         log.warning("project %s: annotations with labels not in the BI-RADS mapping were skipped: %s", project,
                     dict(conversion.unknown_labels))

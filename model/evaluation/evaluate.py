@@ -303,10 +303,9 @@ def evaluate(records: list[ImageRecord], detections: list[Detection], classes: S
     named = _nameable(model_classes, classes)
     labels = [taxonomy.NO_LESION, *classes]
     expert_boxes, detections = on_classes(records, detections, classes)
-    labelled = shown_categories
-    shown = [displayed(d, score_threshold, display, labelled) for d in detections]
-    predicted = [image_decision(d, score_threshold, decision, display, labelled) for d in detections]
-    drawable = [only_named(d, labelled) for d in detections]  # what AP ranks
+    shown = [displayed(d, score_threshold, display, shown_categories) for d in detections]
+    predicted = [image_decision(d, score_threshold, decision, display, shown_categories) for d in detections]
+    drawable = [only_named(d, shown_categories) for d in detections]  # what AP ranks
     truth = [image_truth(r, classes) for r in records]
     matrix = metrics.confusion_matrix(truth, predicted, labels)
     result = {
@@ -334,7 +333,8 @@ def evaluate(records: list[ImageRecord], detections: list[Detection], classes: S
                                               biopsy_threshold),
         "acceptance_rate": sum(metrics.accepted(e, s) for e, s in zip(expert_boxes, shown))
         / max(1, len(records)),
-        "effort": _efforts(expert_boxes, detections, score_threshold, costs or effort.ActionCosts(), labelled),
+        "effort": _efforts(expert_boxes, detections, score_threshold, costs or effort.ActionCosts(),
+                           shown_categories),
     }
     subcategories = _subcategories(records, predicted)
     if subcategories:
