@@ -254,7 +254,7 @@ class ImageFetcher:
             # Label Studio's own (?d=path, ?fileuri=) signs nothing and says which image failed
             named = reference if _origin(parsed) == self.label_studio_origin else _without_query(parsed)
             return decode(self._download(reference, parsed, own if deadline is None else min(own, deadline),
-                                         named=named), named, self.max_pixels)
+                                         0, named), named, self.max_pixels)
         if parsed.scheme in ("", "file"):
             return decode(self._read_local(parsed.path if parsed.scheme else reference), reference, self.max_pixels)
         raise ImageError(f"{reference}: unsupported URL scheme {parsed.scheme!r}", 400)
@@ -304,16 +304,13 @@ class ImageFetcher:
                                              "(ALLOW_PRIVATE_IMAGE_HOSTS is off)")
         return addresses
 
-    def _download(self, url: str, parsed, deadline: float | None = None, redirects: int = 0,
-                  named: str | None = None) -> bytes:
+    def _download(self, url: str, parsed, deadline: float, redirects: int, named: str) -> bytes:
         """Within FETCH_TIMEOUT from the first request to the last byte, redirects included.
         ``redirects``: how many led here. Only Label Studio's storage endpoints are followed (its
         presign endpoint sends the browser, and us, to the storage's signed URL): that host skips
         ALLOWED_IMAGE_HOSTS, not the private-address check, and only Label Studio's own host ever
         gets its key. ``named``: how errors and the log name it; a signed URL's query (its signature)
         never: whoever reads a log or a job's result could fetch the patient's image with it."""
-        named = _without_query(parsed) if named is None else named
-        deadline = time.monotonic() + self.timeout if deadline is None else deadline
         own = _origin(parsed) == self.label_studio_origin
         endpoint = parsed.path.removeprefix(self.label_studio_base)
         port = parsed.port or (443 if parsed.scheme == "https" else 80)
