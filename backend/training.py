@@ -91,7 +91,7 @@ def build_records(services: Services, project: int) -> tuple[list[ImageRecord], 
     _report("downloading images", tasks=len(tasks), usable=len(usable))
     folder = services.project_dir(project) / "images"
     folder.mkdir(parents=True, exist_ok=True)
-    records, failed = [], {}
+    records, failed, annotations_of = [], {}, {}
     for task_id, labelled, image in _fetched(services, [(i, t, through_label_studio(by_id[i]["data"].get(
                                                             labels.data_key), i)) for i, t in usable.items()]):
         if isinstance(image, ImageError):
@@ -106,12 +106,15 @@ def build_records(services: Services, project: int) -> tuple[list[ImageRecord], 
         records.append(ImageRecord(image_id=str(task_id), path=str(path), width=width, height=height,
                                    boxes=boxes, split="train",  # the held-out ones: promotion.split_holdout
                                    patient=task_patient(by_id[task_id]["data"])))
+        annotations_of[str(task_id)] = labelled.annotations
     _forget_images(folder, keep=set(usable))
     facts = {**counted, "used_tasks": len(records),
              # what replayed images must fit
              "label_set": list(taxonomy.project_label_set(labels.to_label, (b.category for r in records
                                                                              for b in r.boxes))),
              "for_review": conversion.for_review, "image_errors": failed,
+             # each used task's annotations, for the version's record (popped there: not in the job's result)
+             "annotations_of": annotations_of,
              # what the gate may score: a box no label names is never shown (detector.emitted)
              "shown_categories": labels.shown_categories()}
     if conversion.unknown_labels:
@@ -335,6 +338,7 @@ def _train(project: int, settings: Settings, services: Services, job, holding: H
 
     _report("reading annotations", project=project)
     records, facts = build_records(services, project)
+    annotations_of = facts.pop("annotations_of")
     if (refusal_to_train := not_enough(len(records), facts, settings)) is not None:
         raise refusal_to_train
     train_records, holdout = promotion.split_holdout(records, settings.holdout_fraction)
@@ -366,7 +370,9 @@ def _train(project: int, settings: Settings, services: Services, job, holding: H
     estimate["training_seconds"] = round(time.perf_counter() - started)
     description = {"parent": parent, "project": project, "job_id": job.id if job else None,
                    "train_images": len(train_records), "holdout_images": len(holdout), "timing": estimate,
-                   **facts}
+                   # task id -> the annotations it trained or judged the version with
+                   "train_tasks": {r.image_id: annotations_of[r.image_id] for r in train_records},
+                   "holdout_tasks": {r.image_id: annotations_of[r.image_id] for r in holdout}, **facts}
     try:
         metrics, served_metrics = held_out_metrics(out, served, holdout, settings, facts["shown_categories"])
     except Exception as exc:  # the trained weights stay, described as never served automatically

@@ -120,6 +120,8 @@ class TaskBoxes:
     status: str = OK           # ok | no_annotation | no_agreement | malformed
     annotators: int = 0
     detail: str = ""
+    # the Label Studio ids of the annotations its boxes stand for (a version's record of what it learnt)
+    annotations: list = field(default_factory=list)
 
 
 @dataclass
@@ -215,13 +217,13 @@ def task_boxes(task: dict, category_of: Callable[[str], str | None], min_agreeme
         return result
     drawn = [(a, boxes) for a, says, boxes in drawn if says]
     result.annotators = len(drawn)
-    truth = [boxes for a, boxes in drawn if a.get("ground_truth")]
-    if truth:
-        result.boxes = truth[-1]
-    elif len(drawn) == 1:
-        result.boxes = drawn[0][1]
+    truth = [(a, boxes) for a, boxes in drawn if a.get("ground_truth")]
+    if truth or len(drawn) == 1:
+        chosen, result.boxes = (truth or drawn)[-1]
+        result.annotations = [chosen.get("id")]
     elif drawn:
         result.boxes = consensus([boxes for _, boxes in drawn], min(min_agreement, len(drawn)))
+        result.annotations = [a.get("id") for a, _ in drawn]
         if not result.boxes and any(boxes for _, boxes in drawn):  # all saying "no lesion" agree
             result.status = NO_AGREEMENT
     else:

@@ -100,7 +100,7 @@ def annotated_project(label_studio, busbra_dir):
     return project
 
 
-def test_jobs_coalesce_while_queued_and_chain_versions(worker_settings, annotated_project, tmp_path):
+def test_jobs_coalesce_while_queued_and_chain_versions(worker_settings, annotated_project, tmp_path, label_studio):
     redis = Redis.from_url(worker_settings.redis_url)
     training = TrainingQueue(redis, worker_settings)
     answers = [training.request(annotated_project, "START_TRAINING", force=True) for _ in range(5)]
@@ -138,6 +138,17 @@ def test_jobs_coalesce_while_queued_and_chain_versions(worker_settings, annotate
         "fine-tune", worker_settings.fine_tune_lr)
     assert timing["estimated_seconds"] >= 0 and timing["training_seconds"] > 0
     assert registry.info(one["result"]["version"])["timing"] == timing
+    # each version records the experts' annotations it learnt from, by their ids in Label Studio
+    from label_studio_sdk import LabelStudio
+
+    client = LabelStudio(base_url=label_studio["url"], api_key=label_studio["token"])
+    made = {str(t.id): [a["id"] if isinstance(a, dict) else a.id for a in t.annotations]
+            for t in client.tasks.list(project=annotated_project, fields="all")}
+    assert len(made) == 4 and all(len(ids) == 1 for ids in made.values())
+    for job in (one, two):
+        info = registry.info(job["result"]["version"])
+        assert (info["train_tasks"], info["holdout_tasks"]) == (made, {})  # HOLDOUT_FRACTION=0
+    assert "annotations_of" not in one["result"]  # the record is the version's, not the job's
 
 
 def test_a_projects_first_training_fine_tunes_the_starter_model(worker_settings, annotated_project,

@@ -144,6 +144,22 @@ def test_an_annotator_with_two_annotations_of_a_task_counts_once():
     assert one.status == "no_agreement" and one.annotators == 2
     assert two.annotators == 1 and two.boxes == [Box(60, 60, 80, 80, "4")]   # the latest, not the last listed
     assert three.boxes == [Box(10, 10, 30, 30, "3")]                         # their ground truth wins
+    # what each task's boxes stand for, recorded with the version trained on them
+    assert (one.annotations, two.annotations, three.annotations) == ([2, 3], [4], [6])
+
+
+def test_agreed_boxes_stand_for_every_annotation_that_was_weighed():
+    def by(user, number, *boxes):
+        return dict(_annotation(*boxes), completed_by=user, id=number)
+
+    lesion = (10, 10, 20, 20, "BI-RADS 3")
+    tasks = [{"id": 1, "annotations": [by(1, 11, lesion), by(2, 12, lesion), by(3, 13, (60, 60, 9, 9, "BI-RADS 5"))]},
+             {"id": 2, "annotations": [by(1, 21), by(2, 22)]},
+             {"id": 3, "annotations": [by(1, 31, (10, 10, 20, 20, "Cyst")), by(2, 32, lesion)]}]
+    agreed, no_lesion, one_says = convert(tasks, LABELS.category_of, 2, LABELS.from_name).tasks
+    assert agreed.boxes == [Box(10, 10, 30, 30, "3")] and agreed.annotations == [11, 12, 13]
+    assert no_lesion.status == "ok" and no_lesion.annotations == [21, 22]
+    assert one_says.annotations == [32]  # the Cyst says nothing: one expert's boxes
 
 
 def test_a_rotated_rectangle_trains_as_the_upright_box_around_it():

@@ -29,7 +29,7 @@ class AnnotatedProject:
         box = {"type": "rectanglelabels", "from_name": "label", "to_name": "image",
                "value": {"x": 20, "y": 20, "width": 30, "height": 30, "rectanglelabels": ["BI-RADS 3"]}}
         return [{"id": i + 1, "data": {"image": str(self.folder / name)},
-                 "annotations": [{"was_cancelled": False, "ground_truth": False, "result": [box]}]}
+                 "annotations": [{"id": 100 + i, "was_cancelled": False, "ground_truth": False, "result": [box]}]}
                 for i, name in enumerate(NAMES)]
 
 
@@ -49,6 +49,7 @@ def test_images_are_fetched_a_chunk_at_a_time_and_failures_recorded(tmp_path, bu
         assert record.width > 100 and record.boxes and (images / f"task-{record.image_id}.png").is_file()
     assert records[0].boxes[0].x0 == pytest.approx(0.2 * records[0].width)
     assert facts["shown_categories"] == ["2", "3", "4A", "5"]  # the config's labels: no plain 4
+    assert facts["annotations_of"] == {"1": [100], "2": [101], "3": [102], "5": [104]}  # task 4: no image
 
 
 def test_a_tasks_patient_keeps_its_images_on_one_side_of_the_held_out_split(tmp_path, busbra_dir):
