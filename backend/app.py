@@ -35,6 +35,7 @@ from backend.labels import LabelConfigError, parse_label_config
 from backend.limits import ARRIVED, BodyLimits, FailedAttempts
 from backend.services import Services
 from backend.settings import Settings
+from backend.training import TASK_LISTS
 from model.io import write_atomic
 
 log = logging.getLogger("backend")
@@ -104,6 +105,12 @@ class Backend:
             return self.redis
         except RedisError:
             return None
+
+
+def _listed(info: dict) -> dict:
+    """A version's description as /versions lists it: its task lists (as long as the project) stay in
+    its version.json."""
+    return {key: value for key, value in info.items() if key not in TASK_LISTS}
 
 
 def _json_body() -> dict:
@@ -289,7 +296,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         found = []
         for project in backend.services.projects() if asked is None else [project_id(asked)]:
             registry = backend.services.registry(project)
-            found += [dict(registry.info(v), project=project, current=v == registry.current())
+            found += [dict(_listed(registry.info(v)), project=project, current=v == registry.current())
                       for v in registry.versions()]
         return jsonify({"versions": [v["version"] for v in found], "details": found})
 

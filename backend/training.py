@@ -308,6 +308,17 @@ def _promote_unless_replaced(registry: Registry, version: str, current_at_start:
     return None
 
 
+# a version's record of its tasks (task id -> the annotations it trained or was judged on): as long
+# as the project, so in version.json, never in a job's result or the /versions listing
+TASK_LISTS = ("train_tasks", "holdout_tasks")
+
+
+def task_lists(train_records: list[ImageRecord], holdout: list[ImageRecord],
+               annotations_of: dict[str, list]) -> dict[str, dict[str, list]]:
+    return {name: {r.image_id: annotations_of[r.image_id] for r in records}
+            for name, records in zip(TASK_LISTS, (train_records, holdout))}
+
+
 def train_project(project: int) -> dict:
     """The RQ job. Returns a JSON-able summary (stored by RQ as the job's result)."""
     settings = Settings.from_env()
@@ -370,9 +381,7 @@ def _train(project: int, settings: Settings, services: Services, job, holding: H
     estimate["training_seconds"] = round(time.perf_counter() - started)
     description = {"parent": parent, "project": project, "job_id": job.id if job else None,
                    "train_images": len(train_records), "holdout_images": len(holdout), "timing": estimate,
-                   # task id -> the annotations it trained or judged the version with
-                   "train_tasks": {r.image_id: annotations_of[r.image_id] for r in train_records},
-                   "holdout_tasks": {r.image_id: annotations_of[r.image_id] for r in holdout}, **facts}
+                   **task_lists(train_records, holdout, annotations_of), **facts}
     try:
         metrics, served_metrics = held_out_metrics(out, served, holdout, settings, facts["shown_categories"])
     except Exception as exc:  # the trained weights stay, described as never served automatically

@@ -55,6 +55,7 @@ from model.box_classifier import (  # noqa: E402
 )
 from model.category_reading import SERVED_READING, relabelled  # noqa: E402
 from model.config import cpu_name, resolve_device  # noqa: E402
+from model.evaluation.effort import ActionCosts  # noqa: E402
 from model.evaluation.evaluate import evaluate  # noqa: E402
 from model.evaluation.report import read_detections, read_metrics  # noqa: E402
 from model.io import DataError  # noqa: E402
@@ -119,8 +120,10 @@ def renamed(detection: Detection, grey: np.ndarray, named_by: BoxClassifier, rer
 def scoring(report: Path) -> dict:
     """How ``report`` was scored: its classes, image decision and thresholds (``evaluate``'s arguments)."""
     m = read_metrics(report)
+    costs = m.get("effort", {}).get("costs")
     return {"classes": m.get("model_classes", m["classes"]), "decision": m["decision"],
-            "score_threshold": m["score_threshold"], "biopsy_threshold": m["biopsy_threshold"]}
+            "score_threshold": m["score_threshold"], "biopsy_threshold": m["biopsy_threshold"],
+            "costs": ActionCosts(**costs) if costs else None}
 
 
 def figures(records: list[ImageRecord], detections: list[Detection], scored: dict) -> dict[str, float | None]:

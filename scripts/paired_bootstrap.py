@@ -25,7 +25,8 @@ from tabulate import tabulate
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from model.evaluation.report import malignancy_read_as, read_detections  # noqa: E402
+from model.category_reading import SERVED_READING as SERVED_CATEGORIES  # noqa: E402
+from model.evaluation.report import malignancy_read_as, read_detections, read_metrics  # noqa: E402
 from model.malignancy_reading import SERVED_READING, reread  # noqa: E402
 from model.records import Detection, ImageRecord  # noqa: E402
 from scripts.classifier_naming import figures, scoring  # noqa: E402
@@ -35,10 +36,18 @@ FIGURES = ("ap50_lesion", "top_box_on_lesion", "accuracy", "auc", "effort_ratio"
 
 
 def as_served(report: Path) -> dict[str, tuple[ImageRecord, Detection]]:
-    """The report's records and detections by image, each P(malignant) read as served."""
+    """The report's records and detections by image, each P(malignant) read as served; a report
+    whose categories were read otherwise (or voted) cannot be re-read here, nor one naming an image twice."""
+    readings = read_metrics(report).get("readings", {})
+    if readings.get("category", SERVED_CATEGORIES) != SERVED_CATEGORIES or readings.get("category_voting"):
+        raise SystemExit(f"{report}: its categories were read as {readings}, not as served")
     served = malignancy_read_as(report) == SERVED_READING
-    return {record.image_id: (record, detection if served else reread(detection, SERVED_READING))
-            for record, detection in read_detections(report)}
+    pairs = read_detections(report)
+    by_image = {record.image_id: (record, detection if served else reread(detection, SERVED_READING))
+                for record, detection in pairs}
+    if len(by_image) != len(pairs):
+        raise SystemExit(f"{report}: {len(pairs) - len(by_image)} images named twice")
+    return by_image
 
 
 def by_patient(records: list[ImageRecord]) -> dict[str, list[str]]:

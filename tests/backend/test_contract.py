@@ -471,6 +471,11 @@ def test_versions_lists_registered_versions(client, settings, tiny_model):
     install_model(settings, 2, tiny_model, "v1")
     answer = replay(client, "versions").get_json()
     assert answer["versions"] == ["v1"] and answer["details"][0]["current"] is True
+    # a version's task lists grow with the project: in its version.json, not in every listing
+    registry = Registry(settings.model_dir / "project-2")
+    registry.describe("v1", train_images=2, train_tasks={"1": [10], "2": [11]}, holdout_tasks={})
+    [details] = replay(client, "versions").get_json()["details"]
+    assert details["train_images"] == 2 and not {"train_tasks", "holdout_tasks"} & details.keys()
 
 
 # --- bad input: a clear HTTP error, never a crash ------------------------------------------------

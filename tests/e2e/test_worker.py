@@ -100,6 +100,16 @@ def annotated_project(label_studio, busbra_dir):
     return project
 
 
+def _annotations_made(label_studio: dict, project: int) -> dict[str, list[int]]:
+    """Each task's annotation ids, as Label Studio lists them (one expert's each here)."""
+    from label_studio_sdk import LabelStudio
+
+    client = LabelStudio(base_url=label_studio["url"], api_key=label_studio["token"])
+    made = {str(t.id): [a["id"] for a in t.annotations] for t in client.tasks.list(project=project, fields="all")}
+    assert len(made) == 4 and all(len(ids) == 1 for ids in made.values())
+    return made
+
+
 def test_jobs_coalesce_while_queued_and_chain_versions(worker_settings, annotated_project, tmp_path, label_studio):
     redis = Redis.from_url(worker_settings.redis_url)
     training = TrainingQueue(redis, worker_settings)
@@ -139,12 +149,7 @@ def test_jobs_coalesce_while_queued_and_chain_versions(worker_settings, annotate
     assert timing["estimated_seconds"] >= 0 and timing["training_seconds"] > 0
     assert registry.info(one["result"]["version"])["timing"] == timing
     # each version records the experts' annotations it learnt from, by their ids in Label Studio
-    from label_studio_sdk import LabelStudio
-
-    client = LabelStudio(base_url=label_studio["url"], api_key=label_studio["token"])
-    made = {str(t.id): [a["id"] if isinstance(a, dict) else a.id for a in t.annotations]
-            for t in client.tasks.list(project=annotated_project, fields="all")}
-    assert len(made) == 4 and all(len(ids) == 1 for ids in made.values())
+    made = _annotations_made(label_studio, annotated_project)
     for job in (one, two):
         info = registry.info(job["result"]["version"])
         assert (info["train_tasks"], info["holdout_tasks"]) == (made, {})  # HOLDOUT_FRACTION=0
@@ -295,7 +300,7 @@ def _settings_env(monkeypatch, settings: Settings, **more: str) -> None:
 
 
 def test_a_version_whose_evaluation_fails_is_kept_described_and_not_served(worker_settings, annotated_project,
-                                                                            monkeypatch):
+                                                                            monkeypatch, label_studio):
     """Training's hour is not thrown away when the held-out evaluation fails after it: the version
     stays, described with the reason, and is never served automatically; the job still fails."""
     from backend import training
@@ -318,6 +323,10 @@ def test_a_version_whose_evaluation_fails_is_kept_described_and_not_served(worke
     [version] = registry.versions()
     info = registry.info(version)
     assert info["refused"] == "not evaluated: held-out image unreadable" and info["holdout_images"] == 1
+    # the held-out task is named apart from the three it trained on, each with its annotation
+    made = _annotations_made(label_studio, annotated_project)
+    assert len(info["holdout_tasks"]) == 1 and len(info["train_tasks"]) == 3
+    assert {**info["train_tasks"], **info["holdout_tasks"]} == made
     assert registry.current() is None and (registry.path(version) / "model_final.pth").exists()
 
 

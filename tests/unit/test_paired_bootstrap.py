@@ -1,6 +1,7 @@
 """scripts/paired_bootstrap.py: two reports' figures compared on the same patients' resamples, no model run."""
 
 import random
+from collections import Counter
 from dataclasses import replace
 
 import pytest
@@ -32,14 +33,18 @@ def _report(records, placed, folder):
 
 def test_a_patients_images_are_drawn_together_and_each_copy_named_apart(bootstrap, busbra_dir):
     records = [r for r in datasets.load(f"busbra:{busbra_dir}")]
+    assert len(records) >= 6
+    shared = ["p0", "p0", "p1", "p1", "p1"]  # two patients with several views each, the rest alone
+    records = [replace(r, patient=p) for r, p in zip(records, shared)] + records[len(shared):]
     patients = bootstrap.by_patient(records)
-    assert sum(map(len, patients.values())) == len(records)
-    draw = bootstrap.resample(patients, random.Random(3))
-    names = [name for _, name in draw]
-    assert len(set(names)) == len(names)  # a patient drawn twice: its images twice, named apart
-    drawn = {image for image, _ in draw}
-    for images in patients.values():
-        assert set(images) <= drawn or not set(images) & drawn  # all of a patient's images, or none
+    assert len(patients) == len(records) - 3 and sorted(map(len, patients.values()))[-2:] == [2, 3]
+    for seed in range(20):
+        draw = bootstrap.resample(patients, random.Random(seed))
+        names = [name for _, name in draw]
+        assert len(set(names)) == len(names)  # a patient drawn twice: its images twice, named apart
+        times = Counter(image for image, _ in draw)
+        for images in patients.values():
+            assert len({times[image] for image in images}) == 1  # a patient's views as often as each other
 
 
 def test_a_report_against_itself_differs_by_nothing_in_any_draw(bootstrap, busbra_dir, tmp_path):
