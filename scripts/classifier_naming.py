@@ -118,7 +118,7 @@ def renamed(detection: Detection, grey: np.ndarray, named_by: BoxClassifier, rer
 
 
 def scoring(report: Path) -> dict:
-    """How ``report`` was scored: its classes, image decision and thresholds (``evaluate``'s arguments)."""
+    """How ``report`` was scored: its classes, image decision, thresholds, effort costs (``evaluate``'s arguments)."""
     m = read_metrics(report)
     costs = m.get("effort", {}).get("costs")
     return {"classes": m.get("model_classes", m["classes"]), "decision": m["decision"],
