@@ -629,7 +629,7 @@ def test_a_batch_that_would_end_past_the_time_budget_is_not_started(settings, ti
     client = app.test_client()
     client.post("/predict", json=recorded("predict_single")["body"])  # loaded before the clock is faked
     now, allowed = [0.0], []
-    clock = SimpleNamespace(monotonic=lambda: now[0], perf_counter=time.perf_counter)
+    clock = SimpleNamespace(monotonic=lambda: now[0], perf_counter=time.perf_counter, sleep=time.sleep)
     monkeypatch.setattr(detector, "time", clock)
     monkeypatch.setattr(limits, "time", clock)  # the body's arrival: the budget's start
     fetcher = app.config["backend"].services.fetcher
