@@ -16,6 +16,8 @@ echo "## predictor ($(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut 
 .venv/bin/python bench/predictor.py --model "$model" --data "$data" --images 8 --sizes 0 512 800
 echo "## trainer"
 .venv/bin/python bench/trainer.py --data "$data" --images 16 --size 512 --iters 8
+echo "## box pooling"
+.venv/bin/python bench/roi_pooling.py
 echo "## backend"
 .venv/bin/python bench/backend.py --model "$model" --data "$data" --predictions 500
 echo "## status page"

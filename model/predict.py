@@ -28,7 +28,7 @@ from model.malignancy_reading import SERVED_READING as SERVED_MALIGNANCY
 from model.malignancy_reading import check, reread
 from model.merge import merged, one_box_per_lesion
 from model.records import Box, Detection
-from model.roi_pooling import pool_at_exact_corners
+from model.roi_pooling import pool_boxes
 
 log = logging.getLogger(__name__)
 ImageInput = str | Path | np.ndarray
@@ -168,7 +168,7 @@ class Predictor:
         self.merge_iou = merge_iou
         self.model = build_model(cfg).eval()
         if self.info.settings.get("roi_align_fp32"):  # pooled as it was trained
-            pool_at_exact_corners(self.model)
+            pool_boxes(self.model, exact_corners=True)
         self._load_weights(cfg)
         extend_inference(self.model.roi_heads.box_predictor, box_voting_iou, category_voting_iou)
         if self.bf16:

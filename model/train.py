@@ -34,7 +34,7 @@ from model.config import TRUNK_FILE, TrainSettings, build_config, use_bf16
 from model.datasets.export import summary
 from model.io import DataError, StagedDirectory, read_image
 from model.records import ImageRecord
-from model.roi_pooling import pool_at_exact_corners
+from model.roi_pooling import pool_boxes
 
 log = logging.getLogger(__name__)
 Progress = Callable[[dict], None]
@@ -136,8 +136,7 @@ class BiradsTrainer(DefaultTrainer):
         """detectron2's model, the parts ``settings.frozen`` names left out of the optimizer."""
         model = super().build_model(cfg)
         freeze(model, self.settings.frozen)
-        if self.settings.roi_align_fp32:
-            pool_at_exact_corners(model)
+        pool_boxes(model, exact_corners=self.settings.roi_align_fp32)  # its backward on every core
         return model
 
     def build_train_loader(self, cfg):
