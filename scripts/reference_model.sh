@@ -26,7 +26,9 @@
 # PROBE_MARGIN, IMAGE_SIZE/MAX_SIZE, BATCH, BASE_LR/BASE_LR_NO4, WORKERS, HEADS (gn or default), MISPLACED (the
 # classifier's misplaced share, 0.5), RESCORE (its rank share, 0.5), BOX_ROTATION (how a training
 # rotation turns a box: corners, the default, or ellipse; docs/results.md item 56), ROI_ALIGN_FP32=1
-# (box features pooled in float32 at the exact corners; item 68); UNTIL=NAME stops after that stage
+# (box features pooled in float32 at the exact corners; item 68), SEED (both detectors' training
+# draw, 42 by default; the trunk and the box classifier keep theirs, so another SEED redraws only the
+# detectors: how far one recipe's runs land apart, item 75); UNTIL=NAME stops after that stage
 # (scripts/device_reference.sh runs the recipe at the paper's 800 px on a GPU this way).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -72,12 +74,13 @@ fit_schedule() {
 
 iters=${ITERS:-1500}
 iters_no4=${ITERS_NO4:-300}
-pooling=()
-if [ "${ROI_ALIGN_FP32:-0}" = 1 ]; then pooling=(--roi-align-fp32); fi
+detector_options=()  # both detectors: how they pool, their seed
+if [ "${ROI_ALIGN_FP32:-0}" = 1 ]; then detector_options=(--roi-align-fp32); fi
+if [ -n "${SEED:-}" ]; then detector_options+=(--seed "$SEED"); fi
 detector=(--data "$busbra" --splits fold1 fold2 fold3 --out "$out/model" --weights "$out/trunk"
           --image-size "${IMAGE_SIZE:-320}" --max-size "${MAX_SIZE:-576}" --batch-size "${BATCH:-4}"
           --base-lr "${BASE_LR:-0.01}" --class-balanced --bf16 --num-workers "${WORKERS:-1}" "${heads[@]}"
-          --box-rotation "${BOX_ROTATION:-corners}" "${pooling[@]}")
+          --box-rotation "${BOX_ROTATION:-corners}" "${detector_options[@]}")
 # fit the trunk's epochs into PRETRAIN_SHARE of the budget, when they must shrink (an AVX2-only CPU
 # has no bf16: 183 s per epoch were measured there, against 52 s on an AMX Xeon)
 fit_pretraining() {
@@ -104,7 +107,7 @@ stage model "$out/model" $birads train "${detector[@]}" --max-iter "$iters"
 stage model-no4 "$out/model-no4" $birads train --data "$busbra" --splits fold1 fold2 fold3 \
   --out "$out/model-no4" --without-birads-4 --weights "$out/model" --image-size 0 \
   --max-iter "$iters_no4" --batch-size "${BATCH:-4}" --base-lr "${BASE_LR_NO4:-0.005}" \
-  --class-balanced --bf16 --num-workers "${WORKERS:-1}" --box-rotation "${BOX_ROTATION:-corners}" "${pooling[@]}"
+  --class-balanced --bf16 --num-workers "${WORKERS:-1}" --box-rotation "${BOX_ROTATION:-corners}" "${detector_options[@]}"
 # after model-no4, which would otherwise fine-tune a classifier of its own from the first model's
 stage classifier "$out/model/box_classifier" $birads box-classifier --data "$busbra" \
   --splits fold1 fold2 fold3 --holdout-splits fold4 --model "$out/model" --blend 0 \

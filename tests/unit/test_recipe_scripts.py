@@ -19,7 +19,8 @@ SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 OVERRIDES = {"BUDGET_S", "ITERS", "ITERS_NO4", "PRETRAIN_EPOCHS", "PRETRAIN_SHARE", "MIN_EPOCHS", "MIN_ITERS",
              "EVAL_RESERVE_S", "CLASSIFIER_RESERVE_S", "HEADS", "MISPLACED", "ARMS", "PYTHON", "RESCORE",
              "UNTIL", "PROBE_MARGIN", "CHECKPOINT_PERIOD", "IMAGE_SIZE", "MAX_SIZE", "BATCH", "REF", "DATA", "KEEP",
-             "ORDERS", "REPLAY_RATIO", "FINE_TUNE_LR", "FINE_TUNE_EPOCHS", "BOX_ROTATION", "ROI_ALIGN_FP32"}
+             "ORDERS", "REPLAY_RATIO", "FINE_TUNE_LR", "FINE_TUNE_EPOCHS", "BOX_ROTATION", "ROI_ALIGN_FP32",
+             "SEED"}
 STAND_IN = """#!/usr/bin/env bash
 echo "$*" >> "$CALLS"
 command=$1; shift
@@ -112,6 +113,19 @@ def test_both_detectors_pool_in_float32_when_roi_align_fp32_says_so(tmp_path):
         calls = run_script(tmp_path / name, 52, 2, **env)
         trainings = [c for c in calls if c.startswith("train ") and "--probe" not in c]
         assert len(trainings) == 2 and all(("--roi-align-fp32" in c) is wanted for c in trainings)
+
+
+def test_seed_redraws_both_detectors_and_nothing_else(tmp_path):
+    for name, env in (("default", {}), ("seed-7", {"SEED": "7", "ROI_ALIGN_FP32": "1"})):
+        (tmp_path / name).mkdir()
+        calls = run_script(tmp_path / name, 52, 2, **env)
+        trainings = [c for c in calls if c.startswith("train ") and "--probe" not in c]
+        seeded = [c for c in calls if "--seed" in c and "--probe" not in c]
+        assert len(trainings) == 2
+        if env:  # each detector once, beside the other option; not the trunk, not the box classifier
+            assert seeded == trainings and all("--roi-align-fp32 --seed 7 " in f"{c} " for c in trainings)
+        else:  # the trainers' own default (42): the runs of items 71-73
+            assert seeded == []
 
 
 def test_the_default_heads_stay_available_and_a_wrong_name_is_refused(tmp_path):
