@@ -44,6 +44,8 @@ case ${HEADS:-gn} in
   default) heads=() ;;
   *) echo "HEADS must be gn or default, not ${HEADS}" >&2; exit 2 ;;
 esac
+# refused before 30 minutes of pretraining, not when the first detector's command reads it
+if [ -n "${SEED:-}" ] && ! [[ $SEED =~ ^[0-9]+$ ]]; then echo "SEED must be a whole number, not ${SEED}" >&2; exit 2; fi
 mkdir -p "$out"
 # stage NAME DIR COMMAND...: run COMMAND unless DIR exists; its wall time goes to NAME.start/.end
 stage() {

@@ -126,6 +126,9 @@ def test_seed_redraws_both_detectors_and_nothing_else(tmp_path):
             assert seeded == trainings and all("--roi-align-fp32 --seed 7 " in f"{c} " for c in trainings)
         else:  # the trainers' own default (42): the runs of items 71-73
             assert seeded == []
+    with pytest.raises(subprocess.CalledProcessError) as refused:
+        run_script(tmp_path / "default", 52, 2, SEED="4x")
+    assert refused.value.returncode == 2 and "SEED must be a whole number" in refused.value.stderr
 
 
 def test_the_default_heads_stay_available_and_a_wrong_name_is_refused(tmp_path):

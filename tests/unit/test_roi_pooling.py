@@ -4,6 +4,7 @@ import functools
 import itertools
 import json
 
+import pytest
 import torch
 from torchvision.ops import roi_align
 
@@ -59,16 +60,20 @@ def _pooled_and_gradient(pooler, features: torch.Tensor, rois: torch.Tensor, bf1
     return pooled, features.grad
 
 
-def test_the_backward_split_over_the_cores_gives_the_one_kernel_s_gradient_to_the_bit():
-    from detectron2.layers import ROIAlign  # after model (model.compat)
-
+def _level() -> tuple[torch.Tensor, torch.Tensor]:
+    """An FPN level as training sees it: 4 images, 256 channels, boxes of every size, some over the
+    edge or outside the image; in channels_last like the bf16 trainer's features."""
     torch.manual_seed(0)
-    # an FPN level as training sees it: 4 images, 256 channels, boxes of every size, some over the
-    # edge or outside the image; in channels_last like the bf16 trainer's features
     features = torch.randn(4, 256, 40, 72).contiguous(memory_format=torch.channels_last)
     corners = torch.rand(300, 2) * torch.tensor([300.0, 170.0]) - 10
     sizes = 4 + torch.rand(300, 2) * 120
-    rois = torch.cat([torch.randint(0, 4, (300, 1)).float(), corners, corners + sizes], dim=1)
+    return features, torch.cat([torch.randint(0, 4, (300, 1)).float(), corners, corners + sizes], dim=1)
+
+
+def test_the_backward_split_over_the_cores_gives_the_one_kernel_s_gradient_to_the_bit():
+    from detectron2.layers import ROIAlign  # after model (model.compat)
+
+    features, rois = _level()
     threads = torch.get_num_threads()
     torch.set_num_threads(3)  # three parts of uneven size, whatever this machine's cores
     features_type = {False: torch.float32, True: torch.bfloat16}
@@ -85,3 +90,17 @@ def test_the_backward_split_over_the_cores_gives_the_one_kernel_s_gradient_to_th
             assert expected_grad.abs().sum() > 0 and torch.equal(grad, expected_grad)
     finally:
         torch.set_num_threads(threads)
+
+
+def test_prediction_and_other_types_pool_as_detectron2_does():
+    from detectron2.layers import ROIAlign
+
+    features, rois = _level()
+    stock, ours = ROIAlign(7, 0.25, 0, aligned=True), ROIAlign(7, 0.25, 0, aligned=True)  # an int size too
+    pool_boxes(torch.nn.Sequential(ours))
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):  # the bf16 predictor
+        assert torch.equal(ours(features.bfloat16(), rois), stock(features.bfloat16(), rois))
+    with torch.no_grad():  # float64 stays float64, as torchvision's autocast leaves it
+        assert torch.equal(ours(features.double(), rois.double()), stock(features.double(), rois.double()))
+    with pytest.raises(AssertionError):
+        ours(features, rois[:, 1:])  # boxes without their image index, refused like detectron2's
