@@ -88,6 +88,8 @@ class _RoIAlign(torch.autograd.Function):
 
 
 def _pool(self: ROIAlign, features: torch.Tensor, rois: torch.Tensor, exact_corners: bool) -> torch.Tensor:
+    # no CPU kernel to split (or torchvision's own deterministic and quantized paths to keep):
+    # detectron2's pooling, or item 68's float32 one at the exact corners, as before
     if features.device.type != "cpu" or features.is_quantized or torch.are_deterministic_algorithms_enabled():
         if exact_corners:
             return roi_align(features.float(), rois.float(), self.output_size, self.spatial_scale,
