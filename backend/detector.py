@@ -162,7 +162,8 @@ class ModelCache:
         s = self.services.settings
         return Predictor(path, device=s.device, bf16=s.bf16_choice, score_threshold=LOW_SCORE,
                          max_boxes=max(s.max_boxes, 20), box_voting_iou=s.box_voting,
-                         category_reading=s.category_reading, malignancy_reading=s.malignancy_reading)
+                         category_reading=s.category_reading, malignancy_reading=s.malignancy_reading,
+                         proposals=s.proposals)
 
 
 def emitted(detection: Detection, labels: LabelMap, threshold: float, max_boxes: int,

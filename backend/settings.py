@@ -105,6 +105,11 @@ class Settings:
         "doc": "seconds one /predict spends before answering (Label Studio gives up after its ML_TIMEOUT_PREDICT, "
                "100 s): tasks not reached are answered without a result, so Label Studio stores the others and "
                "asks for those again; 0: no limit"})
+    predict_proposals: int = field(default=0, metadata={
+        "env": "PREDICT_PROPOSALS",
+        "doc": "RPN proposals the box head reads per image: its time is proportional to them, the most of "
+               "a prediction in float32 (a CPU without bfloat16; docs/results.md item 76); 0: the model's "
+               "own (300 in the reference recipe)"})
     device: str = field(default="auto", metadata={"env": "DEVICE", "doc": DEVICE_CHOICES})
     bf16: str = field(default="auto", metadata={
         "env": "BF16", "doc": "auto (on where the hardware has bf16), true or false"})
@@ -251,6 +256,8 @@ class Settings:
                              f"{', '.join(MALIGNANCY_READINGS)}")
         if not 0 <= self.box_voting_iou <= 1:
             raise ValueError(f"BOX_VOTING_IOU={self.box_voting_iou} must be in [0, 1] (0: off)")
+        if self.predict_proposals < 0:
+            raise ValueError(f"PREDICT_PROPOSALS={self.predict_proposals} must be >= 0 (0: the model's own)")
         if self.auth_max_failures < 0 or not 0 < self.auth_failure_window < math.inf:
             raise ValueError(f"AUTH_MAX_FAILURES={self.auth_max_failures} must be >= 0 (0: no limit) and "
                              f"AUTH_FAILURE_WINDOW={self.auth_failure_window} > 0")
@@ -303,6 +310,11 @@ class Settings:
     def box_voting(self) -> float | None:
         """The predictor's ``box_voting_iou``: None (off) for 0."""
         return self.box_voting_iou or None
+
+    @property
+    def proposals(self) -> int | None:
+        """The predictor's ``proposals``: None (the model's own) for 0."""
+        return self.predict_proposals or None
 
 
 def _convert(raw: str, kind: str, env: str) -> object:

@@ -232,7 +232,8 @@ def holdout_metrics(model_dir: Path, holdout: list[ImageRecord], settings: Setti
                                      shown_categories, device=settings.device,
                                      bf16=settings.bf16_choice, box_voting_iou=settings.box_voting,
                                      category_reading=settings.category_reading,
-                                     malignancy_reading=settings.malignancy_reading)
+                                     malignancy_reading=settings.malignancy_reading,
+                                     proposals=settings.proposals)
 
 
 def held_out_metrics(out: Path, served: Serving, holdout: list[ImageRecord],

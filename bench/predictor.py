@@ -4,7 +4,9 @@ Same model directory, same real images, same input sizes; each configuration run
 process so its peak memory (max RSS) is its own; ours predicts as the backend serves (box
 classifier where the model has one, box voting). Prints a table and the time ratios, against
 DefaultPredictor at the same size and at the paper's 800 px. Size 0 is the model's own (the size it
-was trained at, e.g. the reference model's near-native 320/576 px).
+was trained at, e.g. the reference model's near-native 320/576 px). ``--proposals`` times ours at
+each count of RPN proposals its box head reads (0: the model's own; DefaultPredictor always reads
+the model's own: docs/results.md item 76).
 
     .venv/bin/python bench/predictor.py --model models/v1 \
         --data busbra:../shared/data/BUS-BRA --images 16 --sizes 0 512 800
@@ -25,7 +27,7 @@ sys.path.insert(0, str(REPO))
 import model  # noqa: E402,F401  (applies the detectron2 fixes before any detectron2 import)
 
 
-def run_one(mode: str, model_dir: str, size: int, paths: list[str]) -> dict:
+def run_one(mode: str, model_dir: str, size: int, proposals: int, paths: list[str]) -> dict:
     """Time one configuration in this process (called in a child process)."""
     import numpy as np
 
@@ -52,7 +54,7 @@ def run_one(mode: str, model_dir: str, size: int, paths: list[str]) -> dict:
 
         # as the backend serves: the model's box classifier where it has one, box voting on
         predictor = Predictor(model_dir, device="cpu", bf16=(mode == "ours-bf16"), image_size=size or None,
-                              box_voting_iou=BOX_VOTING_IOU)
+                              box_voting_iou=BOX_VOTING_IOU, proposals=proposals or None)
         infer = lambda: predictor(images, batch_size=1)  # noqa: E731
     infer_first = time.perf_counter()
     predictor_out = infer()  # warm-up (allocator, oneDNN kernels)
@@ -61,7 +63,8 @@ def run_one(mode: str, model_dir: str, size: int, paths: list[str]) -> dict:
     infer()
     seconds = (time.perf_counter() - start) / len(images)
     del predictor_out
-    return {"mode": mode, "size": size, "s_per_image": round(seconds, 3), "warmup_s": round(warm, 1),
+    return {"mode": mode, "size": size, "proposals": proposals or "own", "s_per_image": round(seconds, 3),
+            "warmup_s": round(warm, 1),
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
 
 
@@ -71,11 +74,13 @@ def main() -> None:
     parser.add_argument("--data", default=f"busbra:{REPO / 'tests/data/busbra'}")
     parser.add_argument("--images", type=int, default=8)
     parser.add_argument("--sizes", type=int, nargs="+", default=[512, 800])
-    parser.add_argument("--child", nargs=2, metavar=("MODE", "SIZE"), help=argparse.SUPPRESS)
+    parser.add_argument("--proposals", type=int, nargs="+", default=[0],
+                        help="RPN proposals our box head reads, one run per count (0: the model's own)")
+    parser.add_argument("--child", nargs=3, metavar=("MODE", "SIZE", "PROPOSALS"), help=argparse.SUPPRESS)
     parser.add_argument("paths", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(run_one(args.child[0], args.model, int(args.child[1]), args.paths)))
+        print(json.dumps(run_one(args.child[0], args.model, int(args.child[1]), int(args.child[2]), args.paths)))
         return
     from model import datasets
     from model.config import bf16_supported
@@ -87,20 +92,21 @@ def main() -> None:
         print("this CPU has no native bfloat16: ours-bf16 not run (the predictor serves float32 here)")
     rows = []
     for size in args.sizes:
-        for mode in modes:
+        for mode, proposals in [(m, n) for m in modes for n in ([0] if m == "detectron2" else args.proposals)]:
             done = subprocess.run([sys.executable, __file__, "--model", args.model, "--child", mode,
-                                   str(size), *paths], capture_output=True, text=True, check=True)
+                                   str(size), str(proposals), *paths], capture_output=True, text=True, check=True)
             rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
             print(rows[-1], flush=True)
     print(f"\n{len(paths)} images, {args.model}\n")
     paper = next((r for r in rows if r["size"] == 800 and r["mode"] == "detectron2"), None)
-    print("| size | predictor | s/image | peak RSS MB | vs DefaultPredictor, same size | vs DefaultPredictor, 800 px |"
-          "\n|---|---|---|---|---|---|")
+    print("| size | predictor | proposals | s/image | peak RSS MB | vs DefaultPredictor, same size | "
+          "vs DefaultPredictor, 800 px |\n|---|---|---|---|---|---|---|")
     for size in args.sizes:
         base = next(r for r in rows if r["size"] == size and r["mode"] == "detectron2")
         for row in (r for r in rows if r["size"] == size):
             at_800 = f"{row['s_per_image'] / paper['s_per_image']:.2f}x" if paper else "n/a"
-            print(f"| {size or 'model own'} | {row['mode']} | {row['s_per_image']} | {row['peak_rss_mb']} | "
+            print(f"| {size or 'model own'} | {row['mode']} | {row['proposals']} | {row['s_per_image']} | "
+                  f"{row['peak_rss_mb']} | "
                   f"{row['s_per_image'] / base['s_per_image']:.2f}x | {at_800} |")
 
 

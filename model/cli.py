@@ -180,7 +180,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
                           score_threshold=args.score_threshold, max_boxes=args.max_boxes,
                           box_classifier=args.box_classifier, box_voting_iou=args.box_voting,
                           category_voting_iou=args.category_voting, category_reading=args.category_reading,
-                          malignancy_reading=args.malignancy_reading)
+                          malignancy_reading=args.malignancy_reading, proposals=args.proposals)
     predict = predictor
     if args.split_4_with:
         predict = predictor.with_subcategories(_all_scores_predictor(args.split_4_with, args))
@@ -203,7 +203,8 @@ def _all_scores_predictor(model_dir: Path, args: argparse.Namespace):
     return Predictor(model_dir, device=args.device, bf16=args.bf16, score_threshold=LOW_SCORE,
                      max_boxes=args.max_boxes, box_classifier=args.box_classifier,
                      box_voting_iou=args.box_voting, category_voting_iou=args.category_voting,
-                     category_reading=args.category_reading, malignancy_reading=args.malignancy_reading)
+                     category_reading=args.category_reading, malignancy_reading=args.malignancy_reading,
+                     proposals=args.proposals)
 
 
 def _costs(args: argparse.Namespace):
@@ -240,7 +241,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
                           subcategory_cuts=load_cuts(args.model))  # read where the model has no 4
     # how the kept detections were read, for what reads them again (scripts/top_box_reading.py)
     evaluation.metrics["readings"] = {"category": args.category_reading, "malignancy": args.malignancy_reading,
-                                      "category_voting": args.category_voting}
+                                      "category_voting": args.category_voting,
+                                      "proposals": predictor.cfg.MODEL.RPN.POST_NMS_TOPK_TEST}
     write_report(evaluation, args.out, str(args.model), args.data)
     m = evaluation.metrics
     print(json.dumps({k: m.get(k) for k in ("n_images", "ap", "ap50", "ap50_lesion",
@@ -334,6 +336,9 @@ def _inference_options(parser: argparse.ArgumentParser) -> None:
                         help="each box's P(malignant), where the box classifier gives one: its pathology head "
                              "alone, or its mean with the box's class-score mass at 4 or above (always 4) "
                              f"(model/malignancy_reading.py; default {malignancy_reading.SERVED_READING})")
+    parser.add_argument("--proposals", type=_positive, metavar="N",
+                        help="the RPN proposals the box head reads per image, fewer: faster (docs/results.md "
+                             "item 76; default: the model's config's)")
     parser.add_argument("--category-voting", type=float, metavar="IOU",
                         help="give each box the mean class scores of the proposals overlapping it at this IoU, "
                              "weighted by their P(lesion) (model/box_voting.py; default off: its own)")

@@ -133,6 +133,8 @@ class Predictor:
     (``model.category_reading``: argmax, or their median in rank order).
     ``malignancy_reading``: how each box's P(malignant) is read where the box classifier gives one
     (``model.malignancy_reading``: its pathology head alone, or averaged with the box's categories).
+    ``proposals``: how many of the RPN's proposals the box head reads per image (its time is
+    proportional to them; docs/results.md item 76); None: the model's config's.
     """
 
     def __init__(self, model_dir: str | Path, device: str = "auto", bf16: bool | None = None,
@@ -140,7 +142,9 @@ class Predictor:
                  image_size: int | None = None, merge_iou: float | None = 0.5,
                  box_classifier: bool = True, box_voting_iou: float | None = None,
                  category_voting_iou: float | None = None, category_reading: str = SERVED_READING,
-                 malignancy_reading: str = SERVED_MALIGNANCY) -> None:
+                 malignancy_reading: str = SERVED_MALIGNANCY, proposals: int | None = None) -> None:
+        if proposals is not None and proposals < 1:
+            raise ValueError(f"proposals must be at least 1, not {proposals}")
         reader(category_reading)  # an unknown name fails here, not at the first image
         self.category_reading = category_reading
         self.malignancy_reading = check(malignancy_reading)
@@ -156,6 +160,8 @@ class Predictor:
         cfg.MODEL.WEIGHTS = ""
         if image_size:  # infer at another size than the model was trained at
             cfg.INPUT.MIN_SIZE_TEST = cfg.INPUT.MAX_SIZE_TEST = image_size
+        if proposals:
+            cfg.MODEL.RPN.POST_NMS_TOPK_TEST = proposals
         self.cfg = cfg
         self.device = cfg.MODEL.DEVICE
         self.bf16 = bf16_supported(self.device) if bf16 is None else bf16

@@ -322,6 +322,28 @@ def test_predict_places_boxes_by_the_vote_unless_box_voting_iou_is_0(settings, c
     assert served[0.5] != served[0.0] and any(served[0.0])  # boxes shown, and the vote moved them
 
 
+def test_predict_reads_predict_proposals_of_the_rpn(settings, classified_tiny_model, busbra_dir):
+    """PREDICT_PROPOSALS reaches the served predictor: its boxes are the local predictor's at that count."""
+    from model.evaluation.evaluate import LOW_SCORE
+    from model.predict import Predictor
+
+    names = ["bus_0859-l.png", "bus_0084-r.png"]
+    body = copy.deepcopy(recorded("predict_batch")["body"])
+    body["tasks"] = _local_tasks(busbra_dir, names)
+    install_model(settings, 2, classified_tiny_model)
+    served = {}
+    for count in (0, 2):  # the model's own (300), and two
+        shown = replace(settings, score_threshold=0.0, max_boxes=3, show_boxes="threshold", bf16="false",
+                        predict_proposals=count)
+        answer = create_app(shown).test_client().post("/predict", json=body).get_json()
+        local = Predictor(classified_tiny_model, score_threshold=LOW_SCORE, max_boxes=20, bf16=False,
+                          box_voting_iou=shown.box_voting, proposals=count or None)
+        served[count] = [[r["value"]["x"] for r in p["result"]] for p in answer["results"]]
+        for xs, detection in zip(served[count], local([busbra_dir / "Images" / n for n in names])):
+            assert xs == pytest.approx([100 * b.x0 / detection.width for b in detection.boxes[:3]], abs=0.01)
+    assert served[2] != served[0] and any(served[2])
+
+
 def _local_tasks(busbra_dir, names: list[str]) -> list[dict]:
     return [{"id": 100 + i, "data": {"image": str(busbra_dir / "Images" / n)}} for i, n in enumerate(names)]
 

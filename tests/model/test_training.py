@@ -150,6 +150,31 @@ def test_category_voting_changes_the_class_scores_and_nothing_else(overfit_model
     assert changed > 0
 
 
+def test_the_box_head_reads_only_the_proposals_asked_for(overfit_model, records):
+    """``proposals`` (PREDICT_PROPOSALS, docs/results.md item 76): the box head pools that many of the
+    RPN's proposals per image and no more; at the config's own count nothing changes."""
+    paths = [r.path for r in records]
+    options = dict(score_threshold=LOW_SCORE, max_boxes=100, bf16=False)
+
+    def read(proposals):
+        predictor = Predictor(overfit_model, proposals=proposals, **options)
+        pooled = []
+        predictor.model.roi_heads.box_head.register_forward_hook(lambda _, inputs, __: pooled.append(len(inputs[0])))
+        return predictor(paths, batch_size=1), pooled
+
+    own, own_pooled = read(None)
+    assert max(own_pooled) > 7  # 300 in the config; this model's RPN keeps fewer after NMS
+    same, _ = read(Predictor(overfit_model).cfg.MODEL.RPN.POST_NMS_TOPK_TEST)
+    assert [d.boxes for d in same] == [d.boxes for d in own]
+    few, few_pooled = read(7)
+    assert few_pooled == [7] * len(paths)
+    assert [d.boxes for d in few] != [d.boxes for d in own]
+    m = evaluate(records, few, ["2", "3", "4", "5"], 0.3).metrics
+    assert m["ap50_lesion"] >= 0.9, m  # the lesions are still found from the RPN's seven best
+    with pytest.raises(ValueError, match="at least 1"):
+        Predictor(overfit_model, proposals=0)
+
+
 def test_fine_tune_from_previous_version(overfit_model, records, tmp_path):
     out = tmp_path / "v2"
     train(records[:2], out, TrainSettings(weights=str(overfit_model), max_iter=4, **TINY))

@@ -1,7 +1,8 @@
 """The recipe's scripts: reference_model.sh keeps to its time budget (the pretraining's epochs and
 the detector's iterations capped from timed probes); ablation.sh runs each arm as asked; test_sizes.sh
 evaluates a model at other test sizes; classifier_arms.sh evaluates a model's box classifier under
-other settings; box_voting_arms.sh evaluates a model with box voting; fine_tune_arms.sh fine-tunes a starter
+other settings; box_voting_arms.sh evaluates a model with box voting; proposals_arms.sh a run's two
+models at fewer proposals; fine_tune_arms.sh fine-tunes a starter
 model each way asked. The `birads` command is a
 stand-in that answers the probes with given speeds and records every call; the scripts' own logic is
 what is tested."""
@@ -283,6 +284,37 @@ def test_box_voting_arms_evaluate_the_model_itself_with_each_iou_and_without(tmp
     assert all("--image-decision top" in c for c in calls)
     # run again, every evaluation is found there: no new call (the calls file keeps the first run's)
     assert run_script(tmp_path, 0, 0, str(model), str(out), script="box_voting_arms.sh", ARMS="off 0.7") == calls
+
+
+def test_proposals_arms_evaluate_both_models_of_a_run_at_each_count(tmp_path):
+    run = tmp_path / "run"
+    for model in ("model", "model-no4"):
+        (run / model).mkdir(parents=True)
+        (run / model / "config.yaml").write_text("MODEL: {}\n")
+    calls = run_script(tmp_path, 0, 0, str(run), "100", "50", script="proposals_arms.sh")
+    evaluated = [(re.search(r"--splits (\S+)", c).group(1), re.search(r"--model (\S+)", c).group(1),
+                  re.search(r"--out (\S+)", c).group(1), re.search(r"--proposals (\S+)", c).group(1))
+                 for c in calls if c.startswith("evaluate")]
+    assert evaluated == [(split, str(run / model), str(run / f"{model}-proposals-{n}-{name}"), n)
+                         for n in ("100", "50") for model in ("model", "model-no4")
+                         for split, name in (("fold4", "fold4"), ("part2", "breast"))]
+    assert all("--image-decision top" in c for c in calls)
+    assert run_script(tmp_path, 0, 0, str(run), "100", "50", script="proposals_arms.sh") == calls  # all there
+
+
+@pytest.mark.parametrize("args, message", [(["0"], "positive whole number, not 0"),
+                                           (["1e2"], "positive whole number, not 1e2"),
+                                           ([], "usage")])
+def test_proposals_arms_refuse_a_bad_count_and_a_run_without_both_models(tmp_path, args, message):
+    run = tmp_path / "run"
+    (run / "model").mkdir(parents=True)
+    (run / "model" / "config.yaml").write_text("MODEL: {}\n")
+    with pytest.raises(subprocess.CalledProcessError) as refused:
+        run_script(tmp_path, 0, 0, str(run), *args, script="proposals_arms.sh")
+    assert refused.value.returncode == 2 and message in refused.value.stderr
+    with pytest.raises(subprocess.CalledProcessError) as refused:
+        run_script(tmp_path, 0, 0, str(run), "100", script="proposals_arms.sh")
+    assert refused.value.returncode == 2 and "model-no4: not a model directory" in refused.value.stderr
 
 
 def test_fine_tune_arms_fine_tune_the_starter_each_way_and_evaluate_each_and_the_starter(tmp_path):

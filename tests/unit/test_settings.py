@@ -26,6 +26,13 @@ def test_box_voting_is_on_by_default_and_0_turns_it_off(monkeypatch):
     assert Settings.from_env().box_voting is None
 
 
+def test_predict_proposals_0_is_the_models_own(monkeypatch):
+    monkeypatch.delenv("PREDICT_PROPOSALS", raising=False)
+    assert Settings.from_env().proposals is None
+    monkeypatch.setenv("PREDICT_PROPOSALS", "100")
+    assert Settings.from_env().proposals == 100
+
+
 def test_typed_values(monkeypatch):
     monkeypatch.setenv("PORT", "9191")
     monkeypatch.setenv("SCORE_THRESHOLD", "0.25")
@@ -45,6 +52,7 @@ def test_typed_values(monkeypatch):
     ("BF16", "sometimes", "must be auto, true or false"),
     ("HOLDOUT_FRACTION", "1.5", "must be in"),
     ("BOX_VOTING_IOU", "1.5", "must be in"),
+    ("PREDICT_PROPOSALS", "-1", r"PREDICT_PROPOSALS=-1 must be >= 0 \(0: the model's own\)"),
     ("CATEGORY_READING", "mode", "must be one of argmax, median"),
     ("MALIGNANCY_READING", "both", "must be one of pathology, mean"),
     ("DEVICE", "gpu", "must be auto, cpu, cuda or cuda:N"),
