@@ -107,9 +107,9 @@ class Settings:
                "asks for those again; 0: no limit"})
     predict_proposals: int = field(default=0, metadata={
         "env": "PREDICT_PROPOSALS",
-        "doc": "RPN proposals the box head reads per image: its time is proportional to them, the most of "
-               "a prediction in float32 (a CPU without bfloat16; docs/results.md item 76); 0: the model's "
-               "own (300 in the reference recipe)"})
+        "doc": "RPN proposals the box head reads per image, and box voting's voters: the head's time, about "
+               "half of a float32 prediction (a CPU without bfloat16), is proportional to them "
+               "(docs/results.md item 76); 0: the model's own (300 in the reference recipe)"})
     device: str = field(default="auto", metadata={"env": "DEVICE", "doc": DEVICE_CHOICES})
     bf16: str = field(default="auto", metadata={
         "env": "BF16", "doc": "auto (on where the hardware has bf16), true or false"})

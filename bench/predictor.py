@@ -68,13 +68,20 @@ def run_one(mode: str, model_dir: str, size: int, proposals: int, paths: list[st
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
 
 
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text}: a count of proposals is 0 (the model's own) or more")
+    return value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True)
     parser.add_argument("--data", default=f"busbra:{REPO / 'tests/data/busbra'}")
     parser.add_argument("--images", type=int, default=8)
     parser.add_argument("--sizes", type=int, nargs="+", default=[512, 800])
-    parser.add_argument("--proposals", type=int, nargs="+", default=[0],
+    parser.add_argument("--proposals", type=_count, nargs="+", default=[0],
                         help="RPN proposals our box head reads, one run per count (0: the model's own)")
     parser.add_argument("--child", nargs=3, metavar=("MODE", "SIZE", "PROPOSALS"), help=argparse.SUPPRESS)
     parser.add_argument("paths", nargs="*", help=argparse.SUPPRESS)

@@ -337,8 +337,8 @@ def _inference_options(parser: argparse.ArgumentParser) -> None:
                              "alone, or its mean with the box's class-score mass at 4 or above (always 4) "
                              f"(model/malignancy_reading.py; default {malignancy_reading.SERVED_READING})")
     parser.add_argument("--proposals", type=_positive, metavar="N",
-                        help="the RPN proposals the box head reads per image, fewer: faster (docs/results.md "
-                             "item 76; default: the model's config's)")
+                        help="the RPN proposals the box head reads per image (and box voting's voters): fewer, "
+                             "faster (docs/results.md item 76; default: the model's config's)")
     parser.add_argument("--category-voting", type=float, metavar="IOU",
                         help="give each box the mean class scores of the proposals overlapping it at this IoU, "
                              "weighted by their P(lesion) (model/box_voting.py; default off: its own)")

@@ -133,8 +133,9 @@ class Predictor:
     (``model.category_reading``: argmax, or their median in rank order).
     ``malignancy_reading``: how each box's P(malignant) is read where the box classifier gives one
     (``model.malignancy_reading``: its pathology head alone, or averaged with the box's categories).
-    ``proposals``: how many of the RPN's proposals the box head reads per image (its time is
-    proportional to them; docs/results.md item 76); None: the model's config's.
+    ``proposals``: how many of the RPN's proposals the box head reads per image, which are also box
+    voting's voters (the head's time is proportional to them; docs/results.md item 76); None: the
+    model's config's.
     """
 
     def __init__(self, model_dir: str | Path, device: str = "auto", bf16: bool | None = None,

@@ -529,12 +529,19 @@ def _loop_falls(served: list[float]) -> bool:
     return len(served) > 1 and steady and served[-1] <= served[0] - LOOP_GAIN
 
 
+def _served_bf16_row(line: str) -> bool:
+    """bench/predictor.py's row for ours in bf16 at the model's size with its own proposals (its
+    tables before item 76 had no proposals column)."""
+    cells = [cell.strip() for cell in line.strip(" |").split("|")]
+    return cells[:2] == ["model own", "ours-bf16"] and (len(cells) == 6 or cells[2] == "own")
+
+
 def predict_time_target(runs: Path) -> str:
     """From bench/predictor.py's table (runs/bench_predictor.txt): ours, bf16, at the model's own size."""
     name = "predict time at the model's size <= 0.3x DefaultPredictor at 800 px"
     bench = runs / "bench_predictor.txt"
     row = next((line for line in (bench.read_text().splitlines() if bench.is_file() else [])
-                if line.startswith("| model own | ours-bf16 |")), None)
+                if _served_bf16_row(line)), None)
     if row is None:
         return f"| {name} | not measured (`bench/predictor.py --sizes 0 800`) | |"
     ratio = float(row.strip(" |").split("|")[-1].strip().rstrip("x"))

@@ -63,6 +63,20 @@ def test_birads_votes_as_the_backend_does_unless_told_not_to(command, options, i
     assert parser().parse_args([*command, *options]).box_voting == iou
 
 
+@pytest.mark.parametrize("command", [["predict", "--model", "m", "image.png"],
+                                     ["evaluate", "--data", "busbra:d", "--model", "m", "--out", "o"],
+                                     ["fit-cuts", "--data", "breast:d", "--model", "m"]])
+def test_birads_reads_the_proposals_asked_for_and_refuses_none(command, capsys):
+    """--proposals (the box head's proposals, box voting's voters; item 76): the model's own unless given."""
+    from model.cli import parser
+
+    assert parser().parse_args(command).proposals is None
+    assert parser().parse_args([*command, "--proposals", "100"]).proposals == 100
+    with pytest.raises(SystemExit):
+        parser().parse_args([*command, "--proposals", "0"])
+    assert "0 is not a positive number" in capsys.readouterr().err
+
+
 def test_category_voting_gives_a_box_the_lesion_weighted_mean_softmax_of_its_overlapping_proposals():
     """Item 62: each kept box reads the softmax of the proposals whose own box overlaps it at the
     IoU, weighted by their P(lesion); one no voter overlaps keeps its own."""

@@ -305,13 +305,16 @@ def test_proposals_arms_evaluate_both_models_of_a_run_at_each_count(tmp_path):
 @pytest.mark.parametrize("args, message", [(["0"], "positive whole number, not 0"),
                                            (["1e2"], "positive whole number, not 1e2"),
                                            ([], "usage")])
-def test_proposals_arms_refuse_a_bad_count_and_a_run_without_both_models(tmp_path, args, message):
+def test_proposals_arms_refuse_a_bad_count(tmp_path, args, message):
+    with pytest.raises(subprocess.CalledProcessError) as refused:
+        run_script(tmp_path, 0, 0, str(tmp_path / "run"), *args, script="proposals_arms.sh")
+    assert refused.value.returncode == 2 and message in refused.value.stderr
+
+
+def test_proposals_arms_refuse_a_run_without_both_models(tmp_path):
     run = tmp_path / "run"
     (run / "model").mkdir(parents=True)
     (run / "model" / "config.yaml").write_text("MODEL: {}\n")
-    with pytest.raises(subprocess.CalledProcessError) as refused:
-        run_script(tmp_path, 0, 0, str(run), *args, script="proposals_arms.sh")
-    assert refused.value.returncode == 2 and message in refused.value.stderr
     with pytest.raises(subprocess.CalledProcessError) as refused:
         run_script(tmp_path, 0, 0, str(run), "100", script="proposals_arms.sh")
     assert refused.value.returncode == 2 and "model-no4: not a model directory" in refused.value.stderr

@@ -299,3 +299,17 @@ def test_the_loop_target_reads_the_served_versions_on_the_test_set(tmp_path, wri
     shown = " -> ".join(f"{v:.3f}x" for v in served)
     assert row == (f"| expert-seconds falling round by round on BrEaST (uncertain order) | part2, the served "
                    f"version: {shown} (the starter first); batches 4.8 s | {verdict} |")
+
+
+def test_the_predict_time_target_reads_the_served_bf16_row_of_either_bench_table(writer, tmp_path):
+    """bench/predictor.py's tables before item 76 had no proposals column; since, one row per count:
+    the target reads ours in bf16 at the model's size with its own proposals, whichever comes first."""
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    assert "not measured" in writer.predict_time_target(runs)
+    (runs / "bench_predictor.txt").write_text("| model own | detectron2 | 0.833 | 1201 | 1.00x | 0.43x |\n"
+                                              "| model own | ours-bf16 | 0.506 | 1256 | 0.61x | 0.26x |\n")
+    assert "| 0.26x (bf16," in writer.predict_time_target(runs)
+    (runs / "bench_predictor.txt").write_text("| model own | ours-bf16 | 100 | 0.406 | 1256 | 0.49x | 0.21x |\n"
+                                              "| model own | ours-bf16 | own | 0.706 | 1256 | 0.85x | 0.36x |\n")
+    assert "| 0.36x (bf16," in writer.predict_time_target(runs) and "missed" in writer.predict_time_target(runs)
