@@ -27,8 +27,7 @@ from tabulate import tabulate
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from model.evaluation.report import malignancy_read_as, read_detections  # noqa: E402
-from model.malignancy_reading import SERVED_READING, reread  # noqa: E402
+from model.evaluation.report import read_served_detections  # noqa: E402
 from model.records import Box, Detection  # noqa: E402
 from scripts.classifier_naming import figures, scoring  # noqa: E402
 
@@ -84,10 +83,9 @@ def placed_by_mass(detection: Detection, rescore: float) -> Detection:
 def compare(report: Path, rescore: float) -> dict[str, dict]:
     """The report's figures under each arm: its stored ranks, ranks by the detector's P(lesion)
     (item 63), and those with the top box read as the stored one on it (item 64)."""
-    pairs = read_detections(report)
+    pairs = read_served_detections(report)
     records = [record for record, _ in pairs]
-    read_as_served = malignancy_read_as(report) == SERVED_READING  # else each P(malignant) is read so here
-    stored = [d if read_as_served else reread(d, SERVED_READING) for _, d in pairs]
+    stored = [detection for _, detection in pairs]
     scored = scoring(report)
     return {arm: figures(records, [read(detection, rescore) for detection in stored], scored)
             for arm, read in ARMS.items()}

@@ -26,8 +26,7 @@ from tabulate import tabulate
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from model.category_reading import SERVED_READING as SERVED_CATEGORIES  # noqa: E402
-from model.evaluation.report import malignancy_read_as, read_detections, read_metrics  # noqa: E402
-from model.malignancy_reading import SERVED_READING, reread  # noqa: E402
+from model.evaluation.report import read_metrics, read_served_detections  # noqa: E402
 from model.records import Detection, ImageRecord  # noqa: E402
 from scripts.classifier_naming import figures, scoring  # noqa: E402
 
@@ -41,10 +40,8 @@ def as_served(report: Path) -> dict[str, tuple[ImageRecord, Detection]]:
     readings = read_metrics(report).get("readings", {})
     if readings.get("category", SERVED_CATEGORIES) != SERVED_CATEGORIES or readings.get("category_voting"):
         raise SystemExit(f"{report}: its categories were read as {readings}, not as served")
-    served = malignancy_read_as(report) == SERVED_READING
-    pairs = read_detections(report)
-    by_image = {record.image_id: (record, detection if served else reread(detection, SERVED_READING))
-                for record, detection in pairs}
+    pairs = read_served_detections(report)
+    by_image = {record.image_id: (record, detection) for record, detection in pairs}
     if len(by_image) != len(pairs):
         raise SystemExit(f"{report}: {len(pairs) - len(by_image)} images named twice")
     return by_image

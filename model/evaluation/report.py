@@ -18,6 +18,7 @@ from model.evaluation.evaluate import Evaluation  # noqa: E402
 from model.evaluation.metrics import NEAR_IOU  # noqa: E402
 from model.evaluation.screening_cut import fitted_on  # noqa: E402
 from model.io import StagedDirectory, read_image  # noqa: E402
+from model.malignancy_reading import SERVED_READING, reread  # noqa: E402
 from model.records import MATCH_IOU, Detection, ImageRecord  # noqa: E402
 from model.subcategory import MIN_IOU as SUBCATEGORY_MIN_IOU  # noqa: E402
 
@@ -277,6 +278,14 @@ def malignancy_read_as(report: str | Path) -> str:
     """The malignancy reading a report's kept detections carry (``model.malignancy_reading``);
     reports written before it was recorded read the box classifier's pathology head alone."""
     return read_metrics(report).get("readings", {}).get("malignancy", "pathology")
+
+
+def read_served_detections(report: str | Path) -> list[tuple[ImageRecord, Detection]]:
+    """A report's kept detections with each P(malignant) read as served, whichever reading it kept."""
+    pairs = read_detections(report)
+    if malignancy_read_as(report) == SERVED_READING:
+        return pairs
+    return [(record, reread(detection, SERVED_READING)) for record, detection in pairs]
 
 
 def write_report(evaluation: Evaluation, out: str | Path, model_dir: str, data: str) -> Path:

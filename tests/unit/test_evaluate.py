@@ -214,6 +214,33 @@ def test_a_report_keeps_each_images_record_and_detection_as_evaluated(tmp_path, 
     assert kept[0][1].malignancy_of(kept[0][1].top()) == 0.3 and kept[0][0].birads == records[0].birads
 
 
+@pytest.mark.parametrize("kept_reading, served", [(None, (0.3 + 0.05) / 2), ("pathology", (0.3 + 0.05) / 2),
+                                                  ("mean", 0.3)])
+def test_a_reports_detections_are_read_as_served_whichever_reading_it_kept(tmp_path, busbra_dir, kept_reading,
+                                                                             served):
+    """Reports kept the box classifier's pathology head alone before the served reading was the
+    mean (item 45; older ones record no reading): re-read so; one read as served stays as it is."""
+    import json
+
+    from model import datasets
+    from model.evaluation.report import read_served_detections, write_report
+
+    records = datasets.load(f"busbra:{busbra_dir}")[:2]
+    detections = [Detection(tuple(Box(b.x0, b.y0, b.x1, b.y1, "3", 0.8) for b in r.boxes), r.width, r.height,
+                            class_scores=tuple({"2": 0.1, "3": 0.85, "4": 0.05, "5": 0.0} for _ in r.boxes),
+                            malignancy=tuple(0.3 for _ in r.boxes)) for r in records]
+    evaluation = evaluate(records, detections, ["2", "3", "4", "5"], decision="top")
+    if kept_reading:
+        evaluation.metrics["readings"] = {"malignancy": kept_reading}
+    out = write_report(evaluation, tmp_path / "report", "m", "busbra")
+    if kept_reading is None:
+        assert "readings" not in json.loads((out / "metrics.json").read_text())
+    read = read_served_detections(out)
+    assert [r for r, _ in read] == evaluation.records
+    assert [d.malignancy for _, d in read] == [pytest.approx((served,) * len(r.boxes)) for r in records]
+    assert [d.boxes for _, d in read] == [d.boxes for d in evaluation.detections]
+
+
 def test_a_second_model_scored_on_data_with_4_is_named_and_averaged_as_itself():
     """A model without 4 on images with 4: scored on the coarse classes, but its report names its
     own classes and its per-category AP leaves out the 4 it cannot output."""
