@@ -301,47 +301,39 @@ def test_predict_shows_each_boxs_malignancy_where_the_model_has_a_box_classifier
     assert plain["results"][0]["result"] and all("meta" not in r for p in plain["results"] for r in p["result"])
 
 
-def test_predict_places_boxes_by_the_vote_unless_box_voting_iou_is_0(settings, classified_tiny_model, busbra_dir):
+def _served_lefts(settings, model, busbra_dir, setting: dict, predictor: dict) -> list[list[float]]:
+    """Each task's shown boxes' left edges (% of the width) from /predict served with ``setting``,
+    checked against a local predictor made with ``predictor``: the setting reached the served one.
+    ``model`` is project 2's, installed."""
     from model.evaluation.evaluate import LOW_SCORE
     from model.predict import Predictor
 
     names = ["bus_0859-l.png", "bus_0084-r.png"]
     body = copy.deepcopy(recorded("predict_batch")["body"])
     body["tasks"] = _local_tasks(busbra_dir, names)
+    shown = replace(settings, score_threshold=0.0, max_boxes=3, show_boxes="threshold", bf16="false", **setting)
+    answer = create_app(shown).test_client().post("/predict", json=body).get_json()
+    local = Predictor(model, score_threshold=LOW_SCORE, max_boxes=20, bf16=False,
+                      **{"box_voting_iou": shown.box_voting, **predictor})
+    lefts = [[r["value"]["x"] for r in p["result"]] for p in answer["results"]]
+    for xs, detection in zip(lefts, local([busbra_dir / "Images" / n for n in names])):
+        assert xs == pytest.approx([100 * b.x0 / detection.width for b in detection.boxes[:3]], abs=0.01)
+    return lefts
+
+
+def test_predict_places_boxes_by_the_vote_unless_box_voting_iou_is_0(settings, classified_tiny_model, busbra_dir):
     install_model(settings, 2, classified_tiny_model)
-    served = {}
-    for iou, voting in ((0.5, 0.5), (0.0, None)):  # on (the default), and off
-        shown = replace(settings, score_threshold=0.0, max_boxes=3, show_boxes="threshold", bf16="false",
-                        box_voting_iou=iou)
-        answer = create_app(shown).test_client().post("/predict", json=body).get_json()
-        local = Predictor(classified_tiny_model, score_threshold=LOW_SCORE, max_boxes=20, bf16=False,
-                          box_voting_iou=voting)
-        served[iou] = [[r["value"]["x"] for r in p["result"]] for p in answer["results"]]
-        for xs, detection in zip(served[iou], local([busbra_dir / "Images" / n for n in names])):
-            assert xs == pytest.approx([100 * b.x0 / detection.width for b in detection.boxes[:3]], abs=0.01)
-    assert served[0.5] != served[0.0] and any(served[0.0])  # boxes shown, and the vote moved them
+    voted, unvoted = (_served_lefts(settings, classified_tiny_model, busbra_dir, {"box_voting_iou": iou},
+                                    {"box_voting_iou": voting}) for iou, voting in ((0.5, 0.5), (0.0, None)))
+    assert voted != unvoted and any(unvoted)  # boxes shown, and the vote moved them
 
 
 def test_predict_reads_predict_proposals_of_the_rpn(settings, classified_tiny_model, busbra_dir):
     """PREDICT_PROPOSALS reaches the served predictor: its boxes are the local predictor's at that count."""
-    from model.evaluation.evaluate import LOW_SCORE
-    from model.predict import Predictor
-
-    names = ["bus_0859-l.png", "bus_0084-r.png"]
-    body = copy.deepcopy(recorded("predict_batch")["body"])
-    body["tasks"] = _local_tasks(busbra_dir, names)
     install_model(settings, 2, classified_tiny_model)
-    served = {}
-    for count in (0, 2):  # the model's own (300), and two
-        shown = replace(settings, score_threshold=0.0, max_boxes=3, show_boxes="threshold", bf16="false",
-                        predict_proposals=count)
-        answer = create_app(shown).test_client().post("/predict", json=body).get_json()
-        local = Predictor(classified_tiny_model, score_threshold=LOW_SCORE, max_boxes=20, bf16=False,
-                          box_voting_iou=shown.box_voting, proposals=count or None)
-        served[count] = [[r["value"]["x"] for r in p["result"]] for p in answer["results"]]
-        for xs, detection in zip(served[count], local([busbra_dir / "Images" / n for n in names])):
-            assert xs == pytest.approx([100 * b.x0 / detection.width for b in detection.boxes[:3]], abs=0.01)
-    assert served[2] != served[0] and any(served[2])
+    own, two = (_served_lefts(settings, classified_tiny_model, busbra_dir, {"predict_proposals": count},
+                              {"proposals": count or None}) for count in (0, 2))  # the model's own (300), two
+    assert two != own and any(two)
 
 
 def _local_tasks(busbra_dir, names: list[str]) -> list[dict]:
