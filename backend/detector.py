@@ -30,7 +30,10 @@ from model.registry import Serving
 
 log = logging.getLogger(__name__)
 UNTRAINED = "untrained"
-MIN_FETCH_SECONDS = 1.0  # a batch's downloads get at least this, however little of the budget is left
+# a batch's downloads get at least this, however little of the budget is left (within the 10 s the
+# default budget leaves under Label Studio's 100 s): 1 s cut off a first small download on a loaded
+# 2-core machine, so that "Retrieve predictions" stored nothing
+MIN_FETCH_SECONDS = 3.0
 
 
 class RequestError(ValueError):
