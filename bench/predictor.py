@@ -6,7 +6,10 @@ classifier where the model has one, box voting). Prints a table and the time rat
 DefaultPredictor at the same size and at the paper's 800 px. Size 0 is the model's own (the size it
 was trained at, e.g. the reference model's near-native 320/576 px). ``--proposals`` times ours at
 each count of RPN proposals its box head reads (0: the model's own; DefaultPredictor always reads
-the model's own: docs/results.md item 76).
+the model's own: docs/results.md item 76). ``--passes N`` times each configuration N times over the
+images after its warm-up and reports the median (of an even N, the mean of the middle two; one pass
+moved by up to a third between runs on a 2-core virtual machine in item 76); each row's printed
+record holds the fastest and slowest pass too.
 
     .venv/bin/python bench/predictor.py --model models/v1 \
         --data busbra:../shared/data/BUS-BRA --images 16 --sizes 0 512 800
@@ -17,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -27,7 +31,7 @@ sys.path.insert(0, str(REPO))
 import model  # noqa: E402,F401  (applies the detectron2 fixes before any detectron2 import)
 
 
-def run_one(mode: str, model_dir: str, size: int, proposals: int, paths: list[str]) -> dict:
+def run_one(mode: str, model_dir: str, size: int, proposals: int, passes: int, paths: list[str]) -> dict:
     """Time one configuration in this process (called in a child process)."""
     import numpy as np
 
@@ -37,8 +41,6 @@ def run_one(mode: str, model_dir: str, size: int, proposals: int, paths: list[st
     if mode == "detectron2":
         from detectron2.config import get_cfg
         from detectron2.engine import DefaultPredictor
-
-
 
         cfg = get_cfg()
         cfg.merge_from_file(str(Path(model_dir) / "config.yaml"))
@@ -59,13 +61,23 @@ def run_one(mode: str, model_dir: str, size: int, proposals: int, paths: list[st
     infer_first = time.perf_counter()
     predictor_out = infer()  # warm-up (allocator, oneDNN kernels)
     warm = time.perf_counter() - infer_first
-    start = time.perf_counter()
-    infer()
-    seconds = (time.perf_counter() - start) / len(images)
+    per_pass = []
+    for _ in range(passes):
+        start = time.perf_counter()
+        infer()
+        per_pass.append((time.perf_counter() - start) / len(images))
     del predictor_out
-    return {"mode": mode, "size": size, "proposals": proposals or "own", "s_per_image": round(seconds, 3),
-            "warmup_s": round(warm, 1),
+    return {"mode": mode, "size": size, "proposals": proposals or "own",
+            "s_per_image": round(statistics.median(per_pass), 3),
+            "pass_range": [round(min(per_pass), 3), round(max(per_pass), 3)], "warmup_s": round(warm, 1),
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text}: at least 1")
+    return value
 
 
 def _count(text: str) -> int:
@@ -83,11 +95,14 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[512, 800])
     parser.add_argument("--proposals", type=_count, nargs="+", default=[0],
                         help="RPN proposals our box head reads, one run per count (0: the model's own)")
-    parser.add_argument("--child", nargs=3, metavar=("MODE", "SIZE", "PROPOSALS"), help=argparse.SUPPRESS)
+    parser.add_argument("--passes", type=_positive, default=1,
+                        help="timed passes over the images per configuration; the median is reported")
+    parser.add_argument("--child", nargs=4, metavar=("MODE", "SIZE", "PROPOSALS", "PASSES"), help=argparse.SUPPRESS)
     parser.add_argument("paths", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(run_one(args.child[0], args.model, int(args.child[1]), int(args.child[2]), args.paths)))
+        mode, size, proposals, passes = args.child
+        print(json.dumps(run_one(mode, args.model, int(size), int(proposals), int(passes), args.paths)))
         return
     from model import datasets
     from model.config import bf16_supported
@@ -101,10 +116,11 @@ def main() -> None:
     for size in args.sizes:
         for mode, proposals in [(m, n) for m in modes for n in ([0] if m == "detectron2" else args.proposals)]:
             done = subprocess.run([sys.executable, __file__, "--model", args.model, "--child", mode,
-                                   str(size), str(proposals), *paths], capture_output=True, text=True, check=True)
+                                   str(size), str(proposals), str(args.passes), *paths],
+                                  capture_output=True, text=True, check=True)
             rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
             print(rows[-1], flush=True)
-    print(f"\n{len(paths)} images, {args.model}\n")
+    print(f"\n{len(paths)} images, {args.model}, s/image the median of {args.passes} pass(es)\n")
     paper = next((r for r in rows if r["size"] == 800 and r["mode"] == "detectron2"), None)
     print("| size | predictor | proposals | s/image | peak RSS MB | vs DefaultPredictor, same size | "
           "vs DefaultPredictor, 800 px |\n|---|---|---|---|---|---|---|")
