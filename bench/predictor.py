@@ -8,8 +8,9 @@ was trained at, e.g. the reference model's near-native 320/576 px). ``--proposal
 each count of RPN proposals its box head reads (0: the model's own; DefaultPredictor always reads
 the model's own: docs/results.md item 76). ``--passes N`` times each configuration N times over the
 images after its warm-up and reports the median (of an even N, the mean of the middle two; one pass
-moved by up to a third between runs on a 2-core virtual machine in item 76); each row's printed
-record holds the fastest and slowest pass too.
+moved by up to a third between runs on a 2-core virtual machine in item 76; the median steadies
+one process's figure, rounds processes apart still catch a slow spell); each row's printed record
+holds the fastest and slowest pass too.
 
     .venv/bin/python bench/predictor.py --model models/v1 \
         --data busbra:../shared/data/BUS-BRA --images 16 --sizes 0 512 800
