@@ -74,13 +74,6 @@ def run_one(mode: str, model_dir: str, size: int, proposals: int, passes: int, p
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text}: at least 1")
-    return value
-
-
 def _count(text: str) -> int:
     value = int(text)
     if value < 0:
@@ -89,6 +82,8 @@ def _count(text: str) -> int:
 
 
 def main() -> None:
+    from model.cli import _positive
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True)
     parser.add_argument("--data", default=f"busbra:{REPO / 'tests/data/busbra'}")
