@@ -111,13 +111,18 @@ def lesions_for(fit: tuple[float, float], target: float) -> float | None:
         return math.inf
 
 
+def falls_last(points: list[tuple[int, float]]) -> bool:
+    """Whether the figure falls from 2 to 3 training folds (the last two sizes)."""
+    return len(points) > 1 and points[-1][1] < points[-2][1]
+
+
 def read_slope(points: list[tuple[int, float]]) -> float | None:
     """A fold's accuracy slope as item 78 reads it, in points per doubling: 0 where the figure falls
     from 2 to 3 training folds (the learner at its ceiling there); None without all three sizes."""
     fit = slope(points)
     if fit is None:
         return None
-    return 0.0 if points[-1][1] < points[-2][1] else fit[0] * 100
+    return 0.0 if falls_last(points) else fit[0] * 100
 
 
 def verdict(rows: list[dict], folds: list[str]) -> str:
@@ -158,7 +163,7 @@ def _fits_table(rows: list[dict], folds: list[str], data_bound: bool) -> str:
             if key == ACCURACY and fold == DEV_FOLD and data_bound and fit is not None:
                 lesions = lesions_for(fit, TARGET)
                 reach = "never (not rising)" if lesions is None else f"{lesions:,.0f}"
-            falls = key == ACCURACY and fit is not None and read_slope(points) == 0.0 and fit[0] > 0
+            falls = key == ACCURACY and fit is not None and falls_last(points)
             fitted = "n/a" if fit is None else f"{fit[0] * scale:+.{2 if unit else 4}f}{unit}"
             fitted += " (falls 2 -> 3 folds: read as 0)" if falls else ""
             fits.append([name, fold, ", ".join(arms), means, fitted, reach])
