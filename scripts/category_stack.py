@@ -1,0 +1,165 @@
+"""A stacked category reading of evaluation reports' kept detections (docs/results.md item 79):
+each box's class scores and the box classifier's pathology head read together by a multinomial
+logistic regression fitted on held-out images. Runs no model.
+
+A box's features: the log of its class scores normalised to sum 1 and the logit of its pathology
+head. The regression (L2: half the weights' squared norm added to the summed cross-entropy, on
+features standardised over the fitting images) is fitted on each fitting image's top box against
+the experts' image category. It gives every box a new category distribution, scaled to the box's
+former sum (its P(lesion), rank and place stay), read as served (median category; P(malignant)
+the mean of the pathology head and the new mass at 4 or above) or by argmax.
+
+    python scripts/category_stack.py FOLD4_REPORT PART2_REPORT [FOLD4_REPORT PART2_REPORT ...]
+
+Fold 4 is cross-fitted (patients split in two halves as in item 67, each scored with the other's
+fit); part2 read with the fit on all of fold 4.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from tabulate import tabulate
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from model.category_reading import SERVED_READING as SERVED_CATEGORY  # noqa: E402
+from model.category_reading import relabelled  # noqa: E402
+from model.evaluation.evaluate import _common_classes, image_truth  # noqa: E402
+from model.malignancy_reading import SERVED_READING, reread  # noqa: E402
+from model.records import Detection, ImageRecord  # noqa: E402
+from scripts.category_bias import half, loaded  # noqa: E402
+from scripts.classifier_naming import figures  # noqa: E402
+
+FLOOR = 1e-6  # a probability of 0 or 1 has no finite log or logit
+L2 = 1.0      # sklearn's C = 1: the weights' squared norm halved, beside the summed cross-entropy
+
+
+def box_features(scores: Mapping[str, float], head: float, classes: Sequence[str]) -> list[float]:
+    """One box's features: log of its class scores over ``classes`` normalised to sum 1, then the
+    logit of its pathology head."""
+    total = sum(scores.get(c, 0.0) for c in classes) or 1.0
+    head = min(max(head, FLOOR), 1 - FLOOR)
+    return [math.log(max(scores.get(c, 0.0) / total, FLOOR)) for c in classes] + [math.log(head / (1 - head))]
+
+
+@dataclass(frozen=True)
+class Stack:
+    """A fitted reading: standardisation and a softmax layer from box features to ``classes``."""
+
+    classes: tuple[str, ...]
+    mean: np.ndarray
+    scale: np.ndarray
+    weights: np.ndarray  # classes x features
+    offsets: np.ndarray  # classes
+
+    def distribution(self, features: Sequence[float]) -> dict[str, float]:
+        logits = self.weights @ ((np.asarray(features) - self.mean) / self.scale) + self.offsets
+        p = np.exp(logits - logits.max())
+        return dict(zip(self.classes, (p / p.sum()).tolist()))
+
+
+def fit_stack(features: np.ndarray, truth: Sequence[str], classes: Sequence[str]) -> Stack:
+    """The regression fitted by L-BFGS in float64 (deterministic: no sampling)."""
+    mean, scale = features.mean(axis=0), features.std(axis=0)
+    scale = np.where(scale > 0, scale, 1.0)
+    x = torch.tensor((features - mean) / scale, dtype=torch.float64)
+    y = torch.tensor([list(classes).index(t) for t in truth])
+    w = torch.zeros(len(classes), x.shape[1], dtype=torch.float64, requires_grad=True)
+    b = torch.zeros(len(classes), dtype=torch.float64, requires_grad=True)
+    optimizer = torch.optim.LBFGS([w, b], max_iter=500, tolerance_grad=1e-10, line_search_fn="strong_wolfe")
+
+    def loss() -> torch.Tensor:
+        optimizer.zero_grad()
+        value = torch.nn.functional.cross_entropy(x @ w.T + b, y, reduction="sum") + L2 / 2 * (w ** 2).sum()
+        value.backward()
+        return value
+
+    optimizer.step(loss)
+    return Stack(tuple(classes), mean, scale, w.detach().numpy(), b.detach().numpy())
+
+
+def _top_features(records: list[ImageRecord], detections: list[Detection],
+                  classes: list[str]) -> tuple[np.ndarray, list[str]]:
+    """Each fitting image's top box's features and the experts' category (images whose top box has
+    no class scores, or whose category the model has not, are left out)."""
+    rows, truth = [], []
+    for record, detection in zip(records, detections):
+        top, category = detection.top(), image_truth(record, classes)
+        if top is None or not detection.class_scores or category not in classes:
+            continue
+        i = detection.boxes.index(top)
+        rows.append(box_features(detection.class_scores[i], detection.malignancy[i], classes))
+        truth.append(category)
+    return np.array(rows), truth
+
+
+def restacked(detection: Detection, stack: Stack | None, reading: str = SERVED_CATEGORY) -> Detection:
+    """``detection`` with each box's class scores from ``stack`` (None: as kept), read as served."""
+    if stack is not None and detection.class_scores:
+        scores = tuple({c: p * sum(kept.values()) for c, p in stack.distribution(
+            box_features(kept, head, stack.classes)).items()}
+            for kept, head in zip(detection.class_scores, detection.malignancy))
+        detection = replace(detection, class_scores=scores)
+    return relabelled(reread(detection, SERVED_READING), reading)
+
+
+def fitted(records: list[ImageRecord], detections: list[Detection], scored: dict) -> Stack:
+    classes = _common_classes(records, scored["classes"])
+    return fit_stack(*_top_features(records, detections, classes), classes)
+
+
+def cross_fitted(records: list[ImageRecord], detections: list[Detection], scored: dict,
+                 reading: str) -> dict:
+    """Fold 4's figures with each patient half read by the stack fitted on the other."""
+    halves = [[i for i, r in enumerate(records) if half(r) == h] for h in (0, 1)]
+    read = list(detections)
+    for fitting, scoring_half in (halves, halves[::-1]):
+        stack = fitted([records[i] for i in fitting], [detections[i] for i in fitting], scored)
+        for i in scoring_half:
+            read[i] = restacked(detections[i], stack, reading)
+    return figures(records, read, scored)
+
+
+def compare(fold4: Path, part2: Path) -> dict:
+    records, detections, scored = loaded(fold4)
+    other, other_detections, other_scored = loaded(part2)
+    whole = fitted(records, detections, scored)
+    result = {"fold4": {"stored": figures(records, [restacked(d, None) for d in detections], scored)},
+              "part2": {"stored": figures(other, [restacked(d, None) for d in other_detections], other_scored)}}
+    for reading in (SERVED_CATEGORY, "argmax"):
+        result["fold4"][f"cross-fitted, {reading}"] = cross_fitted(records, detections, scored, reading)
+        result["part2"][f"fold-4 fit, {reading}"] = figures(
+            other, [restacked(d, whole, reading) for d in other_detections], other_scored)
+    result["fold-4 fit"] = {"classes": whole.classes, "weights": whole.weights.round(3).tolist(),
+                            "offsets": whole.offsets.round(3).tolist()}
+    return result
+
+
+FIGURES = ("accuracy", "kappa", "effort_ratio", "auc", "top_box_on_lesion", "table_ii_sen", "table_ii_spe")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("reports", nargs="+", type=Path)
+    args = parser.parse_args(argv)
+    if len(args.reports) % 2:
+        parser.error("reports come in pairs: fold 4, then part2")
+    results = {str(f): compare(f, p) for f, p in zip(args.reports[::2], args.reports[1::2])}
+    rows = [[name, data, arm, *(f"{figs[k]:.4f}" if figs.get(k) is not None else "n/a" for k in FIGURES)]
+            for name, r in results.items() for data in ("fold4", "part2") for arm, figs in r[data].items()]
+    print(tabulate(rows, ["fold-4 report", "set", "reading", *FIGURES], tablefmt="github"))
+    print(json.dumps(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
