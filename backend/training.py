@@ -21,6 +21,7 @@ from contextlib import nullcontext
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
+from typing import NamedTuple
 
 from PIL import Image
 from redis.exceptions import RedisError
@@ -79,7 +80,16 @@ def _fetched(services: Services, tasks: list[tuple]):
                     zip(batch, services.fetcher.fetch_all([reference for *_, reference in batch])))
 
 
-def build_records(services: Services, project: int) -> tuple[list[ImageRecord], dict]:
+class ProjectRecords(NamedTuple):
+    """A project's annotated tasks as training data."""
+
+    records: list[ImageRecord]
+    facts: dict  # what the job reports (its result and progress): counts, label set, failures
+    # each used task's annotations (task id -> annotation ids): the version's record, not the job's
+    annotations_of: dict[str, list]
+
+
+def build_records(services: Services, project: int) -> ProjectRecords:
     labels = parse_label_config(services.api.label_config(project))  # UnknownProject: nothing created
     tasks = services.api.annotated_tasks(project)
     conversion = convert(tasks, labels.category_of, services.settings.min_agreement, labels.from_name)
@@ -113,8 +123,6 @@ def build_records(services: Services, project: int) -> tuple[list[ImageRecord], 
              "label_set": list(taxonomy.project_label_set(labels.to_label, (b.category for r in records
                                                                              for b in r.boxes))),
              "for_review": conversion.for_review, "image_errors": failed,
-             # each used task's annotations, for the version's record (popped there: not in the job's result)
-             "annotations_of": annotations_of,
              # what the gate may score: a box no label names is never shown (detector.emitted)
              "shown_categories": labels.shown_categories()}
     if conversion.unknown_labels:
@@ -123,7 +131,7 @@ def build_records(services: Services, project: int) -> tuple[list[ImageRecord], 
     if failed:
         log.warning("project %s: %d of %d task images could not be downloaded (first: %s)", project, len(failed),
                     len(usable), next(iter(failed.values())))
-    return records, facts
+    return ProjectRecords(records, facts, annotations_of)
 
 
 def _forget_images(folder: Path, keep: set) -> None:
@@ -349,8 +357,7 @@ def _train(project: int, settings: Settings, services: Services, job, holding: H
     from model.train import remove_abandoned_work, train, work_dir
 
     _report("reading annotations", project=project)
-    records, facts = build_records(services, project)
-    annotations_of = facts.pop("annotations_of")
+    records, facts, annotations_of = build_records(services, project)
     if (refusal_to_train := not_enough(len(records), facts, settings)) is not None:
         raise refusal_to_train
     train_records, holdout = promotion.split_holdout(records, settings.holdout_fraction)

@@ -40,7 +40,7 @@ def test_images_are_fetched_a_chunk_at_a_time_and_failures_recorded(tmp_path, bu
     fetch_all = services.fetcher.fetch_all
     monkeypatch.setattr(services.fetcher, "fetch_all", lambda refs: chunks.append(len(refs)) or fetch_all(refs))
     monkeypatch.setattr(training, "FETCH_CHUNK", 2)
-    records, facts = training.build_records(services, 7)
+    records, facts, annotations_of = training.build_records(services, 7)
     assert chunks == [2, 2, 1]
     assert [r.image_id for r in records] == ["1", "2", "3", "5"]
     assert list(facts["image_errors"]) == [4] and "no such file" in facts["image_errors"][4]
@@ -49,7 +49,8 @@ def test_images_are_fetched_a_chunk_at_a_time_and_failures_recorded(tmp_path, bu
         assert record.width > 100 and record.boxes and (images / f"task-{record.image_id}.png").is_file()
     assert records[0].boxes[0].x0 == pytest.approx(0.2 * records[0].width)
     assert facts["shown_categories"] == ["2", "3", "4A", "5"]  # the config's labels: no plain 4
-    assert facts["annotations_of"] == {"1": [100], "2": [101], "3": [102], "5": [104]}  # task 4: no image
+    assert annotations_of == {"1": [100], "2": [101], "3": [102], "5": [104]}  # task 4: no image
+    assert "annotations_of" not in facts  # the version's record, never the job's result
 
 
 def test_a_tasks_patient_keeps_its_images_on_one_side_of_the_held_out_split(tmp_path, busbra_dir):
@@ -66,7 +67,7 @@ def test_a_tasks_patient_keeps_its_images_on_one_side_of_the_held_out_split(tmp_
 
     services = Services(Settings(model_dir=tmp_path, local_files_root=busbra_dir))
     services.__dict__["api"] = TwoViewsEach(busbra_dir / "Images")
-    records, _ = training.build_records(services, 7)
+    records, *_ = training.build_records(services, 7)
     assert [r.patient for r in records] == ["p1", "p1", "7", None]
     for fraction in (0.1, 0.3, 0.5, 0.7, 0.9):
         held = {r.image_id for r in split_holdout(records, fraction)[1]}
@@ -78,7 +79,7 @@ def test_a_job_without_enough_tasks_says_where_they_went(tmp_path, busbra_dir):
     annotations the experts did make."""
     services = Services(Settings(model_dir=tmp_path, local_files_root=tmp_path / "elsewhere"))
     services.__dict__["api"] = AnnotatedProject(busbra_dir / "Images")
-    records, facts = training.build_records(services, 7)
+    records, facts, _ = training.build_records(services, 7)
     refusal = training.not_enough(len(records), facts, services.settings)
     assert records == [] and isinstance(refusal, training.NotEnoughAnnotations)
     assert str(refusal).startswith("0 usable annotated tasks of 5, MIN_ANNOTATIONS is ")
@@ -145,11 +146,11 @@ def test_a_project_that_refines_every_4_keeps_its_subcategories(tmp_path, busbra
 
     services = Services(Settings(model_dir=tmp_path, local_files_root=busbra_dir))
     services.__dict__["api"] = Refined(busbra_dir / "Images")
-    records, facts = training.build_records(services, 7)
+    records, facts, _ = training.build_records(services, 7)
     assert sorted(b.category for r in records for b in r.boxes) == ["3", "4A", "4C"]
     assert tuple(facts["label_set"]) == taxonomy.FULL
     Refined.labels = ["BI-RADS 4A", "BI-RADS 4", "BI-RADS 3"]
-    assert tuple(training.build_records(services, 8)[1]["label_set"]) == taxonomy.COARSE
+    assert tuple(training.build_records(services, 8).facts["label_set"]) == taxonomy.COARSE
 
 
 def test_a_task_no_longer_annotated_leaves_no_copy_of_its_image(tmp_path, busbra_dir):
@@ -163,7 +164,7 @@ def test_a_task_no_longer_annotated_leaves_no_copy_of_its_image(tmp_path, busbra
     assert sorted(p.name for p in images.iterdir()) == ["task-1.png", "task-2.png", "task-3.png", "task-5.png"]
     all_tasks = project.annotated_tasks
     project.annotated_tasks = lambda p: [t for t in all_tasks(p) if t["id"] != 2]
-    records, _ = training.build_records(services, 7)
+    records, *_ = training.build_records(services, 7)
     assert [r.image_id for r in records] == ["1", "3", "5"]
     assert sorted(p.name for p in images.iterdir()) == ["task-1.png", "task-3.png", "task-5.png"]
 
