@@ -12,7 +12,8 @@ the mean of the pathology head and the new mass at 4 or above) or by argmax.
     python scripts/category_stack.py FOLD4_REPORT PART2_REPORT [FOLD4_REPORT PART2_REPORT ...]
 
 Fold 4 is cross-fitted (patients split in two halves as in item 67, each scored with the other's
-fit); part2 read with the fit on all of fold 4.
+fit), and read in-sample too (the fit on all of fold 4 scoring its own images: an upper bound);
+part2 read with the fit on all of fold 4.
 """
 
 from __future__ import annotations
@@ -87,6 +88,11 @@ def fit_stack(features: np.ndarray, truth: Sequence[str], classes: Sequence[str]
     return Stack(tuple(classes), mean, scale, w.detach().numpy(), b.detach().numpy())
 
 
+def _check_heads(detection: Detection) -> None:
+    if len(detection.malignancy) != len(detection.class_scores):
+        raise SystemExit("a report without the box classifier's P(malignant) on every box: nothing to stack")
+
+
 def _top_features(records: list[ImageRecord], detections: list[Detection],
                   classes: list[str]) -> tuple[np.ndarray, list[str]]:
     """Each fitting image's top box's features and the experts' category (images whose top box has
@@ -96,6 +102,7 @@ def _top_features(records: list[ImageRecord], detections: list[Detection],
         top, category = detection.top(), image_truth(record, classes)
         if top is None or not detection.class_scores or category not in classes:
             continue
+        _check_heads(detection)
         i = detection.boxes.index(top)
         rows.append(box_features(detection.class_scores[i], detection.malignancy[i], classes))
         truth.append(category)
@@ -103,8 +110,10 @@ def _top_features(records: list[ImageRecord], detections: list[Detection],
 
 
 def restacked(detection: Detection, stack: Stack | None, reading: str = SERVED_CATEGORY) -> Detection:
-    """``detection`` with each box's class scores from ``stack`` (None: as kept), read as served."""
+    """``detection`` with each box's class scores from ``stack`` (None: as kept), named by
+    ``reading`` (the served one unless told) and its P(malignant) read as served."""
     if stack is not None and detection.class_scores:
+        _check_heads(detection)
         scores = tuple({c: p * sum(kept.values()) for c, p in stack.distribution(
             box_features(kept, head, stack.classes)).items()}
             for kept, head in zip(detection.class_scores, detection.malignancy))
@@ -113,7 +122,10 @@ def restacked(detection: Detection, stack: Stack | None, reading: str = SERVED_C
 
 
 def fitted(records: list[ImageRecord], detections: list[Detection], scored: dict) -> Stack:
+    """The stack fitted on these images' top boxes, over the model's own classes."""
     classes = _common_classes(records, scored["classes"])
+    if classes != list(scored["classes"]):  # 4A/4B/4C scores read on plain 4 data would be dropped
+        raise SystemExit(f"the data's categories do not meet the model's classes {scored['classes']}")
     return fit_stack(*_top_features(records, detections, classes), classes)
 
 
@@ -137,6 +149,9 @@ def compare(fold4: Path, part2: Path) -> dict:
               "part2": {"stored": figures(other, [restacked(d, None) for d in other_detections], other_scored)}}
     for reading in (SERVED_CATEGORY, "argmax"):
         result["fold4"][f"cross-fitted, {reading}"] = cross_fitted(records, detections, scored, reading)
+        # fitted on the images it scores: an upper bound no product would see
+        result["fold4"][f"in-sample, {reading}"] = figures(
+            records, [restacked(d, whole, reading) for d in detections], scored)
         result["part2"][f"fold-4 fit, {reading}"] = figures(
             other, [restacked(d, whole, reading) for d in other_detections], other_scored)
     result["fold-4 fit"] = {"classes": whole.classes, "weights": whole.weights.round(3).tolist(),
