@@ -20,6 +20,7 @@ import hashlib
 import json
 import math
 import sys
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -127,21 +128,28 @@ def compare(fold4: Path, part2: Path) -> dict:
 FIGURES = ("accuracy", "kappa", "effort_ratio", "auc", "top_box_on_lesion", "table_ii_sen", "table_ii_spe")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def run_pairs(argv: list[str] | None, description: str, compare_pair: Callable[[Path, Path], dict],
+              arms: dict[str, Sequence[str]]) -> int:
+    """The command line of this script and of those reading kept reports its way (item 79's):
+    reports in pairs (fold 4, then part2), each pair compared by ``compare_pair``; prints the
+    figures of each set's ``arms`` as a table, then everything as JSON."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("reports", nargs="+", type=Path)
     args = parser.parse_args(argv)
     if len(args.reports) % 2:
         parser.error("reports come in pairs: fold 4, then part2")
-    results = {str(f): compare(f, p) for f, p in zip(args.reports[::2], args.reports[1::2])}
+    results = {str(f): compare_pair(f, p) for f, p in zip(args.reports[::2], args.reports[1::2])}
     rows = [[name, data, arm, *(f"{r[data][arm][k]:.4f}" if r[data][arm].get(k) is not None else "n/a"
                                 for k in FIGURES)]
-            for name, r in results.items() for data, arms in (("fold4", ("stored", "cross-fitted")),
-                                                               ("part2", ("stored", "fold-4 bias")))
-            for arm in arms]
+            for name, r in results.items() for data, names in arms.items() for arm in names]
     print(tabulate(rows, ["fold-4 report", "set", "reading", *FIGURES], tablefmt="github"))
     print(json.dumps(results))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_pairs(argv, __doc__.splitlines()[0], compare,
+                     {"fold4": ("stored", "cross-fitted"), "part2": ("stored", "fold-4 bias")})
 
 
 if __name__ == "__main__":

@@ -18,8 +18,6 @@ part2 read with the fit on all of fold 4.
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import sys
 from collections.abc import Mapping, Sequence
@@ -28,7 +26,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tabulate import tabulate
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -37,7 +34,7 @@ from model.category_reading import relabelled  # noqa: E402
 from model.evaluation.evaluate import _common_classes, image_truth  # noqa: E402
 from model.malignancy_reading import SERVED_READING, reread  # noqa: E402
 from model.records import Detection, ImageRecord  # noqa: E402
-from scripts.category_bias import half, loaded  # noqa: E402
+from scripts.category_bias import half, loaded, run_pairs  # noqa: E402
 from scripts.classifier_naming import figures  # noqa: E402
 
 FLOOR = 1e-6  # a probability of 0 or 1 has no finite log or logit
@@ -147,7 +144,7 @@ def compare(fold4: Path, part2: Path) -> dict:
     whole = fitted(records, detections, scored)
     result = {"fold4": {"stored": figures(records, [restacked(d, None) for d in detections], scored)},
               "part2": {"stored": figures(other, [restacked(d, None) for d in other_detections], other_scored)}}
-    for reading in (SERVED_CATEGORY, "argmax"):
+    for reading in READINGS:
         result["fold4"][f"cross-fitted, {reading}"] = cross_fitted(records, detections, scored, reading)
         # fitted on the images it scores: an upper bound no product would see
         result["fold4"][f"in-sample, {reading}"] = figures(
@@ -159,21 +156,13 @@ def compare(fold4: Path, part2: Path) -> dict:
     return result
 
 
-FIGURES = ("accuracy", "kappa", "effort_ratio", "auc", "top_box_on_lesion", "table_ii_sen", "table_ii_spe")
+READINGS = (SERVED_CATEGORY, "argmax")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("reports", nargs="+", type=Path)
-    args = parser.parse_args(argv)
-    if len(args.reports) % 2:
-        parser.error("reports come in pairs: fold 4, then part2")
-    results = {str(f): compare(f, p) for f, p in zip(args.reports[::2], args.reports[1::2])}
-    rows = [[name, data, arm, *(f"{figs[k]:.4f}" if figs.get(k) is not None else "n/a" for k in FIGURES)]
-            for name, r in results.items() for data in ("fold4", "part2") for arm, figs in r[data].items()]
-    print(tabulate(rows, ["fold-4 report", "set", "reading", *FIGURES], tablefmt="github"))
-    print(json.dumps(results))
-    return 0
+    fold4 = ("stored", *(f"{fit}, {reading}" for reading in READINGS for fit in ("cross-fitted", "in-sample")))
+    return run_pairs(argv, __doc__.splitlines()[0], compare,
+                     {"fold4": fold4, "part2": ("stored", *(f"fold-4 fit, {reading}" for reading in READINGS))})
 
 
 if __name__ == "__main__":
