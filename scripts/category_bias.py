@@ -23,6 +23,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from tabulate import tabulate
 
@@ -95,15 +96,23 @@ def loaded(report: Path) -> tuple[list[ImageRecord], list[Detection], dict]:
     return [r for r, _ in pairs], [pathology_heads(d, read_as) for _, d in pairs], scoring(report)
 
 
+def cross_read(records: list[ImageRecord], detections: list[Detection],
+               fit_half: Callable[[list[ImageRecord], list[Detection]], Any],
+               read: Callable[[Detection, Any], Detection]) -> tuple[list[Detection], list]:
+    """Each patient half's detections ``read`` with what ``fit_half`` made of the other half
+    (cross-fitting: no image is read by a fit that saw it), and the two fits."""
+    halves = [[i for i, r in enumerate(records) if half(r) == h] for h in (0, 1)]
+    out, fits = list(detections), []
+    for fitting, scoring_half in (halves, halves[::-1]):
+        fits.append(fit_half([records[i] for i in fitting], [detections[i] for i in fitting]))
+        for i in scoring_half:
+            out[i] = read(detections[i], fits[-1])
+    return out, fits
+
+
 def cross_fitted(records: list[ImageRecord], detections: list[Detection], scored: dict) -> tuple[dict, list]:
     """Fold 4's figures with each half read at the bias fitted on the other, and both biases."""
-    halves = [[i for i, r in enumerate(records) if half(r) == h] for h in (0, 1)]
-    read, biases = list(detections), []
-    for fitting, scoring_half in (halves, halves[::-1]):
-        bias = fit([records[i] for i in fitting], [detections[i] for i in fitting], scored)
-        biases.append(bias)
-        for i in scoring_half:
-            read[i] = biased(detections[i], bias)
+    read, biases = cross_read(records, detections, lambda r, d: fit(r, d, scored), biased)
     return figures(records, read, scored), biases
 
 

@@ -34,11 +34,12 @@ from model.category_reading import relabelled  # noqa: E402
 from model.evaluation.evaluate import _common_classes, image_truth  # noqa: E402
 from model.malignancy_reading import SERVED_READING, reread  # noqa: E402
 from model.records import Detection, ImageRecord  # noqa: E402
-from scripts.category_bias import half, loaded, run_pairs  # noqa: E402
+from scripts.category_bias import cross_read, loaded, run_pairs  # noqa: E402
 from scripts.classifier_naming import figures  # noqa: E402
 
 FLOOR = 1e-6  # a probability of 0 or 1 has no finite log or logit
 L2 = 1.0      # sklearn's C = 1: the weights' squared norm halved, beside the summed cross-entropy
+READINGS = (SERVED_CATEGORY, "argmax")  # the served naming first; the rule reads it
 
 
 def box_features(scores: Mapping[str, float], head: float, classes: Sequence[str]) -> list[float]:
@@ -106,16 +107,16 @@ def _top_features(records: list[ImageRecord], detections: list[Detection],
     return np.array(rows), truth
 
 
-def restacked(detection: Detection, stack: Stack | None, reading: str = SERVED_CATEGORY) -> Detection:
-    """``detection`` with each box's class scores from ``stack`` (None: as kept), named by
-    ``reading`` (the served one unless told) and its P(malignant) read as served."""
+def restacked(detection: Detection, stack: Stack | None) -> Detection:
+    """``detection`` with each box's class scores from ``stack`` (None: as kept), read as served
+    (``relabelled`` names the boxes another way)."""
     if stack is not None and detection.class_scores:
         _check_heads(detection)
         scores = tuple({c: p * sum(kept.values()) for c, p in stack.distribution(
             box_features(kept, head, stack.classes)).items()}
             for kept, head in zip(detection.class_scores, detection.malignancy))
         detection = replace(detection, class_scores=scores)
-    return relabelled(reread(detection, SERVED_READING), reading)
+    return relabelled(reread(detection, SERVED_READING), SERVED_CATEGORY)
 
 
 def fitted(records: list[ImageRecord], detections: list[Detection], scored: dict) -> Stack:
@@ -126,37 +127,27 @@ def fitted(records: list[ImageRecord], detections: list[Detection], scored: dict
     return fit_stack(*_top_features(records, detections, classes), classes)
 
 
-def cross_fitted(records: list[ImageRecord], detections: list[Detection], scored: dict,
-                 reading: str) -> dict:
-    """Fold 4's figures with each patient half read by the stack fitted on the other."""
-    halves = [[i for i, r in enumerate(records) if half(r) == h] for h in (0, 1)]
-    read = list(detections)
-    for fitting, scoring_half in (halves, halves[::-1]):
-        stack = fitted([records[i] for i in fitting], [detections[i] for i in fitting], scored)
-        for i in scoring_half:
-            read[i] = restacked(detections[i], stack, reading)
-    return figures(records, read, scored)
-
-
 def compare(fold4: Path, part2: Path) -> dict:
     records, detections, scored = loaded(fold4)
     other, other_detections, other_scored = loaded(part2)
     whole = fitted(records, detections, scored)
+    # fold 4 cross-fitted, and in-sample: fitted on the images it scores, an upper bound no product would see
+    crossed, _ = cross_read(records, detections, lambda r, d: fitted(r, d, scored), restacked)
+    in_sample = [restacked(d, whole) for d in detections]
+    moved = [restacked(d, whole) for d in other_detections]
     result = {"fold4": {"stored": figures(records, [restacked(d, None) for d in detections], scored)},
               "part2": {"stored": figures(other, [restacked(d, None) for d in other_detections], other_scored)}}
     for reading in READINGS:
-        result["fold4"][f"cross-fitted, {reading}"] = cross_fitted(records, detections, scored, reading)
-        # fitted on the images it scores: an upper bound no product would see
-        result["fold4"][f"in-sample, {reading}"] = figures(
-            records, [restacked(d, whole, reading) for d in detections], scored)
-        result["part2"][f"fold-4 fit, {reading}"] = figures(
-            other, [restacked(d, whole, reading) for d in other_detections], other_scored)
+        result["fold4"][f"cross-fitted, {reading}"] = figures(records, named(crossed, reading), scored)
+        result["fold4"][f"in-sample, {reading}"] = figures(records, named(in_sample, reading), scored)
+        result["part2"][f"fold-4 fit, {reading}"] = figures(other, named(moved, reading), other_scored)
     result["fold-4 fit"] = {"classes": whole.classes, "weights": whole.weights.round(3).tolist(),
                             "offsets": whole.offsets.round(3).tolist()}
     return result
 
 
-READINGS = (SERVED_CATEGORY, "argmax")
+def named(detections: list[Detection], reading: str) -> list[Detection]:
+    return [relabelled(d, reading) for d in detections]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -40,3 +40,13 @@ def test_a_patients_images_fall_in_one_half(category_bias):
 
     assert category_bias.half(record("a", "p1")) == category_bias.half(record("b", "p1"))
     assert {category_bias.half(record(str(n), f"p{n}")) for n in range(20)} == {0, 1}
+
+
+def test_each_half_is_read_by_the_fit_of_the_other(category_bias):
+    records = [ImageRecord(str(n), f"/x/{n}.png", 10, 10, [], patient=f"p{n}") for n in range(12)]
+    detections = [_detection({"4": 0.5}) for _ in records]
+    fit_of = lambda rs, ds: {r.patient for r in rs}  # noqa: E731 - a fit that says what it saw
+    read = lambda d, seen: seen  # noqa: E731
+    out, fits = category_bias.cross_read(records, detections, fit_of, read)
+    assert len(fits) == 2 and fits[0].isdisjoint(fits[1]) and fits[0] | fits[1] == {r.patient for r in records}
+    assert all(r.patient not in seen for r, seen in zip(records, out))

@@ -33,11 +33,12 @@ def test_the_head_renames_boxes_the_class_scores_cannot_separate(category_stack)
     truth = (["3"] * 3 + ["4"] * 3 + ["5"] * 3) * 4
     features = np.array([category_stack.box_features(scores, h, CLASSES) for h in heads])
     stack = category_stack.fit_stack(features, truth, CLASSES)
-    named = [category_stack.restacked(_detection(scores, h), stack, "argmax").boxes[0].category
-             for h in (0.05, 0.5, 0.95)]
+    named = [category_stack.named([category_stack.restacked(_detection(scores, h), stack)], "argmax")[0]
+             .boxes[0].category for h in (0.05, 0.5, 0.95)]
     assert named == ["3", "4", "5"]
     # as kept (no stack), the box stays a 4 whatever its head says
-    assert category_stack.restacked(_detection(scores, 0.95), None, "argmax").boxes[0].category == "4"
+    kept = category_stack.restacked(_detection(scores, 0.95), None)
+    assert category_stack.named([kept], "argmax")[0].boxes[0].category == "4"
 
 
 def test_a_restacked_box_keeps_its_lesion_mass_place_and_rank(category_stack):
