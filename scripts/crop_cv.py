@@ -61,6 +61,7 @@ ARMS: dict[str, dict] = {
     # the heads also read each box's shape, size and depth, which the stretched crop hides (item 43)
     "geometry": {"geometry": True},
     "geometry-seed-43": {"geometry": True, "seed": 43},
+    "geometry-seed-44": {"geometry": True, "seed": 44},  # a third seed on item 78's curve (item 81)
 }
 BASELINE = "stretch"
 # Every arm's learner is the box classifier's as items 12-43 measured it: without the geometry that
