@@ -15,7 +15,15 @@ import requests
 from backend.services import starter_version
 from model.predict import Predictor
 from model.records import BOX_VOTING_IOU
-from tests.e2e.conftest import CONFIG, annotate, create_project, image_name, retrieve_predictions, stored_predictions
+from tests.e2e.conftest import (
+    CONFIG,
+    annotate,
+    create_project,
+    image_name,
+    retrieve_predictions,
+    start_backend,
+    stored_predictions,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -101,19 +109,25 @@ def test_personal_access_token_is_refreshed_for_images_and_api(label_studio, bus
     assert len(api.annotated_tasks(project)) == 4
 
 
+@pytest.fixture(scope="module")
+def classified_backend(tmp_path_factory, label_studio, classified_tiny_model):
+    """One backend serving the starter model with a box classifier, at most three boxes an image,
+    for the tests below that only pre-annotate (each in its own project): a start costs seconds."""
+    with start_backend(tmp_path_factory.mktemp("classified-backend"), label_studio,
+                       INITIAL_WEIGHTS=str(classified_tiny_model), MAX_BOXES="3") as backend:
+        yield backend
+
+
 def test_label_studio_keeps_each_boxs_malignancy_from_a_model_with_a_box_classifier(
-        label_studio, classified_tiny_model, busbra_dir, tmp_path):
+        label_studio, classified_backend, classified_tiny_model, busbra_dir):
     """A starter model with a box classifier: Label Studio stores each region's P(malignant) in
     the region's meta text (shown in the region's details), as the backend sent it."""
     import re
 
-    from tests.e2e.conftest import start_backend
-
-    with start_backend(tmp_path, label_studio, INITIAL_WEIGHTS=str(classified_tiny_model), MAX_BOXES="3") as backend:
-        client, project, tasks = create_project(label_studio, busbra_dir / "Images", "Malignancy")
-        client.ml.create(project=project, url=backend["url"], title="BI-RADS detector", is_interactive=False)
-        retrieve_predictions(client, project)
-        stored = stored_predictions(client, project)
+    client, project, tasks = create_project(label_studio, busbra_dir / "Images", "Malignancy")
+    client.ml.create(project=project, url=classified_backend["url"], title="BI-RADS detector", is_interactive=False)
+    retrieve_predictions(client, project)
+    stored = stored_predictions(client, project)
     note = re.compile(r"P\(malignant\) (\d\.\d\d), model estimate")
     regions = [r for predictions in stored.values() for r in predictions[-1]["result"]]
     assert all(p[-1]["model_version"] == starter_version(classified_tiny_model) for p in stored.values())
@@ -133,18 +147,16 @@ def test_label_studio_keeps_each_boxs_malignancy_from_a_model_with_a_box_classif
         assert note.fullmatch(text) and 0.0 <= float(note.fullmatch(text).group(1)) <= 1.0
 
 
-def test_one_unreadable_image_costs_its_own_task_only(label_studio, classified_tiny_model, busbra_dir, tmp_path):
+def test_one_unreadable_image_costs_its_own_task_only(label_studio, classified_backend, classified_tiny_model,
+                                                      busbra_dir):
     """"Retrieve predictions" sends every task in one request: a task whose image is gone gets no
     prediction (Label Studio asks again later), and every other task gets its own."""
-    from tests.e2e.conftest import start_backend
-
-    with start_backend(tmp_path, label_studio, INITIAL_WEIGHTS=str(classified_tiny_model)) as backend:
-        client, project, tasks = create_project(label_studio, busbra_dir / "Images", "One image gone")
-        broken = client.tasks.create(project=project, data={"image": f"/data/upload/{project}/gone.png"}).id
-        client.ml.create(project=project, url=backend["url"], title="BI-RADS detector", is_interactive=False)
-        retrieve_predictions(client, project)
-        stored = stored_predictions(client, project)
-        log = backend["log"].read_text()
+    client, project, tasks = create_project(label_studio, busbra_dir / "Images", "One image gone")
+    broken = client.tasks.create(project=project, data={"image": f"/data/upload/{project}/gone.png"}).id
+    client.ml.create(project=project, url=classified_backend["url"], title="BI-RADS detector", is_interactive=False)
+    retrieve_predictions(client, project)
+    stored = stored_predictions(client, project)
+    log = classified_backend["log"].read_text()
     assert stored[broken] == []
     assert all(stored[task][-1]["model_version"] == starter_version(classified_tiny_model) for task in tasks)
     assert f"task {broken}: " in log and "no prediction for it" in log
@@ -154,8 +166,6 @@ def test_retrieve_predictions_again_goes_on_where_the_time_budget_stopped(label_
                                                                          busbra_dir, tmp_path):
     """A project too large for one /predict within Label Studio's 100 s: each "Retrieve
     predictions" stores what fit, and the next one sends only the tasks still without one."""
-    from tests.e2e.conftest import start_backend
-
     with start_backend(tmp_path, label_studio, INITIAL_WEIGHTS=str(classified_tiny_model),
                        PREDICT_TIME_BUDGET="0.000001") as backend:
         client, project, tasks = create_project(label_studio, busbra_dir / "Images", "Time budget")

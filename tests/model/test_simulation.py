@@ -40,7 +40,8 @@ def _simulate(out: Path, data: str, *options: str) -> dict:
         [sys.executable, "-m", "model.cli", "simulate", "--data", data, "--holdout-splits", "fold2", "--out", str(out),
          "--round-size", "2", "--score-threshold", "0.3",
          "--base-config", "COCO-Detection/faster_rcnn_R_50_FPN_1x.yaml", "--image-size", "128",
-         "--max-iter", "3", "--num-workers", "0", *options],
+         "--max-iter", "3", "--num-workers", "0", *options,
+         "--extra", "MODEL.RPN.POST_NMS_TOPK_TEST", "50"],  # as tests/conftest.py's tiny_model: a cheaper head
         capture_output=True, text=True, timeout=900, cwd=Path(__file__).parents[2])
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads((out / "simulation.json").read_text())
