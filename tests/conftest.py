@@ -24,13 +24,16 @@ def breast_dir() -> Path:
     return DATA / "breast"
 
 
+# The tiny models' box head reads 50 RPN proposals per image, not the recipe's 300: the head dominates
+# a prediction at their size, and dozens of tests predict with them (config.yaml carries the count)
+TINY_PROPOSALS = ["MODEL.RPN.POST_NMS_TOPK_TEST", "50"]
+
+
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory, busbra_dir) -> Path:
     """A real (barely trained) model directory: R50-FPN, 128 px, 3 iterations (~15 s).
 
-    Its boxes are not good; it is for tests about plumbing, not accuracy. Its box head reads 50 RPN
-    proposals per image, not the recipe's 300: the head dominates a prediction at this size, and
-    dozens of tests predict with this model or its fine-tunes (its config.yaml carries the count)."""
+    Its boxes are not good; it is for tests about plumbing, not accuracy (TINY_PROPOSALS)."""
     from model import datasets
     from model.config import TrainSettings
     from model.train import train
@@ -38,7 +41,7 @@ def tiny_model(tmp_path_factory, busbra_dir) -> Path:
     out = tmp_path_factory.mktemp("tiny") / "model"
     train(datasets.load(f"busbra:{busbra_dir}"), out, TrainSettings(
         base_config="COCO-Detection/faster_rcnn_R_50_FPN_1x.yaml", image_size=128, max_iter=3,
-        num_workers=0, warmup_iters=1, extra=["MODEL.RPN.POST_NMS_TOPK_TEST", "50"]))
+        num_workers=0, warmup_iters=1, extra=TINY_PROPOSALS))
     return out
 
 
