@@ -311,6 +311,10 @@ def test_boxes_voted_onto_one_lesion_merge_into_the_best_ranked_with_its_verdict
         assert all(a.iou(b) < 0.5 for i, a in enumerate(boxes) for b in boxes[i + 1:])
         assert len(shown.class_scores) == len(shown.malignancy) == len(boxes)
         assert len(shown.ranks) in (0, len(boxes))  # ranks only where the classifier rescores
-        verdicts = {(b, every.rank_of(b), every.malignancy_of(b)) for b in every.boxes}
-        assert {(b, shown.rank_of(b), shown.malignancy_of(b)) for b in boxes} <= verdicts
+        # each kept box is one of the detector's, with its verdicts; the classifier reads fewer crops
+        # in one batch here, which moves its float32 sums in the last digits
+        assert set(boxes) <= set(every.boxes)
+        for box in boxes:
+            assert (shown.rank_of(box), shown.malignancy_of(box)) == \
+                pytest.approx((every.rank_of(box), every.malignancy_of(box)), rel=1e-4, abs=1e-9)
         assert shown.top() == every.top() or not every.boxes  # the best-ranked box always stays

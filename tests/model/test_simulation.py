@@ -10,7 +10,7 @@ import pytest
 from model import modeldir
 from model.records import Box, Detection
 from model.simulation import pick_next
-from tests.conftest import TINY_PROPOSALS
+from tests.conftest import LIGHT_BOX_HEAD, TINY_PROPOSALS
 
 
 def test_uncertain_order_picks_least_confident_pre_annotations():
@@ -42,7 +42,7 @@ def _simulate(out: Path, data: str, *options: str) -> dict:
          "--round-size", "2", "--score-threshold", "0.3",
          "--base-config", "COCO-Detection/faster_rcnn_R_50_FPN_1x.yaml", "--image-size", "128",
          "--max-iter", "3", "--num-workers", "0", *options,
-         "--extra", *TINY_PROPOSALS],
+         "--extra", *LIGHT_BOX_HEAD, *TINY_PROPOSALS],
         capture_output=True, text=True, timeout=900, cwd=Path(__file__).parents[2])
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads((out / "simulation.json").read_text())

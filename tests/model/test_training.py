@@ -2,8 +2,9 @@
 
 The overfit run proves that labels, boxes and classes line up end to end: trained on four real
 BUS-BRA images (BI-RADS 2, 3, 4, 5), the detector must find those lesions again (AP50 far above
-chance) with the right BI-RADS category. R50-FPN at 160 px keeps it to ~5 CPU minutes; the product
-default (R101-FPN, 800 px) runs through the same code in ``test_cli_trains_product_default``.
+chance) with the right BI-RADS category. R50-FPN at 160 px with a light box head (LIGHT_BOX_HEAD) keeps
+it to ~6.5 CPU minutes on a Zen 3 EPYC; the product default (R101-FPN, 800 px, the four-convolution
+GroupNorm head) runs through the same code in ``test_cli_trains_product_default``.
 """
 
 import json
@@ -17,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from model import datasets, modeldir
 from model.class_rows import BOX_DELTAS, CLASS_SCORES
@@ -27,6 +29,7 @@ from model.fine_tuning import schedule
 from model.io import DataError
 from model.predict import Predictor
 from model.train import _class_scores_learn_where_classes_change, train, training_classes
+from tests.conftest import LIGHT_BOX_HEAD
 
 pytestmark = pytest.mark.slow
 
@@ -34,7 +37,7 @@ pytestmark = pytest.mark.slow
 # ~0.6 (>= 0.9 in fp32, and under bf16 on an AVX-512 EPYC); bf16 inference is checked separately.
 TINY = dict(base_config="COCO-Detection/faster_rcnn_R_50_FPN_1x.yaml", image_size=160, batch_size=4,
             base_lr=0.02, warmup_iters=20, rotation_degrees=0, brightness=(1.0, 1.0), roi_per_image=64,
-            num_workers=0, log_period=50, bf16=False)
+            num_workers=0, log_period=50, bf16=False, extra=LIGHT_BOX_HEAD)
 
 
 @pytest.fixture(scope="module")
@@ -163,12 +166,14 @@ def test_the_box_head_reads_only_the_proposals_asked_for(overfit_model, records)
         return predictor(paths, batch_size=1), pooled
 
     own, own_pooled = read(None)
-    assert all(n > 7 for n in own_pooled), own_pooled  # up to 300 (the config's) after the RPN's NMS
-    few, few_pooled = read(7)
-    assert few_pooled == [7] * len(paths)
+    assert all(n > 30 for n in own_pooled), own_pooled  # up to 300 (the config's) after the RPN's NMS
+    few, few_pooled = read(30)
+    assert few_pooled == [30] * len(paths)
     assert [d.boxes for d in few] != [d.boxes for d in own]
     m = evaluate(records, few, ["2", "3", "4", "5"], 0.3).metrics
-    assert m["ap50_lesion"] >= 0.9, m  # the lesions are still found from the RPN's seven best
+    # the lesions are still found from the RPN's thirty best (from its 15 best on a Zen 3 EPYC; its
+    # 10 best missed one)
+    assert m["ap50_lesion"] >= 0.9, m
     with pytest.raises(ValueError, match="at least 1"):
         Predictor(overfit_model, proposals=0)
 
@@ -263,8 +268,6 @@ def test_an_images_detections_do_not_depend_on_the_images_batched_with_it(overfi
     would be normalised with the padding in: its boxes would change with what shares its request."""
     import shutil
 
-    import yaml
-
     from model.io import read_image
 
     grouped = shutil.copytree(overfit_model, tmp_path / "gn")
@@ -306,6 +309,8 @@ def test_cli_trains_product_default_and_evaluates(tmp_path, busbra_dir, breast_d
     assert done.returncode == 0, done.stderr[-3000:]
     assert "build_resnet_fpn_backbone" in (model / "config.yaml").read_text()
     assert "DEPTH: 101" in (model / "config.yaml").read_text()
+    box_head = yaml.safe_load((model / "config.yaml").read_text())["MODEL"]["ROI_BOX_HEAD"]
+    assert (box_head["NUM_CONV"], box_head["NORM"]) == (4, "GN")  # the from-scratch recipe's head
     assert "ETA" in done.stderr
     report = tmp_path / "report"
     done = subprocess.run(birads + ["evaluate", "--data", f"breast:{breast_dir}", "--model", str(model),
@@ -548,8 +553,6 @@ def test_a_class_list_that_is_not_the_weights_is_a_data_error(tmp_path, tiny_mod
     """model.json naming classes the weights were not trained for: refused, never served with a
     random class layer (detectron2 alone would only log it) and every box named wrongly."""
     import shutil
-
-    import yaml
 
     from model.io import DataError
     from model.predict import Predictor
