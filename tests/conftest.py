@@ -24,8 +24,8 @@ def breast_dir() -> Path:
     return DATA / "breast"
 
 
-# The tiny models' box head reads 50 RPN proposals per image, not the recipe's 300: the head dominates
-# a prediction at their size, and dozens of tests predict with them (config.yaml carries the count)
+# The tiny models' box head reads 50 RPN proposals per image, not the recipe's 300: fewer boxes to pool,
+# name and vote on, and dozens of tests predict with them (config.yaml carries the count)
 TINY_PROPOSALS = ["MODEL.RPN.POST_NMS_TOPK_TEST", "50"]
 # The test models' box head: detectron2's two fully connected layers, not the from-scratch recipe's
 # four GroupNorm convolutions, which were half of a training step at 160 px (3.9 s -> 2.1 s an

@@ -3,7 +3,7 @@
 The overfit run proves that labels, boxes and classes line up end to end: trained on four real
 BUS-BRA images (BI-RADS 2, 3, 4, 5), the detector must find those lesions again (AP50 far above
 chance) with the right BI-RADS category. R50-FPN at 160 px with a light box head (LIGHT_BOX_HEAD) keeps
-it to ~6.5 CPU minutes on a Zen 3 EPYC; the product default (R101-FPN, 800 px, the four-convolution
+it to ~6 CPU minutes on a Zen 3 EPYC; the product default (R101-FPN, 800 px, the four-convolution
 GroupNorm head) runs through the same code in ``test_cli_trains_product_default``.
 """
 
