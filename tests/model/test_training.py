@@ -307,9 +307,9 @@ def test_cli_trains_product_default_and_evaluates(tmp_path, busbra_dir, breast_d
                                     "--max-iter", "2", "--image-size", "128", "--num-workers", "0"],
                           capture_output=True, text=True, timeout=600, cwd=repo)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "build_resnet_fpn_backbone" in (model / "config.yaml").read_text()
-    assert "DEPTH: 101" in (model / "config.yaml").read_text()
-    box_head = yaml.safe_load((model / "config.yaml").read_text())["MODEL"]["ROI_BOX_HEAD"]
+    config = (model / "config.yaml").read_text()
+    assert "build_resnet_fpn_backbone" in config and "DEPTH: 101" in config
+    box_head = yaml.safe_load(config)["MODEL"]["ROI_BOX_HEAD"]
     assert (box_head["NUM_CONV"], box_head["NORM"]) == (4, "GN")  # the from-scratch recipe's head
     assert "ETA" in done.stderr
     report = tmp_path / "report"
