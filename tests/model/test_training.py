@@ -2,8 +2,9 @@
 
 The overfit run proves that labels, boxes and classes line up end to end: trained on four real
 BUS-BRA images (BI-RADS 2, 3, 4, 5), the detector must find those lesions again (AP50 far above
-chance) with the right BI-RADS category. R50-FPN at 160 px with a light box head (LIGHT_BOX_HEAD) keeps
-it to ~6 CPU minutes on a Zen 3 EPYC; the product default (R101-FPN, 800 px, the four-convolution
+chance) with the right BI-RADS category. R50-FPN at 160 px keeps it to ~11 CPU minutes on a Zen 3 EPYC.
+It keeps the recipe's four-convolution GroupNorm box head: with LIGHT_BOX_HEAD it overfit on a Zen 3
+but found these lesions at AP50 0.77 on a Zen 5. The product default (R101-FPN, 800 px, the four-convolution
 GroupNorm head) runs through the same code in ``test_cli_trains_product_default``.
 """
 
@@ -29,7 +30,6 @@ from model.fine_tuning import schedule
 from model.io import DataError
 from model.predict import Predictor
 from model.train import _class_scores_learn_where_classes_change, train, training_classes
-from tests.conftest import LIGHT_BOX_HEAD
 
 pytestmark = pytest.mark.slow
 
@@ -37,7 +37,7 @@ pytestmark = pytest.mark.slow
 # ~0.6 (>= 0.9 in fp32, and under bf16 on an AVX-512 EPYC); bf16 inference is checked separately.
 TINY = dict(base_config="COCO-Detection/faster_rcnn_R_50_FPN_1x.yaml", image_size=160, batch_size=4,
             base_lr=0.02, warmup_iters=20, rotation_degrees=0, brightness=(1.0, 1.0), roi_per_image=64,
-            num_workers=0, log_period=50, bf16=False, extra=LIGHT_BOX_HEAD)
+            num_workers=0, log_period=50, bf16=False)
 
 
 @pytest.fixture(scope="module")
@@ -166,14 +166,12 @@ def test_the_box_head_reads_only_the_proposals_asked_for(overfit_model, records)
         return predictor(paths, batch_size=1), pooled
 
     own, own_pooled = read(None)
-    assert all(n > 30 for n in own_pooled), own_pooled  # up to 300 (the config's) after the RPN's NMS
-    few, few_pooled = read(30)
-    assert few_pooled == [30] * len(paths)
+    assert all(n > 7 for n in own_pooled), own_pooled  # up to 300 (the config's) after the RPN's NMS
+    few, few_pooled = read(7)
+    assert few_pooled == [7] * len(paths)
     assert [d.boxes for d in few] != [d.boxes for d in own]
     m = evaluate(records, few, ["2", "3", "4", "5"], 0.3).metrics
-    # the lesions are still found from the RPN's thirty best (from its 15 best on a Zen 3 EPYC; its
-    # 10 best missed one)
-    assert m["ap50_lesion"] >= 0.9, m
+    assert m["ap50_lesion"] >= 0.9, m  # the lesions are still found from the RPN's seven best
     with pytest.raises(ValueError, match="at least 1"):
         Predictor(overfit_model, proposals=0)
 
