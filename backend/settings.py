@@ -109,7 +109,8 @@ class Settings:
         "env": "PREDICT_PROPOSALS",
         "doc": "RPN proposals the box head reads per image, and box voting's voters: the head's time, about "
                "half of a float32 prediction (a CPU without bfloat16), is proportional to them "
-               "(docs/results.md item 76); 0: the model's own (300 in the reference recipe)"})
+               "(docs/results.md item 76); 0: the predictor's default, 75 where a CPU predicts in float32 "
+               "(item 82) and the model's own in bf16 or on a GPU (300 in the reference recipe)"})
     device: str = field(default="auto", metadata={"env": "DEVICE", "doc": DEVICE_CHOICES})
     bf16: str = field(default="auto", metadata={
         "env": "BF16", "doc": "auto (on where the hardware has bf16), true or false"})
@@ -257,7 +258,7 @@ class Settings:
         if not 0 <= self.box_voting_iou <= 1:
             raise ValueError(f"BOX_VOTING_IOU={self.box_voting_iou} must be in [0, 1] (0: off)")
         if self.predict_proposals < 0:
-            raise ValueError(f"PREDICT_PROPOSALS={self.predict_proposals} must be >= 0 (0: the model's own)")
+            raise ValueError(f"PREDICT_PROPOSALS={self.predict_proposals} must be >= 0 (0: the predictor's default)")
         if self.auth_max_failures < 0 or not 0 < self.auth_failure_window < math.inf:
             raise ValueError(f"AUTH_MAX_FAILURES={self.auth_max_failures} must be >= 0 (0: no limit) and "
                              f"AUTH_FAILURE_WINDOW={self.auth_failure_window} > 0")
@@ -313,7 +314,7 @@ class Settings:
 
     @property
     def proposals(self) -> int | None:
-        """The predictor's ``proposals``: None (the model's own) for 0."""
+        """The predictor's ``proposals``: None (its default: 75 in float32 on a CPU, else the model's own) for 0."""
         return self.predict_proposals or None
 
 

@@ -5,8 +5,9 @@ process so its peak memory (max RSS) is its own; ours predicts as the backend se
 classifier where the model has one, box voting). Prints a table and the time ratios, against
 DefaultPredictor at the same size and at the paper's 800 px. Size 0 is the model's own (the size it
 was trained at, e.g. the reference model's near-native 320/576 px). ``--proposals`` times ours at
-each count of RPN proposals its box head reads (0: the model's own; DefaultPredictor always reads
-the model's own: docs/results.md item 76). ``--passes N`` times each configuration N times over the
+each count of RPN proposals its box head reads (0: the predictor's default, 75 in float32 on a CPU
+and the model's own in bf16, printed as "default N"; DefaultPredictor always reads the model's own:
+docs/results.md items 76 and 82). ``--passes N`` times each configuration N times over the
 images after its warm-up and reports the median (of an even N, the mean of the middle two; one pass
 moved by up to a third between runs on a 2-core virtual machine in item 76; the median steadies
 one process's figure, rounds processes apart still catch a slow spell); each row's printed record
@@ -68,7 +69,9 @@ def run_one(mode: str, model_dir: str, size: int, proposals: int, passes: int, p
         infer()
         per_pass.append((time.perf_counter() - start) / len(images))
     del predictor_out
-    return {"mode": mode, "size": size, "proposals": proposals or "own",
+    read = predictor.cfg.MODEL.RPN.POST_NMS_TOPK_TEST
+    label = "own" if mode == "detectron2" else (proposals or f"default {read}")
+    return {"mode": mode, "size": size, "proposals": label,
             "s_per_image": round(statistics.median(per_pass), 3),
             "pass_range": [round(min(per_pass), 3), round(max(per_pass), 3)], "warmup_s": round(warm, 1),
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
@@ -90,7 +93,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=8)
     parser.add_argument("--sizes", type=int, nargs="+", default=[512, 800])
     parser.add_argument("--proposals", type=_count, nargs="+", default=[0],
-                        help="RPN proposals our box head reads, one run per count (0: the model's own)")
+                        help="RPN proposals our box head reads, one run per count (0: the predictor's default)")
     parser.add_argument("--passes", type=_positive, default=1,
                         help="timed passes over the images per configuration; the median is reported")
     parser.add_argument("--child", nargs=4, metavar=("MODE", "SIZE", "PROPOSALS", "PASSES"), help=argparse.SUPPRESS)

@@ -338,7 +338,8 @@ def _inference_options(parser: argparse.ArgumentParser) -> None:
                              f"(model/malignancy_reading.py; default {malignancy_reading.SERVED_READING})")
     parser.add_argument("--proposals", type=_positive, metavar="N",
                         help="the RPN proposals the box head reads per image (and box voting's voters): fewer, "
-                             "faster (docs/results.md item 76; default: the model's config's)")
+                             "faster (docs/results.md item 76; default: 75 where a CPU predicts in float32, item 82, "
+                             "else the model's config's)")
     parser.add_argument("--category-voting", type=float, metavar="IOU",
                         help="give each box the mean class scores of the proposals overlapping it at this IoU, "
                              "weighted by their P(lesion) (model/box_voting.py; default off: its own)")

@@ -115,6 +115,19 @@ def as_rgb(image: ImageInput) -> np.ndarray:
     return image
 
 
+# In float32 on a CPU the box head is about half of a prediction's time, in proportion to the
+# proposals it reads: 75 took a prediction from 0.475x to 0.239x of DefaultPredictor's at 800 px
+# (docs/results.md item 76), and on a whole reference run moved no accuracy figure past the rule
+# written before it (item 82). bf16 and GPUs keep the model's own count: there the head is cheap.
+FLOAT32_CPU_PROPOSALS = 75
+
+
+def default_proposals(cfg, device: str, bf16: bool) -> int:
+    """The proposals the box head reads when none are asked for (see FLOAT32_CPU_PROPOSALS)."""
+    own = cfg.MODEL.RPN.POST_NMS_TOPK_TEST
+    return min(own, FLOAT32_CPU_PROPOSALS) if device == "cpu" and not bf16 else own
+
+
 class Predictor:
     """Detects lesions and names their BI-RADS category.
 
@@ -134,8 +147,8 @@ class Predictor:
     ``malignancy_reading``: how each box's P(malignant) is read where the box classifier gives one
     (``model.malignancy_reading``: its pathology head alone, or averaged with the box's categories).
     ``proposals``: how many of the RPN's proposals the box head reads per image, which are also box
-    voting's voters (the head's time is proportional to them; docs/results.md item 76); None: the
-    model's config's.
+    voting's voters (the head's time is proportional to them; docs/results.md item 76); None:
+    ``FLOAT32_CPU_PROPOSALS`` where a CPU predicts in float32, else the model's config's.
     """
 
     def __init__(self, model_dir: str | Path, device: str = "auto", bf16: bool | None = None,
@@ -161,11 +174,10 @@ class Predictor:
         cfg.MODEL.WEIGHTS = ""
         if image_size:  # infer at another size than the model was trained at
             cfg.INPUT.MIN_SIZE_TEST = cfg.INPUT.MAX_SIZE_TEST = image_size
-        if proposals:
-            cfg.MODEL.RPN.POST_NMS_TOPK_TEST = proposals
         self.cfg = cfg
         self.device = cfg.MODEL.DEVICE
         self.bf16 = bf16_supported(self.device) if bf16 is None else bf16
+        cfg.MODEL.RPN.POST_NMS_TOPK_TEST = proposals or default_proposals(cfg, self.device, self.bf16)
         if bf16 and not bf16_supported(self.device):
             # kept (the parity test needs it), but said: emulated bf16 is many times slower
             log.warning("bf16 asked for, but this %s has no native bfloat16: it is emulated, many "
@@ -182,8 +194,9 @@ class Predictor:
             self.model.to(memory_format=torch.channels_last)
         self.resize = T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)
         self.box_classifier = BoxClassifier.of(self.model_dir, self.classes, self.device) if box_classifier else None
-        log.info("loaded %s on %s (bf16 %s), classes %s, box classifier %s", self.model_dir, self.device,
-                 self.bf16, self.classes, "on" if self.box_classifier else "off")
+        log.info("loaded %s on %s (bf16 %s, %d proposals), classes %s, box classifier %s", self.model_dir,
+                 self.device, self.bf16, cfg.MODEL.RPN.POST_NMS_TOPK_TEST, self.classes,
+                 "on" if self.box_classifier else "off")
 
     def _load_weights(self, cfg) -> None:
         """The model's weights, refused where they cannot be its own: detectron2 would only log a

@@ -530,10 +530,11 @@ def _loop_falls(served: list[float]) -> bool:
 
 
 def _served_bf16_row(line: str) -> bool:
-    """bench/predictor.py's row for ours in bf16 at the model's size with its own proposals (its
-    tables before item 76 had no proposals column)."""
+    """bench/predictor.py's row for ours in bf16 at the model's size with its default proposals, the
+    model's own in bf16 ("own" before item 83; its tables before item 76 had no proposals column)."""
     cells = [cell.strip() for cell in line.strip(" |").split("|")]
-    return cells[:2] == ["model own", "ours-bf16"] and (len(cells) == 6 or cells[2] == "own")
+    return cells[:2] == ["model own", "ours-bf16"] and (
+        len(cells) == 6 or cells[2] == "own" or cells[2].startswith("default"))
 
 
 def predict_time_target(runs: Path) -> str:

@@ -332,7 +332,7 @@ def test_predict_reads_predict_proposals_of_the_rpn(settings, classified_tiny_mo
     """PREDICT_PROPOSALS reaches the served predictor: its boxes are the local predictor's at that count."""
     install_model(settings, 2, classified_tiny_model)
     own, two = (_served_lefts(settings, classified_tiny_model, busbra_dir, {"predict_proposals": count},
-                              {"proposals": count or None}) for count in (0, 2))  # the model's own (50), two
+                              {"proposals": count or None}) for count in (0, 2))  # the default (its own 50), two
     assert two != own and any(two)
 
 

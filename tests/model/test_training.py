@@ -28,7 +28,7 @@ from model.evaluation.evaluate import LOW_SCORE, evaluate
 from model.evaluation.report import read_detections, write_report
 from model.fine_tuning import schedule
 from model.io import DataError
-from model.predict import Predictor
+from model.predict import FLOAT32_CPU_PROPOSALS, Predictor
 from model.train import _class_scores_learn_where_classes_change, train, training_classes
 
 pytestmark = pytest.mark.slow
@@ -155,7 +155,7 @@ def test_category_voting_changes_the_class_scores_and_nothing_else(overfit_model
 
 def test_the_box_head_reads_only_the_proposals_asked_for(overfit_model, records):
     """``proposals`` (PREDICT_PROPOSALS, docs/results.md item 76): the box head pools that many of the
-    RPN's proposals per image and no more."""
+    RPN's proposals per image and no more; asked for none, 75 in float32 on a CPU (item 83)."""
     paths = [r.path for r in records]
     options = dict(score_threshold=LOW_SCORE, max_boxes=100, bf16=False)
 
@@ -166,7 +166,9 @@ def test_the_box_head_reads_only_the_proposals_asked_for(overfit_model, records)
         return predictor(paths, batch_size=1), pooled
 
     own, own_pooled = read(None)
-    assert all(n > 7 for n in own_pooled), own_pooled  # up to 300 (the config's) after the RPN's NMS
+    assert all(7 < n <= FLOAT32_CPU_PROPOSALS for n in own_pooled), own_pooled  # after the RPN's NMS
+    m = evaluate(records, own, ["2", "3", "4", "5"], 0.3).metrics
+    assert m["ap50_lesion"] >= 0.9, m
     few, few_pooled = read(7)
     assert few_pooled == [7] * len(paths)
     assert [d.boxes for d in few] != [d.boxes for d in own]
@@ -174,6 +176,20 @@ def test_the_box_head_reads_only_the_proposals_asked_for(overfit_model, records)
     assert m["ap50_lesion"] >= 0.9, m  # the lesions are still found from the RPN's seven best
     with pytest.raises(ValueError, match="at least 1"):
         Predictor(overfit_model, proposals=0)
+
+
+def test_float32_on_a_cpu_reads_fewer_proposals_than_the_models_own(overfit_model):
+    """Item 82's rule: 75 where a CPU predicts in float32; in bf16 (or on a GPU) the model's own, and
+    a count asked for is read whatever the arithmetic."""
+    own = yaml.safe_load((overfit_model / "config.yaml").read_text())["MODEL"]["RPN"]["POST_NMS_TOPK_TEST"]
+    assert own == 300  # the recipe's (model/configs/birads.yaml)
+
+    def read(**options) -> int:
+        return Predictor(overfit_model, device="cpu", **options).cfg.MODEL.RPN.POST_NMS_TOPK_TEST
+
+    assert read(bf16=False) == FLOAT32_CPU_PROPOSALS == 75
+    assert read(bf16=True) == own  # emulated where the CPU has no bf16: only built here, never run
+    assert read(bf16=False, proposals=200) == read(bf16=True, proposals=200) == 200
 
 
 def test_fine_tune_from_previous_version(overfit_model, records, tmp_path):

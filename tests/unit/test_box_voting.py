@@ -67,7 +67,7 @@ def test_birads_votes_as_the_backend_does_unless_told_not_to(command, options, i
                                      ["evaluate", "--data", "busbra:d", "--model", "m", "--out", "o"],
                                      ["fit-cuts", "--data", "breast:d", "--model", "m"]])
 def test_birads_reads_the_proposals_asked_for_and_refuses_none(command, capsys):
-    """--proposals (the box head's proposals, box voting's voters; item 76): the model's own unless given."""
+    """--proposals (the box head's proposals, box voting's voters; item 76): None (the default) unless given."""
     from model.cli import parser
 
     assert parser().parse_args(command).proposals is None

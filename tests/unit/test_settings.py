@@ -52,7 +52,7 @@ def test_typed_values(monkeypatch):
     ("BF16", "sometimes", "must be auto, true or false"),
     ("HOLDOUT_FRACTION", "1.5", "must be in"),
     ("BOX_VOTING_IOU", "1.5", "must be in"),
-    ("PREDICT_PROPOSALS", "-1", r"PREDICT_PROPOSALS=-1 must be >= 0 \(0: the model's own\)"),
+    ("PREDICT_PROPOSALS", "-1", r"PREDICT_PROPOSALS=-1 must be >= 0 \(0: the predictor's default\)"),
     ("CATEGORY_READING", "mode", "must be one of argmax, median"),
     ("MALIGNANCY_READING", "both", "must be one of pathology, mean"),
     ("DEVICE", "gpu", "must be auto, cpu, cuda or cuda:N"),

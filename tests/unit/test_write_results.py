@@ -303,7 +303,8 @@ def test_the_loop_target_reads_the_served_versions_on_the_test_set(tmp_path, wri
 
 def test_the_predict_time_target_reads_the_served_bf16_row_of_either_bench_table(writer, tmp_path):
     """bench/predictor.py's tables before item 76 had no proposals column; since, one row per count:
-    the target reads ours in bf16 at the model's size with its own proposals, whichever comes first."""
+    the target reads ours in bf16 at the model's size with its default proposals (the model's own in
+    bf16), whichever table it is."""
     runs = tmp_path / "runs"
     runs.mkdir()
     assert "not measured" in writer.predict_time_target(runs)
@@ -313,3 +314,7 @@ def test_the_predict_time_target_reads_the_served_bf16_row_of_either_bench_table
     (runs / "bench_predictor.txt").write_text("| model own | ours-bf16 | 100 | 0.406 | 1256 | 0.49x | 0.21x |\n"
                                               "| model own | ours-bf16 | own | 0.706 | 1256 | 0.85x | 0.36x |\n")
     assert "| 0.36x (bf16," in writer.predict_time_target(runs) and "missed" in writer.predict_time_target(runs)
+    # since item 83 the default row says how many proposals the predictor's default read
+    (runs / "bench_predictor.txt").write_text("| model own | ours-bf16 | 75 | 0.406 | 1256 | 0.49x | 0.21x |\n"
+                                              "| model own | ours-bf16 | default 300 | 0.606 | 1256 | 0.7x | 0.29x |\n")
+    assert "| 0.29x (bf16," in writer.predict_time_target(runs) and "met" in writer.predict_time_target(runs)
