@@ -55,3 +55,22 @@ def test_top1_onlys_seconds_split_by_action_add_up_to_its_ratio(display_cut, tmp
     assert actions["adjust"] == 0 and actions["by_hand"] == pytest.approx(7)
     assert actions["ratio"] == pytest.approx(display_cut.ratios(*display_cut.read(report))[0.05])
     assert actions["ratio_categories_right"] == pytest.approx((1.6 + 2.9 / 2 + 7 / 2) / 7)
+
+
+def test_a_cut_on_the_rank_reads_what_chose_the_top_box_not_its_score(display_cut, tmp_path, busbra_dir, capsys):
+    """Item 84: where the box classifier re-ranks, the cut can read the rank value instead."""
+    first, second = datasets.load(f"busbra:{busbra_dir}")[:2]
+    right = replace(first.boxes[0], score=0.3)                       # on the lesion: low score, high rank
+    elsewhere = Box(0, 0, 5, 5, second.boxes[0].category, 0.9)       # off the lesion: high score, low rank
+    detections = [Detection((right,), first.width, first.height, ranks=(0.9,)),
+                  Detection((elsewhere,), second.width, second.height, ranks=(0.2,))]
+    report = write_report(evaluate([first, second], detections, ["2", "3", "4", "5"], decision="top"),
+                          tmp_path / "report", "m", "busbra")
+    data = display_cut.read(report)
+    # by score at 0.5: the right box hidden (drawn, 7 s), the miss shown (verify, delete, draw)
+    assert display_cut.ratios(*data, [0.5])[0.5] == pytest.approx((7 + 1.6 + 2.9 + 7) / 14)
+    # by rank at 0.5: the right box shown and verified, the miss hidden and its lesion drawn
+    assert display_cut.ratios(*data, [0.5], by="rank")[0.5] == pytest.approx((1.6 + 7) / 14)
+    assert display_cut.main(["--fit", str(report), "--score", str(report), "--by", "rank", "--cuts", "0.5"]) == 0
+    out = capsys.readouterr().out
+    assert '"by": "rank", "cut": 0.5' in out and ">= 0.05" in out  # top1-only as served is always a column
