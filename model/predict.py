@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import yaml
 from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.config import get_cfg
+from detectron2.config import CfgNode, get_cfg
 from detectron2.data import transforms as T
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes
@@ -122,7 +122,7 @@ def as_rgb(image: ImageInput) -> np.ndarray:
 FLOAT32_CPU_PROPOSALS = 75
 
 
-def default_proposals(cfg, device: str, bf16: bool) -> int:
+def default_proposals(cfg: CfgNode, device: str, bf16: bool) -> int:
     """The proposals the box head reads when none are asked for (see FLOAT32_CPU_PROPOSALS)."""
     own = cfg.MODEL.RPN.POST_NMS_TOPK_TEST
     return min(own, FLOAT32_CPU_PROPOSALS) if device == "cpu" and not bf16 else own
